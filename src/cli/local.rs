@@ -1,0 +1,164 @@
+//! `skitter local`: master and worker in this process, with or without a shell.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::find_app_optional;
+use crate::runtime::{log, node, LocalRuntime};
+use crate::script::engine::stdout_output;
+use crate::script::{App, EngineEnv, Host, Session, WorkflowRef};
+use crate::workflow::{Status, Workflow};
+use crate::{Error, Result};
+
+#[derive(Args, Debug)]
+pub struct LocalArgs {
+    #[command(subcommand)]
+    pub command: Option<LocalCommand>,
+    /// A Rhai expression returning the workflow to deploy at start
+    /// (overrides SKITTER_DEPLOY and the app's `deploy` key).
+    #[arg(short = 'd', long, global = true, value_name = "EXPR")]
+    pub deploy: Option<String>,
+    /// Do not write the log file logs/<node>.log.
+    #[arg(long, global = true)]
+    pub no_log: bool,
+    /// Worker slots (default: the app's `slots`, else one per core).
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub slots: Option<u16>,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub enum LocalCommand {
+    /// Run until the deployed workflow finishes or a signal arrives (`s`).
+    #[command(visible_alias = "s")]
+    Start,
+    /// Open the shell on the local runtime; the default (`S`).
+    #[command(name = "start_iex", visible_alias = "S")]
+    StartIex,
+}
+
+/// What `skitter local` runs with, resolved from arguments, environment and app.
+pub struct LocalConfig {
+    pub app: Option<App>,
+    pub deploy: Option<String>,
+    pub slots: usize,
+    pub node: String,
+    pub log_dir: Option<PathBuf>,
+}
+
+fn resolve(args: &LocalArgs, app_dir: Option<&Path>) -> Result<LocalConfig> {
+    let app = find_app_optional(app_dir)?;
+    let deploy = args
+        .deploy
+        .clone()
+        .or_else(|| std::env::var("SKITTER_DEPLOY").ok().filter(|d| !d.trim().is_empty()))
+        .or_else(|| app.as_ref().and_then(|a| a.config.deploy.clone()));
+    let slots = args
+        .slots
+        .map(usize::from)
+        .or(app.as_ref().and_then(|a| a.config.slots))
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let node = node::node_name(std::env::var("SKITTER_NODE").ok().as_deref(), "skitter_local");
+    let log_dir = (!args.no_log).then(|| match &app {
+        Some(a) => a.root.join("logs"),
+        None => PathBuf::from("logs"),
+    });
+    Ok(LocalConfig { app, deploy, slots, node, log_dir })
+}
+
+pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
+    let config = resolve(&args, app_dir)?;
+    let command = args.command.unwrap_or(LocalCommand::StartIex);
+    log::init(&config.node, config.log_dir.as_deref()).map_err(Error::Usage)?;
+    let welcome = log::welcome("local", &config.node, &format!(" with {} slots", config.slots));
+    tracing::info!("{welcome}");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.slots)
+        .thread_name("skitter")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
+    let env = EngineEnv::new(config.app.as_ref().map(App::priv_dir), stdout_output());
+    let runtime = Arc::new(LocalRuntime::new(rt.handle().clone(), config.node.clone(), config.slots, env.clone()));
+    match command {
+        LocalCommand::Start => {
+            eprintln!("{welcome}");
+            let mut session = Session::new(env, Some(runtime.clone()), config.app.clone())?;
+            start(&rt, &runtime, &mut session, config.deploy.as_deref())
+        }
+        LocalCommand::StartIex => crate::shell::run_local(rt, runtime, env, config.app, config.deploy, &welcome),
+    }
+}
+
+/// Evaluates a `--deploy` expression and deploys what it returns.
+pub fn deploy_expr(runtime: &LocalRuntime, session: &mut Session, expr: &str) -> Result<WorkflowRef> {
+    let value = session.eval(expr).map_err(|e| Error::Failed(format!("--deploy `{expr}`: {e}")))?;
+    if value.is::<WorkflowRef>() {
+        return Ok(value.cast::<WorkflowRef>());
+    }
+    let Some(wf) = value.clone().try_cast::<Workflow>() else {
+        return Err(Error::Failed(format!("--deploy `{expr}` returned {} ({value}), not a workflow", value.type_name())));
+    };
+    runtime
+        .deploy(&wf, session.code())
+        .map_err(|e| Error::Failed(format!("--deploy `{expr}`: {e}")))
+}
+
+/// `local start`: deploy, then wait for the workflow to end; a signal stops it
+/// gracefully, a second one exits at once.
+fn start(rt: &tokio::runtime::Runtime, runtime: &Arc<LocalRuntime>, session: &mut Session, deploy: Option<&str>) -> Result<ExitCode> {
+    let workflow = match deploy {
+        Some(expr) => Some(deploy_expr(runtime, session, expr)?),
+        None => None,
+    };
+    let status = rt.block_on(async {
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::Failed(format!("cannot handle signals: {e}")))?;
+        let mut term = signal(SignalKind::terminate()).map_err(|e| Error::Failed(format!("cannot handle signals: {e}")))?;
+        let Some(r) = workflow else {
+            eprintln!("no workflow to deploy (give --deploy EXPR, SKITTER_DEPLOY or `deploy` in skitter.toml); running until stopped");
+            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+            return Ok(Status::Stopped);
+        };
+        let mut watch = runtime.subscribe(r).map_err(Error::Failed)?;
+        let signalled = tokio::select! {
+            _ = watch.wait_for(|s: &Status| s.is_done()) => false,
+            _ = int.recv() => true,
+            _ = term.recv() => true,
+        };
+        if signalled {
+            stop_on_signal(runtime, r, &mut watch, &mut int, &mut term).await?;
+        }
+        let status = watch.borrow().clone();
+        Ok::<Status, Error>(status)
+    })?;
+    match status {
+        Status::Failed(reason) => {
+            tracing::error!("workflow failed: {reason}");
+            Err(Error::WorkflowFailed(reason))
+        }
+        other => {
+            tracing::info!("workflow {other}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn stop_on_signal(
+    runtime: &LocalRuntime,
+    r: WorkflowRef,
+    watch: &mut tokio::sync::watch::Receiver<Status>,
+    int: &mut tokio::signal::unix::Signal,
+    term: &mut tokio::signal::unix::Signal,
+) -> Result<()> {
+    eprintln!("stopping the workflow (records in flight are drained; signal again to quit at once)");
+    tracing::info!("signal received: stopping workflow {}", r.id);
+    runtime.request_stop(r).map_err(Error::Failed)?;
+    tokio::select! {
+        _ = watch.wait_for(|s: &Status| s.is_done()) => Ok(()),
+        _ = int.recv() => std::process::exit(130),
+        _ = term.recv() => std::process::exit(143),
+    }
+}

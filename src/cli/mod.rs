@@ -1,0 +1,125 @@
+//! The command line: clap definitions (plain records), then one file per mode
+//! that resolves them to a configuration and runs it.
+
+mod local;
+pub use local::deploy_expr as local_deploy;
+mod new;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use colored::Colorize;
+
+use crate::script::App;
+use crate::{Error, Result};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "skitter",
+    about = "A distributed stream-processing runtime whose workflows are Rhai scripts",
+    disable_help_subcommand = true,
+    disable_version_flag = true,
+    after_help = "Run `skitter help MODE` for the options of a mode."
+)]
+pub struct Cli {
+    /// Print "<app> <version>" of the app here and exit.
+    #[arg(short = 'a', long = "application-version")]
+    pub application_version: bool,
+    /// Print "skitter <version>" and exit.
+    #[arg(short = 'v', long = "skitter-version")]
+    pub skitter_version: bool,
+    /// The app directory (default: found by walking up from the current directory).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub app: Option<PathBuf>,
+    #[command(subcommand)]
+    pub mode: Option<Mode>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Mode {
+    /// Run master and worker in this process (`l`).
+    #[command(visible_alias = "l")]
+    Local(local::LocalArgs),
+    /// Create a new app at PATH, with a working word count.
+    New(new::NewArgs),
+    /// Show help, for all modes or for one (`h`).
+    #[command(visible_alias = "h")]
+    Help {
+        /// The mode to explain.
+        mode: Option<String>,
+    },
+}
+
+/// The red "error:" that starts every error message (plain when not on a terminal).
+pub fn error_prefix() -> String {
+    "error:".red().bold().to_string()
+}
+
+/// Parses `args` and runs the command.
+pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<ExitCode> {
+    if std::env::var_os("NO_COLOR").is_some() {
+        colored::control::set_override(false);
+    }
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return Ok(ExitCode::from(code));
+        }
+    };
+    if cli.skitter_version {
+        println!("skitter {}", env!("CARGO_PKG_VERSION"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if cli.application_version {
+        let app = find_app(cli.app.as_deref())?;
+        println!("{} {}", app.config.name, app.config.version);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match cli.mode {
+        None => {
+            let _ = Cli::command().print_help();
+            Ok(ExitCode::from(2))
+        }
+        Some(Mode::Help { mode }) => help(mode.as_deref()),
+        Some(Mode::New(args)) => new::run(args),
+        Some(Mode::Local(args)) => local::run(args, cli.app.as_deref()),
+    }
+}
+
+fn help(mode: Option<&str>) -> Result<ExitCode> {
+    let mut cmd = Cli::command();
+    match mode {
+        None => {
+            let _ = cmd.print_help();
+        }
+        Some(name) => {
+            let Some(sub) = cmd.find_subcommand_mut(name) else {
+                let known: Vec<String> = Cli::command().get_subcommands().map(|s| s.get_name().to_string()).collect();
+                return Err(Error::Usage(format!("no mode `{name}` (modes: {})", known.join(", "))));
+            };
+            let _ = sub.print_help();
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The app given with `--app`, else the one around the current directory.
+pub fn find_app(dir: Option<&std::path::Path>) -> Result<App> {
+    Ok(match dir {
+        Some(d) => App::load(d)?,
+        None => App::find(&std::env::current_dir().map_err(|e| Error::Failed(format!("no current directory: {e}")))?)?,
+    })
+}
+
+/// Like [`find_app`], but no app is fine when none was asked for.
+pub fn find_app_optional(dir: Option<&std::path::Path>) -> Result<Option<App>> {
+    match find_app(dir) {
+        Ok(app) => Ok(Some(app)),
+        Err(Error::App(crate::script::app::AppError::NotFound(_))) if dir.is_none() => Ok(None),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,153 @@
+//! Local mode: master and worker in one process. Workflows run on this
+//! process's tokio runtime with one slot per core (or as configured).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rhai::{Array, Dynamic, Map};
+use tokio::runtime::Handle;
+
+use super::dataflow::{self, Running};
+use crate::script::{Code, EngineEnv, Host, WorkflowRef};
+use crate::workflow::{Plan, Status, Workflow};
+
+pub struct LocalRuntime {
+    handle: Handle,
+    node: String,
+    slots: usize,
+    env: EngineEnv,
+    next_id: AtomicU64,
+    workflows: Mutex<BTreeMap<u64, Arc<Running>>>,
+}
+
+impl LocalRuntime {
+    pub fn new(handle: Handle, node: String, slots: usize, env: EngineEnv) -> Self {
+        LocalRuntime { handle, node, slots: slots.max(1), env, next_id: AtomicU64::new(1), workflows: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn get(&self, r: WorkflowRef) -> Result<Arc<Running>, String> {
+        self.workflows
+            .lock()
+            .expect("workflows lock")
+            .get(&r.id)
+            .cloned()
+            .ok_or_else(|| format!("no workflow #{} on {}", r.id, self.node))
+    }
+
+    /// Blocks the calling (non-runtime) thread until `running` is done.
+    fn block_until_done(&self, running: &Running) -> Status {
+        let mut rx = running.subscribe();
+        let wait = async move {
+            let _ = rx.wait_for(|s| s.is_done()).await;
+            let status = rx.borrow().clone();
+            status
+        };
+        if Handle::try_current().is_ok() {
+            // On a runtime thread: we may not block it; poll the status instead.
+            loop {
+                let s = running.status();
+                if s.is_done() {
+                    return s;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        self.handle.block_on(wait)
+    }
+
+    /// Watches a workflow's status.
+    pub fn subscribe(&self, r: WorkflowRef) -> Result<tokio::sync::watch::Receiver<Status>, String> {
+        Ok(self.get(r)?.subscribe())
+    }
+
+    /// Asks a workflow to stop gracefully without waiting for it.
+    pub fn request_stop(&self, r: WorkflowRef) -> Result<(), String> {
+        self.get(r)?.request_stop();
+        Ok(())
+    }
+
+    /// Workflows still running.
+    pub fn running(&self) -> Vec<WorkflowRef> {
+        self.workflows
+            .lock()
+            .expect("workflows lock")
+            .iter()
+            .filter(|(_, r)| !r.status().is_done())
+            .map(|(&id, _)| WorkflowRef { id })
+            .collect()
+    }
+
+    /// Stops every running workflow gracefully and waits for them.
+    pub fn stop_all(&self) {
+        for r in self.running() {
+            let _ = self.stop(r);
+        }
+    }
+}
+
+impl Host for LocalRuntime {
+    fn node_name(&self) -> String {
+        self.node.clone()
+    }
+
+    fn deploy(&self, wf: &Workflow, code: Code) -> Result<WorkflowRef, String> {
+        wf.validate().map_err(|e| e.to_string())?;
+        let plan = Plan::new(wf.flatten());
+        let _guard = self.handle.enter();
+        let running = dataflow::start(plan, code, self.slots, &self.env)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.workflows.lock().expect("workflows lock").insert(id, running);
+        tracing::info!(workflow = id, "deployed");
+        Ok(WorkflowRef { id })
+    }
+
+    fn status(&self, r: WorkflowRef) -> Result<Status, String> {
+        Ok(self.get(r)?.status())
+    }
+
+    fn stop(&self, r: WorkflowRef) -> Result<Status, String> {
+        let running = self.get(r)?;
+        running.request_stop();
+        let status = self.block_until_done(&running);
+        tracing::info!(workflow = r.id, %status, "stopped");
+        Ok(status)
+    }
+
+    fn wait(&self, r: WorkflowRef) -> Result<Status, String> {
+        let running = self.get(r)?;
+        Ok(self.block_until_done(&running))
+    }
+
+    fn results(&self, r: WorkflowRef, sink: Option<&str>) -> Result<Array, String> {
+        self.get(r)?.results(sink)
+    }
+
+    fn workflows(&self) -> Vec<(WorkflowRef, Status)> {
+        self.workflows
+            .lock()
+            .expect("workflows lock")
+            .iter()
+            .map(|(&id, r)| (WorkflowRef { id }, r.status()))
+            .collect()
+    }
+
+    fn workers(&self) -> Array {
+        let mut m = Map::new();
+        m.insert("name".into(), self.node.clone().into());
+        m.insert("slots".into(), Dynamic::from_int(self.slots as i64));
+        m.insert("tags".into(), Dynamic::from_array(Array::new()));
+        vec![Dynamic::from_map(m)]
+    }
+
+    fn runtime_info(&self) -> Map {
+        let mut m = Map::new();
+        m.insert("mode".into(), "local".into());
+        m.insert("node".into(), self.node.clone().into());
+        m.insert("slots".into(), Dynamic::from_int(self.slots as i64));
+        m.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+        let running = self.running().len() as i64;
+        m.insert("running_workflows".into(), Dynamic::from_int(running));
+        m
+    }
+}

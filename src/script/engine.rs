@@ -1,0 +1,112 @@
+//! Engine set-up shared by every engine in the process: the fixed hashing
+//! seed, the workflow package, and the natives scripts can always call.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use rhai::{Engine, EvalAltResult, Module, Position, Shared};
+
+type SharedModule = Shared<Module>;
+
+use super::workflow_api;
+
+/// Rhai names an anonymous function `anon$<hash>` and hashes function
+/// signatures with a per-process random seed unless told otherwise. Every
+/// node must use the same seed, or a closure shipped from one node would name
+/// a different function on another.
+pub const HASHING_SEED: [u64; 4] = [0x736b_6974, 0x7465_7221, 0x5268_6169, 0x0000_0001];
+
+/// Sets the fixed hashing seed; must run before any engine is built.
+pub fn init_hashing() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        if let Err(existing) = rhai::config::hashing::set_hashing_seed(Some(HASHING_SEED)) {
+            assert_eq!(existing, Some(HASHING_SEED), "Rhai hashing seed was set elsewhere");
+        }
+    });
+}
+
+/// Where text printed by scripts and `inspect` goes: stdout, or the shell's
+/// printer that keeps the line being typed intact.
+pub type Output = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Writes each piece of text to stdout as it comes.
+pub fn stdout_output() -> Output {
+    Arc::new(|text: &str| {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        if !text.ends_with('\n') {
+            let _ = out.write_all(b"\n");
+        }
+        let _ = out.flush();
+    })
+}
+
+/// What an engine needs from the process it runs in.
+#[derive(Clone)]
+pub struct EngineEnv {
+    /// The app's `priv/`, for `priv_path`.
+    pub priv_dir: Option<PathBuf>,
+    /// Set to make the running evaluation stop with "interrupted".
+    pub abort: Arc<AtomicBool>,
+    pub output: Output,
+}
+
+impl EngineEnv {
+    pub fn new(priv_dir: Option<PathBuf>, output: Output) -> Self {
+        EngineEnv { priv_dir, abort: Arc::new(AtomicBool::new(false)), output }
+    }
+}
+
+/// How deeply expressions may nest, at the top level and inside functions:
+/// a workflow of a few dozen chained steps must parse in every build.
+const MAX_EXPR_DEPTH: usize = 256;
+const MAX_FN_EXPR_DEPTH: usize = 128;
+
+/// The message an aborted evaluation ends with.
+pub const INTERRUPTED: &str = "interrupted";
+
+fn workflow_package() -> SharedModule {
+    static PACKAGE: OnceLock<SharedModule> = OnceLock::new();
+    PACKAGE.get_or_init(|| rhai::exported_module!(workflow_api::api).into()).clone()
+}
+
+/// An engine with the workflow API, `priv_path`, printing to `env.output`
+/// and stopping when `env.abort` is set.
+pub fn new_engine(env: &EngineEnv) -> Engine {
+    init_hashing();
+    let mut engine = Engine::new();
+    // Chained builders nest deeply; Rhai's debug-build defaults are too low.
+    engine.set_max_expr_depths(MAX_EXPR_DEPTH, MAX_FN_EXPR_DEPTH);
+    engine.register_global_module(workflow_package());
+    engine.register_type_with_name::<crate::workflow::Workflow>("Workflow");
+    engine.register_type_with_name::<crate::workflow::Operator>("Operator");
+
+    let priv_dir = env.priv_dir.clone();
+    rhai::FuncRegistration::new("priv_path")
+        .with_comments(["/// The path of a data file in the app's `priv/` directory.\n///\n/// ```rhai\n/// let p = priv_path(\"words.txt\");\n/// ```"])
+        .with_params_info(["name: &str", "String"])
+        .register_into_engine(&mut engine, move |name: &str| -> Result<String, Box<EvalAltResult>> {
+            match &priv_dir {
+                Some(dir) => Ok(dir.join(name).display().to_string()),
+                None => Err(EvalAltResult::ErrorRuntime("priv_path: there is no app here (run inside an app directory or pass --app DIR)".into(), Position::NONE).into()),
+            }
+        });
+
+    let print_out = env.output.clone();
+    engine.on_print(move |text| print_out(text));
+    let debug_out = env.output.clone();
+    engine.on_debug(move |text, source, pos| {
+        let text = match (source, pos.line()) {
+            (Some(src), Some(line)) => format!("[{src}:{line}] {text}"),
+            (None, Some(line)) => format!("[{line}] {text}"),
+            _ => text.to_string(),
+        };
+        debug_out(&text)
+    });
+    let abort = env.abort.clone();
+    engine.on_progress(move |_| abort.load(Ordering::Relaxed).then(|| INTERRUPTED.into()));
+    engine
+}

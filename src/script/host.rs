@@ -1,0 +1,67 @@
+//! What a script can ask of the node it runs on. The runtime implements
+//! [`Host`]; the script layer only sees this trait, so the same runtime API
+//! works in local mode, on a master, or through a remote console.
+
+use std::sync::Arc;
+
+use rhai::{Array, Map, AST};
+
+use crate::workflow::{Status, Workflow};
+
+/// A script text and the name it goes by in messages (`lib/x.rhai`, `shell:3`).
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+/// The code a workflow's functions resolve against: every function the
+/// deploying session knew (closures included), compiled, and the sources it
+/// was compiled from. A Rhai AST cannot be serialized or deep-copied, so each
+/// executor (a thread, another process) compiles its own from the sources.
+#[derive(Clone, Default)]
+pub struct Code {
+    pub ast: Arc<AST>,
+    pub sources: Arc<Vec<Source>>,
+}
+
+impl Code {
+    /// Compiles the sources, in order, into one AST on `engine`.
+    pub fn compile(&self, engine: &rhai::Engine) -> Result<AST, String> {
+        let mut ast = AST::empty();
+        for source in self.sources.iter() {
+            let mut part = engine.compile(&source.text).map_err(|e| format!("{}: {e}", source.name))?;
+            part.set_source(source.name.as_str());
+            ast = ast.merge(&part.clone_functions_only());
+        }
+        Ok(ast)
+    }
+}
+
+/// A handle on a deployed workflow, as scripts hold it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkflowRef {
+    pub id: u64,
+}
+
+pub trait Host: Send + Sync {
+    /// The node's name, `name@host`.
+    fn node_name(&self) -> String;
+    /// Places and starts a validated workflow.
+    fn deploy(&self, wf: &Workflow, code: Code) -> Result<WorkflowRef, String>;
+    fn status(&self, r: WorkflowRef) -> Result<Status, String>;
+    /// Stops the workflow gracefully: sources stop, records in flight drain.
+    /// Returns once it is done.
+    fn stop(&self, r: WorkflowRef) -> Result<Status, String>;
+    /// Blocks until the workflow is no longer running.
+    fn wait(&self, r: WorkflowRef) -> Result<Status, String>;
+    /// What the workflow's `collect()` sink gathered (`sink` names one when
+    /// there are several).
+    fn results(&self, r: WorkflowRef, sink: Option<&str>) -> Result<Array, String>;
+    /// Every workflow deployed here, with its status.
+    fn workflows(&self) -> Vec<(WorkflowRef, Status)>;
+    /// The workers this node can place instances on.
+    fn workers(&self) -> Array;
+    /// Facts about the runtime: mode, node, slots, version.
+    fn runtime_info(&self) -> Map;
+}

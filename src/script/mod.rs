@@ -1,0 +1,15 @@
+//! Rhai: engine set-up, apps, sessions and the packages scripts see (the
+//! workflow builder, and the runtime API through the [`host::Host`] trait).
+
+pub mod app;
+pub mod diagnostic;
+pub mod engine;
+pub mod host;
+pub mod runtime_api;
+pub mod session;
+pub mod workflow_api;
+
+pub use app::App;
+pub use engine::{new_engine, EngineEnv, Output};
+pub use host::{Code, Host, WorkflowRef};
+pub use session::{ScriptError, Session};

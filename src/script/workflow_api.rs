@@ -1,0 +1,502 @@
+//! The workflow builder as a Rhai package. Every function builds data; none
+//! runs anything. Chaining forms (`wf.map(f)`) append a node and link it from
+//! the previous step; the bare forms (`map(f)`) make an operator for `node`.
+
+use rhai::plugin::*;
+use rhai::FnPtr;
+
+use crate::workflow::{Body, Func, Operator, SourceSpec, Workflow, WorkflowError};
+
+type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
+
+fn fail<T>(msg: impl Into<String>) -> RhaiResult<T> {
+    Err(EvalAltResult::ErrorRuntime(msg.into().into(), Position::NONE).into())
+}
+
+fn wf_err<T>(e: WorkflowError) -> RhaiResult<T> {
+    fail(e.to_string())
+}
+
+/// A function argument: a closure or `Fn("name")`, nothing else.
+fn func(op: &str, what: &str, value: Dynamic) -> RhaiResult<Func> {
+    if value.is::<FnPtr>() {
+        return Ok(Func(value.cast::<FnPtr>()));
+    }
+    fail(format!(
+        "{op} expects a function as its {what} (a closure like `|x| x + 1` or `Fn(\"name\")`), got {}",
+        value.type_name()
+    ))
+}
+
+fn source(value: Dynamic) -> RhaiResult<SourceSpec> {
+    if value.is_array() {
+        return Ok(SourceSpec::Items(value.cast::<rhai::Array>()));
+    }
+    if let Some(r) = value.clone().try_cast::<std::ops::Range<i64>>() {
+        return Ok(SourceSpec::Range { start: r.start, end: r.end, step: 1 });
+    }
+    if let Some(r) = value.clone().try_cast::<std::ops::RangeInclusive<i64>>() {
+        return Ok(SourceSpec::Range { start: *r.start(), end: r.end().saturating_add(1), step: 1 });
+    }
+    if value.is::<FnPtr>() {
+        return Ok(SourceSpec::Generator(Func(value.cast::<FnPtr>())));
+    }
+    fail(format!(
+        "stream_source expects an array, a range or a generator function `|n| ...`, got {}",
+        value.type_name()
+    ))
+}
+
+fn port(value: i64) -> RhaiResult<u16> {
+    u16::try_from(value).or_else(|_| fail(format!("tcp_source: {value} is not a TCP port (0-65535)")))
+}
+
+fn chain(wf: Workflow, op: Operator) -> RhaiResult<Workflow> {
+    wf.chain(Body::Op(op)).or_else(wf_err)
+}
+
+/// A node body for `node`: an operator or a whole workflow.
+fn body(value: Dynamic) -> RhaiResult<Body> {
+    if value.is::<Operator>() {
+        return Ok(Body::Op(value.cast::<Operator>()));
+    }
+    if value.is::<Workflow>() {
+        return Ok(Body::Nested(Box::new(value.cast::<Workflow>())));
+    }
+    fail(format!("node expects an operator (like `map(|x| x)`) or a workflow, got {}", value.type_name()))
+}
+
+#[export_module]
+pub mod api {
+    use super::*;
+
+    pub type Workflow = crate::workflow::Workflow;
+    pub type Operator = crate::workflow::Operator;
+
+    /// Starts an empty workflow. Chain operators onto it.
+    ///
+    /// ```rhai
+    /// let wf = workflow().stream_source([1, 2, 3]).map(|x| x * 2).collect();
+    /// ```
+    pub fn workflow() -> Workflow {
+        Workflow::new()
+    }
+
+    /// Adds a source that emits the elements of an array, the integers of a
+    /// range, or `f(0)`, `f(1)`, ... of a generator until it returns `()`
+    /// (a generator that never returns `()` is endless). Strategy: source.
+    ///
+    /// ```rhai
+    /// let wf = workflow().stream_source(1..=10).inspect("n");
+    /// let endless = workflow().stream_source(|n| n * n).collect();
+    /// ```
+    #[rhai_fn(name = "stream_source", return_raw)]
+    pub fn chain_stream_source(wf: Workflow, items: Dynamic) -> RhaiResult<Workflow> {
+        chain(wf, Operator::Source(source(items)?))
+    }
+
+    /// Adds a source that emits each line of a text file (without its line
+    /// ending). Relative paths are taken from the current directory; use
+    /// `priv_path(name)` for the app's data files. Strategy: source.
+    ///
+    /// ```rhai
+    /// let wf = workflow().read_lines(priv_path("words.txt")).collect();
+    /// ```
+    #[rhai_fn(name = "read_lines", return_raw)]
+    pub fn chain_read_lines(wf: Workflow, path: &str) -> RhaiResult<Workflow> {
+        chain(wf, Operator::Source(SourceSpec::Lines(path.into())))
+    }
+
+    /// Adds a source that connects to `host:port` and emits every line it
+    /// receives until the peer closes the connection. Strategy: source.
+    ///
+    /// ```rhai
+    /// let wf = workflow().tcp_source("127.0.0.1", 7000).inspect("line");
+    /// ```
+    #[rhai_fn(name = "tcp_source", return_raw)]
+    pub fn chain_tcp_source(wf: Workflow, host: &str, port: i64) -> RhaiResult<Workflow> {
+        chain(wf, Operator::Source(SourceSpec::Tcp { host: host.into(), port: super::port(port)? }))
+    }
+
+    /// Applies `f` to every record and emits its result. Strategy: immutable-local.
+    ///
+    /// ```rhai
+    /// let wf = workflow().stream_source([1, 2, 3]).map(|x| x + 1).collect();
+    /// ```
+    #[rhai_fn(name = "map", return_raw)]
+    pub fn chain_map(wf: Workflow, f: Dynamic) -> RhaiResult<Workflow> {
+        chain(wf, Operator::Map(func("map", "argument", f)?))
+    }
+
+    /// Applies `f` to every record; `f` returns an array whose elements are
+    /// emitted one by one. Strategy: immutable-local.
+    ///
+    /// ```rhai
+    /// let wf = workflow().stream_source(["a b", "c"]).flat_map(|line| line.split(" ")).collect();
+    /// ```
+    #[rhai_fn(name = "flat_map", return_raw)]
+    pub fn chain_flat_map(wf: Workflow, f: Dynamic) -> RhaiResult<Workflow> {
+        chain(wf, Operator::FlatMap(func("flat_map", "argument", f)?))
+    }
+
+    /// Sends every record for which `f` returns true to port `accept` (where
+    /// chaining continues) and every other record to port `reject`.
+    /// Strategy: immutable-local.
+    ///
+    /// ```rhai
+    /// let wf = workflow()
+    ///     .stream_source(1..=6)
+    ///     .filter(|x| x % 2 == 0).name("split")
+    ///     .inspect("even")
+    ///     .from("split.reject")
+    ///     .inspect("odd");
+    /// ```
+    #[rhai_fn(name = "filter", return_raw)]
+    pub fn chain_filter(wf: Workflow, f: Dynamic) -> RhaiResult<Workflow> {
+        chain(wf, Operator::Filter(func("filter", "argument", f)?))
+    }
+
+    /// Keeps a state per key. For each record, `key_fn(record)` gives its key
+    /// and `reduce_fn(state, record)` returns `[new_state, emitted]`; `emitted`
+    /// is sent on unless it is `()`. A key's first state is `initial`.
+    /// Strategy: keyed (every key lives on exactly one instance).
+    ///
+    /// ```rhai
+    /// let wf = workflow()
+    ///     .stream_source(["a", "b", "a"])
+    ///     .keyed_reduce(|w| w, |count, w| [count + 1, [w, count + 1]], 0)
+    ///     .collect();
+    /// ```
+    #[rhai_fn(name = "keyed_reduce", return_raw)]
+    pub fn chain_keyed_reduce(wf: Workflow, key_fn: Dynamic, reduce_fn: Dynamic, initial: Dynamic) -> RhaiResult<Workflow> {
+        let key = func("keyed_reduce", "key function", key_fn)?;
+        let reduce = func("keyed_reduce", "reduce function", reduce_fn)?;
+        chain(wf, Operator::KeyedReduce { key, reduce, initial })
+    }
+
+    /// Counts records per distinct value, natively (no script call per
+    /// record), and emits `[value, count]` for each value once its input has
+    /// ended: when the sources are exhausted or the workflow is stopped.
+    /// Strategy: keyed.
+    ///
+    /// ```rhai
+    /// let wf = workflow().stream_source(["a", "b", "a"]).count().collect();
+    /// ```
+    #[rhai_fn(name = "count", return_raw)]
+    pub fn chain_count(wf: Workflow) -> RhaiResult<Workflow> {
+        chain(wf, Operator::Count { key: None })
+    }
+
+    /// Counts records per key `key_fn(record)` and emits `[key, count]` for
+    /// each key once its input has ended. Strategy: keyed.
+    ///
+    /// ```rhai
+    /// let wf = workflow().stream_source(1..=10).count(|x| x % 3).collect();
+    /// ```
+    #[rhai_fn(name = "count", return_raw)]
+    pub fn chain_count_by(wf: Workflow, key_fn: Dynamic) -> RhaiResult<Workflow> {
+        chain(wf, Operator::Count { key: Some(func("count", "key function", key_fn)?) })
+    }
+
+    /// Prints every record as `label: value` on the node's output and passes
+    /// it on unchanged, like Elixir's `IO.inspect(label: ...)`. (It is not
+    /// called `print`: Rhai sends whatever a function named `print` returns to
+    /// its own printer.) Strategy: immutable-local.
+    ///
+    /// ```rhai
+    /// let wf = workflow().stream_source([1, 2]).inspect("seen");
+    /// ```
+    #[rhai_fn(name = "inspect", return_raw)]
+    pub fn chain_print(wf: Workflow, label: &str) -> RhaiResult<Workflow> {
+        chain(wf, Operator::Print(label.into()))
+    }
+
+    /// Prints every record (without a label) and passes it on.
+    ///
+    /// ```rhai
+    /// let wf = workflow().stream_source([1, 2]).inspect();
+    /// ```
+    #[rhai_fn(name = "inspect", return_raw)]
+    pub fn chain_print_bare(wf: Workflow) -> RhaiResult<Workflow> {
+        chain(wf, Operator::Print(String::new()))
+    }
+
+    /// Writes every record as a line of the file at `path` (created or
+    /// truncated at deploy, flushed when the workflow ends). A sink.
+    ///
+    /// ```rhai
+    /// let wf = workflow().stream_source(["x", "y"]).write_lines("out.txt");
+    /// ```
+    #[rhai_fn(name = "write_lines", return_raw)]
+    pub fn chain_write_lines(wf: Workflow, path: &str) -> RhaiResult<Workflow> {
+        chain(wf, Operator::WriteLines(path.into()))
+    }
+
+    /// Gathers every record; `results(ref)` reads them. A sink.
+    ///
+    /// ```rhai
+    /// let wf = workflow().stream_source([1, 2, 3]).collect();
+    /// ```
+    #[rhai_fn(name = "collect", return_raw)]
+    pub fn chain_collect(wf: Workflow) -> RhaiResult<Workflow> {
+        chain(wf, Operator::Collect)
+    }
+
+    /// Appends a whole workflow as one nested node: the previous step feeds
+    /// its entry nodes and chaining continues from its last step.
+    ///
+    /// ```rhai
+    /// let double = workflow().map(|x| x * 2);
+    /// let wf = workflow().stream_source([1, 2]).then(double).collect();
+    /// ```
+    #[rhai_fn(name = "then", return_raw)]
+    pub fn then(wf: Workflow, inner: Workflow) -> RhaiResult<Workflow> {
+        wf.chain(Body::Nested(Box::new(inner))).or_else(wf_err)
+    }
+
+    /// Adds a named node (an operator or a nested workflow) without linking
+    /// it; chaining continues from it. Use `link` to connect it.
+    ///
+    /// ```rhai
+    /// let wf = workflow()
+    ///     .node("numbers", stream_source([1, 2, 3]))
+    ///     .node("sink", collect())
+    ///     .link("numbers.out", "sink.in");
+    /// ```
+    #[rhai_fn(name = "node", return_raw)]
+    pub fn node(wf: Workflow, name: &str, op: Dynamic) -> RhaiResult<Workflow> {
+        wf.with_node(name, body(op)?).or_else(wf_err)
+    }
+
+    /// Links an output port to an input port: `"node.port"`, or `"node"` for
+    /// the node's first output (when linking from) or `in` (when linking to).
+    /// Unknown nodes or ports and links that would make a cycle are errors.
+    ///
+    /// ```rhai
+    /// let wf = workflow()
+    ///     .node("a", stream_source([1]))
+    ///     .node("b", stream_source([2]))
+    ///     .node("both", collect())
+    ///     .link("a", "both")
+    ///     .link("b.out", "both.in");
+    /// ```
+    #[rhai_fn(name = "link", return_raw)]
+    pub fn link(wf: Workflow, from: &str, to: &str) -> RhaiResult<Workflow> {
+        wf.link(from, to).or_else(wf_err)
+    }
+
+    /// Continues chaining from another output port, e.g. a filter's `reject`.
+    ///
+    /// ```rhai
+    /// let wf = workflow()
+    ///     .stream_source(1..=4)
+    ///     .filter(|x| x > 2).name("big")
+    ///     .collect()
+    ///     .from("big.reject")
+    ///     .inspect("small");
+    /// ```
+    #[rhai_fn(name = "from", return_raw)]
+    pub fn from_port(wf: Workflow, port: &str) -> RhaiResult<Workflow> {
+        wf.from_port(port).or_else(wf_err)
+    }
+
+    /// Names the node added last, so that `link` and `from` can refer to it.
+    ///
+    /// ```rhai
+    /// let wf = workflow().stream_source([1]).name("numbers").collect();
+    /// ```
+    #[rhai_fn(name = "name", return_raw)]
+    pub fn name(wf: Workflow, name: &str) -> RhaiResult<Workflow> {
+        wf.rename_last(name).or_else(wf_err)
+    }
+
+    /// Checks that the workflow can run (it has a source, every input is
+    /// linked) and returns it, or raises an error saying what is wrong.
+    ///
+    /// ```rhai
+    /// let wf = workflow().stream_source([1]).collect().validate();
+    /// ```
+    #[rhai_fn(name = "validate", return_raw)]
+    pub fn validate(wf: Workflow) -> RhaiResult<Workflow> {
+        wf.validate().or_else(wf_err)?;
+        Ok(wf)
+    }
+
+    /// Renders the workflow as a Graphviz `dot` graph.
+    ///
+    /// ```rhai
+    /// let dot = workflow().stream_source([1]).map(|x| x).collect().to_dot();
+    /// ```
+    #[rhai_fn(name = "to_dot", pure)]
+    pub fn to_dot(wf: &mut Workflow) -> String {
+        crate::workflow::dot::to_dot(wf)
+    }
+
+    /// The names of the workflow's nodes, nested ones as `outer/inner`.
+    ///
+    /// ```rhai
+    /// let names = workflow().stream_source([1]).collect().node_names();
+    /// ```
+    #[rhai_fn(name = "node_names", pure)]
+    pub fn node_names(wf: &mut Workflow) -> rhai::Array {
+        wf.flatten().nodes.into_iter().map(|n| Dynamic::from(n.name)).collect()
+    }
+
+    /// Renders a workflow for display.
+    #[rhai_fn(name = "to_string", pure)]
+    pub fn workflow_to_string(wf: &mut Workflow) -> String {
+        let names: Vec<String> = wf.flatten().nodes.into_iter().map(|n| n.name).collect();
+        format!("#Workflow<{}>", names.join(" "))
+    }
+
+    /// Renders a workflow for debugging.
+    #[rhai_fn(name = "to_debug", pure)]
+    pub fn workflow_to_debug(wf: &mut Workflow) -> String {
+        workflow_to_string(wf)
+    }
+
+    /// An operator for `node`: a source over an array, a range or a generator.
+    ///
+    /// ```rhai
+    /// let op = stream_source([1, 2, 3]);
+    /// ```
+    #[rhai_fn(name = "stream_source", return_raw)]
+    pub fn op_stream_source(items: Dynamic) -> RhaiResult<Operator> {
+        Ok(Operator::Source(source(items)?))
+    }
+
+    /// An operator for `node`: a source over the lines of a file.
+    ///
+    /// ```rhai
+    /// let op = read_lines(priv_path("words.txt"));
+    /// ```
+    #[rhai_fn(name = "read_lines")]
+    pub fn op_read_lines(path: &str) -> Operator {
+        Operator::Source(SourceSpec::Lines(path.into()))
+    }
+
+    /// An operator for `node`: a source over the lines read from `host:port`.
+    ///
+    /// ```rhai
+    /// let op = tcp_source("127.0.0.1", 7000);
+    /// ```
+    #[rhai_fn(name = "tcp_source", return_raw)]
+    pub fn op_tcp_source(host: &str, port: i64) -> RhaiResult<Operator> {
+        Ok(Operator::Source(SourceSpec::Tcp { host: host.into(), port: super::port(port)? }))
+    }
+
+    /// An operator for `node`: `map(f)`.
+    ///
+    /// ```rhai
+    /// let op = map(|x| x + 1);
+    /// ```
+    #[rhai_fn(name = "map", return_raw)]
+    pub fn op_map(f: Dynamic) -> RhaiResult<Operator> {
+        Ok(Operator::Map(func("map", "argument", f)?))
+    }
+
+    /// An operator for `node`: `flat_map(f)`.
+    ///
+    /// ```rhai
+    /// let op = flat_map(|line| line.split(" "));
+    /// ```
+    #[rhai_fn(name = "flat_map", return_raw)]
+    pub fn op_flat_map(f: Dynamic) -> RhaiResult<Operator> {
+        Ok(Operator::FlatMap(func("flat_map", "argument", f)?))
+    }
+
+    /// An operator for `node`: `filter(f)`, with ports `accept` and `reject`.
+    ///
+    /// ```rhai
+    /// let op = filter(|x| x > 0);
+    /// ```
+    #[rhai_fn(name = "filter", return_raw)]
+    pub fn op_filter(f: Dynamic) -> RhaiResult<Operator> {
+        Ok(Operator::Filter(func("filter", "argument", f)?))
+    }
+
+    /// An operator for `node`: `keyed_reduce(key_fn, reduce_fn, initial)`.
+    ///
+    /// ```rhai
+    /// let op = keyed_reduce(|w| w, |n, w| [n + 1, [w, n + 1]], 0);
+    /// ```
+    #[rhai_fn(name = "keyed_reduce", return_raw)]
+    pub fn op_keyed_reduce(key_fn: Dynamic, reduce_fn: Dynamic, initial: Dynamic) -> RhaiResult<Operator> {
+        let key = func("keyed_reduce", "key function", key_fn)?;
+        let reduce = func("keyed_reduce", "reduce function", reduce_fn)?;
+        Ok(Operator::KeyedReduce { key, reduce, initial })
+    }
+
+    /// An operator for `node`: `count()`.
+    ///
+    /// ```rhai
+    /// let op = count();
+    /// ```
+    #[rhai_fn(name = "count")]
+    pub fn op_count() -> Operator {
+        Operator::Count { key: None }
+    }
+
+    /// An operator for `node`: `count(key_fn)`.
+    ///
+    /// ```rhai
+    /// let op = count(|x| x % 2);
+    /// ```
+    #[rhai_fn(name = "count", return_raw)]
+    pub fn op_count_by(key_fn: Dynamic) -> RhaiResult<Operator> {
+        Ok(Operator::Count { key: Some(func("count", "key function", key_fn)?) })
+    }
+
+    /// An operator for `node`: `inspect(label)`.
+    ///
+    /// ```rhai
+    /// let op = inspect("seen");
+    /// ```
+    #[rhai_fn(name = "inspect")]
+    pub fn op_printer(label: &str) -> Operator {
+        Operator::Print(label.into())
+    }
+
+    /// An operator for `node`: `write_lines(path)`.
+    ///
+    /// ```rhai
+    /// let op = write_lines("out.txt");
+    /// ```
+    #[rhai_fn(name = "write_lines")]
+    pub fn op_write_lines(path: &str) -> Operator {
+        Operator::WriteLines(path.into())
+    }
+
+    /// An operator for `node`: `collect()`.
+    ///
+    /// ```rhai
+    /// let op = collect();
+    /// ```
+    #[rhai_fn(name = "collect")]
+    pub fn op_collect() -> Operator {
+        Operator::Collect
+    }
+
+    /// Renders an operator for display.
+    #[rhai_fn(name = "to_string", pure)]
+    pub fn operator_to_string(op: &mut Operator) -> String {
+        format!("#Operator<{op}>")
+    }
+
+    /// Renders an operator for debugging.
+    #[rhai_fn(name = "to_debug", pure)]
+    pub fn operator_to_debug(op: &mut Operator) -> String {
+        format!("#Operator<{op}>")
+    }
+
+    /// Splits a string into its words: runs of non-whitespace. Native, and
+    /// the fastest way to tokenize a line.
+    ///
+    /// ```rhai
+    /// let w = words("the  quick brown\tfox");   // ["the", "quick", "brown", "fox"]
+    /// ```
+    #[rhai_fn(name = "words")]
+    pub fn words(text: &str) -> rhai::Array {
+        text.split_whitespace().map(|w| Dynamic::from(ImmutableString::from(w))).collect()
+    }
+}

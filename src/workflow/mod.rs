@@ -1,0 +1,15 @@
+//! The workflow model, operators, strategies and the physical plan. Pure data
+//! and pure functions: no tokio, no sockets, so it is tested in isolation and
+//! shared by every mode.
+
+pub mod dot;
+pub mod key;
+pub mod model;
+pub mod operator;
+pub mod plan;
+pub mod status;
+
+pub use model::{Body, FlatGraph, Workflow, WorkflowError};
+pub use operator::{Func, Operator, SourceSpec, Strategy};
+pub use plan::{Exchange, Plan};
+pub use status::Status;

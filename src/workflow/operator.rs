@@ -1,0 +1,145 @@
+//! Operators: what a workflow node does, which ports it has and how it is
+//! distributed. Pure data; the runtime executes it.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use rhai::{Dynamic, FnPtr};
+
+/// How instances of an operator are spread over workers and slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// One reader per workflow; its records are spread over the next stage.
+    Source,
+    /// One instance per slot on every worker; data stays where it is.
+    ImmutableLocal,
+    /// Records are routed by a stable hash of their key into key groups;
+    /// each group lives on exactly one instance, which owns its state.
+    Keyed,
+}
+
+/// A function given to an operator: a Rhai function pointer (a named script
+/// function or a closure). It is resolved against the code shipped with the
+/// workflow, never against a process-local handle.
+#[derive(Clone, Debug)]
+pub struct Func(pub FnPtr);
+
+impl Func {
+    pub fn name(&self) -> &str {
+        self.0.fn_name()
+    }
+}
+
+/// Where a source's records come from.
+#[derive(Clone, Debug)]
+pub enum SourceSpec {
+    /// The elements of an array, in order.
+    Items(Vec<Dynamic>),
+    /// An integer range `start..end` with a step.
+    Range { start: i64, end: i64, step: i64 },
+    /// `f(0)`, `f(1)`, ... until `f` returns `()`; endless otherwise.
+    Generator(Func),
+    /// The lines of a text file.
+    Lines(PathBuf),
+    /// The lines received on a TCP connection to `host:port`.
+    Tcp { host: String, port: u16 },
+}
+
+/// The operator of one workflow node.
+#[derive(Clone, Debug)]
+pub enum Operator {
+    Source(SourceSpec),
+    Map(Func),
+    FlatMap(Func),
+    Filter(Func),
+    KeyedReduce { key: Func, reduce: Func, initial: Dynamic },
+    Count { key: Option<Func> },
+    Print(String),
+    WriteLines(PathBuf),
+    Collect,
+}
+
+const IN: &[&str] = &["in"];
+const NONE: &[&str] = &[];
+const OUT: &[&str] = &["out"];
+const FILTER_OUT: &[&str] = &["accept", "reject"];
+
+impl Operator {
+    /// The operator's kind, as used in automatic node names and messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Operator::Source(SourceSpec::Lines(_)) => "read_lines",
+            Operator::Source(SourceSpec::Tcp { .. }) => "tcp_source",
+            Operator::Source(_) => "stream_source",
+            Operator::Map(_) => "map",
+            Operator::FlatMap(_) => "flat_map",
+            Operator::Filter(_) => "filter",
+            Operator::KeyedReduce { .. } => "keyed_reduce",
+            Operator::Count { .. } => "count",
+            Operator::Print(_) => "inspect",
+            Operator::WriteLines(_) => "write_lines",
+            Operator::Collect => "collect",
+        }
+    }
+
+    pub fn in_ports(&self) -> &'static [&'static str] {
+        match self {
+            Operator::Source(_) => NONE,
+            _ => IN,
+        }
+    }
+
+    pub fn out_ports(&self) -> &'static [&'static str] {
+        match self {
+            Operator::Filter(_) => FILTER_OUT,
+            Operator::WriteLines(_) | Operator::Collect => NONE,
+            _ => OUT,
+        }
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        match self {
+            Operator::Source(_) => Strategy::Source,
+            Operator::KeyedReduce { .. } | Operator::Count { .. } => Strategy::Keyed,
+            _ => Strategy::ImmutableLocal,
+        }
+    }
+
+    /// The function that gives a record's key, for keyed operators.
+    /// `None` for a keyed operator means "the record is its own key".
+    pub fn key_func(&self) -> Option<&Func> {
+        match self {
+            Operator::KeyedReduce { key, .. } => Some(key),
+            Operator::Count { key } => key.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Every function this operator calls, for validation and shipping.
+    pub fn funcs(&self) -> Vec<&Func> {
+        match self {
+            Operator::Source(SourceSpec::Generator(f))
+            | Operator::Map(f)
+            | Operator::FlatMap(f)
+            | Operator::Filter(f) => vec![f],
+            Operator::KeyedReduce { key, reduce, .. } => vec![key, reduce],
+            Operator::Count { key } => key.iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl fmt::Display for Operator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Operator::Source(SourceSpec::Lines(p)) => write!(f, "read_lines({})", p.display()),
+            Operator::Source(SourceSpec::Tcp { host, port }) => write!(f, "tcp_source({host}:{port})"),
+            Operator::Source(SourceSpec::Items(items)) => write!(f, "stream_source([{} items])", items.len()),
+            Operator::Source(SourceSpec::Range { start, end, .. }) => write!(f, "stream_source({start}..{end})"),
+            Operator::Source(SourceSpec::Generator(g)) => write!(f, "stream_source({})", g.name()),
+            Operator::Print(label) => write!(f, "inspect({label:?})"),
+            Operator::WriteLines(p) => write!(f, "write_lines({})", p.display()),
+            other => write!(f, "{}", other.kind()),
+        }
+    }
+}
