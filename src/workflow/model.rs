@@ -75,7 +75,7 @@ pub enum WorkflowError {
     Cycle { from: String, to: String },
     #[error("input `{0}` is not linked to anything: link it or remove the node")]
     DanglingInput(String),
-    #[error("{0} has no output to chain from: start with a source or use `from(\"node.port\")`")]
+    #[error("{0} has no output to chain from (a sink ends a chain): continue elsewhere with `from(\"node.port\")`")]
     NothingToChain(String),
     #[error("the workflow has no source: start it with stream_source, read_lines or tcp_source")]
     NoSource,
@@ -168,9 +168,10 @@ impl Workflow {
             Body::Op(op) => !op.in_ports().is_empty(),
             Body::Nested(wf) => !wf.entries().is_empty(),
         };
-        if wants_input && from.is_none() {
-            let what = if self.nodes.is_empty() { "an empty workflow".to_string() } else { "this workflow".into() };
-            return Err(WorkflowError::NothingToChain(format!("{kind}: {what}")));
+        // An empty workflow may start with an operator that takes input: it
+        // is a piece to nest, whose `in` is that operator's input.
+        if wants_input && from.is_none() && !self.nodes.is_empty() {
+            return Err(WorkflowError::NothingToChain(format!("{kind}: the previous step")));
         }
         let mut wf = self.with_node(&name, body)?;
         if let (Some(from), true) = (from, wants_input) {

@@ -1,0 +1,149 @@
+//! Test helpers: run the real binary and check what it did.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_skitter");
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn example(name: &str) -> PathBuf {
+    repo().join("examples").join(name)
+}
+
+/// One run of `skitter`, built up fluently.
+pub struct Skitter {
+    cmd: Command,
+    stdin: Option<String>,
+}
+
+impl Skitter {
+    pub fn new() -> Self {
+        let mut cmd = Command::new(BIN);
+        cmd.env("NO_COLOR", "1");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("SKITTER_") {
+                cmd.env_remove(k);
+            }
+        }
+        Skitter { cmd, stdin: None }
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(mut self, args: I) -> Self {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    pub fn dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.cmd.current_dir(dir);
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn stdin(mut self, text: &str) -> Self {
+        self.stdin = Some(text.to_string());
+        self
+    }
+
+    pub fn run(mut self) -> Outcome {
+        self.cmd.stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = self.cmd.spawn().expect("spawn skitter");
+        if let Some(text) = self.stdin.take() {
+            let mut pipe = child.stdin.take().expect("stdin");
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(text.as_bytes());
+            });
+        }
+        Outcome(child.wait_with_output().expect("wait for skitter"))
+    }
+}
+
+pub struct Outcome(pub Output);
+
+impl Outcome {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+
+    pub fn code(&self) -> Option<i32> {
+        self.0.status.code()
+    }
+
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code(), Some(code), "exit status\n--- stdout:\n{}\n--- stderr:\n{}", self.stdout(), self.stderr());
+        self
+    }
+
+    #[track_caller]
+    pub fn success(&self) -> &Self {
+        self.expect_code(0)
+    }
+
+    #[track_caller]
+    pub fn stderr_has(&self, text: &str) -> &Self {
+        assert!(self.stderr().contains(text), "stderr lacks {text:?}\n--- stderr:\n{}\n--- stdout:\n{}", self.stderr(), self.stdout());
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout_has(&self, text: &str) -> &Self {
+        assert!(self.stdout().contains(text), "stdout lacks {text:?}\n--- stdout:\n{}\n--- stderr:\n{}", self.stdout(), self.stderr());
+        self
+    }
+
+    /// Lines `label: value` of stdout with this label, values as printed.
+    pub fn labelled(&self, label: &str) -> Vec<String> {
+        let prefix = format!("{label}: ");
+        self.stdout().lines().filter_map(|l| l.strip_prefix(&prefix).map(str::to_string)).collect()
+    }
+}
+
+/// Parses `["word", 12]` as printed by `inspect`.
+pub fn word_and_count(value: &str) -> (String, i64) {
+    let inner = value.trim().trim_start_matches('[').trim_end_matches(']');
+    let (w, n) = inner.rsplit_once(", ").unwrap_or_else(|| panic!("not a [word, count] pair: {value}"));
+    (w.trim_matches('"').to_string(), n.parse().unwrap_or_else(|_| panic!("not a count: {value}")))
+}
+
+/// Word counts computed here, independently of skitter.
+pub fn count_words(text: &str) -> BTreeMap<String, i64> {
+    let mut counts = BTreeMap::new();
+    for w in text.split_whitespace() {
+        *counts.entry(w.to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// A temporary app with the given lib files.
+pub fn app_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("skitter.toml"), "name = \"testapp\"\nversion = \"1.2.3\"\n").unwrap();
+    for (path, text) in files {
+        let file = dir.path().join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, text).unwrap();
+    }
+    dir
+}
