@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod diagnostic;
+pub mod docs;
 pub mod engine;
 pub mod host;
 pub mod runtime_api;

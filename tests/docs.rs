@@ -1,0 +1,112 @@
+//! Docs that cannot drift: every ```rhai block of the book and of the
+//! functions' doc comments runs, and every app in examples/ runs.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use skitter::runtime::LocalRuntime;
+use skitter::script::docs::{function_docs, rhai_blocks};
+use skitter::script::{App, EngineEnv, Session};
+
+/// Runs `code` as one entry of a fresh session on a local runtime, in the
+/// word count app, with a temp dir as the current directory's stand-in.
+fn run_block(code: &str) -> Result<Vec<String>, String> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let printed = Arc::new(Mutex::new(Vec::new()));
+    let sink = printed.clone();
+    let app = App::load(&example("word_count")).map_err(|e| e.to_string())?;
+    let env = EngineEnv::new(Some(app.priv_dir()), Arc::new(move |text: &str| sink.lock().unwrap().push(text.to_string())));
+    let runtime = Arc::new(LocalRuntime::new(rt.handle().clone(), "docs@test".into(), 2, env.clone()));
+    let mut session = Session::new(env, Some(runtime.clone()), Some(app)).map_err(|e| e.to_string())?;
+    let result = session.eval(code).map_err(|e| e.to_string());
+    runtime.stop_all();
+    result?;
+    let out = printed.lock().unwrap().clone();
+    Ok(out)
+}
+
+fn book_chapters() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("book/src"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    files.sort();
+    files.push(repo().join("README.md"));
+    files
+}
+
+#[test]
+fn every_rhai_block_of_the_book_runs() {
+    let mut ran = 0;
+    for chapter in book_chapters() {
+        let text = std::fs::read_to_string(&chapter).unwrap();
+        for (i, block) in rhai_blocks(&text).iter().enumerate() {
+            if let Err(e) = run_block(block) {
+                panic!("{} block {}:\n{block}\nfailed: {e}", chapter.display(), i + 1);
+            }
+            ran += 1;
+        }
+    }
+    assert!(ran >= 8, "only {ran} blocks found");
+}
+
+#[test]
+fn every_documented_function_has_a_running_example() {
+    let env = EngineEnv::new(None, skitter::script::engine::stdout_output());
+    let engine = skitter::script::new_engine(&env);
+    let mut docs = function_docs(&engine);
+    // The runtime API is registered on sessions with a host.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let runtime = Arc::new(LocalRuntime::new(rt.handle().clone(), "docs@test".into(), 1, env.clone()));
+    let session = Session::new(env, Some(runtime), None).unwrap();
+    docs.extend(function_docs(session.engine()));
+    docs.sort_by(|a, b| a.signature.cmp(&b.signature));
+    docs.dedup();
+    let mut ran = 0;
+    for doc in &docs {
+        if doc.name.starts_with("to_string") || doc.name.starts_with("to_debug") {
+            continue;
+        }
+        let examples = doc.examples();
+        assert!(!examples.is_empty(), "{} has no ```rhai example", doc.signature);
+        for example in examples {
+            if let Err(e) = run_block(&example) {
+                panic!("example of {}:\n{example}\nfailed: {e}", doc.signature);
+            }
+            ran += 1;
+        }
+    }
+    assert!(ran >= 40, "only {ran} examples ran");
+}
+
+#[test]
+fn every_example_app_runs() {
+    let mut apps = 0;
+    for entry in std::fs::read_dir(repo().join("examples")).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.join("skitter.toml").is_file() {
+            continue;
+        }
+        let out = Skitter::new().args(["local", "start", "--no-log", "--app"]).arg(&dir).run();
+        out.success();
+        assert!(!out.stdout().is_empty(), "{} printed nothing", dir.display());
+        apps += 1;
+    }
+    assert!(apps >= 1);
+}
+
+#[test]
+fn readme_opens_with_the_two_commands() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let ci = std::fs::read_to_string(repo().join(".ci/run")).unwrap();
+    let blocks: Vec<&str> = readme.split("```").skip(1).step_by(2).collect();
+    let first = blocks.first().expect("a code block in the README");
+    let commands: Vec<&str> = first.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("sh")).collect();
+    assert_eq!(commands.len(), 2, "the README's first block holds exactly the two commands: {commands:?}");
+    assert!(commands[0].contains("local start"), "first command runs the word count: {}", commands[0]);
+    assert!(ci.lines().any(|l| l.trim() == commands[1]), ".ci/run runs the README's test command `{}`", commands[1]);
+}
