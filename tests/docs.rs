@@ -20,7 +20,7 @@ fn run_block(code: &str) -> Result<Vec<String>, String> {
     let app = App::load(&example("word_count")).map_err(|e| e.to_string())?;
     let env = EngineEnv::new(Some(app.priv_dir()), Arc::new(move |text: &str| sink.lock().unwrap().push(text.to_string())));
     let runtime = Arc::new(LocalRuntime::new(rt.handle().clone(), "docs@test".into(), 2, env.clone()));
-    let mut session = Session::new(env, Some(runtime.clone()), Some(app)).map_err(|e| e.to_string())?;
+    let mut session = Session::new(env, Some(runtime.clone()), Some(app), Some(Default::default())).map_err(|e| e.to_string())?;
     let result = session.eval(code).map_err(|e| e.to_string());
     runtime.stop_all();
     result?;
@@ -62,7 +62,7 @@ fn every_documented_function_has_a_running_example() {
     // The runtime API is registered on sessions with a host.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let runtime = Arc::new(LocalRuntime::new(rt.handle().clone(), "docs@test".into(), 1, env.clone()));
-    let session = Session::new(env, Some(runtime), None).unwrap();
+    let session = Session::new(env, Some(runtime), None, Some(Default::default())).unwrap();
     docs.extend(function_docs(session.engine()));
     docs.sort_by(|a, b| a.signature.cmp(&b.signature));
     docs.dedup();

@@ -44,6 +44,9 @@ pub enum LocalCommand {
 pub struct LocalConfig {
     pub app: Option<App>,
     pub deploy: Option<String>,
+    /// What the shell deploys before its first prompt: only what was asked
+    /// for explicitly (`--deploy`, SKITTER_DEPLOY), not the config's key.
+    pub shell_deploy: Option<String>,
     pub slots: usize,
     pub node: String,
     pub log_dir: Option<PathBuf>,
@@ -51,11 +54,8 @@ pub struct LocalConfig {
 
 fn resolve(args: &LocalArgs, app_dir: Option<&Path>) -> Result<LocalConfig> {
     let app = find_app_optional(app_dir)?;
-    let deploy = args
-        .deploy
-        .clone()
-        .or_else(|| std::env::var("SKITTER_DEPLOY").ok().filter(|d| !d.trim().is_empty()))
-        .or_else(|| app.as_ref().and_then(|a| a.config.deploy.clone()));
+    let shell_deploy = args.deploy.clone().or_else(|| std::env::var("SKITTER_DEPLOY").ok().filter(|d| !d.trim().is_empty()));
+    let deploy = shell_deploy.clone().or_else(|| app.as_ref().and_then(|a| a.config.deploy.clone()));
     let slots = args
         .slots
         .map(usize::from)
@@ -66,7 +66,7 @@ fn resolve(args: &LocalArgs, app_dir: Option<&Path>) -> Result<LocalConfig> {
         Some(a) => a.root.join("logs"),
         None => PathBuf::from("logs"),
     });
-    Ok(LocalConfig { app, deploy, slots, node, log_dir })
+    Ok(LocalConfig { app, deploy, shell_deploy, slots, node, log_dir })
 }
 
 pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
@@ -86,16 +86,16 @@ pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     match command {
         LocalCommand::Start => {
             eprintln!("{welcome}");
-            let mut session = Session::new(env, Some(runtime.clone()), config.app.clone())?;
+            let mut session = Session::new(env, Some(runtime.clone()), config.app.clone(), None)?;
             start(&rt, &runtime, &mut session, config.deploy.as_deref())
         }
-        LocalCommand::StartIex => crate::shell::run_local(rt, runtime, env, config.app, config.deploy, &welcome),
+        LocalCommand::StartIex => crate::shell::run_local(rt, runtime, env, config.app, config.shell_deploy, &welcome),
     }
 }
 
 /// Evaluates a `--deploy` expression and deploys what it returns.
 pub fn deploy_expr(runtime: &LocalRuntime, session: &mut Session, expr: &str) -> Result<WorkflowRef> {
-    let value = session.eval(expr).map_err(|e| Error::Failed(format!("--deploy `{expr}`: {e}")))?;
+    let value = session.eval_named(expr, "--deploy").map_err(|e| Error::Failed(format!("--deploy `{expr}`: {e}")))?;
     if value.is::<WorkflowRef>() {
         return Ok(value.cast::<WorkflowRef>());
     }

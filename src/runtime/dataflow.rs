@@ -38,6 +38,9 @@ use crate::workflow::{Exchange, Operator, Plan, SourceSpec, Status};
 pub const BATCH: usize = 1024;
 /// Batches a stage instance's inbox holds before senders wait (back-pressure).
 pub const INBOX_BATCHES: usize = 8;
+/// The longest a source holds a partial batch: a slow generator's records
+/// still flow within this bound.
+const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 /// How often an idle `tcp_source` looks up to see whether it should stop.
 const TCP_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -475,7 +478,10 @@ impl StageRun {
                 Some(Msg::End) => ends += 1,
                 None => return Err(format!("{}: an upstream stage ended without an end-of-stream marker", self.names[0])),
             }
-            self.flush(&running, BATCH)?;
+            // Hold records back only while more input is waiting: an idle
+            // stage sends what it has, so a slow stream still flows.
+            let min = if inbox.is_empty() { 1 } else { BATCH };
+            self.flush(&running, min)?;
         }
         Ok(())
     }
@@ -493,8 +499,9 @@ impl StageRun {
             }
             let batch = reader.next_batch(shared, &running).map_err(|e| format!("{}: {e}", self.names[0]))?;
             let Some(batch) = batch else { return Ok(()) };
+            let full = batch.len() >= BATCH;
             self.route(shared, 0, 0, batch)?;
-            self.flush(&running, BATCH)?;
+            self.flush(&running, if full { BATCH } else { 1 })?;
         }
     }
 
@@ -784,7 +791,8 @@ impl SourceReader {
                 }
             }
             SourceReader::Generator { f, n } => {
-                while batch.len() < BATCH {
+                let started = std::time::Instant::now();
+                while batch.len() < BATCH && started.elapsed() < BATCH_WAIT {
                     let v = shared.call(f, (Dynamic::from_int(*n),)).map_err(|e| crate::script::session::eval_error(&e, None).message)?;
                     if v.is_unit() {
                         *self = SourceReader::Items(Vec::new().into_iter());

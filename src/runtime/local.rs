@@ -9,21 +9,41 @@ use rhai::{Array, Dynamic, Map};
 use tokio::runtime::Handle;
 
 use super::dataflow::{self, Running};
-use crate::script::{Code, EngineEnv, Host, WorkflowRef};
+use crate::script::{Code, EngineEnv, Host, Output, WorkflowRef};
 use crate::workflow::{Plan, Status, Workflow};
 
 pub struct LocalRuntime {
     handle: Handle,
     node: String,
     slots: usize,
-    env: EngineEnv,
+    env: Mutex<EngineEnv>,
+    /// Where to announce that a workflow finished or failed (the shell).
+    notices: Mutex<Option<Output>>,
     next_id: AtomicU64,
     workflows: Mutex<BTreeMap<u64, Arc<Running>>>,
 }
 
 impl LocalRuntime {
     pub fn new(handle: Handle, node: String, slots: usize, env: EngineEnv) -> Self {
-        LocalRuntime { handle, node, slots: slots.max(1), env, next_id: AtomicU64::new(1), workflows: Mutex::new(BTreeMap::new()) }
+        LocalRuntime {
+            handle,
+            node,
+            slots: slots.max(1),
+            env: Mutex::new(env),
+            notices: Mutex::new(None),
+            next_id: AtomicU64::new(1),
+            workflows: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Sends what workflows print (`inspect`, `print` in operators) to `output`.
+    pub fn set_output(&self, output: Output) {
+        self.env.lock().expect("env lock").output = output;
+    }
+
+    /// Announces on `output` when a workflow finishes or fails by itself.
+    pub fn set_notices(&self, output: Output) {
+        *self.notices.lock().expect("notices lock") = Some(output);
     }
 
     fn get(&self, r: WorkflowRef) -> Result<Arc<Running>, String> {
@@ -95,8 +115,19 @@ impl Host for LocalRuntime {
         wf.validate().map_err(|e| e.to_string())?;
         let plan = Plan::new(wf.flatten());
         let _guard = self.handle.enter();
-        let running = dataflow::start(plan, code, self.slots, &self.env)?;
+        let env = self.env.lock().expect("env lock").clone();
+        let running = dataflow::start(plan, code, self.slots, &env)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Some(notices) = self.notices.lock().expect("notices lock").clone() {
+            let mut watch = running.subscribe();
+            self.handle.spawn(async move {
+                let _ = watch.wait_for(|s| s.is_done()).await;
+                let status = watch.borrow().clone();
+                if status != Status::Stopped {
+                    notices(&format!("#WorkflowRef<{id}> {status}"));
+                }
+            });
+        }
         self.workflows.lock().expect("workflows lock").insert(id, running);
         tracing::info!(workflow = id, "deployed");
         Ok(WorkflowRef { id })

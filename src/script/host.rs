@@ -44,6 +44,12 @@ pub struct WorkflowRef {
     pub id: u64,
 }
 
+impl std::fmt::Display for WorkflowRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#WorkflowRef<{}>", self.id)
+    }
+}
+
 pub trait Host: Send + Sync {
     /// The node's name, `name@host`.
     fn node_name(&self) -> String;

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod host;
 pub mod runtime_api;
 pub mod session;
+pub mod shell_api;
 pub mod workflow_api;
 
 pub use app::App;

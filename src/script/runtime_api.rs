@@ -21,8 +21,8 @@ fn reg(name: &str, params: &[&str], doc: &str) -> FuncRegistration {
 
 pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>>) {
     engine.register_type_with_name::<WorkflowRef>("WorkflowRef");
-    engine.register_fn("to_string", |r: &mut WorkflowRef| format!("#WorkflowRef<{}>", r.id));
-    engine.register_fn("to_debug", |r: &mut WorkflowRef| format!("#WorkflowRef<{}>", r.id));
+    engine.register_fn("to_string", |r: &mut WorkflowRef| r.to_string());
+    engine.register_fn("to_debug", |r: &mut WorkflowRef| r.to_string());
     engine.register_fn("==", |a: WorkflowRef, b: WorkflowRef| a == b);
     engine.register_get("id", |r: &mut WorkflowRef| r.id as i64);
 

@@ -15,6 +15,7 @@ use super::diagnostic;
 use super::engine::{new_engine, EngineEnv, INTERRUPTED};
 use super::host::{Code, Host, Source};
 use super::runtime_api;
+use super::shell_api::{self, ShellState};
 
 /// An error from loading or evaluating a script, ready to show.
 #[derive(Debug, Clone)]
@@ -51,8 +52,12 @@ pub struct Session {
     /// Every function defined so far and its sources; shared with `deploy`,
     /// which ships it.
     code: Arc<RwLock<Code>>,
-    /// Entries evaluated so far, to name them in messages.
+    /// Entries evaluated successfully: the prompt's counter and `v(n)`'s index.
     entries: usize,
+    /// Entries compiled, to name their sources.
+    compiled: usize,
+    /// The interactive helpers' state, when there are helpers.
+    shell: Option<ShellState>,
     env: EngineEnv,
     /// Sources of the entries evaluated so far, for `recompile` and shipping.
     app: Option<App>,
@@ -60,14 +65,17 @@ pub struct Session {
 
 impl Session {
     /// A session with the runtime API of `host` and, if given, the app's
-    /// scripts loaded.
-    pub fn new(env: EngineEnv, host: Option<Arc<dyn Host>>, app: Option<App>) -> Result<Session, ScriptError> {
+    /// scripts loaded; with `shell`, the interactive helpers too.
+    pub fn new(env: EngineEnv, host: Option<Arc<dyn Host>>, app: Option<App>, shell: Option<ShellState>) -> Result<Session, ScriptError> {
         let mut engine = new_engine(&env);
         let code = Arc::new(RwLock::new(Code::default()));
         if let Some(host) = host {
             runtime_api::register(&mut engine, host, code.clone());
         }
-        let mut session = Session { engine, scope: Scope::new(), code, entries: 0, env, app };
+        if let Some(state) = &shell {
+            shell_api::register(&mut engine, state, code.clone(), app.clone(), env.output.clone());
+        }
+        let mut session = Session { engine, scope: Scope::new(), code, entries: 0, compiled: 0, env, app, shell };
         session.load_app()?;
         Ok(session)
     }
@@ -90,16 +98,31 @@ impl Session {
         self.code.read().expect("code lock").clone()
     }
 
-    /// Adds the functions of `ast`, compiled from `source`, to the library.
     fn define(&self, ast: &AST, source: Source) {
-        let functions = ast.clone_functions_only();
-        if functions.iter_functions().next().is_none() {
-            return;
-        }
-        let mut code = self.code.write().expect("code lock");
-        let mut sources = (*code.sources).clone();
-        sources.push(source);
-        *code = Code { ast: Arc::new(code.ast.merge(&functions)), sources: Arc::new(sources) };
+        define(&self.code, ast, source)
+    }
+
+    /// The number of entries evaluated successfully so far.
+    pub fn entries(&self) -> usize {
+        self.entries
+    }
+
+    /// Names of the variables in scope.
+    pub fn variables(&self) -> Vec<String> {
+        self.scope.iter().map(|(name, _, _)| name.to_string()).collect()
+    }
+
+    /// Names of the script functions defined so far, with their parameters.
+    pub fn script_functions(&self) -> Vec<(String, Vec<String>)> {
+        self.lib()
+            .iter_functions()
+            .filter(|f| !f.name.starts_with("anon$"))
+            .map(|f| (f.name.to_string(), f.params.iter().map(|p| p.to_string()).collect()))
+            .collect()
+    }
+
+    pub fn exit_requested(&self) -> bool {
+        self.shell.as_ref().is_some_and(ShellState::exit_requested)
     }
 
     /// The flag that interrupts the running evaluation (Ctrl-C).
@@ -130,9 +153,15 @@ impl Session {
             message: format!("syntax error: {} ({})", e.err_type(), position_text(e.position())),
             excerpt: diagnostic::excerpt(input, e.position()),
         })?;
+        self.compiled += 1;
+        self.define(&ast, Source { name: format!("entry {}", self.compiled), text: input.to_string() });
+        let value = self.run(&ast, Some(input))?;
+        // Like iex, only entries that succeed are counted and kept for `v(n)`.
         self.entries += 1;
-        self.define(&ast, Source { name: format!("entry {}", self.entries), text: input.to_string() });
-        self.run(&ast, Some(input))
+        if let Some(state) = &self.shell {
+            state.results.lock().expect("results").push(value.clone());
+        }
+        Ok(value)
     }
 
     fn run(&mut self, ast: &AST, input: Option<&str>) -> Result<Dynamic, ScriptError> {
@@ -143,28 +172,30 @@ impl Session {
         result.map_err(|e| eval_error(&e, input))
     }
 
-    /// Re-reads the app's `lib/` scripts; on error the session keeps its old
-    /// functions.
-    pub fn recompile(&mut self) -> Result<usize, ScriptError> {
-        let Some(app) = self.app.clone() else {
-            return Err(ScriptError { kind: ErrorKind::Runtime, message: "recompile: there is no app here".into(), excerpt: None });
-        };
-        let files = app.lib_files().map_err(|e| ScriptError { kind: ErrorKind::Runtime, message: e.to_string(), excerpt: None })?;
-        let mut compiled = Vec::new();
-        for path in &files {
-            let name = app.display_path(path);
-            let (ast, text) = compile_file(&self.engine, path, &name)?;
-            compiled.push((ast, Source { name, text }));
-        }
-        for (ast, source) in compiled {
-            self.define(&ast, source);
-        }
-        Ok(files.len())
+    /// Evaluates a script file's text (like `.skitter.rhai`) in the session,
+    /// naming it `name` in errors; it is not counted as an entry.
+    pub fn eval_named(&mut self, text: &str, name: &str) -> Result<Dynamic, ScriptError> {
+        let mut ast = self.engine.compile_with_scope(&self.scope, text).map_err(|e| syntax_error(name, text, &e))?;
+        ast.set_source(name);
+        self.define(&ast, Source { name: name.to_string(), text: text.to_string() });
+        self.run(&ast, None)
     }
 
     pub fn app(&self) -> Option<&App> {
         self.app.as_ref()
     }
+}
+
+/// Adds the functions of `ast`, compiled from `source`, to the library.
+pub fn define(code: &RwLock<Code>, ast: &AST, source: Source) {
+    let functions = ast.clone_functions_only();
+    if functions.iter_functions().next().is_none() {
+        return;
+    }
+    let mut code = code.write().expect("code lock");
+    let mut sources = (*code.sources).clone();
+    sources.push(source);
+    *code = Code { ast: Arc::new(code.ast.merge(&functions)), sources: Arc::new(sources) };
 }
 
 fn position_text(pos: rhai::Position) -> String {
@@ -175,6 +206,16 @@ fn position_text(pos: rhai::Position) -> String {
     }
 }
 
+/// A syntax error in the script `name`: position, message, line and caret.
+fn syntax_error(name: &str, text: &str, e: &rhai::ParseError) -> ScriptError {
+    let rendered = diagnostic::parse_error(name, text, e);
+    let (message, excerpt) = match rendered.split_once('\n') {
+        Some((m, x)) => (m.to_string(), Some(x.to_string())),
+        None => (rendered, None),
+    };
+    ScriptError { kind: ErrorKind::Syntax, message, excerpt }
+}
+
 /// Compiles one script file, naming it in errors.
 pub fn compile_file(engine: &Engine, path: &std::path::Path, name: &str) -> Result<(AST, String), ScriptError> {
     let source = std::fs::read_to_string(path).map_err(|e| ScriptError {
@@ -182,14 +223,7 @@ pub fn compile_file(engine: &Engine, path: &std::path::Path, name: &str) -> Resu
         message: format!("cannot read {}: {e}", path.display()),
         excerpt: None,
     })?;
-    let mut ast = engine.compile(&source).map_err(|e| {
-        let rendered = diagnostic::parse_error(name, &source, &e);
-        let (message, excerpt) = match rendered.split_once('\n') {
-            Some((m, x)) => (m.to_string(), Some(x.to_string())),
-            None => (rendered, None),
-        };
-        ScriptError { kind: ErrorKind::Syntax, message, excerpt }
-    })?;
+    let mut ast = engine.compile(&source).map_err(|e| syntax_error(name, &source, &e))?;
     ast.set_source(name);
     Ok((ast, source))
 }

@@ -345,8 +345,7 @@ pub mod api {
     /// Renders a workflow for display.
     #[rhai_fn(name = "to_string", pure)]
     pub fn workflow_to_string(wf: &mut Workflow) -> String {
-        let names: Vec<String> = wf.flatten().nodes.into_iter().map(|n| n.name).collect();
-        format!("#Workflow<{}>", names.join(" "))
+        wf.to_string()
     }
 
     /// Renders a workflow for debugging.

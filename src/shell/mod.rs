@@ -1,83 +1,251 @@
-//! The shell: a loop around [`Session::eval`]. On a terminal it is an
-//! interactive prompt; with piped stdin it reads entries, prints each result
-//! and exits at end of input, so it can be scripted.
+//! The shell: a loop around a [`Backend`]'s `eval`. The backend is a local
+//! session or (later) a remote node; line editing, history and deciding when
+//! an entry is complete stay here. On a terminal it is an interactive prompt
+//! with rustyline (on the calling thread; the runtime runs on tokio's); with
+//! piped stdin it reads entries, prints each result and exits at end of input.
 
+pub mod helper;
+pub mod history;
 pub mod input;
+pub mod local;
 pub mod render;
 
+use std::cell::RefCell;
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
-use crate::runtime::LocalRuntime;
-use crate::script::{App, EngineEnv, Session};
-use crate::Result;
+use colored::Colorize;
+use rustyline::error::ReadlineError;
+use rustyline::{Config, Editor, ExternalPrinter};
 
-/// Opens the shell on a local runtime, deploying `deploy` first if given.
-pub fn run_local(
-    rt: tokio::runtime::Runtime,
-    runtime: Arc<LocalRuntime>,
-    env: EngineEnv,
-    app: Option<App>,
-    deploy: Option<String>,
-    welcome: &str,
-) -> Result<ExitCode> {
-    let mut session = Session::new(env, Some(runtime.clone()), app)?;
-    if let Some(expr) = deploy {
-        let r = crate::cli::local_deploy(&runtime, &mut session, &expr)?;
-        eprintln!("deployed {expr} as {}", render::value(&rhai::Dynamic::from(r)));
+use crate::script::ScriptError;
+use crate::{Error, Result};
+
+pub use local::run_local;
+
+/// What an entry gave.
+pub enum Reply {
+    Unit,
+    /// The value, rendered.
+    Value(String),
+    Error(ScriptError),
+}
+
+/// Where entries are evaluated.
+pub trait Backend {
+    /// The node the shell is on, for the prompt.
+    fn node(&self) -> String;
+    /// Whether the prompt should mark the node as remote.
+    fn is_remote(&self) -> bool {
+        false
     }
-    let interactive = std::io::stdin().is_terminal();
-    if interactive {
-        eprintln!("{welcome}");
+    fn eval(&mut self, entry: &str) -> Reply;
+    /// Whether `text` is a whole entry (see [`input::is_complete`]).
+    fn is_complete(&self, text: &str) -> bool;
+    /// Names that complete `word`: methods after a `.`, else functions,
+    /// variables and keywords.
+    fn complete(&self, word: &str, method: bool) -> Vec<String>;
+    /// A function's signature, for hints.
+    fn signature(&self, name: &str) -> Option<String>;
+    /// Asks the running evaluation to stop (Ctrl-C).
+    fn interrupter(&self) -> Arc<dyn Fn() + Send + Sync>;
+    /// Whether `exit()` was called.
+    fn exit_requested(&self) -> bool;
+    /// The number of entries evaluated so far.
+    fn entries(&self) -> usize;
+    /// Called once when the user leaves; returns what to tell them.
+    fn leave(&mut self) -> Option<String>;
+}
+
+/// Where text printed while the user types goes: above the prompt through
+/// rustyline's printer once the editor exists, straight to stdout before.
+#[derive(Clone, Default)]
+pub struct Printer {
+    slot: Arc<Mutex<Option<Box<dyn ExternalPrinter + Send>>>>,
+}
+
+impl Printer {
+    pub fn print(&self, text: &str) {
+        let mut text = text.to_string();
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        let mut slot = self.slot.lock().expect("printer lock");
+        if let Some(printer) = slot.as_mut() {
+            if printer.print(text.clone()).is_ok() {
+                return;
+            }
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
     }
-    piped(&mut session)?;
-    let running = runtime.running();
-    if !running.is_empty() {
-        eprintln!("stopping {} running workflow(s) gracefully", running.len());
-        runtime.stop_all();
+
+    fn attach(&self, printer: Box<dyn ExternalPrinter + Send>) {
+        *self.slot.lock().expect("printer lock") = Some(printer);
     }
-    drop(rt);
-    Ok(ExitCode::SUCCESS)
+
+    fn detach(&self) {
+        *self.slot.lock().expect("printer lock") = None;
+    }
+
+    /// An output function for scripts and workflows.
+    pub fn output(&self) -> crate::script::Output {
+        let printer = self.clone();
+        Arc::new(move |text: &str| printer.print(text))
+    }
+}
+
+/// Whether to use colors: not with NO_COLOR, not when stdout is no terminal.
+pub fn init_colors() {
+    if std::env::var_os("NO_COLOR").is_some() || !std::io::stdout().is_terminal() {
+        colored::control::set_override(false);
+    }
+}
+
+fn show(reply: Reply) {
+    let text = match reply {
+        Reply::Unit => return,
+        Reply::Value(v) => v,
+        Reply::Error(e) => render::error(&e),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+}
+
+/// Runs the shell on `backend` until the user leaves (or stdin ends).
+pub fn run(backend: Rc<RefCell<dyn Backend>>, printer: &Printer, history: Option<PathBuf>) -> Result<ExitCode> {
+    let result = if std::io::stdin().is_terminal() {
+        interactive(backend.clone(), printer, history)
+    } else {
+        piped(&backend)
+    };
+    printer.detach();
+    if let Some(message) = backend.borrow_mut().leave() {
+        eprintln!("{message}");
+    }
+    result
 }
 
 /// Reads entries from stdin until it ends, printing each result.
-fn piped(session: &mut Session) -> Result<()> {
+fn piped(backend: &Rc<RefCell<dyn Backend>>) -> Result<ExitCode> {
     let stdin = std::io::stdin();
     let mut entry = String::new();
     for line in stdin.lock().lines() {
-        let line = line.map_err(|e| crate::Error::Failed(format!("cannot read stdin: {e}")))?;
+        let line = line.map_err(|e| Error::Failed(format!("cannot read stdin: {e}")))?;
         if line.trim() == input::BREAK {
             entry.clear();
             continue;
         }
         entry.push_str(&line);
         entry.push('\n');
-        if !input::is_complete(session.engine(), &entry) {
+        if !backend.borrow().is_complete(&entry) {
             continue;
         }
-        execute(session, &entry);
+        let reply = backend.borrow_mut().eval(&entry);
+        show(reply);
         entry.clear();
+        if backend.borrow().exit_requested() {
+            return Ok(ExitCode::SUCCESS);
+        }
     }
     if !entry.trim().is_empty() {
-        execute(session, &entry);
+        let reply = backend.borrow_mut().eval(&entry);
+        show(reply);
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
-/// Evaluates one entry and prints its result or error.
-fn execute(session: &mut Session, entry: &str) {
-    if entry.trim().is_empty() {
-        return;
+fn prompts(node: &str, remote: bool, n: usize) -> ((String, String), (String, String)) {
+    let raw = format!("skitter({node}){n}> ");
+    let node_colored = if remote { node.magenta().bold() } else { node.cyan() };
+    let styled = format!("{}{}{}{}", "skitter(".bold(), node_colored, format!("){n}>").bold(), " ");
+    let cont_raw = format!("...({n})> ");
+    let cont_styled = format!("{} ", format!("...({n})>").dimmed());
+    ((raw, styled), (cont_raw, cont_styled))
+}
+
+fn interactive(backend: Rc<RefCell<dyn Backend>>, printer: &Printer, history: Option<PathBuf>) -> Result<ExitCode> {
+    let config = Config::builder()
+        .history_ignore_space(true)
+        .history_ignore_dups(true)
+        .map_err(|e| Error::Failed(format!("shell: {e}")))?
+        .auto_add_history(false)
+        .max_history_size(10_000)
+        .map_err(|e| Error::Failed(format!("shell: {e}")))?
+        .build();
+    let mut rl: Editor<helper::ShellHelper, rustyline::history::DefaultHistory> =
+        Editor::with_config(config).map_err(|e| Error::Failed(format!("cannot open the terminal: {e}")))?;
+    rl.set_helper(Some(helper::ShellHelper { backend: backend.clone() }));
+    if let Some(path) = &history {
+        for entry in history::load(path) {
+            let _ = rl.add_history_entry(entry);
+        }
     }
-    let shown = match session.eval(entry) {
-        Ok(v) if v.is_unit() => None,
-        Ok(v) => Some(render::value(&v)),
-        Err(e) => Some(render::error(&e)),
-    };
-    if let Some(text) = shown {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{text}");
-        let _ = out.flush();
+    if let Ok(p) = rl.create_external_printer() {
+        printer.attach(Box::new(p));
     }
+    let node = backend.borrow().node();
+    let remote = backend.borrow().is_remote();
+    let mut entry = String::new();
+    loop {
+        let n = backend.borrow().entries() + 1;
+        let (first, cont) = prompts(&node, remote, n);
+        let prompt = if entry.is_empty() { first } else { cont };
+        match rl.readline(&prompt) {
+            Ok(line) => {
+                if line.trim() == input::BREAK {
+                    entry.clear();
+                    continue;
+                }
+                entry.push_str(&line);
+                entry.push('\n');
+                if !backend.borrow().is_complete(&entry) {
+                    continue;
+                }
+                let text = std::mem::take(&mut entry);
+                let text = text.trim_end();
+                if text.trim().is_empty() {
+                    continue;
+                }
+                if !text.starts_with(' ') {
+                    if let Ok(true) = rl.add_history_entry(text) {
+                        if let Some(path) = &history {
+                            if let Err(e) = history::append(path, text) {
+                                eprintln!("{} cannot save history to {}: {e}", "warning:".yellow(), path.display());
+                            }
+                        }
+                    }
+                }
+                let reply = backend.borrow_mut().eval(text);
+                show(reply);
+                if backend.borrow().exit_requested() {
+                    break;
+                }
+            }
+            // Ctrl-C at the prompt: drop what was typed, multi-line entry included.
+            Err(ReadlineError::Interrupted) => entry.clear(),
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(Error::Failed(format!("shell: {e}"))),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Makes SIGINT interrupt the running entry instead of killing the process
+/// (at the prompt, rustyline reads Ctrl-C as a key).
+pub fn forward_interrupts(handle: &tokio::runtime::Handle, interrupt: Arc<dyn Fn() + Send + Sync>) -> Result<()> {
+    let _guard = handle.enter();
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| Error::Failed(format!("cannot handle Ctrl-C: {e}")))?;
+    handle.spawn(async move {
+        while sigint.recv().await.is_some() {
+            interrupt();
+        }
+    });
+    Ok(())
 }

@@ -8,8 +8,11 @@ use crate::script::ScriptError;
 
 /// A value as the shell prints it: strings quoted, like iex.
 pub fn value(v: &Dynamic) -> String {
-    if v.is::<crate::workflow::Workflow>() || v.is::<crate::script::WorkflowRef>() {
-        return v.to_string();
+    if let Some(r) = v.read_lock::<crate::script::WorkflowRef>() {
+        return r.to_string();
+    }
+    if let Some(wf) = v.read_lock::<crate::workflow::Workflow>() {
+        return wf.to_string();
     }
     format!("{v:?}")
 }

@@ -83,6 +83,13 @@ pub enum WorkflowError {
     Empty,
 }
 
+impl fmt::Display for Workflow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = self.flatten().nodes.into_iter().map(|n| n.name).collect();
+        write!(f, "#Workflow<{}>", names.join(" "))
+    }
+}
+
 /// A workflow under construction. Chaining methods append a node and link it
 /// from the *cursor*: the port the previous step left open.
 #[derive(Clone, Debug, Default)]

@@ -1,0 +1,173 @@
+//! The shell on a local runtime: the backend is a session in this process.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{history, input, render, Backend, Printer, Reply};
+use crate::runtime::LocalRuntime;
+use crate::script::session::ErrorKind;
+use crate::script::{App, EngineEnv, ScriptError, Session};
+use crate::Result;
+
+/// Rhai's keywords, for completion.
+const KEYWORDS: &[&str] = &[
+    "let", "const", "fn", "if", "else", "switch", "while", "loop", "do", "until", "for", "in", "break", "continue",
+    "return", "throw", "try", "catch", "true", "false", "this", "private", "import", "export", "as", "Fn", "call",
+    "curry", "type_of", "print", "debug", "eval", "is_def_fn", "is_def_var",
+];
+
+pub struct LocalBackend {
+    session: Session,
+    runtime: Arc<LocalRuntime>,
+    /// Signatures of the engine's functions by name, built on first use
+    /// (not at start-up: it walks every function of the standard library).
+    signatures: RefCell<Option<BTreeMap<String, String>>>,
+}
+
+impl LocalBackend {
+    pub fn new(session: Session, runtime: Arc<LocalRuntime>) -> Self {
+        LocalBackend { session, runtime, signatures: RefCell::new(None) }
+    }
+
+    pub fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    fn with_signatures<T>(&self, f: impl FnOnce(&BTreeMap<String, String>) -> T) -> T {
+        let mut cache = self.signatures.borrow_mut();
+        let map = cache.get_or_insert_with(|| {
+            let mut map = BTreeMap::new();
+            for sig in self.session.engine().gen_fn_signatures(true) {
+                let Some((name, _)) = sig.split_once('(') else { continue };
+                let usable = name.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_alphanumeric() || c == '_');
+                if usable {
+                    map.entry(name.to_string()).or_insert(sig);
+                }
+            }
+            map
+        });
+        f(map)
+    }
+}
+
+impl Backend for LocalBackend {
+    fn node(&self) -> String {
+        use crate::script::Host;
+        self.runtime.node_name()
+    }
+
+    fn eval(&mut self, entry: &str) -> Reply {
+        match self.session.eval(entry) {
+            Ok(v) if v.is_unit() => Reply::Unit,
+            Ok(v) => Reply::Value(render::value(&v)),
+            Err(e) => Reply::Error(e),
+        }
+    }
+
+    fn is_complete(&self, text: &str) -> bool {
+        input::is_complete(self.session.engine(), text)
+    }
+
+    fn complete(&self, word: &str, method: bool) -> Vec<String> {
+        let mut names: Vec<String> = self.with_signatures(|sigs| sigs.keys().filter(|n| n.starts_with(word)).cloned().collect());
+        names.extend(self.session.script_functions().into_iter().map(|(n, _)| n).filter(|n| n.starts_with(word)));
+        if !method {
+            names.extend(self.session.variables().into_iter().filter(|n| n.starts_with(word)));
+            names.extend(KEYWORDS.iter().filter(|k| k.starts_with(word)).map(|k| k.to_string()));
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    fn signature(&self, name: &str) -> Option<String> {
+        if let Some((n, params)) = self.session.script_functions().into_iter().find(|(n, _)| n == name) {
+            return Some(format!("{n}({})", params.join(", ")));
+        }
+        self.with_signatures(|sigs| sigs.get(name).cloned())
+    }
+
+    fn interrupter(&self) -> Arc<dyn Fn() + Send + Sync> {
+        let flag = self.session.interrupt_flag();
+        Arc::new(move || flag.store(true, Ordering::Relaxed))
+    }
+
+    fn exit_requested(&self) -> bool {
+        self.session.exit_requested()
+    }
+
+    fn entries(&self) -> usize {
+        self.session.entries()
+    }
+
+    fn leave(&mut self) -> Option<String> {
+        let running = self.runtime.running();
+        if running.is_empty() {
+            return None;
+        }
+        eprintln!("stopping {} running workflow(s) gracefully...", running.len());
+        self.runtime.stop_all();
+        Some("all workflows stopped".into())
+    }
+}
+
+/// `.skitter.rhai` in the current directory, else in the home directory.
+fn startup_file() -> Option<PathBuf> {
+    let here = PathBuf::from(".skitter.rhai");
+    if here.is_file() {
+        return Some(here);
+    }
+    let home = PathBuf::from(std::env::var_os("HOME")?).join(".skitter.rhai");
+    home.is_file().then_some(home)
+}
+
+/// Opens the shell on a local runtime, deploying `deploy` first if given.
+pub fn run_local(
+    rt: tokio::runtime::Runtime,
+    runtime: Arc<LocalRuntime>,
+    env: EngineEnv,
+    app: Option<App>,
+    deploy: Option<String>,
+    welcome: &str,
+) -> Result<ExitCode> {
+    super::init_colors();
+    let printer = Printer::default();
+    let mut env = env;
+    env.output = printer.output();
+    runtime.set_output(env.output.clone());
+    let history = history::path(app.as_ref().map(|a| a.config.name.as_str()));
+    let session = Session::new(env, Some(runtime.clone()), app, Some(Default::default()))?;
+    let mut backend = LocalBackend::new(session, runtime.clone());
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    if interactive {
+        println!("{welcome}");
+        runtime.set_notices(printer.output());
+    }
+    if let Some(file) = startup_file() {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => {
+                if let Err(e) = backend.session_mut().eval_named(&text, &file.display().to_string()) {
+                    eprintln!("{}", render::error(&e));
+                }
+            }
+            Err(e) => eprintln!("cannot read {}: {e}", file.display()),
+        }
+    }
+    if let Some(expr) = deploy {
+        match crate::cli::local_deploy(&runtime, backend.session_mut(), &expr) {
+            Ok(r) => println!("deployed `{expr}` as {}", render::value(&rhai::Dynamic::from(r))),
+            Err(e) => eprintln!("{}", render::error(&ScriptError { kind: ErrorKind::Runtime, message: e.to_string(), excerpt: None })),
+        }
+    }
+    super::forward_interrupts(rt.handle(), backend.interrupter())?;
+    let backend: Rc<RefCell<dyn Backend>> = Rc::new(RefCell::new(backend));
+    let code = super::run(backend, &printer, history);
+    drop(rt);
+    code
+}

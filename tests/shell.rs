@@ -1,0 +1,321 @@
+//! The shell, driven through a pseudo-terminal and through a pipe (issue 3).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use expectrl::{Expect, Regex};
+
+/// A shell on a pty; killed (by pid) when dropped.
+struct Pty {
+    session: expectrl::session::OsSession,
+}
+
+impl Pty {
+    fn spawn(dir: &Path, home: &Path, args: &[&str]) -> Pty {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["local", "--no-log"]).args(args).current_dir(dir);
+        cmd.env("HOME", home).env("XDG_STATE_HOME", home.join("state")).env("TERM", "xterm-256color").env("NO_COLOR", "1");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("SKITTER_") {
+                cmd.env_remove(k);
+            }
+        }
+        let mut session = expectrl::Session::spawn(cmd).expect("spawn on a pty");
+        session.set_expect_timeout(Some(Duration::from_secs(20)));
+        Pty { session }
+    }
+
+    #[track_caller]
+    fn expect(&mut self, text: &str) -> String {
+        match self.session.expect(text) {
+            Ok(found) => String::from_utf8_lossy(found.before()).into_owned(),
+            Err(e) => panic!("waiting for {text:?}: {e}"),
+        }
+    }
+
+    #[track_caller]
+    fn expect_re(&mut self, re: &str) -> String {
+        match self.session.expect(Regex(re)) {
+            Ok(found) => String::from_utf8_lossy(found.matches().next().unwrap_or_default()).into_owned(),
+            Err(e) => panic!("waiting for /{re}/: {e}"),
+        }
+    }
+
+    /// Waits for the prompt of entry `n`.
+    #[track_caller]
+    fn prompt(&mut self, n: usize) {
+        self.expect(&format!("){n}> "));
+    }
+
+    fn send(&mut self, text: &str) {
+        self.session.send(text).expect("write to the pty");
+    }
+
+    fn line(&mut self, text: &str) {
+        self.session.send_line(text).expect("write to the pty");
+    }
+
+    fn pid(&self) -> i32 {
+        self.session.get_process().pid().as_raw()
+    }
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-KILL", &self.pid().to_string()]).status();
+    }
+}
+
+fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[test]
+fn first_prompt_names_the_node_and_counts_entries() {
+    let (dir, home) = (temp(), temp());
+    let mut sh = Pty::spawn(dir.path(), home.path(), &[]);
+    sh.expect_re(r"skitter\(skitter_local@[^)]+\)1> ");
+    sh.line("1 + 1");
+    sh.expect("2");
+    sh.prompt(2);
+    sh.line("exit()");
+    sh.session.expect(expectrl::Eof).unwrap();
+}
+
+#[test]
+fn a_function_defined_over_three_lines_is_callable() {
+    let (dir, home) = (temp(), temp());
+    let mut sh = Pty::spawn(dir.path(), home.path(), &[]);
+    sh.prompt(1);
+    sh.line("fn triple(x) {");
+    sh.expect("...(1)> ");
+    sh.line("    x * 3");
+    sh.expect("...(1)> ");
+    sh.line("}");
+    sh.prompt(2);
+    sh.line("triple(14)");
+    sh.expect("42");
+    // `#break` abandons an unfinished entry.
+    sh.prompt(3);
+    sh.line("let broken = [1,");
+    sh.expect("...(3)> ");
+    sh.line("#break");
+    sh.prompt(3);
+    sh.line("triple(2) + 1");
+    sh.expect("7");
+}
+
+#[test]
+fn pasted_multi_line_text_is_one_entry() {
+    let (dir, home) = (temp(), temp());
+    let mut sh = Pty::spawn(dir.path(), home.path(), &[]);
+    sh.prompt(1);
+    // What a terminal sends for a paste (bracketed paste mode).
+    sh.send("\x1b[200~fn pasted(x) {\n    x + 1\n}\x1b[201~\r");
+    sh.prompt(2);
+    sh.line("pasted(41)");
+    sh.expect("42");
+}
+
+#[test]
+fn tab_completes_a_prefix_of_deploy_and_functions_of_the_session() {
+    let (dir, home) = (temp(), temp());
+    let mut sh = Pty::spawn(dir.path(), home.path(), &[]);
+    sh.prompt(1);
+    sh.line("fn my_unique_helper() { 40 }");
+    sh.prompt(2);
+    sh.send("my_uniq\t");
+    sh.send("() + 2\r");
+    sh.expect("42");
+    sh.prompt(3);
+    sh.send("depl\t");
+    sh.send("(workflow().stream_source([5]).collect())\r");
+    sh.expect("#WorkflowRef<1>");
+    sh.prompt(4);
+}
+
+#[test]
+fn ctrl_c_interrupts_a_runaway_loop_and_keeps_the_session() {
+    let (dir, home) = (temp(), temp());
+    let mut sh = Pty::spawn(dir.path(), home.path(), &[]);
+    sh.prompt(1);
+    sh.line("let kept = 41;");
+    sh.prompt(2);
+    sh.line("loop { }");
+    std::thread::sleep(Duration::from_millis(300));
+    sh.send("\x03");
+    sh.expect("Interrupted");
+    sh.prompt(2);
+    sh.line("kept + 1");
+    sh.expect("42");
+    // Ctrl-C at an idle prompt clears the line instead.
+    sh.prompt(3);
+    sh.send("this is not rhai");
+    sh.send("\x03");
+    sh.prompt(3);
+    sh.line("kept");
+    sh.expect("41");
+}
+
+#[test]
+fn history_survives_sigkill_and_skips_lines_starting_with_a_space() {
+    let (dir, home) = (temp(), temp());
+    let mut sh = Pty::spawn(dir.path(), home.path(), &[]);
+    sh.prompt(1);
+    sh.line("let first = 1;");
+    sh.prompt(2);
+    sh.line(" let secret = 2;");
+    sh.prompt(3);
+    sh.line("fn two_lines() {");
+    sh.expect("...(3)> ");
+    sh.line("  2");
+    sh.expect("...(3)> ");
+    sh.line("}");
+    sh.prompt(4);
+    let _ = Command::new("kill").args(["-KILL", &sh.pid().to_string()]).status();
+    let file = home.path().join("state/skitter/history/default.history");
+    let saved = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    assert_eq!(saved, "let first = 1;\nfn two_lines() {\\n  2\\n}\n");
+    // A new shell finds it with the up arrow.
+    let mut again = Pty::spawn(dir.path(), home.path(), &[]);
+    again.prompt(1);
+    again.send("\x1b[A\x1b[A\r");
+    again.prompt(2);
+    again.line("first + 1");
+    again.expect("2");
+}
+
+#[test]
+fn h_prints_the_documentation_of_deploy() {
+    let (dir, home) = (temp(), temp());
+    let mut sh = Pty::spawn(dir.path(), home.path(), &[]);
+    sh.prompt(1);
+    sh.line("h(\"deploy\")");
+    sh.expect("deploy(wf: Workflow) -> WorkflowRef");
+    sh.expect("Validates a workflow");
+    sh.prompt(2);
+    sh.line("h()");
+    sh.expect("Building workflows");
+    sh.prompt(3);
+}
+
+#[test]
+fn results_of_a_deployed_word_count_are_the_expected_counts() {
+    let home = temp();
+    let app = example("word_count");
+    let mut sh = Pty::spawn(&app, home.path(), &[]);
+    sh.prompt(1);
+    sh.line("let r = deploy(word_totals(sample));");
+    sh.prompt(2);
+    sh.line("wait(r)");
+    sh.expect("\"finished\"");
+    sh.prompt(3);
+    sh.line("for pair in results(r) { print(`wc ${pair[0]} ${pair[1]}`); } print(\"done\" + \"!\");");
+    let printed = sh.expect("done!");
+    let got: BTreeMap<String, i64> = printed
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("wc "))
+        .map(|l| {
+            let (w, n) = l.split_once(' ').unwrap();
+            (w.to_string(), n.trim().parse().unwrap())
+        })
+        .collect();
+    let text = std::fs::read_to_string(app.join("priv/words.txt")).unwrap();
+    assert_eq!(got, count_words(&text));
+}
+
+#[test]
+fn output_of_a_running_workflow_does_not_corrupt_a_half_typed_line() {
+    let (dir, home) = (temp(), temp());
+    let mut sh = Pty::spawn(dir.path(), home.path(), &[]);
+    sh.prompt(1);
+    sh.line("let r = deploy(workflow().stream_source(|n| { let t = timestamp(); while t.elapsed < 0.15 {} n }).inspect(\"tick\"));");
+    sh.prompt(2);
+    sh.send("let typed = 4");
+    // Output arrives while the line is half typed...
+    sh.expect("tick: 2");
+    sh.expect("tick: 3");
+    // ...and the line is still whole when finished.
+    sh.send("0 + 2;\r");
+    sh.prompt(3);
+    sh.line("typed");
+    sh.expect("42");
+    sh.prompt(4);
+    // Leaving stops the running workflow gracefully.
+    sh.send("\x04");
+    sh.expect("stopping 1 running workflow(s) gracefully");
+    sh.session.expect(expectrl::Eof).unwrap();
+}
+
+#[test]
+fn errors_show_the_line_and_a_caret_and_the_shell_goes_on() {
+    let (dir, home) = (temp(), temp());
+    let mut sh = Pty::spawn(dir.path(), home.path(), &[]);
+    sh.prompt(1);
+    sh.line("let x = 1 +* 2;");
+    sh.expect("SyntaxError");
+    sh.expect("let x = 1 +* 2;");
+    sh.expect("^");
+    // Like iex, failed entries do not advance the counter.
+    sh.prompt(1);
+    sh.line("undefined_fn(3)");
+    sh.expect("RuntimeError");
+    sh.prompt(1);
+    sh.line("throw \"boom\"");
+    sh.expect("boom");
+    sh.prompt(1);
+    sh.line("6 * 7");
+    sh.expect("42");
+    sh.prompt(2);
+}
+
+#[test]
+fn deploy_option_runs_before_the_first_prompt_and_startup_file_runs() {
+    let (dir, home) = (temp(), temp());
+    std::fs::write(dir.path().join(".skitter.rhai"), "let from_startup = 99;\n").unwrap();
+    let mut sh = Pty::spawn(dir.path(), home.path(), &["--deploy", "workflow().stream_source([7]).inspect(\"early\")"]);
+    sh.expect("early: 7");
+    sh.prompt(1);
+    sh.line("from_startup");
+    sh.expect("99");
+}
+
+#[test]
+fn piped_stdin_evaluates_entries_and_exits_at_the_end() {
+    let script = "let a = 20;\nfn add(x,\n  y) {\n  x + y\n}\nadd(a, 22)\nv(3)\ni(\"abc\")\nlet b = [1,\n#break\nmissing_fn()\na\n";
+    let out = Skitter::new().args(["local", "--no-log"]).stdin(script).run();
+    out.success();
+    let stdout = out.stdout();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "42");
+    assert_eq!(lines[1], "42");
+    assert!(stdout.contains("Data type\n  string"), "{stdout}");
+    assert!(stdout.contains("** (RuntimeError) Function not found: missing_fn"), "{stdout}");
+    assert_eq!(lines.last().unwrap(), &"20");
+}
+
+#[test]
+fn recompile_reports_a_syntax_error_and_keeps_old_functions() {
+    let home = temp();
+    let app = app_with(&[("lib/a.rhai", "fn answer() { 1 }\n")]);
+    let mut sh = Pty::spawn(app.path(), home.path(), &[]);
+    sh.prompt(1);
+    sh.line("answer()");
+    sh.expect("1");
+    sh.prompt(2);
+    std::fs::write(app.path().join("lib/a.rhai"), "fn answer() { 2 }\n").unwrap();
+    sh.line("recompile(); answer()");
+    sh.expect("2");
+    sh.prompt(3);
+    std::fs::write(app.path().join("lib/a.rhai"), "fn answer( {\n").unwrap();
+    sh.line("recompile()");
+    sh.expect("lib/a.rhai:1:");
+    sh.prompt(3);
+    sh.line("answer() * 21");
+    sh.expect("42");
+}
