@@ -21,7 +21,24 @@ fn run_block(code: &str) -> Result<Vec<String>, String> {
     let env = EngineEnv::new(Some(app.priv_dir()), Arc::new(move |text: &str| sink.lock().unwrap().push(text.to_string())));
     let runtime = Arc::new(LocalRuntime::new(rt.handle().clone(), "docs@test".into(), 2, env.clone()));
     let mut session = Session::new(env, Some(runtime.clone()), Some(app), Some(Default::default())).map_err(|e| e.to_string())?;
-    let result = session.eval(code).map_err(|e| e.to_string());
+    // As if pasted into the shell: paragraphs (split at blank lines) are
+    // entries, joined while incomplete.
+    let mut result = Ok(());
+    let mut entry = String::new();
+    for paragraph in code.split("\n\n") {
+        entry.push_str(paragraph);
+        entry.push('\n');
+        if skitter::shell::input::is_complete(session.engine(), &entry) {
+            if let Err(e) = session.eval(&entry) {
+                result = Err(format!("{e}\nin entry:\n{entry}"));
+                break;
+            }
+            entry.clear();
+        }
+    }
+    if result.is_ok() && !entry.trim().is_empty() {
+        result = session.eval(&entry).map(|_| ()).map_err(|e| e.to_string());
+    }
     runtime.stop_all();
     result?;
     let out = printed.lock().unwrap().clone();

@@ -143,11 +143,11 @@ pub fn register(engine: &mut Engine, state: &ShellState, code: Arc<RwLock<Code>>
         });
 
     let results = state.results.clone();
-    reg("v", &["Dynamic"], "/// The result of the previous entry.\n///\n/// ```rhai\n/// let last = v();\n/// ```")
+    reg("v", &["Dynamic"], "/// The result of the previous entry.\n///\n/// ```rhai\n/// 6 * 7\n///\n/// v() / 2   // 21\n/// ```")
         .register_into_engine(engine, move || -> Dynamic { results.lock().expect("results").last().cloned().unwrap_or(Dynamic::UNIT) });
 
     let results = state.results.clone();
-    reg("v", &["n: i64", "Dynamic"], "/// The result of entry `n` (the number in its prompt); a negative `n`\n/// counts back from the latest (`v(-1)` is the previous entry's).\n///\n/// ```rhai\n/// let first = v(1);\n/// ```")
+    reg("v", &["n: i64", "Dynamic"], "/// The result of entry `n` (the number in its prompt); a negative `n`\n/// counts back from the latest (`v(-1)` is the previous entry's).\n///\n/// ```rhai\n/// 6 * 7\n///\n/// v(1) + v(-1)   // 84\n/// ```")
         .register_into_engine(engine, move |n: i64| -> RhaiResult<Dynamic> {
             let results = results.lock().expect("results");
             let len = results.len() as i64;

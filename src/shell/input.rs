@@ -24,8 +24,8 @@ fn ends_early(err: &ParseErrorType, pos: rhai::Position, text: &str) -> bool {
     match err {
         ParseErrorType::UnexpectedEOF => true,
         ParseErrorType::BadInput(LexError::UnterminatedString) => true,
-        ParseErrorType::MissingToken(..) | ParseErrorType::MissingSymbol(..) | ParseErrorType::ExprExpected(..) => at_end(pos, text),
-        _ => false,
+        // Any other error found where the input ends: more input may fix it.
+        _ => at_end(pos, text),
     }
 }
 
@@ -102,6 +102,8 @@ mod tests {
         assert!(!complete("foo(1,"));
         assert!(!complete("/* comment"));
         assert!(!complete("fn f(x) {\n  x +"));
+        assert!(!complete("let wf = workflow().\n"));
+        assert!(!complete("let wf = workflow().\n    map(|x| x)."));
     }
 
     #[test]

@@ -14,6 +14,9 @@ pub fn value(v: &Dynamic) -> String {
     if let Some(wf) = v.read_lock::<crate::workflow::Workflow>() {
         return wf.to_string();
     }
+    if let Some(op) = v.read_lock::<crate::workflow::Operator>() {
+        return format!("#Operator<{}>", *op);
+    }
     format!("{v:?}")
 }
 
