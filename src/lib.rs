@@ -7,12 +7,14 @@
 //! - [`shell`]: the interactive shell (rustyline front end around `execute`)
 //! - [`release`]: `skitter new`, releases and their scripts
 //! - [`runtime`]: local runtime, dataflow executor, logging, node identity
+//! - [`net`]: values, messages, frames, handshake, cookies
 //! - [`script`]: Rhai engine set-up, apps, sessions, the packages scripts see
 //! - [`workflow`]: the workflow model, operators, strategies, plans (no I/O)
 //! - [`error`]: error types and their exit codes
 
 pub mod cli;
 pub mod error;
+pub mod net;
 pub mod release;
 pub mod runtime;
 pub mod script;
@@ -20,3 +22,6 @@ pub mod shell;
 pub mod workflow;
 
 pub use error::{Error, Result};
+
+/// This build's version, as nodes tell each other.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,276 @@
+//! Connections: length-delimited frames of postcard-encoded [`Message`]s over
+//! TCP, usable only once the handshake has authenticated both ends.
+//!
+//! The handshake: the dialer sends `Hello` with a fresh random nonce, the
+//! listener answers with its own `Hello` (or `Refuse`: wrong protocol, role
+//! not accepted); the dialer proves it knows the cookie with an HMAC-SHA256
+//! over both nonces, the listener checks it (constant time) and proves the
+//! same in return. The cookie itself never crosses the wire, and a recorded
+//! handshake cannot be replayed: the other side's nonce is new every time.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+use super::message::{Message, Role, PROTOCOL};
+
+/// The largest frame accepted: a batch of records is far smaller; anything
+/// bigger is a broken or hostile peer.
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// How long a peer may take to complete the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("refused by {peer}: {reason}")]
+    Refused { peer: String, reason: String },
+    #[error("{0}")]
+    Handshake(String),
+    #[error("the peer closed the connection")]
+    Closed,
+    #[error("the peer took longer than {0:?} to answer")]
+    Timeout(Duration),
+}
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_codec()
+}
+
+/// Decodes one frame's bytes.
+pub fn decode(bytes: &[u8]) -> Result<Message, NetError> {
+    postcard::from_bytes(bytes).map_err(|e| NetError::Malformed(format!("{e} ({} bytes)", bytes.len())))
+}
+
+pub fn encode(msg: &Message) -> Vec<u8> {
+    postcard::to_allocvec(msg).expect("messages always encode")
+}
+
+/// The reading half of a connection.
+pub struct Reader {
+    inner: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+}
+
+impl Reader {
+    /// The next message; `None` when the peer closed cleanly.
+    pub async fn read(&mut self) -> Result<Option<Message>, NetError> {
+        match self.inner.next().await {
+            None => Ok(None),
+            Some(Ok(frame)) => decode(&frame).map(Some),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => Err(NetError::Malformed(e.to_string())),
+            Some(Err(e)) => Err(NetError::Io(e)),
+        }
+    }
+}
+
+/// The writing half of a connection.
+pub struct Writer {
+    inner: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+}
+
+impl Writer {
+    pub async fn write(&mut self, msg: &Message) -> Result<(), NetError> {
+        self.inner.send(bytes::Bytes::from(encode(msg))).await.map_err(NetError::Io)
+    }
+
+    /// Queues a message without flushing (for batching many small ones).
+    pub async fn feed(&mut self, msg: &Message) -> Result<(), NetError> {
+        self.inner.feed(bytes::Bytes::from(encode(msg))).await.map_err(NetError::Io)
+    }
+
+    pub async fn flush(&mut self) -> Result<(), NetError> {
+        SinkExt::<bytes::Bytes>::flush(&mut self.inner).await.map_err(NetError::Io)
+    }
+}
+
+/// A TCP connection that has not been authenticated: it can only handshake.
+pub struct Connection {
+    reader: Reader,
+    writer: Writer,
+    peer_addr: String,
+}
+
+/// A connection whose peer proved it knows the cookie.
+pub struct Authenticated {
+    pub reader: Reader,
+    pub writer: Writer,
+    pub peer_role: Role,
+    pub peer_name: String,
+    pub peer_addr: String,
+}
+
+/// Who this end is, for the handshake.
+#[derive(Clone)]
+pub struct Identity {
+    pub role: Role,
+    pub name: String,
+    pub cookie: String,
+}
+
+fn nonce() -> [u8; 32] {
+    let mut n = [0u8; 32];
+    getrandom::fill(&mut n).expect("the OS has randomness");
+    n
+}
+
+fn proof(cookie: &str, label: &[u8], first: &[u8; 32], second: &[u8; 32]) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(cookie.as_bytes()).expect("HMAC takes any key length");
+    mac.update(label);
+    mac.update(first);
+    mac.update(second);
+    mac
+}
+
+const DIALER: &[u8] = b"skitter/1 dialer";
+const LISTENER: &[u8] = b"skitter/1 listener";
+
+impl Connection {
+    pub fn new(stream: TcpStream) -> Connection {
+        let _ = stream.set_nodelay(true);
+        let peer_addr = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+        let (r, w) = stream.into_split();
+        Connection {
+            reader: Reader { inner: FramedRead::new(r, codec()) },
+            writer: Writer { inner: FramedWrite::new(w, codec()) },
+            peer_addr,
+        }
+    }
+
+    pub async fn connect(addr: &str) -> Result<Connection, NetError> {
+        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| NetError::Timeout(HANDSHAKE_TIMEOUT))??;
+        Ok(Connection::new(stream))
+    }
+
+    async fn next(&mut self) -> Result<Message, NetError> {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.reader.read()).await {
+            Err(_) => Err(NetError::Timeout(HANDSHAKE_TIMEOUT)),
+            Ok(Ok(Some(msg))) => Ok(msg),
+            Ok(Ok(None)) => Err(NetError::Closed),
+            Ok(Err(e)) => Err(e),
+        }
+    }
+
+    /// The dialing side of the handshake.
+    pub async fn dial(mut self, me: &Identity) -> Result<Authenticated, NetError> {
+        let mine = nonce();
+        self.writer
+            .write(&Message::Hello { protocol: PROTOCOL, version: crate::VERSION.into(), role: me.role, name: me.name.clone(), nonce: mine })
+            .await?;
+        let (peer_role, peer_name, theirs) = match self.next().await? {
+            Message::Hello { protocol, role, name, nonce, .. } if protocol == PROTOCOL => (role, name, nonce),
+            Message::Hello { protocol, version, .. } => {
+                return Err(NetError::Handshake(format!("incompatible version: the peer runs skitter {version} (protocol {protocol}), this is {} (protocol {PROTOCOL})", crate::VERSION)))
+            }
+            Message::Refuse { reason } => return Err(NetError::Refused { peer: self.peer_addr, reason }),
+            other => return Err(NetError::Handshake(format!("expected hello, got {}", other.kind()))),
+        };
+        let mac = proof(&me.cookie, DIALER, &mine, &theirs).finalize().into_bytes().to_vec();
+        self.writer.write(&Message::Proof { mac }).await?;
+        match self.next().await {
+            Ok(Message::Proof { mac }) => {
+                if proof(&me.cookie, LISTENER, &theirs, &mine).verify_slice(&mac).is_err() {
+                    return Err(NetError::Handshake(format!("{peer_name} at {} failed authentication: it does not know our cookie", self.peer_addr)));
+                }
+            }
+            Ok(Message::Refuse { reason }) => return Err(NetError::Refused { peer: format!("{peer_name} at {}", self.peer_addr), reason }),
+            Ok(other) => return Err(NetError::Handshake(format!("expected proof, got {}", other.kind()))),
+            Err(NetError::Closed) => return Err(NetError::Refused { peer: self.peer_addr, reason: "closed during authentication (wrong cookie?)".into() }),
+            Err(e) => return Err(e),
+        }
+        Ok(Authenticated { reader: self.reader, writer: self.writer, peer_role, peer_name, peer_addr: self.peer_addr })
+    }
+
+    /// The listening side of the handshake; `accepts` says which roles may connect.
+    pub async fn accept(mut self, me: &Identity, accepts: &[Role]) -> Result<Authenticated, NetError> {
+        let (peer_role, peer_name, theirs) = match self.next().await? {
+            Message::Hello { protocol, version, .. } if protocol != PROTOCOL => {
+                let reason = format!("incompatible version: this node runs skitter {} (protocol {PROTOCOL}), the peer {version} (protocol {protocol})", crate::VERSION);
+                let _ = self.writer.write(&Message::Refuse { reason: reason.clone() }).await;
+                return Err(NetError::Handshake(reason));
+            }
+            Message::Hello { role, name, nonce, .. } => (role, name, nonce),
+            other => return Err(NetError::Handshake(format!("expected hello, got {}", other.kind()))),
+        };
+        if !accepts.contains(&peer_role) {
+            let reason = format!("mode mismatch: a {} does not accept connections from a {peer_role}", me.role);
+            let _ = self.writer.write(&Message::Refuse { reason: reason.clone() }).await;
+            return Err(NetError::Handshake(format!("{peer_name}: {reason}")));
+        }
+        let mine = nonce();
+        self.writer
+            .write(&Message::Hello { protocol: PROTOCOL, version: crate::VERSION.into(), role: me.role, name: me.name.clone(), nonce: mine })
+            .await?;
+        match self.next().await? {
+            Message::Proof { mac } => {
+                if proof(&me.cookie, DIALER, &theirs, &mine).verify_slice(&mac).is_err() {
+                    let _ = self.writer.write(&Message::Refuse { reason: "authentication failed: wrong cookie".into() }).await;
+                    return Err(NetError::Handshake(format!("{peer_name} at {} failed authentication: wrong cookie", self.peer_addr)));
+                }
+            }
+            other => return Err(NetError::Handshake(format!("expected proof, got {}", other.kind()))),
+        }
+        let mac = proof(&me.cookie, LISTENER, &mine, &theirs).finalize().into_bytes().to_vec();
+        self.writer.write(&Message::Proof { mac }).await?;
+        Ok(Authenticated { reader: self.reader, writer: self.writer, peer_role, peer_name, peer_addr: self.peer_addr })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pair(dialer_cookie: &str, listener_cookie: &str, role: Role) -> (Result<Authenticated, NetError>, Result<Authenticated, NetError>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let l_id = Identity { role: Role::Master, name: "m@h".into(), cookie: listener_cookie.into() };
+        let d_id = Identity { role, name: "w@h".into(), cookie: dialer_cookie.into() };
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            Connection::new(stream).accept(&l_id, &[Role::Worker]).await
+        });
+        let client = Connection::connect(&addr).await.unwrap().dial(&d_id).await;
+        (client, server.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn same_cookie_authenticates_both_ends() {
+        let (c, s) = pair("secret", "secret", Role::Worker).await;
+        let (c, s) = (c.unwrap(), s.unwrap());
+        assert_eq!(c.peer_name, "m@h");
+        assert_eq!(s.peer_role, Role::Worker);
+    }
+
+    #[tokio::test]
+    async fn a_wrong_cookie_is_refused_on_both_sides() {
+        let (c, s) = pair("guess", "secret", Role::Worker).await;
+        assert!(c.err().unwrap().to_string().contains("wrong cookie"));
+        assert!(s.err().unwrap().to_string().contains("wrong cookie"));
+    }
+
+    #[tokio::test]
+    async fn a_role_that_is_not_accepted_is_refused() {
+        let (c, s) = pair("secret", "secret", Role::Master).await;
+        assert!(c.err().unwrap().to_string().contains("mode mismatch"));
+        assert!(s.err().unwrap().to_string().contains("mode mismatch"));
+    }
+
+    #[test]
+    fn garbage_does_not_decode() {
+        assert!(matches!(decode(&[0xff, 0xff, 0xff, 0xff, 0x0f]), Err(NetError::Malformed(_))));
+        assert!(matches!(decode(&[]), Err(NetError::Malformed(_))));
+        let msg = Message::Output { text: "hi".into() };
+        assert_eq!(decode(&encode(&msg)).unwrap(), msg);
+        let bytes = encode(&msg);
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err(), "a truncated frame is an error");
+    }
+}

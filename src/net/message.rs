@@ -1,0 +1,208 @@
+//! Every message a connection carries, typed. Handlers never see bytes.
+
+use serde::{Deserialize, Serialize};
+
+use super::value::{NotPlainData, Value};
+use crate::workflow::model::{FlatEdge, FlatGraph, FlatNode};
+use crate::workflow::{Func, Operator, SourceSpec};
+
+/// Bumped whenever a message changes shape.
+pub const PROTOCOL: u32 = 1;
+
+/// Who is at the other end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Master,
+    Worker,
+    /// A worker sending data to another worker.
+    Peer,
+    /// A remote shell or `rpc`.
+    Console,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Master => "master",
+            Role::Worker => "worker",
+            Role::Peer => "peer",
+            Role::Console => "console",
+        })
+    }
+}
+
+/// A worker as the cluster knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub name: String,
+    /// Where peers reach it (its listener).
+    pub addr: String,
+    pub tags: Vec<String>,
+    pub slots: u32,
+}
+
+/// A function as it travels: its name and captured values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FuncSpec {
+    pub name: String,
+    pub curry: Vec<Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum OpSpec {
+    Items(Vec<Value>),
+    Range { start: i64, end: i64, step: i64 },
+    Generator(FuncSpec),
+    Lines(String),
+    Tcp { host: String, port: u16 },
+    Map(FuncSpec),
+    FlatMap(FuncSpec),
+    Filter(FuncSpec),
+    KeyedReduce { key: FuncSpec, reduce: FuncSpec, initial: Value },
+    Count { key: Option<FuncSpec> },
+    Print(String),
+    WriteLines(String),
+    Collect,
+}
+
+/// A flattened workflow, ready to travel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowSpec {
+    pub nodes: Vec<(String, OpSpec)>,
+    /// (from, port, to)
+    pub edges: Vec<(u32, u32, u32)>,
+}
+
+/// Records on an edge between two workers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum DataMsg {
+    Records(Vec<Value>),
+    Keyed(Vec<(Value, Value)>),
+    Counts(Vec<(Value, i64)>),
+    End,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    // Handshake.
+    Hello { protocol: u32, version: String, role: Role, name: String, nonce: [u8; 32] },
+    Proof { mac: Vec<u8> },
+    Refuse { reason: String },
+    Welcome,
+    // Worker -> master, once admitted.
+    Register(WorkerInfo),
+    // Master -> worker.
+    Peers(Vec<WorkerInfo>),
+    Deploy { id: u64, spec: WorkflowSpec, sources: Vec<(String, String)>, workers: Vec<String>, slots: u32 },
+    Stop { id: u64 },
+    Abort { id: u64, reason: String },
+    // Worker -> master, about a workflow.
+    Started { id: u64 },
+    Failed { id: u64, reason: String },
+    Done { id: u64 },
+    Output { text: String },
+    Collected { id: u64, sink: String, values: Vec<Value> },
+    // Both ways.
+    Heartbeat,
+    Bye,
+    // Worker -> worker.
+    Data { id: u64, stage: u32, instance: u32, msg: DataMsg },
+}
+
+impl Message {
+    /// The message's name, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "hello",
+            Message::Proof { .. } => "proof",
+            Message::Refuse { .. } => "refuse",
+            Message::Welcome => "welcome",
+            Message::Register(_) => "register",
+            Message::Peers(_) => "peers",
+            Message::Deploy { .. } => "deploy",
+            Message::Stop { .. } => "stop",
+            Message::Abort { .. } => "abort",
+            Message::Started { .. } => "started",
+            Message::Failed { .. } => "failed",
+            Message::Done { .. } => "done",
+            Message::Output { .. } => "output",
+            Message::Collected { .. } => "collected",
+            Message::Heartbeat => "heartbeat",
+            Message::Bye => "bye",
+            Message::Data { .. } => "data",
+        }
+    }
+}
+
+fn func_spec(f: &Func) -> Result<FuncSpec, NotPlainData> {
+    Ok(FuncSpec { name: f.name().to_string(), curry: f.0.curry().iter().map(Value::from_dynamic).collect::<Result<_, _>>()? })
+}
+
+fn func(spec: FuncSpec) -> Result<Func, String> {
+    let mut f = rhai::FnPtr::new(spec.name.as_str()).map_err(|e| format!("bad function name `{}`: {e}", spec.name))?;
+    f.set_curry(spec.curry.into_iter().map(Value::into_dynamic));
+    Ok(Func(f))
+}
+
+impl WorkflowSpec {
+    pub fn from_graph(graph: &FlatGraph) -> Result<WorkflowSpec, String> {
+        let op = |op: &Operator| -> Result<OpSpec, NotPlainData> {
+            Ok(match op {
+                Operator::Source(SourceSpec::Items(items)) => OpSpec::Items(super::value::to_values(items)?),
+                Operator::Source(SourceSpec::Range { start, end, step }) => OpSpec::Range { start: *start, end: *end, step: *step },
+                Operator::Source(SourceSpec::Generator(f)) => OpSpec::Generator(func_spec(f)?),
+                Operator::Source(SourceSpec::Lines(p)) => OpSpec::Lines(p.display().to_string()),
+                Operator::Source(SourceSpec::Tcp { host, port }) => OpSpec::Tcp { host: host.clone(), port: *port },
+                Operator::Map(f) => OpSpec::Map(func_spec(f)?),
+                Operator::FlatMap(f) => OpSpec::FlatMap(func_spec(f)?),
+                Operator::Filter(f) => OpSpec::Filter(func_spec(f)?),
+                Operator::KeyedReduce { key, reduce, initial } => {
+                    OpSpec::KeyedReduce { key: func_spec(key)?, reduce: func_spec(reduce)?, initial: Value::from_dynamic(initial)? }
+                }
+                Operator::Count { key } => OpSpec::Count { key: key.as_ref().map(func_spec).transpose()? },
+                Operator::Print(l) => OpSpec::Print(l.clone()),
+                Operator::WriteLines(p) => OpSpec::WriteLines(p.display().to_string()),
+                Operator::Collect => OpSpec::Collect,
+            })
+        };
+        let nodes = graph
+            .nodes
+            .iter()
+            .map(|n| op(&n.op).map(|o| (n.name.clone(), o)).map_err(|e| format!("node `{}`: {e}", n.name)))
+            .collect::<Result<_, _>>()?;
+        let edges = graph.edges.iter().map(|e| (e.from as u32, e.port as u32, e.to as u32)).collect();
+        Ok(WorkflowSpec { nodes, edges })
+    }
+
+    pub fn into_graph(self) -> Result<FlatGraph, String> {
+        let count = self.nodes.len();
+        let mut nodes = Vec::with_capacity(count);
+        for (name, spec) in self.nodes {
+            let op = match spec {
+                OpSpec::Items(v) => Operator::Source(SourceSpec::Items(super::value::to_dynamics(v))),
+                OpSpec::Range { start, end, step } => Operator::Source(SourceSpec::Range { start, end, step }),
+                OpSpec::Generator(f) => Operator::Source(SourceSpec::Generator(func(f)?)),
+                OpSpec::Lines(p) => Operator::Source(SourceSpec::Lines(p.into())),
+                OpSpec::Tcp { host, port } => Operator::Source(SourceSpec::Tcp { host, port }),
+                OpSpec::Map(f) => Operator::Map(func(f)?),
+                OpSpec::FlatMap(f) => Operator::FlatMap(func(f)?),
+                OpSpec::Filter(f) => Operator::Filter(func(f)?),
+                OpSpec::KeyedReduce { key, reduce, initial } => Operator::KeyedReduce { key: func(key)?, reduce: func(reduce)?, initial: initial.into_dynamic() },
+                OpSpec::Count { key } => Operator::Count { key: key.map(func).transpose()? },
+                OpSpec::Print(l) => Operator::Print(l),
+                OpSpec::WriteLines(p) => Operator::WriteLines(p.into()),
+                OpSpec::Collect => Operator::Collect,
+            };
+            nodes.push(FlatNode { name, op });
+        }
+        let mut edges = Vec::with_capacity(self.edges.len());
+        for (from, port, to) in self.edges {
+            let (from, port, to) = (from as usize, port as usize, to as usize);
+            if from >= count || to >= count || port >= nodes[from].op.out_ports().len() {
+                return Err(format!("edge ({from}, {port}, {to}) does not fit the workflow"));
+            }
+            edges.push(FlatEdge { from, port, to });
+        }
+        Ok(FlatGraph { nodes, edges })
+    }
+}
