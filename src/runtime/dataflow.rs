@@ -56,6 +56,68 @@ pub enum Msg {
     Counts(Vec<(Key, i64)>),
     /// The sender of one edge has no more records.
     End,
+    /// The workflow failed: stop at once.
+    Abort,
+}
+
+/// Where this process's instances sit in the whole: `workers` processes,
+/// this one is number `me`, each with `slots` instances of every parallel
+/// stage. Sources run on worker 0. Local mode is one worker.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    pub workers: usize,
+    pub me: usize,
+    pub slots: usize,
+}
+
+impl Layout {
+    pub fn local(slots: usize) -> Layout {
+        Layout { workers: 1, me: 0, slots: slots.max(1) }
+    }
+
+    /// Instances of stage `s` in the whole cluster.
+    pub fn instances(&self, plan: &Plan, s: usize) -> usize {
+        if plan.stages[s].parallel {
+            self.workers * self.slots
+        } else {
+            1
+        }
+    }
+
+    /// The worker running instance `g` of stage `s`.
+    pub fn worker_of(&self, plan: &Plan, s: usize, g: usize) -> usize {
+        if plan.stages[s].parallel {
+            g / self.slots
+        } else {
+            0
+        }
+    }
+
+    /// The instances of stage `s` that run here.
+    pub fn local_instances(&self, plan: &Plan, s: usize) -> std::ops::Range<usize> {
+        match (plan.stages[s].parallel, self.me) {
+            (true, me) => me * self.slots..(me + 1) * self.slots,
+            (false, 0) => 0..1,
+            (false, _) => 0..0,
+        }
+    }
+}
+
+/// How records leave this process: the cluster's data links and the path
+/// to the master for collected results.
+pub trait Remote: Send + Sync {
+    /// Sends to instance `instance` of stage `stage` on worker `worker`;
+    /// blocks while the link is full.
+    fn send(&self, worker: usize, stage: usize, instance: usize, msg: Msg) -> Result<(), String>;
+    /// Hands what a `collect()` sink received to the master.
+    fn collect(&self, sink: &str, records: &[Dynamic]) -> Result<(), String>;
+}
+
+/// An instance's inbox, here or on another worker.
+#[derive(Clone)]
+enum Inbox {
+    Local(mpsc::Sender<Msg>),
+    Remote { worker: usize, stage: usize, instance: usize },
 }
 
 /// A workflow being run, shared between the runtime and its tasks.
@@ -68,9 +130,17 @@ pub struct Running {
     /// Tells script calls in progress to give up (with `abort`).
     abort_flag: Arc<AtomicBool>,
     collected: Vec<(String, Arc<Mutex<Vec<Dynamic>>>)>,
+    /// The inboxes of this process's instances, by (stage, instance), for
+    /// records arriving from other workers; emptied when the workflow ends.
+    inboxes: Mutex<HashMap<(usize, usize), mpsc::Sender<Msg>>>,
 }
 
 impl Running {
+    /// The inbox of a local instance, for records from the network.
+    pub fn inbox(&self, stage: usize, instance: usize) -> Option<mpsc::Sender<Msg>> {
+        self.inboxes.lock().expect("inboxes lock").get(&(stage, instance)).cloned()
+    }
+
     pub fn status(&self) -> Status {
         self.status.borrow().clone()
     }
@@ -99,6 +169,11 @@ impl Running {
         });
         self.abort_flag.store(true, Ordering::Relaxed);
         self.abort.cancel();
+        // Wake instances waiting for input; a full inbox's owner is busy and
+        // sees the flag after its current batch.
+        for inbox in self.inboxes.lock().expect("inboxes lock").values() {
+            let _ = inbox.try_send(Msg::Abort);
+        }
     }
 
     /// What `collect()` sinks gathered: one sink, or the one named `sink`.
@@ -146,10 +221,9 @@ impl Shared {
     }
 }
 
-/// Starts `plan` with `slots` instances per parallel stage. Files that sinks
-/// write are created here, so a bad path fails the deploy, not the run.
-pub fn start(plan: Plan, code: Code, slots: usize, env: &EngineEnv) -> Result<Arc<Running>, String> {
-    let slots = slots.max(1);
+/// Starts this process's part of `plan`. Files that sinks write are created
+/// here, so a bad path fails the deploy, not the run.
+pub fn start(plan: Plan, code: Code, layout: Layout, env: &EngineEnv, remote: Option<Arc<dyn Remote>>) -> Result<Arc<Running>, String> {
     let abort_flag = Arc::new(AtomicBool::new(false));
     let mut engine_env = env.clone();
     engine_env.abort = abort_flag.clone();
@@ -182,29 +256,39 @@ pub fn start(plan: Plan, code: Code, slots: usize, env: &EngineEnv) -> Result<Ar
         abort: CancellationToken::new(),
         abort_flag,
         collected,
+        inboxes: Mutex::new(HashMap::new()),
     });
     let common = Arc::new(Common { code, env: engine_env, running: running.clone() });
 
-    // One inbox per instance of every stage that has inputs.
-    let mut inboxes: Vec<Vec<mpsc::Sender<Msg>>> = Vec::new();
-    let mut receivers: Vec<Vec<Option<mpsc::Receiver<Msg>>>> = Vec::new();
+    // An inbox per instance of every stage, here or remote.
+    let mut inboxes: Vec<Vec<Inbox>> = Vec::new();
+    let mut receivers: HashMap<(usize, usize), mpsc::Receiver<Msg>> = HashMap::new();
     for s in 0..plan.stages.len() {
-        let (txs, rxs): (Vec<_>, Vec<_>) = (0..plan.instances(s, slots))
-            .map(|_| {
+        let local = layout.local_instances(&plan, s);
+        let mut stage_inboxes = Vec::new();
+        for g in 0..layout.instances(&plan, s) {
+            if local.contains(&g) {
                 let (tx, rx) = mpsc::channel(INBOX_BATCHES);
-                (tx, Some(rx))
-            })
-            .unzip();
-        inboxes.push(txs);
-        receivers.push(rxs);
+                running.inboxes.lock().expect("inboxes lock").insert((s, g), tx.clone());
+                receivers.insert((s, g), rx);
+                stage_inboxes.push(Inbox::Local(tx));
+            } else {
+                stage_inboxes.push(Inbox::Remote { worker: layout.worker_of(&plan, s, g), stage: s, instance: g });
+            }
+        }
+        inboxes.push(stage_inboxes);
     }
+    if remote.is_none() && inboxes.iter().flatten().any(|i| matches!(i, Inbox::Remote { .. })) {
+        return Err("internal: a remote instance without a network".into());
+    }
+    let sinks = Sinks { files: &files, collect_of: &collect_of, remote: remote.clone() };
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<(), String>>();
     for s in 0..plan.stages.len() {
-        let expected_ends: usize = plan.inputs_of(s).map(|e| plan.instances(plan.stage_of[e.from], slots)).sum();
-        for instance in 0..plan.instances(s, slots) {
-            let stage = StageRun::new(&plan, s, instance, slots, &inboxes, &files, &collect_of);
-            let inbox = receivers[s][instance].take().expect("one receiver per instance");
+        let expected_ends: usize = plan.inputs_of(s).map(|e| layout.instances(&plan, plan.stage_of[e.from])).sum();
+        for instance in layout.local_instances(&plan, s) {
+            let stage = StageRun::new(&plan, s, instance, &layout, &inboxes, &sinks);
+            let inbox = receivers.remove(&(s, instance)).expect("one receiver per instance");
             let common = common.clone();
             let done = done_tx.clone();
             let name = format!("skitter:{}", plan.graph.nodes[plan.stages[s].nodes[0]].name);
@@ -225,14 +309,13 @@ pub fn start(plan: Plan, code: Code, slots: usize, env: &EngineEnv) -> Result<Ar
     }
     drop(done_tx);
     drop(inboxes);
+    drop(sinks);
 
     let watcher = running.clone();
     tokio::spawn(async move {
         // A task that panicked drops its sender without a result.
         let mut failure = None;
-        let mut finished_tasks = 0;
         while let Some(result) = done_rx.recv().await {
-            finished_tasks += 1;
             if let Err(reason) = result {
                 if failure.is_none() {
                     watcher.fail(reason.clone());
@@ -240,7 +323,7 @@ pub fn start(plan: Plan, code: Code, slots: usize, env: &EngineEnv) -> Result<Ar
                 }
             }
         }
-        let _ = finished_tasks;
+        watcher.inboxes.lock().expect("inboxes lock").clear();
         let mut flush_error = None;
         for (i, file) in &files {
             if let Err(e) = file.lock().expect("file lock").flush() {
@@ -281,7 +364,20 @@ enum Step {
     Count { counts: KeyMap<i64> },
     Print(String),
     WriteLines(Arc<Mutex<BufWriter<File>>>),
-    Collect(Arc<Mutex<Vec<Dynamic>>>),
+    Collect(CollectSink),
+}
+
+/// Where a `collect()` instance puts records: here, or with the master.
+enum CollectSink {
+    Local(Arc<Mutex<Vec<Dynamic>>>),
+    Remote(Arc<dyn Remote>, String),
+}
+
+/// The shared sinks instances are built with.
+struct Sinks<'a> {
+    files: &'a HashMap<usize, Arc<Mutex<BufWriter<File>>>>,
+    collect_of: &'a HashMap<usize, Arc<Mutex<Vec<Dynamic>>>>,
+    remote: Option<Arc<dyn Remote>>,
 }
 
 /// The sending side of one edge to another stage.
@@ -294,7 +390,8 @@ struct Outlet {
     with_record: bool,
     /// For a `count` target: counts per key and target, combined here.
     partial: Option<Vec<KeyMap<i64>>>,
-    targets: Vec<mpsc::Sender<Msg>>,
+    targets: Vec<Inbox>,
+    remote: Option<Arc<dyn Remote>>,
     records: Vec<Vec<Dynamic>>,
     keyed: Vec<Vec<(Key, Dynamic)>>,
     next: usize,
@@ -347,43 +444,52 @@ impl Outlet {
                     }
                     _ => i,
                 };
-                send(running, &self.targets[target], Msg::Records(batch))?;
+                self.send(running, target, Msg::Records(batch))?;
             }
         }
         for i in 0..self.keyed.len() {
             if self.keyed[i].len() >= min {
                 let batch = std::mem::take(&mut self.keyed[i]);
-                send(running, &self.targets[i], Msg::Keyed(batch))?;
+                self.send(running, i, Msg::Keyed(batch))?;
             }
         }
-        if let Some(partial) = &mut self.partial {
-            for (i, counts) in partial.iter_mut().enumerate() {
-                if counts.len() >= min {
-                    let batch = std::mem::take(counts).into_iter().collect();
-                    send(running, &self.targets[i], Msg::Counts(batch))?;
-                }
-            }
+        let ready: Vec<(usize, Vec<(Key, i64)>)> = match &mut self.partial {
+            Some(partial) => partial
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, counts)| counts.len() >= min)
+                .map(|(i, counts)| (i, std::mem::take(counts).into_iter().collect()))
+                .collect(),
+            None => Vec::new(),
+        };
+        for (i, batch) in ready {
+            self.send(running, i, Msg::Counts(batch))?;
         }
         Ok(())
     }
 
     fn end(&mut self, running: &Running) -> Result<(), ()> {
         self.flush(running, 1)?;
-        for t in &self.targets {
-            send(running, t, Msg::End)?;
+        for t in 0..self.targets.len() {
+            self.send(running, t, Msg::End)?;
         }
         Ok(())
     }
+
+    fn send(&self, running: &Running, target: usize, msg: Msg) -> Result<(), ()> {
+        if running.aborted() {
+            return Err(());
+        }
+        match &self.targets[target] {
+            Inbox::Local(to) => to.blocking_send(msg).map_err(|_| ()),
+            Inbox::Remote { worker, stage, instance } => {
+                let remote = self.remote.as_ref().ok_or(())?;
+                remote.send(*worker, *stage, *instance, msg).map_err(|reason| running.fail(reason))
+            }
+        }
+    }
 }
 
-/// Sends unless the workflow is aborted; a closed inbox means the receiver
-/// is gone, which only happens when the workflow is failing.
-fn send(running: &Running, to: &mpsc::Sender<Msg>, msg: Msg) -> Result<(), ()> {
-    if running.aborted() {
-        return Err(());
-    }
-    to.blocking_send(msg).map_err(|_| ())
-}
 
 /// One instance of one stage.
 struct StageRun {
@@ -399,10 +505,9 @@ impl StageRun {
         plan: &Plan,
         s: usize,
         instance: usize,
-        slots: usize,
-        inboxes: &[Vec<mpsc::Sender<Msg>>],
-        files: &HashMap<usize, Arc<Mutex<BufWriter<File>>>>,
-        collect_of: &HashMap<usize, Arc<Mutex<Vec<Dynamic>>>>,
+        layout: &Layout,
+        inboxes: &[Vec<Inbox>],
+        sinks: &Sinks,
     ) -> StageRun {
         let stage = &plan.stages[s];
         let position = |n: usize| stage.nodes.iter().position(|&m| m == n);
@@ -423,15 +528,18 @@ impl StageRun {
                 }
                 Operator::Count { .. } => Step::Count { counts: KeyMap::default() },
                 Operator::Print(label) => Step::Print(if label.is_empty() { String::new() } else { format!("{label}: ") }),
-                Operator::WriteLines(_) => Step::WriteLines(files[&n].clone()),
-                Operator::Collect => Step::Collect(collect_of[&n].clone()),
+                Operator::WriteLines(_) => Step::WriteLines(sinks.files[&n].clone()),
+                Operator::Collect => Step::Collect(match &sinks.remote {
+                    Some(remote) => CollectSink::Remote(remote.clone(), node.name.clone()),
+                    None => CollectSink::Local(sinks.collect_of[&n].clone()),
+                }),
             });
             let mut ports = vec![Vec::new(); node.op.out_ports().len()];
             for e in plan.graph.edges.iter().filter(|e| e.from == n) {
                 ports[e.port].push(match position(e.to) {
                     Some(local) if plan.is_local(e) => Target::Local(local),
                     _ => {
-                        outlets.push(outlet(plan, e, instance, slots, inboxes));
+                        outlets.push(outlet(plan, e, instance, layout, inboxes, sinks.remote.clone()));
                         Target::Outlet(outlets.len() - 1)
                     }
                 });
@@ -475,6 +583,7 @@ impl StageRun {
                 Some(Msg::Records(records)) => self.process(shared, Input::Records(records))?,
                 Some(Msg::Keyed(records)) => self.process(shared, Input::Keyed(records))?,
                 Some(Msg::Counts(counts)) => self.add_counts(counts)?,
+                Some(Msg::Abort) => return Err(aborted()),
                 Some(Msg::End) => ends += 1,
                 None => return Err(format!("{}: an upstream stage ended without an end-of-stream marker", self.names[0])),
             }
@@ -643,8 +752,12 @@ impl StageRun {
                 file.lock().expect("file lock").write_all(text.as_bytes()).map_err(|e| format!("operator `{}`: cannot write: {e}", self.names[i]))?;
                 Ok(Vec::new())
             }
-            Step::Collect(sink) => {
+            Step::Collect(CollectSink::Local(sink)) => {
                 sink.lock().expect("collect lock").extend(batch);
+                Ok(Vec::new())
+            }
+            Step::Collect(CollectSink::Remote(remote, name)) => {
+                remote.collect(name, &batch).map_err(|e| format!("operator `{}`: {e}", self.names[i]))?;
                 Ok(Vec::new())
             }
             Step::KeyedReduce { .. } | Step::Count { .. } => {
@@ -732,11 +845,11 @@ fn aborted() -> String {
     "aborted".into()
 }
 
-fn outlet(plan: &Plan, e: &FlatEdge, instance: usize, slots: usize, inboxes: &[Vec<mpsc::Sender<Msg>>]) -> Outlet {
+fn outlet(plan: &Plan, e: &FlatEdge, instance: usize, layout: &Layout, inboxes: &[Vec<Inbox>], remote: Option<Arc<dyn Remote>>) -> Outlet {
     let target_stage = plan.stage_of[e.to];
     let targets = inboxes[target_stage].clone();
     let exchange = plan.exchange(e);
-    let n = plan.instances(target_stage, slots);
+    let n = layout.instances(plan, target_stage);
     let target_op = &plan.graph.nodes[e.to].op;
     let key = target_op.key_func().map(|f| fresh(&f.0));
     let with_record = !matches!(target_op, Operator::Count { .. });
@@ -746,7 +859,7 @@ fn outlet(plan: &Plan, e: &FlatEdge, instance: usize, slots: usize, inboxes: &[V
         Exchange::Spread => (vec![Vec::new()], Vec::new()),
         Exchange::Forward => (vec![Vec::new(); n], Vec::new()),
     };
-    Outlet { exchange, key, with_record, partial, targets, records, keyed, next: instance, instance }
+    Outlet { exchange, key, with_record, partial, targets, remote, records, keyed, next: instance, instance }
 }
 
 /// Reads a source batch by batch.

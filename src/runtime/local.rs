@@ -116,7 +116,7 @@ impl Host for LocalRuntime {
         let plan = Plan::new(wf.flatten());
         let _guard = self.handle.enter();
         let env = self.env.lock().expect("env lock").clone();
-        let running = dataflow::start(plan, code, self.slots, &env)?;
+        let running = dataflow::start(plan, code, dataflow::Layout::local(self.slots), &env, None)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if let Some(notices) = self.notices.lock().expect("notices lock").clone() {
             let mut watch = running.subscribe();
