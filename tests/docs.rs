@@ -39,7 +39,7 @@ fn run_block(code: &str) -> Result<Vec<String>, String> {
     if result.is_ok() && !entry.trim().is_empty() {
         result = session.eval(&entry).map(|_| ()).map_err(|e| e.to_string());
     }
-    runtime.stop_all();
+    skitter::script::Host::stop_all(runtime.as_ref());
     result?;
     let out = printed.lock().unwrap().clone();
     Ok(out)

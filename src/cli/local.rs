@@ -94,7 +94,7 @@ pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
 }
 
 /// Evaluates a `--deploy` expression and deploys what it returns.
-pub fn deploy_expr(runtime: &LocalRuntime, session: &mut Session, expr: &str) -> Result<WorkflowRef> {
+pub fn deploy_expr(runtime: &dyn Host, session: &mut Session, expr: &str) -> Result<WorkflowRef> {
     let value = session.eval_named(expr, "--deploy").map_err(|e| Error::Failed(format!("--deploy `{expr}`: {e}")))?;
     if value.is::<WorkflowRef>() {
         return Ok(value.cast::<WorkflowRef>());
@@ -111,7 +111,7 @@ pub fn deploy_expr(runtime: &LocalRuntime, session: &mut Session, expr: &str) ->
 /// gracefully, a second one exits at once.
 fn start(rt: &tokio::runtime::Runtime, runtime: &Arc<LocalRuntime>, session: &mut Session, deploy: Option<&str>) -> Result<ExitCode> {
     let workflow = match deploy {
-        Some(expr) => Some(deploy_expr(runtime, session, expr)?),
+        Some(expr) => Some(deploy_expr(runtime.as_ref(), session, expr)?),
         None => None,
     };
     let status = rt.block_on(async {

@@ -2,8 +2,11 @@
 //! that resolves them to a configuration and runs it.
 
 mod local;
-pub use local::deploy_expr as local_deploy;
+mod master;
 mod new;
+mod node;
+mod worker;
+pub use local::deploy_expr as local_deploy;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -42,6 +45,12 @@ pub enum Mode {
     /// Run master and worker in this process (`l`).
     #[command(visible_alias = "l")]
     Local(local::LocalArgs),
+    /// Run a master: it places workflows on its workers (`m`).
+    #[command(visible_alias = "m")]
+    Master(master::MasterArgs),
+    /// Run a worker: it runs its master's workflows (`w`).
+    #[command(visible_alias = "w")]
+    Worker(worker::WorkerArgs),
     /// Create a new app at PATH, with a working word count.
     New(new::NewArgs),
     /// Show help, for all modes or for one (`h`).
@@ -87,6 +96,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<ExitCode> {
         Some(Mode::Help { mode }) => help(mode.as_deref()),
         Some(Mode::New(args)) => new::run(args),
         Some(Mode::Local(args)) => local::run(args, cli.app.as_deref()),
+        Some(Mode::Master(args)) => master::run(args, cli.app.as_deref()),
+        Some(Mode::Worker(args)) => worker::run(args, cli.app.as_deref()),
     }
 }
 

@@ -93,7 +93,7 @@ pub enum Message {
     Register(WorkerInfo),
     // Master -> worker.
     Peers(Vec<WorkerInfo>),
-    Deploy { id: u64, spec: WorkflowSpec, sources: Vec<(String, String)>, workers: Vec<String>, slots: u32 },
+    Deploy { id: u64, spec: WorkflowSpec, sources: Vec<(String, String)>, workers: Vec<WorkerInfo>, slots: u32 },
     Stop { id: u64 },
     Abort { id: u64, reason: String },
     // Worker -> master, about a workflow.
@@ -135,13 +135,11 @@ impl Message {
 }
 
 fn func_spec(f: &Func) -> Result<FuncSpec, NotPlainData> {
-    Ok(FuncSpec { name: f.name().to_string(), curry: f.0.curry().iter().map(Value::from_dynamic).collect::<Result<_, _>>()? })
+    Ok(FuncSpec { name: f.name.clone(), curry: f.curry.iter().map(Value::from_dynamic).collect::<Result<_, _>>()? })
 }
 
 fn func(spec: FuncSpec) -> Result<Func, String> {
-    let mut f = rhai::FnPtr::new(spec.name.as_str()).map_err(|e| format!("bad function name `{}`: {e}", spec.name))?;
-    f.set_curry(spec.curry.into_iter().map(Value::into_dynamic));
-    Ok(Func(f))
+    Ok(Func { name: spec.name, curry: spec.curry.into_iter().map(Value::into_dynamic).collect() })
 }
 
 impl WorkflowSpec {

@@ -17,21 +17,18 @@ use std::sync::{Arc, Mutex};
 
 use rhai::{Array, Dynamic, Engine, FnPtr, ImmutableString, AST};
 
-/// A copy of a function pointer that resolves its function by name in the
-/// AST it is called with, rather than through the deploying session's
-/// definition (shared between threads).
-fn fresh(f: &FnPtr) -> FnPtr {
-    let mut copy = FnPtr::new(f.fn_name()).unwrap_or_else(|_| f.clone());
-    copy.set_curry(f.curry().iter().cloned());
-    copy
-}
+/// Instances call functions by name, in their own AST, with the captured
+/// values first: not through a `FnPtr`, whose closure definition would be
+/// shared between threads (and Rhai makes no pointer to an `anon$` function
+/// from its name).
+type Callable = Func;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::script::{new_engine, Code, EngineEnv, Output};
 use crate::workflow::key::{Key, KeyMap};
 use crate::workflow::model::FlatEdge;
-use crate::workflow::{Exchange, Operator, Plan, SourceSpec, Status};
+use crate::workflow::{Exchange, Func, Operator, Plan, SourceSpec, Status};
 
 /// Records per batch: large enough to amortize a channel send, small enough
 /// to keep latency and memory low.
@@ -205,6 +202,9 @@ struct Common {
 struct Shared {
     engine: Engine,
     ast: AST,
+    /// Script functions of `ast` by (name, arity): called with `call_fn`.
+    scripts: std::collections::HashSet<(String, usize)>,
+    scope: std::cell::RefCell<rhai::Scope<'static>>,
     output: Output,
     running: Arc<Running>,
 }
@@ -213,11 +213,21 @@ impl Shared {
     fn new(common: &Common) -> Result<Shared, String> {
         let engine = new_engine(&common.env);
         let ast = if common.code.sources.is_empty() { (*common.code.ast).clone() } else { common.code.compile(&engine)? };
-        Ok(Shared { engine, ast, output: common.env.output.clone(), running: common.running.clone() })
+        let scripts = ast.iter_functions().map(|f| (f.name.to_string(), f.params.len())).collect();
+        let scope = std::cell::RefCell::new(rhai::Scope::new());
+        Ok(Shared { engine, ast, scripts, scope, output: common.env.output.clone(), running: common.running.clone() })
     }
 
-    fn call(&self, f: &FnPtr, args: impl rhai::FuncArgs) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
-        f.call::<Dynamic>(&self.engine, &self.ast, args)
+    fn call<const N: usize>(&self, f: &Callable, args: [Dynamic; N]) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
+        let mut all = Vec::with_capacity(f.curry.len() + N);
+        all.extend(f.curry.iter().cloned());
+        all.extend(args);
+        if self.scripts.contains(&(f.name.clone(), all.len())) {
+            let options = rhai::CallFnOptions::new().eval_ast(false).rewind_scope(true);
+            return self.engine.call_fn_with_options(options, &mut self.scope.borrow_mut(), &self.ast, &f.name, all);
+        }
+        // A native function named with Fn("name").
+        FnPtr::new(f.name.as_str())?.call::<Dynamic>(&self.engine, &self.ast, all)
     }
 }
 
@@ -357,10 +367,10 @@ enum Target {
 /// One node of a stage, with its state.
 enum Step {
     Source(SourceSpec),
-    Map(FnPtr),
-    FlatMap(FnPtr),
-    Filter(FnPtr),
-    KeyedReduce { reduce: FnPtr, initial: Dynamic, state: KeyMap<Dynamic> },
+    Map(Callable),
+    FlatMap(Callable),
+    Filter(Callable),
+    KeyedReduce { reduce: Callable, initial: Dynamic, state: KeyMap<Dynamic> },
     Count { counts: KeyMap<i64> },
     Print(String),
     WriteLines(Arc<Mutex<BufWriter<File>>>),
@@ -384,7 +394,7 @@ struct Sinks<'a> {
 struct Outlet {
     exchange: Exchange,
     /// For `Hash`: the key function (`None`: the record is its own key).
-    key: Option<FnPtr>,
+    key: Option<Callable>,
     /// For `Hash`: whether the target needs the record beside its key
     /// (a count needs only the key, so the record is not copied).
     with_record: bool,
@@ -414,7 +424,7 @@ impl Outlet {
                         (None, true) => (Key::new(rec.clone()), rec),
                         (Some(f), keep) => {
                             let key = shared
-                                .call(f, (rec.clone(),))
+                                .call(f, [rec.clone()])
                                 .map_err(|e| format!("key function: {}", crate::script::session::eval_error(&e, None)))?;
                             (Key::new(key), if keep { rec } else { Dynamic::UNIT })
                         }
@@ -520,11 +530,11 @@ impl StageRun {
             names.push(node.name.clone());
             steps.push(match &node.op {
                 Operator::Source(spec) => Step::Source(spec.clone()),
-                Operator::Map(f) => Step::Map(fresh(&f.0)),
-                Operator::FlatMap(f) => Step::FlatMap(fresh(&f.0)),
-                Operator::Filter(f) => Step::Filter(fresh(&f.0)),
+                Operator::Map(f) => Step::Map(f.clone()),
+                Operator::FlatMap(f) => Step::FlatMap(f.clone()),
+                Operator::Filter(f) => Step::Filter(f.clone()),
                 Operator::KeyedReduce { reduce, initial, .. } => {
-                    Step::KeyedReduce { reduce: fresh(&reduce.0), initial: initial.clone(), state: KeyMap::default() }
+                    Step::KeyedReduce { reduce: reduce.clone(), initial: initial.clone(), state: KeyMap::default() }
                 }
                 Operator::Count { .. } => Step::Count { counts: KeyMap::default() },
                 Operator::Print(label) => Step::Print(if label.is_empty() { String::new() } else { format!("{label}: ") }),
@@ -700,7 +710,7 @@ impl StageRun {
             Step::Map(f) => {
                 let mut out = Vec::with_capacity(batch.len());
                 for rec in batch {
-                    match shared.call(f, (rec.clone(),)) {
+                    match shared.call(f, [rec.clone()]) {
                         Ok(v) => out.push(v),
                         Err(e) => return Err(self.fail_at(i, &rec, &e)),
                     }
@@ -710,7 +720,7 @@ impl StageRun {
             Step::FlatMap(f) => {
                 let mut out = Vec::with_capacity(batch.len() * 4);
                 for rec in batch {
-                    match shared.call(f, (rec.clone(),)) {
+                    match shared.call(f, [rec.clone()]) {
                         Ok(v) => match v.try_cast::<Array>() {
                             Some(items) => out.extend(items),
                             None => return Err(format!("operator `{}`: the function must return an array (records to emit), on record {rec:?}", self.names[i])),
@@ -723,7 +733,7 @@ impl StageRun {
             Step::Filter(f) => {
                 let (mut accept, mut reject) = (Vec::new(), Vec::new());
                 for rec in batch {
-                    match shared.call(f, (rec.clone(),)) {
+                    match shared.call(f, [rec.clone()]) {
                         Ok(v) => match v.as_bool() {
                             Ok(true) => accept.push(rec),
                             Ok(false) => reject.push(rec),
@@ -782,7 +792,7 @@ impl StageRun {
                 let mut out = Vec::new();
                 for (key, rec) in pairs {
                     let current = state.remove(&key).unwrap_or_else(|| initial.clone());
-                    let result = match shared.call(reduce, (current, rec.clone())) {
+                    let result = match shared.call(reduce, [current, rec.clone()]) {
                         Ok(v) => v,
                         Err(e) => return Err(self.fail_at(0, &rec, &e)),
                     };
@@ -851,7 +861,7 @@ fn outlet(plan: &Plan, e: &FlatEdge, instance: usize, layout: &Layout, inboxes: 
     let exchange = plan.exchange(e);
     let n = layout.instances(plan, target_stage);
     let target_op = &plan.graph.nodes[e.to].op;
-    let key = target_op.key_func().map(|f| fresh(&f.0));
+    let key = target_op.key_func().map(|f| f.clone());
     let with_record = !matches!(target_op, Operator::Count { .. });
     let partial = (exchange == Exchange::Hash && !with_record).then(|| (0..n).map(|_| KeyMap::default()).collect());
     let (records, keyed) = match exchange {
@@ -866,7 +876,7 @@ fn outlet(plan: &Plan, e: &FlatEdge, instance: usize, layout: &Layout, inboxes: 
 enum SourceReader {
     Items(std::vec::IntoIter<Dynamic>),
     Range { next: i64, end: i64, step: i64 },
-    Generator { f: FnPtr, n: i64 },
+    Generator { f: Callable, n: i64 },
     Lines(BufReader<File>),
     /// A connection with a read timeout, so that a stop is noticed while idle.
     Tcp { reader: BufReader<std::net::TcpStream>, line: String },
@@ -877,7 +887,7 @@ impl SourceReader {
         Ok(match spec {
             SourceSpec::Items(items) => SourceReader::Items(items.into_iter()),
             SourceSpec::Range { start, end, step } => SourceReader::Range { next: start, end, step },
-            SourceSpec::Generator(f) => SourceReader::Generator { f: fresh(&f.0), n: 0 },
+            SourceSpec::Generator(f) => SourceReader::Generator { f: f.clone(), n: 0 },
             SourceSpec::Lines(path) => {
                 let file = File::open(&path).map_err(|e| format!("{name}: cannot read {}: {e}", path.display()))?;
                 SourceReader::Lines(BufReader::with_capacity(256 * 1024, file))
@@ -906,7 +916,7 @@ impl SourceReader {
             SourceReader::Generator { f, n } => {
                 let started = std::time::Instant::now();
                 while batch.len() < BATCH && started.elapsed() < BATCH_WAIT {
-                    let v = shared.call(f, (Dynamic::from_int(*n),)).map_err(|e| crate::script::session::eval_error(&e, None).message)?;
+                    let v = shared.call(f, [Dynamic::from_int(*n)]).map_err(|e| crate::script::session::eval_error(&e, None).message)?;
                     if v.is_unit() {
                         *self = SourceReader::Items(Vec::new().into_iter());
                         break;

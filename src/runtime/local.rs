@@ -36,15 +36,7 @@ impl LocalRuntime {
         }
     }
 
-    /// Sends what workflows print (`inspect`, `print` in operators) to `output`.
-    pub fn set_output(&self, output: Output) {
-        self.env.lock().expect("env lock").output = output;
-    }
 
-    /// Announces on `output` when a workflow finishes or fails by itself.
-    pub fn set_notices(&self, output: Output) {
-        *self.notices.lock().expect("notices lock") = Some(output);
-    }
 
     fn get(&self, r: WorkflowRef) -> Result<Arc<Running>, String> {
         self.workflows
@@ -98,12 +90,6 @@ impl LocalRuntime {
             .collect()
     }
 
-    /// Stops every running workflow gracefully and waits for them.
-    pub fn stop_all(&self) {
-        for r in self.running() {
-            let _ = self.stop(r);
-        }
-    }
 }
 
 impl Host for LocalRuntime {
@@ -169,6 +155,14 @@ impl Host for LocalRuntime {
         m.insert("slots".into(), Dynamic::from_int(self.slots as i64));
         m.insert("tags".into(), Dynamic::from_array(Array::new()));
         vec![Dynamic::from_map(m)]
+    }
+
+    fn set_output(&self, output: Output) {
+        self.env.lock().expect("env lock").output = output;
+    }
+
+    fn set_notices(&self, output: Output) {
+        *self.notices.lock().expect("notices lock") = Some(output);
     }
 
     fn runtime_info(&self) -> Map {

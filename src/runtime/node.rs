@@ -32,3 +32,58 @@ mod tests {
         assert!(node_name(Some("w1"), "x").starts_with("w1@"));
     }
 }
+
+/// The file a running node writes so that `pid`, `stop` (and later
+/// `remote`) find it by name: `<tmp>/<node>.node` holding its address and
+/// pid. Removed when the node exits.
+pub struct NodeFile {
+    path: std::path::PathBuf,
+}
+
+/// What a node file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub addr: String,
+    pub pid: u32,
+}
+
+pub fn node_file_path(tmp: &std::path::Path, node: &str) -> std::path::PathBuf {
+    tmp.join(format!("{node}.node"))
+}
+
+impl NodeFile {
+    pub fn write(tmp: &std::path::Path, node: &str, addr: &str) -> std::io::Result<NodeFile> {
+        std::fs::create_dir_all(tmp)?;
+        let path = node_file_path(tmp, node);
+        let partial = path.with_extension("node.partial");
+        std::fs::write(&partial, format!("{addr}\n{}\n", std::process::id()))?;
+        std::fs::rename(&partial, &path)?;
+        Ok(NodeFile { path })
+    }
+}
+
+impl Drop for NodeFile {
+    fn drop(&mut self) {
+        // Only our own record: a newer node of the same name may have replaced it.
+        if read_node_file(&self.path).is_some_and(|r| r.pid == std::process::id()) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Reads a node file; `None` if it is missing or malformed.
+pub fn read_node_file(path: &std::path::Path) -> Option<NodeRecord> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    let addr = lines.next()?.trim().to_string();
+    let pid = lines.next()?.trim().parse().ok()?;
+    Some(NodeRecord { addr, pid })
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}

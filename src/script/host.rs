@@ -68,6 +68,33 @@ pub trait Host: Send + Sync {
     fn workflows(&self) -> Vec<(WorkflowRef, Status)>;
     /// The workers this node can place instances on.
     fn workers(&self) -> Array;
+    /// The workers that have tag `tag`.
+    fn with_tag(&self, tag: &str) -> Array {
+        self.workers()
+            .into_iter()
+            .filter(|w| {
+                w.read_lock::<rhai::Map>()
+                    .and_then(|m| m.get("tags").and_then(|t| t.read_lock::<Array>().map(|a| a.iter().any(|x| x.to_string() == tag))))
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
     /// Facts about the runtime: mode, node, slots, version.
     fn runtime_info(&self) -> Map;
+    /// Sends what workflows print to `output` (the shell's printer).
+    fn set_output(&self, output: super::Output) {
+        let _ = output;
+    }
+    /// Announces on `output` when a workflow finishes or fails by itself.
+    fn set_notices(&self, output: super::Output) {
+        let _ = output;
+    }
+    /// Stops every running workflow gracefully; returns how many there were.
+    fn stop_all(&self) -> usize {
+        let running: Vec<WorkflowRef> = self.workflows().into_iter().filter(|(_, s)| !s.is_done()).map(|(r, _)| r).collect();
+        for r in &running {
+            let _ = self.stop(*r);
+        }
+        running.len()
+    }
 }

@@ -137,6 +137,15 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
 /// ```")
     .register_into_engine(engine, move || -> Array { h.workers() });
 
+    let h = host.clone();
+    reg("with_tag", &["tag: &str", "Array"], "\
+/// The workers started with tag `tag` (`skitter worker -t tag`).\n\
+///\n\
+/// ```rhai\n\
+/// let gpus = with_tag(\"gpu\");\n\
+/// ```")
+    .register_into_engine(engine, move |tag: &str| -> Array { h.with_tag(tag) });
+
     let h = host;
     reg("runtime_info", &["Map"], "\
 /// Facts about this node's runtime: mode, node name, slots, version.\n\

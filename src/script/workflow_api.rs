@@ -20,7 +20,7 @@ fn wf_err<T>(e: WorkflowError) -> RhaiResult<T> {
 /// A function argument: a closure or `Fn("name")`, nothing else.
 fn func(op: &str, what: &str, value: Dynamic) -> RhaiResult<Func> {
     if value.is::<FnPtr>() {
-        return Ok(Func(value.cast::<FnPtr>()));
+        return Ok(Func::from_ptr(&value.cast::<FnPtr>()));
     }
     fail(format!(
         "{op} expects a function as its {what} (a closure like `|x| x + 1` or `Fn(\"name\")`), got {}",
@@ -39,7 +39,7 @@ fn source(value: Dynamic) -> RhaiResult<SourceSpec> {
         return Ok(SourceSpec::Range { start: *r.start(), end: r.end().saturating_add(1), step: 1 });
     }
     if value.is::<FnPtr>() {
-        return Ok(SourceSpec::Generator(Func(value.cast::<FnPtr>())));
+        return Ok(SourceSpec::Generator(Func::from_ptr(&value.cast::<FnPtr>())));
     }
     fail(format!(
         "stream_source expects an array, a range or a generator function `|n| ...`, got {}",

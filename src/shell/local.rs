@@ -9,9 +9,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{history, input, render, Backend, Printer, Reply};
-use crate::runtime::LocalRuntime;
 use crate::script::session::ErrorKind;
-use crate::script::{App, EngineEnv, ScriptError, Session};
+use crate::script::{App, EngineEnv, Host, ScriptError, Session};
 use crate::Result;
 
 /// Rhai's keywords, for completion.
@@ -23,15 +22,15 @@ const KEYWORDS: &[&str] = &[
 
 pub struct LocalBackend {
     session: Session,
-    runtime: Arc<LocalRuntime>,
+    host: Arc<dyn Host>,
     /// Signatures of the engine's functions by name, built on first use
     /// (not at start-up: it walks every function of the standard library).
     signatures: RefCell<Option<BTreeMap<String, String>>>,
 }
 
 impl LocalBackend {
-    pub fn new(session: Session, runtime: Arc<LocalRuntime>) -> Self {
-        LocalBackend { session, runtime, signatures: RefCell::new(None) }
+    pub fn new(session: Session, host: Arc<dyn Host>) -> Self {
+        LocalBackend { session, host, signatures: RefCell::new(None) }
     }
 
     pub fn session_mut(&mut self) -> &mut Session {
@@ -58,8 +57,7 @@ impl LocalBackend {
 
 impl Backend for LocalBackend {
     fn node(&self) -> String {
-        use crate::script::Host;
-        self.runtime.node_name()
+        self.host.node_name()
     }
 
     fn eval(&mut self, entry: &str) -> Reply {
@@ -107,12 +105,12 @@ impl Backend for LocalBackend {
     }
 
     fn leave(&mut self) -> Option<String> {
-        let running = self.runtime.running();
-        if running.is_empty() {
+        let running = self.host.workflows().into_iter().filter(|(_, s)| !s.is_done()).count();
+        if running == 0 {
             return None;
         }
-        eprintln!("stopping {} running workflow(s) gracefully...", running.len());
-        self.runtime.stop_all();
+        eprintln!("stopping {running} running workflow(s) gracefully...");
+        self.host.stop_all();
         Some("all workflows stopped".into())
     }
 }
@@ -127,10 +125,11 @@ fn startup_file() -> Option<PathBuf> {
     home.is_file().then_some(home)
 }
 
-/// Opens the shell on a local runtime, deploying `deploy` first if given.
+/// Opens the shell on this node's runtime (local, or a master), deploying
+/// `deploy` first if given.
 pub fn run_local(
     rt: tokio::runtime::Runtime,
-    runtime: Arc<LocalRuntime>,
+    runtime: Arc<dyn Host>,
     env: EngineEnv,
     app: Option<App>,
     deploy: Option<String>,
@@ -160,7 +159,7 @@ pub fn run_local(
         }
     }
     if let Some(expr) = deploy {
-        match crate::cli::local_deploy(&runtime, backend.session_mut(), &expr) {
+        match crate::cli::local_deploy(runtime.as_ref(), backend.session_mut(), &expr) {
             Ok(r) => println!("deployed `{expr}` as {}", render::value(&rhai::Dynamic::from(r))),
             Err(e) => eprintln!("{}", render::error(&ScriptError { kind: ErrorKind::Runtime, message: e.to_string(), excerpt: None })),
         }

@@ -18,15 +18,27 @@ pub enum Strategy {
     Keyed,
 }
 
-/// A function given to an operator: a Rhai function pointer (a named script
-/// function or a closure). It is resolved against the code shipped with the
-/// workflow, never against a process-local handle.
+/// A function given to an operator: a named script function or a closure
+/// (`anon$<hash>`), with the values it captured. It is resolved by name
+/// against the code shipped with the workflow, never through a
+/// process-local handle.
 #[derive(Clone, Debug)]
-pub struct Func(pub FnPtr);
+pub struct Func {
+    pub name: String,
+    pub curry: Vec<Dynamic>,
+}
 
 impl Func {
+    pub fn named(name: &str) -> Func {
+        Func { name: name.to_string(), curry: Vec::new() }
+    }
+
+    pub fn from_ptr(f: &FnPtr) -> Func {
+        Func { name: f.fn_name().to_string(), curry: f.curry().to_vec() }
+    }
+
     pub fn name(&self) -> &str {
-        self.0.fn_name()
+        &self.name
     }
 }
 

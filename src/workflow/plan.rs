@@ -98,10 +98,9 @@ mod tests {
     use super::*;
     use crate::workflow::model::{Body, Workflow};
     use crate::workflow::operator::{Func, Operator, SourceSpec};
-    use rhai::FnPtr;
 
     fn f(name: &str) -> Func {
-        Func(FnPtr::new(name).unwrap())
+        Func::named(name)
     }
 
     fn op(o: Operator) -> Body {

@@ -1,0 +1,212 @@
+//! `skitter master`: a master node, with or without a shell.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::node::{self, peer_addr, resolve_cookie, tmp_dir};
+use super::find_app_optional;
+use crate::runtime::log;
+use crate::runtime::master::Master;
+use crate::runtime::node::{node_name, NodeFile};
+use crate::script::engine::stdout_output;
+use crate::script::{App, EngineEnv, Host, Session};
+use crate::workflow::Status;
+use crate::{Error, Result};
+
+#[derive(Args, Debug, Clone)]
+pub struct MasterArgs {
+    #[command(subcommand)]
+    pub command: Option<MasterCommand>,
+    /// A Rhai expression returning the workflow to deploy once the workers
+    /// given here have joined (overrides SKITTER_DEPLOY and skitter.toml).
+    #[arg(short = 'd', long, global = true, value_name = "EXPR")]
+    pub deploy: Option<String>,
+    /// The node name (`name` or `name@host`; default skitter_master@<hostname>).
+    #[arg(short = 'n', long, global = true)]
+    pub name: Option<String>,
+    /// The cookie (shows in `ps`: prefer SKITTER_COOKIE or ~/.skitter.cookie).
+    #[arg(short = 'c', long, global = true)]
+    pub cookie: Option<String>,
+    /// Do not write the log file logs/<node>.log.
+    #[arg(long, global = true)]
+    pub no_log: bool,
+    /// Exit (status 4) when a worker goes away, instead of failing only its workflows.
+    #[arg(long, global = true)]
+    pub shutdown_with_workers: bool,
+    /// Where to listen for workers that join.
+    #[arg(long, global = true, value_name = "ADDR:PORT", default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Workers to dial: name@host:port or host:port (or SKITTER_WORKERS).
+    #[arg(global = true)]
+    pub workers: Vec<String>,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub enum MasterCommand {
+    /// Run in the foreground; the default (`s`).
+    #[command(visible_alias = "s")]
+    Start,
+    /// Open the shell on the master (`S`).
+    #[command(name = "start_iex", visible_alias = "S")]
+    StartIex,
+    /// Run in the background; output in tmp/<node>.out (`d`).
+    #[command(visible_alias = "d")]
+    Daemon,
+    /// Stop the node named with -n gracefully and wait until it is gone.
+    Stop,
+    /// Print the process id of the node named with -n.
+    Pid,
+}
+
+impl MasterArgs {
+    fn start_args(&self) -> Vec<String> {
+        let mut args = vec!["master".to_string(), "start".into()];
+        for (flag, value) in [("--deploy", &self.deploy), ("--name", &self.name), ("--cookie", &self.cookie)] {
+            if let Some(v) = value {
+                args.extend([flag.to_string(), v.clone()]);
+            }
+        }
+        if self.no_log {
+            args.push("--no-log".into());
+        }
+        if self.shutdown_with_workers {
+            args.push("--shutdown-with-workers".into());
+        }
+        args.extend(["--listen".into(), self.listen.clone()]);
+        args.extend(self.workers.iter().cloned());
+        args
+    }
+}
+
+pub fn run(args: MasterArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
+    let app = find_app_optional(app_dir)?;
+    let name = node_name(args.name.as_deref().or(std::env::var("SKITTER_NODE").ok().as_deref()), "skitter_master");
+    match args.command.unwrap_or(MasterCommand::Start) {
+        MasterCommand::Pid => node::pid(app.as_ref(), &name),
+        MasterCommand::Stop => node::stop(app.as_ref(), &name),
+        MasterCommand::Daemon => {
+            let mut start = args.start_args();
+            if let Some(dir) = app_dir {
+                start.extend(["--app".into(), dir.display().to_string()]);
+            }
+            node::daemon(app.as_ref(), &name, start)
+        }
+        command => start(args, app, name, matches!(command, MasterCommand::StartIex)),
+    }
+}
+
+fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool) -> Result<ExitCode> {
+    let cookie = resolve_cookie(args.cookie.as_deref())?;
+    let mut workers = args.workers.clone();
+    if workers.is_empty() {
+        if let Ok(env) = std::env::var("SKITTER_WORKERS") {
+            workers = env.split([',', ' ']).filter(|w| !w.is_empty()).map(str::to_string).collect();
+        }
+    }
+    let workers = workers.iter().map(|w| peer_addr(w)).collect::<Result<Vec<_>>>()?;
+    let explicit_deploy = args.deploy.clone().or_else(|| std::env::var("SKITTER_DEPLOY").ok().filter(|d| !d.trim().is_empty()));
+    let deploy = if shell { explicit_deploy } else { explicit_deploy.or_else(|| app.as_ref().and_then(|a| a.config.deploy.clone())) };
+    let log_dir = (!args.no_log).then(|| app.as_ref().map(|a| a.root.join("logs")).unwrap_or_else(|| "logs".into()));
+    log::init(&name, log_dir.as_deref()).map_err(Error::Usage)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("skitter-master")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(&args.listen))
+        .map_err(|e| Error::Failed(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener.local_addr().map_err(|e| Error::Failed(e.to_string()))?.to_string();
+    let welcome = log::welcome("master", &name, &format!(" at {addr}"));
+    tracing::info!("{welcome}");
+    if !shell {
+        eprintln!("{welcome}");
+    }
+    let _record = NodeFile::write(&tmp_dir(app.as_ref()), &name, &addr).map_err(|e| Error::Failed(format!("cannot write the node file: {e}")))?;
+    let master = Master::new(name, cookie, args.shutdown_with_workers, rt.handle().clone(), stdout_output());
+    rt.spawn(master.clone().serve(listener));
+
+    // Dial the workers given here, all at once; every failure is reported.
+    let dials = rt.block_on(async {
+        let tasks: Vec<_> = workers.iter().map(|w| tokio::spawn(master.clone().dial(w.clone()))).collect();
+        let mut failures = Vec::new();
+        for t in tasks {
+            match t.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failures.push(e),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        failures
+    });
+    if !dials.is_empty() {
+        master.exit.cancel();
+        return Err(Error::Failed(format!("cannot connect to every worker:\n  {}", dials.join("\n  "))));
+    }
+
+    let env = EngineEnv::new(app.as_ref().map(App::priv_dir), stdout_output());
+    let host: Arc<dyn Host> = master.clone();
+    let code = if shell {
+        crate::shell::run_local(rt, host, env, app, deploy, &welcome).map(|c| {
+            master.exit.cancel();
+            c
+        })
+    } else {
+        let mut session = Session::new(env, Some(host.clone()), app, None)?;
+        let workflow = match &deploy {
+            Some(expr) => Some(super::local_deploy(host.as_ref(), &mut session, expr)?),
+            None => None,
+        };
+        let status = rt.block_on(async {
+            let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::Failed(format!("cannot handle signals: {e}")))?;
+            let mut term = signal(SignalKind::terminate()).map_err(|e| Error::Failed(format!("cannot handle signals: {e}")))?;
+            let mut watch = match workflow {
+                Some(r) => Some(master.subscribe(r).map_err(Error::Failed)?),
+                None => None,
+            };
+            let done = async {
+                match watch.as_mut() {
+                    Some(w) => {
+                        let _ = w.wait_for(|s| s.is_done()).await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let signalled = tokio::select! {
+                _ = done => false,
+                _ = master.exit.cancelled() => false,
+                _ = int.recv() => true,
+                _ = term.recv() => true,
+            };
+            if signalled {
+                eprintln!("stopping (running workflows are drained; signal again to quit at once)");
+                let host = host.clone();
+                let stopping = tokio::task::spawn_blocking(move || host.stop_all());
+                tokio::select! {
+                    _ = stopping => {}
+                    _ = int.recv() => std::process::exit(130),
+                    _ = term.recv() => std::process::exit(143),
+                }
+            }
+            Ok::<Option<Status>, Error>(watch.map(|w| w.borrow().clone()))
+        })?;
+        let code = master.exit_code();
+        master.exit.cancel();
+        // Let the links say goodbye.
+        rt.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(30)).await });
+        rt.shutdown_timeout(std::time::Duration::from_millis(100));
+        if code != 0 {
+            return Ok(ExitCode::from(code));
+        }
+        match status {
+            Some(Status::Failed(reason)) => Err(Error::WorkflowFailed(reason)),
+            _ => Ok(ExitCode::SUCCESS),
+        }
+    };
+    code
+}

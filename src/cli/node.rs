@@ -1,0 +1,124 @@
+//! What the node modes (master, worker) share on the command line: the
+//! cookie, the tmp directory, peer addresses, and the `daemon`, `pid` and
+//! `stop` commands that manage a node by name.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use colored::Colorize;
+
+use crate::net::cookie;
+use crate::runtime::node::{alive, node_file_path, read_node_file, NodeRecord};
+use crate::script::App;
+use crate::{Error, Result};
+
+/// The cookie: `-c` (with a warning), else SKITTER_COOKIE, else the cookie
+/// file (made on first use).
+pub fn resolve_cookie(flag: Option<&str>) -> Result<String> {
+    if let Some(c) = flag {
+        eprintln!("{} a cookie given with -c shows in `ps`; prefer SKITTER_COOKIE or the cookie file", "warning:".yellow().bold());
+        if c.is_empty() {
+            return Err(Error::Usage("the cookie given with -c is empty".into()));
+        }
+        return Ok(c.to_string());
+    }
+    if let Ok(c) = std::env::var("SKITTER_COOKIE") {
+        if !c.trim().is_empty() {
+            return Ok(c.trim().to_string());
+        }
+    }
+    let path = cookie::default_file().ok_or_else(|| Error::Usage("no cookie: set SKITTER_COOKIE or HOME (for ~/.skitter.cookie)".into()))?;
+    cookie::read_or_create(&path).map_err(|e| Error::Usage(e.to_string()))
+}
+
+/// Where node files and daemon output go: SKITTER_TMP, else the app's
+/// `tmp/`, else `./tmp`.
+pub fn tmp_dir(app: Option<&App>) -> PathBuf {
+    match (std::env::var_os("SKITTER_TMP"), app) {
+        (Some(dir), _) if !dir.is_empty() => PathBuf::from(dir),
+        (_, Some(app)) => app.tmp_dir(),
+        _ => PathBuf::from("tmp"),
+    }
+}
+
+/// `name@host:port` or `host:port` -> `host:port`.
+pub fn peer_addr(spec: &str) -> Result<String> {
+    let addr = spec.rsplit_once('@').map(|(_, a)| a).unwrap_or(spec);
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(addr.to_string()),
+        _ => Err(Error::Usage(format!("`{spec}` is not a node address: write name@host:port or host:port"))),
+    }
+}
+
+fn record(app: Option<&App>, node: &str) -> Result<NodeRecord> {
+    let path = node_file_path(&tmp_dir(app), node);
+    match read_node_file(&path) {
+        Some(r) if alive(r.pid) => Ok(r),
+        _ => Err(Error::Failed(format!("no node named {node} is running (no live record in {})", path.display()))),
+    }
+}
+
+/// `pid`: prints the node's process id.
+pub fn pid(app: Option<&App>, node: &str) -> Result<ExitCode> {
+    println!("{}", record(app, node)?.pid);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `stop`: asks the node to stop gracefully (SIGTERM) and waits until its
+/// process is gone.
+pub fn stop(app: Option<&App>, node: &str) -> Result<ExitCode> {
+    let r = record(app, node)?;
+    // SAFETY: kill(2) with a pid read from the node's own record.
+    if unsafe { libc::kill(r.pid as libc::pid_t, libc::SIGTERM) } != 0 {
+        return Err(Error::Failed(format!("cannot signal {node} (pid {}): {}", r.pid, std::io::Error::last_os_error())));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while alive(r.pid) {
+        if Instant::now() > deadline {
+            return Err(Error::Failed(format!("{node} (pid {}) did not stop within 60 s", r.pid)));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `daemon`: starts `args` (the same mode with `start`) detached, its output
+/// in `<tmp>/<node>.out`, and returns once the node has written its record.
+pub fn daemon(app: Option<&App>, node: &str, args: Vec<String>) -> Result<ExitCode> {
+    let tmp = tmp_dir(app);
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::Failed(format!("cannot create {}: {e}", tmp.display())))?;
+    if let Ok(r) = record(app, node) {
+        return Err(Error::Failed(format!("{node} is already running (pid {})", r.pid)));
+    }
+    let out_path = tmp.join(format!("{node}.out"));
+    let out = std::fs::File::create(&out_path).map_err(|e| Error::Failed(format!("cannot create {}: {e}", out_path.display())))?;
+    let err = out.try_clone().map_err(|e| Error::Failed(e.to_string()))?;
+    let exe = std::env::current_exe().map_err(|e| Error::Failed(format!("cannot find this program: {e}")))?;
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(exe)
+        .args(&args)
+        .env("SKITTER_TMP", &tmp)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| Error::Failed(format!("cannot start the daemon: {e}")))?;
+    let path = node_file_path(&tmp, node);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(r) = read_node_file(&path).filter(|r| r.pid == child.id()) {
+            println!("{node} is running as a daemon (pid {}) at {}", r.pid, r.addr);
+            return Ok(ExitCode::SUCCESS);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let output = std::fs::read_to_string(&out_path).unwrap_or_default();
+            return Err(Error::Failed(format!("the daemon exited ({status}) before it was ready:\n{}", output.trim_end())));
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Failed(format!("the daemon did not become ready within 10 s; see {}", out_path.display())));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}

@@ -1,0 +1,162 @@
+//! `skitter worker`: a worker node.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::node::{self, peer_addr, resolve_cookie, tmp_dir};
+use super::find_app_optional;
+use crate::runtime::node::{node_name, NodeFile};
+use crate::runtime::worker::{Worker, WorkerConfig};
+use crate::runtime::log;
+use crate::script::engine::stdout_output;
+use crate::script::{App, EngineEnv};
+use crate::{Error, Result};
+
+#[derive(Args, Debug, Clone)]
+pub struct WorkerArgs {
+    #[command(subcommand)]
+    pub command: Option<WorkerCommand>,
+    /// The node name (`name` or `name@host`; default skitter_worker@<hostname>).
+    #[arg(short = 'n', long, global = true)]
+    pub name: Option<String>,
+    /// A tag for placement (repeatable); `with_tag(t)` on the master finds it.
+    #[arg(short = 't', long = "tag", global = true, value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// The cookie (shows in `ps`: prefer SKITTER_COOKIE or ~/.skitter.cookie).
+    #[arg(short = 'c', long, global = true)]
+    pub cookie: Option<String>,
+    /// Do not write the log file logs/<node>.log.
+    #[arg(long, global = true)]
+    pub no_log: bool,
+    /// Keep running when the master goes away, and accept a new one.
+    #[arg(long, global = true)]
+    pub no_shutdown_with_master: bool,
+    /// Where to listen for the master and other workers.
+    #[arg(long, global = true, value_name = "ADDR:PORT", default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Worker slots: instances per parallel stage (default: one per core).
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub slots: Option<u16>,
+    /// The master to join: name@host:port or host:port (or SKITTER_MASTER).
+    #[arg(global = true)]
+    pub master: Option<String>,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub enum WorkerCommand {
+    /// Run in the foreground; the default (`s`).
+    #[command(visible_alias = "s")]
+    Start,
+    /// Run in the background; output in tmp/<node>.out (`d`).
+    #[command(visible_alias = "d")]
+    Daemon,
+    /// Stop the node named with -n gracefully and wait until it is gone.
+    Stop,
+    /// Print the process id of the node named with -n.
+    Pid,
+}
+
+impl WorkerArgs {
+    /// The options, as `skitter worker start` takes them (for `daemon`).
+    fn start_args(&self) -> Vec<String> {
+        let mut args = vec!["worker".to_string(), "start".into()];
+        if let Some(n) = &self.name {
+            args.extend(["--name".into(), n.clone()]);
+        }
+        for t in &self.tags {
+            args.extend(["--tag".into(), t.clone()]);
+        }
+        if let Some(c) = &self.cookie {
+            args.extend(["--cookie".into(), c.clone()]);
+        }
+        if self.no_log {
+            args.push("--no-log".into());
+        }
+        if self.no_shutdown_with_master {
+            args.push("--no-shutdown-with-master".into());
+        }
+        args.extend(["--listen".into(), self.listen.clone()]);
+        if let Some(s) = self.slots {
+            args.extend(["--slots".into(), s.to_string()]);
+        }
+        if let Some(m) = &self.master {
+            args.push(m.clone());
+        }
+        args
+    }
+}
+
+pub fn run(args: WorkerArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
+    let app = find_app_optional(app_dir)?;
+    let name = node_name(args.name.as_deref().or(std::env::var("SKITTER_NODE").ok().as_deref()), "skitter_worker");
+    match args.command.unwrap_or(WorkerCommand::Start) {
+        WorkerCommand::Pid => node::pid(app.as_ref(), &name),
+        WorkerCommand::Stop => node::stop(app.as_ref(), &name),
+        WorkerCommand::Daemon => {
+            let mut start = args.start_args();
+            if let Some(dir) = app_dir {
+                start.extend(["--app".into(), dir.display().to_string()]);
+            }
+            node::daemon(app.as_ref(), &name, start)
+        }
+        WorkerCommand::Start => start(args, app, name),
+    }
+}
+
+fn start(args: WorkerArgs, app: Option<App>, name: String) -> Result<ExitCode> {
+    let cookie = resolve_cookie(args.cookie.as_deref())?;
+    let master = match args.master.clone().or_else(|| std::env::var("SKITTER_MASTER").ok().filter(|m| !m.is_empty())) {
+        Some(m) => Some(peer_addr(&m)?),
+        None => None,
+    };
+    let mut tags = args.tags.clone();
+    if let Ok(env_tags) = std::env::var("SKITTER_TAGS") {
+        tags.extend(env_tags.split([',', ' ']).filter(|t| !t.is_empty()).map(str::to_string));
+    }
+    let slots = args
+        .slots
+        .map(usize::from)
+        .or(app.as_ref().and_then(|a| a.config.slots))
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let log_dir = (!args.no_log).then(|| app.as_ref().map(|a| a.root.join("logs")).unwrap_or_else(|| "logs".into()));
+    log::init(&name, log_dir.as_deref()).map_err(Error::Usage)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("skitter-worker")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(&args.listen))
+        .map_err(|e| Error::Failed(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener.local_addr().map_err(|e| Error::Failed(e.to_string()))?.to_string();
+    let welcome = log::welcome("worker", &name, &format!(" at {addr}"));
+    tracing::info!("{welcome}");
+    eprintln!("{welcome}");
+    let _record = NodeFile::write(&tmp_dir(app.as_ref()), &name, &addr).map_err(|e| Error::Failed(format!("cannot write the node file: {e}")))?;
+    let env = EngineEnv::new(app.as_ref().map(App::priv_dir), stdout_output());
+    let config = WorkerConfig { name, tags, slots, cookie, master, shutdown_with_master: !args.no_shutdown_with_master, env };
+    let worker = Worker::new(config, addr);
+    let code = rt.block_on(async {
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::Failed(format!("cannot handle signals: {e}")))?;
+        let mut term = signal(SignalKind::terminate()).map_err(|e| Error::Failed(format!("cannot handle signals: {e}")))?;
+        let serving = tokio::spawn(worker.clone().run(listener));
+        let signalled = tokio::select! {
+            _ = worker.exit.cancelled() => false,
+            _ = int.recv() => true,
+            _ = term.recv() => true,
+        };
+        if signalled {
+            tracing::info!("stopping gracefully");
+            worker.shutdown().await;
+            worker.exit.cancel();
+        }
+        let _ = serving.await;
+        Ok::<u8, Error>(if signalled { 0 } else { worker.exit_code() })
+    })?;
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    Ok(ExitCode::from(code))
+}

@@ -1,0 +1,359 @@
+//! A master node: knows its workers, places workflows on them, gathers what
+//! they print and collect, and notices within two seconds when one goes.
+//! The bookkeeping is the [`Coordinator`]; this is the I/O around it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rhai::{Array, Dynamic, Map};
+use tokio::net::TcpListener;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::coordinator::{Action, Coordinator, Event};
+use super::worker::{HEARTBEAT, SILENCE};
+use crate::net::{Authenticated, Connection, Identity, Message, Role, WorkerInfo, WorkflowSpec};
+use crate::script::{Code, Host, Output, WorkflowRef};
+use crate::workflow::{Operator, Plan, Status, Workflow};
+
+struct Deployed {
+    status: watch::Sender<Status>,
+    collected: Mutex<BTreeMap<String, Vec<Dynamic>>>,
+}
+
+pub struct Master {
+    name: String,
+    identity: Identity,
+    handle: Handle,
+    coordinator: Mutex<Coordinator>,
+    links: Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>,
+    workflows: Mutex<BTreeMap<u64, Arc<Deployed>>>,
+    next_id: AtomicU64,
+    output: Mutex<Output>,
+    notices: Mutex<Option<Output>>,
+    /// Cancelled when the process should exit, with `exit_code`.
+    pub exit: CancellationToken,
+    exit_code: AtomicU8,
+}
+
+impl Master {
+    pub fn new(name: String, cookie: String, shutdown_with_workers: bool, handle: Handle, output: Output) -> Arc<Master> {
+        Arc::new(Master {
+            identity: Identity { role: Role::Master, name: name.clone(), cookie },
+            name,
+            handle,
+            coordinator: Mutex::new(Coordinator::new(shutdown_with_workers)),
+            links: Mutex::new(HashMap::new()),
+            workflows: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(1),
+            output: Mutex::new(output),
+            notices: Mutex::new(None),
+            exit: CancellationToken::new(),
+            exit_code: AtomicU8::new(0),
+        })
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        self.exit_code.load(Ordering::Relaxed)
+    }
+
+
+    fn print(&self, text: &str) {
+        let out = self.output.lock().expect("output lock").clone();
+        out(text);
+    }
+
+    fn send(&self, worker: &str, msg: Message) {
+        if let Some(tx) = self.links.lock().expect("links lock").get(worker) {
+            let _ = tx.send(msg);
+        }
+    }
+
+    fn step(&self, event: Event) {
+        let actions = self.coordinator.lock().expect("coordinator lock").step(event);
+        for action in actions {
+            match action {
+                Action::BroadcastPeers(peers) => {
+                    for tx in self.links.lock().expect("links lock").values() {
+                        let _ = tx.send(Message::Peers(peers.clone()));
+                    }
+                }
+                Action::Stop { worker, id } => self.send(&worker, Message::Stop { id }),
+                Action::Abort { worker, id, reason } => self.send(&worker, Message::Abort { id, reason }),
+                Action::SetStatus { id, status } => {
+                    if let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id) {
+                        wf.status.send_replace(status.clone());
+                    }
+                    match &status {
+                        Status::Failed(reason) => tracing::error!(workflow = id, "failed: {reason}"),
+                        other => tracing::info!(workflow = id, "{other}"),
+                    }
+                    if let (Some(notices), false) = (self.notices.lock().expect("notices lock").clone(), status == Status::Stopped) {
+                        notices(&format!("{} {status}", WorkflowRef { id }));
+                    }
+                }
+                Action::Exit { code, reason } => {
+                    tracing::error!("shutting down: {reason}");
+                    eprintln!("shutting down: {reason}");
+                    self.exit_code.store(code, Ordering::Relaxed);
+                    self.exit.cancel();
+                }
+                Action::Log(line) => tracing::info!("{line}"),
+            }
+        }
+    }
+
+    /// Accepts workers that dial in.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            tokio::select! {
+                _ = self.exit.cancelled() => return,
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        match Connection::new(stream).accept(&me.identity, &[Role::Worker]).await {
+                            Ok(auth) => me.worker_link(auth, false).await,
+                            Err(e) => tracing::warn!("refused a connection: {e}"),
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Dials a worker at `addr` and waits until it is registered.
+    pub async fn dial(self: Arc<Self>, addr: String) -> Result<(), String> {
+        let conn = Connection::connect(&addr).await.map_err(|e| format!("cannot reach the worker at {addr}: {e}"))?;
+        let mut auth = conn.dial(&self.identity).await.map_err(|e| format!("worker at {addr}: {e}"))?;
+        match tokio::time::timeout(SILENCE * 2, auth.reader.read()).await {
+            Ok(Ok(Some(Message::Welcome))) => {}
+            Ok(Ok(Some(Message::Refuse { reason }))) => return Err(format!("the worker at {addr} refused: {reason}")),
+            other => return Err(format!("the worker at {addr} did not answer: {other:?}")),
+        }
+        let (registered_tx, registered_rx) = tokio::sync::oneshot::channel();
+        let me = self.clone();
+        tokio::spawn(async move { me.worker_link_inner(auth, Some(registered_tx)).await });
+        registered_rx.await.map_err(|_| format!("the worker at {addr} left before registering"))?
+    }
+
+    async fn worker_link(self: Arc<Self>, auth: Authenticated, _dialed: bool) {
+        self.worker_link_inner(auth, None).await
+    }
+
+    async fn worker_link_inner(self: Arc<Self>, mut auth: Authenticated, registered: Option<tokio::sync::oneshot::Sender<Result<(), String>>>) {
+        let info: WorkerInfo = match tokio::time::timeout(SILENCE * 2, auth.reader.read()).await {
+            Ok(Ok(Some(Message::Register(info)))) => info,
+            other => {
+                let reason = format!("{} did not register: {other:?}", auth.peer_name);
+                tracing::warn!("{reason}");
+                if let Some(tx) = registered {
+                    let _ = tx.send(Err(reason));
+                }
+                return;
+            }
+        };
+        let admitted = self.coordinator.lock().expect("coordinator lock").admit(&info);
+        if let Err(e) = admitted {
+            tracing::warn!("refused worker {}: {e}", info.name);
+            let _ = auth.writer.write(&Message::Refuse { reason: e.to_string() }).await;
+            if let Some(tx) = registered {
+                let _ = tx.send(Err(e.to_string()));
+            }
+            return;
+        }
+        if registered.is_none() && auth.writer.write(&Message::Welcome).await.is_err() {
+            return;
+        }
+        let name = info.name.clone();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.links.lock().expect("links lock").insert(name.clone(), tx);
+        self.step(Event::WorkerJoined(info));
+        if let Some(done) = registered {
+            let _ = done.send(Ok(()));
+        }
+        let mut ticker = tokio::time::interval(HEARTBEAT);
+        let mut heard = tokio::time::Instant::now();
+        let reason = loop {
+            tokio::select! {
+                _ = self.exit.cancelled() => {
+                    let _ = auth.writer.write(&Message::Bye).await;
+                    break "the master quit".to_string();
+                }
+                _ = tokio::time::sleep_until(heard + SILENCE) => break format!("silent for {SILENCE:?} (no heartbeat)"),
+                _ = ticker.tick() => {
+                    if let Err(e) = auth.writer.write(&Message::Heartbeat).await {
+                        break e.to_string();
+                    }
+                }
+                Some(msg) = rx.recv() => {
+                    if let Err(e) = auth.writer.write(&msg).await {
+                        break e.to_string();
+                    }
+                }
+                read = auth.reader.read() => {
+                    heard = tokio::time::Instant::now();
+                    match read {
+                        Ok(None) => break "connection closed".to_string(),
+                        Err(e) => {
+                            tracing::warn!("closing the link to {name}: {e}");
+                            break e.to_string();
+                        }
+                        Ok(Some(Message::Bye)) => break "it stopped".to_string(),
+                        Ok(Some(msg)) => self.from_worker(&name, msg),
+                    }
+                }
+            }
+        };
+        self.links.lock().expect("links lock").remove(&name);
+        self.step(Event::WorkerLeft { name, reason });
+    }
+
+    fn from_worker(&self, worker: &str, msg: Message) {
+        match msg {
+            Message::Heartbeat | Message::Started { .. } => {}
+            Message::Done { id } => self.step(Event::WorkerDone { id, worker: worker.to_string() }),
+            Message::Failed { id, reason } => self.step(Event::WorkerFailed { id, worker: worker.to_string(), reason }),
+            Message::Output { text } => self.print(&text),
+            Message::Collected { id, sink, values } => {
+                if let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id) {
+                    wf.collected.lock().expect("collected lock").entry(sink).or_default().extend(crate::net::value::to_dynamics(values));
+                }
+            }
+            other => tracing::warn!("unexpected {} from worker {worker}", other.kind()),
+        }
+    }
+
+    fn get(&self, r: WorkflowRef) -> Result<Arc<Deployed>, String> {
+        self.workflows.lock().expect("workflows lock").get(&r.id).cloned().ok_or_else(|| format!("no workflow #{} on {}", r.id, self.name))
+    }
+
+    fn block_until_done(&self, wf: &Deployed) -> Status {
+        let mut rx = wf.status.subscribe();
+        if Handle::try_current().is_ok() {
+            loop {
+                let s = rx.borrow().clone();
+                if s.is_done() {
+                    return s;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        self.handle.block_on(async move {
+            let _ = rx.wait_for(|s| s.is_done()).await;
+            let s = rx.borrow().clone();
+            s
+        })
+    }
+
+    /// Watches a workflow's status.
+    pub fn subscribe(&self, r: WorkflowRef) -> Result<watch::Receiver<Status>, String> {
+        Ok(self.get(r)?.status.subscribe())
+    }
+
+    pub fn request_stop(&self, r: WorkflowRef) {
+        self.step(Event::StopRequested { id: r.id });
+    }
+
+    /// Workflows still running.
+    pub fn running(&self) -> Vec<WorkflowRef> {
+        self.workflows().into_iter().filter(|(_, s)| !s.is_done()).map(|(r, _)| r).collect()
+    }
+
+}
+
+fn worker_map(w: &WorkerInfo) -> Dynamic {
+    let mut m = Map::new();
+    m.insert("name".into(), w.name.clone().into());
+    m.insert("addr".into(), w.addr.clone().into());
+    m.insert("slots".into(), Dynamic::from_int(w.slots as i64));
+    m.insert("tags".into(), Dynamic::from_array(w.tags.iter().map(|t| Dynamic::from(t.clone())).collect()));
+    Dynamic::from_map(m)
+}
+
+impl Host for Master {
+    fn node_name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn deploy(&self, wf: &Workflow, code: Code) -> Result<WorkflowRef, String> {
+        wf.validate().map_err(|e| e.to_string())?;
+        let graph = wf.flatten();
+        let workers = self.coordinator.lock().expect("coordinator lock").place()?;
+        let spec = WorkflowSpec::from_graph(&graph)?;
+        let sinks: Vec<String> = graph.nodes.iter().filter(|n| matches!(n.op, Operator::Collect)).map(|n| n.name.clone()).collect();
+        // Checks the plan here, where errors reach the user.
+        let _ = Plan::new(graph);
+        let slots = workers.iter().map(|w| w.slots).min().unwrap_or(1).max(1);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (status, _) = watch::channel(Status::Running);
+        let collected = sinks.into_iter().map(|s| (s, Vec::new())).collect();
+        self.workflows.lock().expect("workflows lock").insert(id, Arc::new(Deployed { status, collected: Mutex::new(collected) }));
+        self.step(Event::Deployed { id, workers: workers.iter().map(|w| w.name.clone()).collect() });
+        let sources: Vec<(String, String)> = code.sources.iter().map(|s| (s.name.clone(), s.text.clone())).collect();
+        for w in &workers {
+            self.send(&w.name, Message::Deploy { id, spec: spec.clone(), sources: sources.clone(), workers: workers.clone(), slots });
+        }
+        tracing::info!(workflow = id, workers = workers.len(), "deployed");
+        Ok(WorkflowRef { id })
+    }
+
+    fn status(&self, r: WorkflowRef) -> Result<Status, String> {
+        Ok(self.get(r)?.status.borrow().clone())
+    }
+
+    fn stop(&self, r: WorkflowRef) -> Result<Status, String> {
+        let wf = self.get(r)?;
+        self.request_stop(r);
+        Ok(self.block_until_done(&wf))
+    }
+
+    fn wait(&self, r: WorkflowRef) -> Result<Status, String> {
+        let wf = self.get(r)?;
+        Ok(self.block_until_done(&wf))
+    }
+
+    fn results(&self, r: WorkflowRef, sink: Option<&str>) -> Result<Array, String> {
+        let wf = self.get(r)?;
+        let collected = wf.collected.lock().expect("collected lock");
+        let names = || collected.keys().cloned().collect::<Vec<_>>().join(", ");
+        match sink {
+            Some(name) => collected.get(name).cloned().ok_or_else(|| format!("no collect() sink named `{name}` (sinks: {})", names())),
+            None if collected.len() == 1 => Ok(collected.values().next().cloned().unwrap_or_default()),
+            None if collected.is_empty() => Err("this workflow has no collect() sink".into()),
+            None => Err(format!("this workflow has several collect() sinks ({}): name one with results(ref, name)", names())),
+        }
+    }
+
+    fn workflows(&self) -> Vec<(WorkflowRef, Status)> {
+        self.workflows.lock().expect("workflows lock").iter().map(|(&id, wf)| (WorkflowRef { id }, wf.status.borrow().clone())).collect()
+    }
+
+    fn workers(&self) -> Array {
+        self.coordinator.lock().expect("coordinator lock").workers().iter().map(worker_map).collect()
+    }
+
+    fn with_tag(&self, tag: &str) -> Array {
+        self.coordinator.lock().expect("coordinator lock").with_tag(tag).iter().map(worker_map).collect()
+    }
+
+    fn set_output(&self, output: Output) {
+        *self.output.lock().expect("output lock") = output;
+    }
+
+    fn set_notices(&self, output: Output) {
+        *self.notices.lock().expect("notices lock") = Some(output);
+    }
+
+    fn runtime_info(&self) -> Map {
+        let mut m = Map::new();
+        m.insert("mode".into(), "master".into());
+        m.insert("node".into(), self.name.clone().into());
+        m.insert("version".into(), crate::VERSION.into());
+        m.insert("workers".into(), Dynamic::from_int(self.coordinator.lock().expect("coordinator lock").workers().len() as i64));
+        m.insert("running_workflows".into(), Dynamic::from_int(self.running().len() as i64));
+        m
+    }
+}
