@@ -60,6 +60,8 @@ pub enum MasterCommand {
     Stop,
     /// Print the process id of the node named with -n.
     Pid,
+    /// Stop the node named with -n (if it runs) and start it again as a daemon.
+    Restart,
 }
 
 impl MasterArgs {
@@ -88,7 +90,10 @@ pub fn run(args: MasterArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     match args.command.unwrap_or(MasterCommand::Start) {
         MasterCommand::Pid => node::pid(app.as_ref(), &name),
         MasterCommand::Stop => node::stop(app.as_ref(), &name),
-        MasterCommand::Daemon => {
+        command @ (MasterCommand::Daemon | MasterCommand::Restart) => {
+            if matches!(command, MasterCommand::Restart) && node::pid_of(app.as_ref(), &name).is_some() {
+                node::stop(app.as_ref(), &name)?;
+            }
             let mut start = args.start_args();
             if let Some(dir) = app_dir {
                 start.extend(["--app".into(), dir.display().to_string()]);

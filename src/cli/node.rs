@@ -59,6 +59,11 @@ fn record(app: Option<&App>, node: &str) -> Result<NodeRecord> {
     }
 }
 
+/// The pid of the running node `node`, if it runs.
+pub fn pid_of(app: Option<&App>, node: &str) -> Option<u32> {
+    record(app, node).ok().map(|r| r.pid)
+}
+
 /// `pid`: prints the node's process id.
 pub fn pid(app: Option<&App>, node: &str) -> Result<ExitCode> {
     println!("{}", record(app, node)?.pid);

@@ -57,6 +57,8 @@ pub enum WorkerCommand {
     Stop,
     /// Print the process id of the node named with -n.
     Pid,
+    /// Stop the node named with -n (if it runs) and start it again as a daemon.
+    Restart,
 }
 
 impl WorkerArgs {
@@ -95,7 +97,10 @@ pub fn run(args: WorkerArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     match args.command.unwrap_or(WorkerCommand::Start) {
         WorkerCommand::Pid => node::pid(app.as_ref(), &name),
         WorkerCommand::Stop => node::stop(app.as_ref(), &name),
-        WorkerCommand::Daemon => {
+        command @ (WorkerCommand::Daemon | WorkerCommand::Restart) => {
+            if matches!(command, WorkerCommand::Restart) && node::pid_of(app.as_ref(), &name).is_some() {
+                node::stop(app.as_ref(), &name)?;
+            }
             let mut start = args.start_args();
             if let Some(dir) = app_dir {
                 start.extend(["--app".into(), dir.display().to_string()]);

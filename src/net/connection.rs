@@ -50,6 +50,34 @@ pub fn decode(bytes: &[u8]) -> Result<Message, NetError> {
     postcard::from_bytes(bytes).map_err(|e| NetError::Malformed(format!("{e} ({} bytes)", bytes.len())))
 }
 
+/// Decodes a peer's byte stream as the connection would: length-prefixed
+/// frames, each a message. Stops at the first error, which is what closes a
+/// connection. The fuzz target (`fuzz/`) and the tests below drive it.
+pub fn decode_stream(bytes: &[u8]) -> Vec<Result<Message, NetError>> {
+    use tokio_util::codec::Decoder;
+    let mut codec = codec();
+    let mut buf = bytes::BytesMut::from(bytes);
+    let mut out = Vec::new();
+    loop {
+        match codec.decode(&mut buf) {
+            Ok(Some(frame)) => {
+                let msg = decode(&frame);
+                let stop = msg.is_err();
+                out.push(msg);
+                if stop {
+                    return out;
+                }
+            }
+            // Not enough bytes for the next frame: a truncated stream.
+            Ok(None) => return out,
+            Err(e) => {
+                out.push(Err(NetError::Malformed(e.to_string())));
+                return out;
+            }
+        }
+    }
+}
+
 pub fn encode(msg: &Message) -> Vec<u8> {
     postcard::to_allocvec(msg).expect("messages always encode")
 }
@@ -262,6 +290,128 @@ mod tests {
         let (c, s) = pair("secret", "secret", Role::Master).await;
         assert!(c.err().unwrap().to_string().contains("mode mismatch"));
         assert!(s.err().unwrap().to_string().contains("mode mismatch"));
+    }
+
+    #[tokio::test]
+    async fn the_cookie_never_crosses_the_wire() {
+        // Relay the handshake through a proxy that records every byte.
+        let cookie = "a-cookie-that-must-not-leak-0123456789";
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, proxy_addr) = (listener.local_addr().unwrap(), proxy.local_addr().unwrap().to_string());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let recorder = seen.clone();
+        tokio::spawn(async move {
+            let (client, _) = proxy.accept().await.unwrap();
+            let server = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            let up = recorder.clone();
+            let a = tokio::spawn(async move { copy_recording(&mut cr, &mut sw, up).await });
+            let b = tokio::spawn(async move { copy_recording(&mut sr, &mut cw, recorder).await });
+            let _ = tokio::join!(a, b);
+        });
+        let l_id = Identity { role: Role::Master, name: "m@h".into(), cookie: cookie.into() };
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            Connection::new(stream).accept(&l_id, &[Role::Worker]).await.map(|_| ())
+        });
+        let d_id = Identity { role: Role::Worker, name: "w@h".into(), cookie: cookie.into() };
+        let client = Connection::connect(&proxy_addr).await.unwrap().dial(&d_id).await;
+        assert!(client.is_ok() && server.await.unwrap().is_ok());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let bytes = seen.lock().unwrap().clone();
+        assert!(bytes.len() > 64, "the proxy saw the handshake");
+        assert!(!bytes.windows(cookie.len()).any(|w| w == cookie.as_bytes()), "the cookie crossed the wire");
+    }
+
+    async fn copy_recording(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf, seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf).await {
+            if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            seen.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_incompatible_protocol_is_refused_with_both_versions() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let l_id = Identity { role: Role::Worker, name: "w@h".into(), cookie: "c".into() };
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            Connection::new(stream).accept(&l_id, &[Role::Master]).await.map(|_| ())
+        });
+        let mut conn = Connection::connect(&addr).await.unwrap();
+        conn.writer.write(&Message::Hello { protocol: PROTOCOL + 98, version: "9.9.9".into(), role: Role::Master, name: "m@h".into(), nonce: [0; 32] }).await.unwrap();
+        let answer = conn.reader.read().await.unwrap().unwrap();
+        assert!(matches!(&answer, Message::Refuse { reason } if reason.contains("incompatible version") && reason.contains("9.9.9")), "{answer:?}");
+        assert!(server.await.unwrap().unwrap_err().to_string().contains("incompatible version"));
+    }
+
+    fn framed(msg: &Message) -> Vec<u8> {
+        let body = encode(msg);
+        let mut out = (body.len() as u32).to_be_bytes().to_vec();
+        out.extend(body);
+        out
+    }
+
+    /// What the fuzz target does, on stable: random streams and mutations of
+    /// valid ones must decode or be refused, never panic.
+    #[test]
+    fn random_and_mutated_streams_never_panic() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let valid = [
+            framed(&Message::Heartbeat),
+            framed(&Message::Output { text: "hello".into() }),
+            framed(&Message::Data { id: 1, stage: 2, instance: 3, msg: crate::net::DataMsg::Records(vec![crate::net::Value::Str("w".into()), crate::net::Value::Int(7)]) }),
+            framed(&Message::Hello { protocol: PROTOCOL, version: "0".into(), role: Role::Worker, name: "n".into(), nonce: [7; 32] }),
+        ];
+        for round in 0..20_000 {
+            let mut bytes = if round % 2 == 0 {
+                (0..(next() % 64)).map(|_| next() as u8).collect::<Vec<u8>>()
+            } else {
+                valid[(next() % valid.len() as u64) as usize].clone()
+            };
+            for _ in 0..(next() % 4) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let i = (next() as usize) % bytes.len();
+                bytes[i] = next() as u8;
+            }
+            if next() % 3 == 0 {
+                let cut = (next() as usize) % (bytes.len() + 1);
+                bytes.truncate(cut);
+            }
+            let _ = decode_stream(&bytes);
+        }
+    }
+
+    /// Findings kept as cases: an oversized length prefix, a truncated frame,
+    /// a frame of an unknown message kind, a string length past the frame.
+    #[test]
+    fn known_bad_streams_are_refused() {
+        let oversized = [0xff, 0xff, 0xff, 0xff, 0];
+        assert!(matches!(decode_stream(&oversized).last(), Some(Err(NetError::Malformed(m))) if m.contains("frame")));
+        let mut truncated = framed(&Message::Output { text: "a long enough text".into() });
+        truncated.truncate(truncated.len() - 3);
+        assert!(decode_stream(&truncated).is_empty(), "waits for the rest");
+        let unknown_kind = [0, 0, 0, 1, 200];
+        assert!(matches!(decode_stream(&unknown_kind).last(), Some(Err(NetError::Malformed(_)))));
+        let long_string = [0, 0, 0, 3, 13, 0xff, 0x7f];
+        assert!(matches!(decode_stream(&long_string).last(), Some(Err(NetError::Malformed(_)))));
+        let two = [framed(&Message::Heartbeat), framed(&Message::Bye)].concat();
+        assert_eq!(decode_stream(&two).into_iter().map(|r| r.unwrap()).collect::<Vec<_>>(), vec![Message::Heartbeat, Message::Bye]);
     }
 
     #[test]

@@ -144,6 +144,10 @@ impl Worker {
     async fn master_link(self: Arc<Self>, mut auth: Authenticated, dialed: bool) {
         let master = auth.peer_name.clone();
         if dialed {
+            // We asked to join: introduce ourselves, then hear the verdict.
+            if auth.writer.write(&Message::Register(self.info())).await.is_err() {
+                return self.quit(1);
+            }
             match tokio::time::timeout(SILENCE * 2, auth.reader.read()).await {
                 Ok(Ok(Some(Message::Welcome))) => {}
                 Ok(Ok(Some(Message::Refuse { reason }))) => {
@@ -164,7 +168,7 @@ impl Worker {
                 let _ = auth.writer.write(&Message::Refuse { reason }).await;
                 return;
             }
-            if auth.writer.write(&Message::Welcome).await.is_err() {
+            if auth.writer.write(&Message::Welcome).await.is_err() || auth.writer.write(&Message::Register(self.info())).await.is_err() {
                 return;
             }
         }
@@ -177,7 +181,6 @@ impl Worker {
             *slot = Some(tx.clone());
         }
         tracing::info!("joined master {master} at {}", auth.peer_addr);
-        let _ = tx.send(Message::Register(self.info()));
         let mut ticker = tokio::time::interval(HEARTBEAT);
         let mut heard = tokio::time::Instant::now();
         let reason = loop {

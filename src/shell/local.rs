@@ -147,6 +147,8 @@ pub fn run_local(
     if interactive {
         println!("{welcome}");
         runtime.set_notices(printer.output());
+    } else {
+        eprintln!("{welcome}");
     }
     if let Some(file) = startup_file() {
         match std::fs::read_to_string(&file) {

@@ -1,0 +1,424 @@
+//! Master and workers as real processes on 127.0.0.x (issue 4).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const COOKIE: &str = "test-cookie-5f1b";
+
+/// A node process; killed (by pid) when dropped.
+struct Node {
+    child: Child,
+    name: String,
+    addr: String,
+    stderr: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
+}
+
+fn drain(reader: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            let mut s = into.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+}
+
+impl Node {
+    /// Starts `skitter <args>` and waits for its welcome line.
+    fn spawn(args: &[&str], tmp: &Path, cookie: &str, stdin: Option<&str>) -> Node {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).env("SKITTER_COOKIE", cookie).env("SKITTER_TMP", tmp).env("NO_COLOR", "1").env("HOME", tmp);
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn skitter");
+        if let Some(text) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            let text = text.to_string();
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(text.as_bytes());
+            });
+        }
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stdout = Arc::new(Mutex::new(String::new()));
+        drain(child.stderr.take().unwrap(), stderr.clone());
+        drain(child.stdout.take().unwrap(), stdout.clone());
+        let mut node = Node { child, name: String::new(), addr: String::new(), stderr, stdout };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = node.stderr.lock().unwrap().clone() + &node.stdout.lock().unwrap();
+            if let Some(line) = text.lines().find(|l| l.contains("Welcome to skitter")) {
+                let (_, rest) = line.split_once(" as ").unwrap();
+                let (name, addr) = rest.split_once(" at ").unwrap();
+                node.name = name.to_string();
+                node.addr = addr.trim().to_string();
+                return node;
+            }
+            if let Ok(Some(status)) = node.child.try_wait() {
+                panic!("skitter {args:?} exited ({status}) before it was ready:\n{text}");
+            }
+            assert!(Instant::now() < deadline, "skitter {args:?} did not start:\n{text}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn worker(name: &str, ip: &str, extra: &[&str], tmp: &Path) -> Node {
+        let listen = format!("{ip}:0");
+        let mut args = vec!["worker", "start", "--no-log", "-n", name, "--listen", &listen, "--slots", "2"];
+        args.extend_from_slice(extra);
+        Node::spawn(&args, tmp, COOKIE, None)
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn kill9(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    fn wait_stderr(&self, text: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stderr().contains(text) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs a master to the end: `skitter master start ...`.
+fn master_run(args: &[&str], tmp: &Path, cookie: &str) -> Outcome {
+    let out = Command::new(BIN)
+        .args(["master", "start", "--no-log", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("SKITTER_COOKIE", cookie)
+        .env("SKITTER_TMP", tmp)
+        .env("HOME", tmp)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Outcome(out)
+}
+
+fn expected_counts() -> BTreeMap<String, i64> {
+    count_words(&std::fs::read_to_string(example("word_count").join("priv/words.txt")).unwrap())
+}
+
+fn counts(out: &str) -> BTreeMap<String, i64> {
+    out.lines().filter_map(|l| l.strip_prefix("count: ")).map(word_and_count).collect()
+}
+
+#[test]
+fn word_count_on_a_master_with_two_workers_gives_exact_totals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w1 = Node::worker("w1", "127.0.0.2", &[], tmp.path());
+    let w2 = Node::worker("w2", "127.0.0.3", &[], tmp.path());
+    let app = example("word_count");
+    let out = master_run(&["--app", app.to_str().unwrap(), &w1.addr, &format!("w2@{}", w2.addr)], tmp.path(), COOKIE);
+    out.success();
+    assert_eq!(counts(&out.stdout()), expected_counts());
+}
+
+#[test]
+fn workers_dial_the_master_and_tags_reach_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = r#"
+        let t = timestamp();
+        while workers().len() < 2 && t.elapsed < 15.0 { }
+        print(`workers ${workers().len()} gpu ${with_tag("gpu").len()} ${with_tag("gpu")[0].name}`);
+        let r = deploy(word_totals(priv_path("words.txt")));
+        print(`status ${wait(r)}`);
+        for pair in results(r) { print(`count: ["${pair[0]}", ${pair[1]}]`); }
+    "#;
+    let app = example("word_count");
+    let mut master = Node::spawn(&["master", "start_iex", "--no-log", "--listen", "127.0.0.1:0", "--app", app.to_str().unwrap()], tmp.path(), COOKIE, Some(script));
+    // The master's address is in its node file.
+    let record = wait_for_file(&tmp.path().join(format!("{}.node", master_name(tmp.path()))));
+    let addr = record.lines().next().unwrap().to_string();
+    let _w1 = Node::worker("gpu1", "127.0.0.4", &["-t", "gpu", &addr], tmp.path());
+    let _w2 = Node::worker("cpu1", "127.0.0.5", &["--tag", "cpu", &format!("skitter_master@vm@{addr}")], tmp.path());
+    let status = master.wait(Duration::from_secs(30)).expect("the master's shell ends at the end of its input");
+    assert!(status.success(), "{}", master.stderr());
+    let stdout = master.stdout();
+    assert!(stdout.contains("workers 2 gpu 1 gpu1@"), "{stdout}\n{}", master.stderr());
+    assert!(stdout.contains("status finished"), "{stdout}");
+    assert_eq!(counts(&stdout), expected_counts());
+}
+
+fn master_name(tmp: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(name) = std::fs::read_dir(tmp).ok().into_iter().flatten().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).find(|n| n.starts_with("skitter_master@") && n.ends_with(".node")) {
+            return name.trim_end_matches(".node").to_string();
+        }
+        assert!(Instant::now() < deadline, "no master node file in {}", tmp.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn wait_for_file(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if text.lines().count() >= 2 {
+                return text;
+            }
+        }
+        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_wrong_cookie_is_refused_on_both_sides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = Node::worker("w1", "127.0.0.6", &[], tmp.path());
+    let out = master_run(&["-d", "workflow().stream_source([1]).inspect()", &w.addr], tmp.path(), "not-the-cookie");
+    out.expect_code(1);
+    out.stderr_has("wrong cookie");
+    assert!(w.wait_stderr("wrong cookie", Duration::from_secs(5)), "worker side:\n{}", w.stderr());
+    // The worker is unharmed: the right cookie works.
+    let ok = master_run(&["-d", "workflow().stream_source([1, 2]).inspect(\"v\")", &w.addr], tmp.path(), COOKIE);
+    ok.success();
+    assert_eq!(ok.labelled("v").len(), 2);
+}
+
+#[test]
+fn sigkill_of_the_master_makes_its_workers_exit_4_within_2_seconds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w1 = Node::worker("w1", "127.0.0.7", &[], tmp.path());
+    let mut w2 = Node::worker("w2", "127.0.0.8", &[], tmp.path());
+    let mut master = Node::spawn(&["master", "start", "--no-log", "--listen", "127.0.0.1:0", &w1.addr, &w2.addr], tmp.path(), COOKIE, None);
+    assert!(master.wait_stderr("Running in master mode", Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(300));
+    master.kill9();
+    let started = Instant::now();
+    let s1 = w1.wait(Duration::from_secs(2)).expect("worker 1 still running 2 s after its master died");
+    let s2 = w2.wait(Duration::from_secs(2).saturating_sub(started.elapsed())).expect("worker 2 still running 2 s after its master died");
+    assert_eq!((s1.code(), s2.code()), (Some(4), Some(4)));
+}
+
+#[test]
+fn a_worker_without_shutdown_with_master_survives_and_joins_a_second_master() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = Node::worker("w1", "127.0.0.9", &["--no-shutdown-with-master"], tmp.path());
+    let mut first = Node::spawn(&["master", "start", "--no-log", "--listen", "127.0.0.1:0", &w.addr], tmp.path(), COOKIE, None);
+    std::thread::sleep(Duration::from_millis(300));
+    first.kill9();
+    assert!(w.wait(Duration::from_millis(1500)).is_none(), "the worker exited with its master:\n{}", w.stderr());
+    let app = example("word_count");
+    let out = master_run(&["--app", app.to_str().unwrap(), &w.addr], tmp.path(), COOKIE);
+    out.success();
+    assert_eq!(counts(&out.stdout()), expected_counts());
+}
+
+#[test]
+fn a_worker_killed_mid_run_fails_its_workflow_within_2_seconds_and_the_master_stays_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w1 = Node::worker("w1", "127.0.0.10", &[], tmp.path());
+    let mut w2 = Node::worker("w2", "127.0.0.11", &[], tmp.path());
+    let watch = r#"
+        let r = deploy(workflow().stream_source(|n| n).map(|x| x + 1).count(|x| x % 5).collect());
+        print("deployed");
+        let t = timestamp();
+        while status(r) == "running" && t.elapsed < 20.0 { }
+        print(`after ${t.elapsed}`);
+        print(`status ${status(r)}`);
+        print(`workers ${workers().len()}`);
+    "#;
+    let mut master = Node::spawn(&["master", "start_iex", "--no-log", "--listen", "127.0.0.1:0", &w1.addr, &w2.addr], tmp.path(), COOKIE, Some(watch));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !master.stdout().contains("deployed") {
+        assert!(Instant::now() < deadline, "never deployed:\n{}\n{}", master.stdout(), master.stderr());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Instant::now();
+    w2.kill9();
+    let status = master.wait(Duration::from_secs(10)).expect("the master's shell ends");
+    let noticed = killed.elapsed();
+    assert!(status.success());
+    let out = master.stdout();
+    assert!(out.contains("status failed: worker w2@"), "{out}\n{}", master.stderr());
+    assert!(out.contains("went away"), "{out}");
+    assert!(out.contains("workers 1"), "the master kept serving:\n{out}");
+    assert!(noticed < Duration::from_secs(2) + Duration::from_millis(500), "noticed after {noticed:?}");
+    drop(w1);
+}
+
+#[test]
+fn a_graceful_stop_of_a_running_million_record_workflow_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w1 = Node::worker("w1", "127.0.0.12", &[], tmp.path());
+    let w2 = Node::worker("w2", "127.0.0.13", &[], tmp.path());
+    let script = r#"
+        let r = deploy(workflow().stream_source(0..1000000).map(|x| x * 1).count(|x| x % 7).collect());
+        let t = timestamp();
+        while t.elapsed < 0.3 { }
+        print(`stop ${stop(r)}`);
+        for pair in results(r) { print(`residue ${pair[0]} ${pair[1]}`); }
+    "#;
+    let mut master = Node::spawn(&["master", "start_iex", "--no-log", "--listen", "127.0.0.1:0", &w1.addr, &w2.addr], tmp.path(), COOKIE, Some(script));
+    master.wait(Duration::from_secs(60)).expect("the master's shell ends");
+    let out = master.stdout();
+    assert!(out.contains("stop stopped") || out.contains("stop finished"), "{out}\n{}", master.stderr());
+    let got: BTreeMap<i64, i64> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("residue "))
+        .map(|l| {
+            let (k, n) = l.split_once(' ').unwrap();
+            (k.parse().unwrap(), n.parse().unwrap())
+        })
+        .collect();
+    let n: i64 = got.values().sum();
+    assert!(n > 0, "nothing was counted:\n{out}");
+    // The source emits 0, 1, 2, ... in order: what was read is a prefix.
+    let expected: BTreeMap<i64, i64> = (0..7).map(|k| (k, (n - k + 6) / 7)).filter(|(_, c)| *c > 0).collect();
+    assert_eq!(got, expected, "records in != records out (n = {n})");
+}
+
+#[test]
+fn garbage_and_oversized_frames_do_not_take_a_node_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = Node::worker("w1", "127.0.0.14", &[], tmp.path());
+    let hostile: [&[u8]; 4] = [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        &[0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+        &[0, 0, 0, 100, 1, 2],
+        &[0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef],
+    ];
+    for bytes in hostile {
+        let mut s = std::net::TcpStream::connect(&w.addr).unwrap();
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        s.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+        let _ = s.read_to_end(&mut sink);
+    }
+    assert!(w.wait_stderr("refused a connection", Duration::from_secs(5)), "{}", w.stderr());
+    let out = master_run(&["-d", "workflow().stream_source(1..=100).count(|x| x % 2).collect()", &w.addr], tmp.path(), COOKIE);
+    out.success();
+}
+
+#[test]
+fn a_master_without_workers_refuses_to_deploy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = master_run(&["-d", "workflow().stream_source([1]).inspect()"], tmp.path(), COOKIE);
+    out.expect_code(1);
+    out.stderr_has("no workers");
+}
+
+#[test]
+fn an_unreachable_worker_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.15:0").unwrap().local_addr().unwrap();
+    let out = master_run(&[&free.to_string()], tmp.path(), COOKIE);
+    out.expect_code(1);
+    out.stderr_has(&format!("cannot reach the worker at {free}"));
+}
+
+#[test]
+fn daemon_pid_and_stop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Outcome(
+            Command::new(BIN)
+                .args(args)
+                .env("SKITTER_COOKIE", COOKIE)
+                .env("SKITTER_TMP", tmp.path())
+                .env("HOME", tmp.path())
+                .stdin(Stdio::null())
+                .output()
+                .unwrap(),
+        )
+    };
+    let started = run(&["worker", "daemon", "-n", "dw", "--no-log", "--listen", "127.0.0.16:0"]);
+    started.success().stdout_has("running as a daemon");
+    let pid = run(&["worker", "pid", "-n", "dw"]);
+    pid.success();
+    let pid: u32 = pid.stdout().trim().parse().unwrap();
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    // A second daemon of the same name is refused.
+    run(&["worker", "daemon", "-n", "dw", "--no-log"]).expect_code(1).stderr_has("already running");
+    run(&["worker", "stop", "-n", "dw"]).success();
+    assert!(!Path::new(&format!("/proc/{pid}/stat")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z"));
+    run(&["worker", "pid", "-n", "dw"]).expect_code(1).stderr_has("no node named dw@");
+}
+
+#[test]
+fn a_second_worker_of_the_same_name_and_a_second_master_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = Node::worker("solo", "127.0.0.17", &[], tmp.path());
+    let master = Node::spawn(&["master", "start", "--no-log", "--listen", "127.0.0.1:0", &w.addr], tmp.path(), COOKIE, None);
+    assert!(master.wait_stderr("Running in master mode", Duration::from_secs(5)));
+    // The worker has a master: another one is turned away.
+    let second = master_run(&[&w.addr], tmp.path(), COOKIE);
+    second.expect_code(1).stderr_has("worker already has a master");
+    // A worker with a name already registered is turned away too.
+    let mut twin = Node::spawn(&["worker", "start", "--no-log", "-n", "solo", "--listen", "127.0.0.18:0", &master.addr], tmp.path(), COOKIE, None);
+    let status = twin.wait(Duration::from_secs(10)).expect("the twin is refused and exits");
+    assert_eq!(status.code(), Some(1));
+    assert!(twin.stderr().contains("worker already connected"), "{}", twin.stderr());
+}
+
+#[test]
+fn shutdown_with_workers_makes_the_master_exit_4_when_one_goes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = Node::worker("w1", "127.0.0.19", &[], tmp.path());
+    let mut master = Node::spawn(&["master", "start", "--no-log", "--shutdown-with-workers", "--listen", "127.0.0.1:0", &w.addr], tmp.path(), COOKIE, None);
+    assert!(master.wait_stderr("Running in master mode", Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(200));
+    w.kill9();
+    let status = master.wait(Duration::from_secs(2)).expect("the master exits within 2 s");
+    assert_eq!(status.code(), Some(4), "{}", master.stderr());
+}
+
+#[test]
+fn restart_replaces_a_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Outcome(Command::new(BIN).args(args).env("SKITTER_COOKIE", COOKIE).env("SKITTER_TMP", tmp.path()).env("HOME", tmp.path()).stdin(Stdio::null()).output().unwrap())
+    };
+    run(&["worker", "daemon", "-n", "rw", "--no-log", "--listen", "127.0.0.20:0"]).success();
+    let first: u32 = run(&["worker", "pid", "-n", "rw"]).stdout().trim().parse().unwrap();
+    run(&["worker", "restart", "-n", "rw", "--no-log", "--listen", "127.0.0.20:0"]).success();
+    let second: u32 = run(&["worker", "pid", "-n", "rw"]).stdout().trim().parse().unwrap();
+    assert_ne!(first, second);
+    run(&["worker", "stop", "-n", "rw"]).success();
+}
