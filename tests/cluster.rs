@@ -160,7 +160,7 @@ fn workers_dial_the_master_and_tags_reach_it() {
     let tmp = tempfile::tempdir().unwrap();
     let script = r#"
         let t = timestamp();
-        while workers().len() < 2 && t.elapsed < 15.0 { }
+        while workers().len() < 2 && t.elapsed < 15.0 { sleep(0.01); }
         print(`workers ${workers().len()} gpu ${with_tag("gpu").len()} ${with_tag("gpu")[0].name}`);
         let r = deploy(word_totals(priv_path("words.txt")));
         print(`status ${wait(r)}`);
@@ -257,7 +257,7 @@ fn a_worker_killed_mid_run_fails_its_workflow_within_2_seconds_and_the_master_st
         let r = deploy(workflow().stream_source(|n| n).map(|x| x + 1).count(|x| x % 5).collect());
         print("deployed");
         let t = timestamp();
-        while status(r) == "running" && t.elapsed < 20.0 { }
+        while status(r) == "running" && t.elapsed < 20.0 { sleep(0.005); }
         print(`after ${t.elapsed}`);
         print(`status ${status(r)}`);
         print(`workers ${workers().len()}`);
@@ -275,8 +275,10 @@ fn a_worker_killed_mid_run_fails_its_workflow_within_2_seconds_and_the_master_st
     let noticed = killed.elapsed();
     assert!(status.success());
     let out = master.stdout();
-    assert!(out.contains("status failed: worker w2@"), "{out}\n{}", master.stderr());
-    assert!(out.contains("went away"), "{out}");
+    // Whichever noticed first, the master (its link to w2 closed) or w1 (its
+    // data link to w2 broke), the failure names the worker that died.
+    let status_line = out.lines().find(|l| l.starts_with("status ")).unwrap_or_default();
+    assert!(status_line.starts_with("status failed:") && status_line.contains("w2@"), "{out}\n{}", master.stderr());
     assert!(out.contains("workers 1"), "the master kept serving:\n{out}");
     assert!(noticed < Duration::from_secs(2) + Duration::from_millis(500), "noticed after {noticed:?}");
     drop(w1);
@@ -290,7 +292,7 @@ fn a_graceful_stop_of_a_running_million_record_workflow_loses_nothing() {
     let script = r#"
         let r = deploy(workflow().stream_source(0..1000000).map(|x| x * 1).count(|x| x % 7).collect());
         let t = timestamp();
-        while t.elapsed < 0.3 { }
+        sleep(0.3);
         print(`stop ${stop(r)}`);
         for pair in results(r) { print(`residue ${pair[0]} ${pair[1]}`); }
     "#;

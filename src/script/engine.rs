@@ -68,6 +68,24 @@ const MAX_FN_EXPR_DEPTH: usize = 128;
 /// The message an aborted evaluation ends with.
 pub const INTERRUPTED: &str = "interrupted";
 
+/// Sleeps in small steps so that an interrupt is noticed.
+fn nap(abort: &AtomicBool, seconds: rhai::FLOAT) -> Result<(), Box<EvalAltResult>> {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(EvalAltResult::ErrorRuntime(format!("sleep: {seconds} is not a number of seconds").into(), Position::NONE).into());
+    }
+    let end = std::time::Instant::now() + std::time::Duration::from_secs_f64(seconds);
+    loop {
+        if abort.load(Ordering::Relaxed) {
+            return Err(EvalAltResult::ErrorTerminated(INTERRUPTED.into(), Position::NONE).into());
+        }
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        std::thread::sleep(left.min(std::time::Duration::from_millis(10)));
+    }
+}
+
 fn workflow_package() -> SharedModule {
     static PACKAGE: OnceLock<SharedModule> = OnceLock::new();
     PACKAGE.get_or_init(|| rhai::exported_module!(workflow_api::api).into()).clone()
@@ -94,6 +112,17 @@ pub fn new_engine(env: &EngineEnv) -> Engine {
                 None => Err(EvalAltResult::ErrorRuntime("priv_path: there is no app here (run inside an app directory or pass --app DIR)".into(), Position::NONE).into()),
             }
         });
+
+    let abort = env.abort.clone();
+    rhai::FuncRegistration::new("sleep")
+        .with_comments(["/// Waits `seconds` (a float or an integer); Ctrl-C cuts it short.\n///\n/// ```rhai\n/// sleep(0.01);\n/// ```"])
+        .with_params_info(["seconds: f64", "()"])
+        .register_into_engine(&mut engine, move |seconds: rhai::FLOAT| -> Result<(), Box<EvalAltResult>> { nap(&abort, seconds) });
+    let abort = env.abort.clone();
+    rhai::FuncRegistration::new("sleep")
+        .with_comments(["/// Waits `seconds` (an integer); Ctrl-C cuts it short.\n///\n/// ```rhai\n/// sleep(0);\n/// ```"])
+        .with_params_info(["seconds: i64", "()"])
+        .register_into_engine(&mut engine, move |seconds: rhai::INT| -> Result<(), Box<EvalAltResult>> { nap(&abort, seconds as rhai::FLOAT) });
 
     let print_out = env.output.clone();
     engine.on_print(move |text| print_out(text));
