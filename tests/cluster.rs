@@ -3,123 +3,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::node::{Node, COOKIE};
 use common::*;
-
-const COOKIE: &str = "test-cookie-5f1b";
-
-/// A node process; killed (by pid) when dropped.
-struct Node {
-    child: Child,
-    name: String,
-    addr: String,
-    stderr: Arc<Mutex<String>>,
-    stdout: Arc<Mutex<String>>,
-}
-
-fn drain(reader: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(reader).lines().map_while(Result::ok) {
-            let mut s = into.lock().unwrap();
-            s.push_str(&line);
-            s.push('\n');
-        }
-    });
-}
-
-impl Node {
-    /// Starts `skitter <args>` and waits for its welcome line.
-    fn spawn(args: &[&str], tmp: &Path, cookie: &str, stdin: Option<&str>) -> Node {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args).env("SKITTER_COOKIE", cookie).env("SKITTER_TMP", tmp).env("NO_COLOR", "1").env("HOME", tmp);
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn skitter");
-        if let Some(text) = stdin {
-            let mut pipe = child.stdin.take().unwrap();
-            let text = text.to_string();
-            std::thread::spawn(move || {
-                let _ = pipe.write_all(text.as_bytes());
-            });
-        }
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let stdout = Arc::new(Mutex::new(String::new()));
-        drain(child.stderr.take().unwrap(), stderr.clone());
-        drain(child.stdout.take().unwrap(), stdout.clone());
-        let mut node = Node { child, name: String::new(), addr: String::new(), stderr, stdout };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = node.stderr.lock().unwrap().clone() + &node.stdout.lock().unwrap();
-            if let Some(line) = text.lines().find(|l| l.contains("Welcome to skitter")) {
-                let (_, rest) = line.split_once(" as ").unwrap();
-                let (name, addr) = rest.split_once(" at ").unwrap();
-                node.name = name.to_string();
-                node.addr = addr.trim().to_string();
-                return node;
-            }
-            if let Ok(Some(status)) = node.child.try_wait() {
-                panic!("skitter {args:?} exited ({status}) before it was ready:\n{text}");
-            }
-            assert!(Instant::now() < deadline, "skitter {args:?} did not start:\n{text}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn worker(name: &str, ip: &str, extra: &[&str], tmp: &Path) -> Node {
-        let listen = format!("{ip}:0");
-        let mut args = vec!["worker", "start", "--no-log", "-n", name, "--listen", &listen, "--slots", "2"];
-        args.extend_from_slice(extra);
-        Node::spawn(&args, tmp, COOKIE, None)
-    }
-
-    fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn kill9(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn stdout(&self) -> String {
-        self.stdout.lock().unwrap().clone()
-    }
-
-    fn wait_stderr(&self, text: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.stderr().contains(text) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        false
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// Runs a master to the end: `skitter master start ...`.
 fn master_run(args: &[&str], tmp: &Path, cookie: &str) -> Outcome {

@@ -3,73 +3,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::pty::Pty;
 use common::*;
-use expectrl::{Expect, Regex};
-
-/// A shell on a pty; killed (by pid) when dropped.
-struct Pty {
-    session: expectrl::session::OsSession,
-}
-
-impl Pty {
-    fn spawn(dir: &Path, home: &Path, args: &[&str]) -> Pty {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["local", "--no-log"]).args(args).current_dir(dir);
-        cmd.env("HOME", home).env("XDG_STATE_HOME", home.join("state")).env("TERM", "xterm-256color").env("NO_COLOR", "1");
-        for (k, _) in std::env::vars() {
-            if k.starts_with("SKITTER_") {
-                cmd.env_remove(k);
-            }
-        }
-        let mut session = expectrl::Session::spawn(cmd).expect("spawn on a pty");
-        session.set_expect_timeout(Some(Duration::from_secs(20)));
-        Pty { session }
-    }
-
-    #[track_caller]
-    fn expect(&mut self, text: &str) -> String {
-        match self.session.expect(text) {
-            Ok(found) => String::from_utf8_lossy(found.before()).into_owned(),
-            Err(e) => panic!("waiting for {text:?}: {e}"),
-        }
-    }
-
-    #[track_caller]
-    fn expect_re(&mut self, re: &str) -> String {
-        match self.session.expect(Regex(re)) {
-            Ok(found) => String::from_utf8_lossy(found.matches().next().unwrap_or_default()).into_owned(),
-            Err(e) => panic!("waiting for /{re}/: {e}"),
-        }
-    }
-
-    /// Waits for the prompt of entry `n`.
-    #[track_caller]
-    fn prompt(&mut self, n: usize) {
-        self.expect(&format!("){n}> "));
-    }
-
-    fn send(&mut self, text: &str) {
-        self.session.send(text).expect("write to the pty");
-    }
-
-    fn line(&mut self, text: &str) {
-        self.session.send_line(text).expect("write to the pty");
-    }
-
-    fn pid(&self) -> i32 {
-        self.session.get_process().pid().as_raw()
-    }
-}
-
-impl Drop for Pty {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-KILL", &self.pid().to_string()]).status();
-    }
-}
 
 fn temp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
@@ -84,7 +22,7 @@ fn first_prompt_names_the_node_and_counts_entries() {
     sh.expect("2");
     sh.prompt(2);
     sh.line("exit()");
-    sh.session.expect(expectrl::Eof).unwrap();
+    sh.expect_eof();
 }
 
 #[test]
@@ -249,7 +187,7 @@ fn output_of_a_running_workflow_does_not_corrupt_a_half_typed_line() {
     // Leaving stops the running workflow gracefully.
     sh.send("\x04");
     sh.expect("stopping 1 running workflow(s) gracefully");
-    sh.session.expect(expectrl::Eof).unwrap();
+    sh.expect_eof();
 }
 
 #[test]

@@ -6,8 +6,12 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
 
 use super::find_app_optional;
+use crate::net::{Identity, Role};
+use crate::runtime::console::Consoles;
+use crate::runtime::node::NodeFile;
 use crate::runtime::{log, node, LocalRuntime};
 use crate::script::engine::stdout_output;
 use crate::script::{App, EngineEnv, Host, Session, WorkflowRef};
@@ -25,6 +29,9 @@ pub struct LocalArgs {
     /// Do not write the log file logs/<node>.log.
     #[arg(long, global = true)]
     pub no_log: bool,
+    /// Where consoles (`skitter remote`, `rpc`) reach this node.
+    #[arg(long, global = true, value_name = "ADDR:PORT", default_value = "127.0.0.1:0")]
+    pub listen: String,
     /// Worker slots (default: the app's `slots`, else one per core).
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub slots: Option<u16>,
@@ -38,6 +45,8 @@ pub enum LocalCommand {
     /// Open the shell on the local runtime; the default (`S`).
     #[command(name = "start_iex", visible_alias = "S")]
     StartIex,
+    /// Attach a shell to the running local node (SKITTER_NODE, default skitter_local).
+    Remote,
 }
 
 /// What `skitter local` runs with, resolved from arguments, environment and app.
@@ -72,6 +81,9 @@ fn resolve(args: &LocalArgs, app_dir: Option<&Path>) -> Result<LocalConfig> {
 pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let config = resolve(&args, app_dir)?;
     let command = args.command.unwrap_or(LocalCommand::StartIex);
+    if let LocalCommand::Remote = command {
+        return super::console::remote_mode(&config.node, config.app.as_ref(), None);
+    }
     log::init(&config.node, config.log_dir.as_deref()).map_err(Error::Usage)?;
     let welcome = log::welcome("local", &config.node, &format!(" with {} slots", config.slots));
     tracing::info!("{welcome}");
@@ -83,14 +95,40 @@ pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
     let env = EngineEnv::new(config.app.as_ref().map(App::priv_dir), stdout_output());
     let runtime = Arc::new(LocalRuntime::new(rt.handle().clone(), config.node.clone(), config.slots, env.clone()));
+    let consoles = Arc::new(Consoles { node: config.node.clone(), host: Some(runtime.clone()), app: config.app.clone(), env: env.clone(), halt: CancellationToken::new() });
+    let _record = serve_consoles(&rt, &args.listen, &config, consoles.clone())?;
     match command {
         LocalCommand::Start => {
             eprintln!("{welcome}");
             let mut session = Session::new(env, Some(runtime.clone()), config.app.clone(), None)?;
-            start(&rt, &runtime, &mut session, config.deploy.as_deref())
+            start(&rt, &runtime, &mut session, config.deploy.as_deref(), &consoles.halt)
         }
-        LocalCommand::StartIex => crate::shell::run_local(rt, runtime, env, config.app, config.shell_deploy, &welcome),
+        LocalCommand::Remote => unreachable!("handled above"),
+        LocalCommand::StartIex => {
+            crate::shell::halt_on(rt.handle(), consoles.halt.clone(), runtime.clone());
+            crate::shell::run_local(rt, runtime, env, config.app, config.shell_deploy, &welcome)
+        }
     }
+}
+
+/// Listens for consoles and records the node's address, so that
+/// `skitter remote` and `rpc` find it by name. Without a cookie there is
+/// no listener (and a warning).
+fn serve_consoles(rt: &tokio::runtime::Runtime, listen: &str, config: &LocalConfig, consoles: Arc<Consoles>) -> Result<Option<NodeFile>> {
+    let cookie = match super::node::resolve_cookie(None) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("no remote consoles: {e}");
+            return Ok(None);
+        }
+    };
+    let listener = rt.block_on(tokio::net::TcpListener::bind(listen)).map_err(|e| Error::Failed(format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener.local_addr().map_err(|e| Error::Failed(e.to_string()))?.to_string();
+    let identity = Identity { role: Role::Local, name: config.node.clone(), cookie };
+    rt.spawn(crate::runtime::console::serve_consoles(listener, identity, consoles));
+    let record = NodeFile::write(&super::node::tmp_dir(config.app.as_ref()), &config.node, &addr)
+        .map_err(|e| Error::Failed(format!("cannot write the node file: {e}")))?;
+    Ok(Some(record))
 }
 
 /// Evaluates a `--deploy` expression and deploys what it returns.
@@ -109,7 +147,7 @@ pub fn deploy_expr(runtime: &dyn Host, session: &mut Session, expr: &str) -> Res
 
 /// `local start`: deploy, then wait for the workflow to end; a signal stops it
 /// gracefully, a second one exits at once.
-fn start(rt: &tokio::runtime::Runtime, runtime: &Arc<LocalRuntime>, session: &mut Session, deploy: Option<&str>) -> Result<ExitCode> {
+fn start(rt: &tokio::runtime::Runtime, runtime: &Arc<LocalRuntime>, session: &mut Session, deploy: Option<&str>, halt: &CancellationToken) -> Result<ExitCode> {
     let workflow = match deploy {
         Some(expr) => Some(deploy_expr(runtime.as_ref(), session, expr)?),
         None => None,
@@ -119,12 +157,13 @@ fn start(rt: &tokio::runtime::Runtime, runtime: &Arc<LocalRuntime>, session: &mu
         let mut term = signal(SignalKind::terminate()).map_err(|e| Error::Failed(format!("cannot handle signals: {e}")))?;
         let Some(r) = workflow else {
             eprintln!("no workflow to deploy (give --deploy EXPR, SKITTER_DEPLOY or `deploy` in skitter.toml); running until stopped");
-            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {}, _ = halt.cancelled() => {} }
             return Ok(Status::Stopped);
         };
         let mut watch = runtime.subscribe(r).map_err(Error::Failed)?;
         let signalled = tokio::select! {
             _ = watch.wait_for(|s: &Status| s.is_done()) => false,
+            _ = halt.cancelled() => true,
             _ = int.recv() => true,
             _ = term.recv() => true,
         };

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
 
 use super::node::{self, peer_addr, resolve_cookie, tmp_dir};
 use super::find_app_optional;
+use crate::runtime::console::Consoles;
 use crate::runtime::log;
 use crate::runtime::master::Master;
 use crate::runtime::node::{node_name, NodeFile};
@@ -62,6 +64,8 @@ pub enum MasterCommand {
     Pid,
     /// Stop the node named with -n (if it runs) and start it again as a daemon.
     Restart,
+    /// Attach a shell to the running node named with -n.
+    Remote,
 }
 
 impl MasterArgs {
@@ -89,6 +93,7 @@ pub fn run(args: MasterArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let name = node_name(args.name.as_deref().or(std::env::var("SKITTER_NODE").ok().as_deref()), "skitter_master");
     match args.command.unwrap_or(MasterCommand::Start) {
         MasterCommand::Pid => node::pid(app.as_ref(), &name),
+        MasterCommand::Remote => super::console::remote_mode(&name, app.as_ref(), args.cookie.as_deref()),
         MasterCommand::Stop => node::stop(app.as_ref(), &name),
         command @ (MasterCommand::Daemon | MasterCommand::Restart) => {
             if matches!(command, MasterCommand::Restart) && node::pid_of(app.as_ref(), &name).is_some() {
@@ -133,8 +138,11 @@ fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool) -> Resul
         eprintln!("{welcome}");
     }
     let _record = NodeFile::write(&tmp_dir(app.as_ref()), &name, &addr).map_err(|e| Error::Failed(format!("cannot write the node file: {e}")))?;
-    let master = Master::new(name, cookie, args.shutdown_with_workers, rt.handle().clone(), stdout_output());
-    rt.spawn(master.clone().serve(listener));
+    let master = Master::new(name.clone(), cookie, args.shutdown_with_workers, rt.handle().clone(), stdout_output());
+    let env = EngineEnv::new(app.as_ref().map(App::priv_dir), stdout_output());
+    let host: Arc<dyn Host> = master.clone();
+    let consoles = Arc::new(Consoles { node: name, host: Some(host.clone()), app: app.clone(), env: env.clone(), halt: CancellationToken::new() });
+    rt.spawn(master.clone().serve(listener, consoles.clone()));
 
     // Dial the workers given here, all at once; every failure is reported.
     let dials = rt.block_on(async {
@@ -154,9 +162,8 @@ fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool) -> Resul
         return Err(Error::Failed(format!("cannot connect to every worker:\n  {}", dials.join("\n  "))));
     }
 
-    let env = EngineEnv::new(app.as_ref().map(App::priv_dir), stdout_output());
-    let host: Arc<dyn Host> = master.clone();
     let code = if shell {
+        crate::shell::halt_on(rt.handle(), consoles.halt.clone(), host.clone());
         crate::shell::run_local(rt, host, env, app, deploy, &welcome).map(|c| {
             master.exit.cancel();
             c
@@ -174,17 +181,20 @@ fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool) -> Resul
                 Some(r) => Some(master.subscribe(r).map_err(Error::Failed)?),
                 None => None,
             };
+            // A daemon keeps serving (consoles, rpc) after its workflow ends.
+            let serve_on = std::env::var_os(node::DAEMON_ENV).is_some();
             let done = async {
                 match watch.as_mut() {
-                    Some(w) => {
+                    Some(w) if !serve_on => {
                         let _ = w.wait_for(|s| s.is_done()).await;
                     }
-                    None => std::future::pending::<()>().await,
+                    _ => std::future::pending::<()>().await,
                 }
             };
             let signalled = tokio::select! {
                 _ = done => false,
                 _ = master.exit.cancelled() => false,
+                _ = consoles.halt.cancelled() => true,
                 _ = int.recv() => true,
                 _ = term.recv() => true,
             };

@@ -1,6 +1,7 @@
 //! The command line: clap definitions (plain records), then one file per mode
 //! that resolves them to a configuration and runs it.
 
+mod console;
 mod local;
 mod master;
 mod new;
@@ -53,6 +54,13 @@ pub enum Mode {
     Worker(worker::WorkerArgs),
     /// Create a new app at PATH, with a working word count.
     New(new::NewArgs),
+    /// Attach a shell to a running node: name@host:port, host:port, or a
+    /// node name recorded in tmp/ (`exit()` detaches; the node keeps running).
+    Remote(console::RemoteArgs),
+    /// Evaluate EXPR on a running node and print the result.
+    Rpc(console::RpcArgs),
+    /// Evaluate EXPR in a fresh local runtime with the app loaded, then exit.
+    Eval(console::EvalArgs),
     /// Show help, for all modes or for one (`h`).
     #[command(visible_alias = "h")]
     Help {
@@ -95,6 +103,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<ExitCode> {
         }
         Some(Mode::Help { mode }) => help(mode.as_deref()),
         Some(Mode::New(args)) => new::run(args),
+        Some(Mode::Remote(args)) => console::remote(args, cli.app.as_deref()),
+        Some(Mode::Rpc(args)) => console::rpc(args, cli.app.as_deref()),
+        Some(Mode::Eval(args)) => console::eval(args, cli.app.as_deref()),
         Some(Mode::Local(args)) => local::run(args, cli.app.as_deref()),
         Some(Mode::Master(args)) => master::run(args, cli.app.as_deref()),
         Some(Mode::Worker(args)) => worker::run(args, cli.app.as_deref()),

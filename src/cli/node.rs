@@ -51,6 +51,17 @@ pub fn peer_addr(spec: &str) -> Result<String> {
     }
 }
 
+/// The address of a node given as `name@host:port`, `host:port`, or a
+/// name (`name` or `name@host`) that a running node recorded in `tmp/`.
+pub fn resolve_node(spec: &str, app: Option<&App>, default_name: &str) -> Result<String> {
+    let after_at = spec.rsplit_once('@').map(|(_, a)| a).unwrap_or(spec);
+    if after_at.contains(':') {
+        return peer_addr(spec);
+    }
+    let name = crate::runtime::node::node_name(Some(spec).filter(|s| !s.is_empty()), default_name);
+    Ok(record(app, &name)?.addr)
+}
+
 fn record(app: Option<&App>, node: &str) -> Result<NodeRecord> {
     let path = node_file_path(&tmp_dir(app), node);
     match read_node_file(&path) {
@@ -88,6 +99,10 @@ pub fn stop(app: Option<&App>, node: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Set for a node started by `daemon`: it keeps serving after the workflow
+/// it deployed at start has ended.
+pub const DAEMON_ENV: &str = "SKITTER_DAEMON";
+
 /// `daemon`: starts `args` (the same mode with `start`) detached, its output
 /// in `<tmp>/<node>.out`, and returns once the node has written its record.
 pub fn daemon(app: Option<&App>, node: &str, args: Vec<String>) -> Result<ExitCode> {
@@ -104,6 +119,7 @@ pub fn daemon(app: Option<&App>, node: &str, args: Vec<String>) -> Result<ExitCo
     let mut child = Command::new(exe)
         .args(&args)
         .env("SKITTER_TMP", &tmp)
+        .env(DAEMON_ENV, "1")
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

@@ -4,12 +4,16 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use std::sync::Arc;
+
 use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
 
 use super::node::{self, peer_addr, resolve_cookie, tmp_dir};
 use super::find_app_optional;
 use crate::runtime::node::{node_name, NodeFile};
 use crate::runtime::worker::{Worker, WorkerConfig};
+use crate::runtime::console::Consoles;
 use crate::runtime::log;
 use crate::script::engine::stdout_output;
 use crate::script::{App, EngineEnv};
@@ -59,6 +63,8 @@ pub enum WorkerCommand {
     Pid,
     /// Stop the node named with -n (if it runs) and start it again as a daemon.
     Restart,
+    /// Attach a shell to the running node named with -n.
+    Remote,
 }
 
 impl WorkerArgs {
@@ -96,6 +102,7 @@ pub fn run(args: WorkerArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let name = node_name(args.name.as_deref().or(std::env::var("SKITTER_NODE").ok().as_deref()), "skitter_worker");
     match args.command.unwrap_or(WorkerCommand::Start) {
         WorkerCommand::Pid => node::pid(app.as_ref(), &name),
+        WorkerCommand::Remote => super::console::remote_mode(&name, app.as_ref(), args.cookie.as_deref()),
         WorkerCommand::Stop => node::stop(app.as_ref(), &name),
         command @ (WorkerCommand::Daemon | WorkerCommand::Restart) => {
             if matches!(command, WorkerCommand::Restart) && node::pid_of(app.as_ref(), &name).is_some() {
@@ -143,14 +150,18 @@ fn start(args: WorkerArgs, app: Option<App>, name: String) -> Result<ExitCode> {
     eprintln!("{welcome}");
     let _record = NodeFile::write(&tmp_dir(app.as_ref()), &name, &addr).map_err(|e| Error::Failed(format!("cannot write the node file: {e}")))?;
     let env = EngineEnv::new(app.as_ref().map(App::priv_dir), stdout_output());
+    let console_env = env.clone();
+    let worker_name = name.clone();
     let config = WorkerConfig { name, tags, slots, cookie, master, shutdown_with_master: !args.no_shutdown_with_master, env };
     let worker = Worker::new(config, addr);
+    let consoles = Arc::new(Consoles { node: worker_name, host: Some(worker.clone()), app, env: console_env, halt: CancellationToken::new() });
     let code = rt.block_on(async {
         let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::Failed(format!("cannot handle signals: {e}")))?;
         let mut term = signal(SignalKind::terminate()).map_err(|e| Error::Failed(format!("cannot handle signals: {e}")))?;
-        let serving = tokio::spawn(worker.clone().run(listener));
+        let serving = tokio::spawn(worker.clone().run(listener, consoles.clone()));
         let signalled = tokio::select! {
             _ = worker.exit.cancelled() => false,
+            _ = consoles.halt.cancelled() => true,
             _ = int.recv() => true,
             _ = term.recv() => true,
         };

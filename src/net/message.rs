@@ -18,6 +18,8 @@ pub enum Role {
     Peer,
     /// A remote shell or `rpc`.
     Console,
+    /// A local-mode node (master and worker in one process).
+    Local,
 }
 
 impl std::fmt::Display for Role {
@@ -27,6 +29,7 @@ impl std::fmt::Display for Role {
             Role::Worker => "worker",
             Role::Peer => "peer",
             Role::Console => "console",
+            Role::Local => "local node",
         })
     }
 }
@@ -107,6 +110,35 @@ pub enum Message {
     Bye,
     // Worker -> worker.
     Data { id: u64, stage: u32, instance: u32, msg: DataMsg },
+    // Console -> node.
+    Eval { id: u64, code: String },
+    Interrupt,
+    Complete { id: u64, word: String, method: bool },
+    Signature { id: u64, name: String },
+    Logs { on: bool },
+    /// Halts the node; `node` is the name the user typed to confirm.
+    Halt { node: String },
+    // Node -> console.
+    /// Text printed while an evaluation runs (or a forwarded log line).
+    Printed { text: String },
+    Evaluated { id: u64, reply: Reply },
+    Completions { id: u64, names: Vec<String> },
+    SignatureIs { id: u64, signature: Option<String> },
+}
+
+/// The outcome of a remote evaluation, as data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    Unit,
+    /// The value, rendered by the node.
+    Value(String),
+    /// `kind`: 0 syntax, 1 runtime, 2 interrupted.
+    Error { kind: u8, message: String, excerpt: Option<String> },
+    /// The entry called `halt()`: the console must confirm with the node's name.
+    HaltRequested,
+    /// The entry called `exit()`: the console detaches.
+    Detach,
+    Halted,
 }
 
 impl Message {
@@ -130,6 +162,16 @@ impl Message {
             Message::Heartbeat => "heartbeat",
             Message::Bye => "bye",
             Message::Data { .. } => "data",
+            Message::Eval { .. } => "eval",
+            Message::Interrupt => "interrupt",
+            Message::Complete { .. } => "complete",
+            Message::Signature { .. } => "signature",
+            Message::Logs { .. } => "logs",
+            Message::Halt { .. } => "halt",
+            Message::Printed { .. } => "printed",
+            Message::Evaluated { .. } => "evaluated",
+            Message::Completions { .. } => "completions",
+            Message::SignatureIs { .. } => "signature-is",
         }
     }
 }

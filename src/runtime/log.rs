@@ -27,12 +27,12 @@ pub fn init(node: &str, log_dir: Option<&Path>) -> Result<(), String> {
                 .open(&path)
                 .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
             tracing_subscriber::fmt()
-                .with_writer(Mutex::new(file).and(console))
+                .with_writer(Mutex::new(file).and(console).and(tap_writer))
                 .with_ansi(false)
                 .with_max_level(level)
                 .try_init()
         }
-        None => tracing_subscriber::fmt().with_writer(console).with_ansi(false).with_max_level(level).try_init(),
+        None => tracing_subscriber::fmt().with_writer(console.and(tap_writer)).with_ansi(false).with_max_level(level).try_init(),
     };
     // Already set (tests that run several nodes in one process): keep the first.
     let _ = result;
@@ -42,4 +42,36 @@ pub fn init(node: &str, log_dir: Option<&Path>) -> Result<(), String> {
 /// The line a node greets with, as Skitter's does.
 pub fn welcome(mode: &str, node: &str, detail: &str) -> String {
     format!("Welcome to skitter v{}! Running in {mode} mode as {node}{detail}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Log lines for consoles that asked for them (`logs(true)`).
+fn tap() -> &'static tokio::sync::broadcast::Sender<String> {
+    static TAP: std::sync::OnceLock<tokio::sync::broadcast::Sender<String>> = std::sync::OnceLock::new();
+    TAP.get_or_init(|| tokio::sync::broadcast::channel(256).0)
+}
+
+/// Receives this node's log lines from now on.
+pub fn subscribe() -> tokio::sync::broadcast::Receiver<String> {
+    tap().subscribe()
+}
+
+/// Writes log lines to the consoles listening, if any.
+pub struct TapWriter;
+
+impl std::io::Write for TapWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let tap = tap();
+        if tap.receiver_count() > 0 {
+            let _ = tap.send(String::from_utf8_lossy(buf).trim_end().to_string());
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn tap_writer() -> TapWriter {
+    TapWriter
 }

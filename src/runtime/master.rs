@@ -105,16 +105,18 @@ impl Master {
         }
     }
 
-    /// Accepts workers that dial in.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+    /// Accepts workers that dial in, and consoles.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, consoles: Arc<super::console::Consoles>) {
         loop {
             tokio::select! {
                 _ = self.exit.cancelled() => return,
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
                     let me = self.clone();
+                    let consoles = consoles.clone();
                     tokio::spawn(async move {
-                        match Connection::new(stream).accept(&me.identity, &[Role::Worker]).await {
+                        match Connection::new(stream).accept(&me.identity, &[Role::Worker, Role::Console]).await {
+                            Ok(auth) if auth.peer_role == Role::Console => consoles.serve(auth).await,
                             Ok(auth) => me.worker_link(auth, false).await,
                             Err(e) => tracing::warn!("refused a connection: {e}"),
                         }

@@ -2,6 +2,7 @@
 //! worker nodes, the coordinator, the dataflow executor they share, node
 //! identity and logging.
 
+pub mod console;
 pub mod coordinator;
 pub mod dataflow;
 pub mod local;

@@ -88,7 +88,7 @@ impl Worker {
 
     /// Serves the listener and, if configured, dials the master. Returns
     /// when the worker should exit.
-    pub async fn run(self: Arc<Self>, listener: TcpListener) {
+    pub async fn run(self: Arc<Self>, listener: TcpListener, consoles: Arc<super::console::Consoles>) {
         if let Some(addr) = self.config.master.clone() {
             let me = self.clone();
             tokio::spawn(async move {
@@ -115,8 +115,10 @@ impl Worker {
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
                     let me = self.clone();
+                    let consoles = consoles.clone();
                     tokio::spawn(async move {
-                        match Connection::new(stream).accept(&me.identity, &[Role::Master, Role::Peer]).await {
+                        match Connection::new(stream).accept(&me.identity, &[Role::Master, Role::Peer, Role::Console]).await {
+                            Ok(auth) if auth.peer_role == Role::Console => consoles.serve(auth).await,
                             Ok(auth) if auth.peer_role == Role::Master => me.master_link(auth, false).await,
                             Ok(auth) => me.peer_link(auth).await,
                             Err(e) => tracing::warn!("refused a connection: {e}"),
@@ -414,5 +416,57 @@ impl Remote for WorkerRemote {
         self.master
             .send(Message::Collected { id: self.id, sink: sink.to_string(), values })
             .map_err(|_| "the master is gone".to_string())
+    }
+}
+
+/// What a console on a worker can ask: about the worker itself; workflows
+/// are deployed from its master.
+impl crate::script::Host for Worker {
+    fn node_name(&self) -> String {
+        self.config.name.clone()
+    }
+
+    fn deploy(&self, _: &crate::workflow::Workflow, _: Code) -> Result<crate::script::WorkflowRef, String> {
+        Err("this is a worker: deploy from its master".into())
+    }
+
+    fn status(&self, r: crate::script::WorkflowRef) -> Result<Status, String> {
+        self.workflows.lock().expect("workflows lock").get(&r.id).map(|w| w.status()).ok_or_else(|| format!("no part of workflow #{} runs here", r.id))
+    }
+
+    fn stop(&self, _: crate::script::WorkflowRef) -> Result<Status, String> {
+        Err("this is a worker: stop workflows from its master".into())
+    }
+
+    fn wait(&self, r: crate::script::WorkflowRef) -> Result<Status, String> {
+        self.status(r)
+    }
+
+    fn results(&self, _: crate::script::WorkflowRef, _: Option<&str>) -> Result<rhai::Array, String> {
+        Err("results are gathered on the master".into())
+    }
+
+    fn workflows(&self) -> Vec<(crate::script::WorkflowRef, Status)> {
+        self.workflows.lock().expect("workflows lock").iter().map(|(&id, w)| (crate::script::WorkflowRef { id }, w.status())).collect()
+    }
+
+    fn workers(&self) -> rhai::Array {
+        Vec::new()
+    }
+
+    fn runtime_info(&self) -> rhai::Map {
+        let mut m = rhai::Map::new();
+        m.insert("mode".into(), "worker".into());
+        m.insert("node".into(), self.config.name.clone().into());
+        m.insert("addr".into(), self.addr.clone().into());
+        m.insert("slots".into(), Dynamic::from_int(self.config.slots as i64));
+        m.insert("tags".into(), Dynamic::from_array(self.config.tags.iter().map(|t| Dynamic::from(t.clone())).collect()));
+        m.insert("has_master".into(), Dynamic::from_bool(self.master.lock().expect("master lock").is_some()));
+        m.insert("version".into(), crate::VERSION.into());
+        m
+    }
+
+    fn stop_all(&self) -> usize {
+        0
     }
 }

@@ -2,10 +2,12 @@
 //! workflow builder, and the runtime API through the [`host::Host`] trait).
 
 pub mod app;
+pub mod complete;
 pub mod diagnostic;
 pub mod docs;
 pub mod engine;
 pub mod host;
+pub mod render;
 pub mod runtime_api;
 pub mod session;
 pub mod shell_api;

@@ -84,6 +84,11 @@ impl Session {
         &self.engine
     }
 
+    /// For registering functions that only some sessions have.
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
     pub fn scope(&self) -> &Scope<'static> {
         &self.scope
     }

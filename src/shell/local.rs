@@ -1,7 +1,6 @@
 //! The shell on a local runtime: the backend is a session in this process.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -10,49 +9,25 @@ use std::sync::Arc;
 
 use super::{history, input, render, Backend, Printer, Reply};
 use crate::script::session::ErrorKind;
+use crate::script::complete::Completer;
 use crate::script::{App, EngineEnv, Host, ScriptError, Session};
 use crate::Result;
-
-/// Rhai's keywords, for completion.
-const KEYWORDS: &[&str] = &[
-    "let", "const", "fn", "if", "else", "switch", "while", "loop", "do", "until", "for", "in", "break", "continue",
-    "return", "throw", "try", "catch", "true", "false", "this", "private", "import", "export", "as", "Fn", "call",
-    "curry", "type_of", "print", "debug", "eval", "is_def_fn", "is_def_var",
-];
 
 pub struct LocalBackend {
     session: Session,
     host: Arc<dyn Host>,
-    /// Signatures of the engine's functions by name, built on first use
-    /// (not at start-up: it walks every function of the standard library).
-    signatures: RefCell<Option<BTreeMap<String, String>>>,
+    completer: Completer,
 }
 
 impl LocalBackend {
     pub fn new(session: Session, host: Arc<dyn Host>) -> Self {
-        LocalBackend { session, host, signatures: RefCell::new(None) }
+        LocalBackend { session, host, completer: Completer::default() }
     }
 
     pub fn session_mut(&mut self) -> &mut Session {
         &mut self.session
     }
 
-    fn with_signatures<T>(&self, f: impl FnOnce(&BTreeMap<String, String>) -> T) -> T {
-        let mut cache = self.signatures.borrow_mut();
-        let map = cache.get_or_insert_with(|| {
-            let mut map = BTreeMap::new();
-            for sig in self.session.engine().gen_fn_signatures(true) {
-                let Some((name, _)) = sig.split_once('(') else { continue };
-                let usable = name.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
-                    && name.chars().all(|c| c.is_alphanumeric() || c == '_');
-                if usable {
-                    map.entry(name.to_string()).or_insert(sig);
-                }
-            }
-            map
-        });
-        f(map)
-    }
 }
 
 impl Backend for LocalBackend {
@@ -73,22 +48,11 @@ impl Backend for LocalBackend {
     }
 
     fn complete(&self, word: &str, method: bool) -> Vec<String> {
-        let mut names: Vec<String> = self.with_signatures(|sigs| sigs.keys().filter(|n| n.starts_with(word)).cloned().collect());
-        names.extend(self.session.script_functions().into_iter().map(|(n, _)| n).filter(|n| n.starts_with(word)));
-        if !method {
-            names.extend(self.session.variables().into_iter().filter(|n| n.starts_with(word)));
-            names.extend(KEYWORDS.iter().filter(|k| k.starts_with(word)).map(|k| k.to_string()));
-        }
-        names.sort();
-        names.dedup();
-        names
+        self.completer.complete(&self.session, word, method)
     }
 
     fn signature(&self, name: &str) -> Option<String> {
-        if let Some((n, params)) = self.session.script_functions().into_iter().find(|(n, _)| n == name) {
-            return Some(format!("{n}({})", params.join(", ")));
-        }
-        self.with_signatures(|sigs| sigs.get(name).cloned())
+        self.completer.signature(&self.session, name)
     }
 
     fn interrupter(&self) -> Arc<dyn Fn() + Send + Sync> {

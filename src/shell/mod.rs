@@ -8,6 +8,7 @@ pub mod helper;
 pub mod history;
 pub mod input;
 pub mod local;
+pub mod remote;
 pub mod render;
 
 use std::cell::RefCell;
@@ -170,6 +171,7 @@ fn prompts(node: &str, remote: bool, n: usize) -> ((String, String), (String, St
 }
 
 fn interactive(backend: Rc<RefCell<dyn Backend>>, printer: &Printer, history: Option<PathBuf>) -> Result<ExitCode> {
+    save_terminal();
     let config = Config::builder()
         .history_ignore_space(true)
         .history_ignore_dups(true)
@@ -248,4 +250,42 @@ pub fn forward_interrupts(handle: &tokio::runtime::Handle, interrupt: Arc<dyn Fn
         }
     });
     Ok(())
+}
+
+/// The terminal's settings from before the shell changed them.
+static SAVED_TERMINAL: std::sync::OnceLock<libc::termios> = std::sync::OnceLock::new();
+
+/// Remembers the terminal's settings, to restore them on an abrupt exit.
+pub fn save_terminal() {
+    // SAFETY: tcgetattr fills a termios we own; fd 0 may not be a terminal,
+    // in which case nothing is saved.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::isatty(0) == 1 && libc::tcgetattr(0, &mut t) == 0 {
+            let _ = SAVED_TERMINAL.set(t);
+        }
+    }
+}
+
+/// Leaves the process from any thread: the terminal is restored first, so
+/// that a shell in raw mode does not leave it unusable.
+pub fn leave_now(code: i32, message: &str) -> ! {
+    if let Some(t) = SAVED_TERMINAL.get() {
+        // SAFETY: restores settings read from the same descriptor.
+        unsafe {
+            libc::tcsetattr(0, libc::TCSANOW, t);
+        }
+    }
+    eprintln!("\r\n{message}");
+    std::process::exit(code)
+}
+
+/// When `halt` is cancelled (a console confirmed `halt()`), stops the
+/// node's workflows gracefully and ends the process, shell and all.
+pub fn halt_on(handle: &tokio::runtime::Handle, halt: tokio_util::sync::CancellationToken, host: Arc<dyn crate::script::Host>) {
+    handle.spawn(async move {
+        halt.cancelled().await;
+        let _ = tokio::task::spawn_blocking(move || host.stop_all()).await;
+        leave_now(0, "this node was halted from a remote console");
+    });
 }

@@ -1,24 +1,11 @@
 //! How the shell shows values and errors.
 
 use colored::Colorize;
-use rhai::Dynamic;
 
 use crate::script::session::ErrorKind;
 use crate::script::ScriptError;
 
-/// A value as the shell prints it: strings quoted, like iex.
-pub fn value(v: &Dynamic) -> String {
-    if let Some(r) = v.read_lock::<crate::script::WorkflowRef>() {
-        return r.to_string();
-    }
-    if let Some(wf) = v.read_lock::<crate::workflow::Workflow>() {
-        return wf.to_string();
-    }
-    if let Some(op) = v.read_lock::<crate::workflow::Operator>() {
-        return format!("#Operator<{}>", *op);
-    }
-    format!("{v:?}")
-}
+pub use crate::script::render::value;
 
 /// An error: the message in red, then the source line with a caret.
 pub fn error(e: &ScriptError) -> String {

@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+pub mod node;
+pub mod pty;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

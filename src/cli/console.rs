@@ -1,0 +1,85 @@
+//! `skitter remote`, `skitter rpc` and `skitter eval`.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::find_app_optional;
+use super::node::{resolve_cookie, resolve_node};
+use crate::runtime::LocalRuntime;
+use crate::script::engine::stdout_output;
+use crate::script::{App, EngineEnv, Host, Session};
+use crate::{Error, Result};
+
+#[derive(Args, Debug)]
+pub struct RemoteArgs {
+    /// The node: name@host:port, host:port, or a name recorded in tmp/.
+    pub node: String,
+    /// The cookie (shows in `ps`: prefer SKITTER_COOKIE or ~/.skitter.cookie).
+    #[arg(short = 'c', long)]
+    pub cookie: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RpcArgs {
+    /// The node: name@host:port, host:port, or a name recorded in tmp/.
+    pub node: String,
+    /// The Rhai expression to evaluate there.
+    pub expr: String,
+    /// The cookie (shows in `ps`: prefer SKITTER_COOKIE or ~/.skitter.cookie).
+    #[arg(short = 'c', long)]
+    pub cookie: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The Rhai expression to evaluate.
+    pub expr: String,
+}
+
+pub fn remote(args: RemoteArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
+    let app = find_app_optional(app_dir)?;
+    let addr = resolve_node(&args.node, app.as_ref(), "skitter_local")?;
+    let cookie = resolve_cookie(args.cookie.as_deref())?;
+    crate::shell::remote::attach(&addr, cookie, None)
+}
+
+/// `skitter <mode> remote`: attaches to the node of that mode named with -n.
+pub fn remote_mode(name: &str, app: Option<&App>, cookie: Option<&str>) -> Result<ExitCode> {
+    let addr = resolve_node(name, app, name)?;
+    let cookie = resolve_cookie(cookie)?;
+    crate::shell::remote::attach(&addr, cookie, None)
+}
+
+pub fn rpc(args: RpcArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
+    let app = find_app_optional(app_dir)?;
+    let addr = resolve_node(&args.node, app.as_ref(), "skitter_local")?;
+    let cookie = resolve_cookie(args.cookie.as_deref())?;
+    crate::shell::remote::rpc(&addr, cookie, &args.expr)
+}
+
+pub fn eval(args: EvalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
+    let app = find_app_optional(app_dir)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
+    let slots = app.as_ref().and_then(|a| a.config.slots).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let env = EngineEnv::new(app.as_ref().map(App::priv_dir), stdout_output());
+    let node = crate::runtime::node::node_name(None, "skitter_eval");
+    let runtime = Arc::new(LocalRuntime::new(rt.handle().clone(), node, slots, env.clone()));
+    let mut session = Session::new(env, Some(runtime.clone()), app, None)?;
+    let value = session.eval(&args.expr);
+    runtime.stop_all();
+    match value {
+        Ok(v) if v.is_unit() => Ok(ExitCode::SUCCESS),
+        Ok(v) => {
+            println!("{}", crate::script::render::value(&v));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(Error::Script(e)),
+    }
+}

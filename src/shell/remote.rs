@@ -1,0 +1,263 @@
+//! The shell attached to another node: line editing, history and deciding
+//! when an entry is complete happen here; evaluation and completion happen
+//! on the node, over an authenticated connection.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc};
+
+use colored::Colorize;
+use rhai::Engine;
+use tokio::sync::mpsc;
+
+use super::{input, Backend, Printer, Reply as ShellReply};
+use crate::net::message::Reply;
+use crate::net::{Connection, Identity, Message, Role};
+use crate::script::session::ErrorKind;
+use crate::script::ScriptError;
+use crate::{Error, Result};
+
+/// A console connection: a writer task fed by a channel, a reader task that
+/// prints what the node prints and hands replies to the caller.
+pub struct Console {
+    rt: tokio::runtime::Runtime,
+    node: String,
+    to_node: mpsc::UnboundedSender<Message>,
+    replies: std_mpsc::Receiver<Message>,
+    next_id: AtomicU64,
+}
+
+impl Console {
+    /// Connects to `addr` and authenticates; what the node prints goes to `printer`.
+    pub fn connect(addr: &str, cookie: String, printer: Printer) -> Result<Console> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
+        let me = format!("console_{}@{}", std::process::id(), crate::runtime::node::hostname());
+        let identity = Identity { role: Role::Console, name: me, cookie };
+        let auth = rt
+            .block_on(async { Connection::connect(addr).await?.dial(&identity).await })
+            .map_err(|e| Error::Failed(format!("cannot attach to {addr}: {e}")))?;
+        let node = auth.peer_name.clone();
+        let (to_node, mut outgoing) = mpsc::unbounded_channel::<Message>();
+        let (reply_tx, replies) = std_mpsc::channel();
+        let mut writer = auth.writer;
+        rt.spawn(async move {
+            while let Some(msg) = outgoing.recv().await {
+                if writer.write(&msg).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut reader = auth.reader;
+        let lost_node = node.clone();
+        rt.spawn(async move {
+            loop {
+                match reader.read().await {
+                    Ok(Some(Message::Printed { text })) => printer.print(&text),
+                    Ok(Some(msg)) => {
+                        if reply_tx.send(msg).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => super::leave_now(1, &format!("lost the connection to {lost_node}: it closed the connection")),
+                    Err(e) => super::leave_now(1, &format!("lost the connection to {lost_node}: {e}")),
+                }
+            }
+        });
+        Ok(Console { rt, node, to_node, replies, next_id: AtomicU64::new(1) })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn send(&self, msg: Message) {
+        let _ = self.to_node.send(msg);
+    }
+
+    /// Waits for the reply with `id` (replies to abandoned requests are skipped).
+    fn reply(&self, matches: impl Fn(&Message) -> bool) -> Message {
+        loop {
+            match self.replies.recv() {
+                Ok(msg) if matches(&msg) => return msg,
+                Ok(_) => continue,
+                Err(_) => super::leave_now(1, &format!("lost the connection to {}", self.node)),
+            }
+        }
+    }
+
+    /// Evaluates `code` on the node.
+    pub fn eval(&self, code: &str) -> Reply {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.send(Message::Eval { id, code: code.to_string() });
+        match self.reply(|m| matches!(m, Message::Evaluated { id: i, .. } if *i == id)) {
+            Message::Evaluated { reply, .. } => reply,
+            _ => unreachable!("matched above"),
+        }
+    }
+
+    pub fn halt(&self, typed: &str) -> Reply {
+        self.send(Message::Halt { node: typed.to_string() });
+        match self.reply(|m| matches!(m, Message::Evaluated { id: 0, .. })) {
+            Message::Evaluated { reply, .. } => reply,
+            _ => unreachable!("matched above"),
+        }
+    }
+
+    pub fn interrupter(&self) -> Arc<dyn Fn() + Send + Sync> {
+        let tx = self.to_node.clone();
+        Arc::new(move || {
+            let _ = tx.send(Message::Interrupt);
+        })
+    }
+
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        self.rt.handle()
+    }
+}
+
+/// The shell's backend on a remote node.
+pub struct RemoteBackend {
+    console: Console,
+    /// A local engine, only to decide when an entry is complete.
+    parser: Engine,
+    entries: usize,
+    detach: bool,
+}
+
+impl RemoteBackend {
+    pub fn new(console: Console) -> Self {
+        let mut parser = Engine::new_raw();
+        parser.set_max_expr_depths(256, 128);
+        RemoteBackend { console, parser, entries: 0, detach: false }
+    }
+}
+
+pub fn script_error(kind: u8, message: String, excerpt: Option<String>) -> ScriptError {
+    let kind = match kind {
+        0 => ErrorKind::Syntax,
+        2 => ErrorKind::Interrupted,
+        _ => ErrorKind::Runtime,
+    };
+    ScriptError { kind, message, excerpt }
+}
+
+impl Backend for RemoteBackend {
+    fn node(&self) -> String {
+        self.console.node().to_string()
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    fn eval(&mut self, entry: &str) -> ShellReply {
+        match self.console.eval(entry) {
+            Reply::Unit => {
+                self.entries += 1;
+                ShellReply::Unit
+            }
+            Reply::Value(v) => {
+                self.entries += 1;
+                ShellReply::Value(v)
+            }
+            Reply::Error { kind, message, excerpt } => ShellReply::Error(script_error(kind, message, excerpt)),
+            Reply::Detach => {
+                self.detach = true;
+                ShellReply::Unit
+            }
+            Reply::Halted => ShellReply::Unit,
+            Reply::HaltRequested => {
+                let node = self.node();
+                eprint!("{} type the node's name ({}) to halt it, anything else to keep it: ", "halt:".red().bold(), node.bold());
+                let mut typed = String::new();
+                let _ = std::io::stdin().read_line(&mut typed);
+                match self.console.halt(typed.trim()) {
+                    Reply::Halted => {
+                        self.detach = true;
+                        ShellReply::Value(format!("{node} is halting"))
+                    }
+                    Reply::Error { kind, message, excerpt } => ShellReply::Error(script_error(kind, message, excerpt)),
+                    _ => ShellReply::Unit,
+                }
+            }
+        }
+    }
+
+    fn is_complete(&self, text: &str) -> bool {
+        input::is_complete(&self.parser, text)
+    }
+
+    fn complete(&self, word: &str, method: bool) -> Vec<String> {
+        let id = self.console.next_id.fetch_add(1, Ordering::Relaxed);
+        self.console.send(Message::Complete { id, word: word.to_string(), method });
+        match self.console.reply(|m| matches!(m, Message::Completions { id: i, .. } if *i == id)) {
+            Message::Completions { names, .. } => names,
+            _ => Vec::new(),
+        }
+    }
+
+    fn signature(&self, name: &str) -> Option<String> {
+        let id = self.console.next_id.fetch_add(1, Ordering::Relaxed);
+        self.console.send(Message::Signature { id, name: name.to_string() });
+        match self.console.reply(|m| matches!(m, Message::SignatureIs { id: i, .. } if *i == id)) {
+            Message::SignatureIs { signature, .. } => signature,
+            _ => None,
+        }
+    }
+
+    fn interrupter(&self) -> Arc<dyn Fn() + Send + Sync> {
+        self.console.interrupter()
+    }
+
+    fn exit_requested(&self) -> bool {
+        self.detach
+    }
+
+    fn entries(&self) -> usize {
+        self.entries
+    }
+
+    fn leave(&mut self) -> Option<String> {
+        self.console.send(Message::Bye);
+        Some(format!("detached from {} (it keeps running)", self.console.node()))
+    }
+}
+
+/// `skitter remote NODE`: the shell on another node.
+pub fn attach(addr: &str, cookie: String, history_name: Option<&str>) -> Result<ExitCode> {
+    super::init_colors();
+    let printer = Printer::default();
+    let console = Console::connect(addr, cookie, printer.clone())?;
+    let interrupter = console.interrupter();
+    let handle = console.handle().clone();
+    super::forward_interrupts(&handle, interrupter)?;
+    let node = console.node().to_string();
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        println!("Attached to {} ({addr}). exit() or Ctrl-D detaches; the node keeps running.", node.magenta().bold());
+    }
+    let backend: std::rc::Rc<std::cell::RefCell<dyn Backend>> = std::rc::Rc::new(std::cell::RefCell::new(RemoteBackend::new(console)));
+    let history = super::history::path(history_name.or(Some(&format!("remote-{}", node.replace(['@', '/'], "_")))));
+    super::run(backend, &printer, history)
+}
+
+/// `skitter rpc NODE EXPR`: evaluates on the node and prints the result.
+pub fn rpc(addr: &str, cookie: String, expr: &str) -> Result<ExitCode> {
+    super::init_colors();
+    let printer = Printer::default();
+    let console = Console::connect(addr, cookie, printer)?;
+    let reply = console.eval(expr);
+    console.send(Message::Bye);
+    match reply {
+        Reply::Unit | Reply::Detach | Reply::Halted => Ok(ExitCode::SUCCESS),
+        Reply::Value(v) => {
+            println!("{v}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Reply::HaltRequested => Err(Error::Failed("halt() needs a confirmation: use `skitter remote` to halt a node".into())),
+        Reply::Error { kind, message, excerpt } => Err(Error::Script(script_error(kind, message, excerpt))),
+    }
+}
