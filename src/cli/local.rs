@@ -85,8 +85,6 @@ pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         return super::console::remote_mode(&config.node, config.app.as_ref(), None);
     }
     log::init(&config.node, config.log_dir.as_deref()).map_err(Error::Usage)?;
-    let welcome = log::welcome("local", &config.node, &format!(" with {} slots", config.slots));
-    tracing::info!("{welcome}");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.slots)
         .thread_name("skitter")
@@ -96,7 +94,10 @@ pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let env = EngineEnv::new(config.app.as_ref().map(App::priv_dir), stdout_output());
     let runtime = Arc::new(LocalRuntime::new(rt.handle().clone(), config.node.clone(), config.slots, env.clone()));
     let consoles = Arc::new(Consoles { node: config.node.clone(), host: Some(runtime.clone()), app: config.app.clone(), env: env.clone(), halt: CancellationToken::new() });
-    let _record = serve_consoles(&rt, &args.listen, &config, consoles.clone())?;
+    let record = serve_consoles(&rt, &args.listen, &config, consoles.clone())?;
+    let at = record.as_ref().map(|(_, addr)| format!(" at {addr}")).unwrap_or_default();
+    let welcome = log::welcome("local", &config.node, &format!("{at} with {} slots", config.slots));
+    tracing::info!("{welcome}");
     match command {
         LocalCommand::Start => {
             eprintln!("{welcome}");
@@ -114,7 +115,7 @@ pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
 /// Listens for consoles and records the node's address, so that
 /// `skitter remote` and `rpc` find it by name. Without a cookie there is
 /// no listener (and a warning).
-fn serve_consoles(rt: &tokio::runtime::Runtime, listen: &str, config: &LocalConfig, consoles: Arc<Consoles>) -> Result<Option<NodeFile>> {
+fn serve_consoles(rt: &tokio::runtime::Runtime, listen: &str, config: &LocalConfig, consoles: Arc<Consoles>) -> Result<Option<(NodeFile, String)>> {
     let cookie = match super::node::resolve_cookie(None) {
         Ok(c) => c,
         Err(e) => {
@@ -128,7 +129,7 @@ fn serve_consoles(rt: &tokio::runtime::Runtime, listen: &str, config: &LocalConf
     rt.spawn(crate::runtime::console::serve_consoles(listener, identity, consoles));
     let record = NodeFile::write(&super::node::tmp_dir(config.app.as_ref()), &config.node, &addr)
         .map_err(|e| Error::Failed(format!("cannot write the node file: {e}")))?;
-    Ok(Some(record))
+    Ok(Some((record, addr)))
 }
 
 /// Evaluates a `--deploy` expression and deploys what it returns.

@@ -43,7 +43,8 @@ impl Consoles {
         let me = self.clone();
         let flag = interrupt.clone();
         let replies = out_tx.clone();
-        let worker = std::thread::Builder::new().name(format!("console:{peer}")).spawn(move || me.session_loop(req_rx, replies, flag));
+        let (logs_tx, mut logs_rx) = mpsc::unbounded_channel::<bool>();
+        let worker = std::thread::Builder::new().name(format!("console:{peer}")).spawn(move || me.session_loop(req_rx, replies, flag, logs_tx));
         if let Err(e) = worker {
             tracing::error!("cannot start a console thread: {e}");
             return;
@@ -51,6 +52,7 @@ impl Consoles {
         let mut logs: Option<tokio::sync::broadcast::Receiver<String>> = None;
         loop {
             tokio::select! {
+                Some(on) = logs_rx.recv() => logs = on.then(super::log::subscribe),
                 Some(msg) = out_rx.recv() => {
                     if auth.writer.write(&msg).await.is_err() {
                         break;
@@ -105,7 +107,7 @@ impl Consoles {
         tracing::info!("console {peer} detached");
     }
 
-    fn session_loop(&self, requests: std_mpsc::Receiver<Request>, out: mpsc::UnboundedSender<Message>, interrupt: Arc<AtomicBool>) {
+    fn session_loop(&self, requests: std_mpsc::Receiver<Request>, out: mpsc::UnboundedSender<Message>, interrupt: Arc<AtomicBool>, logs: mpsc::UnboundedSender<bool>) {
         let printed = out.clone();
         let mut env = self.env.clone();
         env.output = Arc::new(move |text: &str| {
@@ -125,6 +127,12 @@ impl Consoles {
         rhai::FuncRegistration::new("halt")
             .with_comments(["/// Stops this node (in a remote console): you are asked to type its\n/// name to confirm. `exit()` only detaches.\n///\n/// ```rhai\n/// let ask = \"halt()\";\n/// ```"])
             .register_into_engine(session.engine_mut(), move || flag.store(true, Ordering::Relaxed));
+        rhai::FuncRegistration::new("logs")
+            .with_comments(["/// In a remote console: `logs(true)` shows the node's log lines above\n/// the prompt as they are written, `logs(false)` stops.\n///\n/// ```rhai\n/// let show = \"logs(true)\";\n/// ```"])
+            .with_params_info(["on: bool", "()"])
+            .register_into_engine(session.engine_mut(), move |on: bool| {
+                let _ = logs.send(on);
+            });
         let completer = Completer::default();
         while let Ok(request) = requests.recv() {
             let msg = match request {

@@ -25,6 +25,8 @@ pub struct Console {
     to_node: mpsc::UnboundedSender<Message>,
     replies: std_mpsc::Receiver<Message>,
     next_id: AtomicU64,
+    /// Set when we say goodbye: the node closing the connection is expected.
+    closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Console {
@@ -53,21 +55,31 @@ impl Console {
         });
         let mut reader = auth.reader;
         let lost_node = node.clone();
+        let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let expected = closing.clone();
         rt.spawn(async move {
             loop {
-                match reader.read().await {
-                    Ok(Some(Message::Printed { text })) => printer.print(&text),
+                let lost = match reader.read().await {
+                    Ok(Some(Message::Printed { text })) => {
+                        printer.print(&text);
+                        continue;
+                    }
                     Ok(Some(msg)) => {
                         if reply_tx.send(msg).is_err() {
                             return;
                         }
+                        continue;
                     }
-                    Ok(None) => super::leave_now(1, &format!("lost the connection to {lost_node}: it closed the connection")),
-                    Err(e) => super::leave_now(1, &format!("lost the connection to {lost_node}: {e}")),
+                    Ok(None) => "it closed the connection".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                if !expected.load(Ordering::Relaxed) {
+                    super::leave_now(1, &format!("lost the connection to {lost_node}: {lost}"));
                 }
+                return;
             }
         });
-        Ok(Console { rt, node, to_node, replies, next_id: AtomicU64::new(1) })
+        Ok(Console { rt, node, to_node, replies, next_id: AtomicU64::new(1), closing })
     }
 
     pub fn node(&self) -> &str {
@@ -76,6 +88,12 @@ impl Console {
 
     fn send(&self, msg: Message) {
         let _ = self.to_node.send(msg);
+    }
+
+    /// Says goodbye; the node closing the connection is then no surprise.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        self.send(Message::Bye);
     }
 
     /// Waits for the reply with `id` (replies to abandoned requests are skipped).
@@ -175,7 +193,12 @@ impl Backend for RemoteBackend {
                 eprint!("{} type the node's name ({}) to halt it, anything else to keep it: ", "halt:".red().bold(), node.bold());
                 let mut typed = String::new();
                 let _ = std::io::stdin().read_line(&mut typed);
-                match self.console.halt(typed.trim()) {
+                self.console.closing.store(true, Ordering::Relaxed);
+                let reply = self.console.halt(typed.trim());
+                if !matches!(reply, Reply::Halted) {
+                    self.console.closing.store(false, Ordering::Relaxed);
+                }
+                match reply {
                     Reply::Halted => {
                         self.detach = true;
                         ShellReply::Value(format!("{node} is halting"))
@@ -222,7 +245,7 @@ impl Backend for RemoteBackend {
     }
 
     fn leave(&mut self) -> Option<String> {
-        self.console.send(Message::Bye);
+        self.console.close();
         Some(format!("detached from {} (it keeps running)", self.console.node()))
     }
 }
@@ -250,7 +273,7 @@ pub fn rpc(addr: &str, cookie: String, expr: &str) -> Result<ExitCode> {
     let printer = Printer::default();
     let console = Console::connect(addr, cookie, printer)?;
     let reply = console.eval(expr);
-    console.send(Message::Bye);
+    console.close();
     match reply {
         Reply::Unit | Reply::Detach | Reply::Halted => Ok(ExitCode::SUCCESS),
         Reply::Value(v) => {

@@ -55,7 +55,7 @@ impl Node {
                 let (_, rest) = line.split_once(" as ").unwrap();
                 let (name, addr) = rest.split_once(" at ").unwrap();
                 node.name = name.to_string();
-                node.addr = addr.trim().to_string();
+                node.addr = addr.split_whitespace().next().unwrap_or_default().to_string();
                 return node;
             }
             if let Ok(Some(status)) = node.child.try_wait() {

@@ -23,6 +23,11 @@ impl Pty {
 
     /// `skitter ARGS` in `dir`, with `home` as HOME.
     pub fn command(dir: &Path, home: &Path, args: &[&str]) -> Pty {
+        Pty::command_with(dir, home, args, &[])
+    }
+
+    /// `skitter ARGS` in `dir`, with `home` as HOME and more environment.
+    pub fn command_with(dir: &Path, home: &Path, args: &[&str], env: &[(&str, &str)]) -> Pty {
         let mut cmd = Command::new(BIN);
         cmd.args(args).current_dir(dir);
         cmd.env("HOME", home).env("XDG_STATE_HOME", home.join("state")).env("TERM", "xterm-256color").env("NO_COLOR", "1");
@@ -30,6 +35,9 @@ impl Pty {
             if k.starts_with("SKITTER_") {
                 cmd.env_remove(k);
             }
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let mut session = expectrl::Session::spawn(cmd).expect("spawn on a pty");
         session.set_expect_timeout(Some(Duration::from_secs(20)));

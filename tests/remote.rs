@@ -1,0 +1,245 @@
+//! Remote consoles, rpc and eval (issue 5).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::node::{Node, COOKIE};
+use common::pty::Pty;
+use common::*;
+
+/// `skitter ARGS` with the test cookie and tmp dir, to the end.
+fn run(tmp: &Path, args: &[&str]) -> Outcome {
+    Outcome(
+        Command::new(BIN)
+            .args(args)
+            .env("SKITTER_COOKIE", COOKIE)
+            .env("SKITTER_TMP", tmp)
+            .env("HOME", tmp)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap(),
+    )
+}
+
+/// A master daemon named `m1` with two workers, serving the word count app.
+struct Cluster {
+    tmp: tempfile::TempDir,
+    _workers: Vec<Node>,
+}
+
+impl Cluster {
+    fn start(ip: u8) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let w1 = Node::worker("w1", &format!("127.0.0.{ip}"), &[], tmp.path());
+        let w2 = Node::worker("w2", &format!("127.0.0.{}", ip + 1), &[], tmp.path());
+        let app = example("word_count");
+        let listen = format!("127.0.0.{}:0", ip + 2);
+        run(tmp.path(), &["master", "daemon", "-n", "m1", "--no-log", "--listen", &listen, "--app", app.to_str().unwrap(), &w1.addr, &w2.addr]).success();
+        Cluster { tmp, _workers: vec![w1, w2] }
+    }
+
+    fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn pty(&self, home: &Path) -> Pty {
+        let mut cmd_home = home.to_path_buf();
+        cmd_home.push("h");
+        std::fs::create_dir_all(&cmd_home).unwrap();
+        Pty::command_with(self.path(), &cmd_home, &["remote", "m1"], &[("SKITTER_COOKIE", COOKIE), ("SKITTER_TMP", self.path().to_str().unwrap())])
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = run(self.path(), &["master", "stop", "-n", "m1"]);
+    }
+}
+
+#[test]
+fn a_remote_shell_on_a_master_daemon_lists_workers_and_runs_a_word_count() {
+    let cluster = Cluster::start(30);
+    let home = tempfile::tempdir().unwrap();
+    let mut sh = cluster.pty(home.path());
+    sh.expect_re(r"skitter\(m1@[^)]+\)1> ");
+    sh.line("workers().len()");
+    sh.expect("2");
+    sh.prompt(2);
+    sh.line("let r = deploy(word_totals(priv_path(\"words.txt\")));");
+    sh.prompt(3);
+    sh.line("wait(r)");
+    sh.expect("\"finished\"");
+    sh.prompt(4);
+    sh.line("for pair in results(r) { print(`wc ${pair[0]} ${pair[1]}`); } print(\"done\" + \"!\");");
+    let printed = sh.expect("done!");
+    let got: BTreeMap<String, i64> = printed
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("wc "))
+        .map(|l| {
+            let (w, n) = l.split_once(' ').unwrap();
+            (w.to_string(), n.trim().parse().unwrap())
+        })
+        .collect();
+    let text = std::fs::read_to_string(example("word_count").join("priv/words.txt")).unwrap();
+    assert_eq!(got, count_words(&text));
+    // An error leaves console and node alive.
+    sh.line("1 / 0");
+    sh.expect("Division by zero");
+    sh.line("40 + 2");
+    sh.expect("42");
+    // Completion of a function only the node has (the app is not here).
+    sh.send("word_tot\t");
+    sh.send("\r");
+    sh.expect("(\"word_totals\")");
+    // A runaway loop on the node is interrupted.
+    sh.line("loop { }");
+    std::thread::sleep(Duration::from_millis(300));
+    sh.send("\x03");
+    sh.expect("Interrupted");
+    sh.line("6 * 7");
+    sh.expect("42");
+    // exit() only detaches.
+    sh.line("exit()");
+    sh.expect("detached from m1@");
+    sh.expect_eof();
+    run(cluster.path(), &["rpc", "m1", "workers().len()"]).success().stdout_has("2");
+}
+
+#[test]
+fn detaching_leaves_the_node_and_its_workflows_running() {
+    let cluster = Cluster::start(34);
+    let script = "let r = deploy(workflow().stream_source(|n| { sleep(0.01); n }).count(|x| x % 2).collect());\nprint(`deployed ${r}`);\n";
+    let out = Outcome(
+        Command::new(BIN)
+            .args(["remote", "m1"])
+            .env("SKITTER_COOKIE", COOKIE)
+            .env("SKITTER_TMP", cluster.path())
+            .env("HOME", cluster.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+                child.wait_with_output().unwrap()
+            })
+            .unwrap(),
+    );
+    out.success().stdout_has("deployed #WorkflowRef<").stderr_has("it keeps running");
+    std::thread::sleep(Duration::from_millis(200));
+    // The daemon also ran the app's own word count: pick the endless one.
+    let last = "workflows().filter(|w| w.status != \"finished\")[0].ref";
+    let status = run(cluster.path(), &["rpc", "m1", &format!("status({{ {last} }})")]);
+    status.success().stdout_has("\"running\"");
+    run(cluster.path(), &["rpc", "m1", &format!("stop({{ {last} }})")]).success().stdout_has("\"stopped\"");
+}
+
+#[test]
+fn two_consoles_at_once_keep_separate_variables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let node = Node::spawn(&["local", "start", "--no-log", "--listen", "127.0.0.38:0"], tmp.path(), COOKIE, None);
+    assert!(node.wait_stderr("Running in local mode", Duration::from_secs(5)));
+    let env = [("SKITTER_COOKIE", COOKIE), ("SKITTER_TMP", tmp.path().to_str().unwrap())];
+    let mut a = Pty::command_with(tmp.path(), home.path(), &["remote", "skitter_local"], &env);
+    let mut b = Pty::command_with(tmp.path(), home.path(), &["local", "remote"], &env);
+    a.prompt(1);
+    b.prompt(1);
+    a.line("let mine = \"a\";");
+    b.line("let mine = \"b\";");
+    a.prompt(2);
+    b.prompt(2);
+    a.line("mine");
+    b.line("mine");
+    a.expect("\"a\"");
+    b.expect("\"b\"");
+}
+
+#[test]
+fn a_wrong_cookie_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = Node::spawn(&["local", "start", "--no-log", "--listen", "127.0.0.39:0"], tmp.path(), COOKIE, None);
+    assert!(node.wait_stderr("Running in local mode", Duration::from_secs(5)));
+    let out = Outcome(
+        Command::new(BIN)
+            .args(["rpc", &node.addr, "1 + 1", "-c", "wrong"])
+            .env("SKITTER_TMP", tmp.path())
+            .env("HOME", tmp.path())
+            .output()
+            .unwrap(),
+    );
+    out.expect_code(1).stderr_has("wrong cookie");
+    assert!(node.wait_stderr("wrong cookie", Duration::from_secs(5)), "{}", node.stderr());
+}
+
+#[test]
+fn rpc_and_eval_exit_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _node = Node::spawn(&["local", "start", "--no-log", "--listen", "127.0.0.40:0"], tmp.path(), COOKIE, None);
+    run(tmp.path(), &["rpc", "skitter_local", "6 * 7"]).success().stdout_has("42");
+    run(tmp.path(), &["rpc", "skitter_local", "6 +* 7"]).expect_code(1).stderr_has("syntax error");
+    run(tmp.path(), &["rpc", "skitter_local", "throw \"nope\""]).expect_code(1).stderr_has("nope");
+    run(tmp.path(), &["rpc", "nobody_here", "1"]).expect_code(1).stderr_has("no node named nobody_here@");
+    let app = example("word_count");
+    let eval = run(tmp.path(), &["eval", "--app", app.to_str().unwrap(), "let r = deploy(word_totals(priv_path(\"words.txt\"))); wait(r); results(r).len()"]);
+    eval.success().stdout_has("1000");
+    run(tmp.path(), &["eval", "missing_function()"]).expect_code(1).stderr_has("missing_function");
+}
+
+#[test]
+fn a_lost_connection_ends_the_console_with_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut node = Node::spawn(&["local", "start", "--no-log", "--listen", "127.0.0.41:0"], tmp.path(), COOKIE, None);
+    assert!(node.wait_stderr("Running in local mode", Duration::from_secs(5)));
+    let env = [("SKITTER_COOKIE", COOKIE), ("SKITTER_TMP", tmp.path().to_str().unwrap())];
+    let mut sh = Pty::command_with(tmp.path(), home.path(), &["remote", "skitter_local"], &env);
+    sh.prompt(1);
+    node.kill9();
+    sh.expect("lost the connection");
+    sh.expect_eof();
+}
+
+#[test]
+fn halt_asks_for_the_node_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut node = Node::spawn(&["local", "start", "--no-log", "--listen", "127.0.0.42:0"], tmp.path(), COOKIE, None);
+    assert!(node.wait_stderr("Running in local mode", Duration::from_secs(5)));
+    let env = [("SKITTER_COOKIE", COOKIE), ("SKITTER_TMP", tmp.path().to_str().unwrap())];
+    let mut sh = Pty::command_with(tmp.path(), home.path(), &["remote", "skitter_local"], &env);
+    sh.prompt(1);
+    sh.line("halt()");
+    sh.expect("to halt it");
+    sh.line("not-the-name");
+    sh.expect("not halted");
+    assert!(node.wait(Duration::from_millis(300)).is_none(), "the node must keep running");
+    sh.line("halt()");
+    sh.expect("to halt it");
+    sh.line(&node.name);
+    sh.expect("is halting");
+    let status = node.wait(Duration::from_secs(5)).expect("the node halts");
+    assert!(status.success());
+}
+
+#[test]
+fn logs_true_forwards_the_node_log_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let node = Node::spawn(&["local", "start", "--listen", "127.0.0.43:0"], tmp.path(), COOKIE, None);
+    assert!(node.wait_stderr("Running in local mode", Duration::from_secs(5)));
+    let env = [("SKITTER_COOKIE", COOKIE), ("SKITTER_TMP", tmp.path().to_str().unwrap())];
+    let mut sh = Pty::command_with(tmp.path(), home.path(), &["remote", "skitter_local"], &env);
+    sh.prompt(1);
+    sh.line("logs(true)");
+    sh.prompt(2);
+    // Deploying logs a line on the node; it shows up here.
+    sh.line("deploy(workflow().stream_source([1]).collect())");
+    sh.expect("deployed");
+}
