@@ -50,7 +50,7 @@ impl Node {
         let mut node = Node { child, name: String::new(), addr: String::new(), stderr, stdout };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let text = node.stderr.lock().unwrap().clone() + &node.stdout.lock().unwrap();
+            let text = node.stderr.lock().unwrap().clone() + node.stdout.lock().unwrap().as_str();
             if let Some(line) = text.lines().find(|l| l.contains("Welcome to skitter")) {
                 let (_, rest) = line.split_once(" as ").unwrap();
                 let (name, addr) = rest.split_once(" at ").unwrap();
