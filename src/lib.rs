@@ -6,6 +6,7 @@
 //! - [`cli`]: clap definitions, resolving arguments to config, one file per mode
 //! - [`shell`]: the interactive shell (rustyline front end around `execute`)
 //! - [`release`]: `skitter new`, releases and their scripts
+//! - [`deploy`]: worker specs and the ssh launcher
 //! - [`runtime`]: local runtime, dataflow executor, logging, node identity
 //! - [`net`]: values, messages, frames, handshake, cookies
 //! - [`script`]: Rhai engine set-up, apps, sessions, the packages scripts see
@@ -13,6 +14,7 @@
 //! - [`error`]: error types and their exit codes
 
 pub mod cli;
+pub mod deploy;
 pub mod error;
 pub mod net;
 pub mod release;

@@ -105,12 +105,17 @@ pub fn run(args: MasterArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
             }
             node::daemon(app.as_ref(), &name, start)
         }
-        command => start(args, app, name, matches!(command, MasterCommand::StartIex)),
+        command => start(args, app, name, matches!(command, MasterCommand::StartIex), None),
     }
 }
 
-fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool) -> Result<ExitCode> {
-    let cookie = resolve_cookie(args.cookie.as_deref())?;
+/// Runs a master in the foreground (`shell`: with the shell on it).
+/// `cookie`, when given, is used as is (`skitter deploy` resolved it).
+pub fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool, cookie: Option<String>) -> Result<ExitCode> {
+    let cookie = match cookie {
+        Some(c) => c,
+        None => resolve_cookie(args.cookie.as_deref())?,
+    };
     let mut workers = args.workers.clone();
     if workers.is_empty() {
         if let Ok(env) = std::env::var("SKITTER_WORKERS") {
@@ -160,6 +165,10 @@ fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool) -> Resul
     if !dials.is_empty() {
         master.exit.cancel();
         return Err(Error::Failed(format!("cannot connect to every worker:\n  {}", dials.join("\n  "))));
+    }
+    if !workers.is_empty() {
+        tracing::info!("connected to {} workers", workers.len());
+        eprintln!("connected to {} worker(s)", workers.len());
     }
 
     let code = if shell {

@@ -2,6 +2,7 @@
 //! that resolves them to a configuration and runs it.
 
 mod console;
+mod deploy;
 mod local;
 mod master;
 mod new;
@@ -46,6 +47,9 @@ pub enum Mode {
     /// Run master and worker in this process (`l`).
     #[command(visible_alias = "l")]
     Local(local::LocalArgs),
+    /// Start a worker on every host over ssh, then a master here (`d`).
+    #[command(visible_alias = "d")]
+    Deploy(deploy::DeployArgs),
     /// Run a master: it places workflows on its workers (`m`).
     #[command(visible_alias = "m")]
     Master(master::MasterArgs),
@@ -108,6 +112,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<ExitCode> {
         Some(Mode::Eval(args)) => console::eval(args, cli.app.as_deref()),
         Some(Mode::Local(args)) => local::run(args, cli.app.as_deref()),
         Some(Mode::Master(args)) => master::run(args, cli.app.as_deref()),
+        Some(Mode::Deploy(args)) => deploy::run(args, cli.app.as_deref()),
         Some(Mode::Worker(args)) => worker::run(args, cli.app.as_deref()),
     }
 }

@@ -44,6 +44,10 @@ pub struct WorkerArgs {
     /// Worker slots: instances per parallel stage (default: one per core).
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub slots: Option<u16>,
+    /// Started by `skitter deploy`: the cookie is the first line of standard
+    /// input, and the worker exits when its input ends (the ssh channel closed).
+    #[arg(long, global = true)]
+    pub deployed: bool,
     /// The master to join: name@host:port or host:port (or SKITTER_MASTER).
     #[arg(global = true)]
     pub master: Option<String>,
@@ -90,6 +94,9 @@ impl WorkerArgs {
         if let Some(s) = self.slots {
             args.extend(["--slots".into(), s.to_string()]);
         }
+        if self.deployed {
+            args.push("--deployed".into());
+        }
         if let Some(m) = &self.master {
             args.push(m.clone());
         }
@@ -118,8 +125,30 @@ pub fn run(args: WorkerArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     }
 }
 
+/// `--listen ssh`: the address this ssh session came in on, which the
+/// deploying host can reach (the third field of SSH_CONNECTION).
+fn listen_addr(listen: &str) -> Result<String> {
+    if listen != "ssh" {
+        return Ok(listen.to_string());
+    }
+    let conn = std::env::var("SSH_CONNECTION").map_err(|_| Error::Usage("--listen ssh: not started over ssh (no SSH_CONNECTION)".into()))?;
+    let server_ip = conn.split_whitespace().nth(2).ok_or_else(|| Error::Usage(format!("--listen ssh: cannot read SSH_CONNECTION `{conn}`")))?;
+    Ok(if server_ip.contains(':') { format!("[{server_ip}]:0") } else { format!("{server_ip}:0") })
+}
+
 fn start(args: WorkerArgs, app: Option<App>, name: String) -> Result<ExitCode> {
-    let cookie = resolve_cookie(args.cookie.as_deref())?;
+    let cookie = if args.deployed {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(|e| Error::Failed(format!("cannot read the cookie from stdin: {e}")))?;
+        let cookie = line.trim().to_string();
+        if cookie.is_empty() {
+            return Err(Error::Usage("--deployed: no cookie on stdin".into()));
+        }
+        cookie
+    } else {
+        resolve_cookie(args.cookie.as_deref())?
+    };
+    let listen = listen_addr(&args.listen)?;
     let master = match args.master.clone().or_else(|| std::env::var("SKITTER_MASTER").ok().filter(|m| !m.is_empty())) {
         Some(m) => Some(peer_addr(&m)?),
         None => None,
@@ -142,8 +171,8 @@ fn start(args: WorkerArgs, app: Option<App>, name: String) -> Result<ExitCode> {
         .build()
         .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
     let listener = rt
-        .block_on(tokio::net::TcpListener::bind(&args.listen))
-        .map_err(|e| Error::Failed(format!("cannot listen on {}: {e}", args.listen)))?;
+        .block_on(tokio::net::TcpListener::bind(&listen))
+        .map_err(|e| Error::Failed(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(|e| Error::Failed(e.to_string()))?.to_string();
     let welcome = log::welcome("worker", &name, &format!(" at {addr}"));
     tracing::info!("{welcome}");
@@ -159,6 +188,16 @@ fn start(args: WorkerArgs, app: Option<App>, name: String) -> Result<ExitCode> {
         let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::Failed(format!("cannot handle signals: {e}")))?;
         let mut term = signal(SignalKind::terminate()).map_err(|e| Error::Failed(format!("cannot handle signals: {e}")))?;
         let serving = tokio::spawn(worker.clone().run(listener, consoles.clone()));
+        if args.deployed {
+            // The ssh channel that started us is our lifeline.
+            let lifeline = worker.clone();
+            std::thread::spawn(move || {
+                let mut rest = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut rest);
+                tracing::warn!("the channel that started this worker closed: shutting down");
+                lifeline.stop_now(4);
+            });
+        }
         let signalled = tokio::select! {
             _ = worker.exit.cancelled() => false,
             _ = consoles.halt.cancelled() => true,

@@ -71,6 +71,11 @@ impl Worker {
         self.exit_code.load(Ordering::Relaxed)
     }
 
+    /// Makes the process exit with `code` (its input ended, ...).
+    pub fn stop_now(&self, code: u8) {
+        self.quit(code);
+    }
+
     fn quit(&self, code: u8) {
         self.exit_code.store(code, Ordering::Relaxed);
         self.exit.cancel();

@@ -1,0 +1,224 @@
+//! `skitter deploy`: a worker on every host over ssh, all at once, then a
+//! master here that connects to exactly those workers. If any host fails,
+//! every worker already started is stopped and every failure is reported.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use colored::Colorize;
+
+use super::find_app_optional;
+use super::master::{MasterArgs, MasterCommand};
+use super::node::{self, resolve_cookie};
+use crate::deploy::ssh::{self, LaunchPlan, Launched, SshOptions};
+use crate::deploy::{LaunchError, WorkerSpec};
+use crate::runtime::node::node_name;
+use crate::{Error, Result};
+
+#[derive(Args, Debug, Clone)]
+pub struct DeployArgs {
+    /// A file of worker specs, one per line (`#` starts a comment).
+    #[arg(short = 'f', long = "worker-file", value_name = "PATH")]
+    pub worker_file: Option<PathBuf>,
+    /// One summary line instead of progress per host.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// A Rhai expression returning the workflow the master deploys.
+    #[arg(short = 'd', long, value_name = "EXPR")]
+    pub deploy: Option<String>,
+    /// How the master runs: start, start_iex, daemon or daemon_iex (s, S, d, D).
+    #[arg(short = 'm', long, default_value = "start", value_parser = ["start", "start_iex", "daemon", "daemon_iex", "s", "S", "d", "D"])]
+    pub mode: String,
+    /// Stop the workers on these hosts instead.
+    #[arg(short = 's', long)]
+    pub stop: bool,
+    /// The longest to wait for a host to answer and its worker to be ready.
+    #[arg(long = "wait-time", value_name = "SECONDS", default_value_t = 10.0)]
+    pub wait_time: f64,
+    /// The cookie (shows in `ps`: prefer SKITTER_COOKIE or ~/.skitter.cookie).
+    #[arg(short = 'c', long)]
+    pub cookie: Option<String>,
+    /// No log files, here or on the hosts.
+    #[arg(long)]
+    pub no_log: bool,
+    /// Where the workers run on the hosts (default: the app's directory, else this one).
+    #[arg(long, value_name = "PATH")]
+    pub working_dir: Option<PathBuf>,
+    /// The master exits (status 4) when a worker goes away.
+    #[arg(long)]
+    pub shutdown_with_workers: bool,
+    /// Workers keep running when the master goes (they still end with the deploy's ssh channel).
+    #[arg(long)]
+    pub no_shutdown_with_master: bool,
+    /// The ssh configuration file (users, ports, keys of the hosts).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+    /// The master's node name (default skitter_master@<hostname>).
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// Worker specs: [name@]host[:tag1,tag2] or ssh://[user@]host[:port][#tags].
+    pub workers: Vec<String>,
+}
+
+impl DeployArgs {
+    fn start_args(&self) -> Vec<String> {
+        let mut args = vec!["deploy".to_string(), "--mode".into(), "start".into()];
+        let mut opt = |flag: &str, v: Option<String>| {
+            if let Some(v) = v {
+                args.extend([flag.to_string(), v]);
+            }
+        };
+        opt("--worker-file", self.worker_file.as_ref().map(|p| p.display().to_string()));
+        opt("--deploy", self.deploy.clone());
+        opt("--cookie", self.cookie.clone());
+        opt("--working-dir", self.working_dir.as_ref().map(|p| p.display().to_string()));
+        opt("--ssh-config", self.ssh_config.as_ref().map(|p| std::path::absolute(p).unwrap_or(p.clone()).display().to_string()));
+        opt("--name", self.name.clone());
+        args.extend(["--wait-time".into(), self.wait_time.to_string()]);
+        for (flag, on) in [("--quiet", self.quiet), ("--no-log", self.no_log), ("--shutdown-with-workers", self.shutdown_with_workers), ("--no-shutdown-with-master", self.no_shutdown_with_master)] {
+            if on {
+                args.push(flag.into());
+            }
+        }
+        args.extend(self.workers.iter().cloned());
+        args
+    }
+}
+
+fn specs(args: &DeployArgs) -> Result<Vec<WorkerSpec>> {
+    let mut raw: Vec<String> = args.workers.clone();
+    if let Some(file) = &args.worker_file {
+        let text = std::fs::read_to_string(file).map_err(|e| Error::Usage(format!("cannot read {}: {e}", file.display())))?;
+        raw.extend(text.lines().map(|l| l.split('#').next().unwrap_or_default().trim().to_string()).filter(|l| !l.is_empty()));
+    }
+    if raw.is_empty() {
+        if let Ok(env) = std::env::var("SKITTER_WORKERS") {
+            raw.extend(env.split([',', ' ']).filter(|w| !w.is_empty()).map(str::to_string));
+        }
+    }
+    if raw.is_empty() {
+        return Err(Error::Usage("no workers: give hosts ([name@]host[:tags]), --worker-file, or SKITTER_WORKERS".into()));
+    }
+    let specs = raw.iter().map(|s| WorkerSpec::parse(s)).collect::<std::result::Result<Vec<_>, _>>().map_err(Error::Usage)?;
+    let mut names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    names.sort();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Error::Usage(format!("two workers would be named {}: give them names (name@host)", w[0])));
+    }
+    Ok(specs)
+}
+
+pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
+    let app = find_app_optional(app_dir)?;
+    let specs = specs(&args)?;
+    if !(args.wait_time > 0.0 && args.wait_time.is_finite()) {
+        return Err(Error::Usage(format!("--wait-time {}: give a positive number of seconds", args.wait_time)));
+    }
+    let master_name = node_name(args.name.as_deref(), "skitter_master");
+    let mode = match args.mode.as_str() {
+        "s" | "start" => "start",
+        "S" | "start_iex" => "start_iex",
+        "d" | "daemon" => "daemon",
+        _ => "daemon_iex",
+    };
+    if !args.stop && mode.starts_with("daemon") {
+        // The daemon owns the ssh channels: it runs the whole deploy.
+        let mut start = args.start_args();
+        if let Some(dir) = app_dir {
+            start.extend(["--app".into(), dir.display().to_string()]);
+        }
+        return node::daemon(app.as_ref(), &master_name, start);
+    }
+    let working_dir = match &args.working_dir {
+        Some(d) => d.display().to_string(),
+        None => match &app {
+            Some(a) => a.root.display().to_string(),
+            None => std::env::current_dir().map_err(|e| Error::Failed(e.to_string()))?.display().to_string(),
+        },
+    };
+    let program = std::env::current_exe().map_err(|e| Error::Failed(format!("cannot find this program: {e}")))?.display().to_string();
+    let cookie = resolve_cookie(args.cookie.as_deref())?;
+    let plan = LaunchPlan { program, working_dir, cookie: cookie.clone(), no_log: args.no_log, shutdown_with_master: !args.no_shutdown_with_master };
+    let opts = SshOptions { config: args.ssh_config.clone(), wait: Duration::from_secs_f64(args.wait_time), quiet: args.quiet };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
+    let started = Instant::now();
+
+    if args.stop {
+        let results = rt.block_on(async {
+            let tasks: Vec<_> = specs.iter().map(|s| ssh::stop_remote(s, &plan, &opts)).collect();
+            futures_util::future::join_all(tasks).await
+        });
+        let failed: Vec<String> = specs.iter().zip(results).filter_map(|(s, r)| r.err().map(|e| format!("{s}: {e}"))).collect();
+        if failed.is_empty() {
+            println!("stopped the workers on {} host(s)", specs.len());
+            return Ok(ExitCode::SUCCESS);
+        }
+        return Err(Error::Failed(format!("could not stop every worker:\n  {}", failed.join("\n  "))));
+    }
+
+    let progress = !args.quiet;
+    if progress {
+        for s in &specs {
+            eprintln!("{:<12} {} {}", s.host, "starting".dimmed(), s.name);
+        }
+    }
+    let results: Vec<std::result::Result<Launched, LaunchError>> = rt.block_on(async {
+        let tasks: Vec<_> = specs
+            .iter()
+            .map(|s| async {
+                let r = ssh::launch(s, &plan, &opts).await;
+                if progress {
+                    match &r {
+                        Ok(l) => eprintln!("{:<12} {} in {:.2} s at {}", s.host, "ready".green(), l.ready_after.as_secs_f64(), l.addr),
+                        Err(e) => eprintln!("{:<12} {} {e}", s.host, "failed".red()),
+                    }
+                }
+                r
+            })
+            .collect();
+        futures_util::future::join_all(tasks).await
+    });
+    let mut launched = Vec::new();
+    let mut failures = Vec::new();
+    for (spec, r) in specs.iter().zip(results) {
+        match r {
+            Ok(l) => launched.push(l),
+            Err(e) => failures.push(format!("{}: {e}", spec.host)),
+        }
+    }
+    if !failures.is_empty() {
+        let stopped = launched.len();
+        rt.block_on(futures_util::future::join_all(launched.into_iter().map(Launched::stop)));
+        return Err(Error::Failed(format!(
+            "{} of {} host(s) failed; the {stopped} worker(s) already started were stopped:\n  {}",
+            failures.len(),
+            specs.len(),
+            failures.join("\n  ")
+        )));
+    }
+    let summary = format!("{} worker(s) ready in {:.2} s", launched.len(), started.elapsed().as_secs_f64());
+    if args.quiet {
+        eprintln!("{summary}");
+    } else {
+        eprintln!("{}", summary.bold());
+    }
+    let master = MasterArgs {
+        command: Some(if mode == "start" { MasterCommand::Start } else { MasterCommand::StartIex }),
+        deploy: args.deploy.clone(),
+        name: args.name.clone(),
+        cookie: None,
+        no_log: args.no_log,
+        shutdown_with_workers: args.shutdown_with_workers,
+        listen: "127.0.0.1:0".into(),
+        workers: launched.iter().map(|l| format!("{}@{}", l.spec.name, l.addr)).collect(),
+    };
+    let code = super::master::start(master, app, master_name, mode == "start_iex", Some(cookie));
+    rt.block_on(futures_util::future::join_all(launched.into_iter().map(Launched::stop)));
+    code
+}

@@ -1,0 +1,166 @@
+//! The ssh launcher: one multiplexed ssh connection per host (openssh,
+//! native mux, a control master that exits one second after its last
+//! channel), a worker started through it, and its readiness read back from
+//! the channel: no sleeping, no guessing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use super::{quote, LaunchError, WorkerSpec};
+
+pub struct SshOptions {
+    pub config: Option<PathBuf>,
+    /// A bound on reaching a host and on the worker becoming ready.
+    pub wait: Duration,
+    pub quiet: bool,
+}
+
+/// What runs on each host.
+pub struct LaunchPlan {
+    /// The skitter binary on the hosts.
+    pub program: String,
+    pub working_dir: String,
+    pub cookie: String,
+    pub no_log: bool,
+    pub shutdown_with_master: bool,
+}
+
+/// A worker running on a host, held by its ssh channel.
+pub struct Launched {
+    pub spec: WorkerSpec,
+    pub addr: String,
+    pub ready_after: Duration,
+    child: openssh::Child<Arc<Session>>,
+    stdin: Option<openssh::ChildStdin>,
+    session: Arc<Session>,
+}
+
+impl Launched {
+    /// Ends the worker: its input closes, it exits; waits for that.
+    pub async fn stop(mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.shutdown().await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+        if let Ok(session) = Arc::try_unwrap(self.session) {
+            let _ = session.close().await;
+        }
+    }
+}
+
+/// Connects to a host.
+pub async fn connect(host: &str, opts: &SshOptions) -> Result<Arc<Session>, LaunchError> {
+    let mut builder = SessionBuilder::default();
+    builder
+        .connect_timeout(opts.wait)
+        .known_hosts_check(KnownHosts::Add)
+        .control_persist(ControlPersist::IdleFor(std::num::NonZeroUsize::new(1).expect("one is not zero")))
+        .server_alive_interval(Duration::from_secs(1));
+    if let Some(config) = &opts.config {
+        builder.config_file(config);
+    }
+    match tokio::time::timeout(opts.wait, builder.connect_mux(host)).await {
+        Err(_) => Err(LaunchError::TimedOut(format!("no answer within {:?}", opts.wait))),
+        Ok(Err(e)) => Err(LaunchError::from_ssh(&format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()))),
+        Ok(Ok(session)) => Ok(Arc::new(session)),
+    }
+}
+
+/// Starts a worker on `spec.host` and waits (at most `opts.wait`) until it
+/// says where it listens.
+pub async fn launch(spec: &WorkerSpec, plan: &LaunchPlan, opts: &SshOptions) -> Result<Launched, LaunchError> {
+    let started = Instant::now();
+    let session = connect(&spec.host, opts).await?;
+    let mut line = format!("cd {} && exec {} worker start --deployed -n {} --listen ssh", quote(&plan.working_dir), quote(&plan.program), quote(&spec.name));
+    if plan.no_log {
+        line.push_str(" --no-log");
+    }
+    if !plan.shutdown_with_master {
+        line.push_str(" --no-shutdown-with-master");
+    }
+    for tag in &spec.tags {
+        line.push_str(&format!(" -t {}", quote(tag)));
+    }
+    let mut child = session
+        .clone()
+        .arc_raw_command(&line)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .await
+        .map_err(|e| LaunchError::from_ssh(&e.to_string()))?;
+    // The cookie travels on the channel, never on a command line.
+    let mut stdin = child.stdin().take().ok_or_else(|| LaunchError::CommandFailed("no input channel".into()))?;
+    stdin.write_all(format!("{}\n", plan.cookie).as_bytes()).await.map_err(|e| LaunchError::CommandFailed(e.to_string()))?;
+    stdin.flush().await.map_err(|e| LaunchError::CommandFailed(e.to_string()))?;
+    let stderr = child.stderr().take().ok_or_else(|| LaunchError::CommandFailed("no error channel".into()))?;
+    let stdout = child.stdout().take();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut said = Vec::new();
+    let deadline = tokio::time::Instant::now() + opts.wait.saturating_sub(started.elapsed());
+    let addr = loop {
+        match tokio::time::timeout_at(deadline, lines.next_line()).await {
+            Err(_) => return Err(LaunchError::NotReady(format!("no welcome within {:?}{}", opts.wait, last_words(&said)))),
+            Ok(Err(e)) => return Err(LaunchError::CommandFailed(e.to_string())),
+            Ok(Ok(None)) => return Err(LaunchError::CommandFailed(if said.is_empty() { "the worker exited".into() } else { said.join(" | ") })),
+            Ok(Ok(Some(line))) => {
+                if let Some(rest) = line.split_once("Running in worker mode as ").map(|(_, r)| r) {
+                    if let Some((_, addr)) = rest.split_once(" at ") {
+                        break addr.trim().to_string();
+                    }
+                }
+                said.push(line);
+            }
+        }
+    };
+    let host = spec.host.clone();
+    let quiet = opts.quiet;
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::info!("[{host}] {line}");
+            if !quiet {
+                eprintln!("[{host}] {line}");
+            }
+        }
+    });
+    if let Some(stdout) = stdout {
+        let host = spec.host.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::info!("[{host}] {line}");
+                if !quiet {
+                    println!("[{host}] {line}");
+                }
+            }
+        });
+    }
+    Ok(Launched { spec: spec.clone(), addr, ready_after: started.elapsed(), child, stdin: Some(stdin), session })
+}
+
+fn last_words(said: &[String]) -> String {
+    match said.last() {
+        Some(l) => format!(" (it said: {l})"),
+        None => String::new(),
+    }
+}
+
+/// Runs `skitter worker stop -n NAME` on the host (for `deploy --stop`).
+pub async fn stop_remote(spec: &WorkerSpec, plan: &LaunchPlan, opts: &SshOptions) -> Result<(), LaunchError> {
+    let session = connect(&spec.host, opts).await?;
+    let line = format!("cd {} && {} worker stop -n {}", quote(&plan.working_dir), quote(&plan.program), quote(&spec.name));
+    let out = session.raw_command(&line).output().await.map_err(|e| LaunchError::from_ssh(&e.to_string()))?;
+    if let Ok(session) = Arc::try_unwrap(session) {
+        let _ = session.close().await;
+    }
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(LaunchError::CommandFailed(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+    }
+}
