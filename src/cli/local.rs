@@ -115,7 +115,7 @@ pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
 /// Listens for consoles and records the node's address, so that
 /// `skitter remote` and `rpc` find it by name. Without a cookie there is
 /// no listener (and a warning).
-fn serve_consoles(rt: &tokio::runtime::Runtime, listen: &str, config: &LocalConfig, consoles: Arc<Consoles>) -> Result<Option<(NodeFile, String)>> {
+fn serve_consoles(rt: &tokio::runtime::Runtime, listen: &str, config: &LocalConfig, consoles: Arc<Consoles>) -> Result<Option<(Option<NodeFile>, String)>> {
     let cookie = match super::node::resolve_cookie(None) {
         Ok(c) => c,
         Err(e) => {
@@ -127,8 +127,15 @@ fn serve_consoles(rt: &tokio::runtime::Runtime, listen: &str, config: &LocalConf
     let addr = listener.local_addr().map_err(|e| Error::Failed(e.to_string()))?.to_string();
     let identity = Identity { role: Role::Local, name: config.node.clone(), cookie };
     rt.spawn(crate::runtime::console::serve_consoles(listener, identity, consoles));
-    let record = NodeFile::write(&super::node::tmp_dir(config.app.as_ref()), &config.node, &addr)
-        .map_err(|e| Error::Failed(format!("cannot write the node file: {e}")))?;
+    // Without the record, `remote NODE-NAME` cannot find this node; an
+    // address still works, so this is worth a warning, not a failure.
+    let record = match NodeFile::write(&super::node::tmp_dir(config.app.as_ref()), &config.node, &addr) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!("cannot write the node file: {e}");
+            None
+        }
+    };
     Ok(Some((record, addr)))
 }
 

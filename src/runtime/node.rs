@@ -55,7 +55,7 @@ impl NodeFile {
     pub fn write(tmp: &std::path::Path, node: &str, addr: &str) -> std::io::Result<NodeFile> {
         std::fs::create_dir_all(tmp)?;
         let path = node_file_path(tmp, node);
-        let partial = path.with_extension("node.partial");
+        let partial = path.with_extension(format!("node.{}.partial", std::process::id()));
         std::fs::write(&partial, format!("{addr}\n{}\n", std::process::id()))?;
         std::fs::rename(&partial, &path)?;
         Ok(NodeFile { path })
