@@ -4,52 +4,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::sshd::Sshd;
 use common::*;
 
 const COOKIE: &str = "deploy-test-cookie";
-
-/// An sshd on 127.0.0.11..14 with an ssh config naming h1..h4; stopped (by
-/// pid) when dropped.
-struct Sshd {
-    dir: tempfile::TempDir,
-    pid: u32,
-}
-
-impl Sshd {
-    fn start() -> Sshd {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(repo().join("scripts/throwaway-sshd")).arg(dir.path()).arg("4").output().expect("run scripts/throwaway-sshd");
-        assert!(out.status.success(), "throwaway-sshd: {}", String::from_utf8_lossy(&out.stderr));
-        let pid = String::from_utf8_lossy(&out.stdout).trim().parse().expect("sshd pid");
-        Sshd { dir, pid }
-    }
-
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("ssh_config")
-    }
-
-    /// Adds a host alias to the ssh config.
-    fn alias(&self, name: &str, hostname: &str, port: u16) {
-        let key = self.dir.path().join("id_ed25519");
-        let entry = format!(
-            "Host {name}\n  HostName {hostname}\n  Port {port}\n  User root\n  IdentityFile {}\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  BatchMode yes\n  LogLevel ERROR\n",
-            key.display()
-        );
-        let mut text = std::fs::read_to_string(self.config()).unwrap();
-        text.push_str(&entry);
-        std::fs::write(self.config(), text).unwrap();
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the sshd this test started.
-        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
-    }
-}
 
 fn deploy(sshd: &Sshd, work: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);

@@ -47,6 +47,36 @@ pub enum LocalCommand {
     StartIex,
     /// Attach a shell to the running local node (SKITTER_NODE, default skitter_local).
     Remote,
+    /// Run in the background; output in tmp/<node>.out (`d`).
+    #[command(visible_alias = "d")]
+    Daemon,
+    /// Like daemon: attach a shell with `remote` (`D`).
+    #[command(name = "daemon_iex", visible_alias = "D")]
+    DaemonIex,
+    /// Stop the running local node gracefully and wait until it is gone.
+    Stop,
+    /// Print the process id of the running local node.
+    Pid,
+    /// Stop the running local node (if it runs) and start it again as a daemon.
+    Restart,
+}
+
+impl LocalArgs {
+    /// The options, as `skitter local start` takes them (for `daemon`).
+    fn start_args(&self) -> Vec<String> {
+        let mut args = vec!["local".to_string(), "start".into()];
+        if let Some(d) = &self.deploy {
+            args.extend(["--deploy".into(), d.clone()]);
+        }
+        if self.no_log {
+            args.push("--no-log".into());
+        }
+        args.extend(["--listen".into(), self.listen.clone()]);
+        if let Some(s) = self.slots {
+            args.extend(["--slots".into(), s.to_string()]);
+        }
+        args
+    }
 }
 
 /// What `skitter local` runs with, resolved from arguments, environment and app.
@@ -81,8 +111,22 @@ fn resolve(args: &LocalArgs, app_dir: Option<&Path>) -> Result<LocalConfig> {
 pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let config = resolve(&args, app_dir)?;
     let command = args.command.unwrap_or(LocalCommand::StartIex);
-    if let LocalCommand::Remote = command {
-        return super::console::remote_mode(&config.node, config.app.as_ref(), None);
+    let app = config.app.as_ref();
+    match command {
+        LocalCommand::Remote => return super::console::remote_mode(&config.node, app, None),
+        LocalCommand::Pid => return super::node::pid(app, &config.node),
+        LocalCommand::Stop => return super::node::stop(app, &config.node),
+        LocalCommand::Daemon | LocalCommand::DaemonIex | LocalCommand::Restart => {
+            if matches!(command, LocalCommand::Restart) && super::node::pid_of(app, &config.node).is_some() {
+                super::node::stop(app, &config.node)?;
+            }
+            let mut start = args.start_args();
+            if let Some(dir) = app_dir {
+                start.extend(["--app".into(), dir.display().to_string()]);
+            }
+            return super::node::daemon(app, &config.node, start);
+        }
+        LocalCommand::Start | LocalCommand::StartIex => {}
     }
     log::init(&config.node, config.log_dir.as_deref()).map_err(Error::Usage)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -104,7 +148,9 @@ pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
             let mut session = Session::new(env, Some(runtime.clone()), config.app.clone(), None)?;
             start(&rt, &runtime, &mut session, config.deploy.as_deref(), &consoles.halt)
         }
-        LocalCommand::Remote => unreachable!("handled above"),
+        LocalCommand::Remote | LocalCommand::Daemon | LocalCommand::DaemonIex | LocalCommand::Stop | LocalCommand::Pid | LocalCommand::Restart => {
+            unreachable!("handled above")
+        }
         LocalCommand::StartIex => {
             crate::shell::halt_on(rt.handle(), consoles.halt.clone(), runtime.clone());
             crate::shell::run_local(rt, runtime, env, config.app, config.shell_deploy, &welcome)
@@ -169,8 +215,17 @@ fn start(rt: &tokio::runtime::Runtime, runtime: &Arc<LocalRuntime>, session: &mu
             return Ok(Status::Stopped);
         };
         let mut watch = runtime.subscribe(r).map_err(Error::Failed)?;
+        // A daemon keeps serving (consoles, rpc) after its workflow ends.
+        let serve_on = std::env::var_os(super::node::DAEMON_ENV).is_some();
+        let mut finished = watch.clone();
+        let done = async move {
+            if serve_on {
+                std::future::pending::<()>().await;
+            }
+            let _ = finished.wait_for(|s: &Status| s.is_done()).await;
+        };
         let signalled = tokio::select! {
-            _ = watch.wait_for(|s: &Status| s.is_done()) => false,
+            _ = done => false,
             _ = halt.cancelled() => true,
             _ = int.recv() => true,
             _ = term.recv() => true,

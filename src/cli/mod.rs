@@ -7,6 +7,7 @@ mod local;
 mod master;
 mod new;
 mod node;
+mod release;
 mod worker;
 pub use local::deploy_expr as local_deploy;
 
@@ -58,6 +59,8 @@ pub enum Mode {
     Worker(worker::WorkerArgs),
     /// Create a new app at PATH, with a working word count.
     New(new::NewArgs),
+    /// Build a self-contained release of the app here (default: _release/).
+    Release(release::ReleaseArgs),
     /// Attach a shell to a running node: name@host:port, host:port, or a
     /// node name recorded in tmp/ (`exit()` detaches; the node keeps running).
     Remote(console::RemoteArgs),
@@ -107,6 +110,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<ExitCode> {
         }
         Some(Mode::Help { mode }) => help(mode.as_deref()),
         Some(Mode::New(args)) => new::run(args),
+        Some(Mode::Release(args)) => release::run(args, cli.app.as_deref()),
         Some(Mode::Remote(args)) => console::remote(args, cli.app.as_deref()),
         Some(Mode::Rpc(args)) => console::rpc(args, cli.app.as_deref()),
         Some(Mode::Eval(args)) => console::eval(args, cli.app.as_deref()),
@@ -134,12 +138,19 @@ fn help(mode: Option<&str>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The app given with `--app`, else the one around the current directory.
+/// The app given with `--app`, else the release this program is part of,
+/// else the app around the current directory.
 pub fn find_app(dir: Option<&std::path::Path>) -> Result<App> {
-    Ok(match dir {
-        Some(d) => App::load(d)?,
-        None => App::find(&std::env::current_dir().map_err(|e| Error::Failed(format!("no current directory: {e}")))?)?,
-    })
+    if let Some(d) = dir {
+        if d.join(crate::script::app::START_DATA).is_file() {
+            return Ok(App::load_release(d)?);
+        }
+        return Ok(App::load(d)?);
+    }
+    if let Some(release) = App::current_release() {
+        return Ok(release?);
+    }
+    Ok(App::find(&std::env::current_dir().map_err(|e| Error::Failed(format!("no current directory: {e}")))?)?)
 }
 
 /// Like [`find_app`], but no app is fine when none was asked for.

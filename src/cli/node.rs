@@ -13,9 +13,14 @@ use crate::runtime::node::{alive, node_file_path, read_node_file, NodeRecord};
 use crate::script::App;
 use crate::{Error, Result};
 
-/// The cookie: `-c` (with a warning), else SKITTER_COOKIE, else the cookie
-/// file (made on first use).
+/// The cookie: `-c` (with a warning), else SKITTER_COOKIE, else a release's
+/// `releases/COOKIE`, else the cookie file (made on first use).
 pub fn resolve_cookie(flag: Option<&str>) -> Result<String> {
+    resolve_cookie_for(flag, App::current_release().and_then(|r| r.ok()).as_ref())
+}
+
+/// [`resolve_cookie`] for a given app (a release has its own cookie file).
+pub fn resolve_cookie_for(flag: Option<&str>, app: Option<&App>) -> Result<String> {
     if let Some(c) = flag {
         eprintln!("{} a cookie given with -c shows in `ps`; prefer SKITTER_COOKIE or the cookie file", "warning:".yellow().bold());
         if c.is_empty() {
@@ -27,6 +32,10 @@ pub fn resolve_cookie(flag: Option<&str>) -> Result<String> {
         if !c.trim().is_empty() {
             return Ok(c.trim().to_string());
         }
+    }
+    if let Some(app) = app.filter(|a| a.release) {
+        let path = app.root.join("releases/COOKIE");
+        return cookie::read_file(&path).map_err(|e| Error::Usage(e.to_string()));
     }
     let path = cookie::default_file().ok_or_else(|| Error::Usage("no cookie: set SKITTER_COOKIE or HOME (for ~/.skitter.cookie)".into()))?;
     cookie::read_or_create(&path).map_err(|e| Error::Usage(e.to_string()))

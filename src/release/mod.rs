@@ -1,3 +1,5 @@
-//! Making apps and releases: `skitter new` now; `skitter release` later.
+//! Making apps and releases: `skitter new`, and `skitter release` with its
+//! `bin/<app>` script and `env.sh` templates.
 
+pub mod build;
 pub mod new;

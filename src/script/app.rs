@@ -28,6 +28,8 @@ pub struct Config {
     pub deploy: Option<String>,
     /// Worker slots in local mode (default: one per core).
     pub slots: Option<usize>,
+    /// How a release's `bin/<app>` runs the node: local, master or worker.
+    pub mode: Option<String>,
 }
 
 fn default_version() -> String {
@@ -38,9 +40,39 @@ fn default_version() -> String {
 pub struct App {
     pub root: PathBuf,
     pub config: Config,
+    /// Whether this is a release (built by `skitter release`) rather than
+    /// an app's source directory.
+    pub release: bool,
 }
 
+/// The file naming a release's current version.
+pub const START_DATA: &str = "releases/start_data";
+
 impl App {
+    /// The release this program belongs to: SKITTER_RELEASE_ROOT, or the
+    /// release whose `bin/` holds this executable.
+    pub fn current_release() -> Option<Result<App, AppError>> {
+        if let Some(root) = std::env::var_os("SKITTER_RELEASE_ROOT").filter(|r| !r.is_empty()) {
+            return Some(App::load_release(Path::new(&root)));
+        }
+        let exe = std::env::current_exe().ok()?;
+        let bin = exe.parent()?;
+        let root = bin.parent()?;
+        (bin.file_name()? == "bin" && root.join(START_DATA).is_file()).then(|| App::load_release(root))
+    }
+
+    /// A release at `root`: its current version's configuration, its lib/ and priv/.
+    pub fn load_release(root: &Path) -> Result<App, AppError> {
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        let start = root.join(START_DATA);
+        let vsn = std::fs::read_to_string(&start).map_err(|source| AppError::Io { path: start.clone(), source })?;
+        let vsn = vsn.split_whitespace().last().unwrap_or_default().to_string();
+        let path = root.join("releases").join(&vsn).join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| AppError::Io { path: path.clone(), source })?;
+        let config: Config = toml::from_str(&text).map_err(|e| AppError::BadConfig { path: path.clone(), reason: e.to_string() })?;
+        Ok(App { root, config, release: true })
+    }
+
     /// The app whose root is `start` or the nearest directory above it.
     pub fn find(start: &Path) -> Result<App, AppError> {
         let start = std::path::absolute(start).unwrap_or_else(|_| start.to_path_buf());
@@ -66,10 +98,15 @@ impl App {
         if config.name.is_empty() || !config.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(AppError::BadConfig { path, reason: format!("name `{}` must be letters, digits, `_` or `-`", config.name) });
         }
+        if let Some(mode) = &config.mode {
+            if !["local", "master", "worker"].contains(&mode.as_str()) {
+                return Err(AppError::BadConfig { path, reason: format!("mode `{mode}` must be local, master or worker") });
+            }
+        }
         if config.slots == Some(0) {
             return Err(AppError::BadConfig { path, reason: "slots must be at least 1".into() });
         }
-        Ok(App { root, config })
+        Ok(App { root, config, release: false })
     }
 
     pub fn priv_dir(&self) -> PathBuf {

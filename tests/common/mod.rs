@@ -4,6 +4,7 @@
 
 pub mod node;
 pub mod pty;
+pub mod sshd;
 
 use std::collections::BTreeMap;
 use std::io::Write;

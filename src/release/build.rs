@@ -1,0 +1,164 @@
+//! `skitter release`: one self-contained directory (and tarball) that runs
+//! on a host with nothing installed. Built in a staging directory and moved
+//! into place, so a failed build leaves no half-written release.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::net::cookie;
+use crate::script::app::{App, START_DATA};
+use crate::script::engine::stdout_output;
+use crate::script::session::compile_file;
+use crate::script::{new_engine, EngineEnv};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("{0} exists: pass --overwrite to replace it")]
+    Exists(PathBuf),
+    #[error("{0}")]
+    Script(String),
+    #[error("{path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+    #[error("{0} is itself a release: build releases from an app's source")]
+    NotSource(PathBuf),
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> ReleaseError + '_ {
+    move |e| ReleaseError::Io { path: path.to_path_buf(), reason: e.to_string() }
+}
+
+pub struct Built {
+    pub path: PathBuf,
+    pub tarball: Option<PathBuf>,
+}
+
+/// Builds the release of `app` at `path`.
+pub fn build(app: &App, path: &Path, tar: bool, overwrite: bool) -> Result<Built, ReleaseError> {
+    if app.release {
+        return Err(ReleaseError::NotSource(app.root.clone()));
+    }
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let is_release = path.join(START_DATA).is_file();
+    let occupied = path.exists() && std::fs::read_dir(&path).map(|mut d| d.next().is_some()).unwrap_or(true);
+    if occupied && !overwrite {
+        return Err(ReleaseError::Exists(path));
+    }
+    // Every script compiles, or nothing is written.
+    let engine = new_engine(&EngineEnv::new(Some(app.priv_dir()), stdout_output()));
+    let files = app.lib_files().map_err(|e| ReleaseError::Script(e.to_string()))?;
+    for file in &files {
+        compile_file(&engine, file, &app.display_path(file)).map_err(|e| ReleaseError::Script(e.to_string()))?;
+    }
+    let name = &app.config.name;
+    let vsn = &app.config.version;
+    let parent = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+    let staging = parent.join(format!(".{}.staging-{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    let result = write_release(app, &path, &staging, &files, is_release);
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    if path.exists() {
+        std::fs::remove_dir_all(&path).map_err(io(&path))?;
+    }
+    std::fs::rename(&staging, &path).map_err(io(&path))?;
+    let tarball = if tar {
+        let file = path.join(format!("{name}-{vsn}.tar.gz"));
+        write_tarball(&path, &file)?;
+        Some(file)
+    } else {
+        None
+    };
+    Ok(Built { path, tarball })
+}
+
+fn write_release(app: &App, old: &Path, dir: &Path, files: &[PathBuf], old_is_release: bool) -> Result<(), ReleaseError> {
+    let name = &app.config.name;
+    let vsn = &app.config.version;
+    for sub in ["bin", "lib", "priv", "releases"] {
+        std::fs::create_dir_all(dir.join(sub)).map_err(io(dir))?;
+    }
+    // The skitter binary itself: the deploy tool and every mode.
+    let exe = std::env::current_exe().map_err(|e| ReleaseError::Io { path: "skitter".into(), reason: e.to_string() })?;
+    let bin = dir.join("bin/skitter");
+    std::fs::copy(&exe, &bin).map_err(io(&bin))?;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).map_err(io(&bin))?;
+    let mode = app.config.mode.as_deref().unwrap_or("local");
+    let script = include_str!("templates/app.sh").replace("{{name}}", name).replace("{{vsn}}", vsn).replace("{{mode}}", mode);
+    let script_path = dir.join("bin").join(name);
+    std::fs::write(&script_path, script).map_err(io(&script_path))?;
+    std::fs::set_permissions(&script_path, std::fs::Permissions::from_mode(0o755)).map_err(io(&script_path))?;
+    for file in files {
+        let target = dir.join("lib").join(file.file_name().expect("a lib file has a name"));
+        std::fs::copy(file, &target).map_err(io(&target))?;
+    }
+    copy_tree(&app.priv_dir(), &dir.join("priv"))?;
+    // Earlier versions stay side by side; the cookie stays stable.
+    if old_is_release {
+        for entry in std::fs::read_dir(old.join("releases")).map_err(io(old))?.flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                copy_tree(&p, &dir.join("releases").join(entry.file_name()))?;
+            }
+        }
+    }
+    let release = dir.join("releases").join(vsn);
+    std::fs::create_dir_all(&release).map_err(io(&release))?;
+    let config = app.root.join(crate::script::app::CONFIG_FILE);
+    std::fs::copy(&config, release.join("skitter.toml")).map_err(io(&config))?;
+    let env_sh = release.join("env.sh");
+    if !env_sh.exists() {
+        std::fs::write(&env_sh, include_str!("templates/env.sh").replace("{{name}}", name)).map_err(io(&env_sh))?;
+    }
+    let cookie_value = match std::env::var("SKITTER_COOKIE").ok().filter(|c| !c.trim().is_empty()) {
+        Some(c) => c.trim().to_string(),
+        None => match old_is_release.then(|| cookie::read_file(&old.join("releases/COOKIE")).ok()).flatten() {
+            Some(c) => c,
+            None => cookie::random(),
+        },
+    };
+    let cookie_path = dir.join("releases/COOKIE");
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&cookie_path).map_err(io(&cookie_path))?;
+    f.write_all(cookie_value.as_bytes()).map_err(io(&cookie_path))?;
+    let start_data = dir.join(START_DATA);
+    std::fs::write(&start_data, format!("{vsn}\n")).map_err(io(&start_data))?;
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), ReleaseError> {
+    if !from.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(to).map_err(io(to))?;
+    for entry in std::fs::read_dir(from).map_err(io(from))?.flatten() {
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if src.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst).map_err(io(&src))?;
+        }
+    }
+    Ok(())
+}
+
+/// `<app>-<vsn>.tar.gz` of the release's contents (without itself).
+fn write_tarball(dir: &Path, file: &Path) -> Result<(), ReleaseError> {
+    let out = std::fs::File::create(file).map_err(io(file))?;
+    let gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    tar.follow_symlinks(false);
+    for entry in std::fs::read_dir(dir).map_err(io(dir))?.flatten() {
+        let p = entry.path();
+        if p == file {
+            continue;
+        }
+        let name = entry.file_name();
+        let result = if p.is_dir() { tar.append_dir_all(&name, &p) } else { tar.append_path_with_name(&p, &name) };
+        result.map_err(io(&p))?;
+    }
+    tar.into_inner().and_then(|gz| gz.finish()).map_err(io(file))?;
+    Ok(())
+}

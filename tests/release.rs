@@ -1,0 +1,168 @@
+//! Releases: `skitter release`, bin/<app>, the tarball (issue 7).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::sshd::Sshd;
+use common::*;
+
+/// Builds a release of examples/word_count under `dir` and returns its path.
+fn release(dir: &Path, extra: &[&str]) -> PathBuf {
+    let path = dir.join("rel");
+    let app = example("word_count");
+    let mut args = vec!["release", "--app", app.to_str().unwrap(), "--path", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Skitter::new().args(&args).run().success();
+    path
+}
+
+/// Runs a release's script from an unrelated directory, with a clean environment.
+fn script(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(root.join("bin/word_count"));
+    cmd.args(args).current_dir(elsewhere.path()).env("HOME", elsewhere.path()).env("NO_COLOR", "1").stdin(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SKITTER_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Outcome(cmd.output().unwrap())
+}
+
+fn expected() -> BTreeMap<String, i64> {
+    count_words(&std::fs::read_to_string(example("word_count").join("priv/words.txt")).unwrap())
+}
+
+#[test]
+fn a_release_has_its_layout_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = release(dir.path(), &[]);
+    for f in ["bin/skitter", "bin/word_count", "lib/word_count.rhai", "priv/words.txt", "releases/0.1.0/skitter.toml", "releases/0.1.0/env.sh", "releases/COOKIE", "releases/start_data"] {
+        assert!(root.join(f).is_file(), "{f} missing");
+    }
+    let mut top: Vec<String> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    top.sort();
+    assert_eq!(top, vec!["bin", "lib", "priv", "releases"]);
+    let mode = std::fs::metadata(root.join("releases/COOKIE")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // The cookie is stable across rebuilds of the same app.
+    let cookie = std::fs::read_to_string(root.join("releases/COOKIE")).unwrap();
+    Skitter::new().args(["release", "--app", example("word_count").to_str().unwrap(), "--path", root.to_str().unwrap()]).run().expect_code(2).stderr_has("--overwrite");
+    release(dir.path(), &["--overwrite"]);
+    assert_eq!(std::fs::read_to_string(root.join("releases/COOKIE")).unwrap(), cookie);
+}
+
+#[test]
+fn a_moved_release_runs_as_a_daemon_answers_rpc_and_remote_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let built = release(dir.path(), &[]);
+    let root = dir.path().join("moved");
+    std::fs::rename(&built, &root).unwrap();
+    script(&root, &["daemon"], &[]).success().stdout_has("running as a daemon");
+    let pid: u32 = script(&root, &["pid"], &[]).success().stdout().trim().parse().unwrap();
+    script(&root, &["rpc", "6 * 7"], &[]).success().stdout_has("42");
+    let remote = {
+        let mut cmd = Command::new(root.join("bin/word_count"));
+        cmd.arg("remote").env("HOME", dir.path()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("SKITTER_") {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = cmd.spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"let r = deploy(word_totals(priv_path(\"words.txt\")));\nwait(r);\nresults(r).len()\n").unwrap();
+        Outcome(child.wait_with_output().unwrap())
+    };
+    remote.success().stdout_has("1000");
+    script(&root, &["stop"], &[]).success();
+    assert!(!Path::new(&format!("/proc/{pid}/cmdline")).exists() || std::fs::read(format!("/proc/{pid}/cmdline")).unwrap().is_empty(), "process {pid} is gone");
+    script(&root, &["pid"], &[]).expect_code(1);
+}
+
+#[test]
+fn start_deploys_from_skitter_deploy_and_the_tarball_runs_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = release(dir.path(), &["--tar"]);
+    let tarball = root.join("word_count-0.1.0.tar.gz");
+    assert!(tarball.is_file());
+    let unpacked = tempfile::tempdir().unwrap();
+    let status = Command::new("tar").arg("xzf").arg(&tarball).arg("-C").arg(unpacked.path()).status().unwrap();
+    assert!(status.success());
+    let out = script(unpacked.path(), &["start", "--no-log"], &[]);
+    out.success();
+    let got: BTreeMap<String, i64> = out.labelled("count").iter().map(|v| word_and_count(v)).collect();
+    assert_eq!(got, expected());
+    let custom = script(unpacked.path(), &["start", "--no-log"], &[("SKITTER_DEPLOY", "workflow().stream_source([\"from\", \"env\"]).inspect(\"e\")")]);
+    custom.success();
+    assert_eq!(custom.labelled("e").len(), 2);
+    script(unpacked.path(), &["version"], &[]).success().stdout_has("word_count 0.1.0");
+    script(unpacked.path(), &["eval", "words(\"a b\").len()"], &[]).success().stdout_has("2");
+}
+
+#[test]
+fn bin_skitter_knows_its_release_from_any_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = release(dir.path(), &[]);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let run = |arg: &str| Outcome(Command::new(root.join("bin/skitter")).arg(arg).current_dir(elsewhere.path()).env_remove("SKITTER_RELEASE_ROOT").output().unwrap());
+    run("-a").success().stdout_has("word_count 0.1.0");
+    run("-v").success().stdout_has(&format!("skitter {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn a_syntax_error_aborts_the_release_with_its_position_and_leaves_nothing() {
+    let app = app_with(&[("lib/good.rhai", "fn ok() { 1 }\n"), ("lib/broken.rhai", "fn broken() {\n  let x = ;\n}\n")]);
+    let out_dir = tempfile::tempdir().unwrap();
+    let path = out_dir.path().join("rel");
+    let out = Skitter::new().args(["release", "--path", path.to_str().unwrap()]).dir(app.path()).run();
+    out.expect_code(1).stderr_has("lib/broken.rhai:2:").stderr_has("syntax error");
+    assert!(!path.exists(), "no half-written release");
+    assert_eq!(std::fs::read_dir(out_dir.path()).unwrap().count(), 0, "no staging directory left");
+}
+
+#[test]
+fn a_new_version_unpacks_over_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = tempfile::tempdir().unwrap();
+    let src = app.path().join("vapp");
+    Skitter::new().arg("new").arg(&src).run().success();
+    let root = dir.path().join("rel");
+    Skitter::new().args(["release", "--path", root.to_str().unwrap()]).dir(&src).run().success();
+    let toml = std::fs::read_to_string(src.join("skitter.toml")).unwrap().replace("version = \"0.1.0\"", "version = \"0.2.0\"");
+    std::fs::write(src.join("skitter.toml"), toml).unwrap();
+    Skitter::new().args(["release", "--overwrite", "--path", root.to_str().unwrap()]).dir(&src).run().success();
+    assert!(root.join("releases/0.1.0/skitter.toml").is_file() && root.join("releases/0.2.0/skitter.toml").is_file());
+    assert_eq!(std::fs::read_to_string(root.join("releases/start_data")).unwrap().trim(), "0.2.0");
+    let out = Outcome(Command::new(root.join("bin/vapp")).args(["start", "--no-log"]).env("HOME", dir.path()).output().unwrap());
+    out.success();
+    assert!(!out.labelled("count").is_empty(), "a new app's release works with no edits");
+}
+
+#[test]
+fn bin_skitter_deploy_from_an_unpacked_release_to_ssh_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = release(dir.path(), &[]);
+    let sshd = Sshd::start();
+    let mut cmd = Command::new(root.join("bin/skitter"));
+    cmd.args(["deploy", "--no-log", "-q", "--ssh-config"]).arg(sshd.config()).arg("--working-dir").arg(&root);
+    cmd.args(["-d", "word_count()", "r1@h1", "r2@h2"]).env("HOME", dir.path()).stdin(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SKITTER_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = Outcome(cmd.output().unwrap());
+    out.success();
+    let got: BTreeMap<String, i64> = out.labelled("count").iter().map(|v| word_and_count(v)).collect();
+    assert_eq!(got, expected());
+    std::thread::sleep(Duration::from_millis(100));
+}
