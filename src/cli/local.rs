@@ -9,6 +9,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use super::find_app_optional;
+use super::node::Manage;
 use crate::net::{Identity, Role};
 use crate::runtime::console::Consoles;
 use crate::runtime::node::NodeFile;
@@ -111,22 +112,16 @@ fn resolve(args: &LocalArgs, app_dir: Option<&Path>) -> Result<LocalConfig> {
 pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let config = resolve(&args, app_dir)?;
     let command = args.command.unwrap_or(LocalCommand::StartIex);
-    let app = config.app.as_ref();
-    match command {
-        LocalCommand::Remote => return super::console::remote_mode(&config.node, app, None),
-        LocalCommand::Pid => return super::node::pid(app, &config.node),
-        LocalCommand::Stop => return super::node::stop(app, &config.node),
-        LocalCommand::Daemon | LocalCommand::DaemonIex | LocalCommand::Restart => {
-            if matches!(command, LocalCommand::Restart) && super::node::pid_of(app, &config.node).is_some() {
-                super::node::stop(app, &config.node)?;
-            }
-            let mut start = args.start_args();
-            if let Some(dir) = app_dir {
-                start.extend(["--app".into(), dir.display().to_string()]);
-            }
-            return super::node::daemon(app, &config.node, start);
-        }
-        LocalCommand::Start | LocalCommand::StartIex => {}
+    let manage = match command {
+        LocalCommand::Remote => Some(Manage::Remote),
+        LocalCommand::Pid => Some(Manage::Pid),
+        LocalCommand::Stop => Some(Manage::Stop),
+        LocalCommand::Daemon | LocalCommand::DaemonIex => Some(Manage::Daemon),
+        LocalCommand::Restart => Some(Manage::Restart),
+        LocalCommand::Start | LocalCommand::StartIex => None,
+    };
+    if let Some(what) = manage {
+        return super::node::manage(what, config.app.as_ref(), app_dir, &config.node, None, args.start_args());
     }
     log::init(&config.node, config.log_dir.as_deref()).map_err(Error::Usage)?;
     let rt = tokio::runtime::Builder::new_multi_thread()

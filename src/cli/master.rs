@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use super::node::{self, peer_addr, resolve_cookie, tmp_dir};
+use super::node::{self, peer_addr, resolve_cookie, tmp_dir, Manage};
 use super::find_app_optional;
 use crate::runtime::console::Consoles;
 use crate::runtime::log;
@@ -92,19 +92,11 @@ pub fn run(args: MasterArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let app = find_app_optional(app_dir)?;
     let name = node_name(args.name.as_deref().or(std::env::var("SKITTER_NODE").ok().as_deref()), "skitter_master");
     match args.command.unwrap_or(MasterCommand::Start) {
-        MasterCommand::Pid => node::pid(app.as_ref(), &name),
-        MasterCommand::Remote => super::console::remote_mode(&name, app.as_ref(), args.cookie.as_deref()),
-        MasterCommand::Stop => node::stop(app.as_ref(), &name),
-        command @ (MasterCommand::Daemon | MasterCommand::Restart) => {
-            if matches!(command, MasterCommand::Restart) && node::pid_of(app.as_ref(), &name).is_some() {
-                node::stop(app.as_ref(), &name)?;
-            }
-            let mut start = args.start_args();
-            if let Some(dir) = app_dir {
-                start.extend(["--app".into(), dir.display().to_string()]);
-            }
-            node::daemon(app.as_ref(), &name, start)
-        }
+        MasterCommand::Pid => node::manage(Manage::Pid, app.as_ref(), app_dir, &name, None, Vec::new()),
+        MasterCommand::Stop => node::manage(Manage::Stop, app.as_ref(), app_dir, &name, None, Vec::new()),
+        MasterCommand::Remote => node::manage(Manage::Remote, app.as_ref(), app_dir, &name, args.cookie.as_deref(), Vec::new()),
+        MasterCommand::Daemon => node::manage(Manage::Daemon, app.as_ref(), app_dir, &name, None, args.start_args()),
+        MasterCommand::Restart => node::manage(Manage::Restart, app.as_ref(), app_dir, &name, None, args.start_args()),
         command => start(args, app, name, matches!(command, MasterCommand::StartIex), None),
     }
 }

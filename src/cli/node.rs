@@ -152,3 +152,32 @@ pub fn daemon(app: Option<&App>, node: &str, args: Vec<String>) -> Result<ExitCo
         std::thread::sleep(Duration::from_millis(2));
     }
 }
+
+/// The commands every node mode has for managing a node by name.
+pub enum Manage {
+    Pid,
+    Stop,
+    Remote,
+    Daemon,
+    Restart,
+}
+
+/// Runs a management command on the node `name`. `start_args` are the
+/// mode's options as `start` takes them, for `daemon` and `restart`.
+pub fn manage(what: Manage, app: Option<&App>, app_dir: Option<&std::path::Path>, name: &str, cookie: Option<&str>, start_args: Vec<String>) -> Result<ExitCode> {
+    match what {
+        Manage::Pid => pid(app, name),
+        Manage::Stop => stop(app, name),
+        Manage::Remote => super::console::remote_mode(name, app, cookie),
+        Manage::Daemon | Manage::Restart => {
+            if matches!(what, Manage::Restart) && pid_of(app, name).is_some() {
+                stop(app, name)?;
+            }
+            let mut start = start_args;
+            if let Some(dir) = app_dir {
+                start.extend(["--app".into(), dir.display().to_string()]);
+            }
+            daemon(app, name, start)
+        }
+    }
+}

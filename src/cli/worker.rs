@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use super::node::{self, peer_addr, resolve_cookie, tmp_dir};
+use super::node::{self, peer_addr, resolve_cookie, tmp_dir, Manage};
 use super::find_app_optional;
 use crate::runtime::node::{node_name, NodeFile};
 use crate::runtime::worker::{Worker, WorkerConfig};
@@ -108,19 +108,11 @@ pub fn run(args: WorkerArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let app = find_app_optional(app_dir)?;
     let name = node_name(args.name.as_deref().or(std::env::var("SKITTER_NODE").ok().as_deref()), "skitter_worker");
     match args.command.unwrap_or(WorkerCommand::Start) {
-        WorkerCommand::Pid => node::pid(app.as_ref(), &name),
-        WorkerCommand::Remote => super::console::remote_mode(&name, app.as_ref(), args.cookie.as_deref()),
-        WorkerCommand::Stop => node::stop(app.as_ref(), &name),
-        command @ (WorkerCommand::Daemon | WorkerCommand::Restart) => {
-            if matches!(command, WorkerCommand::Restart) && node::pid_of(app.as_ref(), &name).is_some() {
-                node::stop(app.as_ref(), &name)?;
-            }
-            let mut start = args.start_args();
-            if let Some(dir) = app_dir {
-                start.extend(["--app".into(), dir.display().to_string()]);
-            }
-            node::daemon(app.as_ref(), &name, start)
-        }
+        WorkerCommand::Pid => node::manage(Manage::Pid, app.as_ref(), app_dir, &name, None, Vec::new()),
+        WorkerCommand::Stop => node::manage(Manage::Stop, app.as_ref(), app_dir, &name, None, Vec::new()),
+        WorkerCommand::Remote => node::manage(Manage::Remote, app.as_ref(), app_dir, &name, args.cookie.as_deref(), Vec::new()),
+        WorkerCommand::Daemon => node::manage(Manage::Daemon, app.as_ref(), app_dir, &name, None, args.start_args()),
+        WorkerCommand::Restart => node::manage(Manage::Restart, app.as_ref(), app_dir, &name, None, args.start_args()),
         WorkerCommand::Start => start(args, app, name),
     }
 }

@@ -107,6 +107,24 @@ pub fn init_colors() {
     }
 }
 
+/// Lines gathered into one entry until Rhai's parser says it is whole.
+#[derive(Default)]
+struct Pending(String);
+
+impl Pending {
+    /// Adds a line; returns the entry once it is complete. `#break` on a
+    /// line of its own drops what was gathered.
+    fn add(&mut self, line: &str, backend: &dyn Backend) -> Option<String> {
+        if line.trim() == input::BREAK {
+            self.0.clear();
+            return None;
+        }
+        self.0.push_str(line);
+        self.0.push('\n');
+        backend.is_complete(&self.0).then(|| std::mem::take(&mut self.0))
+    }
+}
+
 fn show(reply: Reply) {
     let text = match reply {
         Reply::Unit => return,
@@ -135,27 +153,18 @@ pub fn run(backend: Rc<RefCell<dyn Backend>>, printer: &Printer, history: Option
 /// Reads entries from stdin until it ends, printing each result.
 fn piped(backend: &Rc<RefCell<dyn Backend>>) -> Result<ExitCode> {
     let stdin = std::io::stdin();
-    let mut entry = String::new();
+    let mut pending = Pending::default();
     for line in stdin.lock().lines() {
         let line = line.map_err(|e| Error::Failed(format!("cannot read stdin: {e}")))?;
-        if line.trim() == input::BREAK {
-            entry.clear();
-            continue;
-        }
-        entry.push_str(&line);
-        entry.push('\n');
-        if !backend.borrow().is_complete(&entry) {
-            continue;
-        }
+        let Some(entry) = pending.add(&line, &*backend.borrow()) else { continue };
         let reply = backend.borrow_mut().eval(&entry);
         show(reply);
-        entry.clear();
         if backend.borrow().exit_requested() {
             return Ok(ExitCode::SUCCESS);
         }
     }
-    if !entry.trim().is_empty() {
-        let reply = backend.borrow_mut().eval(&entry);
+    if !pending.0.trim().is_empty() {
+        let reply = backend.borrow_mut().eval(&pending.0);
         show(reply);
     }
     Ok(ExitCode::SUCCESS)
@@ -193,23 +202,14 @@ fn interactive(backend: Rc<RefCell<dyn Backend>>, printer: &Printer, history: Op
     }
     let node = backend.borrow().node();
     let remote = backend.borrow().is_remote();
-    let mut entry = String::new();
+    let mut pending = Pending::default();
     loop {
         let n = backend.borrow().entries() + 1;
         let (first, cont) = prompts(&node, remote, n);
-        let prompt = if entry.is_empty() { first } else { cont };
+        let prompt = if pending.0.is_empty() { first } else { cont };
         match rl.readline(&prompt) {
             Ok(line) => {
-                if line.trim() == input::BREAK {
-                    entry.clear();
-                    continue;
-                }
-                entry.push_str(&line);
-                entry.push('\n');
-                if !backend.borrow().is_complete(&entry) {
-                    continue;
-                }
-                let text = std::mem::take(&mut entry);
+                let Some(text) = pending.add(&line, &*backend.borrow()) else { continue };
                 let text = text.trim_end();
                 if text.trim().is_empty() {
                     continue;
@@ -230,7 +230,7 @@ fn interactive(backend: Rc<RefCell<dyn Backend>>, printer: &Printer, history: Op
                 }
             }
             // Ctrl-C at the prompt: drop what was typed, multi-line entry included.
-            Err(ReadlineError::Interrupted) => entry.clear(),
+            Err(ReadlineError::Interrupted) => pending.0.clear(),
             Err(ReadlineError::Eof) => break,
             Err(e) => return Err(Error::Failed(format!("shell: {e}"))),
         }

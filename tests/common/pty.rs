@@ -74,6 +74,21 @@ impl Pty {
         }
     }
 
+    /// Prints `results(var)` of a word count as `wc word n` lines and reads
+    /// them back.
+    pub fn word_totals(&mut self, var: &str) -> std::collections::BTreeMap<String, i64> {
+        self.line(&format!("for pair in results({var}) {{ print(`wc ${{pair[0]}} ${{pair[1]}}`); }} print(\"done\" + \"!\");"));
+        let printed = self.expect("done!");
+        printed
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("wc "))
+            .map(|l| {
+                let (w, n) = l.split_once(' ').unwrap();
+                (w.to_string(), n.trim().parse().unwrap())
+            })
+            .collect()
+    }
+
     pub fn send(&mut self, text: &str) {
         self.session.send(text).expect("write to the pty");
     }
