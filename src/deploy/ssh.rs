@@ -74,7 +74,6 @@ pub async fn connect(host: &str, opts: &SshOptions) -> Result<Arc<Session>, Laun
 /// says where it listens.
 pub async fn launch(spec: &WorkerSpec, plan: &LaunchPlan, opts: &SshOptions) -> Result<Launched, LaunchError> {
     let started = Instant::now();
-    let session = connect(&spec.host, opts).await?;
     let mut line = format!("cd {} && exec {} worker start --deployed -n {} --listen ssh", quote(&plan.working_dir), quote(&plan.program), quote(&spec.name));
     if plan.no_log {
         line.push_str(" --no-log");
@@ -85,15 +84,19 @@ pub async fn launch(spec: &WorkerSpec, plan: &LaunchPlan, opts: &SshOptions) -> 
     for tag in &spec.tags {
         line.push_str(&format!(" -t {}", quote(tag)));
     }
-    let mut child = session
-        .clone()
-        .arc_raw_command(&line)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .await
-        .map_err(|e| LaunchError::from_ssh(&e.to_string()))?;
+    // The control connection exits a second after it is idle: should that
+    // happen before our command's channel opens (a loaded host), connect again.
+    let mut attempt = 0;
+    let (session, mut child) = loop {
+        attempt += 1;
+        let session = connect(&spec.host, opts).await?;
+        let spawned = session.clone().arc_raw_command(&line).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().await;
+        match spawned {
+            Ok(child) => break (session, child),
+            Err(e) if attempt < 3 && started.elapsed() < opts.wait => tracing::warn!("{}: {e}; connecting again", spec.host),
+            Err(e) => return Err(LaunchError::from_ssh(&e.to_string())),
+        }
+    };
     // The cookie travels on the channel, never on a command line.
     let mut stdin = child.stdin().take().ok_or_else(|| LaunchError::CommandFailed("no input channel".into()))?;
     stdin.write_all(format!("{}\n", plan.cookie).as_bytes()).await.map_err(|e| LaunchError::CommandFailed(e.to_string()))?;
