@@ -314,3 +314,21 @@ fn restart_replaces_a_daemon() {
     assert_ne!(first, second);
     run(&["worker", "stop", "-n", "rw"]).success();
 }
+
+#[test]
+fn a_cookie_given_with_c_works_and_warns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = Node::worker("w1", "127.0.0.21", &[], tmp.path());
+    let out = Outcome(
+        Command::new(BIN)
+            .args(["master", "start", "--no-log", "-c", COOKIE, "-d", "workflow().stream_source([1]).inspect(\"one\")", &w.addr])
+            .env_remove("SKITTER_COOKIE")
+            .env("SKITTER_TMP", tmp.path())
+            .env("HOME", tmp.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap(),
+    );
+    out.success().stderr_has("shows in `ps`");
+    assert_eq!(out.labelled("one"), vec!["1"]);
+}
