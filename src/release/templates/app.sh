@@ -13,11 +13,13 @@ set -e
 self=$0
 while [ -h "$self" ]; do
   link=$(ls -ld "$self" | sed 's/.*-> //')
-  case $link in /*) self=$link ;; *) self=$(dirname "$self")/$link ;; esac
+  case $link in /*) self=$link ;; *) self=${self%/*}/$link ;; esac
 done
-SKITTER_RELEASE_ROOT=$(cd "$(dirname "$self")/.." && pwd)
+# Shell built-ins only from here on: every command of this script is timed.
+case $self in */*) bin=${self%/*} ;; *) bin=. ;; esac
+SKITTER_RELEASE_ROOT=$(cd "$bin/.." && pwd -P)
 SKITTER_RELEASE_NAME={{name}}
-SKITTER_RELEASE_VSN=$(cat "$SKITTER_RELEASE_ROOT/releases/start_data")
+read -r SKITTER_RELEASE_VSN < "$SKITTER_RELEASE_ROOT/releases/start_data"
 SKITTER_RELEASE_COMMAND=${1:-}
 export SKITTER_RELEASE_ROOT SKITTER_RELEASE_NAME SKITTER_RELEASE_VSN SKITTER_RELEASE_COMMAND
 if [ -f "$SKITTER_RELEASE_ROOT/releases/$SKITTER_RELEASE_VSN/env.sh" ]; then
