@@ -165,10 +165,7 @@ pub fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool, cook
 
     let code = if shell {
         crate::shell::halt_on(rt.handle(), consoles.halt.clone(), host.clone());
-        crate::shell::run_local(rt, host, env, app, deploy, &welcome).map(|c| {
-            master.exit.cancel();
-            c
-        })
+        crate::shell::run_local(rt, host, env, app, deploy, &welcome).inspect(|_| master.exit.cancel())
     } else {
         let mut session = Session::new(env, Some(host.clone()), app, None)?;
         let workflow = match &deploy {

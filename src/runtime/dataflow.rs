@@ -875,7 +875,7 @@ fn outlet(plan: &Plan, e: &FlatEdge, instance: usize, layout: &Layout, inboxes: 
     let exchange = plan.exchange(e);
     let n = layout.instances(plan, target_stage);
     let target_op = &plan.graph.nodes[e.to].op;
-    let key = target_op.key_func().map(|f| f.clone());
+    let key = target_op.key_func().cloned();
     let with_record = !matches!(target_op, Operator::Count { .. });
     let partial = (exchange == Exchange::Hash && !with_record).then(|| (0..n).map(|_| KeyMap::default()).collect());
     let (records, keyed) = match exchange {

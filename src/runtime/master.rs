@@ -204,7 +204,7 @@ impl Master {
                             break e.to_string();
                         }
                         Ok(Some(Message::Bye)) => break "it stopped".to_string(),
-                        Ok(Some(msg)) => self.from_worker(&name, msg),
+                        Ok(Some(msg)) => self.on_worker_message(&name, msg),
                     }
                 }
             }
@@ -213,7 +213,7 @@ impl Master {
         self.step(Event::WorkerLeft { name, reason });
     }
 
-    fn from_worker(&self, worker: &str, msg: Message) {
+    fn on_worker_message(&self, worker: &str, msg: Message) {
         match msg {
             Message::Heartbeat | Message::Started { .. } => {}
             Message::Done { id } => self.step(Event::WorkerDone { id, worker: worker.to_string() }),

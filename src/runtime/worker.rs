@@ -214,7 +214,7 @@ impl Worker {
                         Ok(None) => break Some("connection closed".to_string()),
                         Err(e) => break Some(e.to_string()),
                         Ok(Some(Message::Bye)) => break Some("the master quit".to_string()),
-                        Ok(Some(msg)) => self.from_master(msg).await,
+                        Ok(Some(msg)) => self.on_master_message(msg).await,
                     }
                 }
             }
@@ -233,7 +233,7 @@ impl Worker {
         }
     }
 
-    async fn from_master(self: &Arc<Self>, msg: Message) {
+    async fn on_master_message(self: &Arc<Self>, msg: Message) {
         match msg {
             Message::Heartbeat | Message::Peers(_) => {}
             Message::Deploy { id, spec, sources, workers, slots } => {
