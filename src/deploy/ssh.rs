@@ -12,6 +12,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::{quote, LaunchError, WorkerSpec};
 
+/// Settings of this host that its workers take along (never the cookie).
+const FORWARDED_ENV: &[&str] = &["SKITTER_LOG"];
+
 pub struct SshOptions {
     pub config: Option<PathBuf>,
     /// A bound on reaching a host and on the worker becoming ready.
@@ -74,7 +77,18 @@ pub async fn connect(host: &str, opts: &SshOptions) -> Result<Arc<Session>, Laun
 /// says where it listens.
 pub async fn launch(spec: &WorkerSpec, plan: &LaunchPlan, opts: &SshOptions) -> Result<Launched, LaunchError> {
     let started = Instant::now();
-    let mut line = format!("cd {} && exec {} worker start --deployed -n {} --listen ssh", quote(&plan.working_dir), quote(&plan.program), quote(&spec.name));
+    // The worker's environment is given explicitly: the remote login's own
+    // is whatever that host has. Secrets go through the channel, not here.
+    let env: String = FORWARDED_ENV
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()).map(|v| format!("{k}={} ", quote(&v))))
+        .collect();
+    let mut line = format!(
+        "cd {} && exec env {env}{} worker start --deployed -n {} --listen ssh",
+        quote(&plan.working_dir),
+        quote(&plan.program),
+        quote(&spec.name)
+    );
     if plan.no_log {
         line.push_str(" --no-log");
     }
