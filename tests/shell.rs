@@ -245,3 +245,29 @@ fn recompile_reports_a_syntax_error_and_keeps_old_functions() {
     sh.line("answer() * 21");
     sh.expect("42");
 }
+
+#[test]
+fn completion_offers_variables_and_methods_and_hints_show_signatures() {
+    let (dir, home) = (temp(), temp());
+    let mut sh = Pty::spawn(dir.path(), home.path(), &[]);
+    sh.prompt(1);
+    sh.line("let unusual_variable = 20;");
+    sh.prompt(2);
+    // A variable in scope completes.
+    sh.send("unusual_var\t");
+    sh.send(" * 2\r");
+    sh.expect("40");
+    sh.prompt(3);
+    // A method after `.` completes (to_upper is the only method starting so).
+    sh.send("\"ab\".to_upp\t");
+    sh.send("()\r");
+    sh.expect("\"AB\"");
+    sh.prompt(4);
+    // Typing `name(` shows the rest of the signature as a hint.
+    sh.send("fn pair(first, second) { [first, second] }\r");
+    sh.prompt(5);
+    sh.send("pair(");
+    sh.expect("first, second)");
+    sh.send("1, 2)\r");
+    sh.expect("[1, 2]");
+}
