@@ -175,4 +175,7 @@ fn bad_worker_specs_are_usage_errors() {
     run(deploy(&sshd, work.path(), &["@h1"])).expect_code(2).stderr_has("node name before `@` is empty");
     run(deploy(&sshd, work.path(), &["h1", "h1"])).expect_code(2).stderr_has("two workers would be named");
     run(deploy(&sshd, work.path(), &[])).expect_code(2).stderr_has("no workers");
+    run(Command::new(BIN).args(["deploy", "--ssh-config", "/nonexistent/ssh_config", "h1"]).env("SKITTER_COOKIE", COOKIE).env("HOME", work.path()))
+        .expect_code(2)
+        .stderr_has("--ssh-config /nonexistent/ssh_config: no such file");
 }

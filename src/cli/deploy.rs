@@ -116,6 +116,11 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     if !(args.wait_time > 0.0 && args.wait_time.is_finite()) {
         return Err(Error::Usage(format!("--wait-time {}: give a positive number of seconds", args.wait_time)));
     }
+    if let Some(config) = &args.ssh_config {
+        if !config.is_file() {
+            return Err(Error::Usage(format!("--ssh-config {}: no such file", config.display())));
+        }
+    }
     let master_name = node_name(args.name.as_deref(), "skitter_master");
     let mode = match args.mode.as_str() {
         "s" | "start" => "start",
