@@ -194,7 +194,13 @@ impl Connection {
         self.writer
             .write(&Message::Hello { protocol: PROTOCOL, version: crate::VERSION.into(), role: me.role, name: me.name.clone(), nonce: mine })
             .await?;
-        let (peer_role, peer_name, theirs) = match self.next().await? {
+        let first = match self.next().await {
+            Err(NetError::Malformed(reason)) => {
+                return Err(NetError::Handshake(format!("{} does not speak skitter's protocol: is it a skitter node? ({reason})", self.peer_addr)))
+            }
+            other => other?,
+        };
+        let (peer_role, peer_name, theirs) = match first {
             Message::Hello { protocol, role, name, nonce, .. } if protocol == PROTOCOL => (role, name, nonce),
             Message::Hello { protocol, version, .. } => {
                 return Err(NetError::Handshake(format!("incompatible version: the peer runs skitter {version} (protocol {protocol}), this is {} (protocol {PROTOCOL})", crate::VERSION)))
