@@ -58,6 +58,9 @@ pub enum MasterCommand {
     /// Run in the background; output in tmp/<node>.out (`d`).
     #[command(visible_alias = "d")]
     Daemon,
+    /// Like daemon: attach a shell with `remote` (`D`).
+    #[command(name = "daemon_iex", visible_alias = "D")]
+    DaemonIex,
     /// Stop the node named with -n gracefully and wait until it is gone.
     Stop,
     /// Print the process id of the node named with -n.
@@ -95,7 +98,7 @@ pub fn run(args: MasterArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         MasterCommand::Pid => node::manage(Manage::Pid, app.as_ref(), app_dir, &name, None, Vec::new()),
         MasterCommand::Stop => node::manage(Manage::Stop, app.as_ref(), app_dir, &name, None, Vec::new()),
         MasterCommand::Remote => node::manage(Manage::Remote, app.as_ref(), app_dir, &name, args.cookie.as_deref(), Vec::new()),
-        MasterCommand::Daemon => node::manage(Manage::Daemon, app.as_ref(), app_dir, &name, None, args.start_args()),
+        MasterCommand::Daemon | MasterCommand::DaemonIex => node::manage(Manage::Daemon, app.as_ref(), app_dir, &name, None, args.start_args()),
         MasterCommand::Restart => node::manage(Manage::Restart, app.as_ref(), app_dir, &name, None, args.start_args()),
         command => start(args, app, name, matches!(command, MasterCommand::StartIex), None),
     }

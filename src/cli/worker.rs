@@ -58,9 +58,15 @@ pub enum WorkerCommand {
     /// Run in the foreground; the default (`s`).
     #[command(visible_alias = "s")]
     Start,
+    /// Run in the foreground with a shell on the worker (`S`).
+    #[command(name = "start_iex", visible_alias = "S")]
+    StartIex,
     /// Run in the background; output in tmp/<node>.out (`d`).
     #[command(visible_alias = "d")]
     Daemon,
+    /// Like daemon: attach a shell with `remote` (`D`).
+    #[command(name = "daemon_iex", visible_alias = "D")]
+    DaemonIex,
     /// Stop the node named with -n gracefully and wait until it is gone.
     Stop,
     /// Print the process id of the node named with -n.
@@ -111,9 +117,10 @@ pub fn run(args: WorkerArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         WorkerCommand::Pid => node::manage(Manage::Pid, app.as_ref(), app_dir, &name, None, Vec::new()),
         WorkerCommand::Stop => node::manage(Manage::Stop, app.as_ref(), app_dir, &name, None, Vec::new()),
         WorkerCommand::Remote => node::manage(Manage::Remote, app.as_ref(), app_dir, &name, args.cookie.as_deref(), Vec::new()),
-        WorkerCommand::Daemon => node::manage(Manage::Daemon, app.as_ref(), app_dir, &name, None, args.start_args()),
+        WorkerCommand::Daemon | WorkerCommand::DaemonIex => node::manage(Manage::Daemon, app.as_ref(), app_dir, &name, None, args.start_args()),
         WorkerCommand::Restart => node::manage(Manage::Restart, app.as_ref(), app_dir, &name, None, args.start_args()),
-        WorkerCommand::Start => start(args, app, name),
+        WorkerCommand::Start => start(args, app, name, false),
+        WorkerCommand::StartIex => start(args, app, name, true),
     }
 }
 
@@ -128,7 +135,7 @@ fn listen_addr(listen: &str) -> Result<String> {
     Ok(if server_ip.contains(':') { format!("[{server_ip}]:0") } else { format!("{server_ip}:0") })
 }
 
-fn start(args: WorkerArgs, app: Option<App>, name: String) -> Result<ExitCode> {
+fn start(args: WorkerArgs, app: Option<App>, name: String, shell: bool) -> Result<ExitCode> {
     let cookie = if args.deployed {
         let mut line = String::new();
         std::io::stdin().read_line(&mut line).map_err(|e| Error::Failed(format!("cannot read the cookie from stdin: {e}")))?;
@@ -168,14 +175,28 @@ fn start(args: WorkerArgs, app: Option<App>, name: String) -> Result<ExitCode> {
     let addr = listener.local_addr().map_err(|e| Error::Failed(e.to_string()))?.to_string();
     let welcome = log::welcome("worker", &name, &format!(" at {addr}"));
     tracing::info!("{welcome}");
-    eprintln!("{welcome}");
+    if !shell {
+        eprintln!("{welcome}");
+    }
     let _record = NodeFile::write(&tmp_dir(app.as_ref()), &name, &addr).map_err(|e| Error::Failed(format!("cannot write the node file: {e}")))?;
     let env = EngineEnv::new(app.as_ref().map(App::priv_dir), stdout_output());
     let console_env = env.clone();
     let worker_name = name.clone();
     let config = WorkerConfig { name, tags, slots, cookie, master, shutdown_with_master: !args.no_shutdown_with_master, env };
     let worker = Worker::new(config, addr);
-    let consoles = Arc::new(Consoles { node: worker_name, host: Some(worker.clone()), app, env: console_env, halt: CancellationToken::new() });
+    let consoles = Arc::new(Consoles { node: worker_name, host: Some(worker.clone()), app: app.clone(), env: console_env.clone(), halt: CancellationToken::new() });
+    if shell {
+        // The worker serves in the background; the shell is in front.
+        rt.spawn(worker.clone().run(listener, consoles.clone()));
+        let gone = worker.clone();
+        rt.spawn(async move {
+            gone.exit.cancelled().await;
+            crate::shell::leave_now(gone.exit_code() as i32, "the worker is shutting down");
+        });
+        let host: Arc<dyn crate::script::Host> = worker.clone();
+        crate::shell::halt_on(rt.handle(), consoles.halt.clone(), host.clone());
+        return crate::shell::run_local(rt, host, console_env, app, None, &welcome);
+    }
     let code = rt.block_on(async {
         let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::Failed(format!("cannot handle signals: {e}")))?;
         let mut term = signal(SignalKind::terminate()).map_err(|e| Error::Failed(format!("cannot handle signals: {e}")))?;
