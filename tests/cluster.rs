@@ -337,8 +337,9 @@ fn a_cookie_given_with_c_works_and_warns() {
 fn a_worker_with_a_shell_joins_its_master_and_answers() {
     let tmp = tempfile::tempdir().unwrap();
     let master = Node::spawn(&["master", "start", "--no-log", "--listen", "127.0.0.22:0"], tmp.path(), COOKIE, None);
-    let script = "let t = timestamp();\nwhile !runtime_info().has_master && t.elapsed < 10.0 { sleep(0.01); }\nprint(`mode ${runtime_info().mode} master ${runtime_info().has_master}`);\n";
+    let script = "let t = timestamp();\nwhile workers().len() < 1 && t.elapsed < 10.0 { sleep(0.01); }\nprint(`mode ${runtime_info().mode} master ${runtime_info().has_master} peers ${workers().len()}`);\n";
     let mut worker = Node::spawn(&["worker", "start_iex", "--no-log", "-n", "sw", "--listen", "127.0.0.23:0", &master.addr], tmp.path(), COOKIE, Some(script));
     worker.wait(Duration::from_secs(15)).expect("the shell ends with its input");
-    assert!(worker.stdout().contains("mode worker master true"), "{}\n{}", worker.stdout(), worker.stderr());
+    // Every worker knows the cluster's workers (here: itself).
+    assert!(worker.stdout().contains("mode worker master true peers 1"), "{}\n{}", worker.stdout(), worker.stderr());
 }

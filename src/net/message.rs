@@ -44,6 +44,18 @@ pub struct WorkerInfo {
     pub slots: u32,
 }
 
+impl WorkerInfo {
+    /// The worker as scripts see it: `#{name, addr, slots, tags}`.
+    pub fn to_dynamic(&self) -> rhai::Dynamic {
+        let mut m = rhai::Map::new();
+        m.insert("name".into(), self.name.clone().into());
+        m.insert("addr".into(), self.addr.clone().into());
+        m.insert("slots".into(), rhai::Dynamic::from_int(self.slots as i64));
+        m.insert("tags".into(), rhai::Dynamic::from_array(self.tags.iter().map(|t| rhai::Dynamic::from(t.clone())).collect()));
+        rhai::Dynamic::from_map(m)
+    }
+}
+
 /// A function as it travels: its name and captured values.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FuncSpec {

@@ -266,14 +266,6 @@ impl Master {
 
 }
 
-fn worker_map(w: &WorkerInfo) -> Dynamic {
-    let mut m = Map::new();
-    m.insert("name".into(), w.name.clone().into());
-    m.insert("addr".into(), w.addr.clone().into());
-    m.insert("slots".into(), Dynamic::from_int(w.slots as i64));
-    m.insert("tags".into(), Dynamic::from_array(w.tags.iter().map(|t| Dynamic::from(t.clone())).collect()));
-    Dynamic::from_map(m)
-}
 
 impl Host for Master {
     fn node_name(&self) -> String {
@@ -334,11 +326,11 @@ impl Host for Master {
     }
 
     fn workers(&self) -> Array {
-        self.coordinator.lock().expect("coordinator lock").workers().iter().map(worker_map).collect()
+        self.coordinator.lock().expect("coordinator lock").workers().iter().map(WorkerInfo::to_dynamic).collect()
     }
 
     fn with_tag(&self, tag: &str) -> Array {
-        self.coordinator.lock().expect("coordinator lock").with_tag(tag).iter().map(worker_map).collect()
+        self.coordinator.lock().expect("coordinator lock").with_tag(tag).iter().map(WorkerInfo::to_dynamic).collect()
     }
 
     fn set_output(&self, output: Output) {

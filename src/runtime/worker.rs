@@ -46,6 +46,8 @@ pub struct Worker {
     /// The control link to the current master.
     master: Mutex<Option<mpsc::UnboundedSender<Message>>>,
     workflows: Mutex<HashMap<u64, Arc<Running>>>,
+    /// The cluster's workers, as the master last told us.
+    peers: Mutex<Vec<WorkerInfo>>,
     appeared: Notify,
     /// Cancelled when the process should exit, with `exit_code`.
     pub exit: CancellationToken,
@@ -61,6 +63,7 @@ impl Worker {
             addr,
             master: Mutex::new(None),
             workflows: Mutex::new(HashMap::new()),
+            peers: Mutex::new(Vec::new()),
             appeared: Notify::new(),
             exit: CancellationToken::new(),
             exit_code: AtomicU8::new(0),
@@ -235,7 +238,8 @@ impl Worker {
 
     async fn on_master_message(self: &Arc<Self>, msg: Message) {
         match msg {
-            Message::Heartbeat | Message::Peers(_) => {}
+            Message::Heartbeat => {}
+            Message::Peers(peers) => *self.peers.lock().expect("peers lock") = peers,
             Message::Deploy { id, spec, sources, workers, slots } => {
                 match self.start_part(id, spec, sources, workers, slots as usize) {
                     Ok(()) => self.to_master(Message::Started { id }),
@@ -455,8 +459,14 @@ impl crate::script::Host for Worker {
         self.workflows.lock().expect("workflows lock").iter().map(|(&id, w)| (crate::script::WorkflowRef { id }, w.status())).collect()
     }
 
+    /// The cluster's workers, this one included, as the master announced them.
     fn workers(&self) -> rhai::Array {
-        Vec::new()
+        self.peers
+            .lock()
+            .expect("peers lock")
+            .iter()
+            .map(WorkerInfo::to_dynamic)
+            .collect()
     }
 
     fn runtime_info(&self) -> rhai::Map {
