@@ -15,8 +15,8 @@ use crate::runtime::console::Consoles;
 use crate::runtime::node::NodeFile;
 use crate::runtime::{log, node, LocalRuntime};
 use crate::script::engine::stdout_output;
-use crate::script::{App, EngineEnv, Host, Session, WorkflowRef};
-use crate::workflow::{Status, Workflow};
+use crate::script::{App, EngineEnv, Session, WorkflowRef};
+use crate::workflow::Status;
 use crate::{Error, Result};
 
 #[derive(Args, Debug)]
@@ -180,25 +180,11 @@ fn serve_consoles(rt: &tokio::runtime::Runtime, listen: &str, config: &LocalConf
     Ok(Some((record, addr)))
 }
 
-/// Evaluates a `--deploy` expression and deploys what it returns.
-pub fn deploy_expr(runtime: &dyn Host, session: &mut Session, expr: &str) -> Result<WorkflowRef> {
-    let value = session.eval_named(expr, "--deploy").map_err(|e| Error::Failed(format!("--deploy `{expr}`: {e}")))?;
-    if value.is::<WorkflowRef>() {
-        return Ok(value.cast::<WorkflowRef>());
-    }
-    let Some(wf) = value.clone().try_cast::<Workflow>() else {
-        return Err(Error::Failed(format!("--deploy `{expr}` returned {} ({value}), not a workflow", value.type_name())));
-    };
-    runtime
-        .deploy(&wf, session.code())
-        .map_err(|e| Error::Failed(format!("--deploy `{expr}`: {e}")))
-}
-
 /// `local start`: deploy, then wait for the workflow to end; a signal stops it
 /// gracefully, a second one exits at once.
 fn start(rt: &tokio::runtime::Runtime, runtime: &Arc<LocalRuntime>, session: &mut Session, deploy: Option<&str>, halt: &CancellationToken) -> Result<ExitCode> {
     let workflow = match deploy {
-        Some(expr) => Some(deploy_expr(runtime.as_ref(), session, expr)?),
+        Some(expr) => Some(session.deploy_expr(runtime.as_ref(), expr).map_err(Error::Failed)?),
         None => None,
     };
     let status = rt.block_on(async {

@@ -172,7 +172,7 @@ pub fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool, cook
     } else {
         let mut session = Session::new(env, Some(host.clone()), app, None)?;
         let workflow = match &deploy {
-            Some(expr) => Some(super::local_deploy(host.as_ref(), &mut session, expr)?),
+            Some(expr) => Some(session.deploy_expr(host.as_ref(), expr).map_err(Error::Failed)?),
             None => None,
         };
         let status = rt.block_on(async {

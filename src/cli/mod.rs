@@ -9,7 +9,6 @@ mod new;
 mod node;
 mod release;
 mod worker;
-pub use local::deploy_expr as local_deploy;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

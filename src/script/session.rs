@@ -186,6 +186,19 @@ impl Session {
         self.run(&ast, None)
     }
 
+    /// Evaluates a `--deploy` expression (not counted as an entry) and
+    /// deploys the workflow it returns on `host`; a reference is taken as is.
+    pub fn deploy_expr(&mut self, host: &dyn Host, expr: &str) -> Result<super::WorkflowRef, String> {
+        let value = self.eval_named(expr, "--deploy").map_err(|e| format!("--deploy `{expr}`: {e}"))?;
+        if value.is::<super::WorkflowRef>() {
+            return Ok(value.cast::<super::WorkflowRef>());
+        }
+        let Some(wf) = value.clone().try_cast::<crate::workflow::Workflow>() else {
+            return Err(format!("--deploy `{expr}` returned {} ({value}), not a workflow", value.type_name()));
+        };
+        host.deploy(&wf, self.code()).map_err(|e| format!("--deploy `{expr}`: {e}"))
+    }
+
     pub fn app(&self) -> Option<&App> {
         self.app.as_ref()
     }

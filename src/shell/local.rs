@@ -125,9 +125,9 @@ pub fn run_local(
         }
     }
     if let Some(expr) = deploy {
-        match crate::cli::local_deploy(runtime.as_ref(), backend.session_mut(), &expr) {
+        match backend.session_mut().deploy_expr(runtime.as_ref(), &expr) {
             Ok(r) => println!("deployed `{expr}` as {}", render::value(&rhai::Dynamic::from(r))),
-            Err(e) => eprintln!("{}", render::error(&ScriptError { kind: ErrorKind::Runtime, message: e.to_string(), excerpt: None })),
+            Err(e) => eprintln!("{}", render::error(&ScriptError { kind: ErrorKind::Runtime, message: e, excerpt: None })),
         }
     }
     super::forward_interrupts(rt.handle(), backend.interrupter())?;
