@@ -111,7 +111,12 @@ impl Writer {
 
     /// Queues a message without flushing (for batching many small ones).
     pub async fn feed(&mut self, msg: &Message) -> Result<(), NetError> {
-        self.inner.feed(bytes::Bytes::from(encode(msg))).await.map_err(NetError::Io)
+        self.feed_encoded(bytes::Bytes::from(encode(msg))).await
+    }
+
+    /// Queues a message encoded elsewhere (see [`encode`]).
+    pub async fn feed_encoded(&mut self, frame: bytes::Bytes) -> Result<(), NetError> {
+        self.inner.feed(frame).await.map_err(NetError::Io)
     }
 
     pub async fn flush(&mut self) -> Result<(), NetError> {

@@ -363,19 +363,20 @@ struct WorkerRemote {
     id: u64,
     peers: Vec<WorkerInfo>,
     identity: Identity,
-    links: Mutex<HashMap<usize, mpsc::Sender<Message>>>,
+    /// Encoded frames to each peer.
+    links: Mutex<HashMap<usize, mpsc::Sender<bytes::Bytes>>>,
     master: mpsc::UnboundedSender<Message>,
     handle: tokio::runtime::Handle,
 }
 
 impl WorkerRemote {
-    fn link(&self, worker: usize) -> Result<mpsc::Sender<Message>, String> {
+    fn link(&self, worker: usize) -> Result<mpsc::Sender<bytes::Bytes>, String> {
         let mut links = self.links.lock().expect("links lock");
         if let Some(link) = links.get(&worker) {
             return Ok(link.clone());
         }
         let peer = self.peers.get(worker).ok_or_else(|| format!("no worker number {worker}"))?.clone();
-        let (tx, mut rx) = mpsc::channel::<Message>(LINK_QUEUE);
+        let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(LINK_QUEUE);
         let identity = self.identity.clone();
         let master = self.master.clone();
         let id = self.id;
@@ -392,11 +393,11 @@ impl WorkerRemote {
                 }
             };
             while let Some(msg) = rx.recv().await {
-                let mut result = auth.writer.feed(&msg).await;
+                let mut result = auth.writer.feed_encoded(msg).await;
                 // Send everything queued in one flush.
                 while result.is_ok() {
                     match rx.try_recv() {
-                        Ok(more) => result = auth.writer.feed(&more).await,
+                        Ok(more) => result = auth.writer.feed_encoded(more).await,
                         Err(_) => break,
                     }
                 }
@@ -414,10 +415,17 @@ impl WorkerRemote {
 
 impl Remote for WorkerRemote {
     fn send(&self, worker: usize, stage: usize, instance: usize, msg: Msg) -> Result<(), String> {
-        let Some(data) = to_wire(msg)? else { return Ok(()) };
+        let (stage, instance) = (stage as u32, instance as u32);
+        let frame = match msg {
+            Msg::Records(records) => postcard::to_allocvec(&crate::net::message::RecordsFrame { id: self.id, stage, instance, records: &records })
+                .map_err(|e| e.to_string())?,
+            other => match to_wire(other)? {
+                Some(data) => crate::net::connection::encode(&Message::Data { id: self.id, stage, instance, msg: data }),
+                None => return Ok(()),
+            },
+        };
         let link = self.link(worker)?;
-        link.blocking_send(Message::Data { id: self.id, stage: stage as u32, instance: instance as u32, msg: data })
-            .map_err(|_| format!("the data link to worker {} is closed", self.peers[worker].name))
+        link.blocking_send(bytes::Bytes::from(frame)).map_err(|_| format!("the data link to worker {} is closed", self.peers[worker].name))
     }
 
     fn collect(&self, sink: &str, records: &[Dynamic]) -> Result<(), String> {
