@@ -71,8 +71,8 @@ fn every_rhai_block_of_the_book_runs() {
     assert!(ran >= 8, "only {ran} blocks found");
 }
 
-#[test]
-fn every_documented_function_has_a_running_example() {
+/// The documentation of every function a shell session sees.
+fn all_docs() -> Vec<skitter::script::docs::FnDoc> {
     let env = EngineEnv::new(None, skitter::script::engine::stdout_output());
     let engine = skitter::script::new_engine(&env);
     let mut docs = function_docs(&engine);
@@ -81,8 +81,51 @@ fn every_documented_function_has_a_running_example() {
     let runtime = Arc::new(LocalRuntime::new(rt.handle().clone(), "docs@test".into(), 1, env.clone()));
     let session = Session::new(env, Some(runtime), None, Some(Default::default())).unwrap();
     docs.extend(function_docs(session.engine()));
-    docs.sort_by(|a, b| a.signature.cmp(&b.signature));
+    docs.retain(|d| !d.name.starts_with("to_string") && !d.name.starts_with("to_debug"));
+    docs.sort_by(|a, b| a.name.cmp(&b.name).then(a.signature.cmp(&b.signature)));
     docs.dedup();
+    docs
+}
+
+/// The book's reference chapter, made from the same doc comments as `h()`.
+fn reference() -> String {
+    let mut out = String::from("# Reference\n\nEvery function scripts can call, with what `h(\"name\")` shows in the shell.\nThis page is generated from the functions' own documentation: `SKITTER_BLESS=1 cargo test --test docs` rewrites it.\n");
+    let docs = all_docs();
+    let mut i = 0;
+    while i < docs.len() {
+        let name = &docs[i].name;
+        let group: Vec<_> = docs[i..].iter().take_while(|d| &d.name == name).collect();
+        out.push_str(&format!("\n## {name}\n\n```text\n"));
+        for d in &group {
+            out.push_str(&format!("{}\n", d.signature));
+        }
+        out.push_str("```\n");
+        let mut seen: Vec<&str> = Vec::new();
+        for d in &group {
+            if !seen.contains(&d.doc.as_str()) {
+                seen.push(&d.doc);
+                out.push_str(&format!("\n{}\n", d.doc.trim_end()));
+            }
+        }
+        i += group.len();
+    }
+    out
+}
+
+#[test]
+fn the_book_reference_is_the_functions_documentation() {
+    let path = repo().join("book/src/reference.md");
+    let generated = reference();
+    if std::env::var_os("SKITTER_BLESS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(committed == generated, "book/src/reference.md is out of date: run `SKITTER_BLESS=1 cargo test --test docs`");
+}
+
+#[test]
+fn every_documented_function_has_a_running_example() {
+    let docs = all_docs();
     let mut ran = 0;
     for doc in &docs {
         if doc.name.starts_with("to_string") || doc.name.starts_with("to_debug") {

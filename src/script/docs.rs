@@ -52,11 +52,20 @@ pub fn function_docs(engine: &Engine) -> Vec<FnDoc> {
         .functions
         .into_iter()
         .filter(|f| !f.doc_comments.is_empty())
-        .map(|f| FnDoc { doc: strip_markers(&f.doc_comments), name: f.name, signature: f.signature })
+        .map(|f| FnDoc { doc: strip_markers(&f.doc_comments), name: f.name, signature: clean_signature(&f.signature) })
         .collect();
     docs.sort_by(|a, b| a.name.cmp(&b.name).then(a.signature.cmp(&b.signature)));
     docs.dedup();
     docs
+}
+
+/// Shows a fallible function's return type as scripts see it: `-> Workflow`,
+/// not the Rust `-> RhaiResult<Workflow>` it is declared with.
+fn clean_signature(signature: &str) -> String {
+    match signature.split_once("-> RhaiResult<") {
+        Some((head, ret)) if ret.ends_with('>') => format!("{head}-> {}", &ret[..ret.len() - 1]),
+        _ => signature.to_string(),
+    }
 }
 
 /// Removes `///` from doc comment lines.
