@@ -57,7 +57,12 @@ fn workers_dial_the_master_and_tags_reach_it() {
         for pair in results(r) { print(`count: ["${pair[0]}", ${pair[1]}]`); }
     "#;
     let app = example("word_count");
-    let mut master = Node::spawn(&["master", "start_iex", "--no-log", "--listen", "127.0.0.1:0", "--app", app.to_str().unwrap()], tmp.path(), COOKIE, Some(script));
+    let mut master = Node::spawn(
+        &["master", "start_iex", "--no-log", "--listen", "127.0.0.1:0", "--app", app.to_str().unwrap()],
+        tmp.path(),
+        COOKIE,
+        Some(script),
+    );
     // The master's address is in its node file.
     let record = wait_for_file(&tmp.path().join(format!("{}.node", master_name(tmp.path()))));
     let addr = record.lines().next().unwrap().to_string();
@@ -74,7 +79,14 @@ fn workers_dial_the_master_and_tags_reach_it() {
 fn master_name(tmp: &Path) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(name) = std::fs::read_dir(tmp).ok().into_iter().flatten().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).find(|n| n.starts_with("skitter_master@") && n.ends_with(".node")) {
+        if let Some(name) = std::fs::read_dir(tmp)
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .find(|n| n.starts_with("skitter_master@") && n.ends_with(".node"))
+        {
             return name.trim_end_matches(".node").to_string();
         }
         assert!(Instant::now() < deadline, "no master node file in {}", tmp.display());
@@ -152,7 +164,8 @@ fn a_worker_killed_mid_run_fails_its_workflow_within_2_seconds_and_the_master_st
         print(`status ${status(r)}`);
         print(`workers ${workers().len()}`);
     "#;
-    let mut master = Node::spawn(&["master", "start_iex", "--no-log", "--listen", "127.0.0.1:0", &w1.addr, &w2.addr], tmp.path(), COOKIE, Some(watch));
+    let mut master =
+        Node::spawn(&["master", "start_iex", "--no-log", "--listen", "127.0.0.1:0", &w1.addr, &w2.addr], tmp.path(), COOKIE, Some(watch));
     let deadline = Instant::now() + Duration::from_secs(10);
     while !master.stdout().contains("deployed") {
         assert!(Instant::now() < deadline, "never deployed:\n{}\n{}", master.stdout(), master.stderr());
@@ -186,7 +199,8 @@ fn a_graceful_stop_of_a_running_million_record_workflow_loses_nothing() {
         print(`stop ${stop(r)}`);
         for pair in results(r) { print(`residue ${pair[0]} ${pair[1]}`); }
     "#;
-    let mut master = Node::spawn(&["master", "start_iex", "--no-log", "--listen", "127.0.0.1:0", &w1.addr, &w2.addr], tmp.path(), COOKIE, Some(script));
+    let mut master =
+        Node::spawn(&["master", "start_iex", "--no-log", "--listen", "127.0.0.1:0", &w1.addr, &w2.addr], tmp.path(), COOKIE, Some(script));
     master.wait(Duration::from_secs(60)).expect("the master's shell ends");
     let out = master.stdout();
     assert!(out.contains("stop stopped") || out.contains("stop finished"), "{out}\n{}", master.stderr());
@@ -269,7 +283,9 @@ fn daemon_pid_and_stop() {
     // A second daemon of the same name is refused.
     run(&["worker", "daemon", "-n", "dw", "--no-log"]).expect_code(1).stderr_has("already running");
     run(&["worker", "stop", "-n", "dw"]).success();
-    assert!(!Path::new(&format!("/proc/{pid}/stat")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z"));
+    assert!(
+        !Path::new(&format!("/proc/{pid}/stat")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z")
+    );
     run(&["worker", "pid", "-n", "dw"]).expect_code(1).stderr_has("no node named dw@");
 }
 
@@ -283,7 +299,8 @@ fn a_second_worker_of_the_same_name_and_a_second_master_are_refused() {
     let second = master_run(&[&w.addr], tmp.path(), COOKIE);
     second.expect_code(1).stderr_has("worker already has a master");
     // A worker with a name already registered is turned away too.
-    let mut twin = Node::spawn(&["worker", "start", "--no-log", "-n", "solo", "--listen", "127.0.0.18:0", &master.addr], tmp.path(), COOKIE, None);
+    let mut twin =
+        Node::spawn(&["worker", "start", "--no-log", "-n", "solo", "--listen", "127.0.0.18:0", &master.addr], tmp.path(), COOKIE, None);
     let status = twin.wait(Duration::from_secs(10)).expect("the twin is refused and exits");
     assert_eq!(status.code(), Some(1));
     assert!(twin.stderr().contains("worker already connected"), "{}", twin.stderr());
@@ -293,7 +310,12 @@ fn a_second_worker_of_the_same_name_and_a_second_master_are_refused() {
 fn shutdown_with_workers_makes_the_master_exit_4_when_one_goes() {
     let tmp = tempfile::tempdir().unwrap();
     let mut w = Node::worker("w1", "127.0.0.19", &[], tmp.path());
-    let mut master = Node::spawn(&["master", "start", "--no-log", "--shutdown-with-workers", "--listen", "127.0.0.1:0", &w.addr], tmp.path(), COOKIE, None);
+    let mut master = Node::spawn(
+        &["master", "start", "--no-log", "--shutdown-with-workers", "--listen", "127.0.0.1:0", &w.addr],
+        tmp.path(),
+        COOKIE,
+        None,
+    );
     assert!(master.wait_stderr("Running in master mode", Duration::from_secs(5)));
     std::thread::sleep(Duration::from_millis(200));
     w.kill9();
@@ -305,7 +327,16 @@ fn shutdown_with_workers_makes_the_master_exit_4_when_one_goes() {
 fn restart_replaces_a_daemon() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        Outcome(Command::new(BIN).args(args).env("SKITTER_COOKIE", COOKIE).env("SKITTER_TMP", tmp.path()).env("HOME", tmp.path()).stdin(Stdio::null()).output().unwrap())
+        Outcome(
+            Command::new(BIN)
+                .args(args)
+                .env("SKITTER_COOKIE", COOKIE)
+                .env("SKITTER_TMP", tmp.path())
+                .env("HOME", tmp.path())
+                .stdin(Stdio::null())
+                .output()
+                .unwrap(),
+        )
     };
     run(&["worker", "daemon", "-n", "rw", "--no-log", "--listen", "127.0.0.20:0"]).success();
     let first: u32 = run(&["worker", "pid", "-n", "rw"]).stdout().trim().parse().unwrap();
@@ -338,7 +369,12 @@ fn a_worker_with_a_shell_joins_its_master_and_answers() {
     let tmp = tempfile::tempdir().unwrap();
     let master = Node::spawn(&["master", "start", "--no-log", "--listen", "127.0.0.22:0"], tmp.path(), COOKIE, None);
     let script = "let t = timestamp();\nwhile workers().len() < 1 && t.elapsed < 10.0 { sleep(0.01); }\nprint(`mode ${runtime_info().mode} master ${runtime_info().has_master} peers ${workers().len()}`);\n";
-    let mut worker = Node::spawn(&["worker", "start_iex", "--no-log", "-n", "sw", "--listen", "127.0.0.23:0", &master.addr], tmp.path(), COOKIE, Some(script));
+    let mut worker = Node::spawn(
+        &["worker", "start_iex", "--no-log", "-n", "sw", "--listen", "127.0.0.23:0", &master.addr],
+        tmp.path(),
+        COOKIE,
+        Some(script),
+    );
     worker.wait(Duration::from_secs(15)).expect("the shell ends with its input");
     // Every worker knows the cluster's workers (here: itself).
     assert!(worker.stdout().contains("mode worker master true peers 1"), "{}\n{}", worker.stdout(), worker.stderr());

@@ -80,7 +80,8 @@ fn deploy_to_four_hosts_runs_the_word_count_with_exact_totals() {
 fn a_deploy_expression_with_spaces_and_quotes_arrives_intact_and_tags_reach_the_master() {
     let sshd = Sshd::start();
     let work = tempfile::tempdir().unwrap();
-    let expr = r#"workflow().stream_source(["two words", "it's \"quoted\"", `${with_tag("gpu").len()} ${with_tag("gpu")[0].name}`]).inspect("v")"#;
+    let expr =
+        r#"workflow().stream_source(["two words", "it's \"quoted\"", `${with_tag("gpu").len()} ${with_tag("gpu")[0].name}`]).inspect("v")"#;
     let out = run(deploy(&sshd, work.path(), &["-q", "-d", expr, "b1@h1", "b2@h2:gpu,big"]));
     out.success();
     let mut got = out.labelled("v");
@@ -101,7 +102,11 @@ fn unreachable_hosts_roll_back_and_are_each_named_with_their_reason() {
     sshd.alias("nowhere", "no-such-host.invalid", 22);
     let work = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let out = run(deploy(&sshd, work.path(), &["--wait-time", "3", "-d", "workflow().stream_source([1]).inspect()", "c1@h1", "c2@h2", "refused", "silent", "nowhere"]));
+    let out = run(deploy(
+        &sshd,
+        work.path(),
+        &["--wait-time", "3", "-d", "workflow().stream_source([1]).inspect()", "c1@h1", "c2@h2", "refused", "silent", "nowhere"],
+    ));
     out.expect_code(1);
     out.stderr_has("3 of 5 host(s) failed").stderr_has("the 2 worker(s) already started were stopped");
     out.stderr_has("refused: refused").stderr_has("silent: timed out").stderr_has("nowhere: name not resolved");
@@ -150,7 +155,11 @@ fn daemon_mode_then_stop_the_workers_and_the_master() {
     let _stop_on_failure = StopMaster(work.path().to_path_buf());
     out.success().stdout_has("running as a daemon");
     assert_eq!(processes("--deployed -n e1@h1").len(), 1, "{}", out.stdout());
-    let rpc = run(Command::new(BIN).args(["rpc", "dm", "workers().len()"]).env("SKITTER_COOKIE", COOKIE).env("SKITTER_TMP", work.path()).env("HOME", work.path()));
+    let rpc = run(Command::new(BIN)
+        .args(["rpc", "dm", "workers().len()"])
+        .env("SKITTER_COOKIE", COOKIE)
+        .env("SKITTER_TMP", work.path())
+        .env("HOME", work.path()));
     rpc.success().stdout_has("2");
     let stop = run(deploy(&sshd, work.path(), &["--stop", "e1@h1", "e2@h2"]));
     stop.success().stdout_has("stopped the workers on 2 host(s)");
@@ -175,7 +184,10 @@ fn bad_worker_specs_are_usage_errors() {
     run(deploy(&sshd, work.path(), &["@h1"])).expect_code(2).stderr_has("node name before `@` is empty");
     run(deploy(&sshd, work.path(), &["h1", "h1"])).expect_code(2).stderr_has("two workers would be named");
     run(deploy(&sshd, work.path(), &[])).expect_code(2).stderr_has("no workers");
-    run(Command::new(BIN).args(["deploy", "--ssh-config", "/nonexistent/ssh_config", "h1"]).env("SKITTER_COOKIE", COOKIE).env("HOME", work.path()))
-        .expect_code(2)
-        .stderr_has("--ssh-config /nonexistent/ssh_config: no such file");
+    run(Command::new(BIN)
+        .args(["deploy", "--ssh-config", "/nonexistent/ssh_config", "h1"])
+        .env("SKITTER_COOKIE", COOKIE)
+        .env("HOME", work.path()))
+    .expect_code(2)
+    .stderr_has("--ssh-config /nonexistent/ssh_config: no such file");
 }

@@ -165,7 +165,8 @@ fn readme_opens_with_the_two_commands() {
     let ci = std::fs::read_to_string(repo().join(".ci/run")).unwrap();
     let blocks: Vec<&str> = readme.split("```").skip(1).step_by(2).collect();
     let first = blocks.first().expect("a code block in the README");
-    let commands: Vec<&str> = first.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("sh")).collect();
+    let commands: Vec<&str> =
+        first.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("sh")).collect();
     assert_eq!(commands.len(), 2, "the README's first block holds exactly the two commands: {commands:?}");
     assert!(commands[0].contains("local start"), "first command runs the word count: {}", commands[0]);
     assert!(ci.lines().any(|l| l.trim() == commands[1]), ".ci/run runs the README's test command `{}`", commands[1]);

@@ -49,7 +49,8 @@ fn deploy_option_overrides_env_which_overrides_config() {
 
 #[test]
 fn filter_sends_rejected_records_to_its_reject_port() {
-    let wf = r#"workflow().stream_source(1..=10).filter(|x| x % 3 == 0).name("f").inspect("accepted").from("f.reject").inspect("rejected")"#;
+    let wf =
+        r#"workflow().stream_source(1..=10).filter(|x| x % 3 == 0).name("f").inspect("accepted").from("f.reject").inspect("rejected")"#;
     let out = Skitter::new().args(["local", "start", "--no-log", "--deploy", wf]).run();
     out.success();
     let sorted = |mut v: Vec<String>| {
@@ -247,7 +248,9 @@ fn write_lines_writes_every_record() {
 
 #[test]
 fn a_missing_input_file_fails_the_deploy_clearly() {
-    let out = Skitter::new().args(["local", "start", "--no-log", "--deploy", "workflow().read_lines(\"/nonexistent/words.txt\").inspect()"]).run();
+    let out = Skitter::new()
+        .args(["local", "start", "--no-log", "--deploy", "workflow().read_lines(\"/nonexistent/words.txt\").inspect()"])
+        .run();
     out.expect_code(1);
     out.stderr_has("cannot read /nonexistent/words.txt");
 }

@@ -45,7 +45,16 @@ fn expected() -> BTreeMap<String, i64> {
 fn a_release_has_its_layout_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let root = release(dir.path(), &[]);
-    for f in ["bin/skitter", "bin/word_count", "lib/word_count.rhai", "priv/words.txt", "releases/0.1.0/skitter.toml", "releases/0.1.0/env.sh", "releases/COOKIE", "releases/start_data"] {
+    for f in [
+        "bin/skitter",
+        "bin/word_count",
+        "lib/word_count.rhai",
+        "priv/words.txt",
+        "releases/0.1.0/skitter.toml",
+        "releases/0.1.0/env.sh",
+        "releases/COOKIE",
+        "releases/start_data",
+    ] {
         assert!(root.join(f).is_file(), "{f} missing");
     }
     let mut top: Vec<String> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
@@ -55,7 +64,11 @@ fn a_release_has_its_layout_and_nothing_else() {
     assert_eq!(mode, 0o600);
     // The cookie is stable across rebuilds of the same app.
     let cookie = std::fs::read_to_string(root.join("releases/COOKIE")).unwrap();
-    Skitter::new().args(["release", "--app", example("word_count").to_str().unwrap(), "--path", root.to_str().unwrap()]).run().expect_code(2).stderr_has("--overwrite");
+    Skitter::new()
+        .args(["release", "--app", example("word_count").to_str().unwrap(), "--path", root.to_str().unwrap()])
+        .run()
+        .expect_code(2)
+        .stderr_has("--overwrite");
     release(dir.path(), &["--overwrite"]);
     assert_eq!(std::fs::read_to_string(root.join("releases/COOKIE")).unwrap(), cookie);
 }
@@ -79,12 +92,20 @@ fn a_moved_release_runs_as_a_daemon_answers_rpc_and_remote_and_stops() {
         }
         let mut child = cmd.spawn().unwrap();
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(b"let r = deploy(word_totals(priv_path(\"words.txt\")));\nwait(r);\nresults(r).len()\n").unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"let r = deploy(word_totals(priv_path(\"words.txt\")));\nwait(r);\nresults(r).len()\n")
+            .unwrap();
         Outcome(child.wait_with_output().unwrap())
     };
     remote.success().stdout_has("1000");
     script(&root, &["stop"], &[]).success();
-    assert!(!Path::new(&format!("/proc/{pid}/cmdline")).exists() || std::fs::read(format!("/proc/{pid}/cmdline")).unwrap().is_empty(), "process {pid} is gone");
+    assert!(
+        !Path::new(&format!("/proc/{pid}/cmdline")).exists() || std::fs::read(format!("/proc/{pid}/cmdline")).unwrap().is_empty(),
+        "process {pid} is gone"
+    );
     script(&root, &["pid"], &[]).expect_code(1);
 }
 
@@ -101,7 +122,11 @@ fn start_deploys_from_skitter_deploy_and_the_tarball_runs_elsewhere() {
     out.success();
     let got: BTreeMap<String, i64> = out.labelled("count").iter().map(|v| word_and_count(v)).collect();
     assert_eq!(got, expected());
-    let custom = script(unpacked.path(), &["start", "--no-log"], &[("SKITTER_DEPLOY", "workflow().stream_source([\"from\", \"env\"]).inspect(\"e\")")]);
+    let custom = script(
+        unpacked.path(),
+        &["start", "--no-log"],
+        &[("SKITTER_DEPLOY", "workflow().stream_source([\"from\", \"env\"]).inspect(\"e\")")],
+    );
     custom.success();
     assert_eq!(custom.labelled("e").len(), 2);
     script(unpacked.path(), &["version"], &[]).success().stdout_has("word_count 0.1.0");
@@ -113,7 +138,16 @@ fn bin_skitter_knows_its_release_from_any_directory() {
     let dir = tempfile::tempdir().unwrap();
     let root = release(dir.path(), &[]);
     let elsewhere = tempfile::tempdir().unwrap();
-    let run = |arg: &str| Outcome(Command::new(root.join("bin/skitter")).arg(arg).current_dir(elsewhere.path()).env_remove("SKITTER_RELEASE_ROOT").output().unwrap());
+    let run = |arg: &str| {
+        Outcome(
+            Command::new(root.join("bin/skitter"))
+                .arg(arg)
+                .current_dir(elsewhere.path())
+                .env_remove("SKITTER_RELEASE_ROOT")
+                .output()
+                .unwrap(),
+        )
+    };
     run("-a").success().stdout_has("word_count 0.1.0");
     run("-v").success().stdout_has(&format!("skitter {}", env!("CARGO_PKG_VERSION")));
 }

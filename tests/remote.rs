@@ -38,7 +38,11 @@ impl Cluster {
         let w2 = Node::worker("w2", &format!("127.0.0.{}", ip + 1), &[], tmp.path());
         let app = example("word_count");
         let listen = format!("127.0.0.{}:0", ip + 2);
-        run(tmp.path(), &["master", "daemon", "-n", "m1", "--no-log", "--listen", &listen, "--app", app.to_str().unwrap(), &w1.addr, &w2.addr]).success();
+        run(
+            tmp.path(),
+            &["master", "daemon", "-n", "m1", "--no-log", "--listen", &listen, "--app", app.to_str().unwrap(), &w1.addr, &w2.addr],
+        )
+        .success();
         Cluster { tmp, _workers: vec![w1, w2] }
     }
 
@@ -50,7 +54,12 @@ impl Cluster {
         let mut cmd_home = home.to_path_buf();
         cmd_home.push("h");
         std::fs::create_dir_all(&cmd_home).unwrap();
-        Pty::command_with(self.path(), &cmd_home, &["remote", "m1"], &[("SKITTER_COOKIE", COOKIE), ("SKITTER_TMP", self.path().to_str().unwrap())])
+        Pty::command_with(
+            self.path(),
+            &cmd_home,
+            &["remote", "m1"],
+            &[("SKITTER_COOKIE", COOKIE), ("SKITTER_TMP", self.path().to_str().unwrap())],
+        )
     }
 }
 
@@ -175,7 +184,10 @@ fn rpc_and_eval_exit_codes() {
     run(tmp.path(), &["rpc", "skitter_local", "throw \"nope\""]).expect_code(1).stderr_has("nope");
     run(tmp.path(), &["rpc", "nobody_here", "1"]).expect_code(1).stderr_has("no node named nobody_here@");
     let app = example("word_count");
-    let eval = run(tmp.path(), &["eval", "--app", app.to_str().unwrap(), "let r = deploy(word_totals(priv_path(\"words.txt\"))); wait(r); results(r).len()"]);
+    let eval = run(
+        tmp.path(),
+        &["eval", "--app", app.to_str().unwrap(), "let r = deploy(word_totals(priv_path(\"words.txt\"))); wait(r); results(r).len()"],
+    );
     eval.success().stdout_has("1000");
     run(tmp.path(), &["eval", "missing_function()"]).expect_code(1).stderr_has("missing_function");
 }

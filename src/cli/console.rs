@@ -67,7 +67,8 @@ pub fn eval(args: EvalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         .enable_all()
         .build()
         .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
-    let slots = app.as_ref().and_then(|a| a.config.slots).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let slots =
+        app.as_ref().and_then(|a| a.config.slots).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let env = EngineEnv::new(app.as_ref().map(App::priv_dir), stdout_output());
     let node = crate::runtime::node::node_name(None, "skitter_eval");
     let runtime = Arc::new(LocalRuntime::new(rt.handle().clone(), node, slots, env.clone()));

@@ -77,7 +77,12 @@ impl DeployArgs {
         opt("--ssh-config", self.ssh_config.as_ref().map(|p| std::path::absolute(p).unwrap_or(p.clone()).display().to_string()));
         opt("--name", self.name.clone());
         args.extend(["--wait-time".into(), self.wait_time.to_string()]);
-        for (flag, on) in [("--quiet", self.quiet), ("--no-log", self.no_log), ("--shutdown-with-workers", self.shutdown_with_workers), ("--no-shutdown-with-master", self.no_shutdown_with_master)] {
+        for (flag, on) in [
+            ("--quiet", self.quiet),
+            ("--no-log", self.no_log),
+            ("--shutdown-with-workers", self.shutdown_with_workers),
+            ("--no-shutdown-with-master", self.no_shutdown_with_master),
+        ] {
             if on {
                 args.push(flag.into());
             }
@@ -145,7 +150,13 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     };
     let program = std::env::current_exe().map_err(|e| Error::Failed(format!("cannot find this program: {e}")))?.display().to_string();
     let cookie = resolve_cookie(args.cookie.as_deref())?;
-    let plan = LaunchPlan { program, working_dir, cookie: cookie.clone(), no_log: args.no_log, shutdown_with_master: !args.no_shutdown_with_master };
+    let plan = LaunchPlan {
+        program,
+        working_dir,
+        cookie: cookie.clone(),
+        no_log: args.no_log,
+        shutdown_with_master: !args.no_shutdown_with_master,
+    };
     let opts = SshOptions { config: args.ssh_config.clone(), wait: Duration::from_secs_f64(args.wait_time), quiet: args.quiet };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

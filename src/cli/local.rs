@@ -132,7 +132,13 @@ pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
     let env = EngineEnv::new(config.app.as_ref().map(App::priv_dir), stdout_output());
     let runtime = Arc::new(LocalRuntime::new(rt.handle().clone(), config.node.clone(), config.slots, env.clone()));
-    let consoles = Arc::new(Consoles { node: config.node.clone(), host: Some(runtime.clone()), app: config.app.clone(), env: env.clone(), halt: CancellationToken::new() });
+    let consoles = Arc::new(Consoles {
+        node: config.node.clone(),
+        host: Some(runtime.clone()),
+        app: config.app.clone(),
+        env: env.clone(),
+        halt: CancellationToken::new(),
+    });
     let record = serve_consoles(&rt, &args.listen, &config, consoles.clone())?;
     let at = record.as_ref().map(|(_, addr)| format!(" at {addr}")).unwrap_or_default();
     let welcome = log::welcome("local", &config.node, &format!("{at} with {} slots", config.slots));
@@ -143,7 +149,12 @@ pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
             let mut session = Session::new(env, Some(runtime.clone()), config.app.clone(), None)?;
             start(&rt, &runtime, &mut session, config.deploy.as_deref(), &consoles.halt)
         }
-        LocalCommand::Remote | LocalCommand::Daemon | LocalCommand::DaemonIex | LocalCommand::Stop | LocalCommand::Pid | LocalCommand::Restart => {
+        LocalCommand::Remote
+        | LocalCommand::Daemon
+        | LocalCommand::DaemonIex
+        | LocalCommand::Stop
+        | LocalCommand::Pid
+        | LocalCommand::Restart => {
             unreachable!("handled above")
         }
         LocalCommand::StartIex => {
@@ -156,7 +167,12 @@ pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
 /// Listens for consoles and records the node's address, so that
 /// `skitter remote` and `rpc` find it by name. Without a cookie there is
 /// no listener (and a warning).
-fn serve_consoles(rt: &tokio::runtime::Runtime, listen: &str, config: &LocalConfig, consoles: Arc<Consoles>) -> Result<Option<(Option<NodeFile>, String)>> {
+fn serve_consoles(
+    rt: &tokio::runtime::Runtime,
+    listen: &str,
+    config: &LocalConfig,
+    consoles: Arc<Consoles>,
+) -> Result<Option<(Option<NodeFile>, String)>> {
     let cookie = match super::node::resolve_cookie(None) {
         Ok(c) => c,
         Err(e) => {
@@ -164,7 +180,8 @@ fn serve_consoles(rt: &tokio::runtime::Runtime, listen: &str, config: &LocalConf
             return Ok(None);
         }
     };
-    let listener = rt.block_on(tokio::net::TcpListener::bind(listen)).map_err(|e| Error::Failed(format!("cannot listen on {listen}: {e}")))?;
+    let listener =
+        rt.block_on(tokio::net::TcpListener::bind(listen)).map_err(|e| Error::Failed(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(|e| Error::Failed(e.to_string()))?.to_string();
     let identity = Identity { role: Role::Local, name: config.node.clone(), cookie };
     rt.spawn(crate::runtime::console::serve_consoles(listener, identity, consoles));
@@ -182,7 +199,13 @@ fn serve_consoles(rt: &tokio::runtime::Runtime, listen: &str, config: &LocalConf
 
 /// `local start`: deploy, then wait for the workflow to end; a signal stops it
 /// gracefully, a second one exits at once.
-fn start(rt: &tokio::runtime::Runtime, runtime: &Arc<LocalRuntime>, session: &mut Session, deploy: Option<&str>, halt: &CancellationToken) -> Result<ExitCode> {
+fn start(
+    rt: &tokio::runtime::Runtime,
+    runtime: &Arc<LocalRuntime>,
+    session: &mut Session,
+    deploy: Option<&str>,
+    halt: &CancellationToken,
+) -> Result<ExitCode> {
     let workflow = match deploy {
         Some(expr) => Some(session.deploy_expr(runtime.as_ref(), expr).map_err(Error::Failed)?),
         None => None,

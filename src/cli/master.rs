@@ -8,8 +8,8 @@ use clap::{Args, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use super::node::{self, peer_addr, resolve_cookie, tmp_dir, Manage};
 use super::find_app_optional;
+use super::node::{self, peer_addr, resolve_cookie, tmp_dir, Manage};
 use crate::runtime::console::Consoles;
 use crate::runtime::log;
 use crate::runtime::master::Master;
@@ -98,7 +98,9 @@ pub fn run(args: MasterArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         MasterCommand::Pid => node::manage(Manage::Pid, app.as_ref(), app_dir, &name, None, Vec::new()),
         MasterCommand::Stop => node::manage(Manage::Stop, app.as_ref(), app_dir, &name, None, Vec::new()),
         MasterCommand::Remote => node::manage(Manage::Remote, app.as_ref(), app_dir, &name, args.cookie.as_deref(), Vec::new()),
-        MasterCommand::Daemon | MasterCommand::DaemonIex => node::manage(Manage::Daemon, app.as_ref(), app_dir, &name, None, args.start_args()),
+        MasterCommand::Daemon | MasterCommand::DaemonIex => {
+            node::manage(Manage::Daemon, app.as_ref(), app_dir, &name, None, args.start_args())
+        }
         MasterCommand::Restart => node::manage(Manage::Restart, app.as_ref(), app_dir, &name, None, args.start_args()),
         command => start(args, app, name, matches!(command, MasterCommand::StartIex), None),
     }
@@ -137,11 +139,13 @@ pub fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool, cook
     if !shell {
         eprintln!("{welcome}");
     }
-    let _record = NodeFile::write(&tmp_dir(app.as_ref()), &name, &addr).map_err(|e| Error::Failed(format!("cannot write the node file: {e}")))?;
+    let _record =
+        NodeFile::write(&tmp_dir(app.as_ref()), &name, &addr).map_err(|e| Error::Failed(format!("cannot write the node file: {e}")))?;
     let master = Master::new(name.clone(), cookie, args.shutdown_with_workers, rt.handle().clone(), stdout_output());
     let env = EngineEnv::new(app.as_ref().map(App::priv_dir), stdout_output());
     let host: Arc<dyn Host> = master.clone();
-    let consoles = Arc::new(Consoles { node: name, host: Some(host.clone()), app: app.clone(), env: env.clone(), halt: CancellationToken::new() });
+    let consoles =
+        Arc::new(Consoles { node: name, host: Some(host.clone()), app: app.clone(), env: env.clone(), halt: CancellationToken::new() });
     rt.spawn(master.clone().serve(listener, consoles.clone()));
 
     // Dial the workers given here, all at once; every failure is reported.

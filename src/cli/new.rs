@@ -22,6 +22,9 @@ pub fn run(args: NewArgs) -> Result<ExitCode> {
     for f in &files {
         println!("* creating {}", f.display());
     }
-    println!("\nYour skitter app is ready. Run it with:\n\n    cd {}\n    skitter local start\n\nor open a shell on it with `skitter local`.", args.path.display());
+    println!(
+        "\nYour skitter app is ready. Run it with:\n\n    cd {}\n    skitter local start\n\nor open a shell on it with `skitter local`.",
+        args.path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

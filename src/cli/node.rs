@@ -37,7 +37,8 @@ pub fn resolve_cookie_for(flag: Option<&str>, app: Option<&App>) -> Result<Strin
         let path = app.root.join("releases/COOKIE");
         return cookie::read_file(&path).map_err(|e| Error::Usage(e.to_string()));
     }
-    let path = cookie::default_file().ok_or_else(|| Error::Usage("no cookie: set SKITTER_COOKIE or HOME (for ~/.skitter.cookie)".into()))?;
+    let path =
+        cookie::default_file().ok_or_else(|| Error::Usage("no cookie: set SKITTER_COOKIE or HOME (for ~/.skitter.cookie)".into()))?;
     cookie::read_or_create(&path).map_err(|e| Error::Usage(e.to_string()))
 }
 
@@ -164,7 +165,14 @@ pub enum Manage {
 
 /// Runs a management command on the node `name`. `start_args` are the
 /// mode's options as `start` takes them, for `daemon` and `restart`.
-pub fn manage(what: Manage, app: Option<&App>, app_dir: Option<&std::path::Path>, name: &str, cookie: Option<&str>, start_args: Vec<String>) -> Result<ExitCode> {
+pub fn manage(
+    what: Manage,
+    app: Option<&App>,
+    app_dir: Option<&std::path::Path>,
+    name: &str,
+    cookie: Option<&str>,
+    start_args: Vec<String>,
+) -> Result<ExitCode> {
     match what {
         Manage::Pid => pid(app, name),
         Manage::Stop => stop(app, name),

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use super::node::{self, peer_addr, resolve_cookie, tmp_dir, Manage};
 use super::find_app_optional;
-use crate::runtime::node::{node_name, NodeFile};
-use crate::runtime::worker::{Worker, WorkerConfig};
+use super::node::{self, peer_addr, resolve_cookie, tmp_dir, Manage};
 use crate::runtime::console::Consoles;
 use crate::runtime::log;
+use crate::runtime::node::{node_name, NodeFile};
+use crate::runtime::worker::{Worker, WorkerConfig};
 use crate::script::engine::stdout_output;
 use crate::script::{App, EngineEnv};
 use crate::{Error, Result};
@@ -117,7 +117,9 @@ pub fn run(args: WorkerArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         WorkerCommand::Pid => node::manage(Manage::Pid, app.as_ref(), app_dir, &name, None, Vec::new()),
         WorkerCommand::Stop => node::manage(Manage::Stop, app.as_ref(), app_dir, &name, None, Vec::new()),
         WorkerCommand::Remote => node::manage(Manage::Remote, app.as_ref(), app_dir, &name, args.cookie.as_deref(), Vec::new()),
-        WorkerCommand::Daemon | WorkerCommand::DaemonIex => node::manage(Manage::Daemon, app.as_ref(), app_dir, &name, None, args.start_args()),
+        WorkerCommand::Daemon | WorkerCommand::DaemonIex => {
+            node::manage(Manage::Daemon, app.as_ref(), app_dir, &name, None, args.start_args())
+        }
         WorkerCommand::Restart => node::manage(Manage::Restart, app.as_ref(), app_dir, &name, None, args.start_args()),
         WorkerCommand::Start => start(args, app, name, false),
         WorkerCommand::StartIex => start(args, app, name, true),
@@ -130,8 +132,10 @@ fn listen_addr(listen: &str) -> Result<String> {
     if listen != "ssh" {
         return Ok(listen.to_string());
     }
-    let conn = std::env::var("SSH_CONNECTION").map_err(|_| Error::Usage("--listen ssh: not started over ssh (no SSH_CONNECTION)".into()))?;
-    let server_ip = conn.split_whitespace().nth(2).ok_or_else(|| Error::Usage(format!("--listen ssh: cannot read SSH_CONNECTION `{conn}`")))?;
+    let conn =
+        std::env::var("SSH_CONNECTION").map_err(|_| Error::Usage("--listen ssh: not started over ssh (no SSH_CONNECTION)".into()))?;
+    let server_ip =
+        conn.split_whitespace().nth(2).ok_or_else(|| Error::Usage(format!("--listen ssh: cannot read SSH_CONNECTION `{conn}`")))?;
     Ok(if server_ip.contains(':') { format!("[{server_ip}]:0") } else { format!("{server_ip}:0") })
 }
 
@@ -169,22 +173,28 @@ fn start(args: WorkerArgs, app: Option<App>, name: String, shell: bool) -> Resul
         .enable_all()
         .build()
         .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(&listen))
-        .map_err(|e| Error::Failed(format!("cannot listen on {listen}: {e}")))?;
+    let listener =
+        rt.block_on(tokio::net::TcpListener::bind(&listen)).map_err(|e| Error::Failed(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(|e| Error::Failed(e.to_string()))?.to_string();
     let welcome = log::welcome("worker", &name, &format!(" at {addr}"));
     tracing::info!("{welcome}");
     if !shell {
         eprintln!("{welcome}");
     }
-    let _record = NodeFile::write(&tmp_dir(app.as_ref()), &name, &addr).map_err(|e| Error::Failed(format!("cannot write the node file: {e}")))?;
+    let _record =
+        NodeFile::write(&tmp_dir(app.as_ref()), &name, &addr).map_err(|e| Error::Failed(format!("cannot write the node file: {e}")))?;
     let env = EngineEnv::new(app.as_ref().map(App::priv_dir), stdout_output());
     let console_env = env.clone();
     let worker_name = name.clone();
     let config = WorkerConfig { name, tags, slots, cookie, master, shutdown_with_master: !args.no_shutdown_with_master, env };
     let worker = Worker::new(config, addr);
-    let consoles = Arc::new(Consoles { node: worker_name, host: Some(worker.clone()), app: app.clone(), env: console_env.clone(), halt: CancellationToken::new() });
+    let consoles = Arc::new(Consoles {
+        node: worker_name,
+        host: Some(worker.clone()),
+        app: app.clone(),
+        env: console_env.clone(),
+        halt: CancellationToken::new(),
+    });
     if shell {
         // The worker serves in the background; the shell is in front.
         rt.spawn(worker.clone().run(listener, consoles.clone()));

@@ -123,7 +123,10 @@ mod tests {
     #[test]
     fn specs() {
         assert_eq!(WorkerSpec::parse("h1").unwrap(), WorkerSpec { name: "skitter_worker@h1".into(), host: "h1".into(), tags: vec![] });
-        assert_eq!(WorkerSpec::parse("w1@h1:gpu,big").unwrap(), WorkerSpec { name: "w1@h1".into(), host: "h1".into(), tags: vec!["gpu".into(), "big".into()] });
+        assert_eq!(
+            WorkerSpec::parse("w1@h1:gpu,big").unwrap(),
+            WorkerSpec { name: "w1@h1".into(), host: "h1".into(), tags: vec!["gpu".into(), "big".into()] }
+        );
         assert_eq!(WorkerSpec::parse("ssh://me@10.0.0.1:2222#gpu").unwrap().host, "ssh://me@10.0.0.1:2222");
         assert!(WorkerSpec::parse("@h1").is_err());
         assert!(WorkerSpec::parse("w@").is_err());
@@ -132,7 +135,10 @@ mod tests {
     #[test]
     fn errors_are_sorted() {
         assert!(matches!(LaunchError::from_ssh("ssh: connect to host x port 22: Connection refused"), LaunchError::Refused(_)));
-        assert!(matches!(LaunchError::from_ssh("ssh: Could not resolve hostname nope: Name or service not known"), LaunchError::NameNotResolved(_)));
+        assert!(matches!(
+            LaunchError::from_ssh("ssh: Could not resolve hostname nope: Name or service not known"),
+            LaunchError::NameNotResolved(_)
+        ));
         assert!(matches!(LaunchError::from_ssh("Connection timed out during banner exchange"), LaunchError::TimedOut(_)));
         assert!(matches!(LaunchError::from_ssh("root@x: Permission denied (publickey)."), LaunchError::AuthenticationFailed(_)));
     }

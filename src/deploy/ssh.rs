@@ -68,7 +68,9 @@ pub async fn connect(host: &str, opts: &SshOptions) -> Result<Arc<Session>, Laun
     }
     match tokio::time::timeout(opts.wait, builder.connect_mux(host)).await {
         Err(_) => Err(LaunchError::TimedOut(format!("no answer within {:?}", opts.wait))),
-        Ok(Err(e)) => Err(LaunchError::from_ssh(&format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()))),
+        Ok(Err(e)) => {
+            Err(LaunchError::from_ssh(&format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default())))
+        }
         Ok(Ok(session)) => Ok(Arc::new(session)),
     }
 }
@@ -104,7 +106,8 @@ pub async fn launch(spec: &WorkerSpec, plan: &LaunchPlan, opts: &SshOptions) -> 
     let (session, mut child) = loop {
         attempt += 1;
         let session = connect(&spec.host, opts).await?;
-        let spawned = session.clone().arc_raw_command(&line).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().await;
+        let spawned =
+            session.clone().arc_raw_command(&line).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().await;
         match spawned {
             Ok(child) => break (session, child),
             Err(e) if attempt < 3 && started.elapsed() < opts.wait => tracing::warn!("{}: {e}; connecting again", spec.host),
@@ -124,7 +127,9 @@ pub async fn launch(spec: &WorkerSpec, plan: &LaunchPlan, opts: &SshOptions) -> 
         match tokio::time::timeout_at(deadline, lines.next_line()).await {
             Err(_) => return Err(LaunchError::NotReady(format!("no welcome within {:?}{}", opts.wait, last_words(&said)))),
             Ok(Err(e)) => return Err(LaunchError::CommandFailed(e.to_string())),
-            Ok(Ok(None)) => return Err(LaunchError::CommandFailed(if said.is_empty() { "the worker exited".into() } else { said.join(" | ") })),
+            Ok(Ok(None)) => {
+                return Err(LaunchError::CommandFailed(if said.is_empty() { "the worker exited".into() } else { said.join(" | ") }))
+            }
             Ok(Ok(Some(line))) => {
                 if let Some(rest) = line.split_once("Running in worker mode as ").map(|(_, r)| r) {
                     if let Some((_, addr)) = rest.split_once(" at ") {

@@ -178,9 +178,8 @@ impl Connection {
     }
 
     pub async fn connect(addr: &str) -> Result<Connection, NetError> {
-        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| NetError::Timeout(HANDSHAKE_TIMEOUT))??;
+        let stream =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr)).await.map_err(|_| NetError::Timeout(HANDSHAKE_TIMEOUT))??;
         Ok(Connection::new(stream))
     }
 
@@ -197,18 +196,30 @@ impl Connection {
     pub async fn dial(mut self, me: &Identity) -> Result<Authenticated, NetError> {
         let mine = nonce();
         self.writer
-            .write(&Message::Hello { protocol: PROTOCOL, version: crate::VERSION.into(), role: me.role, name: me.name.clone(), nonce: mine })
+            .write(&Message::Hello {
+                protocol: PROTOCOL,
+                version: crate::VERSION.into(),
+                role: me.role,
+                name: me.name.clone(),
+                nonce: mine,
+            })
             .await?;
         let first = match self.next().await {
             Err(NetError::Malformed(reason)) => {
-                return Err(NetError::Handshake(format!("{} does not speak skitter's protocol: is it a skitter node? ({reason})", self.peer_addr)))
+                return Err(NetError::Handshake(format!(
+                    "{} does not speak skitter's protocol: is it a skitter node? ({reason})",
+                    self.peer_addr
+                )))
             }
             other => other?,
         };
         let (peer_role, peer_name, theirs) = match first {
             Message::Hello { protocol, role, name, nonce, .. } if protocol == PROTOCOL => (role, name, nonce),
             Message::Hello { protocol, version, .. } => {
-                return Err(NetError::Handshake(format!("incompatible version: the peer runs skitter {version} (protocol {protocol}), this is {} (protocol {PROTOCOL})", crate::VERSION)))
+                return Err(NetError::Handshake(format!(
+                    "incompatible version: the peer runs skitter {version} (protocol {protocol}), this is {} (protocol {PROTOCOL})",
+                    crate::VERSION
+                )))
             }
             Message::Refuse { reason } => return Err(NetError::Refused { peer: self.peer_addr, reason }),
             other => return Err(NetError::Handshake(format!("expected hello, got {}", other.kind()))),
@@ -218,12 +229,17 @@ impl Connection {
         match self.next().await {
             Ok(Message::Proof { mac }) => {
                 if proof(&me.cookie, LISTENER, &theirs, &mine).verify_slice(&mac).is_err() {
-                    return Err(NetError::Handshake(format!("{peer_name} at {} failed authentication: it does not know our cookie", self.peer_addr)));
+                    return Err(NetError::Handshake(format!(
+                        "{peer_name} at {} failed authentication: it does not know our cookie",
+                        self.peer_addr
+                    )));
                 }
             }
             Ok(Message::Refuse { reason }) => return Err(NetError::Refused { peer: format!("{peer_name} at {}", self.peer_addr), reason }),
             Ok(other) => return Err(NetError::Handshake(format!("expected proof, got {}", other.kind()))),
-            Err(NetError::Closed) => return Err(NetError::Refused { peer: self.peer_addr, reason: "closed during authentication (wrong cookie?)".into() }),
+            Err(NetError::Closed) => {
+                return Err(NetError::Refused { peer: self.peer_addr, reason: "closed during authentication (wrong cookie?)".into() })
+            }
             Err(e) => return Err(e),
         }
         Ok(Authenticated { reader: self.reader, writer: self.writer, peer_role, peer_name, peer_addr: self.peer_addr })
@@ -233,7 +249,10 @@ impl Connection {
     pub async fn accept(mut self, me: &Identity, accepts: &[Role]) -> Result<Authenticated, NetError> {
         let (peer_role, peer_name, theirs) = match self.next().await? {
             Message::Hello { protocol, version, .. } if protocol != PROTOCOL => {
-                let reason = format!("incompatible version: this node runs skitter {} (protocol {PROTOCOL}), the peer {version} (protocol {protocol})", crate::VERSION);
+                let reason = format!(
+                    "incompatible version: this node runs skitter {} (protocol {PROTOCOL}), the peer {version} (protocol {protocol})",
+                    crate::VERSION
+                );
                 let _ = self.writer.write(&Message::Refuse { reason: reason.clone() }).await;
                 return Err(NetError::Handshake(reason));
             }
@@ -247,7 +266,13 @@ impl Connection {
         }
         let mine = nonce();
         self.writer
-            .write(&Message::Hello { protocol: PROTOCOL, version: crate::VERSION.into(), role: me.role, name: me.name.clone(), nonce: mine })
+            .write(&Message::Hello {
+                protocol: PROTOCOL,
+                version: crate::VERSION.into(),
+                role: me.role,
+                name: me.name.clone(),
+                nonce: mine,
+            })
             .await?;
         match self.next().await? {
             Message::Proof { mac } => {
@@ -268,7 +293,11 @@ impl Connection {
 mod tests {
     use super::*;
 
-    async fn pair(dialer_cookie: &str, listener_cookie: &str, role: Role) -> (Result<Authenticated, NetError>, Result<Authenticated, NetError>) {
+    async fn pair(
+        dialer_cookie: &str,
+        listener_cookie: &str,
+        role: Role,
+    ) -> (Result<Authenticated, NetError>, Result<Authenticated, NetError>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let l_id = Identity { role: Role::Master, name: "m@h".into(), cookie: listener_cookie.into() };
@@ -357,9 +386,21 @@ mod tests {
             Connection::new(stream).accept(&l_id, &[Role::Master]).await.map(|_| ())
         });
         let mut conn = Connection::connect(&addr).await.unwrap();
-        conn.writer.write(&Message::Hello { protocol: PROTOCOL + 98, version: "9.9.9".into(), role: Role::Master, name: "m@h".into(), nonce: [0; 32] }).await.unwrap();
+        conn.writer
+            .write(&Message::Hello {
+                protocol: PROTOCOL + 98,
+                version: "9.9.9".into(),
+                role: Role::Master,
+                name: "m@h".into(),
+                nonce: [0; 32],
+            })
+            .await
+            .unwrap();
         let answer = conn.reader.read().await.unwrap().unwrap();
-        assert!(matches!(&answer, Message::Refuse { reason } if reason.contains("incompatible version") && reason.contains("9.9.9")), "{answer:?}");
+        assert!(
+            matches!(&answer, Message::Refuse { reason } if reason.contains("incompatible version") && reason.contains("9.9.9")),
+            "{answer:?}"
+        );
         assert!(server.await.unwrap().unwrap_err().to_string().contains("incompatible version"));
     }
 
@@ -384,7 +425,12 @@ mod tests {
         let valid = [
             framed(&Message::Heartbeat),
             framed(&Message::Output { text: "hello".into() }),
-            framed(&Message::Data { id: 1, stage: 2, instance: 3, msg: crate::net::DataMsg::Records(vec![crate::net::Value::Str("w".into()), crate::net::Value::Int(7)]) }),
+            framed(&Message::Data {
+                id: 1,
+                stage: 2,
+                instance: 3,
+                msg: crate::net::DataMsg::Records(vec![crate::net::Value::Str("w".into()), crate::net::Value::Int(7)]),
+            }),
             framed(&Message::Hello { protocol: PROTOCOL, version: "0".into(), role: Role::Worker, name: "n".into(), nonce: [7; 32] }),
         ];
         for round in 0..20_000 {

@@ -100,42 +100,106 @@ pub enum DataMsg {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Message {
     // Handshake.
-    Hello { protocol: u32, version: String, role: Role, name: String, nonce: [u8; 32] },
-    Proof { mac: Vec<u8> },
-    Refuse { reason: String },
+    Hello {
+        protocol: u32,
+        version: String,
+        role: Role,
+        name: String,
+        nonce: [u8; 32],
+    },
+    Proof {
+        mac: Vec<u8>,
+    },
+    Refuse {
+        reason: String,
+    },
     Welcome,
     // Worker -> master, once admitted.
     Register(WorkerInfo),
     // Master -> worker.
     Peers(Vec<WorkerInfo>),
-    Deploy { id: u64, spec: WorkflowSpec, sources: Vec<(String, String)>, workers: Vec<WorkerInfo>, slots: u32 },
-    Stop { id: u64 },
-    Abort { id: u64, reason: String },
+    Deploy {
+        id: u64,
+        spec: WorkflowSpec,
+        sources: Vec<(String, String)>,
+        workers: Vec<WorkerInfo>,
+        slots: u32,
+    },
+    Stop {
+        id: u64,
+    },
+    Abort {
+        id: u64,
+        reason: String,
+    },
     // Worker -> master, about a workflow.
-    Started { id: u64 },
-    Failed { id: u64, reason: String },
-    Done { id: u64 },
-    Output { text: String },
-    Collected { id: u64, sink: String, values: Vec<Value> },
+    Started {
+        id: u64,
+    },
+    Failed {
+        id: u64,
+        reason: String,
+    },
+    Done {
+        id: u64,
+    },
+    Output {
+        text: String,
+    },
+    Collected {
+        id: u64,
+        sink: String,
+        values: Vec<Value>,
+    },
     // Both ways.
     Heartbeat,
     Bye,
     // Worker -> worker.
-    Data { id: u64, stage: u32, instance: u32, msg: DataMsg },
+    Data {
+        id: u64,
+        stage: u32,
+        instance: u32,
+        msg: DataMsg,
+    },
     // Console -> node.
-    Eval { id: u64, code: String },
+    Eval {
+        id: u64,
+        code: String,
+    },
     Interrupt,
-    Complete { id: u64, word: String, method: bool },
-    Signature { id: u64, name: String },
-    Logs { on: bool },
+    Complete {
+        id: u64,
+        word: String,
+        method: bool,
+    },
+    Signature {
+        id: u64,
+        name: String,
+    },
+    Logs {
+        on: bool,
+    },
     /// Halts the node; `node` is the name the user typed to confirm.
-    Halt { node: String },
+    Halt {
+        node: String,
+    },
     // Node -> console.
     /// Text printed while an evaluation runs (or a forwarded log line).
-    Printed { text: String },
-    Evaluated { id: u64, reply: Reply },
-    Completions { id: u64, names: Vec<String> },
-    SignatureIs { id: u64, signature: Option<String> },
+    Printed {
+        text: String,
+    },
+    Evaluated {
+        id: u64,
+        reply: Reply,
+    },
+    Completions {
+        id: u64,
+        names: Vec<String>,
+    },
+    SignatureIs {
+        id: u64,
+        signature: Option<String>,
+    },
 }
 
 /// The outcome of a remote evaluation, as data.
@@ -145,7 +209,11 @@ pub enum Reply {
     /// The value, rendered by the node.
     Value(String),
     /// `kind`: 0 syntax, 1 runtime, 2 interrupted.
-    Error { kind: u8, message: String, excerpt: Option<String> },
+    Error {
+        kind: u8,
+        message: String,
+        excerpt: Option<String>,
+    },
     /// The entry called `halt()`: the console must confirm with the node's name.
     HaltRequested,
     /// The entry called `exit()`: the console detaches.
@@ -239,7 +307,9 @@ impl WorkflowSpec {
                 OpSpec::Map(f) => Operator::Map(func(f)?),
                 OpSpec::FlatMap(f) => Operator::FlatMap(func(f)?),
                 OpSpec::Filter(f) => Operator::Filter(func(f)?),
-                OpSpec::KeyedReduce { key, reduce, initial } => Operator::KeyedReduce { key: func(key)?, reduce: func(reduce)?, initial: initial.into_dynamic() },
+                OpSpec::KeyedReduce { key, reduce, initial } => {
+                    Operator::KeyedReduce { key: func(key)?, reduce: func(reduce)?, initial: initial.into_dynamic() }
+                }
                 OpSpec::Count { key } => Operator::Count { key: key.map(func).transpose()? },
                 OpSpec::Print(l) => Operator::Print(l),
                 OpSpec::WriteLines(p) => Operator::WriteLines(p.into()),

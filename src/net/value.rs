@@ -46,11 +46,7 @@ impl Value {
             return a.iter().map(Value::from_dynamic).collect::<Result<_, _>>().map(Value::Array);
         }
         if let Some(m) = v.read_lock::<rhai::Map>() {
-            return m
-                .iter()
-                .map(|(k, v)| Ok((k.to_string(), Value::from_dynamic(v)?)))
-                .collect::<Result<_, _>>()
-                .map(Value::Map);
+            return m.iter().map(|(k, v)| Ok((k.to_string(), Value::from_dynamic(v)?))).collect::<Result<_, _>>().map(Value::Map);
         }
         if let Some(b) = v.read_lock::<rhai::Blob>() {
             return Ok(Value::Blob(b.clone()));

@@ -54,7 +54,8 @@ pub fn build(app: &App, path: &Path, tar: bool, overwrite: bool) -> Result<Built
     let vsn = &app.config.version;
     let parent = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-    let staging = parent.join(format!(".{}.staging-{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
+    let staging =
+        parent.join(format!(".{}.staging-{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     let result = write_release(app, &path, &staging, &files, is_release);
     if let Err(e) = result {

@@ -44,7 +44,8 @@ impl Consoles {
         let flag = interrupt.clone();
         let replies = out_tx.clone();
         let (logs_tx, mut logs_rx) = mpsc::unbounded_channel::<bool>();
-        let worker = std::thread::Builder::new().name(format!("console:{peer}")).spawn(move || me.session_loop(req_rx, replies, flag, logs_tx));
+        let worker =
+            std::thread::Builder::new().name(format!("console:{peer}")).spawn(move || me.session_loop(req_rx, replies, flag, logs_tx));
         if let Err(e) = worker {
             tracing::error!("cannot start a console thread: {e}");
             return;
@@ -107,7 +108,13 @@ impl Consoles {
         tracing::info!("console {peer} detached");
     }
 
-    fn session_loop(&self, requests: std_mpsc::Receiver<Request>, out: mpsc::UnboundedSender<Message>, interrupt: Arc<AtomicBool>, logs: mpsc::UnboundedSender<bool>) {
+    fn session_loop(
+        &self,
+        requests: std_mpsc::Receiver<Request>,
+        out: mpsc::UnboundedSender<Message>,
+        interrupt: Arc<AtomicBool>,
+        logs: mpsc::UnboundedSender<bool>,
+    ) {
         let printed = out.clone();
         let mut env = self.env.clone();
         env.output = Arc::new(move |text: &str| {

@@ -11,23 +11,51 @@ use crate::workflow::Status;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     WorkerJoined(WorkerInfo),
-    WorkerLeft { name: String, reason: String },
+    WorkerLeft {
+        name: String,
+        reason: String,
+    },
     /// A workflow was placed on these workers (in layout order).
-    Deployed { id: u64, workers: Vec<String> },
-    WorkerDone { id: u64, worker: String },
-    WorkerFailed { id: u64, worker: String, reason: String },
-    StopRequested { id: u64 },
+    Deployed {
+        id: u64,
+        workers: Vec<String>,
+    },
+    WorkerDone {
+        id: u64,
+        worker: String,
+    },
+    WorkerFailed {
+        id: u64,
+        worker: String,
+        reason: String,
+    },
+    StopRequested {
+        id: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Tell every worker who is in the cluster.
     BroadcastPeers(Vec<WorkerInfo>),
-    Stop { worker: String, id: u64 },
-    Abort { worker: String, id: u64, reason: String },
-    SetStatus { id: u64, status: Status },
+    Stop {
+        worker: String,
+        id: u64,
+    },
+    Abort {
+        worker: String,
+        id: u64,
+        reason: String,
+    },
+    SetStatus {
+        id: u64,
+        status: Status,
+    },
     /// The master must exit with this code (`--shutdown-with-workers`).
-    Exit { code: u8, reason: String },
+    Exit {
+        code: u8,
+        reason: String,
+    },
     Log(String),
 }
 
@@ -77,7 +105,9 @@ impl Coordinator {
     /// The workers a new workflow runs on, in layout order.
     pub fn place(&self) -> Result<Vec<WorkerInfo>, String> {
         if self.workers.is_empty() {
-            return Err("this master has no workers: start some with `skitter worker MASTER`, or give their addresses to `skitter master`".into());
+            return Err(
+                "this master has no workers: start some with `skitter worker MASTER`, or give their addresses to `skitter master`".into()
+            );
         }
         Ok(self.workers())
     }

@@ -501,7 +501,6 @@ impl Outlet {
     }
 }
 
-
 /// One instance of one stage.
 struct StageRun {
     names: Vec<String>,
@@ -512,14 +511,7 @@ struct StageRun {
 }
 
 impl StageRun {
-    fn new(
-        plan: &Plan,
-        s: usize,
-        instance: usize,
-        layout: &Layout,
-        inboxes: &[Vec<Inbox>],
-        sinks: &Sinks,
-    ) -> StageRun {
+    fn new(plan: &Plan, s: usize, instance: usize, layout: &Layout, inboxes: &[Vec<Inbox>], sinks: &Sinks) -> StageRun {
         let stage = &plan.stages[s];
         let position = |n: usize| stage.nodes.iter().position(|&m| m == n);
         let mut outlets = Vec::new();
@@ -562,11 +554,8 @@ impl StageRun {
 
     fn run(mut self, shared: &Shared, inbox: mpsc::Receiver<Msg>, expected_ends: usize) -> Result<(), String> {
         let running = shared.running.clone();
-        let result = if matches!(self.steps[0], Step::Source(_)) {
-            self.run_source(shared)
-        } else {
-            self.run_inbox(shared, inbox, expected_ends)
-        };
+        let result =
+            if matches!(self.steps[0], Step::Source(_)) { self.run_source(shared) } else { self.run_inbox(shared, inbox, expected_ends) };
         match result {
             Ok(()) => {
                 self.finish(shared)?;
@@ -656,7 +645,14 @@ impl StageRun {
     }
 
     /// Sends a node's output on: to later nodes of the stage or to outlets.
-    fn deliver(&mut self, shared: &Shared, node: usize, port: usize, records: Vec<Dynamic>, pending: &mut [Vec<Dynamic>]) -> Result<(), String> {
+    fn deliver(
+        &mut self,
+        shared: &Shared,
+        node: usize,
+        port: usize,
+        records: Vec<Dynamic>,
+        pending: &mut [Vec<Dynamic>],
+    ) -> Result<(), String> {
         if records.is_empty() {
             return Ok(());
         }
@@ -724,7 +720,12 @@ impl StageRun {
                     match shared.call(f, [rec.clone()]) {
                         Ok(v) => match v.try_cast::<Array>() {
                             Some(items) => out.extend(items),
-                            None => return Err(format!("operator `{}`: the function must return an array (records to emit), on record {rec:?}", self.names[i])),
+                            None => {
+                                return Err(format!(
+                                    "operator `{}`: the function must return an array (records to emit), on record {rec:?}",
+                                    self.names[i]
+                                ))
+                            }
                         },
                         Err(e) => return Err(self.fail_at(i, &rec, &e)),
                     }
@@ -738,7 +739,12 @@ impl StageRun {
                         Ok(v) => match v.as_bool() {
                             Ok(true) => accept.push(rec),
                             Ok(false) => reject.push(rec),
-                            Err(t) => return Err(format!("operator `{}`: the function must return a bool, got {t} on record {rec:?}", self.names[i])),
+                            Err(t) => {
+                                return Err(format!(
+                                    "operator `{}`: the function must return a bool, got {t} on record {rec:?}",
+                                    self.names[i]
+                                ))
+                            }
                         },
                         Err(e) => return Err(self.fail_at(i, &rec, &e)),
                     }
@@ -760,7 +766,10 @@ impl StageRun {
                     use std::fmt::Write as _;
                     let _ = writeln!(text, "{rec}");
                 }
-                file.lock().expect("file lock").write_all(text.as_bytes()).map_err(|e| format!("operator `{}`: cannot write: {e}", self.names[i]))?;
+                file.lock()
+                    .expect("file lock")
+                    .write_all(text.as_bytes())
+                    .map_err(|e| format!("operator `{}`: cannot write: {e}", self.names[i]))?;
                 Ok(Vec::new())
             }
             Step::Collect(CollectSink::Local(sink)) => {
@@ -836,10 +845,8 @@ impl StageRun {
     fn finish(&mut self, shared: &Shared) -> Result<(), String> {
         for i in 0..self.steps.len() {
             if let Step::Count { counts } = &mut self.steps[i] {
-                let out: Vec<Dynamic> = std::mem::take(counts)
-                    .into_iter()
-                    .map(|(k, n)| Dynamic::from_array(vec![k.value, Dynamic::from_int(n)]))
-                    .collect();
+                let out: Vec<Dynamic> =
+                    std::mem::take(counts).into_iter().map(|(k, n)| Dynamic::from_array(vec![k.value, Dynamic::from_int(n)])).collect();
                 self.route(shared, i, 0, out)?;
             }
         }
@@ -889,11 +896,21 @@ fn outlet(plan: &Plan, e: &FlatEdge, instance: usize, layout: &Layout, inboxes: 
 /// Reads a source batch by batch.
 enum SourceReader {
     Items(std::vec::IntoIter<Dynamic>),
-    Range { next: i64, end: i64, step: i64 },
-    Generator { f: Callable, n: i64 },
+    Range {
+        next: i64,
+        end: i64,
+        step: i64,
+    },
+    Generator {
+        f: Callable,
+        n: i64,
+    },
     Lines(BufReader<File>),
     /// A connection with a read timeout, so that a stop is noticed while idle.
-    Tcp { reader: BufReader<std::net::TcpStream>, line: String },
+    Tcp {
+        reader: BufReader<std::net::TcpStream>,
+        line: String,
+    },
 }
 
 impl SourceReader {
@@ -909,9 +926,7 @@ impl SourceReader {
             SourceSpec::Tcp { host, port } => {
                 let stream = std::net::TcpStream::connect((host.as_str(), port))
                     .map_err(|e| format!("{name}: cannot connect to {host}:{port}: {e}"))?;
-                stream
-                    .set_read_timeout(Some(TCP_POLL))
-                    .map_err(|e| format!("{name}: cannot set up {host}:{port}: {e}"))?;
+                stream.set_read_timeout(Some(TCP_POLL)).map_err(|e| format!("{name}: cannot set up {host}:{port}: {e}"))?;
                 SourceReader::Tcp { reader: BufReader::new(stream), line: String::new() }
             }
         })

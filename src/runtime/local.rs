@@ -36,15 +36,8 @@ impl LocalRuntime {
         }
     }
 
-
-
     fn get(&self, r: WorkflowRef) -> Result<Arc<Running>, String> {
-        self.workflows
-            .lock()
-            .expect("workflows lock")
-            .get(&r.id)
-            .cloned()
-            .ok_or_else(|| format!("no workflow #{} on {}", r.id, self.node))
+        self.workflows.lock().expect("workflows lock").get(&r.id).cloned().ok_or_else(|| format!("no workflow #{} on {}", r.id, self.node))
     }
 
     /// Blocks the calling (non-runtime) thread until `running` is done.
@@ -89,7 +82,6 @@ impl LocalRuntime {
             .map(|(&id, _)| WorkflowRef { id })
             .collect()
     }
-
 }
 
 impl Host for LocalRuntime {
@@ -141,12 +133,7 @@ impl Host for LocalRuntime {
     }
 
     fn workflows(&self) -> Vec<(WorkflowRef, Status)> {
-        self.workflows
-            .lock()
-            .expect("workflows lock")
-            .iter()
-            .map(|(&id, r)| (WorkflowRef { id }, r.status()))
-            .collect()
+        self.workflows.lock().expect("workflows lock").iter().map(|(&id, r)| (WorkflowRef { id }, r.status())).collect()
     }
 
     fn workers(&self) -> Array {

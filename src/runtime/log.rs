@@ -13,7 +13,8 @@ use tracing_subscriber::fmt::writer::MakeWriterExt;
 /// (error, warn, info, debug, trace; default info).
 pub fn init(node: &str, log_dir: Option<&Path>) -> Result<(), String> {
     let level = match std::env::var("SKITTER_LOG") {
-        Ok(l) if !l.is_empty() => LevelFilter::from_str(&l).map_err(|_| format!("SKITTER_LOG: `{l}` is not a log level (error, warn, info, debug, trace, off)"))?,
+        Ok(l) if !l.is_empty() => LevelFilter::from_str(&l)
+            .map_err(|_| format!("SKITTER_LOG: `{l}` is not a log level (error, warn, info, debug, trace, off)"))?,
         _ => LevelFilter::INFO,
     };
     let console = std::io::stderr.with_max_level(tracing::Level::WARN);

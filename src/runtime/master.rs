@@ -59,7 +59,6 @@ impl Master {
         self.exit_code.load(Ordering::Relaxed)
     }
 
-
     fn print(&self, text: &str) {
         let out = self.output.lock().expect("output lock").clone();
         out(text);
@@ -145,7 +144,11 @@ impl Master {
         self.worker_link_inner(auth, None).await
     }
 
-    async fn worker_link_inner(self: Arc<Self>, mut auth: Authenticated, registered: Option<tokio::sync::oneshot::Sender<Result<(), String>>>) {
+    async fn worker_link_inner(
+        self: Arc<Self>,
+        mut auth: Authenticated,
+        registered: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    ) {
         let info: WorkerInfo = match tokio::time::timeout(SILENCE * 2, auth.reader.read()).await {
             Ok(Ok(Some(Message::Register(info)))) => info,
             other => {
@@ -263,9 +266,7 @@ impl Master {
     pub fn running(&self) -> Vec<WorkflowRef> {
         self.workflows().into_iter().filter(|(_, s)| !s.is_done()).map(|(r, _)| r).collect()
     }
-
 }
-
 
 impl Host for Master {
     fn node_name(&self) -> String {

@@ -85,7 +85,12 @@ impl Worker {
     }
 
     fn info(&self) -> WorkerInfo {
-        WorkerInfo { name: self.config.name.clone(), addr: self.addr.clone(), tags: self.config.tags.clone(), slots: self.config.slots as u32 }
+        WorkerInfo {
+            name: self.config.name.clone(),
+            addr: self.addr.clone(),
+            tags: self.config.tags.clone(),
+            slots: self.config.slots as u32,
+        }
     }
 
     fn to_master(&self, msg: Message) {
@@ -240,15 +245,13 @@ impl Worker {
         match msg {
             Message::Heartbeat => {}
             Message::Peers(peers) => *self.peers.lock().expect("peers lock") = peers,
-            Message::Deploy { id, spec, sources, workers, slots } => {
-                match self.start_part(id, spec, sources, workers, slots as usize) {
-                    Ok(()) => self.to_master(Message::Started { id }),
-                    Err(reason) => {
-                        tracing::error!(workflow = id, "cannot start: {reason}");
-                        self.to_master(Message::Failed { id, reason });
-                    }
+            Message::Deploy { id, spec, sources, workers, slots } => match self.start_part(id, spec, sources, workers, slots as usize) {
+                Ok(()) => self.to_master(Message::Started { id }),
+                Err(reason) => {
+                    tracing::error!(workflow = id, "cannot start: {reason}");
+                    self.to_master(Message::Failed { id, reason });
                 }
-            }
+            },
             Message::Stop { id } => {
                 if let Some(r) = self.workflows.lock().expect("workflows lock").get(&id) {
                     r.request_stop();
@@ -263,11 +266,19 @@ impl Worker {
         }
     }
 
-    fn start_part(self: &Arc<Self>, id: u64, spec: WorkflowSpec, sources: Vec<(String, String)>, workers: Vec<WorkerInfo>, slots: usize) -> Result<(), String> {
+    fn start_part(
+        self: &Arc<Self>,
+        id: u64,
+        spec: WorkflowSpec,
+        sources: Vec<(String, String)>,
+        workers: Vec<WorkerInfo>,
+        slots: usize,
+    ) -> Result<(), String> {
         let me = workers.iter().position(|w| w.name == self.config.name).ok_or("this worker is not part of the placement")?;
         let plan = Plan::new(spec.into_graph()?);
         let layout = Layout { workers: workers.len(), me, slots: slots.max(1) };
-        let code = Code { ast: Default::default(), sources: Arc::new(sources.into_iter().map(|(name, text)| Source { name, text }).collect()) };
+        let code =
+            Code { ast: Default::default(), sources: Arc::new(sources.into_iter().map(|(name, text)| Source { name, text }).collect()) };
         let master = self.master.lock().expect("master lock").clone().ok_or("no master")?;
         let out = master.clone();
         let mut env = self.config.env.clone();
@@ -417,8 +428,10 @@ impl Remote for WorkerRemote {
     fn send(&self, worker: usize, stage: usize, instance: usize, msg: Msg) -> Result<(), String> {
         let (stage, instance) = (stage as u32, instance as u32);
         let frame = match msg {
-            Msg::Records(records) => postcard::to_allocvec(&crate::net::message::RecordsFrame { id: self.id, stage, instance, records: &records })
-                .map_err(|e| e.to_string())?,
+            Msg::Records(records) => {
+                postcard::to_allocvec(&crate::net::message::RecordsFrame { id: self.id, stage, instance, records: &records })
+                    .map_err(|e| e.to_string())?
+            }
             other => match to_wire(other)? {
                 Some(data) => crate::net::connection::encode(&Message::Data { id: self.id, stage, instance, msg: data }),
                 None => return Ok(()),
@@ -430,9 +443,7 @@ impl Remote for WorkerRemote {
 
     fn collect(&self, sink: &str, records: &[Dynamic]) -> Result<(), String> {
         let values = crate::net::value::to_values(records).map_err(|e| e.to_string())?;
-        self.master
-            .send(Message::Collected { id: self.id, sink: sink.to_string(), values })
-            .map_err(|_| "the master is gone".to_string())
+        self.master.send(Message::Collected { id: self.id, sink: sink.to_string(), values }).map_err(|_| "the master is gone".to_string())
     }
 }
 
@@ -448,7 +459,12 @@ impl crate::script::Host for Worker {
     }
 
     fn status(&self, r: crate::script::WorkflowRef) -> Result<Status, String> {
-        self.workflows.lock().expect("workflows lock").get(&r.id).map(|w| w.status()).ok_or_else(|| format!("no part of workflow #{} runs here", r.id))
+        self.workflows
+            .lock()
+            .expect("workflows lock")
+            .get(&r.id)
+            .map(|w| w.status())
+            .ok_or_else(|| format!("no part of workflow #{} runs here", r.id))
     }
 
     fn stop(&self, _: crate::script::WorkflowRef) -> Result<Status, String> {
@@ -469,12 +485,7 @@ impl crate::script::Host for Worker {
 
     /// The cluster's workers, this one included, as the master announced them.
     fn workers(&self) -> rhai::Array {
-        self.peers
-            .lock()
-            .expect("peers lock")
-            .iter()
-            .map(WorkerInfo::to_dynamic)
-            .collect()
+        self.peers.lock().expect("peers lock").iter().map(WorkerInfo::to_dynamic).collect()
     }
 
     fn runtime_info(&self) -> rhai::Map {

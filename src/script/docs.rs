@@ -115,7 +115,22 @@ mod tests {
     fn the_workflow_package_is_documented_with_examples() {
         let engine = crate::script::new_engine(&crate::script::EngineEnv::new(None, crate::script::engine::stdout_output()));
         let docs = function_docs(&engine);
-        for name in ["workflow", "map", "flat_map", "filter", "keyed_reduce", "count", "inspect", "read_lines", "stream_source", "link", "node", "to_dot", "priv_path", "words"] {
+        for name in [
+            "workflow",
+            "map",
+            "flat_map",
+            "filter",
+            "keyed_reduce",
+            "count",
+            "inspect",
+            "read_lines",
+            "stream_source",
+            "link",
+            "node",
+            "to_dot",
+            "priv_path",
+            "words",
+        ] {
             let doc = docs.iter().find(|d| d.name == name).unwrap_or_else(|| panic!("{name} is not documented"));
             assert!(!doc.examples().is_empty(), "{name} has no example");
         }

@@ -104,12 +104,18 @@ pub fn new_engine(env: &EngineEnv) -> Engine {
 
     let priv_dir = env.priv_dir.clone();
     rhai::FuncRegistration::new("priv_path")
-        .with_comments(["/// The path of a data file in the app's `priv/` directory.\n///\n/// ```rhai\n/// let p = priv_path(\"words.txt\");\n/// ```"])
+        .with_comments([
+            "/// The path of a data file in the app's `priv/` directory.\n///\n/// ```rhai\n/// let p = priv_path(\"words.txt\");\n/// ```",
+        ])
         .with_params_info(["name: &str", "String"])
         .register_into_engine(&mut engine, move |name: &str| -> Result<String, Box<EvalAltResult>> {
             match &priv_dir {
                 Some(dir) => Ok(dir.join(name).display().to_string()),
-                None => Err(EvalAltResult::ErrorRuntime("priv_path: there is no app here (run inside an app directory or pass --app DIR)".into(), Position::NONE).into()),
+                None => Err(EvalAltResult::ErrorRuntime(
+                    "priv_path: there is no app here (run inside an app directory or pass --app DIR)".into(),
+                    Position::NONE,
+                )
+                .into()),
             }
         });
 
@@ -122,7 +128,9 @@ pub fn new_engine(env: &EngineEnv) -> Engine {
     rhai::FuncRegistration::new("sleep")
         .with_comments(["/// Waits `seconds` (an integer); Ctrl-C cuts it short.\n///\n/// ```rhai\n/// sleep(0);\n/// ```"])
         .with_params_info(["seconds: i64", "()"])
-        .register_into_engine(&mut engine, move |seconds: rhai::INT| -> Result<(), Box<EvalAltResult>> { nap(&abort, seconds as rhai::FLOAT) });
+        .register_into_engine(&mut engine, move |seconds: rhai::INT| -> Result<(), Box<EvalAltResult>> {
+            nap(&abort, seconds as rhai::FLOAT)
+        });
 
     let print_out = env.output.clone();
     engine.on_print(move |text| print_out(text));

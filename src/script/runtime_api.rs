@@ -27,7 +27,10 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
     engine.register_get("id", |r: &mut WorkflowRef| r.id as i64);
 
     let h = host.clone();
-    reg("deploy", &["wf: Workflow", "WorkflowRef"], "\
+    reg(
+        "deploy",
+        &["wf: Workflow", "WorkflowRef"],
+        "\
 /// Validates a workflow and starts it on this node's workers; returns a\n\
 /// reference for `status`, `stop`, `wait` and `results`.\n\
 ///\n\
@@ -35,7 +38,8 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
 /// let r = deploy(workflow().stream_source([1, 2, 3]).map(|x| x * 10).collect());\n\
 /// wait(r);\n\
 /// results(r)   // [10, 20, 30] in some order\n\
-/// ```")
+/// ```",
+    )
     .register_into_engine(engine, move |wf: Workflow| -> RhaiResult<WorkflowRef> {
         if let Err(e) = wf.validate() {
             return err(format!("deploy: {e}"));
@@ -45,7 +49,10 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
     });
 
     let h = host.clone();
-    reg("status", &["r: WorkflowRef", "String"], "\
+    reg(
+        "status",
+        &["r: WorkflowRef", "String"],
+        "\
 /// The status of a deployed workflow: `running`, `finished`, `stopped` or\n\
 /// `failed: <reason>`.\n\
 ///\n\
@@ -53,49 +60,59 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
 /// let r = deploy(workflow().stream_source([1]).collect());\n\
 /// wait(r);\n\
 /// status(r)   // \"finished\"\n\
-/// ```")
-    .register_into_engine(engine, move |r: WorkflowRef| -> RhaiResult<String> {
-        h.status(r).map(|s| s.to_string()).or_else(err)
-    });
+/// ```",
+    )
+    .register_into_engine(engine, move |r: WorkflowRef| -> RhaiResult<String> { h.status(r).map(|s| s.to_string()).or_else(err) });
 
     let h = host.clone();
-    reg("stop", &["r: WorkflowRef", "String"], "\
+    reg(
+        "stop",
+        &["r: WorkflowRef", "String"],
+        "\
 /// Stops a workflow gracefully: its sources stop, every record already read\n\
 /// is processed, sinks are flushed. Returns the final status.\n\
 ///\n\
 /// ```rhai\n\
 /// let r = deploy(workflow().stream_source(|n| n).collect());\n\
 /// stop(r)   // \"stopped\"\n\
-/// ```")
-    .register_into_engine(engine, move |r: WorkflowRef| -> RhaiResult<String> {
-        h.stop(r).map(|s| s.to_string()).or_else(err)
-    });
+/// ```",
+    )
+    .register_into_engine(engine, move |r: WorkflowRef| -> RhaiResult<String> { h.stop(r).map(|s| s.to_string()).or_else(err) });
 
     let h = host.clone();
-    reg("wait", &["r: WorkflowRef", "String"], "\
+    reg(
+        "wait",
+        &["r: WorkflowRef", "String"],
+        "\
 /// Waits until a workflow is no longer running and returns its status.\n\
 ///\n\
 /// ```rhai\n\
 /// let r = deploy(workflow().stream_source(1..100).collect());\n\
 /// wait(r)   // \"finished\"\n\
-/// ```")
-    .register_into_engine(engine, move |r: WorkflowRef| -> RhaiResult<String> {
-        h.wait(r).map(|s| s.to_string()).or_else(err)
-    });
+/// ```",
+    )
+    .register_into_engine(engine, move |r: WorkflowRef| -> RhaiResult<String> { h.wait(r).map(|s| s.to_string()).or_else(err) });
 
     let h = host.clone();
-    reg("results", &["r: WorkflowRef", "Array"], "\
+    reg(
+        "results",
+        &["r: WorkflowRef", "Array"],
+        "\
 /// What the workflow's `collect()` sink has gathered so far.\n\
 ///\n\
 /// ```rhai\n\
 /// let r = deploy(workflow().stream_source([\"a\", \"b\", \"a\"]).count().collect());\n\
 /// wait(r);\n\
 /// results(r)   // [[\"a\", 2], [\"b\", 1]] in some order\n\
-/// ```")
+/// ```",
+    )
     .register_into_engine(engine, move |r: WorkflowRef| -> RhaiResult<Array> { h.results(r, None).or_else(err) });
 
     let h = host.clone();
-    reg("results", &["r: WorkflowRef", "sink: &str", "Array"], "\
+    reg(
+        "results",
+        &["r: WorkflowRef", "sink: &str", "Array"],
+        "\
 /// What the `collect()` node named `sink` has gathered, when a workflow has several.\n\
 ///\n\
 /// ```rhai\n\
@@ -104,18 +121,21 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
 /// let r = deploy(wf);\n\
 /// wait(r);\n\
 /// results(r, \"small\")   // [1, 2]\n\
-/// ```")
-    .register_into_engine(engine, move |r: WorkflowRef, sink: &str| -> RhaiResult<Array> {
-        h.results(r, Some(sink)).or_else(err)
-    });
+/// ```",
+    )
+    .register_into_engine(engine, move |r: WorkflowRef, sink: &str| -> RhaiResult<Array> { h.results(r, Some(sink)).or_else(err) });
 
     let h = host.clone();
-    reg("workflows", &["Array"], "\
+    reg(
+        "workflows",
+        &["Array"],
+        "\
 /// Every workflow deployed on this node, as `#{ref, status}` maps.\n\
 ///\n\
 /// ```rhai\n\
 /// let all = workflows();\n\
-/// ```")
+/// ```",
+    )
     .register_into_engine(engine, move || -> Array {
         h.workflows()
             .into_iter()
@@ -129,30 +149,42 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
     });
 
     let h = host.clone();
-    reg("workers", &["Array"], "\
+    reg(
+        "workers",
+        &["Array"],
+        "\
 /// The workers this node places operator instances on.\n\
 ///\n\
 /// ```rhai\n\
 /// let ws = workers();\n\
-/// ```")
+/// ```",
+    )
     .register_into_engine(engine, move || -> Array { h.workers() });
 
     let h = host.clone();
-    reg("with_tag", &["tag: &str", "Array"], "\
+    reg(
+        "with_tag",
+        &["tag: &str", "Array"],
+        "\
 /// The workers started with tag `tag` (`skitter worker -t tag`).\n\
 ///\n\
 /// ```rhai\n\
 /// let gpus = with_tag(\"gpu\");\n\
-/// ```")
+/// ```",
+    )
     .register_into_engine(engine, move |tag: &str| -> Array { h.with_tag(tag) });
 
     let h = host;
-    reg("runtime_info", &["Map"], "\
+    reg(
+        "runtime_info",
+        &["Map"],
+        "\
 /// Facts about this node's runtime: mode, node name, slots, version.\n\
 ///\n\
 /// ```rhai\n\
 /// let info = runtime_info();\n\
 /// info.mode   // \"local\"\n\
-/// ```")
+/// ```",
+    )
     .register_into_engine(engine, move || -> Map { h.runtime_info() });
 }

@@ -256,10 +256,7 @@ pub fn eval_error(err: &EvalAltResult, input: Option<&str>) -> ScriptError {
     let (pos, source) = diagnostic::innermost(err);
     let (message, excerpt) = match source {
         Some(src) => (format!("{message} ({src}, {})", position_text(pos)), None),
-        None => (
-            format!("{message} ({})", position_text(pos)),
-            input.and_then(|text| diagnostic::excerpt(text, pos)),
-        ),
+        None => (format!("{message} ({})", position_text(pos)), input.and_then(|text| diagnostic::excerpt(text, pos))),
     };
     ScriptError { kind: ErrorKind::Runtime, message, excerpt }
 }

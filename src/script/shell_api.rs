@@ -82,7 +82,31 @@ pub fn help(engine: &Engine, name: Option<&str>) -> Result<String, String> {
 fn overview(docs: &[FnDoc]) -> String {
     let mut out = String::from("skitter shell: Rhai, with workflows. h(\"name\") shows a function's documentation.\n");
     let groups: [(&str, &[&str]); 4] = [
-        ("Building workflows", &["workflow", "stream_source", "read_lines", "tcp_source", "map", "flat_map", "filter", "keyed_reduce", "count", "inspect", "write_lines", "collect", "then", "node", "link", "from", "name", "validate", "to_dot", "node_names"]),
+        (
+            "Building workflows",
+            &[
+                "workflow",
+                "stream_source",
+                "read_lines",
+                "tcp_source",
+                "map",
+                "flat_map",
+                "filter",
+                "keyed_reduce",
+                "count",
+                "inspect",
+                "write_lines",
+                "collect",
+                "then",
+                "node",
+                "link",
+                "from",
+                "name",
+                "validate",
+                "to_dot",
+                "node_names",
+            ],
+        ),
         ("Running them", &["deploy", "status", "stop", "wait", "results", "workflows", "workers", "runtime_info"]),
         ("In the shell", &["h", "i", "v", "recompile", "clear", "exit"]),
         ("Data", &["priv_path", "words"]),
@@ -115,7 +139,13 @@ pub fn describe(value: &Dynamic) -> String {
     } else if let Some(wf) = value.read_lock::<crate::workflow::Workflow>() {
         let flat = wf.flatten();
         out.push_str(&format!("Nodes\n  {}\n", flat.nodes.iter().map(|n| format!("{} ({})", n.name, n.op)).collect::<Vec<_>>().join(", ")));
-        out.push_str(&format!("Valid\n  {}\n", match wf.validate() { Ok(()) => "yes".to_string(), Err(e) => format!("no: {e}") }));
+        out.push_str(&format!(
+            "Valid\n  {}\n",
+            match wf.validate() {
+                Ok(()) => "yes".to_string(),
+                Err(e) => format!("no: {e}"),
+            }
+        ));
     }
     out
 }
@@ -123,11 +153,13 @@ pub fn describe(value: &Dynamic) -> String {
 /// Registers the helpers on a session's engine.
 pub fn register(engine: &mut Engine, state: &ShellState, code: Arc<RwLock<Code>>, app: Option<App>, output: Output) {
     let out = output.clone();
-    reg("h", &["()"], "/// Prints an overview of the functions scripts can use.\n///\n/// ```rhai\n/// h()\n/// ```")
-        .register_into_engine(engine, move |ctx: NativeCallContext| -> RhaiResult<()> {
+    reg("h", &["()"], "/// Prints an overview of the functions scripts can use.\n///\n/// ```rhai\n/// h()\n/// ```").register_into_engine(
+        engine,
+        move |ctx: NativeCallContext| -> RhaiResult<()> {
             out(&help(ctx.engine(), None).or_else(err)?);
             Ok(())
-        });
+        },
+    );
 
     let out = output.clone();
     reg("h", &["name: &str", "()"], "/// Prints the documentation of a function: its signatures, what it does\n/// and an example.\n///\n/// ```rhai\n/// h(\"deploy\")\n/// ```")
@@ -137,10 +169,14 @@ pub fn register(engine: &mut Engine, state: &ShellState, code: Arc<RwLock<Code>>
         });
 
     let out = output.clone();
-    reg("i", &["value: Dynamic", "()"], "/// Prints what a value is: its type and details (length, keys, nodes, ...).\n///\n/// ```rhai\n/// i([1, 2, 3])\n/// ```")
-        .register_into_engine(engine, move |value: Dynamic| {
-            out(&describe(&value));
-        });
+    reg(
+        "i",
+        &["value: Dynamic", "()"],
+        "/// Prints what a value is: its type and details (length, keys, nodes, ...).\n///\n/// ```rhai\n/// i([1, 2, 3])\n/// ```",
+    )
+    .register_into_engine(engine, move |value: Dynamic| {
+        out(&describe(&value));
+    });
 
     let results = state.results.clone();
     reg("v", &["Dynamic"], "/// The result of the previous entry.\n///\n/// ```rhai\n/// 6 * 7\n///\n/// v() / 2   // 21\n/// ```")

@@ -22,10 +22,7 @@ fn func(op: &str, what: &str, value: Dynamic) -> RhaiResult<Func> {
     if value.is::<FnPtr>() {
         return Ok(Func::from_ptr(&value.cast::<FnPtr>()));
     }
-    fail(format!(
-        "{op} expects a function as its {what} (a closure like `|x| x + 1` or `Fn(\"name\")`), got {}",
-        value.type_name()
-    ))
+    fail(format!("{op} expects a function as its {what} (a closure like `|x| x + 1` or `Fn(\"name\")`), got {}", value.type_name()))
 }
 
 fn source(value: Dynamic) -> RhaiResult<SourceSpec> {
@@ -41,10 +38,7 @@ fn source(value: Dynamic) -> RhaiResult<SourceSpec> {
     if value.is::<FnPtr>() {
         return Ok(SourceSpec::Generator(Func::from_ptr(&value.cast::<FnPtr>())));
     }
-    fail(format!(
-        "stream_source expects an array, a range or a generator function `|n| ...`, got {}",
-        value.type_name()
-    ))
+    fail(format!("stream_source expects an array, a range or a generator function `|n| ...`, got {}", value.type_name()))
 }
 
 fn port(value: i64) -> RhaiResult<u16> {

@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{history, input, render, Backend, Printer, Reply};
-use crate::script::session::ErrorKind;
 use crate::script::complete::Completer;
+use crate::script::session::ErrorKind;
 use crate::script::{App, EngineEnv, Host, ScriptError, Session};
 use crate::Result;
 
@@ -27,7 +27,6 @@ impl LocalBackend {
     pub fn session_mut(&mut self) -> &mut Session {
         &mut self.session
     }
-
 }
 
 impl Backend for LocalBackend {

@@ -138,11 +138,7 @@ fn show(reply: Reply) {
 
 /// Runs the shell on `backend` until the user leaves (or stdin ends).
 pub fn run(backend: Rc<RefCell<dyn Backend>>, printer: &Printer, history: Option<PathBuf>) -> Result<ExitCode> {
-    let result = if std::io::stdin().is_terminal() {
-        interactive(backend.clone(), printer, history)
-    } else {
-        piped(&backend)
-    };
+    let result = if std::io::stdin().is_terminal() { interactive(backend.clone(), printer, history) } else { piped(&backend) };
     printer.detach();
     if let Some(message) = backend.borrow_mut().leave() {
         eprintln!("{message}");

@@ -23,7 +23,12 @@ pub fn to_dot(wf: &Workflow) -> String {
         while open.len() < parents.len() {
             let name = parents[open.len()];
             let id = parents[..=open.len()].join("/");
-            out.push_str(&format!("{}subgraph {} {{ label={};\n", "  ".repeat(open.len() + 1), quote(&format!("cluster_{id}")), quote(name)));
+            out.push_str(&format!(
+                "{}subgraph {} {{ label={};\n",
+                "  ".repeat(open.len() + 1),
+                quote(&format!("cluster_{id}")),
+                quote(name)
+            ));
             open.push(name.to_string());
         }
         let label = format!("{}\n{}", path[path.len() - 1], node.op);

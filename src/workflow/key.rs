@@ -93,8 +93,7 @@ pub fn same_value(a: &Dynamic, b: &Dynamic) -> bool {
         return x.len() == y.len() && x.iter().zip(y.iter()).all(|(p, q)| same_value(p, q));
     }
     if let (Some(x), Some(y)) = (a.read_lock::<rhai::Map>(), b.read_lock::<rhai::Map>()) {
-        return x.len() == y.len()
-            && x.iter().zip(y.iter()).all(|((k1, v1), (k2, v2))| k1 == k2 && same_value(v1, v2));
+        return x.len() == y.len() && x.iter().zip(y.iter()).all(|((k1, v1), (k2, v2))| k1 == k2 && same_value(v1, v2));
     }
     if let (Ok(x), Ok(y)) = (a.as_float(), b.as_float()) {
         return x.to_bits() == y.to_bits();

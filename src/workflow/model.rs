@@ -101,8 +101,7 @@ pub struct Workflow {
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 impl Workflow {
@@ -123,10 +122,7 @@ impl Workflow {
     }
 
     fn node(&self, name: &str) -> Result<&Node, WorkflowError> {
-        self.nodes.iter().find(|n| n.name == name).ok_or_else(|| WorkflowError::UnknownNode {
-            node: name.to_string(),
-            known: self.names(),
-        })
+        self.nodes.iter().find(|n| n.name == name).ok_or_else(|| WorkflowError::UnknownNode { node: name.to_string(), known: self.names() })
     }
 
     fn names(&self) -> String {
@@ -155,10 +151,7 @@ impl Workflow {
             return Err(WorkflowError::DuplicateNode(name.to_string()));
         }
         let node = Node { name: name.to_string(), body };
-        self.cursor = node
-            .out_ports()
-            .first()
-            .map(|p| PortRef { node: name.to_string(), port: p.to_string() });
+        self.cursor = node.out_ports().first().map(|p| PortRef { node: name.to_string(), port: p.to_string() });
         self.nodes.push(node);
         Ok(self)
     }
@@ -317,12 +310,7 @@ impl Workflow {
 
     /// Adds this workflow's nodes and internal edges to `graph`, returning for
     /// the workflow's `in` the flat nodes it feeds and for `out` the flat port.
-    fn flatten_into(
-        &self,
-        prefix: &str,
-        graph: &mut FlatGraph,
-        index: &mut HashMap<String, usize>,
-    ) -> Ends {
+    fn flatten_into(&self, prefix: &str, graph: &mut FlatGraph, index: &mut HashMap<String, usize>) -> Ends {
         // Per node: where its inputs go (flat node ids) and where its outputs come from.
         let mut inputs: HashMap<&str, Vec<usize>> = HashMap::new();
         let mut outputs: HashMap<(&str, &str), Vec<(usize, usize)>> = HashMap::new();
@@ -354,14 +342,8 @@ impl Workflow {
                 }
             }
         }
-        let entry_inputs = self
-            .entries()
-            .iter()
-            .flat_map(|n| inputs.get(n).cloned().unwrap_or_default())
-            .collect();
-        let output = self.cursor.as_ref().and_then(|c| {
-            outputs.get(&(c.node.as_str(), c.port.as_str())).and_then(|v| v.first().copied())
-        });
+        let entry_inputs = self.entries().iter().flat_map(|n| inputs.get(n).cloned().unwrap_or_default()).collect();
+        let output = self.cursor.as_ref().and_then(|c| outputs.get(&(c.node.as_str(), c.port.as_str())).and_then(|v| v.first().copied()));
         Ends { inputs: entry_inputs, output }
     }
 }

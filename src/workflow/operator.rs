@@ -130,10 +130,7 @@ impl Operator {
     /// Every function this operator calls, for validation and shipping.
     pub fn funcs(&self) -> Vec<&Func> {
         match self {
-            Operator::Source(SourceSpec::Generator(f))
-            | Operator::Map(f)
-            | Operator::FlatMap(f)
-            | Operator::Filter(f) => vec![f],
+            Operator::Source(SourceSpec::Generator(f)) | Operator::Map(f) | Operator::FlatMap(f) | Operator::Filter(f) => vec![f],
             Operator::KeyedReduce { key, reduce, .. } => vec![key, reduce],
             Operator::Count { key } => key.iter().collect(),
             _ => Vec::new(),

@@ -121,11 +121,7 @@ mod tests {
             .chain(op(Operator::Print("count".into())))
             .unwrap();
         let plan = Plan::new(wf.flatten());
-        let kinds: Vec<Vec<&str>> = plan
-            .stages
-            .iter()
-            .map(|s| s.nodes.iter().map(|&n| plan.graph.nodes[n].op.kind()).collect())
-            .collect();
+        let kinds: Vec<Vec<&str>> = plan.stages.iter().map(|s| s.nodes.iter().map(|&n| plan.graph.nodes[n].op.kind()).collect()).collect();
         assert_eq!(kinds, vec![vec!["stream_source"], vec!["flat_map", "map"], vec!["count", "inspect"]]);
         let cross: Vec<Exchange> = plan.graph.edges.iter().filter(|e| !plan.is_local(e)).map(|e| plan.exchange(e)).collect();
         assert_eq!(cross, vec![Exchange::Spread, Exchange::Hash]);

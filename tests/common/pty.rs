@@ -107,4 +107,3 @@ impl Drop for Pty {
         let _ = Command::new("kill").args(["-KILL", &self.pid().to_string()]).status();
     }
 }
-

@@ -15,7 +15,8 @@ pub struct Sshd {
 impl Sshd {
     pub fn start() -> Sshd {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(repo().join("scripts/throwaway-sshd")).arg(dir.path()).arg("4").output().expect("run scripts/throwaway-sshd");
+        let out =
+            Command::new(repo().join("scripts/throwaway-sshd")).arg(dir.path()).arg("4").output().expect("run scripts/throwaway-sshd");
         assert!(out.status.success(), "throwaway-sshd: {}", String::from_utf8_lossy(&out.stderr));
         let pid = String::from_utf8_lossy(&out.stdout).trim().parse().expect("sshd pid");
         Sshd { dir, pid }
@@ -44,4 +45,3 @@ impl Drop for Sshd {
         unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
     }
 }
-
