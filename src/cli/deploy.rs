@@ -10,7 +10,8 @@ use clap::Args;
 use colored::Colorize;
 
 use super::find_app_optional;
-use super::master::{MasterArgs, MasterCommand};
+use super::master::MasterArgs;
+use super::node::NodeCommand;
 use super::node::{self, resolve_cookie};
 use crate::deploy::ssh::{self, LaunchPlan, Launched, SshOptions};
 use crate::deploy::{LaunchError, WorkerSpec};
@@ -225,7 +226,7 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         eprintln!("{}", summary.bold());
     }
     let master = MasterArgs {
-        command: Some(if mode == "start" { MasterCommand::Start } else { MasterCommand::StartIex }),
+        command: Some(if mode == "start" { NodeCommand::Start } else { NodeCommand::StartIex }),
         deploy: args.deploy.clone(),
         name: args.name.clone(),
         cookie: None,

@@ -4,12 +4,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Args, Subcommand};
+use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use super::find_app_optional;
-use super::node::Manage;
+use super::node::NodeCommand;
 use crate::net::{Identity, Role};
 use crate::runtime::console::Consoles;
 use crate::runtime::node::NodeFile;
@@ -22,7 +22,7 @@ use crate::{Error, Result};
 #[derive(Args, Debug)]
 pub struct LocalArgs {
     #[command(subcommand)]
-    pub command: Option<LocalCommand>,
+    pub command: Option<NodeCommand>,
     /// A Rhai expression returning the workflow to deploy at start
     /// (overrides SKITTER_DEPLOY and the app's `deploy` key).
     #[arg(short = 'd', long, global = true, value_name = "EXPR")]
@@ -36,30 +36,6 @@ pub struct LocalArgs {
     /// Worker slots (default: the app's `slots`, else one per core).
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub slots: Option<u16>,
-}
-
-#[derive(Subcommand, Debug, Clone, Copy)]
-pub enum LocalCommand {
-    /// Run until the deployed workflow finishes or a signal arrives (`s`).
-    #[command(visible_alias = "s")]
-    Start,
-    /// Open the shell on the local runtime; the default (`S`).
-    #[command(name = "start_iex", visible_alias = "S")]
-    StartIex,
-    /// Attach a shell to the running local node (SKITTER_NODE, default skitter_local).
-    Remote,
-    /// Run in the background; output in tmp/<node>.out (`d`).
-    #[command(visible_alias = "d")]
-    Daemon,
-    /// Like daemon: attach a shell with `remote` (`D`).
-    #[command(name = "daemon_iex", visible_alias = "D")]
-    DaemonIex,
-    /// Stop the running local node gracefully and wait until it is gone.
-    Stop,
-    /// Print the process id of the running local node.
-    Pid,
-    /// Stop the running local node (if it runs) and start it again as a daemon.
-    Restart,
 }
 
 impl LocalArgs {
@@ -111,16 +87,8 @@ fn resolve(args: &LocalArgs, app_dir: Option<&Path>) -> Result<LocalConfig> {
 
 pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let config = resolve(&args, app_dir)?;
-    let command = args.command.unwrap_or(LocalCommand::StartIex);
-    let manage = match command {
-        LocalCommand::Remote => Some(Manage::Remote),
-        LocalCommand::Pid => Some(Manage::Pid),
-        LocalCommand::Stop => Some(Manage::Stop),
-        LocalCommand::Daemon | LocalCommand::DaemonIex => Some(Manage::Daemon),
-        LocalCommand::Restart => Some(Manage::Restart),
-        LocalCommand::Start | LocalCommand::StartIex => None,
-    };
-    if let Some(what) = manage {
+    let command = args.command.unwrap_or(NodeCommand::StartIex);
+    if let Some(what) = command.manage() {
         return super::node::manage(what, config.app.as_ref(), app_dir, &config.node, None, args.start_args());
     }
     log::init(&config.node, config.log_dir.as_deref()).map_err(Error::Usage)?;
@@ -143,25 +111,13 @@ pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let at = record.as_ref().map(|(_, addr)| format!(" at {addr}")).unwrap_or_default();
     let welcome = log::welcome("local", &config.node, &format!("{at} with {} slots", config.slots));
     tracing::info!("{welcome}");
-    match command {
-        LocalCommand::Start => {
-            eprintln!("{welcome}");
-            let mut session = Session::new(env, Some(runtime.clone()), config.app.clone(), None)?;
-            start(&rt, &runtime, &mut session, config.deploy.as_deref(), &consoles.halt)
-        }
-        LocalCommand::Remote
-        | LocalCommand::Daemon
-        | LocalCommand::DaemonIex
-        | LocalCommand::Stop
-        | LocalCommand::Pid
-        | LocalCommand::Restart => {
-            unreachable!("handled above")
-        }
-        LocalCommand::StartIex => {
-            crate::shell::halt_on(rt.handle(), consoles.halt.clone(), runtime.clone());
-            crate::shell::run_local(rt, runtime, env, config.app, config.shell_deploy, &welcome)
-        }
+    if command == NodeCommand::StartIex {
+        crate::shell::halt_on(rt.handle(), consoles.halt.clone(), runtime.clone());
+        return crate::shell::run_local(rt, runtime, env, config.app, config.shell_deploy, &welcome);
     }
+    eprintln!("{welcome}");
+    let mut session = Session::new(env, Some(runtime.clone()), config.app.clone(), None)?;
+    start(&rt, &runtime, &mut session, config.deploy.as_deref(), &consoles.halt)
 }
 
 /// Listens for consoles and records the node's address, so that

@@ -4,12 +4,12 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Args, Subcommand};
+use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use super::find_app_optional;
-use super::node::{self, peer_addr, resolve_cookie, tmp_dir, Manage};
+use super::node::{self, peer_addr, resolve_cookie, tmp_dir, NodeCommand};
 use crate::runtime::console::Consoles;
 use crate::runtime::log;
 use crate::runtime::master::Master;
@@ -22,7 +22,7 @@ use crate::{Error, Result};
 #[derive(Args, Debug, Clone)]
 pub struct MasterArgs {
     #[command(subcommand)]
-    pub command: Option<MasterCommand>,
+    pub command: Option<NodeCommand>,
     /// A Rhai expression returning the workflow to deploy once the workers
     /// given here have joined (overrides SKITTER_DEPLOY and skitter.toml).
     #[arg(short = 'd', long, global = true, value_name = "EXPR")]
@@ -45,30 +45,6 @@ pub struct MasterArgs {
     /// Workers to dial: name@host:port or host:port (or SKITTER_WORKERS).
     #[arg(global = true)]
     pub workers: Vec<String>,
-}
-
-#[derive(Subcommand, Debug, Clone, Copy)]
-pub enum MasterCommand {
-    /// Run in the foreground; the default (`s`).
-    #[command(visible_alias = "s")]
-    Start,
-    /// Open the shell on the master (`S`).
-    #[command(name = "start_iex", visible_alias = "S")]
-    StartIex,
-    /// Run in the background; output in tmp/<node>.out (`d`).
-    #[command(visible_alias = "d")]
-    Daemon,
-    /// Like daemon: attach a shell with `remote` (`D`).
-    #[command(name = "daemon_iex", visible_alias = "D")]
-    DaemonIex,
-    /// Stop the node named with -n gracefully and wait until it is gone.
-    Stop,
-    /// Print the process id of the node named with -n.
-    Pid,
-    /// Stop the node named with -n (if it runs) and start it again as a daemon.
-    Restart,
-    /// Attach a shell to the running node named with -n.
-    Remote,
 }
 
 impl MasterArgs {
@@ -94,16 +70,11 @@ impl MasterArgs {
 pub fn run(args: MasterArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let app = find_app_optional(app_dir)?;
     let name = node_name(args.name.as_deref().or(std::env::var("SKITTER_NODE").ok().as_deref()), "skitter_master");
-    match args.command.unwrap_or(MasterCommand::Start) {
-        MasterCommand::Pid => node::manage(Manage::Pid, app.as_ref(), app_dir, &name, None, Vec::new()),
-        MasterCommand::Stop => node::manage(Manage::Stop, app.as_ref(), app_dir, &name, None, Vec::new()),
-        MasterCommand::Remote => node::manage(Manage::Remote, app.as_ref(), app_dir, &name, args.cookie.as_deref(), Vec::new()),
-        MasterCommand::Daemon | MasterCommand::DaemonIex => {
-            node::manage(Manage::Daemon, app.as_ref(), app_dir, &name, None, args.start_args())
-        }
-        MasterCommand::Restart => node::manage(Manage::Restart, app.as_ref(), app_dir, &name, None, args.start_args()),
-        command => start(args, app, name, matches!(command, MasterCommand::StartIex), None),
+    let command = args.command.unwrap_or(NodeCommand::Start);
+    if let Some(what) = command.manage() {
+        return node::manage(what, app.as_ref(), app_dir, &name, args.cookie.as_deref(), args.start_args());
     }
+    start(args, app, name, command == NodeCommand::StartIex, None)
 }
 
 /// Runs a master in the foreground (`shell`: with the shell on it).

@@ -154,6 +154,47 @@ pub fn daemon(app: Option<&App>, node: &str, args: Vec<String>) -> Result<ExitCo
     }
 }
 
+/// The commands of every node mode (local, master, worker), with
+/// Skitter's short forms.
+#[derive(clap::Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeCommand {
+    /// Run in the foreground (`s`).
+    #[command(visible_alias = "s")]
+    Start,
+    /// Run in the foreground with the shell on the node (`S`).
+    #[command(name = "start_iex", visible_alias = "S")]
+    StartIex,
+    /// Run in the background; output in tmp/<node>.out (`d`).
+    #[command(visible_alias = "d")]
+    Daemon,
+    /// Like daemon; attach a shell later with `remote` (`D`).
+    #[command(name = "daemon_iex", visible_alias = "D")]
+    DaemonIex,
+    /// Stop the running node gracefully and wait until it is gone.
+    Stop,
+    /// Print the running node's process id.
+    Pid,
+    /// Stop the running node (if it runs) and start it again as a daemon.
+    Restart,
+    /// Attach a shell to the running node.
+    Remote,
+}
+
+impl NodeCommand {
+    /// What the command does to a node by name; `None` for `start` and
+    /// `start_iex`, which run the node here.
+    pub fn manage(self) -> Option<Manage> {
+        match self {
+            NodeCommand::Start | NodeCommand::StartIex => None,
+            NodeCommand::Daemon | NodeCommand::DaemonIex => Some(Manage::Daemon),
+            NodeCommand::Stop => Some(Manage::Stop),
+            NodeCommand::Pid => Some(Manage::Pid),
+            NodeCommand::Restart => Some(Manage::Restart),
+            NodeCommand::Remote => Some(Manage::Remote),
+        }
+    }
+}
+
 /// The commands every node mode has for managing a node by name.
 pub enum Manage {
     Pid,

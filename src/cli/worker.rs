@@ -3,14 +3,14 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::{Args, Subcommand};
+use clap::Args;
 use std::sync::Arc;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use super::find_app_optional;
-use super::node::{self, peer_addr, resolve_cookie, tmp_dir, Manage};
+use super::node::{self, peer_addr, resolve_cookie, tmp_dir, NodeCommand};
 use crate::runtime::console::Consoles;
 use crate::runtime::log;
 use crate::runtime::node::{node_name, NodeFile};
@@ -22,7 +22,7 @@ use crate::{Error, Result};
 #[derive(Args, Debug, Clone)]
 pub struct WorkerArgs {
     #[command(subcommand)]
-    pub command: Option<WorkerCommand>,
+    pub command: Option<NodeCommand>,
     /// The node name (`name` or `name@host`; default skitter_worker@<hostname>).
     #[arg(short = 'n', long, global = true)]
     pub name: Option<String>,
@@ -51,30 +51,6 @@ pub struct WorkerArgs {
     /// The master to join: name@host:port or host:port (or SKITTER_MASTER).
     #[arg(global = true)]
     pub master: Option<String>,
-}
-
-#[derive(Subcommand, Debug, Clone, Copy)]
-pub enum WorkerCommand {
-    /// Run in the foreground; the default (`s`).
-    #[command(visible_alias = "s")]
-    Start,
-    /// Run in the foreground with a shell on the worker (`S`).
-    #[command(name = "start_iex", visible_alias = "S")]
-    StartIex,
-    /// Run in the background; output in tmp/<node>.out (`d`).
-    #[command(visible_alias = "d")]
-    Daemon,
-    /// Like daemon: attach a shell with `remote` (`D`).
-    #[command(name = "daemon_iex", visible_alias = "D")]
-    DaemonIex,
-    /// Stop the node named with -n gracefully and wait until it is gone.
-    Stop,
-    /// Print the process id of the node named with -n.
-    Pid,
-    /// Stop the node named with -n (if it runs) and start it again as a daemon.
-    Restart,
-    /// Attach a shell to the running node named with -n.
-    Remote,
 }
 
 impl WorkerArgs {
@@ -113,17 +89,11 @@ impl WorkerArgs {
 pub fn run(args: WorkerArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let app = find_app_optional(app_dir)?;
     let name = node_name(args.name.as_deref().or(std::env::var("SKITTER_NODE").ok().as_deref()), "skitter_worker");
-    match args.command.unwrap_or(WorkerCommand::Start) {
-        WorkerCommand::Pid => node::manage(Manage::Pid, app.as_ref(), app_dir, &name, None, Vec::new()),
-        WorkerCommand::Stop => node::manage(Manage::Stop, app.as_ref(), app_dir, &name, None, Vec::new()),
-        WorkerCommand::Remote => node::manage(Manage::Remote, app.as_ref(), app_dir, &name, args.cookie.as_deref(), Vec::new()),
-        WorkerCommand::Daemon | WorkerCommand::DaemonIex => {
-            node::manage(Manage::Daemon, app.as_ref(), app_dir, &name, None, args.start_args())
-        }
-        WorkerCommand::Restart => node::manage(Manage::Restart, app.as_ref(), app_dir, &name, None, args.start_args()),
-        WorkerCommand::Start => start(args, app, name, false),
-        WorkerCommand::StartIex => start(args, app, name, true),
+    let command = args.command.unwrap_or(NodeCommand::Start);
+    if let Some(what) = command.manage() {
+        return node::manage(what, app.as_ref(), app_dir, &name, args.cookie.as_deref(), args.start_args());
     }
+    start(args, app, name, command == NodeCommand::StartIex)
 }
 
 /// `--listen ssh`: the address this ssh session came in on, which the
