@@ -162,6 +162,11 @@ fn proof(cookie: &str, label: &[u8], first: &[u8; 32], second: &[u8; 32]) -> Hma
     mac
 }
 
+/// Who we are, with this connection's fresh nonce.
+fn hello(me: &Identity, nonce: [u8; 32]) -> Message {
+    Message::Hello { protocol: PROTOCOL, version: crate::VERSION.into(), role: me.role, name: me.name.clone(), nonce }
+}
+
 const DIALER: &[u8] = b"skitter/1 dialer";
 const LISTENER: &[u8] = b"skitter/1 listener";
 
@@ -195,15 +200,7 @@ impl Connection {
     /// The dialing side of the handshake.
     pub async fn dial(mut self, me: &Identity) -> Result<Authenticated, NetError> {
         let mine = nonce();
-        self.writer
-            .write(&Message::Hello {
-                protocol: PROTOCOL,
-                version: crate::VERSION.into(),
-                role: me.role,
-                name: me.name.clone(),
-                nonce: mine,
-            })
-            .await?;
+        self.writer.write(&hello(me, mine)).await?;
         let first = match self.next().await {
             Err(NetError::Malformed(reason)) => {
                 return Err(NetError::Handshake(format!(
@@ -265,15 +262,7 @@ impl Connection {
             return Err(NetError::Handshake(format!("{peer_name}: {reason}")));
         }
         let mine = nonce();
-        self.writer
-            .write(&Message::Hello {
-                protocol: PROTOCOL,
-                version: crate::VERSION.into(),
-                role: me.role,
-                name: me.name.clone(),
-                nonce: mine,
-            })
-            .await?;
+        self.writer.write(&hello(me, mine)).await?;
         match self.next().await? {
             Message::Proof { mac } => {
                 if proof(&me.cookie, DIALER, &theirs, &mine).verify_slice(&mac).is_err() {
