@@ -8,22 +8,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::node::{Node, COOKIE};
+use common::node::{run, run_with_cookie, Node, COOKIE};
 use common::*;
 
 /// Runs a master to the end: `skitter master start ...`.
 fn master_run(args: &[&str], tmp: &Path, cookie: &str) -> Outcome {
-    let out = Command::new(BIN)
-        .args(["master", "start", "--no-log", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .env("SKITTER_COOKIE", cookie)
-        .env("SKITTER_TMP", tmp)
-        .env("HOME", tmp)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Outcome(out)
+    let mut all = vec!["master", "start", "--no-log", "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    run_with_cookie(tmp, cookie, &all)
 }
 
 fn expected_counts() -> BTreeMap<String, i64> {
@@ -262,18 +254,7 @@ fn an_unreachable_worker_is_reported() {
 #[test]
 fn daemon_pid_and_stop() {
     let tmp = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        Outcome(
-            Command::new(BIN)
-                .args(args)
-                .env("SKITTER_COOKIE", COOKIE)
-                .env("SKITTER_TMP", tmp.path())
-                .env("HOME", tmp.path())
-                .stdin(Stdio::null())
-                .output()
-                .unwrap(),
-        )
-    };
+    let run = |args: &[&str]| run(tmp.path(), args);
     let started = run(&["worker", "daemon", "-n", "dw", "--no-log", "--listen", "127.0.0.16:0"]);
     started.success().stdout_has("running as a daemon");
     let pid = run(&["worker", "pid", "-n", "dw"]);
@@ -326,18 +307,7 @@ fn shutdown_with_workers_makes_the_master_exit_4_when_one_goes() {
 #[test]
 fn restart_replaces_a_daemon() {
     let tmp = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        Outcome(
-            Command::new(BIN)
-                .args(args)
-                .env("SKITTER_COOKIE", COOKIE)
-                .env("SKITTER_TMP", tmp.path())
-                .env("HOME", tmp.path())
-                .stdin(Stdio::null())
-                .output()
-                .unwrap(),
-        )
-    };
+    let run = |args: &[&str]| run(tmp.path(), args);
     run(&["worker", "daemon", "-n", "rw", "--no-log", "--listen", "127.0.0.20:0"]).success();
     let first: u32 = run(&["worker", "pid", "-n", "rw"]).stdout().trim().parse().unwrap();
     run(&["worker", "restart", "-n", "rw", "--no-log", "--listen", "127.0.0.20:0"]).success();

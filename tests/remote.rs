@@ -6,24 +6,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::node::{Node, COOKIE};
+use common::node::{run, Node, COOKIE};
 use common::pty::Pty;
 use common::*;
-
-/// `skitter ARGS` with the test cookie and tmp dir, to the end.
-fn run(tmp: &Path, args: &[&str]) -> Outcome {
-    Outcome(
-        Command::new(BIN)
-            .args(args)
-            .env("SKITTER_COOKIE", COOKIE)
-            .env("SKITTER_TMP", tmp)
-            .env("HOME", tmp)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap(),
-    )
-}
 
 /// A master daemon named `m1` with two workers, serving the word count app.
 struct Cluster {

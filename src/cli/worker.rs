@@ -188,7 +188,7 @@ fn start(args: WorkerArgs, app: Option<App>, name: String, shell: bool) -> Resul
                 let mut rest = Vec::new();
                 let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut rest);
                 tracing::warn!("the channel that started this worker closed: shutting down");
-                lifeline.stop_now(4);
+                lifeline.quit(4);
             });
         }
         let signalled = tokio::select! {

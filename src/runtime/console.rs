@@ -178,19 +178,10 @@ impl Consoles {
 
 /// Serves consoles on `listener` (a local-mode node has nothing else to serve).
 pub async fn serve_consoles(listener: tokio::net::TcpListener, identity: crate::net::Identity, consoles: Arc<Consoles>) {
-    loop {
-        tokio::select! {
-            _ = consoles.halt.cancelled() => return,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let (identity, consoles) = (identity.clone(), consoles.clone());
-                tokio::spawn(async move {
-                    match crate::net::Connection::new(stream).accept(&identity, &[crate::net::Role::Console]).await {
-                        Ok(auth) => consoles.serve(auth).await,
-                        Err(e) => tracing::warn!("refused a connection: {e}"),
-                    }
-                });
-            }
-        }
-    }
+    let stop = consoles.halt.clone();
+    super::accept_each(listener, stop, identity, &[crate::net::Role::Console], move |auth| {
+        let consoles = consoles.clone();
+        async move { consoles.serve(auth).await }
+    })
+    .await
 }

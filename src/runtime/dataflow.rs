@@ -175,17 +175,9 @@ impl Running {
 
     /// What `collect()` sinks gathered: one sink, or the one named `sink`.
     pub fn results(&self, sink: Option<&str>) -> Result<Array, String> {
-        let names = || self.collected.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
-        let found = match sink {
-            Some(name) => self.collected.iter().find(|(n, _)| n == name),
-            None if self.collected.len() == 1 => self.collected.first(),
-            None if self.collected.is_empty() => return Err("this workflow has no collect() sink".into()),
-            None => return Err(format!("this workflow has several collect() sinks ({}): name one with results(ref, name)", names())),
-        };
-        match found {
-            Some((_, data)) => Ok(data.lock().expect("collect lock").clone()),
-            None => Err(format!("no collect() sink named `{}` (sinks: {})", sink.unwrap_or_default(), names())),
-        }
+        let names: Vec<&str> = self.collected.iter().map(|(n, _)| n.as_str()).collect();
+        let chosen = super::choose_sink(&names, sink)?;
+        Ok(self.collected[chosen].1.lock().expect("collect lock").clone())
     }
 }
 

@@ -40,27 +40,6 @@ impl LocalRuntime {
         self.workflows.lock().expect("workflows lock").get(&r.id).cloned().ok_or_else(|| format!("no workflow #{} on {}", r.id, self.node))
     }
 
-    /// Blocks the calling (non-runtime) thread until `running` is done.
-    fn block_until_done(&self, running: &Running) -> Status {
-        let mut rx = running.subscribe();
-        let wait = async move {
-            let _ = rx.wait_for(|s| s.is_done()).await;
-            let status = rx.borrow().clone();
-            status
-        };
-        if Handle::try_current().is_ok() {
-            // On a runtime thread: we may not block it; poll the status instead.
-            loop {
-                let s = running.status();
-                if s.is_done() {
-                    return s;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-        }
-        self.handle.block_on(wait)
-    }
-
     /// Watches a workflow's status.
     pub fn subscribe(&self, r: WorkflowRef) -> Result<tokio::sync::watch::Receiver<Status>, String> {
         Ok(self.get(r)?.subscribe())
@@ -118,14 +97,14 @@ impl Host for LocalRuntime {
     fn stop(&self, r: WorkflowRef) -> Result<Status, String> {
         let running = self.get(r)?;
         running.request_stop();
-        let status = self.block_until_done(&running);
+        let status = super::wait_until_done(&self.handle, running.subscribe());
         tracing::info!(workflow = r.id, %status, "stopped");
         Ok(status)
     }
 
     fn wait(&self, r: WorkflowRef) -> Result<Status, String> {
         let running = self.get(r)?;
-        Ok(self.block_until_done(&running))
+        Ok(super::wait_until_done(&self.handle, running.subscribe()))
     }
 
     fn results(&self, r: WorkflowRef, sink: Option<&str>) -> Result<Array, String> {

@@ -106,23 +106,23 @@ impl Master {
 
     /// Accepts workers that dial in, and consoles.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, consoles: Arc<super::console::Consoles>) {
-        loop {
-            tokio::select! {
-                _ = self.exit.cancelled() => return,
-                accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
-                    let me = self.clone();
-                    let consoles = consoles.clone();
-                    tokio::spawn(async move {
-                        match Connection::new(stream).accept(&me.identity, &[Role::Worker, Role::Console]).await {
-                            Ok(auth) if auth.peer_role == Role::Console => consoles.serve(auth).await,
-                            Ok(auth) => me.worker_link(auth, false).await,
-                            Err(e) => tracing::warn!("refused a connection: {e}"),
-                        }
-                    });
+        let me = self.clone();
+        super::accept_each(
+            listener,
+            self.exit.clone(),
+            self.identity.clone(),
+            &[Role::Worker, Role::Console],
+            move |auth: Authenticated| {
+                let (me, consoles) = (me.clone(), consoles.clone());
+                async move {
+                    match auth.peer_role {
+                        Role::Console => consoles.serve(auth).await,
+                        _ => me.worker_link_inner(auth, None).await,
+                    }
                 }
-            }
-        }
+            },
+        )
+        .await
     }
 
     /// Dials a worker at `addr` and waits until it is registered.
@@ -138,10 +138,6 @@ impl Master {
         let me = self.clone();
         tokio::spawn(async move { me.worker_link_inner(auth, Some(registered_tx)).await });
         registered_rx.await.map_err(|_| format!("the worker at {addr} left before registering"))?
-    }
-
-    async fn worker_link(self: Arc<Self>, auth: Authenticated, _dialed: bool) {
-        self.worker_link_inner(auth, None).await
     }
 
     async fn worker_link_inner(
@@ -235,24 +231,6 @@ impl Master {
         self.workflows.lock().expect("workflows lock").get(&r.id).cloned().ok_or_else(|| format!("no workflow #{} on {}", r.id, self.name))
     }
 
-    fn block_until_done(&self, wf: &Deployed) -> Status {
-        let mut rx = wf.status.subscribe();
-        if Handle::try_current().is_ok() {
-            loop {
-                let s = rx.borrow().clone();
-                if s.is_done() {
-                    return s;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-        }
-        self.handle.block_on(async move {
-            let _ = rx.wait_for(|s| s.is_done()).await;
-            let s = rx.borrow().clone();
-            s
-        })
-    }
-
     /// Watches a workflow's status.
     pub fn subscribe(&self, r: WorkflowRef) -> Result<watch::Receiver<Status>, String> {
         Ok(self.get(r)?.status.subscribe())
@@ -302,24 +280,20 @@ impl Host for Master {
     fn stop(&self, r: WorkflowRef) -> Result<Status, String> {
         let wf = self.get(r)?;
         self.request_stop(r);
-        Ok(self.block_until_done(&wf))
+        Ok(super::wait_until_done(&self.handle, wf.status.subscribe()))
     }
 
     fn wait(&self, r: WorkflowRef) -> Result<Status, String> {
         let wf = self.get(r)?;
-        Ok(self.block_until_done(&wf))
+        Ok(super::wait_until_done(&self.handle, wf.status.subscribe()))
     }
 
     fn results(&self, r: WorkflowRef, sink: Option<&str>) -> Result<Array, String> {
         let wf = self.get(r)?;
         let collected = wf.collected.lock().expect("collected lock");
-        let names = || collected.keys().cloned().collect::<Vec<_>>().join(", ");
-        match sink {
-            Some(name) => collected.get(name).cloned().ok_or_else(|| format!("no collect() sink named `{name}` (sinks: {})", names())),
-            None if collected.len() == 1 => Ok(collected.values().next().cloned().unwrap_or_default()),
-            None if collected.is_empty() => Err("this workflow has no collect() sink".into()),
-            None => Err(format!("this workflow has several collect() sinks ({}): name one with results(ref, name)", names())),
-        }
+        let names: Vec<&str> = collected.keys().map(String::as_str).collect();
+        let chosen = super::choose_sink(&names, sink)?;
+        Ok(collected.values().nth(chosen).cloned().unwrap_or_default())
     }
 
     fn workflows(&self) -> Vec<(WorkflowRef, Status)> {

@@ -74,12 +74,8 @@ impl Worker {
         self.exit_code.load(Ordering::Relaxed)
     }
 
-    /// Makes the process exit with `code` (its input ended, ...).
-    pub fn stop_now(&self, code: u8) {
-        self.quit(code);
-    }
-
-    fn quit(&self, code: u8) {
+    /// Makes the process exit with `code`.
+    pub fn quit(&self, code: u8) {
         self.exit_code.store(code, Ordering::Relaxed);
         self.exit.cancel();
     }
@@ -105,41 +101,29 @@ impl Worker {
         if let Some(addr) = self.config.master.clone() {
             let me = self.clone();
             tokio::spawn(async move {
-                match Connection::connect(&addr).await {
-                    Ok(conn) => match conn.dial(&me.identity).await {
-                        Ok(auth) => me.clone().master_link(auth, true).await,
-                        Err(e) => {
-                            tracing::error!("cannot join the master at {addr}: {e}");
-                            eprintln!("error: cannot join the master at {addr}: {e}");
-                            me.quit(1);
-                        }
-                    },
+                match async { Connection::connect(&addr).await?.dial(&me.identity).await }.await {
+                    Ok(auth) => me.clone().master_link(auth, true).await,
                     Err(e) => {
-                        tracing::error!("cannot reach the master at {addr}: {e}");
-                        eprintln!("error: cannot reach the master at {addr}: {e}");
+                        tracing::error!("cannot join the master at {addr}: {e}");
+                        eprintln!("error: cannot join the master at {addr}: {e}");
                         me.quit(1);
                     }
                 }
             });
         }
-        loop {
-            tokio::select! {
-                _ = self.exit.cancelled() => break,
-                accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
-                    let me = self.clone();
-                    let consoles = consoles.clone();
-                    tokio::spawn(async move {
-                        match Connection::new(stream).accept(&me.identity, &[Role::Master, Role::Peer, Role::Console]).await {
-                            Ok(auth) if auth.peer_role == Role::Console => consoles.serve(auth).await,
-                            Ok(auth) if auth.peer_role == Role::Master => me.master_link(auth, false).await,
-                            Ok(auth) => me.peer_link(auth).await,
-                            Err(e) => tracing::warn!("refused a connection: {e}"),
-                        }
-                    });
+        let me = self.clone();
+        let roles: &'static [Role] = &[Role::Master, Role::Peer, Role::Console];
+        super::accept_each(listener, self.exit.clone(), self.identity.clone(), roles, move |auth: Authenticated| {
+            let (me, consoles) = (me.clone(), consoles.clone());
+            async move {
+                match auth.peer_role {
+                    Role::Console => consoles.serve(auth).await,
+                    Role::Master => me.master_link(auth, false).await,
+                    _ => me.peer_link(auth).await,
                 }
             }
-        }
+        })
+        .await
     }
 
     /// Stops every workflow part gracefully and says goodbye to the master.

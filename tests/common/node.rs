@@ -10,6 +10,25 @@ use super::BIN;
 
 pub const COOKIE: &str = "test-cookie-5f1b";
 
+/// Runs `skitter ARGS` to the end with `cookie`, `tmp` as its tmp/ and home.
+pub fn run_with_cookie(tmp: &Path, cookie: &str, args: &[&str]) -> super::Outcome {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("SKITTER_COOKIE", cookie)
+        .env("SKITTER_TMP", tmp)
+        .env("HOME", tmp)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run skitter");
+    super::Outcome(out)
+}
+
+/// [`run_with_cookie`] with the tests' cookie.
+pub fn run(tmp: &Path, args: &[&str]) -> super::Outcome {
+    run_with_cookie(tmp, COOKIE, args)
+}
+
 /// A node process; killed (by pid) when dropped.
 pub struct Node {
     pub child: Child,
