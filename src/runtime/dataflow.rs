@@ -16,12 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rhai::{Array, Dynamic, Engine, FnPtr, ImmutableString, AST};
-
-/// Instances call functions by name, in their own AST, with the captured
-/// values first: not through a `FnPtr`, whose closure definition would be
-/// shared between threads (and Rhai makes no pointer to an `anon$` function
-/// from its name).
-type Callable = Func;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -122,9 +116,7 @@ pub struct Running {
     status: watch::Sender<Status>,
     /// Cancelled to stop gracefully: sources stop, everything drains.
     stop: CancellationToken,
-    /// Cancelled on failure: every task stops at once.
-    abort: CancellationToken,
-    /// Tells script calls in progress to give up (with `abort`).
+    /// Set on failure: instances stop, and script calls in progress give up.
     abort_flag: Arc<AtomicBool>,
     collected: Vec<(String, Arc<Mutex<Vec<Dynamic>>>)>,
     /// The inboxes of this process's instances, by (stage, instance), for
@@ -165,7 +157,6 @@ impl Running {
             true
         });
         self.abort_flag.store(true, Ordering::Relaxed);
-        self.abort.cancel();
         // Wake instances waiting for input; a full inbox's owner is busy and
         // sees the flag after its current batch.
         for inbox in self.inboxes.lock().expect("inboxes lock").values() {
@@ -210,7 +201,11 @@ impl Shared {
         Ok(Shared { engine, ast, scripts, scope, output: common.env.output.clone(), running: common.running.clone() })
     }
 
-    fn call<const N: usize>(&self, f: &Callable, args: [Dynamic; N]) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
+    /// Calls `f` by name in this instance's own AST, captured values first:
+    /// not through a `FnPtr`, whose closure definition would be shared
+    /// between threads (and Rhai makes no pointer to an `anon$` function
+    /// from its name).
+    fn call<const N: usize>(&self, f: &Func, args: [Dynamic; N]) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
         let mut all = Vec::with_capacity(f.curry.len() + N);
         all.extend(f.curry.iter().cloned());
         all.extend(args);
@@ -252,14 +247,7 @@ pub fn start(plan: Plan, code: Code, layout: Layout, env: &EngineEnv, remote: Op
     }
 
     let (status, _) = watch::channel(Status::Running);
-    let running = Arc::new(Running {
-        status,
-        stop: CancellationToken::new(),
-        abort: CancellationToken::new(),
-        abort_flag,
-        collected,
-        inboxes: Mutex::new(HashMap::new()),
-    });
+    let running = Arc::new(Running { status, stop: CancellationToken::new(), abort_flag, collected, inboxes: Mutex::new(HashMap::new()) });
     let common = Arc::new(Common { code, env: engine_env, running: running.clone() });
 
     // An inbox per instance of every stage, here or remote.
@@ -360,10 +348,10 @@ enum Target {
 /// One node of a stage, with its state.
 enum Step {
     Source(SourceSpec),
-    Map(Callable),
-    FlatMap(Callable),
-    Filter(Callable),
-    KeyedReduce { reduce: Callable, initial: Dynamic, state: KeyMap<Dynamic> },
+    Map(Func),
+    FlatMap(Func),
+    Filter(Func),
+    KeyedReduce { reduce: Func, initial: Dynamic, state: KeyMap<Dynamic> },
     Count { counts: KeyMap<i64> },
     Print(String),
     WriteLines(Arc<Mutex<BufWriter<File>>>),
@@ -387,7 +375,7 @@ struct Sinks<'a> {
 struct Outlet {
     exchange: Exchange,
     /// For `Hash`: the key function (`None`: the record is its own key).
-    key: Option<Callable>,
+    key: Option<Func>,
     /// For `Hash`: whether the target needs the record beside its key
     /// (a count needs only the key, so the record is not copied).
     with_record: bool,
@@ -623,14 +611,19 @@ impl StageRun {
             }
             Input::Keyed(pairs) => pending[0] = pairs.into_iter().map(|(_, r)| r).collect(),
         }
-        for i in 0..self.steps.len() {
+        self.run_nodes(shared, 0, &mut pending)
+    }
+
+    /// Runs nodes `from..` of the stage on what is pending for them, in order.
+    fn run_nodes(&mut self, shared: &Shared, from: usize, pending: &mut [Vec<Dynamic>]) -> Result<(), String> {
+        for i in from..self.steps.len() {
             let batch = std::mem::take(&mut pending[i]);
             if batch.is_empty() {
                 continue;
             }
             let outputs = self.apply(shared, i, batch)?;
             for (port, records) in outputs.into_iter().enumerate() {
-                self.deliver(shared, i, port, records, &mut pending)?;
+                self.deliver(shared, i, port, records, pending)?;
             }
         }
         Ok(())
@@ -668,17 +661,7 @@ impl StageRun {
     fn route(&mut self, shared: &Shared, node: usize, port: usize, records: Vec<Dynamic>) -> Result<(), String> {
         let mut pending: Vec<Vec<Dynamic>> = vec![Vec::new(); self.steps.len()];
         self.deliver(shared, node, port, records, &mut pending)?;
-        for i in node + 1..self.steps.len() {
-            let batch = std::mem::take(&mut pending[i]);
-            if batch.is_empty() {
-                continue;
-            }
-            let outputs = self.apply(shared, i, batch)?;
-            for (p, records) in outputs.into_iter().enumerate() {
-                self.deliver(shared, i, p, records, &mut pending)?;
-            }
-        }
-        Ok(())
+        self.run_nodes(shared, node + 1, &mut pending)
     }
 
     fn fail_at(&self, i: usize, record: &Dynamic, err: &rhai::EvalAltResult) -> String {
@@ -894,7 +877,7 @@ enum SourceReader {
         step: i64,
     },
     Generator {
-        f: Callable,
+        f: Func,
         n: i64,
     },
     Lines(BufReader<File>),
