@@ -62,6 +62,19 @@ fn filter_sends_rejected_records_to_its_reject_port() {
 }
 
 #[test]
+fn one_instance_keeps_record_order_through_functions_and_both_filter_ports() {
+    // Functions hand their output on in chunks: far more records than a
+    // chunk, through map, flat_map and both ports of a filter, stay in order.
+    let wf = r#"workflow().stream_source(1..=3000).map(|x| x * 2).flat_map(|x| [x, x + 1]).filter(|x| x % 3 != 0).name("f").inspect("kept").from("f.reject").inspect("dropped")"#;
+    let out = Skitter::new().args(["local", "start", "--no-log", "--slots", "1", "--deploy", wf]).run();
+    out.success();
+    let numbers = |label: &str| out.labelled(label).iter().map(|s| s.parse::<i64>().unwrap()).collect::<Vec<_>>();
+    let all: Vec<i64> = (1..=3000).flat_map(|x| [2 * x, 2 * x + 1]).collect();
+    assert_eq!(numbers("kept"), all.iter().copied().filter(|x| x % 3 != 0).collect::<Vec<_>>());
+    assert_eq!(numbers("dropped"), all.iter().copied().filter(|x| x % 3 == 0).collect::<Vec<_>>());
+}
+
+#[test]
 fn keyed_reduce_keeps_one_state_per_key_and_emits_what_reduce_returns() {
     let app = example("word_count");
     let out = Skitter::new().args(["local", "start", "--no-log", "--deploy", "running_word_count()", "--app"]).arg(&app).run();

@@ -29,6 +29,8 @@ use crate::workflow::{Exchange, Func, Operator, Plan, SourceSpec, Status};
 pub const BATCH: usize = 1024;
 /// Batches a stage instance's inbox holds before senders wait (back-pressure).
 pub const INBOX_BATCHES: usize = 8;
+/// Records a per-record function runs on before its output moves on.
+const CHUNK: usize = 32;
 /// The longest a source holds a partial batch: a slow generator's records
 /// still flow within this bound.
 const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
@@ -185,8 +187,8 @@ struct Common {
 struct Shared {
     engine: Engine,
     ast: AST,
-    /// Script functions of `ast` by (name, arity): called with `call_fn`.
-    scripts: std::collections::HashSet<(String, usize)>,
+    /// Script functions of `ast`: name to a bit set of their arities.
+    scripts: HashMap<String, u64>,
     scope: std::cell::RefCell<rhai::Scope<'static>>,
     output: Output,
     running: Arc<Running>,
@@ -196,7 +198,10 @@ impl Shared {
     fn new(common: &Common) -> Result<Shared, String> {
         let engine = new_engine(&common.env);
         let ast = if common.code.sources.is_empty() { (*common.code.ast).clone() } else { common.code.compile(&engine)? };
-        let scripts = ast.iter_functions().map(|f| (f.name.to_string(), f.params.len())).collect();
+        let mut scripts: HashMap<String, u64> = HashMap::new();
+        for f in ast.iter_functions() {
+            *scripts.entry(f.name.to_string()).or_default() |= arity_bit(f.params.len());
+        }
         let scope = std::cell::RefCell::new(rhai::Scope::new());
         Ok(Shared { engine, ast, scripts, scope, output: common.env.output.clone(), running: common.running.clone() })
     }
@@ -206,15 +211,32 @@ impl Shared {
     /// between threads (and Rhai makes no pointer to an `anon$` function
     /// from its name).
     fn call<const N: usize>(&self, f: &Func, args: [Dynamic; N]) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
-        let mut all = Vec::with_capacity(f.curry.len() + N);
-        all.extend(f.curry.iter().cloned());
-        all.extend(args);
-        if self.scripts.contains(&(f.name.clone(), all.len())) {
+        let arity = f.curry.len() + N;
+        let all = CallArgs { curry: &f.curry, args };
+        if self.scripts.get(f.name.as_str()).is_some_and(|arities| arities & arity_bit(arity) != 0) {
             let options = rhai::CallFnOptions::new().eval_ast(false).rewind_scope(true);
             return self.engine.call_fn_with_options(options, &mut self.scope.borrow_mut(), &self.ast, &f.name, all);
         }
         // A native function named with Fn("name").
         FnPtr::new(f.name.as_str())?.call::<Dynamic>(&self.engine, &self.ast, all)
+    }
+}
+
+fn arity_bit(arity: usize) -> u64 {
+    1 << arity.min(63)
+}
+
+/// A call's arguments, captured values first, handed to Rhai without
+/// gathering them in a vector first (a call per record).
+struct CallArgs<'a, const N: usize> {
+    curry: &'a [Dynamic],
+    args: [Dynamic; N],
+}
+
+impl<const N: usize> rhai::FuncArgs for CallArgs<'_, N> {
+    fn parse<A: Extend<Dynamic>>(self, args: &mut A) {
+        args.extend(self.curry.iter().cloned());
+        args.extend(self.args);
     }
 }
 
@@ -449,7 +471,8 @@ impl Outlet {
                 .iter_mut()
                 .enumerate()
                 .filter(|(_, counts)| counts.len() >= min)
-                .map(|(i, counts)| (i, std::mem::take(counts).into_iter().collect()))
+                // Drained, not taken: the map keeps its table for the next batch.
+                .map(|(i, counts)| (i, counts.drain().collect()))
                 .collect(),
             None => Vec::new(),
         };
@@ -621,9 +644,20 @@ impl StageRun {
             if batch.is_empty() {
                 continue;
             }
-            let outputs = self.apply(shared, i, batch)?;
-            for (port, records) in outputs.into_iter().enumerate() {
-                self.deliver(shared, i, port, records, pending)?;
+            // A function's output goes on in small chunks, while the records
+            // it made are still in the cache: keying or sending a whole
+            // batch's output afterwards reads them all back from memory.
+            let chunk = if matches!(self.steps[i], Step::Map(_) | Step::FlatMap(_) | Step::Filter(_)) { CHUNK } else { batch.len() };
+            let mut records = batch.into_iter();
+            loop {
+                let part: Vec<Dynamic> = records.by_ref().take(chunk).collect();
+                if part.is_empty() {
+                    break;
+                }
+                let outputs = self.apply(shared, i, part)?;
+                for (port, records) in outputs.into_iter().enumerate() {
+                    self.deliver(shared, i, port, records, pending)?;
+                }
             }
         }
         Ok(())

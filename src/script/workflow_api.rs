@@ -490,6 +490,66 @@ pub mod api {
     /// ```
     #[rhai_fn(name = "words")]
     pub fn words(text: &str) -> rhai::Array {
-        text.split_whitespace().map(|w| Dynamic::from(ImmutableString::from(w))).collect()
+        let mut out = rhai::Array::with_capacity(8);
+        super::for_each_word(text, |w| out.push(Dynamic::from(ImmutableString::from(w))));
+        out
+    }
+}
+
+/// Calls `f` on every word of `text`, as `str::split_whitespace` splits it:
+/// on ASCII text (the usual line) by bytes, without decoding characters.
+fn for_each_word(text: &str, mut f: impl FnMut(&str)) {
+    if !text.is_ascii() {
+        text.split_whitespace().for_each(f);
+        return;
+    }
+    // `char::is_whitespace` on ASCII: tab, line feed, vertical tab, form feed,
+    // carriage return and space.
+    let bytes = text.as_bytes();
+    let mut start = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        let space = matches!(b, b'\t'..=b'\r' | b' ');
+        match (space, start) {
+            (true, Some(s)) => {
+                f(&text[s..i]);
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        f(&text[s..]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::for_each_word;
+
+    fn split(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for_each_word(text, |w| out.push(w.to_string()));
+        out
+    }
+
+    #[test]
+    fn words_split_as_split_whitespace_does() {
+        let cases = [
+            "",
+            " ",
+            "one",
+            "the  quick brown\tfox",
+            "  lead and trail  ",
+            "vertical\x0btab\x0cform\rfeed\nline",
+            "\x1cnot\x1fspace",
+            "naïve café\u{a0}non-breaking\u{2003}em space",
+            "a",
+            "a b",
+        ];
+        for text in cases {
+            let want: Vec<String> = text.split_whitespace().map(str::to_string).collect();
+            assert_eq!(split(text), want, "on {text:?}");
+        }
     }
 }
