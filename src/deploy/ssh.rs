@@ -81,12 +81,15 @@ pub async fn launch(spec: &WorkerSpec, plan: &LaunchPlan, opts: &SshOptions) -> 
     let started = Instant::now();
     // The worker's environment is given explicitly: the remote login's own
     // is whatever that host has. Secrets go through the channel, not here.
-    let env: String = FORWARDED_ENV
+    let mut env: String = FORWARDED_ENV
         .iter()
         .filter_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()).map(|v| format!("{k}={} ", quote(&v))))
         .collect();
+    if !env.is_empty() {
+        env.insert_str(0, "env ");
+    }
     let mut line = format!(
-        "cd {} && exec env {env}{} worker start --deployed -n {} --listen ssh",
+        "cd {} && exec {env}{} worker start --deployed -n {} --listen ssh",
         quote(&plan.working_dir),
         quote(&plan.program),
         quote(&spec.name)
