@@ -11,7 +11,9 @@ pub enum Value {
     Int(i64),
     Float(f64),
     Char(char),
-    Str(String),
+    /// Held as Rhai holds it: a received string becomes a record without
+    /// another copy, and a sent one is read in place.
+    Str(#[serde(with = "immutable_str")] ImmutableString),
     Array(Vec<Value>),
     Map(Vec<(String, Value)>),
     Blob(Vec<u8>),
@@ -25,7 +27,7 @@ pub struct NotPlainData(pub String);
 impl Value {
     pub fn from_dynamic(v: &Dynamic) -> Result<Value, NotPlainData> {
         if let Some(s) = v.read_lock::<ImmutableString>() {
-            return Ok(Value::Str(s.to_string()));
+            return Ok(Value::Str(s.clone()));
         }
         if let Ok(i) = v.as_int() {
             return Ok(Value::Int(i));
@@ -61,11 +63,35 @@ impl Value {
             Value::Int(i) => Dynamic::from_int(i),
             Value::Float(f) => Dynamic::from_float(f),
             Value::Char(c) => Dynamic::from_char(c),
-            Value::Str(s) => Dynamic::from(ImmutableString::from(s)),
+            Value::Str(s) => Dynamic::from(s),
             Value::Array(a) => Dynamic::from_array(a.into_iter().map(Value::into_dynamic).collect()),
             Value::Map(m) => Dynamic::from_map(m.into_iter().map(|(k, v)| (k.into(), v.into_dynamic())).collect()),
             Value::Blob(b) => Dynamic::from_blob(b),
         }
+    }
+}
+
+/// Strings on the wire are plain UTF-8 strings, read straight into Rhai's.
+mod immutable_str {
+    use rhai::ImmutableString;
+    use serde::{de, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(s: &ImmutableString, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(s.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<ImmutableString, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = ImmutableString;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ImmutableString, E> {
+                Ok(ImmutableString::from(v))
+            }
+        }
+        de.deserialize_str(Visitor)
     }
 }
 
