@@ -215,11 +215,20 @@ fn a_graceful_stop_of_a_running_million_record_workflow_loses_nothing() {
 fn garbage_and_oversized_frames_do_not_take_a_node_down() {
     let tmp = tempfile::tempdir().unwrap();
     let w = Node::worker("w1", "127.0.0.14", &[], tmp.path());
-    let hostile: [&[u8]; 4] = [
+    // A data frame of arrays nested 100,000 deep, before any handshake: it
+    // used to overflow the stack of the thread reading it.
+    let mut deep = vec![16u8, 1, 0, 0, 0, 1];
+    for _ in 0..100_000 {
+        deep.extend([6u8, 1]);
+    }
+    deep.push(0);
+    let deep = [(deep.len() as u32).to_be_bytes().to_vec(), deep].concat();
+    let hostile: [&[u8]; 5] = [
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
         &[0xff, 0xff, 0xff, 0xff, 1, 2, 3],
         &[0, 0, 0, 100, 1, 2],
         &[0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef],
+        &deep,
     ];
     for bytes in hostile {
         let mut s = std::net::TcpStream::connect(&w.addr).unwrap();
@@ -230,6 +239,7 @@ fn garbage_and_oversized_frames_do_not_take_a_node_down() {
         let _ = s.read_to_end(&mut sink);
     }
     assert!(w.wait_stderr("refused a connection", Duration::from_secs(5)), "{}", w.stderr());
+    assert!(w.wait_stderr("nested more than 128 levels", Duration::from_secs(5)), "{}", w.stderr());
     let out = master_run(&["-d", "workflow().stream_source(1..=100).count(|x| x % 2).collect()", &w.addr], tmp.path(), COOKIE);
     out.success();
 }

@@ -1,8 +1,15 @@
 //! Rhai values on the wire: a tagged encoding of plain data. Only plain data
 //! travels between nodes; anything else is refused with its type named.
 
+use std::cell::Cell;
+
 use rhai::{Dynamic, ImmutableString};
 use serde::{Deserialize, Serialize};
+
+/// How deeply arrays and maps may nest in a value that travels. Decoding
+/// recurses once a level: unbounded, a frame of nested arrays (two bytes a
+/// level) overflows the reading thread's stack, which aborts the process.
+pub const MAX_DEPTH: usize = 128;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Value {
@@ -14,18 +21,59 @@ pub enum Value {
     /// Held as Rhai holds it: a received string becomes a record without
     /// another copy, and a sent one is read in place.
     Str(#[serde(with = "immutable_str")] ImmutableString),
-    Array(Vec<Value>),
-    Map(Vec<(String, Value)>),
+    Array(#[serde(deserialize_with = "nested")] Vec<Value>),
+    Map(#[serde(deserialize_with = "nested")] Vec<(String, Value)>),
     Blob(Vec<u8>),
 }
 
 /// A value that cannot leave its process.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a value of type `{0}` cannot be sent to another node: only plain data (numbers, strings, arrays, maps, ...) travels")]
-pub struct NotPlainData(pub String);
+pub enum NotPlainData {
+    #[error("a value of type `{0}` cannot be sent to another node: only plain data (numbers, strings, arrays, maps, ...) travels")]
+    Type(String),
+    #[error("a value with arrays or maps nested more than {MAX_DEPTH} levels deep cannot be sent to another node")]
+    TooDeep,
+}
+
+thread_local! {
+    /// Arrays and maps being decoded on this thread, one inside another.
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
+    /// Whether the last decode on this thread stopped at `MAX_DEPTH` (the
+    /// decoder's own error keeps no message).
+    static TOO_DEEP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs a decode, and names a value nested too deeply as the reason it
+/// failed, rather than the decoder's bare "deserialization error".
+pub fn decode_bounded<T, E: std::fmt::Display>(decode: impl FnOnce() -> Result<T, E>) -> Result<T, String> {
+    TOO_DEEP.set(false);
+    decode().map_err(|e| if TOO_DEEP.replace(false) { NotPlainData::TooDeep.to_string() } else { e.to_string() })
+}
+
+/// Decodes the contents of an array or a map, one level deeper.
+fn nested<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(de: D) -> Result<T, D::Error> {
+    struct Level(usize);
+    impl Drop for Level {
+        fn drop(&mut self) {
+            DEPTH.set(self.0);
+        }
+    }
+    let depth = DEPTH.get();
+    if depth >= MAX_DEPTH {
+        TOO_DEEP.set(true);
+        return Err(serde::de::Error::custom(NotPlainData::TooDeep));
+    }
+    DEPTH.set(depth + 1);
+    let _restore = Level(depth);
+    T::deserialize(de)
+}
 
 impl Value {
     pub fn from_dynamic(v: &Dynamic) -> Result<Value, NotPlainData> {
+        Value::from_dynamic_at(v, 0)
+    }
+
+    fn from_dynamic_at(v: &Dynamic, depth: usize) -> Result<Value, NotPlainData> {
         if let Some(s) = v.read_lock::<ImmutableString>() {
             return Ok(Value::Str(s.clone()));
         }
@@ -44,16 +92,20 @@ impl Value {
         if v.is_unit() {
             return Ok(Value::Unit);
         }
+        let inner = depth + 1;
+        if inner > MAX_DEPTH && (v.is_array() || v.is_map()) {
+            return Err(NotPlainData::TooDeep);
+        }
         if let Some(a) = v.read_lock::<rhai::Array>() {
-            return a.iter().map(Value::from_dynamic).collect::<Result<_, _>>().map(Value::Array);
+            return a.iter().map(|v| Value::from_dynamic_at(v, inner)).collect::<Result<_, _>>().map(Value::Array);
         }
         if let Some(m) = v.read_lock::<rhai::Map>() {
-            return m.iter().map(|(k, v)| Ok((k.to_string(), Value::from_dynamic(v)?))).collect::<Result<_, _>>().map(Value::Map);
+            return m.iter().map(|(k, v)| Ok((k.to_string(), Value::from_dynamic_at(v, inner)?))).collect::<Result<_, _>>().map(Value::Map);
         }
         if let Some(b) = v.read_lock::<rhai::Blob>() {
             return Ok(Value::Blob(b.clone()));
         }
-        Err(NotPlainData(v.type_name().to_string()))
+        Err(NotPlainData::Type(v.type_name().to_string()))
     }
 
     pub fn into_dynamic(self) -> Dynamic {
@@ -117,6 +169,34 @@ mod tests {
         let bytes = postcard::to_allocvec(&Value::from_dynamic(&v).unwrap()).unwrap();
         let decoded: Value = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(decoded, Value::from_dynamic(&v).unwrap());
+    }
+
+    fn nest(levels: usize) -> Dynamic {
+        (0..levels).fold(Dynamic::from_int(1), |inner, _| Dynamic::from_array(vec![inner]))
+    }
+
+    #[test]
+    fn values_nest_up_to_the_limit_and_no_deeper() {
+        let deepest = Value::from_dynamic(&nest(MAX_DEPTH)).unwrap();
+        let bytes = postcard::to_allocvec(&deepest).unwrap();
+        assert_eq!(postcard::from_bytes::<Value>(&bytes).unwrap(), deepest);
+        let err = Value::from_dynamic(&nest(MAX_DEPTH + 1)).unwrap_err();
+        assert_eq!(err, NotPlainData::TooDeep);
+        assert!(err.to_string().contains("nested more than 128 levels"), "{err}");
+    }
+
+    #[test]
+    fn too_deep_a_value_is_refused_when_decoding_and_the_next_one_decodes() {
+        // Hand-made: one array more than any sender makes.
+        let mut bytes = Vec::new();
+        for _ in 0..=MAX_DEPTH {
+            bytes.extend([6u8, 1]);
+        }
+        bytes.push(0);
+        let err = decode_bounded(|| postcard::from_bytes::<Value>(&bytes)).unwrap_err();
+        assert!(err.contains("nested more than 128 levels"), "{err}");
+        let fine = postcard::to_allocvec(&Value::from_dynamic(&nest(MAX_DEPTH)).unwrap()).unwrap();
+        assert!(postcard::from_bytes::<Value>(&fine).is_ok(), "the depth count is back to zero after a refusal");
     }
 
     #[test]
