@@ -245,6 +245,33 @@ fn garbage_and_oversized_frames_do_not_take_a_node_down() {
 }
 
 #[test]
+fn a_record_that_cannot_travel_fails_its_workflow_with_the_reason() {
+    // A generator source runs on one worker; the map after it on both, so
+    // the source's batches cross to the other worker.
+    let tmp = tempfile::tempdir().unwrap();
+    let stay = ["--no-shutdown-with-master"];
+    let w1 = Node::worker("w1", "127.0.0.2", &stay, tmp.path());
+    let w2 = Node::worker("w2", "127.0.0.3", &stay, tmp.path());
+    let cases = [
+        (
+            r#"workflow().stream_source(|n| if n < 5000 { Fn("words") } else { () }).map(|x| 1).collect()"#,
+            "a value of type `Fn` cannot be sent",
+        ),
+        (
+            "workflow().stream_source(|n| if n < 5000 { let a = 1; for i in 0..200 { a = [a] } a } else { () }).map(|x| 1).collect()",
+            "nested more than 128 levels deep cannot be sent",
+        ),
+    ];
+    for (wf, reason) in cases {
+        let out = master_run(&["-d", wf, &w1.addr, &w2.addr], tmp.path(), COOKIE);
+        assert_eq!(out.code(), Some(1), "{}", out.stderr());
+        out.stderr_has(reason);
+    }
+    // The workers are still there for the next workflow.
+    master_run(&["-d", "workflow().stream_source(1..=100).count(|x| x % 2).collect()", &w1.addr, &w2.addr], tmp.path(), COOKIE).success();
+}
+
+#[test]
 fn a_master_without_workers_refuses_to_deploy() {
     let tmp = tempfile::tempdir().unwrap();
     let out = master_run(&["-d", "workflow().stream_source([1]).inspect()"], tmp.path(), COOKIE);

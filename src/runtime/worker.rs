@@ -413,8 +413,11 @@ impl Remote for WorkerRemote {
         let (stage, instance) = (stage as u32, instance as u32);
         let frame = match msg {
             Msg::Records(records) => {
-                postcard::to_allocvec(&crate::net::message::RecordsFrame { id: self.id, stage, instance, records: &records })
-                    .map_err(|e| e.to_string())?
+                postcard::to_allocvec(&crate::net::message::RecordsFrame { id: self.id, stage, instance, records: &records }).map_err(
+                    // The encoder keeps no message of its own errors: name
+                    // the record that cannot travel, and why.
+                    |e| records.iter().find_map(|r| Value::from_dynamic(r).err()).map_or_else(|| e.to_string(), |why| why.to_string()),
+                )?
             }
             other => match to_wire(other)? {
                 Some(data) => crate::net::connection::encode(&Message::Data { id: self.id, stage, instance, msg: data }),
