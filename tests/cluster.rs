@@ -38,6 +38,20 @@ fn word_count_on_a_master_with_two_workers_gives_exact_totals() {
 }
 
 #[test]
+fn a_master_that_finishes_says_goodbye_and_its_workers_exit_4() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w1 = Node::worker("w1", "127.0.0.2", &[], tmp.path());
+    let mut w2 = Node::worker("w2", "127.0.0.3", &[], tmp.path());
+    master_run(&["-d", "workflow().stream_source(1..=10).count(|x| x % 2).collect()", &w1.addr, &w2.addr], tmp.path(), COOKIE).success();
+    for w in [&mut w1, &mut w2] {
+        let status = w.wait(Duration::from_secs(5)).expect("the worker exits with its master");
+        assert_eq!(status.code(), Some(4));
+        // A goodbye, not a connection that dropped.
+        assert!(w.stderr().contains("went away (the master quit)"), "{}", w.stderr());
+    }
+}
+
+#[test]
 fn workers_dial_the_master_and_tags_reach_it() {
     let tmp = tempfile::tempdir().unwrap();
     let script = r#"

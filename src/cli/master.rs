@@ -188,8 +188,7 @@ pub fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool, cook
         })?;
         let code = master.exit_code();
         master.exit.cancel();
-        // Let the links say goodbye.
-        rt.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(30)).await });
+        rt.block_on(master.links_closed(std::time::Duration::from_millis(200)));
         rt.shutdown_timeout(std::time::Duration::from_millis(100));
         if code != 0 {
             return Ok(ExitCode::from(code));

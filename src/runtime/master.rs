@@ -5,12 +5,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rhai::{Array, Dynamic, Map};
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::coordinator::{Action, Coordinator, Event};
 use super::worker::{HEARTBEAT, SILENCE};
@@ -36,6 +38,8 @@ pub struct Master {
     /// Cancelled when the process should exit, with `exit_code`.
     pub exit: CancellationToken,
     exit_code: AtomicU8,
+    /// The links to workers, each tracked until it has said goodbye.
+    link_tasks: TaskTracker,
 }
 
 impl Master {
@@ -52,6 +56,7 @@ impl Master {
             notices: Mutex::new(None),
             exit: CancellationToken::new(),
             exit_code: AtomicU8::new(0),
+            link_tasks: TaskTracker::new(),
         })
     }
 
@@ -140,11 +145,20 @@ impl Master {
         registered_rx.await.map_err(|_| format!("the worker at {addr} left before registering"))?
     }
 
+    /// Once `exit` is cancelled: waits (at most `limit`) until every link
+    /// has told its worker goodbye, so that workers hear "the master quit"
+    /// rather than a dropped connection.
+    pub async fn links_closed(&self, limit: Duration) {
+        self.link_tasks.close();
+        let _ = tokio::time::timeout(limit, self.link_tasks.wait()).await;
+    }
+
     async fn worker_link_inner(
         self: Arc<Self>,
         mut auth: Authenticated,
         registered: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
     ) {
+        let _open = self.link_tasks.token();
         let info: WorkerInfo = match tokio::time::timeout(SILENCE * 2, auth.reader.read()).await {
             Ok(Ok(Some(Message::Register(info)))) => info,
             other => {
