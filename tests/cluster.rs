@@ -356,6 +356,24 @@ fn shutdown_with_workers_makes_the_master_exit_4_when_one_goes() {
 }
 
 #[test]
+fn a_worker_that_stops_gracefully_says_goodbye_to_its_master() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = Node::worker("w1", "127.0.0.20", &[], tmp.path());
+    let mut master = Node::spawn(
+        &["master", "start", "--no-log", "--shutdown-with-workers", "--listen", "127.0.0.1:0", &w.addr],
+        tmp.path(),
+        COOKIE,
+        None,
+    );
+    assert!(master.wait_stderr("connected to 1 worker", Duration::from_secs(5)), "{}", master.stderr());
+    w.terminate();
+    assert_eq!(w.wait(Duration::from_secs(5)).and_then(|s| s.code()), Some(0), "{}", w.stderr());
+    let status = master.wait(Duration::from_secs(2)).expect("the master exits within 2 s");
+    assert_eq!(status.code(), Some(4), "{}", master.stderr());
+    assert!(master.stderr().contains(" went away: it stopped"), "{}", master.stderr());
+}
+
+#[test]
 fn restart_replaces_a_daemon() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| run(tmp.path(), args);

@@ -11,6 +11,7 @@ use rhai::Dynamic;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::dataflow::{self, Layout, Msg, Remote, Running};
 use crate::net::message::DataMsg;
@@ -45,6 +46,8 @@ pub struct Worker {
     addr: String,
     /// The control link to the current master.
     master: Mutex<Option<mpsc::UnboundedSender<Message>>>,
+    /// Tracks the control link, so that a shutdown waits for its goodbye.
+    master_link: TaskTracker,
     workflows: Mutex<HashMap<u64, Arc<Running>>>,
     /// The cluster's workers, as the master last told us.
     peers: Mutex<Vec<WorkerInfo>>,
@@ -62,6 +65,7 @@ impl Worker {
             identity,
             addr,
             master: Mutex::new(None),
+            master_link: TaskTracker::new(),
             workflows: Mutex::new(HashMap::new()),
             peers: Mutex::new(Vec::new()),
             appeared: Notify::new(),
@@ -137,10 +141,13 @@ impl Worker {
             let _ = tokio::time::timeout(Duration::from_secs(30), watch.wait_for(|s| s.is_done())).await;
         }
         self.to_master(Message::Bye);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The link ends once it has written the goodbye.
+        self.master_link.close();
+        let _ = tokio::time::timeout(Duration::from_millis(200), self.master_link.wait()).await;
     }
 
     async fn master_link(self: Arc<Self>, mut auth: Authenticated, dialed: bool) {
+        let _open = self.master_link.token();
         let master = auth.peer_name.clone();
         if dialed {
             // We asked to join: introduce ourselves, then hear the verdict.

@@ -105,6 +105,12 @@ impl Node {
         }
     }
 
+    /// Asks the node to stop, as `stop` and `kill` do (SIGTERM).
+    pub fn terminate(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+
     pub fn kill9(&mut self) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
