@@ -647,18 +647,26 @@ impl StageRun {
             // A function's output goes on in small chunks, while the records
             // it made are still in the cache: keying or sending a whole
             // batch's output afterwards reads them all back from memory.
-            let chunk = if matches!(self.steps[i], Step::Map(_) | Step::FlatMap(_) | Step::Filter(_)) { CHUNK } else { batch.len() };
-            let mut records = batch.into_iter();
-            loop {
-                let part: Vec<Dynamic> = records.by_ref().take(chunk).collect();
-                if part.is_empty() {
-                    break;
-                }
-                let outputs = self.apply(shared, i, part)?;
-                for (port, records) in outputs.into_iter().enumerate() {
-                    self.deliver(shared, i, port, records, pending)?;
-                }
+            // Other nodes take the batch as it is.
+            let per_record = matches!(self.steps[i], Step::Map(_) | Step::FlatMap(_) | Step::Filter(_));
+            if !per_record || batch.len() <= CHUNK {
+                self.apply_and_deliver(shared, i, batch, pending)?;
+                continue;
             }
+            let mut records = batch.into_iter();
+            while records.len() > 0 {
+                let part: Vec<Dynamic> = records.by_ref().take(CHUNK).collect();
+                self.apply_and_deliver(shared, i, part, pending)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs node `i` on `batch` and sends its output on.
+    fn apply_and_deliver(&mut self, shared: &Shared, i: usize, batch: Vec<Dynamic>, pending: &mut [Vec<Dynamic>]) -> Result<(), String> {
+        let outputs = self.apply(shared, i, batch)?;
+        for (port, records) in outputs.into_iter().enumerate() {
+            self.deliver(shared, i, port, records, pending)?;
         }
         Ok(())
     }

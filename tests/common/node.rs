@@ -105,15 +105,18 @@ impl Node {
         }
     }
 
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+    }
+
     /// Asks the node to stop, as `stop` and `kill` do (SIGTERM).
     pub fn terminate(&self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        self.signal(libc::SIGTERM);
     }
 
     pub fn kill9(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
+        self.signal(libc::SIGKILL);
         let _ = self.child.wait();
     }
 
