@@ -36,16 +36,19 @@ pub struct Node {
     pub addr: String,
     stderr: Arc<Mutex<String>>,
     stdout: Arc<Mutex<String>>,
+    /// The threads reading stdout and stderr: a process that exited may
+    /// still have output in its pipes until they finish.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
-fn drain(reader: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+fn drain(reader: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(reader).lines().map_while(Result::ok) {
             let mut s = into.lock().unwrap();
             s.push_str(&line);
             s.push('\n');
         }
-    });
+    })
 }
 
 impl Node {
@@ -64,9 +67,8 @@ impl Node {
         }
         let stderr = Arc::new(Mutex::new(String::new()));
         let stdout = Arc::new(Mutex::new(String::new()));
-        drain(child.stderr.take().unwrap(), stderr.clone());
-        drain(child.stdout.take().unwrap(), stdout.clone());
-        let mut node = Node { child, name: String::new(), addr: String::new(), stderr, stdout };
+        let readers = vec![drain(child.stderr.take().unwrap(), stderr.clone()), drain(child.stdout.take().unwrap(), stdout.clone())];
+        let mut node = Node { child, name: String::new(), addr: String::new(), stderr, stdout, readers };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let text = node.stderr.lock().unwrap().clone() + node.stdout.lock().unwrap().as_str();
@@ -96,6 +98,7 @@ impl Node {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
+                self.read_to_end();
                 return Some(status);
             }
             if Instant::now() > deadline {
@@ -118,6 +121,16 @@ impl Node {
     pub fn kill9(&mut self) {
         self.signal(libc::SIGKILL);
         let _ = self.child.wait();
+        self.read_to_end();
+    }
+
+    /// Once the process is gone, waits (at most 2 s: a daemon it started may
+    /// hold the pipes) until everything it wrote has been read.
+    fn read_to_end(&self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     pub fn stderr(&self) -> String {
@@ -142,6 +155,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        self.kill9();
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
     }
 }
