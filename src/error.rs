@@ -16,17 +16,23 @@ pub enum Error {
     Script(#[from] ScriptError),
     #[error("workflow failed: {0}")]
     WorkflowFailed(String),
+    /// The workflow was stopped or aborted before its sources ended: what
+    /// it wrote is exact for what it read, but it did not read everything.
+    #[error("workflow {0} before its sources ended")]
+    CutShort(crate::workflow::Status),
     #[error("{0}")]
     Failed(String),
 }
 
 impl Error {
-    /// Exit codes as Skitter's: 1 error, 2 usage or no app, 4 peer went away.
+    /// Exit codes as Skitter's: 1 error, 2 usage or no app, 4 peer went
+    /// away; and 3: the workflow was stopped before its sources ended.
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::Usage(_) => ExitCode::from(2),
             Error::App(AppError::NotFound(_)) | Error::App(AppError::BadConfig { .. }) => ExitCode::from(2),
             Error::App(_) | Error::Script(_) | Error::WorkflowFailed(_) | Error::Failed(_) => ExitCode::from(1),
+            Error::CutShort(_) => ExitCode::from(3),
         }
     }
 }

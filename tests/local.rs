@@ -183,8 +183,10 @@ fn sigterm_stops_local_start_gracefully_and_counts_every_record_read() {
     let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let out = Outcome(child.wait_with_output().unwrap());
-    out.success();
+    // Stopped before its (endless) source ended: exit 3, not 0.
+    out.expect_code(3);
     out.stderr_has("stopping the workflow");
+    out.stderr_has("workflow stopped before its sources ended");
     // The generator emitted 0..n; the counts per residue must be exactly those of 0..n.
     let counts: BTreeMap<i64, i64> = out
         .labelled("residue")

@@ -172,7 +172,7 @@ fn start(
         let Some(r) = workflow else {
             eprintln!("no workflow to deploy (give --deploy EXPR, SKITTER_DEPLOY or `deploy` in skitter.toml); running until stopped");
             tokio::select! { _ = int.recv() => {}, _ = term.recv() => {}, _ = halt.cancelled() => {} }
-            return Ok(Status::Stopped);
+            return Ok(Status::Finished);
         };
         let mut watch = runtime.subscribe(r).map_err(Error::Failed)?;
         // A daemon keeps serving (consoles, rpc) after its workflow ends.
@@ -201,6 +201,10 @@ fn start(
             tracing::error!("workflow failed: {reason}");
             Err(Error::WorkflowFailed(reason))
         }
+        s if s.is_cut_short() => {
+            tracing::warn!("workflow {s} before its sources ended");
+            Err(Error::CutShort(s))
+        }
         other => {
             tracing::info!("workflow {other}");
             Ok(ExitCode::SUCCESS)
@@ -208,6 +212,8 @@ fn start(
     }
 }
 
+/// A first signal stops the workflow (drain, then abort past the stop
+/// deadline); a second aborts it at once; a third exits without waiting.
 async fn stop_on_signal(
     runtime: &LocalRuntime,
     r: WorkflowRef,
@@ -215,9 +221,17 @@ async fn stop_on_signal(
     int: &mut tokio::signal::unix::Signal,
     term: &mut tokio::signal::unix::Signal,
 ) -> Result<()> {
-    eprintln!("stopping the workflow (records in flight are drained; signal again to quit at once)");
+    eprintln!("stopping the workflow (records in flight are drained; signal again to abort)");
     tracing::info!("signal received: stopping workflow {}", r.id);
     runtime.request_stop(r).map_err(Error::Failed)?;
+    let deadline = tokio::time::sleep(crate::runtime::STOP_DEADLINE);
+    tokio::select! {
+        _ = watch.wait_for(|s: &Status| s.is_done()) => return Ok(()),
+        _ = deadline => runtime.request_abort(r, "the stop did not drain in time").map_err(Error::Failed)?,
+        _ = int.recv() => runtime.request_abort(r, "aborted by a second signal").map_err(Error::Failed)?,
+        _ = term.recv() => runtime.request_abort(r, "aborted by a second signal").map_err(Error::Failed)?,
+    }
+    eprintln!("aborting the workflow (signal again to quit at once)");
     tokio::select! {
         _ = watch.wait_for(|s: &Status| s.is_done()) => Ok(()),
         _ = int.recv() => std::process::exit(130),

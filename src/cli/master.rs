@@ -175,13 +175,24 @@ pub fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool, cook
                 _ = term.recv() => true,
             };
             if signalled {
-                eprintln!("stopping (running workflows are drained; signal again to quit at once)");
+                eprintln!("stopping (running workflows are drained; signal again to abort them)");
                 let host = host.clone();
-                let stopping = tokio::task::spawn_blocking(move || host.stop_all());
-                tokio::select! {
-                    _ = stopping => {}
-                    _ = int.recv() => std::process::exit(130),
-                    _ = term.recv() => std::process::exit(143),
+                let mut stopping = tokio::task::spawn_blocking(move || host.stop_all());
+                let again = tokio::select! {
+                    _ = &mut stopping => false,
+                    _ = int.recv() => true,
+                    _ = term.recv() => true,
+                };
+                if again {
+                    eprintln!("aborting (signal again to quit at once)");
+                    for r in master.running() {
+                        master.request_abort(r, "aborted by a second signal");
+                    }
+                    tokio::select! {
+                        _ = stopping => {}
+                        _ = int.recv() => std::process::exit(130),
+                        _ = term.recv() => std::process::exit(143),
+                    }
                 }
             }
             Ok::<Option<Status>, Error>(watch.map(|w| w.borrow().clone()))
@@ -195,6 +206,7 @@ pub fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool, cook
         }
         match status {
             Some(Status::Failed(reason)) => Err(Error::WorkflowFailed(reason)),
+            Some(s) if s.is_cut_short() => Err(Error::CutShort(s)),
             _ => Ok(ExitCode::SUCCESS),
         }
     };

@@ -199,7 +199,18 @@ fn start(args: WorkerArgs, app: Option<App>, name: String, shell: bool) -> Resul
         };
         if signalled {
             tracing::info!("stopping gracefully");
-            worker.shutdown().await;
+            eprintln!("stopping (running workflows are drained; signal again to abort them)");
+            let shutdown = worker.shutdown();
+            tokio::pin!(shutdown);
+            let again = tokio::select! {
+                _ = &mut shutdown => false,
+                _ = int.recv() => true,
+                _ = term.recv() => true,
+            };
+            if again {
+                worker.abort_parts("aborted by a second signal");
+                shutdown.await;
+            }
             worker.exit.cancel();
         }
         let _ = serving.await;

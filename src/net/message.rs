@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::value::{NotPlainData, Value};
 use crate::workflow::model::{FlatEdge, FlatGraph, FlatNode};
-use crate::workflow::{Func, Operator, SourceSpec};
+use crate::workflow::{Counts, Func, Operator, SourceSpec};
 
 /// Bumped whenever a message changes shape.
 pub const PROTOCOL: u32 = 1;
@@ -68,8 +68,8 @@ pub enum OpSpec {
     Items(Vec<Value>),
     Range { start: i64, end: i64, step: i64 },
     Generator(FuncSpec),
-    Lines(String),
-    Tcp { host: String, port: u16 },
+    Lines { path: String, max_line: u64 },
+    Tcp { host: String, port: u16, max_line: u64 },
     Map(FuncSpec),
     FlatMap(FuncSpec),
     Filter(FuncSpec),
@@ -77,6 +77,7 @@ pub enum OpSpec {
     Count { key: Option<FuncSpec> },
     Print(String),
     WriteLines(String),
+    WriteParts(String),
     Collect,
 }
 
@@ -200,6 +201,32 @@ pub enum Message {
         id: u64,
         signature: Option<String>,
     },
+    // Worker -> master, about a workflow (after `Data`, so that its
+    // place among the variants stays put).
+    /// Lines for the `write_lines` node `node`, which the master writes.
+    Lines {
+        id: u64,
+        node: u32,
+        text: String,
+    },
+    /// The counts of a worker's part so far (sent before it reports its end).
+    Progress {
+        id: u64,
+        counts: Vec<Counts>,
+    },
+    /// A worker's part was aborted; these operators were running.
+    Interrupted {
+        id: u64,
+        operators: Vec<String>,
+    },
+    /// The worker is stopping: stop (drain) its workflows first.
+    Leaving,
+    // Master -> worker.
+    /// Whether the files the worker's part wrote are complete.
+    Settle {
+        id: u64,
+        commit: bool,
+    },
 }
 
 /// The outcome of a remote evaluation, as data.
@@ -252,6 +279,11 @@ impl Message {
             Message::Evaluated { .. } => "evaluated",
             Message::Completions { .. } => "completions",
             Message::SignatureIs { .. } => "signature-is",
+            Message::Lines { .. } => "lines",
+            Message::Progress { .. } => "progress",
+            Message::Interrupted { .. } => "interrupted",
+            Message::Leaving => "leaving",
+            Message::Settle { .. } => "settle",
         }
     }
 }
@@ -271,8 +303,12 @@ impl WorkflowSpec {
                 Operator::Source(SourceSpec::Items(items)) => OpSpec::Items(super::value::to_values(items)?),
                 Operator::Source(SourceSpec::Range { start, end, step }) => OpSpec::Range { start: *start, end: *end, step: *step },
                 Operator::Source(SourceSpec::Generator(f)) => OpSpec::Generator(func_spec(f)?),
-                Operator::Source(SourceSpec::Lines(p)) => OpSpec::Lines(p.display().to_string()),
-                Operator::Source(SourceSpec::Tcp { host, port }) => OpSpec::Tcp { host: host.clone(), port: *port },
+                Operator::Source(SourceSpec::Lines { path, max_line }) => {
+                    OpSpec::Lines { path: path.display().to_string(), max_line: *max_line as u64 }
+                }
+                Operator::Source(SourceSpec::Tcp { host, port, max_line }) => {
+                    OpSpec::Tcp { host: host.clone(), port: *port, max_line: *max_line as u64 }
+                }
                 Operator::Map(f) => OpSpec::Map(func_spec(f)?),
                 Operator::FlatMap(f) => OpSpec::FlatMap(func_spec(f)?),
                 Operator::Filter(f) => OpSpec::Filter(func_spec(f)?),
@@ -282,6 +318,7 @@ impl WorkflowSpec {
                 Operator::Count { key } => OpSpec::Count { key: key.as_ref().map(func_spec).transpose()? },
                 Operator::Print(l) => OpSpec::Print(l.clone()),
                 Operator::WriteLines(p) => OpSpec::WriteLines(p.display().to_string()),
+                Operator::WriteParts(p) => OpSpec::WriteParts(p.display().to_string()),
                 Operator::Collect => OpSpec::Collect,
             })
         };
@@ -302,8 +339,8 @@ impl WorkflowSpec {
                 OpSpec::Items(v) => Operator::Source(SourceSpec::Items(super::value::to_dynamics(v))),
                 OpSpec::Range { start, end, step } => Operator::Source(SourceSpec::Range { start, end, step }),
                 OpSpec::Generator(f) => Operator::Source(SourceSpec::Generator(func(f)?)),
-                OpSpec::Lines(p) => Operator::Source(SourceSpec::Lines(p.into())),
-                OpSpec::Tcp { host, port } => Operator::Source(SourceSpec::Tcp { host, port }),
+                OpSpec::Lines { path, max_line } => Operator::Source(SourceSpec::Lines { path: path.into(), max_line: max_line as usize }),
+                OpSpec::Tcp { host, port, max_line } => Operator::Source(SourceSpec::Tcp { host, port, max_line: max_line as usize }),
                 OpSpec::Map(f) => Operator::Map(func(f)?),
                 OpSpec::FlatMap(f) => Operator::FlatMap(func(f)?),
                 OpSpec::Filter(f) => Operator::Filter(func(f)?),
@@ -313,6 +350,7 @@ impl WorkflowSpec {
                 OpSpec::Count { key } => Operator::Count { key: key.map(func).transpose()? },
                 OpSpec::Print(l) => Operator::Print(l),
                 OpSpec::WriteLines(p) => Operator::WriteLines(p.into()),
+                OpSpec::WriteParts(p) => Operator::WriteParts(p.into()),
                 OpSpec::Collect => Operator::Collect,
             };
             nodes.push(FlatNode { name, op });

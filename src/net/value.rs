@@ -205,3 +205,18 @@ mod tests {
         assert!(Value::from_dynamic(&f).unwrap_err().to_string().contains("Fn"));
     }
 }
+
+/// Counts the bytes a value encodes to, without keeping them.
+#[derive(Default)]
+struct ByteCount(usize);
+
+impl Extend<u8> for ByteCount {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.0 += bytes.into_iter().count();
+    }
+}
+
+/// How many bytes `value` takes on the wire.
+pub fn encoded_len<T: Serialize>(value: &T) -> usize {
+    postcard::to_extend(value, ByteCount::default()).map(|c| c.0).unwrap_or(0)
+}

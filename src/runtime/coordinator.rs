@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::dataflow::running_note;
 use crate::net::WorkerInfo;
 use crate::workflow::Status;
 
@@ -15,11 +16,16 @@ pub enum Event {
         name: String,
         reason: String,
     },
+    /// A worker is stopping: its workflows are stopped (drained) first.
+    WorkerLeaving {
+        name: String,
+    },
     /// A workflow was placed on these workers (in layout order).
     Deployed {
         id: u64,
         workers: Vec<String>,
     },
+    /// A worker's part finished, or stopped after draining.
     WorkerDone {
         id: u64,
         worker: String,
@@ -29,8 +35,20 @@ pub enum Event {
         worker: String,
         reason: String,
     },
+    /// A worker's part was aborted; these operators were running.
+    WorkerInterrupted {
+        id: u64,
+        worker: String,
+        operators: Vec<String>,
+    },
     StopRequested {
         id: u64,
+        /// Why, when it was not the user (`worker w8 left`).
+        reason: Option<String>,
+    },
+    AbortRequested {
+        id: u64,
+        reason: String,
     },
 }
 
@@ -47,9 +65,17 @@ pub enum Action {
         id: u64,
         reason: String,
     },
+    /// The workflow's final status. Its files on the master are complete
+    /// (Finished, Stopped) or kept as incomplete.
     SetStatus {
         id: u64,
         status: Status,
+    },
+    /// Tell a worker whether the files its part wrote are complete.
+    Settle {
+        worker: String,
+        id: u64,
+        commit: bool,
     },
     /// The master must exit with this code (`--shutdown-with-workers`).
     Exit {
@@ -62,14 +88,35 @@ pub enum Action {
 #[derive(Debug)]
 struct Placed {
     workers: Vec<String>,
-    done: BTreeSet<String>,
+    /// Workers whose part has ended (done, failed or interrupted).
+    reported: BTreeSet<String>,
     status: Status,
-    stopping: bool,
+    /// Stopping, with the reason when it was not the user.
+    stop: Option<Option<String>>,
+    /// Aborting, with the reason.
+    abort: Option<String>,
+    interrupted: Vec<String>,
+}
+
+impl Placed {
+    /// The final status once every worker has reported, if it has.
+    fn settled(&self) -> Option<Status> {
+        if self.status.is_done() || self.reported.len() < self.workers.len() {
+            return None;
+        }
+        Some(match (&self.abort, &self.stop) {
+            (Some(reason), _) => Status::Aborted(format!("{reason}; {}", running_note(&self.interrupted))),
+            (None, Some(reason)) => Status::Stopped(reason.clone()),
+            (None, None) => Status::Finished,
+        })
+    }
 }
 
 #[derive(Debug, Default)]
 pub struct Coordinator {
     workers: BTreeMap<String, WorkerInfo>,
+    /// Workers that are stopping: no new workflow is placed on them.
+    leaving: BTreeSet<String>,
     workflows: BTreeMap<u64, Placed>,
     shutdown_with_workers: bool,
 }
@@ -104,77 +151,159 @@ impl Coordinator {
 
     /// The workers a new workflow runs on, in layout order.
     pub fn place(&self) -> Result<Vec<WorkerInfo>, String> {
-        if self.workers.is_empty() {
+        let available: Vec<WorkerInfo> = self.workers.values().filter(|w| !self.leaving.contains(&w.name)).cloned().collect();
+        if available.is_empty() {
             return Err(
                 "this master has no workers: start some with `skitter worker MASTER`, or give their addresses to `skitter master`".into()
             );
         }
-        Ok(self.workers())
+        Ok(available)
     }
 
     pub fn step(&mut self, event: Event) -> Vec<Action> {
         match event {
             Event::WorkerJoined(info) => {
                 let log = Action::Log(format!("worker {} joined from {} (tags: {})", info.name, info.addr, info.tags.join(", ")));
+                self.leaving.remove(&info.name);
                 self.workers.insert(info.name.clone(), info);
                 vec![log, Action::BroadcastPeers(self.workers())]
             }
-            Event::WorkerLeft { name, reason } => {
-                if self.workers.remove(&name).is_none() {
+            Event::WorkerLeft { name, reason } => self.worker_left(name, reason),
+            Event::WorkerLeaving { name } => {
+                if !self.workers.contains_key(&name) {
                     return Vec::new();
                 }
-                let mut actions = vec![Action::Log(format!("worker {name} went away: {reason}"))];
-                let why = format!("worker {name} went away: {reason}");
-                for (&id, wf) in self.workflows.iter_mut() {
-                    if wf.status.is_done() || !wf.workers.contains(&name) {
-                        continue;
-                    }
-                    wf.status = Status::Failed(why.clone());
-                    actions.push(Action::SetStatus { id, status: wf.status.clone() });
-                    for w in wf.workers.iter().filter(|w| **w != name && self.workers.contains_key(*w)) {
-                        actions.push(Action::Abort { worker: w.clone(), id, reason: why.clone() });
-                    }
-                }
-                actions.push(Action::BroadcastPeers(self.workers()));
-                if self.shutdown_with_workers {
-                    actions.push(Action::Exit { code: 4, reason: why });
+                self.leaving.insert(name.clone());
+                let mut actions = vec![Action::Log(format!("worker {name} is leaving: stopping its workflows"))];
+                let ids: Vec<u64> =
+                    self.workflows.iter().filter(|(_, wf)| !wf.status.is_done() && wf.workers.contains(&name)).map(|(&id, _)| id).collect();
+                for id in ids {
+                    actions.extend(self.step(Event::StopRequested { id, reason: Some(format!("worker {name} left")) }));
                 }
                 actions
             }
             Event::Deployed { id, workers } => {
-                self.workflows.insert(id, Placed { workers, done: BTreeSet::new(), status: Status::Running, stopping: false });
+                let placed = Placed {
+                    workers,
+                    reported: BTreeSet::new(),
+                    status: Status::Running,
+                    stop: None,
+                    abort: None,
+                    interrupted: Vec::new(),
+                };
+                self.workflows.insert(id, placed);
                 Vec::new()
             }
-            Event::WorkerDone { id, worker } => {
-                let Some(wf) = self.workflows.get_mut(&id) else { return Vec::new() };
-                wf.done.insert(worker);
-                if wf.status.is_done() || wf.done.len() < wf.workers.len() {
-                    return Vec::new();
-                }
-                wf.status = if wf.stopping { Status::Stopped } else { Status::Finished };
-                vec![Action::SetStatus { id, status: wf.status.clone() }]
-            }
+            Event::WorkerDone { id, worker } => self.reported(id, worker, Vec::new()),
+            Event::WorkerInterrupted { id, worker, operators } => self.reported(id, worker, operators),
             Event::WorkerFailed { id, worker, reason } => {
                 let Some(wf) = self.workflows.get_mut(&id) else { return Vec::new() };
+                if wf.abort.is_some() {
+                    // Failing while aborting is part of the abort.
+                    return self.reported(id, worker, Vec::new());
+                }
                 if wf.status.is_done() {
                     return Vec::new();
                 }
+                wf.reported.insert(worker.clone());
                 let reason = format!("on {worker}: {reason}");
-                wf.status = Status::Failed(reason.clone());
-                let mut actions = vec![Action::SetStatus { id, status: wf.status.clone() }];
-                for w in wf.workers.iter().filter(|w| **w != worker) {
-                    actions.push(Action::Abort { worker: w.clone(), id, reason: reason.clone() });
+                self.fail(id, reason, &worker)
+            }
+            Event::StopRequested { id, reason } => {
+                let Some(wf) = self.workflows.get_mut(&id) else { return Vec::new() };
+                if wf.status.is_done() || wf.stop.is_some() || wf.abort.is_some() {
+                    return Vec::new();
                 }
+                wf.stop = Some(reason);
+                wf.workers.iter().filter(|w| !wf.reported.contains(*w)).map(|w| Action::Stop { worker: w.clone(), id }).collect()
+            }
+            Event::AbortRequested { id, reason } => {
+                let Some(wf) = self.workflows.get_mut(&id) else { return Vec::new() };
+                if wf.status.is_done() || wf.abort.is_some() {
+                    return Vec::new();
+                }
+                wf.abort = Some(reason.clone());
+                let actions: Vec<Action> = wf
+                    .workers
+                    .iter()
+                    .filter(|w| !wf.reported.contains(*w))
+                    .map(|w| Action::Abort { worker: w.clone(), id, reason: reason.clone() })
+                    .collect();
+                let mut actions = actions;
+                actions.extend(self.settle_if_done(id));
                 actions
             }
-            Event::StopRequested { id } => {
-                let Some(wf) = self.workflows.get_mut(&id) else { return Vec::new() };
-                if wf.status.is_done() {
-                    return Vec::new();
-                }
-                wf.stopping = true;
-                wf.workers.iter().map(|w| Action::Stop { worker: w.clone(), id }).collect()
+        }
+    }
+
+    fn worker_left(&mut self, name: String, reason: String) -> Vec<Action> {
+        if self.workers.remove(&name).is_none() {
+            return Vec::new();
+        }
+        self.leaving.remove(&name);
+        let mut actions = vec![Action::Log(format!("worker {name} went away: {reason}"))];
+        let why = format!("worker {name} went away: {reason}");
+        let ids: Vec<u64> =
+            self.workflows.iter().filter(|(_, wf)| !wf.status.is_done() && wf.workers.contains(&name)).map(|(&id, _)| id).collect();
+        for id in ids {
+            if self.workflows[&id].abort.is_some() {
+                // Gone while aborting: its part has ended either way.
+                actions.extend(self.reported(id, name.clone(), Vec::new()));
+            } else {
+                actions.extend(self.fail(id, why.clone(), &name));
             }
+        }
+        actions.push(Action::BroadcastPeers(self.workers()));
+        if self.shutdown_with_workers {
+            actions.push(Action::Exit { code: 4, reason: why });
+        }
+        actions
+    }
+
+    /// Fails workflow `id` because of `culprit`: the others abort, every
+    /// remaining worker is told its files are not complete.
+    fn fail(&mut self, id: u64, reason: String, culprit: &str) -> Vec<Action> {
+        let Some(wf) = self.workflows.get_mut(&id) else { return Vec::new() };
+        wf.status = Status::Failed(reason.clone());
+        let mut actions = vec![Action::SetStatus { id, status: wf.status.clone() }];
+        for w in wf.workers.iter().filter(|w| *w != culprit && self.workers.contains_key(*w)) {
+            if !wf.reported.contains(w) {
+                actions.push(Action::Abort { worker: w.clone(), id, reason: reason.clone() });
+            }
+            actions.push(Action::Settle { worker: w.clone(), id, commit: false });
+        }
+        actions
+    }
+
+    fn reported(&mut self, id: u64, worker: String, operators: Vec<String>) -> Vec<Action> {
+        let Some(wf) = self.workflows.get_mut(&id) else { return Vec::new() };
+        wf.reported.insert(worker);
+        for op in operators {
+            if !wf.interrupted.contains(&op) {
+                wf.interrupted.push(op);
+            }
+        }
+        self.settle_if_done(id)
+    }
+
+    /// Once every worker of `id` has reported: its final status, and each
+    /// worker's word on its files.
+    fn settle_if_done(&mut self, id: u64) -> Vec<Action> {
+        let Some(wf) = self.workflows.get_mut(&id) else { return Vec::new() };
+        let Some(status) = wf.settled() else { return Vec::new() };
+        wf.status = status.clone();
+        let commit = matches!(status, Status::Finished | Status::Stopped(_));
+        let mut actions = vec![Action::SetStatus { id, status }];
+        for w in wf.workers.iter().filter(|w| self.workers.contains_key(*w)) {
+            actions.push(Action::Settle { worker: w.clone(), id, commit });
+        }
+        actions
+    }
+
+    /// Forgets an ended workflow (the master keeps a bounded history).
+    pub fn forget(&mut self, id: u64) {
+        if self.workflows.get(&id).is_some_and(|wf| wf.status.is_done()) {
+            self.workflows.remove(&id);
         }
     }
 }
@@ -210,13 +339,26 @@ mod tests {
         assert_eq!(c.workers().len(), 1);
     }
 
+    fn statuses(actions: &[Action]) -> Vec<Status> {
+        actions.iter().filter_map(|a| if let Action::SetStatus { status, .. } = a { Some(status.clone()) } else { None }).collect()
+    }
+
+    fn settles(actions: &[Action]) -> Vec<(String, bool)> {
+        actions
+            .iter()
+            .filter_map(|a| if let Action::Settle { worker, commit, .. } = a { Some((worker.clone(), *commit)) } else { None })
+            .collect()
+    }
+
     #[test]
-    fn a_workflow_finishes_when_every_worker_is_done() {
+    fn a_workflow_finishes_when_every_worker_is_done_and_every_worker_commits() {
         let mut c = Coordinator::new(false);
         joined(&mut c, &["a", "b"]);
         c.step(Event::Deployed { id: 1, workers: vec!["a".into(), "b".into()] });
         assert!(c.step(Event::WorkerDone { id: 1, worker: "a".into() }).is_empty());
-        assert_eq!(c.step(Event::WorkerDone { id: 1, worker: "b".into() }), vec![Action::SetStatus { id: 1, status: Status::Finished }]);
+        let actions = c.step(Event::WorkerDone { id: 1, worker: "b".into() });
+        assert_eq!(statuses(&actions), vec![Status::Finished]);
+        assert_eq!(settles(&actions), vec![("a".into(), true), ("b".into(), true)]);
     }
 
     #[test]
@@ -224,8 +366,61 @@ mod tests {
         let mut c = Coordinator::new(false);
         joined(&mut c, &["a"]);
         c.step(Event::Deployed { id: 7, workers: vec!["a".into()] });
-        assert_eq!(c.step(Event::StopRequested { id: 7 }), vec![Action::Stop { worker: "a".into(), id: 7 }]);
-        assert_eq!(c.step(Event::WorkerDone { id: 7, worker: "a".into() }), vec![Action::SetStatus { id: 7, status: Status::Stopped }]);
+        assert_eq!(c.step(Event::StopRequested { id: 7, reason: None }), vec![Action::Stop { worker: "a".into(), id: 7 }]);
+        assert_eq!(statuses(&c.step(Event::WorkerDone { id: 7, worker: "a".into() })), vec![Status::STOPPED]);
+    }
+
+    #[test]
+    fn a_leaving_worker_stops_its_workflows_with_the_reason_and_gets_no_new_ones() {
+        let mut c = Coordinator::new(false);
+        joined(&mut c, &["a", "w8"]);
+        c.step(Event::Deployed { id: 3, workers: vec!["a".into(), "w8".into()] });
+        let actions = c.step(Event::WorkerLeaving { name: "w8".into() });
+        assert!(actions.contains(&Action::Stop { worker: "a".into(), id: 3 }));
+        assert!(actions.contains(&Action::Stop { worker: "w8".into(), id: 3 }));
+        assert_eq!(c.place().unwrap().iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), vec!["a"]);
+        c.step(Event::WorkerDone { id: 3, worker: "w8".into() });
+        let actions = c.step(Event::WorkerDone { id: 3, worker: "a".into() });
+        assert_eq!(statuses(&actions), vec![Status::Stopped(Some("worker w8 left".into()))]);
+        // Its goodbye after that fails nothing.
+        let actions = c.step(Event::WorkerLeft { name: "w8".into(), reason: "it stopped".into() });
+        assert!(statuses(&actions).is_empty());
+    }
+
+    #[test]
+    fn an_abort_waits_for_every_worker_and_names_the_running_operators() {
+        let mut c = Coordinator::new(false);
+        joined(&mut c, &["a", "b"]);
+        c.step(Event::Deployed { id: 4, workers: vec!["a".into(), "b".into()] });
+        let actions = c.step(Event::AbortRequested { id: 4, reason: "aborted by the user".into() });
+        assert_eq!(actions.iter().filter(|a| matches!(a, Action::Abort { .. })).count(), 2);
+        assert!(c.step(Event::WorkerInterrupted { id: 4, worker: "a".into(), operators: vec!["spin".into()] }).is_empty());
+        let actions = c.step(Event::WorkerFailed { id: 4, worker: "b".into(), reason: "the workflow ended".into() });
+        assert_eq!(statuses(&actions), vec![Status::Aborted("aborted by the user; operator `spin` was running".into())]);
+        assert_eq!(settles(&actions), vec![("a".into(), false), ("b".into(), false)]);
+    }
+
+    #[test]
+    fn a_stop_that_turns_into_an_abort_ends_aborted() {
+        let mut c = Coordinator::new(false);
+        joined(&mut c, &["a"]);
+        c.step(Event::Deployed { id: 5, workers: vec!["a".into()] });
+        c.step(Event::StopRequested { id: 5, reason: None });
+        c.step(Event::AbortRequested { id: 5, reason: "the stop did not drain within 1 s".into() });
+        let actions = c.step(Event::WorkerInterrupted { id: 5, worker: "a".into(), operators: vec![] });
+        assert_eq!(statuses(&actions), vec![Status::Aborted("the stop did not drain within 1 s; no operator code was running".into())]);
+    }
+
+    #[test]
+    fn an_ended_workflow_can_be_forgotten() {
+        let mut c = Coordinator::new(false);
+        joined(&mut c, &["a"]);
+        c.step(Event::Deployed { id: 6, workers: vec!["a".into()] });
+        c.forget(6);
+        assert!(c.workflows.contains_key(&6), "a running workflow is kept");
+        c.step(Event::WorkerDone { id: 6, worker: "a".into() });
+        c.forget(6);
+        assert!(!c.workflows.contains_key(&6));
     }
 
     #[test]
@@ -257,5 +452,6 @@ mod tests {
         let actions = c.step(Event::WorkerFailed { id: 2, worker: "a".into(), reason: "boom".into() });
         assert_eq!(actions[0], Action::SetStatus { id: 2, status: Status::Failed("on a: boom".into()) });
         assert_eq!(actions[1], Action::Abort { worker: "b".into(), id: 2, reason: "on a: boom".into() });
+        assert_eq!(settles(&actions), vec![("b".into(), false)]);
     }
 }

@@ -21,6 +21,8 @@ pub struct LocalRuntime {
     notices: Mutex<Option<Output>>,
     next_id: AtomicU64,
     workflows: Mutex<BTreeMap<u64, Arc<Running>>>,
+    /// How many ended workflows are kept for `status`, `results` and `stats`.
+    keep: usize,
 }
 
 impl LocalRuntime {
@@ -33,11 +35,12 @@ impl LocalRuntime {
             notices: Mutex::new(None),
             next_id: AtomicU64::new(1),
             workflows: Mutex::new(BTreeMap::new()),
+            keep: super::keep_workflows(),
         }
     }
 
     fn get(&self, r: WorkflowRef) -> Result<Arc<Running>, String> {
-        self.workflows.lock().expect("workflows lock").get(&r.id).cloned().ok_or_else(|| format!("no workflow #{} on {}", r.id, self.node))
+        self.workflows.lock().expect("workflows lock").get(&r.id).cloned().ok_or_else(|| super::unknown_workflow(r, &self.node, self.keep))
     }
 
     /// Watches a workflow's status.
@@ -47,8 +50,22 @@ impl LocalRuntime {
 
     /// Asks a workflow to stop gracefully without waiting for it.
     pub fn request_stop(&self, r: WorkflowRef) -> Result<(), String> {
-        self.get(r)?.request_stop();
+        self.get(r)?.request_stop(None);
         Ok(())
+    }
+
+    /// Aborts a workflow without waiting for it.
+    pub fn request_abort(&self, r: WorkflowRef, reason: &str) -> Result<(), String> {
+        self.get(r)?.abort(reason.to_string());
+        Ok(())
+    }
+
+    /// Forgets the oldest ended workflows beyond the history's bound.
+    fn trim_history(&self, workflows: &mut BTreeMap<u64, Arc<Running>>) {
+        let ended: Vec<u64> = workflows.iter().filter(|(_, r)| r.status().is_done()).map(|(&id, _)| id).collect();
+        for id in ended.iter().take(ended.len().saturating_sub(self.keep)) {
+            workflows.remove(id);
+        }
     }
 
     /// Workflows still running.
@@ -73,19 +90,22 @@ impl Host for LocalRuntime {
         let plan = Plan::new(wf.flatten());
         let _guard = self.handle.enter();
         let env = self.env.lock().expect("env lock").clone();
-        let running = dataflow::start(plan, code, dataflow::Layout::local(self.slots), &env, None)?;
+        let part = dataflow::Part { layout: dataflow::Layout::local(self.slots), node: self.node.clone(), settle_here: true };
+        let running = dataflow::start(plan, code, part, &env, None).map_err(|e| e.to_string())?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if let Some(notices) = self.notices.lock().expect("notices lock").clone() {
             let mut watch = running.subscribe();
             self.handle.spawn(async move {
                 let _ = watch.wait_for(|s| s.is_done()).await;
                 let status = watch.borrow().clone();
-                if status != Status::Stopped {
+                if !matches!(status, Status::Stopped(_)) {
                     notices(&format!("#WorkflowRef<{id}> {status}"));
                 }
             });
         }
-        self.workflows.lock().expect("workflows lock").insert(id, running);
+        let mut workflows = self.workflows.lock().expect("workflows lock");
+        workflows.insert(id, running);
+        self.trim_history(&mut workflows);
         tracing::info!(workflow = id, "deployed");
         Ok(WorkflowRef { id })
     }
@@ -94,12 +114,24 @@ impl Host for LocalRuntime {
         Ok(self.get(r)?.status())
     }
 
-    fn stop(&self, r: WorkflowRef) -> Result<Status, String> {
+    fn stop(&self, r: WorkflowRef, deadline: std::time::Duration) -> Result<Status, String> {
         let running = self.get(r)?;
-        running.request_stop();
-        let status = super::wait_until_done(&self.handle, running.subscribe());
+        let status =
+            super::stop_then_abort(&self.handle, running.subscribe(), deadline, || running.request_stop(None), |why| running.abort(why));
         tracing::info!(workflow = r.id, %status, "stopped");
         Ok(status)
+    }
+
+    fn abort(&self, r: WorkflowRef) -> Result<Status, String> {
+        let running = self.get(r)?;
+        running.abort("aborted by the user".into());
+        let status = super::wait_until_done(&self.handle, running.subscribe());
+        tracing::info!(workflow = r.id, %status, "aborted");
+        Ok(status)
+    }
+
+    fn stats(&self, r: WorkflowRef) -> Result<Map, String> {
+        Ok(self.get(r)?.stats().to_map())
     }
 
     fn wait(&self, r: WorkflowRef) -> Result<Status, String> {

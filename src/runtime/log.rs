@@ -76,3 +76,14 @@ impl std::io::Write for TapWriter {
 fn tap_writer() -> TapWriter {
     TapWriter
 }
+
+/// A duration as people write it in messages: `1 s`, `2.5 s`, `300 ms`.
+pub fn seconds(d: std::time::Duration) -> String {
+    if d.as_millis() < 1000 {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}

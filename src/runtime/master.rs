@@ -15,14 +15,36 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::coordinator::{Action, Coordinator, Event};
+use super::dataflow::sink::{self, FileSink};
+use super::dataflow::FlowError;
 use super::worker::{HEARTBEAT, SILENCE};
 use crate::net::{Authenticated, Connection, Identity, Message, Role, WorkerInfo, WorkflowSpec};
 use crate::script::{Code, Host, Output, WorkflowRef};
-use crate::workflow::{Operator, Plan, Status, Workflow};
+use crate::workflow::{Counts, Operator, Plan, Stats, Status, Workflow};
 
 struct Deployed {
     status: watch::Sender<Status>,
     collected: Mutex<BTreeMap<String, Vec<Dynamic>>>,
+    /// Encoded bytes of what `collect()` sinks gathered, against the cap.
+    collected_bytes: AtomicU64,
+    /// The files of `write_lines` nodes, by node: written here, on the
+    /// master's host, whatever worker the records come from.
+    files: HashMap<u32, FileSink>,
+    /// The counts each worker last reported, and the workflow's nodes.
+    counts: Mutex<HashMap<String, Vec<Counts>>>,
+    stats: Stats,
+}
+
+/// How many bytes of `collect()` results the master holds per workflow
+/// (`SKITTER_RESULTS_CAP_MB`): past it the workflow fails, saying so.
+pub const RESULTS_CAP: u64 = 256 * 1024 * 1024;
+
+fn results_cap() -> u64 {
+    std::env::var("SKITTER_RESULTS_CAP_MB")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|mb| mb * 1024 * 1024)
+        .unwrap_or(RESULTS_CAP)
 }
 
 pub struct Master {
@@ -40,6 +62,9 @@ pub struct Master {
     exit_code: AtomicU8,
     /// The links to workers, each tracked until it has said goodbye.
     link_tasks: TaskTracker,
+    /// How many ended workflows are kept.
+    keep: usize,
+    results_cap: u64,
 }
 
 impl Master {
@@ -57,6 +82,8 @@ impl Master {
             exit: CancellationToken::new(),
             exit_code: AtomicU8::new(0),
             link_tasks: TaskTracker::new(),
+            keep: super::keep_workflows(),
+            results_cap: results_cap(),
         })
     }
 
@@ -86,18 +113,8 @@ impl Master {
                 }
                 Action::Stop { worker, id } => self.send(&worker, Message::Stop { id }),
                 Action::Abort { worker, id, reason } => self.send(&worker, Message::Abort { id, reason }),
-                Action::SetStatus { id, status } => {
-                    if let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id) {
-                        wf.status.send_replace(status.clone());
-                    }
-                    match &status {
-                        Status::Failed(reason) => tracing::error!(workflow = id, "failed: {reason}"),
-                        other => tracing::info!(workflow = id, "{other}"),
-                    }
-                    if let (Some(notices), false) = (self.notices.lock().expect("notices lock").clone(), status == Status::Stopped) {
-                        notices(&format!("{} {status}", WorkflowRef { id }));
-                    }
-                }
+                Action::Settle { worker, id, commit } => self.send(&worker, Message::Settle { id, commit }),
+                Action::SetStatus { id, status } => self.set_status(id, status),
                 Action::Exit { code, reason } => {
                     tracing::error!("shutting down: {reason}");
                     eprintln!("shutting down: {reason}");
@@ -106,6 +123,44 @@ impl Master {
                 }
                 Action::Log(line) => tracing::info!("{line}"),
             }
+        }
+    }
+
+    /// Settles the workflow's files here, then publishes its final status
+    /// and forgets the oldest ended workflows beyond the history's bound.
+    fn set_status(&self, id: u64, status: Status) {
+        let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id).cloned() else { return };
+        let commit = matches!(status, Status::Finished | Status::Stopped(_));
+        let mut settled = Vec::new();
+        let mut error = None;
+        for file in wf.files.values() {
+            match file.settle(commit) {
+                Ok(s) => settled.push(s),
+                Err(e) => {
+                    error.get_or_insert(e.to_string());
+                    settled.push(file.settle(false).unwrap_or(sink::Settled::Removed));
+                }
+            }
+        }
+        let status = match (error, sink::kept_note(&settled), status) {
+            (Some(e), _, _) => Status::Failed(e),
+            (None, Some(note), Status::Failed(reason)) => Status::Failed(format!("{reason} ({note})")),
+            (None, Some(note), Status::Aborted(detail)) => Status::Aborted(format!("{detail} ({note})")),
+            (None, _, status) => status,
+        };
+        wf.status.send_replace(status.clone());
+        match &status {
+            Status::Failed(reason) => tracing::error!(workflow = id, "failed: {reason}"),
+            other => tracing::info!(workflow = id, "{other}"),
+        }
+        if let (Some(notices), false) = (self.notices.lock().expect("notices lock").clone(), matches!(status, Status::Stopped(None))) {
+            notices(&format!("{} {status}", WorkflowRef { id }));
+        }
+        let mut workflows = self.workflows.lock().expect("workflows lock");
+        let ended: Vec<u64> = workflows.iter().filter(|(_, w)| w.status.borrow().is_done()).map(|(&id, _)| id).collect();
+        for old in ended.iter().take(ended.len().saturating_sub(self.keep)) {
+            workflows.remove(old);
+            self.coordinator.lock().expect("coordinator lock").forget(*old);
         }
     }
 
@@ -217,6 +272,7 @@ impl Master {
                             break e.to_string();
                         }
                         Ok(Some(Message::Bye)) => break "it stopped".to_string(),
+                        Ok(Some(Message::Leaving)) => self.step(Event::WorkerLeaving { name: name.clone() }),
                         Ok(Some(msg)) => self.on_worker_message(&name, msg),
                     }
                 }
@@ -231,18 +287,49 @@ impl Master {
             Message::Heartbeat | Message::Started { .. } => {}
             Message::Done { id } => self.step(Event::WorkerDone { id, worker: worker.to_string() }),
             Message::Failed { id, reason } => self.step(Event::WorkerFailed { id, worker: worker.to_string(), reason }),
+            Message::Interrupted { id, operators } => self.step(Event::WorkerInterrupted { id, worker: worker.to_string(), operators }),
             Message::Output { text } => self.print(&text),
-            Message::Collected { id, sink, values } => {
+            Message::Progress { id, counts } => {
                 if let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id) {
-                    wf.collected.lock().expect("collected lock").entry(sink).or_default().extend(crate::net::value::to_dynamics(values));
+                    wf.counts.lock().expect("counts lock").insert(worker.to_string(), counts);
                 }
+            }
+            Message::Lines { id, node, text } => {
+                let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id).cloned() else { return };
+                match wf.files.get(&node).map(|f| f.write(text.as_bytes())) {
+                    Some(Ok(())) => {}
+                    // Settled already: the workflow failed, and these lines
+                    // were in flight; the file is kept as incomplete.
+                    Some(Err(FlowError::Ended)) => {}
+                    Some(Err(e)) => self.step(Event::WorkerFailed { id, worker: self.name.clone(), reason: e.to_string() }),
+                    None => self.step(Event::WorkerFailed {
+                        id,
+                        worker: worker.to_string(),
+                        reason: format!("lines for node {node}, which writes no file here"),
+                    }),
+                }
+            }
+            Message::Collected { id, sink, values } => {
+                let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id).cloned() else { return };
+                let size = crate::net::value::encoded_len(&values) as u64;
+                let total = wf.collected_bytes.fetch_add(size, Ordering::Relaxed) + size;
+                if total > self.results_cap {
+                    let reason = format!(
+                        "the results of `{sink}` passed the master's cap of {} MiB (SKITTER_RESULTS_CAP_MB): \
+                         write large outputs with write_lines or write_parts",
+                        self.results_cap / (1024 * 1024)
+                    );
+                    wf.collected.lock().expect("collected lock").clear();
+                    return self.step(Event::WorkerFailed { id, worker: self.name.clone(), reason });
+                }
+                wf.collected.lock().expect("collected lock").entry(sink).or_default().extend(crate::net::value::to_dynamics(values));
             }
             other => tracing::warn!("unexpected {} from worker {worker}", other.kind()),
         }
     }
 
     fn get(&self, r: WorkflowRef) -> Result<Arc<Deployed>, String> {
-        self.workflows.lock().expect("workflows lock").get(&r.id).cloned().ok_or_else(|| format!("no workflow #{} on {}", r.id, self.name))
+        self.workflows.lock().expect("workflows lock").get(&r.id).cloned().ok_or_else(|| super::unknown_workflow(r, &self.name, self.keep))
     }
 
     /// Watches a workflow's status.
@@ -251,7 +338,11 @@ impl Master {
     }
 
     pub fn request_stop(&self, r: WorkflowRef) {
-        self.step(Event::StopRequested { id: r.id });
+        self.step(Event::StopRequested { id: r.id, reason: None });
+    }
+
+    pub fn request_abort(&self, r: WorkflowRef, reason: &str) {
+        self.step(Event::AbortRequested { id: r.id, reason: reason.to_string() });
     }
 
     /// Workflows still running.
@@ -271,13 +362,29 @@ impl Host for Master {
         let workers = self.coordinator.lock().expect("coordinator lock").place()?;
         let spec = WorkflowSpec::from_graph(&graph)?;
         let sinks: Vec<String> = graph.nodes.iter().filter(|n| matches!(n.op, Operator::Collect)).map(|n| n.name.clone()).collect();
+        // Files of `write_lines` are written here: a bad path fails the deploy.
+        let mut files = HashMap::new();
+        for (i, node) in graph.nodes.iter().enumerate() {
+            if let Operator::WriteLines(path) = &node.op {
+                files.insert(i as u32, FileSink::create(&node.name, path).map_err(|e| e.to_string())?);
+            }
+        }
+        let stats = Stats::new(&graph);
         // Checks the plan here, where errors reach the user.
         let _ = Plan::new(graph);
         let slots = workers.iter().map(|w| w.slots).min().unwrap_or(1).max(1);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (status, _) = watch::channel(Status::Running);
         let collected = sinks.into_iter().map(|s| (s, Vec::new())).collect();
-        self.workflows.lock().expect("workflows lock").insert(id, Arc::new(Deployed { status, collected: Mutex::new(collected) }));
+        let deployed = Deployed {
+            status,
+            collected: Mutex::new(collected),
+            collected_bytes: AtomicU64::new(0),
+            files,
+            counts: Mutex::new(HashMap::new()),
+            stats,
+        };
+        self.workflows.lock().expect("workflows lock").insert(id, Arc::new(deployed));
         self.step(Event::Deployed { id, workers: workers.iter().map(|w| w.name.clone()).collect() });
         let sources: Vec<(String, String)> = code.sources.iter().map(|s| (s.name.clone(), s.text.clone())).collect();
         for w in &workers {
@@ -291,10 +398,30 @@ impl Host for Master {
         Ok(self.get(r)?.status.borrow().clone())
     }
 
-    fn stop(&self, r: WorkflowRef) -> Result<Status, String> {
+    fn stop(&self, r: WorkflowRef, deadline: Duration) -> Result<Status, String> {
         let wf = self.get(r)?;
-        self.request_stop(r);
+        Ok(super::stop_then_abort(
+            &self.handle,
+            wf.status.subscribe(),
+            deadline,
+            || self.request_stop(r),
+            |why| self.request_abort(r, &why),
+        ))
+    }
+
+    fn abort(&self, r: WorkflowRef) -> Result<Status, String> {
+        let wf = self.get(r)?;
+        self.request_abort(r, "aborted by the user");
         Ok(super::wait_until_done(&self.handle, wf.status.subscribe()))
+    }
+
+    fn stats(&self, r: WorkflowRef) -> Result<Map, String> {
+        let wf = self.get(r)?;
+        let mut stats = wf.stats.clone();
+        for counts in wf.counts.lock().expect("counts lock").values() {
+            stats.add(counts);
+        }
+        Ok(stats.to_map())
     }
 
     fn wait(&self, r: WorkflowRef) -> Result<Status, String> {

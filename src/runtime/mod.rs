@@ -14,6 +14,7 @@ pub mod worker;
 pub use local::LocalRuntime;
 
 use std::future::Future;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
@@ -23,23 +24,69 @@ use tokio_util::sync::CancellationToken;
 use crate::net::{Authenticated, Connection, Identity, Role};
 use crate::workflow::Status;
 
+/// How many ended workflows a node keeps (`SKITTER_KEEP_WORKFLOWS`), with
+/// their status, counts and results; older ones are forgotten.
+pub const KEEP_WORKFLOWS: usize = 100;
+
+pub(crate) fn keep_workflows() -> usize {
+    std::env::var("SKITTER_KEEP_WORKFLOWS").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(KEEP_WORKFLOWS)
+}
+
+/// The error for a workflow a node does not know (any more).
+pub(crate) fn unknown_workflow(r: crate::script::WorkflowRef, node: &str, keep: usize) -> String {
+    format!("no workflow #{} on {node} (a node keeps the last {keep} ended workflows; SKITTER_KEEP_WORKFLOWS sets how many)", r.id)
+}
+
+/// How long `stop` lets a workflow drain before it aborts it.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Blocks the calling thread until a workflow's status is final. A runtime
 /// thread must not block on its runtime, so there the status is polled.
-pub(crate) fn wait_until_done(handle: &Handle, mut status: watch::Receiver<Status>) -> Status {
+pub(crate) fn wait_until_done(handle: &Handle, status: watch::Receiver<Status>) -> Status {
+    wait_at_most(handle, status, None).expect("no time limit")
+}
+
+/// [`wait_until_done`], giving up (`None`) after `limit`.
+pub(crate) fn wait_at_most(handle: &Handle, mut status: watch::Receiver<Status>, limit: Option<Duration>) -> Option<Status> {
+    let deadline = limit.map(|l| std::time::Instant::now() + l);
     if Handle::try_current().is_ok() {
         loop {
             let s = status.borrow().clone();
             if s.is_done() {
-                return s;
+                return Some(s);
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
     handle.block_on(async move {
-        let _ = status.wait_for(|s| s.is_done()).await;
+        let done = status.wait_for(|s| s.is_done());
+        match limit {
+            Some(l) => tokio::time::timeout(l, done).await.ok()?.ok()?,
+            None => done.await.ok()?,
+        };
         let s = status.borrow().clone();
-        s
+        Some(s)
     })
+}
+
+/// Stops a workflow: asks it to drain, waits at most `deadline`, then
+/// aborts it and waits until it has ended.
+pub(crate) fn stop_then_abort(
+    handle: &Handle,
+    status: watch::Receiver<Status>,
+    deadline: Duration,
+    request_stop: impl FnOnce(),
+    abort: impl FnOnce(String),
+) -> Status {
+    request_stop();
+    if let Some(s) = wait_at_most(handle, status.clone(), Some(deadline)) {
+        return s;
+    }
+    abort(format!("the stop did not drain within {}", crate::runtime::log::seconds(deadline)));
+    wait_until_done(handle, status)
 }
 
 /// Which of a workflow's `collect()` sinks (`names`) `results(ref, sink)`

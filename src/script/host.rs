@@ -56,9 +56,14 @@ pub trait Host: Send + Sync {
     /// Places and starts a validated workflow.
     fn deploy(&self, wf: &Workflow, code: Code) -> Result<WorkflowRef, String>;
     fn status(&self, r: WorkflowRef) -> Result<Status, String>;
-    /// Stops the workflow gracefully: sources stop, records in flight drain.
-    /// Returns once it is done.
-    fn stop(&self, r: WorkflowRef) -> Result<Status, String>;
+    /// Stops the workflow gracefully: sources stop, records in flight drain;
+    /// what has not drained within `deadline` is aborted. Returns once it is done.
+    fn stop(&self, r: WorkflowRef, deadline: std::time::Duration) -> Result<Status, String>;
+    /// Stops the workflow at once, interrupting operator code. Returns once it is done.
+    fn abort(&self, r: WorkflowRef) -> Result<Status, String>;
+    /// Records in and out of every operator, read at the sources and written
+    /// at the sinks: live while the workflow runs, final once it ended.
+    fn stats(&self, r: WorkflowRef) -> Result<Map, String>;
     /// Blocks until the workflow is no longer running.
     fn wait(&self, r: WorkflowRef) -> Result<Status, String>;
     /// What the workflow's `collect()` sink gathered (`sink` names one when
@@ -93,7 +98,8 @@ pub trait Host: Send + Sync {
     fn stop_all(&self) -> usize {
         let running: Vec<WorkflowRef> = self.workflows().into_iter().filter(|(_, s)| !s.is_done()).map(|(r, _)| r).collect();
         for r in &running {
-            let _ = self.stop(*r);
+            // A workflow that ended meanwhile has nothing left to stop.
+            let _ = self.stop(*r, crate::runtime::STOP_DEADLINE);
         }
         running.len()
     }

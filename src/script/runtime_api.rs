@@ -15,6 +15,14 @@ fn err<T>(msg: impl Into<String>) -> RhaiResult<T> {
     Err(EvalAltResult::ErrorRuntime(msg.into().into(), Position::NONE).into())
 }
 
+/// A stop deadline given in seconds by a script.
+fn deadline(seconds: rhai::FLOAT) -> RhaiResult<std::time::Duration> {
+    if !(seconds.is_finite() && seconds >= 0.0) {
+        return err(format!("stop: the deadline must be a number of seconds, 0 or more, got {seconds}"));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
 fn reg(name: &str, params: &[&str], doc: &str) -> FuncRegistration {
     FuncRegistration::new(name).with_params_info(params).with_comments([doc])
 }
@@ -70,14 +78,87 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
         &["r: WorkflowRef", "String"],
         "\
 /// Stops a workflow gracefully: its sources stop, every record already read\n\
-/// is processed, sinks are flushed. Returns the final status.\n\
+/// is processed, sinks are flushed. What has not drained within 10 seconds\n\
+/// is aborted. Returns the final status.\n\
 ///\n\
 /// ```rhai\n\
 /// let r = deploy(workflow().stream_source(|n| n).collect());\n\
 /// stop(r)   // \"stopped\"\n\
 /// ```",
     )
-    .register_into_engine(engine, move |r: WorkflowRef| -> RhaiResult<String> { h.stop(r).map(|s| s.to_string()).or_else(err) });
+    .register_into_engine(engine, move |r: WorkflowRef| -> RhaiResult<String> {
+        h.stop(r, crate::runtime::STOP_DEADLINE).map(|s| s.to_string()).or_else(err)
+    });
+
+    let h = host.clone();
+    reg(
+        "stop",
+        &["r: WorkflowRef", "seconds: float", "String"],
+        "\
+/// Stops a workflow gracefully, aborting what has not drained within\n\
+/// `seconds`. Returns the final status: `stopped`, or `aborted: ...` naming\n\
+/// the operators that were running.\n\
+///\n\
+/// ```rhai\n\
+/// let r = deploy(workflow().stream_source(|n| n).collect());\n\
+/// stop(r, 2.5)   // \"stopped\"\n\
+/// ```",
+    )
+    .register_into_engine(engine, move |r: WorkflowRef, seconds: rhai::FLOAT| -> RhaiResult<String> {
+        let deadline = deadline(seconds)?;
+        h.stop(r, deadline).map(|s| s.to_string()).or_else(err)
+    });
+
+    let h = host.clone();
+    reg(
+        "stop",
+        &["r: WorkflowRef", "seconds: int", "String"],
+        "\
+/// Stops a workflow gracefully, aborting what has not drained within `seconds`.\n\
+///\n\
+/// ```rhai\n\
+/// let r = deploy(workflow().stream_source(|n| n).collect());\n\
+/// stop(r, 2)   // \"stopped\"\n\
+/// ```",
+    )
+    .register_into_engine(engine, move |r: WorkflowRef, seconds: rhai::INT| -> RhaiResult<String> {
+        let deadline = deadline(seconds as rhai::FLOAT)?;
+        h.stop(r, deadline).map(|s| s.to_string()).or_else(err)
+    });
+
+    let h = host.clone();
+    reg(
+        "abort",
+        &["r: WorkflowRef", "String"],
+        "\
+/// Stops a workflow at once: operator code is interrupted, records in flight\n\
+/// are dropped, files are kept as `.incomplete`. Returns the final status,\n\
+/// `aborted: ...`, naming the operators that were running.\n\
+///\n\
+/// ```rhai\n\
+/// let r = deploy(workflow().stream_source(|n| n).map(|x| { loop {} }).collect());\n\
+/// abort(r)   // \"aborted: aborted by the user; operator `map1` was running\"\n\
+/// ```",
+    )
+    .register_into_engine(engine, move |r: WorkflowRef| -> RhaiResult<String> { h.abort(r).map(|s| s.to_string()).or_else(err) });
+
+    let h = host.clone();
+    reg(
+        "stats",
+        &["r: WorkflowRef", "Map"],
+        "\
+/// Counts to check a run by: `read` (records the sources emitted), `written`\n\
+/// (records the sinks took) and, per operator, records `in` and `out`. Live\n\
+/// while the workflow runs, final once it ended; summed over every worker.\n\
+///\n\
+/// ```rhai\n\
+/// let r = deploy(workflow().stream_source(1..=10).filter(|x| x > 3).collect());\n\
+/// wait(r);\n\
+/// let s = stats(r);\n\
+/// [s.read, s.written]   // [10, 7]\n\
+/// ```",
+    )
+    .register_into_engine(engine, move |r: WorkflowRef| -> RhaiResult<Map> { h.stats(r).or_else(err) });
 
     let h = host.clone();
     reg(

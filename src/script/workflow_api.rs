@@ -45,6 +45,28 @@ fn port(value: i64) -> RhaiResult<u16> {
     u16::try_from(value).or_else(|_| fail(format!("tcp_source: {value} is not a TCP port (0-65535)")))
 }
 
+/// A line source's options: `#{ max_line: BYTES }`; nothing else.
+fn max_line(op: &str, options: &rhai::Map) -> RhaiResult<usize> {
+    if let Some(other) = options.keys().find(|k| k.as_str() != "max_line") {
+        return fail(format!("{op}: unknown option `{other}` (options: max_line)"));
+    }
+    match options.get("max_line") {
+        None => Ok(crate::workflow::operator::MAX_LINE),
+        Some(v) => match v.as_int() {
+            Ok(n) if n > 0 => Ok(n as usize),
+            _ => fail(format!("{op}: max_line must be a positive number of bytes, got {v}")),
+        },
+    }
+}
+
+fn lines(path: &str, options: &rhai::Map) -> RhaiResult<SourceSpec> {
+    Ok(SourceSpec::Lines { path: path.into(), max_line: max_line("read_lines", options)? })
+}
+
+fn tcp(host: &str, port: i64, options: &rhai::Map) -> RhaiResult<SourceSpec> {
+    Ok(SourceSpec::Tcp { host: host.into(), port: self::port(port)?, max_line: max_line("tcp_source", options)? })
+}
+
 fn chain(wf: Workflow, op: Operator) -> RhaiResult<Workflow> {
     wf.chain(Body::Op(op)).or_else(wf_err)
 }
@@ -91,25 +113,49 @@ pub mod api {
 
     /// Adds a source that emits each line of a text file (without its line
     /// ending). Relative paths are taken from the current directory; use
-    /// `priv_path(name)` for the app's data files. Strategy: source.
+    /// `priv_path(name)` for the app's data files. A line longer than 1 MiB
+    /// fails the workflow. Strategy: source.
     ///
     /// ```rhai
     /// let wf = workflow().read_lines(priv_path("words.txt")).collect();
     /// ```
     #[rhai_fn(name = "read_lines", return_raw)]
     pub fn chain_read_lines(wf: Workflow, path: &str) -> RhaiResult<Workflow> {
-        chain(wf, Operator::Source(SourceSpec::Lines(path.into())))
+        chain(wf, Operator::Source(lines(path, &rhai::Map::new())?))
+    }
+
+    /// `read_lines(path)` with options: `max_line` (bytes, default 1 MiB) is
+    /// the longest line taken; a longer one fails the workflow.
+    ///
+    /// ```rhai
+    /// let wf = workflow().read_lines(priv_path("words.txt"), #{ max_line: 64 * 1024 }).collect();
+    /// ```
+    #[rhai_fn(name = "read_lines", return_raw)]
+    pub fn chain_read_lines_with(wf: Workflow, path: &str, options: rhai::Map) -> RhaiResult<Workflow> {
+        chain(wf, Operator::Source(lines(path, &options)?))
     }
 
     /// Adds a source that connects to `host:port` and emits every line it
-    /// receives until the peer closes the connection. Strategy: source.
+    /// receives until the peer closes the connection. A line longer than
+    /// 1 MiB fails the workflow. Strategy: source.
     ///
     /// ```rhai
     /// let wf = workflow().tcp_source("127.0.0.1", 7000).inspect("line");
     /// ```
     #[rhai_fn(name = "tcp_source", return_raw)]
     pub fn chain_tcp_source(wf: Workflow, host: &str, port: i64) -> RhaiResult<Workflow> {
-        chain(wf, Operator::Source(SourceSpec::Tcp { host: host.into(), port: super::port(port)? }))
+        chain(wf, Operator::Source(tcp(host, port, &rhai::Map::new())?))
+    }
+
+    /// `tcp_source(host, port)` with options: `max_line` (bytes, default
+    /// 1 MiB) is the longest line taken; a longer one fails the workflow.
+    ///
+    /// ```rhai
+    /// let wf = workflow().tcp_source("127.0.0.1", 7000, #{ max_line: 4096 }).inspect("line");
+    /// ```
+    #[rhai_fn(name = "tcp_source", return_raw)]
+    pub fn chain_tcp_source_with(wf: Workflow, host: &str, port: i64, options: rhai::Map) -> RhaiResult<Workflow> {
+        chain(wf, Operator::Source(tcp(host, port, &options)?))
     }
 
     /// Applies `f` to every record and emits its result. Strategy: immutable-local.
@@ -215,8 +261,11 @@ pub mod api {
         chain(wf, Operator::Print(String::new()))
     }
 
-    /// Writes every record as a line of the file at `path` (created or
-    /// truncated at deploy, flushed when the workflow ends). A sink.
+    /// Writes every record as a line of one file at `path`, on the host
+    /// where the master runs (locally: this host), whatever the number of
+    /// workers. Lines go to a temporary file beside `path`, which becomes
+    /// `path` only when the workflow finishes or is stopped; a failed or
+    /// aborted workflow leaves it at `path.incomplete` and says so. A sink.
     ///
     /// ```rhai
     /// let wf = workflow().stream_source(["x", "y"]).write_lines("out.txt");
@@ -224,6 +273,20 @@ pub mod api {
     #[rhai_fn(name = "write_lines", return_raw)]
     pub fn chain_write_lines(wf: Workflow, path: &str) -> RhaiResult<Workflow> {
         chain(wf, Operator::WriteLines(path.into()))
+    }
+
+    /// Writes every record as a line of a part file in directory `dir`, one
+    /// file per instance, on each worker's own host:
+    /// `dir/part-<worker>-<instance>`. For output too large for one host.
+    /// Parts appear under their names only when the workflow finishes or is
+    /// stopped (`.incomplete` otherwise). A sink.
+    ///
+    /// ```rhai
+    /// let wf = workflow().stream_source(1..100).write_parts("out.d");
+    /// ```
+    #[rhai_fn(name = "write_parts", return_raw)]
+    pub fn chain_write_parts(wf: Workflow, dir: &str) -> RhaiResult<Workflow> {
+        chain(wf, Operator::WriteParts(dir.into()))
     }
 
     /// Gathers every record; `results(ref)` reads them. A sink.
@@ -363,9 +426,19 @@ pub mod api {
     /// ```rhai
     /// let op = read_lines(priv_path("words.txt"));
     /// ```
-    #[rhai_fn(name = "read_lines")]
-    pub fn op_read_lines(path: &str) -> Operator {
-        Operator::Source(SourceSpec::Lines(path.into()))
+    #[rhai_fn(name = "read_lines", return_raw)]
+    pub fn op_read_lines(path: &str) -> RhaiResult<Operator> {
+        Ok(Operator::Source(lines(path, &rhai::Map::new())?))
+    }
+
+    /// An operator for `node`: `read_lines(path, options)`.
+    ///
+    /// ```rhai
+    /// let op = read_lines(priv_path("words.txt"), #{ max_line: 4096 });
+    /// ```
+    #[rhai_fn(name = "read_lines", return_raw)]
+    pub fn op_read_lines_with(path: &str, options: rhai::Map) -> RhaiResult<Operator> {
+        Ok(Operator::Source(lines(path, &options)?))
     }
 
     /// An operator for `node`: a source over the lines read from `host:port`.
@@ -375,7 +448,17 @@ pub mod api {
     /// ```
     #[rhai_fn(name = "tcp_source", return_raw)]
     pub fn op_tcp_source(host: &str, port: i64) -> RhaiResult<Operator> {
-        Ok(Operator::Source(SourceSpec::Tcp { host: host.into(), port: super::port(port)? }))
+        Ok(Operator::Source(tcp(host, port, &rhai::Map::new())?))
+    }
+
+    /// An operator for `node`: `tcp_source(host, port, options)`.
+    ///
+    /// ```rhai
+    /// let op = tcp_source("127.0.0.1", 7000, #{ max_line: 4096 });
+    /// ```
+    #[rhai_fn(name = "tcp_source", return_raw)]
+    pub fn op_tcp_source_with(host: &str, port: i64, options: rhai::Map) -> RhaiResult<Operator> {
+        Ok(Operator::Source(tcp(host, port, &options)?))
     }
 
     /// An operator for `node`: `map(f)`.
@@ -458,6 +541,16 @@ pub mod api {
     #[rhai_fn(name = "write_lines")]
     pub fn op_write_lines(path: &str) -> Operator {
         Operator::WriteLines(path.into())
+    }
+
+    /// An operator for `node`: `write_parts(dir)`.
+    ///
+    /// ```rhai
+    /// let op = write_parts("out.d");
+    /// ```
+    #[rhai_fn(name = "write_parts")]
+    pub fn op_write_parts(dir: &str) -> Operator {
+        Operator::WriteParts(dir.into())
     }
 
     /// An operator for `node`: `collect()`.

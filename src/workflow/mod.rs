@@ -7,9 +7,11 @@ pub mod key;
 pub mod model;
 pub mod operator;
 pub mod plan;
+pub mod stats;
 pub mod status;
 
 pub use model::{Body, FlatGraph, Workflow, WorkflowError};
 pub use operator::{Func, Operator, SourceSpec, Strategy};
 pub use plan::{Exchange, Plan};
+pub use stats::{Counts, Stats};
 pub use status::Status;

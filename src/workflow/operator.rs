@@ -51,11 +51,16 @@ pub enum SourceSpec {
     Range { start: i64, end: i64, step: i64 },
     /// `f(0)`, `f(1)`, ... until `f` returns `()`; endless otherwise.
     Generator(Func),
-    /// The lines of a text file.
-    Lines(PathBuf),
-    /// The lines received on a TCP connection to `host:port`.
-    Tcp { host: String, port: u16 },
+    /// The lines of a text file; a line longer than `max_line` bytes fails the workflow.
+    Lines { path: PathBuf, max_line: usize },
+    /// The lines received on a TCP connection to `host:port`; a line longer
+    /// than `max_line` bytes fails the workflow.
+    Tcp { host: String, port: u16, max_line: usize },
 }
+
+/// The longest line a line source takes by default: far more than a line of
+/// text, and small enough that one bad line cannot take the node's memory.
+pub const MAX_LINE: usize = 1024 * 1024;
 
 /// The operator of one workflow node.
 #[derive(Clone, Debug)]
@@ -64,10 +69,19 @@ pub enum Operator {
     Map(Func),
     FlatMap(Func),
     Filter(Func),
-    KeyedReduce { key: Func, reduce: Func, initial: Dynamic },
-    Count { key: Option<Func> },
+    KeyedReduce {
+        key: Func,
+        reduce: Func,
+        initial: Dynamic,
+    },
+    Count {
+        key: Option<Func>,
+    },
     Print(String),
+    /// One file at the path, on the master's host (locally: this host).
     WriteLines(PathBuf),
+    /// One part file per instance in the directory, on each worker's host.
+    WriteParts(PathBuf),
     Collect,
 }
 
@@ -80,7 +94,7 @@ impl Operator {
     /// The operator's kind, as used in automatic node names and messages.
     pub fn kind(&self) -> &'static str {
         match self {
-            Operator::Source(SourceSpec::Lines(_)) => "read_lines",
+            Operator::Source(SourceSpec::Lines { .. }) => "read_lines",
             Operator::Source(SourceSpec::Tcp { .. }) => "tcp_source",
             Operator::Source(_) => "stream_source",
             Operator::Map(_) => "map",
@@ -90,6 +104,7 @@ impl Operator {
             Operator::Count { .. } => "count",
             Operator::Print(_) => "inspect",
             Operator::WriteLines(_) => "write_lines",
+            Operator::WriteParts(_) => "write_parts",
             Operator::Collect => "collect",
         }
     }
@@ -104,7 +119,7 @@ impl Operator {
     pub fn out_ports(&self) -> &'static [&'static str] {
         match self {
             Operator::Filter(_) => FILTER_OUT,
-            Operator::WriteLines(_) | Operator::Collect => NONE,
+            Operator::WriteLines(_) | Operator::WriteParts(_) | Operator::Collect => NONE,
             _ => OUT,
         }
     }
@@ -141,13 +156,14 @@ impl Operator {
 impl fmt::Display for Operator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Operator::Source(SourceSpec::Lines(p)) => write!(f, "read_lines({})", p.display()),
-            Operator::Source(SourceSpec::Tcp { host, port }) => write!(f, "tcp_source({host}:{port})"),
+            Operator::Source(SourceSpec::Lines { path, .. }) => write!(f, "read_lines({})", path.display()),
+            Operator::Source(SourceSpec::Tcp { host, port, .. }) => write!(f, "tcp_source({host}:{port})"),
             Operator::Source(SourceSpec::Items(items)) => write!(f, "stream_source([{} items])", items.len()),
             Operator::Source(SourceSpec::Range { start, end, .. }) => write!(f, "stream_source({start}..{end})"),
             Operator::Source(SourceSpec::Generator(g)) => write!(f, "stream_source({})", g.name()),
             Operator::Print(label) => write!(f, "inspect({label:?})"),
             Operator::WriteLines(p) => write!(f, "write_lines({})", p.display()),
+            Operator::WriteParts(p) => write!(f, "write_parts({})", p.display()),
             other => write!(f, "{}", other.kind()),
         }
     }

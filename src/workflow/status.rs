@@ -8,8 +8,14 @@ pub enum Status {
     Running,
     /// Every source was exhausted and every record was processed.
     Finished,
-    /// Stopped on request; records in flight were drained first.
-    Stopped,
+    /// Stopped on request before its sources ended; records already read
+    /// were drained first. The reason says who asked when it was not the
+    /// user (`worker w8 left`).
+    Stopped(Option<String>),
+    /// Stopped at once (on `abort`, or when a stop did not drain within its
+    /// deadline): operator code was interrupted; records in flight are lost.
+    /// The text says which operators were running.
+    Aborted(String),
     /// An operator raised an error or a node went away; nothing more is processed.
     Failed(String),
 }
@@ -18,6 +24,14 @@ impl Status {
     pub fn is_done(&self) -> bool {
         !matches!(self, Status::Running)
     }
+
+    /// Whether the workflow ended before its sources did (stopped or aborted).
+    pub fn is_cut_short(&self) -> bool {
+        matches!(self, Status::Stopped(_) | Status::Aborted(_))
+    }
+
+    /// Stopped by the user, with no other reason.
+    pub const STOPPED: Status = Status::Stopped(None);
 }
 
 impl fmt::Display for Status {
@@ -25,7 +39,9 @@ impl fmt::Display for Status {
         match self {
             Status::Running => f.write_str("running"),
             Status::Finished => f.write_str("finished"),
-            Status::Stopped => f.write_str("stopped"),
+            Status::Stopped(None) => f.write_str("stopped"),
+            Status::Stopped(Some(reason)) => write!(f, "stopped: {reason}"),
+            Status::Aborted(detail) => write!(f, "aborted: {detail}"),
             Status::Failed(reason) => write!(f, "failed: {reason}"),
         }
     }

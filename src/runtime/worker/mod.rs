@@ -13,21 +13,43 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::dataflow::{self, Layout, Msg, Remote, Running};
+mod remote;
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use super::dataflow::{self, Layout, Msg, Running};
 use crate::net::message::DataMsg;
-use crate::net::{Authenticated, Connection, Identity, Message, NetError, Role, Value, WorkerInfo, WorkflowSpec};
+use crate::net::{Authenticated, Connection, Identity, Message, Role, WorkerInfo, WorkflowSpec};
 use crate::script::host::Source;
 use crate::script::{Code, EngineEnv};
 use crate::workflow::key::Key;
 use crate::workflow::{Plan, Status};
+use remote::WorkerRemote;
 
 /// How often a link says it is alive, and how long silence means it is not.
 pub const HEARTBEAT: Duration = Duration::from_millis(400);
 pub const SILENCE: Duration = Duration::from_millis(1500);
-/// How long data for a workflow may wait for that workflow's deploy to arrive.
-const DEPLOY_WAIT: Duration = Duration::from_secs(5);
-/// Frames of data queued per link to a peer before senders wait.
-const LINK_QUEUE: usize = 64;
+/// How long data for a workflow may wait for that workflow's deploy to
+/// arrive (the master sends it to every worker at once); past it, the
+/// workflow fails.
+const DEPLOY_WAIT: Duration = Duration::from_secs(10);
+/// Data frames queued for the master before senders wait.
+const MASTER_DATA_QUEUE: usize = 16;
+/// How many ended workflows a worker remembers, to refuse their late data.
+const TOMBSTONES: usize = 4096;
+/// How long a stopping worker waits, past the stop deadline, for its
+/// workflows to drain and settle before it aborts them.
+const LEAVE_SLACK: Duration = Duration::from_secs(5);
+
+/// The links to the current master: control messages (small, few, never
+/// behind data) and a bounded queue of data frames.
+#[derive(Clone)]
+struct MasterLink {
+    control: mpsc::UnboundedSender<Message>,
+    data: mpsc::Sender<Bytes>,
+}
 
 pub struct WorkerConfig {
     pub name: String,
@@ -44,14 +66,19 @@ pub struct Worker {
     config: WorkerConfig,
     identity: Identity,
     addr: String,
-    /// The control link to the current master.
-    master: Mutex<Option<mpsc::UnboundedSender<Message>>>,
+    /// The links to the current master.
+    master: Mutex<Option<MasterLink>>,
     /// Tracks the control link, so that a shutdown waits for its goodbye.
     master_link: TaskTracker,
+    /// This worker's parts of workflows: running, or ended and waiting for
+    /// the master's word on their files.
     workflows: Mutex<HashMap<u64, Arc<Running>>>,
+    /// Workflows whose part here has ended: data for them is refused.
+    ended: Mutex<VecDeque<u64>>,
     /// The cluster's workers, as the master last told us.
     peers: Mutex<Vec<WorkerInfo>>,
-    appeared: Notify,
+    /// Notified when a part starts or is let go.
+    changed: Notify,
     /// Cancelled when the process should exit, with `exit_code`.
     pub exit: CancellationToken,
     exit_code: AtomicU8,
@@ -67,8 +94,9 @@ impl Worker {
             master: Mutex::new(None),
             master_link: TaskTracker::new(),
             workflows: Mutex::new(HashMap::new()),
+            ended: Mutex::new(VecDeque::new()),
             peers: Mutex::new(Vec::new()),
-            appeared: Notify::new(),
+            changed: Notify::new(),
             exit: CancellationToken::new(),
             exit_code: AtomicU8::new(0),
         })
@@ -93,10 +121,39 @@ impl Worker {
         }
     }
 
+    /// Sends a control message to the master; without a master there is
+    /// nobody to tell (its loss already failed every workflow).
     fn to_master(&self, msg: Message) {
-        if let Some(tx) = self.master.lock().expect("master lock").as_ref() {
-            let _ = tx.send(msg);
+        if let Some(link) = self.master.lock().expect("master lock").as_ref() {
+            let _ = link.control.send(msg);
         }
+    }
+
+    fn parts(&self) -> Vec<(u64, Arc<Running>)> {
+        self.workflows.lock().expect("workflows lock").iter().map(|(&id, r)| (id, r.clone())).collect()
+    }
+
+    fn has_ended(&self, id: u64) -> bool {
+        self.ended.lock().expect("ended lock").contains(&id)
+    }
+
+    /// Lets go of a part whose files are settled.
+    fn release(&self, id: u64) {
+        self.workflows.lock().expect("workflows lock").remove(&id);
+        self.changed.notify_waiters();
+    }
+
+    /// Settles an ended part's files as the master says, and lets it go.
+    fn settle(&self, id: u64, running: &Running, commit: bool) {
+        match running.settle_files(commit) {
+            Ok(None) => {}
+            Ok(Some(note)) => tracing::warn!(workflow = id, "{note}"),
+            Err(e) => {
+                tracing::error!(workflow = id, "{e}");
+                self.to_master(Message::Output { text: format!("error: worker {}: {e}\n", self.config.name) });
+            }
+        }
+        self.release(id);
     }
 
     /// Serves the listener and, if configured, dials the master. Returns
@@ -130,20 +187,59 @@ impl Worker {
         .await
     }
 
-    /// Stops every workflow part gracefully and says goodbye to the master.
+    /// Stops gracefully: with a master, asks it to stop (drain) the
+    /// workflows this worker runs and waits until they are settled; then
+    /// says goodbye. Whatever has not drained past the stop deadline is
+    /// aborted.
     pub async fn shutdown(&self) {
-        let running: Vec<Arc<Running>> = self.workflows.lock().expect("workflows lock").values().cloned().collect();
-        for r in &running {
-            r.request_stop();
-        }
-        for r in running {
-            let mut watch = r.subscribe();
-            let _ = tokio::time::timeout(Duration::from_secs(30), watch.wait_for(|s| s.is_done())).await;
+        let has_master = self.master.lock().expect("master lock").is_some();
+        if !self.parts().is_empty() {
+            if has_master {
+                self.to_master(Message::Leaving);
+            } else {
+                for (_, r) in self.parts() {
+                    r.request_stop(Some(format!("worker {} stopped", self.config.name)));
+                }
+            }
+            if !self.parts_settled(super::STOP_DEADLINE + LEAVE_SLACK).await {
+                for (_, r) in self.parts() {
+                    r.abort(format!("worker {} stopped and its workflows did not drain in time", self.config.name));
+                }
+                self.parts_settled(LEAVE_SLACK).await;
+            }
+            // Without a master nobody settles what ended well: it is complete.
+            for (id, r) in self.parts() {
+                if r.status().is_done() {
+                    let commit = matches!(r.status(), Status::Finished | Status::Stopped(_));
+                    self.settle(id, &r, commit && !has_master);
+                }
+            }
         }
         self.to_master(Message::Bye);
         // The link ends once it has written the goodbye.
         self.master_link.close();
         let _ = tokio::time::timeout(Duration::from_millis(200), self.master_link.wait()).await;
+    }
+
+    /// Aborts every part running here.
+    pub fn abort_parts(&self, reason: &str) {
+        for (_, r) in self.parts() {
+            r.abort(reason.to_string());
+        }
+    }
+
+    /// Waits (at most `limit`) until every part has been let go.
+    async fn parts_settled(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = self.changed.notified();
+            if self.workflows.lock().expect("workflows lock").is_empty() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return false;
+            }
+        }
     }
 
     async fn master_link(self: Arc<Self>, mut auth: Authenticated, dialed: bool) {
@@ -179,22 +275,35 @@ impl Worker {
             }
         }
         let (tx, mut rx) = mpsc::unbounded_channel();
+        let (data_tx, mut data_rx) = mpsc::channel::<Bytes>(MASTER_DATA_QUEUE);
         {
             let mut slot = self.master.lock().expect("master lock");
             if slot.is_some() {
                 return;
             }
-            *slot = Some(tx.clone());
+            *slot = Some(MasterLink { control: tx.clone(), data: data_tx });
         }
+        // Workflow ids are the master's: a new master starts them again.
+        self.ended.lock().expect("ended lock").clear();
         tracing::info!("joined master {master} at {}", auth.peer_addr);
         let mut ticker = tokio::time::interval(HEARTBEAT);
         let mut heard = tokio::time::Instant::now();
         let reason = loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(heard + SILENCE) => break Some(format!("silent for {SILENCE:?}")),
+                biased;
                 _ = self.exit.cancelled() => break None,
+                _ = tokio::time::sleep_until(heard + SILENCE) => break Some(format!("silent for {SILENCE:?}")),
                 _ = ticker.tick() => {
                     if auth.writer.write(&Message::Heartbeat).await.is_err() {
+                        break Some("connection lost".to_string());
+                    }
+                    // Live counts of what runs here.
+                    for (id, r) in self.parts() {
+                        if !r.status().is_done() && auth.writer.feed(&Message::Progress { id, counts: r.counts() }).await.is_err() {
+                            break;
+                        }
+                    }
+                    if auth.writer.flush().await.is_err() {
                         break Some("connection lost".to_string());
                     }
                 }
@@ -216,13 +325,30 @@ impl Worker {
                         Ok(Some(msg)) => self.on_master_message(msg).await,
                     }
                 }
+                Some(frame) = data_rx.recv() => {
+                    let mut result = auth.writer.feed_encoded(frame).await;
+                    while result.is_ok() {
+                        match data_rx.try_recv() {
+                            Ok(more) => result = auth.writer.feed_encoded(more).await,
+                            Err(_) => break,
+                        }
+                    }
+                    if result.and(auth.writer.flush().await).is_err() {
+                        break Some("connection lost".to_string());
+                    }
+                }
             }
         };
         *self.master.lock().expect("master lock") = None;
         let Some(reason) = reason else { return };
         tracing::warn!("master {master} went away: {reason}");
-        for r in self.workflows.lock().expect("workflows lock").drain().map(|(_, r)| r) {
-            r.fail(format!("the master went away: {reason}"));
+        // Nobody is left to say the files are complete.
+        for (id, r) in self.parts() {
+            if r.status().is_done() {
+                self.settle(id, &r, false);
+            } else {
+                r.fail(format!("the master went away: {reason}"));
+            }
         }
         if self.config.shutdown_with_master {
             eprintln!("the master {master} went away ({reason}): shutting down");
@@ -245,12 +371,22 @@ impl Worker {
             },
             Message::Stop { id } => {
                 if let Some(r) = self.workflows.lock().expect("workflows lock").get(&id) {
-                    r.request_stop();
+                    r.request_stop(None);
                 }
             }
             Message::Abort { id, reason } => {
                 if let Some(r) = self.workflows.lock().expect("workflows lock").get(&id) {
-                    r.fail(reason);
+                    r.abort(reason);
+                }
+            }
+            Message::Settle { id, commit } => {
+                let Some(r) = self.workflows.lock().expect("workflows lock").get(&id).cloned() else { return };
+                if r.status().is_done() {
+                    self.settle(id, &r, commit);
+                } else {
+                    // Still running: the workflow failed elsewhere. Its part
+                    // ends aborted and keeps its files as incomplete.
+                    r.abort("the workflow failed on another node".into());
                 }
             }
             other => tracing::warn!("unexpected {} from the master", other.kind()),
@@ -271,52 +407,74 @@ impl Worker {
         let code =
             Code { ast: Default::default(), sources: Arc::new(sources.into_iter().map(|(name, text)| Source { name, text }).collect()) };
         let master = self.master.lock().expect("master lock").clone().ok_or("no master")?;
-        let out = master.clone();
-        let mut env = self.config.env.clone();
-        env.output = Arc::new(move |text: &str| {
-            let _ = out.send(Message::Output { text: text.to_string() });
-        });
         let remote = Arc::new(WorkerRemote {
             id,
             peers: workers,
             identity: Identity { role: Role::Peer, ..self.identity.clone() },
             links: Mutex::new(HashMap::new()),
-            master: master.clone(),
+            control: master.control.clone(),
+            data: master.data.clone(),
             handle: tokio::runtime::Handle::current(),
         });
-        let running = dataflow::start(plan, code, layout, &env, Some(remote))?;
+        let part = dataflow::Part { layout, node: self.config.name.clone(), settle_here: false };
+        let running = dataflow::start(plan, code, part, &self.config.env, Some(remote)).map_err(|e| e.to_string())?;
         self.workflows.lock().expect("workflows lock").insert(id, running.clone());
-        self.appeared.notify_waiters();
+        self.changed.notify_waiters();
         let me = self.clone();
         tokio::spawn(async move {
             let mut watch = running.subscribe();
             let _ = watch.wait_for(|s| s.is_done()).await;
             let status = watch.borrow().clone();
-            match status {
-                Status::Failed(reason) => me.to_master(Message::Failed { id, reason }),
-                _ => me.to_master(Message::Done { id }),
+            {
+                let mut ended = me.ended.lock().expect("ended lock");
+                ended.push_back(id);
+                if ended.len() > TOMBSTONES {
+                    ended.pop_front();
+                }
             }
-            me.workflows.lock().expect("workflows lock").remove(&id);
+            // The counts, then the end: the master reads them in order, and
+            // before any goodbye (the same queue carries it).
+            me.to_master(Message::Progress { id, counts: running.counts() });
+            match status {
+                // Complete once the master says every part is.
+                Status::Finished | Status::Stopped(_) => me.to_master(Message::Done { id }),
+                Status::Failed(reason) => {
+                    me.to_master(Message::Failed { id, reason });
+                    me.settle(id, &running, false);
+                }
+                Status::Aborted(_) => {
+                    me.to_master(Message::Interrupted { id, operators: running.interrupted_operators() });
+                    me.settle(id, &running, false);
+                }
+                Status::Running => unreachable!("waited until done"),
+            }
         });
         Ok(())
     }
 
-    async fn running(&self, id: u64) -> Option<Arc<Running>> {
+    /// The part of workflow `id` that runs here, once it has started; data
+    /// may arrive before its deploy does.
+    async fn part(&self, id: u64) -> Option<Arc<Running>> {
         let deadline = tokio::time::Instant::now() + DEPLOY_WAIT;
         loop {
-            let notified = self.appeared.notified();
+            let changed = self.changed.notified();
             if let Some(r) = self.workflows.lock().expect("workflows lock").get(&id) {
                 return Some(r.clone());
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            if self.has_ended(id) || tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return None;
             }
         }
     }
 
-    /// Records from another worker, into this worker's inboxes.
+    /// Records from another worker, into this worker's inboxes. A link
+    /// carries one workflow. Its data waits for the workflow's deploy (or
+    /// fails it); data for a workflow that ended here is refused by closing
+    /// the link, never by stalling it; every frame reaches its inbox or the
+    /// workflow fails saying why.
     async fn peer_link(self: Arc<Self>, mut auth: Authenticated) {
         let peer = auth.peer_name.clone();
+        let mut part: Option<(u64, Arc<Running>)> = None;
         loop {
             let msg = match auth.reader.read().await {
                 Ok(Some(msg)) => msg,
@@ -330,12 +488,47 @@ impl Worker {
                 tracing::warn!("closing the link from {peer}: a peer link carries data, not {}", msg.kind());
                 return;
             };
-            let Some(running) = self.running(id).await else {
-                tracing::warn!(workflow = id, "data from {peer} for a workflow that is not running here");
-                continue;
+            let running = match &part {
+                Some((known, r)) if *known == id => r.clone(),
+                Some((known, r)) => {
+                    r.fail(format!("the data link from {peer} for workflow #{known} carried data for workflow #{id}"));
+                    return;
+                }
+                None => {
+                    if self.has_ended(id) {
+                        tracing::debug!(workflow = id, "refused data from {peer}: the workflow ended here");
+                        return;
+                    }
+                    let Some(r) = self.part(id).await else {
+                        if !self.has_ended(id) {
+                            let reason = format!("data from {peer} arrived, but the workflow did not start here within {DEPLOY_WAIT:?}");
+                            tracing::error!(workflow = id, "{reason}");
+                            self.to_master(Message::Failed { id, reason });
+                        }
+                        return;
+                    };
+                    part = Some((id, r.clone()));
+                    r
+                }
             };
-            let Some(inbox) = running.inbox(stage as usize, instance as usize) else { continue };
-            let _ = inbox.send(from_wire(msg)).await;
+            let Some(inbox) = running.inbox(stage as usize, instance as usize) else {
+                // Inboxes go when the part ends: a late frame of a failed
+                // workflow. Anything else is a bug worth failing for.
+                if !running.status().is_done() && running.inboxes_open() {
+                    running.fail(format!("data from {peer} for stage {stage} instance {instance}, which does not run on this worker"));
+                }
+                return;
+            };
+            tokio::select! {
+                biased;
+                _ = running.ended().cancelled() => return,
+                sent = inbox.send(from_wire(msg)) => {
+                    if sent.is_err() && !running.ended().is_cancelled() {
+                        running.fail(format!("an instance of stage {stage} ended before its input from {peer} did"));
+                        return;
+                    }
+                }
+            }
         }
     }
 }
@@ -346,98 +539,6 @@ fn from_wire(msg: DataMsg) -> Msg {
         DataMsg::Keyed(pairs) => Msg::Keyed(pairs.into_iter().map(|(k, v)| (Key::new(k.into_dynamic()), v.into_dynamic())).collect()),
         DataMsg::Counts(counts) => Msg::Counts(counts.into_iter().map(|(k, n)| (Key::new(k.into_dynamic()), n)).collect()),
         DataMsg::End => Msg::End,
-    }
-}
-
-fn to_wire(msg: Msg) -> Result<Option<DataMsg>, String> {
-    let plain = |v: &Dynamic| Value::from_dynamic(v).map_err(|e| e.to_string());
-    Ok(Some(match msg {
-        Msg::Records(records) => DataMsg::Records(records.iter().map(plain).collect::<Result<_, _>>()?),
-        Msg::Keyed(pairs) => DataMsg::Keyed(pairs.iter().map(|(k, v)| Ok((plain(&k.value)?, plain(v)?))).collect::<Result<_, String>>()?),
-        Msg::Counts(counts) => DataMsg::Counts(counts.iter().map(|(k, n)| Ok((plain(&k.value)?, *n))).collect::<Result<_, String>>()?),
-        Msg::End => DataMsg::End,
-        Msg::Abort => return Ok(None),
-    }))
-}
-
-/// The network side of one workflow on one worker.
-struct WorkerRemote {
-    id: u64,
-    peers: Vec<WorkerInfo>,
-    identity: Identity,
-    /// Encoded frames to each peer.
-    links: Mutex<HashMap<usize, mpsc::Sender<bytes::Bytes>>>,
-    master: mpsc::UnboundedSender<Message>,
-    handle: tokio::runtime::Handle,
-}
-
-impl WorkerRemote {
-    fn link(&self, worker: usize) -> Result<mpsc::Sender<bytes::Bytes>, String> {
-        let mut links = self.links.lock().expect("links lock");
-        if let Some(link) = links.get(&worker) {
-            return Ok(link.clone());
-        }
-        let peer = self.peers.get(worker).ok_or_else(|| format!("no worker number {worker}"))?.clone();
-        let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(LINK_QUEUE);
-        let identity = self.identity.clone();
-        let master = self.master.clone();
-        let id = self.id;
-        self.handle.spawn(async move {
-            let conn = match Connection::connect(&peer.addr).await {
-                Ok(c) => c.dial(&identity).await,
-                Err(e) => Err(e),
-            };
-            let mut auth = match conn {
-                Ok(a) => a,
-                Err(e) => {
-                    let _ = master.send(Message::Failed { id, reason: format!("cannot reach worker {} at {}: {e}", peer.name, peer.addr) });
-                    return;
-                }
-            };
-            while let Some(msg) = rx.recv().await {
-                let mut result = auth.writer.feed_encoded(msg).await;
-                // Send everything queued in one flush.
-                while result.is_ok() {
-                    match rx.try_recv() {
-                        Ok(more) => result = auth.writer.feed_encoded(more).await,
-                        Err(_) => break,
-                    }
-                }
-                if let Err(e) = result.and(auth.writer.flush().await) {
-                    let _ = master.send(Message::Failed { id, reason: format!("lost the data link to worker {}: {e}", peer.name) });
-                    return;
-                }
-            }
-            let _: Result<(), NetError> = auth.writer.flush().await;
-        });
-        links.insert(worker, tx.clone());
-        Ok(tx)
-    }
-}
-
-impl Remote for WorkerRemote {
-    fn send(&self, worker: usize, stage: usize, instance: usize, msg: Msg) -> Result<(), String> {
-        let (stage, instance) = (stage as u32, instance as u32);
-        let frame = match msg {
-            Msg::Records(records) => {
-                postcard::to_allocvec(&crate::net::message::RecordsFrame { id: self.id, stage, instance, records: &records }).map_err(
-                    // The encoder keeps no message of its own errors: name
-                    // the record that cannot travel, and why.
-                    |e| records.iter().find_map(|r| Value::from_dynamic(r).err()).map_or_else(|| e.to_string(), |why| why.to_string()),
-                )?
-            }
-            other => match to_wire(other)? {
-                Some(data) => crate::net::connection::encode(&Message::Data { id: self.id, stage, instance, msg: data }),
-                None => return Ok(()),
-            },
-        };
-        let link = self.link(worker)?;
-        link.blocking_send(bytes::Bytes::from(frame)).map_err(|_| format!("the data link to worker {} is closed", self.peers[worker].name))
-    }
-
-    fn collect(&self, sink: &str, records: &[Dynamic]) -> Result<(), String> {
-        let values = crate::net::value::to_values(records).map_err(|e| e.to_string())?;
-        self.master.send(Message::Collected { id: self.id, sink: sink.to_string(), values }).map_err(|_| "the master is gone".to_string())
     }
 }
 
@@ -461,8 +562,22 @@ impl crate::script::Host for Worker {
             .ok_or_else(|| format!("no part of workflow #{} runs here", r.id))
     }
 
-    fn stop(&self, _: crate::script::WorkflowRef) -> Result<Status, String> {
+    fn stop(&self, _: crate::script::WorkflowRef, _: Duration) -> Result<Status, String> {
         Err("this is a worker: stop workflows from its master".into())
+    }
+
+    fn abort(&self, _: crate::script::WorkflowRef) -> Result<Status, String> {
+        Err("this is a worker: abort workflows from its master".into())
+    }
+
+    /// The counts of this worker's part only.
+    fn stats(&self, r: crate::script::WorkflowRef) -> Result<rhai::Map, String> {
+        self.workflows
+            .lock()
+            .expect("workflows lock")
+            .get(&r.id)
+            .map(|w| w.stats().to_map())
+            .ok_or_else(|| format!("no part of workflow #{} runs here", r.id))
     }
 
     fn wait(&self, r: crate::script::WorkflowRef) -> Result<Status, String> {

@@ -1,0 +1,265 @@
+//! How records leave a stage for another: one small type per exchange
+//! (spread, forward, hash), each buffering what it was given and handing out
+//! batches per target instance. An [`Outlet`] sends those batches to the
+//! target's inbox, here or on another worker. Pushers know nothing of
+//! channels, so they are tested alone.
+
+use std::sync::Arc;
+
+use rhai::Dynamic;
+
+use super::call::Calls;
+use super::channel::{self, Unsent};
+use super::error::{script_error, FlowError};
+use super::running::Running;
+use super::{Msg, Remote, BATCH};
+use crate::workflow::key::{Key, KeyMap};
+use crate::workflow::Func;
+
+/// An instance's inbox, here or on another worker.
+#[derive(Clone)]
+pub enum Inbox {
+    Local(tokio::sync::mpsc::Sender<Msg>),
+    Remote { worker: usize, stage: usize, instance: usize },
+}
+
+/// Batches go round-robin over the target instances (out of a source).
+pub struct Spread {
+    buf: Vec<Dynamic>,
+    next: usize,
+    targets: usize,
+}
+
+impl Spread {
+    pub fn new(targets: usize, start: usize) -> Spread {
+        Spread { buf: Vec::new(), next: start, targets }
+    }
+
+    fn ready(&mut self, min: usize, out: &mut Vec<(usize, Msg)>) {
+        while self.buf.len() >= min {
+            let take = self.buf.len().min(BATCH.max(min));
+            self.next = (self.next + 1) % self.targets;
+            out.push((self.next, Msg::Records(self.buf.drain(..take).collect())));
+        }
+    }
+}
+
+/// Instance `i` sends to instance `i`: the data stays on its slot.
+pub struct Forward {
+    buf: Vec<Dynamic>,
+    target: usize,
+}
+
+impl Forward {
+    pub fn new(targets: usize, instance: usize) -> Forward {
+        Forward { buf: Vec::new(), target: instance % targets }
+    }
+
+    fn ready(&mut self, min: usize, out: &mut Vec<(usize, Msg)>) {
+        while self.buf.len() >= min {
+            let take = self.buf.len().min(BATCH.max(min));
+            out.push((self.target, Msg::Records(self.buf.drain(..take).collect())));
+        }
+    }
+}
+
+/// By the stable hash of the record's key into key groups.
+pub struct Hash {
+    /// `None`: the record is its own key.
+    key: Option<Func>,
+    /// Whether the target needs the record beside its key (a count needs
+    /// only the key, so the record is not copied).
+    with_record: bool,
+    /// For a `count` target: counts per key and target, combined here, so a
+    /// word travels once per batch of counts rather than once per occurrence.
+    partial: Option<Vec<KeyMap<i64>>>,
+    keyed: Vec<Vec<(Key, Dynamic)>>,
+}
+
+impl Hash {
+    pub fn new(targets: usize, key: Option<Func>, counting: bool) -> Hash {
+        Hash {
+            key,
+            with_record: !counting,
+            partial: counting.then(|| (0..targets).map(|_| KeyMap::default()).collect()),
+            keyed: vec![Vec::new(); targets],
+        }
+    }
+
+    fn push(&mut self, calls: &Calls, operator: &str, records: Vec<Dynamic>) -> Result<(), FlowError> {
+        let n = self.keyed.len() as u64;
+        for rec in records {
+            let (key, rec) = match (&self.key, self.with_record) {
+                (None, false) => (Key::new(rec), Dynamic::UNIT),
+                (None, true) => (Key::new(rec.clone()), rec),
+                (Some(f), keep) => {
+                    let key = calls.call(f, [rec.clone()]).map_err(|e| script_error(operator, Some(&rec), &e))?;
+                    (Key::new(key), if keep { rec } else { Dynamic::UNIT })
+                }
+            };
+            let target = (key.group() % n) as usize;
+            match &mut self.partial {
+                Some(partial) => *partial[target].entry(key).or_insert(0) += 1,
+                None => self.keyed[target].push((key, rec)),
+            }
+        }
+        Ok(())
+    }
+
+    fn ready(&mut self, min: usize, out: &mut Vec<(usize, Msg)>) {
+        for (i, keyed) in self.keyed.iter_mut().enumerate() {
+            if keyed.len() >= min {
+                out.push((i, Msg::Keyed(std::mem::take(keyed))));
+            }
+        }
+        if let Some(partial) = &mut self.partial {
+            for (i, counts) in partial.iter_mut().enumerate() {
+                if counts.len() >= min {
+                    // Drained, not taken: the map keeps its table for the next batch.
+                    out.push((i, Msg::Counts(counts.drain().collect())));
+                }
+            }
+        }
+    }
+}
+
+pub enum Pusher {
+    Spread(Spread),
+    Forward(Forward),
+    Hash(Hash),
+}
+
+impl Pusher {
+    /// Takes records to send; a hash pusher computes their keys here, so
+    /// `operator` is the node whose key function runs.
+    pub fn push(&mut self, calls: &Calls, operator: &str, records: Vec<Dynamic>) -> Result<(), FlowError> {
+        match self {
+            Pusher::Spread(p) => p.buf.extend(records),
+            Pusher::Forward(p) => p.buf.extend(records),
+            Pusher::Hash(p) => p.push(calls, operator, records)?,
+        }
+        Ok(())
+    }
+
+    /// The batches holding at least `min` records, with their target instance.
+    pub fn ready(&mut self, min: usize) -> Vec<(usize, Msg)> {
+        let mut out = Vec::new();
+        let min = min.max(1);
+        match self {
+            Pusher::Spread(p) => p.ready(min, &mut out),
+            Pusher::Forward(p) => p.ready(min, &mut out),
+            Pusher::Hash(p) => p.ready(min, &mut out),
+        }
+        out
+    }
+}
+
+/// The sending side of one edge to another stage.
+pub struct Outlet {
+    pub pusher: Pusher,
+    /// The node whose key function the pusher calls (the target).
+    pub target_name: String,
+    pub targets: Vec<Inbox>,
+    pub remote: Option<Arc<dyn Remote>>,
+}
+
+impl Outlet {
+    pub fn push(&mut self, calls: &Calls, records: Vec<Dynamic>) -> Result<(), FlowError> {
+        self.pusher.push(calls, &self.target_name, records)
+    }
+
+    /// Sends every batch holding at least `min` records.
+    pub fn flush(&mut self, running: &Running, min: usize) -> Result<(), FlowError> {
+        for (target, msg) in self.pusher.ready(min) {
+            self.send(running, target, msg)?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is left, then the end-of-stream marker to every target.
+    pub fn end(&mut self, running: &Running) -> Result<(), FlowError> {
+        self.flush(running, 1)?;
+        for t in 0..self.targets.len() {
+            self.send(running, t, Msg::End)?;
+        }
+        Ok(())
+    }
+
+    fn send(&self, running: &Running, target: usize, msg: Msg) -> Result<(), FlowError> {
+        if running.has_ended() {
+            return Err(FlowError::Ended);
+        }
+        match &self.targets[target] {
+            Inbox::Local(to) => channel::send(running.handle(), to, msg, running.ended()).map_err(|why| match why {
+                Unsent::Ended => FlowError::Ended,
+                // An instance here ended before its input did: it failed, and
+                // said why.
+                Unsent::Closed => FlowError::Ended,
+            }),
+            Inbox::Remote { worker, stage, instance } => {
+                let remote = self.remote.as_ref().ok_or_else(|| FlowError::Internal("a remote instance without a network".into()))?;
+                remote.send(*worker, *stage, *instance, msg, running.ended())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ints(n: i64) -> Vec<Dynamic> {
+        (0..n).map(Dynamic::from_int).collect()
+    }
+
+    fn sizes(batches: &[(usize, Msg)]) -> Vec<(usize, usize)> {
+        batches
+            .iter()
+            .map(|(t, m)| match m {
+                Msg::Records(r) => (*t, r.len()),
+                Msg::Keyed(r) => (*t, r.len()),
+                Msg::Counts(r) => (*t, r.len()),
+                Msg::End => (*t, 0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn spread_deals_full_batches_round_robin_and_keeps_the_rest_until_asked() {
+        let mut p = Spread::new(3, 0);
+        p.buf.extend(ints(2 * BATCH as i64 + 5));
+        let mut out = Vec::new();
+        p.ready(BATCH, &mut out);
+        assert_eq!(sizes(&out), vec![(1, BATCH), (2, BATCH)]);
+        out.clear();
+        p.ready(1, &mut out);
+        assert_eq!(sizes(&out), vec![(0, 5)]);
+    }
+
+    #[test]
+    fn forward_keeps_records_on_their_slot() {
+        let mut p = Forward::new(4, 6);
+        p.buf.extend(ints(3));
+        let mut out = Vec::new();
+        p.ready(1, &mut out);
+        assert_eq!(sizes(&out), vec![(2, 3)]);
+    }
+
+    #[test]
+    fn hash_sends_every_key_to_one_target_and_counting_combines_repeats() {
+        let calls = Calls::new(&Default::default(), &crate::script::EngineEnv::new(None, Arc::new(|_: &str| {}))).unwrap();
+        let words: Vec<Dynamic> = ["a", "b", "a", "c", "a"].iter().map(|w| Dynamic::from(w.to_string())).collect();
+        let mut p = Hash::new(2, None, true);
+        p.push(&calls, "count", words.clone()).unwrap();
+        let mut out = Vec::new();
+        p.ready(1, &mut out);
+        let total: i64 = out.iter().map(|(_, m)| if let Msg::Counts(c) = m { c.iter().map(|(_, n)| n).sum::<i64>() } else { 0 }).sum();
+        assert_eq!(total, 5);
+        assert_eq!(out.iter().map(|(_, m)| if let Msg::Counts(c) = m { c.len() } else { 0 }).sum::<usize>(), 3, "a, b, c once each");
+        let mut again = Hash::new(2, None, true);
+        again.push(&calls, "count", words).unwrap();
+        let mut out2 = Vec::new();
+        again.ready(1, &mut out2);
+        assert_eq!(sizes(&out), sizes(&out2), "the same keys go to the same targets");
+    }
+}

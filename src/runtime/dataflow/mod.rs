@@ -1,0 +1,78 @@
+//! Running a planned workflow: one thread per stage instance, bounded
+//! channels of batches between stages, explicit end-of-stream markers on every
+//! edge. Instances are threads, not tokio tasks: they are CPU-bound loops, and
+//! tokio's scheduler keeps a woken consumer on its producer's worker (its LIFO
+//! slot), which left one of two cores idle in the word count. The channels are
+//! tokio's, so network tasks can feed the same inboxes asynchronously.
+//!
+//! The parts: [`wiring`] builds a workflow's instances and starts them;
+//! [`stage`] is the loop one instance runs; [`operators`] what each node
+//! does to a batch; [`exchange`] how records leave for another stage;
+//! [`source`] and [`sink`] the edges of the graph; [`call`] calls script
+//! functions; [`channel`] waits on channels without outliving the workflow;
+//! [`running`] is the workflow as the runtime sees it.
+//!
+//! Every record either reaches its sink or the workflow fails with a
+//! [`FlowError`] naming what happened: nothing is dropped quietly.
+
+mod call;
+pub mod channel;
+mod error;
+mod exchange;
+mod layout;
+mod operators;
+mod running;
+pub mod sink;
+pub mod source;
+mod stage;
+mod wiring;
+
+use rhai::Dynamic;
+use tokio_util::sync::CancellationToken;
+
+pub use error::FlowError;
+pub use layout::Layout;
+pub use running::{running_note, Running};
+pub use wiring::{start, Part};
+
+use crate::workflow::key::Key;
+
+/// Records per batch: large enough to amortize a channel send, small enough
+/// to keep latency and memory low.
+pub const BATCH: usize = 1024;
+/// Batches a stage instance's inbox holds before senders wait (back-pressure).
+pub const INBOX_BATCHES: usize = 8;
+/// Records a per-record function runs on before its output moves on.
+const CHUNK: usize = 32;
+/// The longest a source holds a partial batch: a slow generator's records
+/// still flow within this bound.
+const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+/// How often an idle `tcp_source` looks up to see whether it should stop.
+const TCP_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// What travels on an edge between stages.
+#[derive(Debug)]
+pub enum Msg {
+    Records(Vec<Dynamic>),
+    /// Records routed by key, with the key computed once by the sender.
+    Keyed(Vec<(Key, Dynamic)>),
+    /// Partial counts per key, for a `count`: the sender combines records of
+    /// the same key before they cross.
+    Counts(Vec<(Key, i64)>),
+    /// The sender of one edge has no more records.
+    End,
+}
+
+/// How records leave this process: the cluster's data links and the path
+/// to the master for what sinks on the master's host receive. Every call
+/// waits while its link is full, but not past `ended`.
+pub trait Remote: Send + Sync {
+    /// Sends to instance `instance` of stage `stage` on worker `worker`.
+    fn send(&self, worker: usize, stage: usize, instance: usize, msg: Msg, ended: &CancellationToken) -> Result<(), FlowError>;
+    /// Hands what a `collect()` sink received to the master.
+    fn collect(&self, sink: &str, records: &[Dynamic], ended: &CancellationToken) -> Result<(), FlowError>;
+    /// Hands lines for the `write_lines` node `node` to the master, which writes the file.
+    fn write_lines(&self, node: usize, text: String, ended: &CancellationToken) -> Result<(), FlowError>;
+    /// Hands what `inspect` printed to the master.
+    fn print(&self, text: String, ended: &CancellationToken) -> Result<(), FlowError>;
+}

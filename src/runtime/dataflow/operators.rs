@@ -1,0 +1,220 @@
+//! What each operator does to a batch. A [`Step`] is one node of a stage
+//! with its state; it returns what it emits per output port and leaves
+//! moving records on to the stage.
+
+use std::sync::{Arc, Mutex};
+
+use rhai::{Array, Dynamic};
+use tokio_util::sync::CancellationToken;
+
+use super::call::Calls;
+use super::error::{script_error, shown, FlowError};
+use super::sink::FileSink;
+use super::Remote;
+use crate::script::Output;
+use crate::workflow::key::{Key, KeyMap};
+use crate::workflow::{Func, SourceSpec};
+
+/// A sink's remote error, as the sink's.
+fn in_operator(name: &str, e: FlowError) -> FlowError {
+    match e {
+        FlowError::Remote(reason) => FlowError::Operator { operator: name.to_string(), reason },
+        other => other,
+    }
+}
+
+/// Where `inspect` prints: here, or on the master.
+pub enum Printer {
+    Local(Output),
+    Remote(Arc<dyn Remote>),
+}
+
+/// Where a line sink writes: a file this process owns, or the master's
+/// (the node's index names it there).
+pub enum LineSink {
+    File(Arc<FileSink>),
+    Remote(Arc<dyn Remote>, usize),
+}
+
+/// Where a `collect()` instance puts records: here, or with the master.
+pub enum CollectSink {
+    Local(Arc<Mutex<Vec<Dynamic>>>),
+    Remote(Arc<dyn Remote>, String),
+}
+
+/// One node of a stage, with its state.
+pub enum Step {
+    Source(SourceSpec),
+    Map(Func),
+    FlatMap(Func),
+    Filter(Func),
+    KeyedReduce { reduce: Func, initial: Dynamic, state: KeyMap<Dynamic> },
+    Count { counts: KeyMap<i64> },
+    Print { prefix: String, printer: Printer },
+    WriteLines(LineSink),
+    Collect(CollectSink),
+}
+
+impl Step {
+    /// Whether the node calls a function per record (its output then moves
+    /// on in small chunks, while still in the cache).
+    pub fn per_record(&self) -> bool {
+        matches!(self, Step::Map(_) | Step::FlatMap(_) | Step::Filter(_))
+    }
+
+    pub fn is_keyed(&self) -> bool {
+        matches!(self, Step::Count { .. } | Step::KeyedReduce { .. })
+    }
+
+    /// Runs the node `name` on a batch; returns the records for each output port.
+    pub fn apply(
+        &mut self,
+        calls: &Calls,
+        name: &str,
+        batch: Vec<Dynamic>,
+        ended: &CancellationToken,
+    ) -> Result<Vec<Vec<Dynamic>>, FlowError> {
+        let wrong = |reason: String| FlowError::Operator { operator: name.to_string(), reason };
+        match self {
+            Step::Source(_) => Ok(vec![batch]),
+            Step::Map(f) => {
+                let mut out = Vec::with_capacity(batch.len());
+                for rec in batch {
+                    match calls.call(f, [rec.clone()]) {
+                        Ok(v) => out.push(v),
+                        Err(e) => return Err(script_error(name, Some(&rec), &e)),
+                    }
+                }
+                Ok(vec![out])
+            }
+            Step::FlatMap(f) => {
+                let mut out = Vec::with_capacity(batch.len() * 4);
+                for rec in batch {
+                    match calls.call(f, [rec.clone()]) {
+                        Ok(v) => match v.try_cast::<Array>() {
+                            Some(items) => out.extend(items),
+                            None => {
+                                return Err(wrong(format!(
+                                    "the function must return an array (records to emit), on record {}",
+                                    shown(&rec)
+                                )))
+                            }
+                        },
+                        Err(e) => return Err(script_error(name, Some(&rec), &e)),
+                    }
+                }
+                Ok(vec![out])
+            }
+            Step::Filter(f) => {
+                let (mut accept, mut reject) = (Vec::new(), Vec::new());
+                for rec in batch {
+                    match calls.call(f, [rec.clone()]) {
+                        Ok(v) => match v.as_bool() {
+                            Ok(true) => accept.push(rec),
+                            Ok(false) => reject.push(rec),
+                            Err(t) => return Err(wrong(format!("the function must return a bool, got {t} on record {}", shown(&rec)))),
+                        },
+                        Err(e) => return Err(script_error(name, Some(&rec), &e)),
+                    }
+                }
+                Ok(vec![accept, reject])
+            }
+            Step::Print { prefix, printer } => {
+                let mut text = String::with_capacity(batch.len() * 24);
+                for rec in &batch {
+                    use std::fmt::Write as _;
+                    let _ = writeln!(text, "{prefix}{rec:?}"); // Writing to a String cannot fail.
+                }
+                match printer {
+                    Printer::Local(output) => output(&text),
+                    Printer::Remote(remote) => remote.print(text, ended).map_err(|e| in_operator(name, e))?,
+                }
+                Ok(vec![batch])
+            }
+            Step::WriteLines(sink) => {
+                let mut text = String::with_capacity(batch.len() * 16);
+                for rec in &batch {
+                    use std::fmt::Write as _;
+                    let _ = writeln!(text, "{rec}"); // Writing to a String cannot fail.
+                }
+                match sink {
+                    LineSink::File(file) => file.write(text.as_bytes())?,
+                    LineSink::Remote(remote, node) => remote.write_lines(*node, text, ended).map_err(|e| in_operator(name, e))?,
+                }
+                Ok(Vec::new())
+            }
+            Step::Collect(CollectSink::Local(sink)) => {
+                sink.lock().expect("collect lock").extend(batch);
+                Ok(Vec::new())
+            }
+            Step::Collect(CollectSink::Remote(remote, sink)) => {
+                remote.collect(sink, &batch, ended).map_err(|e| in_operator(name, e))?;
+                Ok(Vec::new())
+            }
+            Step::KeyedReduce { .. } | Step::Count { .. } => {
+                // Keyed nodes are stage heads and get keyed input; a
+                // record that comes without its key is its own key.
+                let pairs = batch.into_iter().map(|r| (Key::new(r.clone()), r)).collect();
+                Ok(vec![self.apply_keyed(calls, name, pairs)?])
+            }
+        }
+    }
+
+    /// Runs a keyed node on records that come with their keys; returns what it emits.
+    pub fn apply_keyed(&mut self, calls: &Calls, name: &str, pairs: Vec<(Key, Dynamic)>) -> Result<Vec<Dynamic>, FlowError> {
+        match self {
+            Step::Count { counts } => {
+                for (key, _) in pairs {
+                    *counts.entry(key).or_insert(0) += 1;
+                }
+                Ok(Vec::new())
+            }
+            Step::KeyedReduce { reduce, initial, state } => {
+                let mut out = Vec::new();
+                for (key, rec) in pairs {
+                    let current = state.remove(&key).unwrap_or_else(|| initial.clone());
+                    let result = calls.call(reduce, [current, rec.clone()]).map_err(|e| script_error(name, Some(&rec), &e))?;
+                    match result.try_cast::<Array>() {
+                        Some(pair) if pair.len() == 2 => {
+                            let mut pair = pair.into_iter();
+                            state.insert(key, pair.next().expect("two"));
+                            let emit = pair.next().expect("two");
+                            if !emit.is_unit() {
+                                out.push(emit);
+                            }
+                        }
+                        _ => {
+                            return Err(FlowError::Operator {
+                                operator: name.into(),
+                                reason: format!("the reduce function must return [new_state, emitted], on record {}", shown(&rec)),
+                            })
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            _ => Err(FlowError::Internal(format!("operator `{name}` is not keyed but got keyed records"))),
+        }
+    }
+
+    /// Adds partial counts to a `count` node.
+    pub fn add_counts(&mut self, name: &str, partial: Vec<(Key, i64)>) -> Result<(), FlowError> {
+        let Step::Count { counts } = self else {
+            return Err(FlowError::Internal(format!("operator `{name}` is not a count but got counts")));
+        };
+        for (key, n) in partial {
+            *counts.entry(key).or_insert(0) += n;
+        }
+        Ok(())
+    }
+
+    /// What the node holds until its input ends (a count's totals).
+    pub fn finish(&mut self) -> Option<Vec<Dynamic>> {
+        match self {
+            Step::Count { counts } => {
+                Some(std::mem::take(counts).into_iter().map(|(k, n)| Dynamic::from_array(vec![k.value, Dynamic::from_int(n)])).collect())
+            }
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Files that sinks write. A file is written under a temporary name beside
+//! its path and appears at its path only when its workflow settles well
+//! (finished, or stopped after draining); otherwise what was written is kept
+//! at `<path>.incomplete`, and the workflow's status says so. No two
+//! instances ever write one file: one process owns each.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use super::error::FlowError;
+
+/// Temporary names differ between the workflows of one process.
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes buffered before a write reaches the file.
+const BUFFER: usize = 64 * 1024;
+
+/// How a file sink ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// The file is complete at its path.
+    Committed(PathBuf),
+    /// What was written is kept under this name.
+    Kept(PathBuf),
+    /// Nothing had been written; nothing is left.
+    Removed,
+}
+
+pub struct FileSink {
+    operator: String,
+    path: PathBuf,
+    temp: PathBuf,
+    /// `None` once settled.
+    writer: Mutex<Option<BufWriter<File>>>,
+    written: AtomicU64,
+}
+
+impl FileSink {
+    /// Creates the temporary file for `path`: a bad path fails here, at deploy.
+    pub fn create(operator: &str, path: &Path) -> Result<FileSink, FlowError> {
+        let name = path.file_name().ok_or_else(|| FlowError::File {
+            operator: operator.into(),
+            action: "write",
+            path: path.into(),
+            error: "not a file name".into(),
+        })?;
+        let temp = path.with_file_name(format!(
+            ".{}.{}-{}.skitter-tmp",
+            name.to_string_lossy(),
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = File::create(&temp).map_err(|e| FlowError::File {
+            operator: operator.into(),
+            action: "create",
+            path: path.into(),
+            error: e.to_string(),
+        })?;
+        Ok(FileSink {
+            operator: operator.into(),
+            path: path.into(),
+            temp,
+            writer: Mutex::new(Some(BufWriter::with_capacity(BUFFER, file))),
+            written: AtomicU64::new(0),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io_error(&self, action: &'static str, e: std::io::Error) -> FlowError {
+        FlowError::File { operator: self.operator.clone(), action, path: self.path.clone(), error: e.to_string() }
+    }
+
+    /// Appends `bytes` (whole lines).
+    pub fn write(&self, bytes: &[u8]) -> Result<(), FlowError> {
+        let mut writer = self.writer.lock().expect("sink lock");
+        let Some(w) = writer.as_mut() else { return Err(FlowError::Ended) };
+        w.write_all(bytes).map_err(|e| self.io_error("write", e))?;
+        self.written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes out what is buffered and makes it durable: a full disk fails
+    /// here, before the file is given its name.
+    pub fn flush(&self) -> Result<(), FlowError> {
+        let mut writer = self.writer.lock().expect("sink lock");
+        let Some(w) = writer.as_mut() else { return Ok(()) };
+        w.flush().map_err(|e| self.io_error("write", e))?;
+        w.get_ref().sync_all().map_err(|e| self.io_error("write", e))
+    }
+
+    /// Gives the file its name (`commit`) or keeps what was written as
+    /// `<path>.incomplete`. Settling twice changes nothing.
+    pub fn settle(&self, commit: bool) -> Result<Settled, FlowError> {
+        let Some(mut writer) = self.writer.lock().expect("sink lock").take() else { return Ok(Settled::Removed) };
+        let flushed = writer.flush().and_then(|()| writer.get_ref().sync_all());
+        drop(writer);
+        let incomplete = incomplete(&self.path);
+        if commit {
+            flushed.map_err(|e| self.io_error("write", e))?;
+            std::fs::rename(&self.temp, &self.path).map_err(|e| self.io_error("rename the output to", e))?;
+            // A leftover from an earlier run that failed would look like
+            // this run's.
+            let _ = std::fs::remove_file(&incomplete);
+            return Ok(Settled::Committed(self.path.clone()));
+        }
+        if self.written.load(Ordering::Relaxed) == 0 {
+            std::fs::remove_file(&self.temp).map_err(|e| self.io_error("remove the temporary file of", e))?;
+            return Ok(Settled::Removed);
+        }
+        std::fs::rename(&self.temp, &incomplete).map_err(|e| self.io_error("keep the partial output of", e))?;
+        Ok(Settled::Kept(incomplete))
+    }
+}
+
+impl Drop for FileSink {
+    /// A sink its process never settled (it is exiting) keeps its partial
+    /// output under a name that says so.
+    fn drop(&mut self) {
+        if self.writer.get_mut().map(|w| w.is_some()).unwrap_or(false) {
+            let _ = self.settle(false);
+        }
+    }
+}
+
+/// Where a failed workflow's partial output is: `<path>.incomplete`.
+pub fn incomplete(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".incomplete");
+    PathBuf::from(name)
+}
+
+/// What a status adds about the sinks of a workflow that did not commit:
+/// where the partial output is.
+pub fn kept_note(settled: &[Settled]) -> Option<String> {
+    let kept: Vec<String> =
+        settled.iter().filter_map(|s| if let Settled::Kept(p) = s { Some(p.display().to_string()) } else { None }).collect();
+    (!kept.is_empty()).then(|| format!("partial output kept at {}", kept.join(", ")))
+}
+
+/// The part file instance `instance` of a `write_parts` sink writes on
+/// node `node`: `dir/part-<node>-<instance>`.
+pub fn part_path(dir: &Path, node: &str, instance: usize) -> PathBuf {
+    let node: String = node.chars().map(|c| if c == '/' || c.is_control() { '_' } else { c }).collect();
+    dir.join(format!("part-{node}-{instance}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_committed_file_appears_whole_at_its_path_and_not_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        std::fs::write(&path, "the input\n").unwrap();
+        let sink = FileSink::create("w", &path).unwrap();
+        sink.write(b"a\nb\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "the input\n", "the path is untouched until commit");
+        assert_eq!(sink.settle(true).unwrap(), Settled::Committed(path.clone()));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nb\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file is left");
+    }
+
+    #[test]
+    fn a_sink_that_does_not_commit_keeps_its_lines_as_incomplete() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        let sink = FileSink::create("w", &path).unwrap();
+        sink.write(b"a\n").unwrap();
+        assert_eq!(sink.settle(false).unwrap(), Settled::Kept(incomplete(&path)));
+        assert!(!path.exists());
+        assert_eq!(std::fs::read_to_string(incomplete(&path)).unwrap(), "a\n");
+        assert_eq!(
+            kept_note(&[Settled::Kept(incomplete(&path))]).unwrap(),
+            format!("partial output kept at {}.incomplete", path.display())
+        );
+    }
+
+    #[test]
+    fn an_empty_sink_that_does_not_commit_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = FileSink::create("w", &dir.path().join("out.txt")).unwrap();
+        drop(sink);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_bad_path_fails_at_creation_naming_the_operator() {
+        let err = FileSink::create("out", Path::new("/nonexistent-dir/x/out.txt")).err().unwrap();
+        assert!(err.to_string().starts_with("operator `out`: cannot create /nonexistent-dir/x/out.txt"), "{err}");
+    }
+
+    #[test]
+    fn part_files_are_named_by_node_and_instance() {
+        assert_eq!(part_path(Path::new("d"), "w1@host", 3), PathBuf::from("d/part-w1@host-3"));
+    }
+}

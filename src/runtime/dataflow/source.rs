@@ -1,0 +1,221 @@
+//! Sources, read batch by batch. Line sources bound what one record may
+//! hold: a longer line fails the workflow rather than taking the memory.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+
+use rhai::{Dynamic, ImmutableString};
+
+use super::call::Calls;
+use super::error::{script_error, FlowError};
+use super::{BATCH, BATCH_WAIT, TCP_POLL};
+use crate::workflow::{Func, SourceSpec};
+
+/// A bounded line reader's answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LineRead {
+    /// A whole line is in the buffer, without its `\n`.
+    Line,
+    /// The input ended; the buffer holds what followed the last `\n`.
+    Eof,
+    /// The line in progress is longer than allowed.
+    TooLong,
+}
+
+/// Reads up to the next `\n` into `buf` without letting it grow past `max`
+/// bytes. On an error (a read timeout) what was read stays in `buf`, so the
+/// next call continues the same line.
+pub fn read_line_bounded<R: BufRead>(reader: &mut R, buf: &mut Vec<u8>, max: usize) -> std::io::Result<LineRead> {
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(LineRead::Eof);
+        }
+        let (take, complete) = match memchr::memchr(b'\n', available) {
+            Some(i) => (i, true),
+            None => (available.len(), false),
+        };
+        if buf.len() + take > max {
+            return Ok(LineRead::TooLong);
+        }
+        buf.extend_from_slice(&available[..take]);
+        reader.consume(if complete { take + 1 } else { take });
+        if complete {
+            return Ok(LineRead::Line);
+        }
+    }
+}
+
+/// A line as a record: UTF-8 text without its `\r`.
+fn record(bytes: &[u8]) -> Result<Dynamic, std::str::Utf8Error> {
+    let text = std::str::from_utf8(bytes)?;
+    Ok(Dynamic::from(ImmutableString::from(text.strip_suffix('\r').unwrap_or(text))))
+}
+
+/// A line source: a file, or a connection with a read timeout so that a
+/// stop is noticed while idle.
+pub struct Lines<R> {
+    reader: BufReader<R>,
+    buf: Vec<u8>,
+    max: usize,
+    /// Lines read so far, for errors.
+    line: u64,
+    ended: bool,
+    /// Hand over a partial batch as soon as the input pauses (a network
+    /// stream) rather than wait for a full one (a file).
+    eager: bool,
+}
+
+/// Reads a source batch by batch.
+pub enum SourceReader {
+    Items(std::vec::IntoIter<Dynamic>),
+    Range { next: i64, end: i64, step: i64 },
+    Generator { f: Func, n: i64 },
+    File(Lines<File>),
+    Tcp(Lines<std::net::TcpStream>),
+}
+
+impl SourceReader {
+    pub fn open(spec: SourceSpec, operator: &str) -> Result<SourceReader, FlowError> {
+        Ok(match spec {
+            SourceSpec::Items(items) => SourceReader::Items(items.into_iter()),
+            SourceSpec::Range { start, end, step } => SourceReader::Range { next: start, end, step },
+            SourceSpec::Generator(f) => SourceReader::Generator { f, n: 0 },
+            SourceSpec::Lines { path, max_line } => {
+                let file = File::open(&path).map_err(|e| FlowError::File {
+                    operator: operator.into(),
+                    action: "read",
+                    path: path.clone(),
+                    error: e.to_string(),
+                })?;
+                SourceReader::File(Lines::new(BufReader::with_capacity(256 * 1024, file), max_line, false))
+            }
+            SourceSpec::Tcp { host, port, max_line } => {
+                let failed = |e: std::io::Error| FlowError::File {
+                    operator: operator.into(),
+                    action: "connect to",
+                    path: format!("{host}:{port}").into(),
+                    error: e.to_string(),
+                };
+                let stream = std::net::TcpStream::connect((host.as_str(), port)).map_err(failed)?;
+                stream.set_read_timeout(Some(TCP_POLL)).map_err(failed)?;
+                SourceReader::Tcp(Lines::new(BufReader::new(stream), max_line, true))
+            }
+        })
+    }
+
+    /// The next batch; `None` once the source is exhausted. `stopping` is
+    /// asked while a network source waits, so that a stop is noticed.
+    pub fn next_batch(&mut self, calls: &Calls, operator: &str, stopping: &dyn Fn() -> bool) -> Result<Option<Vec<Dynamic>>, FlowError> {
+        let mut batch = Vec::with_capacity(BATCH);
+        match self {
+            SourceReader::Items(items) => batch.extend(items.by_ref().take(BATCH)),
+            SourceReader::Range { next, end, step } => {
+                while batch.len() < BATCH && *next < *end {
+                    batch.push(Dynamic::from_int(*next));
+                    *next = next.saturating_add(*step);
+                }
+            }
+            SourceReader::Generator { f, n } => {
+                let started = std::time::Instant::now();
+                while batch.len() < BATCH && started.elapsed() < BATCH_WAIT {
+                    let v = calls.call(f, [Dynamic::from_int(*n)]).map_err(|e| script_error(operator, None, &e))?;
+                    if v.is_unit() {
+                        *self = SourceReader::Items(Vec::new().into_iter());
+                        break;
+                    }
+                    batch.push(v);
+                    *n += 1;
+                }
+            }
+            SourceReader::File(lines) => lines.fill(&mut batch, operator, stopping)?,
+            SourceReader::Tcp(lines) => lines.fill(&mut batch, operator, stopping)?,
+        }
+        Ok((!batch.is_empty()).then_some(batch))
+    }
+}
+
+impl<R: Read> Lines<R> {
+    pub fn new(reader: BufReader<R>, max: usize, eager: bool) -> Lines<R> {
+        Lines { reader, buf: Vec::new(), max, line: 0, ended: false, eager }
+    }
+
+    fn fill(&mut self, batch: &mut Vec<Dynamic>, operator: &str, stopping: &dyn Fn() -> bool) -> Result<(), FlowError> {
+        let io = |e: std::io::Error| FlowError::Operator { operator: operator.into(), reason: format!("read error: {e}") };
+        while batch.len() < BATCH && !self.ended {
+            match read_line_bounded(&mut self.reader, &mut self.buf, self.max) {
+                Ok(LineRead::Line) => {}
+                Ok(LineRead::Eof) => {
+                    self.ended = true;
+                    if self.buf.is_empty() {
+                        break;
+                    }
+                }
+                Ok(LineRead::TooLong) => {
+                    return Err(FlowError::LineTooLong { operator: operator.into(), line: self.line + 1, max: self.max })
+                }
+                // A partial line stays in the buffer until the rest arrives.
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    if !batch.is_empty() || stopping() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(e) => return Err(io(e)),
+            }
+            self.line += 1;
+            let rec = record(&self.buf).map_err(|e| FlowError::Operator {
+                operator: operator.into(),
+                reason: format!("line {} is not UTF-8 text: {e}", self.line),
+            })?;
+            self.buf.clear();
+            batch.push(rec);
+            if self.eager && self.reader.buffer().is_empty() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_read_whole_and_a_long_one_is_refused() {
+        let text = b"short\r\nlonger line\n0123456789ABC\nlast";
+        let mut r = BufReader::with_capacity(4, &text[..]);
+        let mut buf = Vec::new();
+        assert_eq!(read_line_bounded(&mut r, &mut buf, 12).unwrap(), LineRead::Line);
+        assert_eq!(buf, b"short\r");
+        buf.clear();
+        assert_eq!(read_line_bounded(&mut r, &mut buf, 12).unwrap(), LineRead::Line);
+        assert_eq!(buf, b"longer line");
+        buf.clear();
+        assert_eq!(read_line_bounded(&mut r, &mut buf, 12).unwrap(), LineRead::TooLong);
+        assert!(buf.len() <= 12);
+    }
+
+    #[test]
+    fn the_last_line_needs_no_newline() {
+        let mut r = BufReader::new(&b"a\nlast"[..]);
+        let mut buf = Vec::new();
+        assert_eq!(read_line_bounded(&mut r, &mut buf, 100).unwrap(), LineRead::Line);
+        buf.clear();
+        assert_eq!(read_line_bounded(&mut r, &mut buf, 100).unwrap(), LineRead::Eof);
+        assert_eq!(buf, b"last");
+    }
+
+    #[test]
+    fn a_source_fails_on_a_line_over_its_limit_naming_it() {
+        let mut lines = Lines::new(BufReader::new(&b"ok\nway too long\n"[..]), 5, false);
+        let mut batch = Vec::new();
+        let err = lines.fill(&mut batch, "src", &|| false).unwrap_err();
+        assert_eq!(err, FlowError::LineTooLong { operator: "src".into(), line: 2, max: 5 });
+    }
+}

@@ -1,0 +1,216 @@
+//! The loop one instance of a stage runs: a batch enters the head node,
+//! each node's output goes straight to the next node of the stage (no
+//! channel) or to an outlet for another stage. Records in and out of every
+//! node are counted here, per batch.
+
+use rhai::Dynamic;
+use tokio::sync::mpsc;
+
+use super::call::Calls;
+use super::channel;
+use super::error::FlowError;
+use super::exchange::Outlet;
+use super::operators::Step;
+use super::running::Running;
+use super::source::SourceReader;
+use super::{Msg, BATCH, CHUNK};
+use crate::workflow::key::Key;
+
+/// Where a node's output port goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Target {
+    /// Another node of the same stage (index into the stage's nodes).
+    Local(usize),
+    /// An exchange to another stage (index into the outlets).
+    Outlet(usize),
+}
+
+/// One instance of one stage.
+pub struct StageRun {
+    pub names: Vec<String>,
+    /// The flat node id of each step, for the counts.
+    pub nodes: Vec<usize>,
+    pub steps: Vec<Step>,
+    /// Per node, per output port: where its records go.
+    pub routes: Vec<Vec<Vec<Target>>>,
+    pub outlets: Vec<Outlet>,
+}
+
+enum Input {
+    Records(Vec<Dynamic>),
+    Keyed(Vec<(Key, Dynamic)>),
+}
+
+impl StageRun {
+    pub fn run(mut self, calls: &Calls, running: &Running, inbox: mpsc::Receiver<Msg>, expected_ends: usize) -> Result<(), FlowError> {
+        if matches!(self.steps[0], Step::Source(_)) {
+            self.run_source(calls, running)?;
+        } else {
+            self.run_inbox(calls, running, inbox, expected_ends)?;
+        }
+        for i in 0..self.steps.len() {
+            if let Some(out) = self.steps[i].finish() {
+                running.count(self.nodes[i], 0, out.len());
+                self.route(calls, running, i, 0, out)?;
+            }
+        }
+        self.flush(running, 1)?;
+        for o in &mut self.outlets {
+            o.end(running)?;
+        }
+        Ok(())
+    }
+
+    fn run_inbox(
+        &mut self,
+        calls: &Calls,
+        running: &Running,
+        mut inbox: mpsc::Receiver<Msg>,
+        expected_ends: usize,
+    ) -> Result<(), FlowError> {
+        let mut ends = 0;
+        while ends < expected_ends {
+            let msg = channel::recv(running.handle(), &mut inbox, running.ended()).map_err(|()| FlowError::Ended)?;
+            if running.has_ended() {
+                return Err(FlowError::Ended);
+            }
+            match msg {
+                Some(Msg::Records(records)) => self.process(calls, running, Input::Records(records))?,
+                Some(Msg::Keyed(records)) => self.process(calls, running, Input::Keyed(records))?,
+                Some(Msg::Counts(counts)) => {
+                    running.count(self.nodes[0], counts.iter().map(|(_, n)| *n as usize).sum(), 0);
+                    self.steps[0].add_counts(&self.names[0], counts)?
+                }
+                Some(Msg::End) => ends += 1,
+                None => {
+                    return Err(FlowError::Internal(format!("{}: an upstream stage ended without an end-of-stream marker", self.names[0])))
+                }
+            }
+            // Hold records back only while more input is waiting: an idle
+            // stage sends what it has, so a slow stream still flows.
+            let min = if inbox.is_empty() { 1 } else { BATCH };
+            self.flush(running, min)?;
+        }
+        Ok(())
+    }
+
+    fn run_source(&mut self, calls: &Calls, running: &Running) -> Result<(), FlowError> {
+        let Step::Source(spec) = &self.steps[0] else { unreachable!("checked by caller") };
+        let mut reader = SourceReader::open(spec.clone(), &self.names[0])?;
+        let stopping = || running.stop_requested() || running.has_ended();
+        loop {
+            if running.has_ended() {
+                return Err(FlowError::Ended);
+            }
+            if running.stop_requested() {
+                return Ok(());
+            }
+            let Some(batch) = reader.next_batch(calls, &self.names[0], &stopping)? else { return Ok(()) };
+            let full = batch.len() >= BATCH;
+            running.count(self.nodes[0], 0, batch.len());
+            self.route(calls, running, 0, 0, batch)?;
+            self.flush(running, if full { BATCH } else { 1 })?;
+        }
+    }
+
+    fn flush(&mut self, running: &Running, min: usize) -> Result<(), FlowError> {
+        for o in &mut self.outlets {
+            o.flush(running, min)?;
+        }
+        Ok(())
+    }
+
+    /// Runs one input batch through the stage's nodes, in order.
+    fn process(&mut self, calls: &Calls, running: &Running, input: Input) -> Result<(), FlowError> {
+        let mut pending: Vec<Vec<Dynamic>> = vec![Vec::new(); self.steps.len()];
+        match input {
+            Input::Records(records) => pending[0] = records,
+            Input::Keyed(pairs) if self.steps[0].is_keyed() => {
+                let received = pairs.len();
+                let out = self.steps[0].apply_keyed(calls, &self.names[0], pairs)?;
+                running.count(self.nodes[0], received, out.len());
+                self.deliver(calls, 0, 0, out, &mut pending)?;
+                return self.run_nodes(calls, running, 1, &mut pending);
+            }
+            Input::Keyed(pairs) => pending[0] = pairs.into_iter().map(|(_, r)| r).collect(),
+        }
+        self.run_nodes(calls, running, 0, &mut pending)
+    }
+
+    /// Runs nodes `from..` of the stage on what is pending for them, in order.
+    fn run_nodes(&mut self, calls: &Calls, running: &Running, from: usize, pending: &mut [Vec<Dynamic>]) -> Result<(), FlowError> {
+        for i in from..self.steps.len() {
+            let batch = std::mem::take(&mut pending[i]);
+            if batch.is_empty() {
+                continue;
+            }
+            // A function's output goes on in small chunks, while the records
+            // it made are still in the cache: keying or sending a whole
+            // batch's output afterwards reads them all back from memory.
+            // Other nodes take the batch as it is.
+            if !self.steps[i].per_record() || batch.len() <= CHUNK {
+                self.apply_and_deliver(calls, running, i, batch, pending)?;
+                continue;
+            }
+            let mut records = batch.into_iter();
+            while records.len() > 0 {
+                let part: Vec<Dynamic> = records.by_ref().take(CHUNK).collect();
+                self.apply_and_deliver(calls, running, i, part, pending)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs node `i` on `batch` and sends its output on.
+    fn apply_and_deliver(
+        &mut self,
+        calls: &Calls,
+        running: &Running,
+        i: usize,
+        batch: Vec<Dynamic>,
+        pending: &mut [Vec<Dynamic>],
+    ) -> Result<(), FlowError> {
+        let received = batch.len();
+        let outputs = self.steps[i].apply(calls, &self.names[i], batch, running.ended())?;
+        running.count(self.nodes[i], received, outputs.iter().map(Vec::len).sum());
+        for (port, records) in outputs.into_iter().enumerate() {
+            self.deliver(calls, i, port, records, pending)?;
+        }
+        Ok(())
+    }
+
+    /// Sends a node's output on: to later nodes of the stage or to outlets.
+    fn deliver(
+        &mut self,
+        calls: &Calls,
+        node: usize,
+        port: usize,
+        records: Vec<Dynamic>,
+        pending: &mut [Vec<Dynamic>],
+    ) -> Result<(), FlowError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let targets = &self.routes[node][port];
+        let mut records = Some(records);
+        for (k, target) in targets.iter().enumerate() {
+            let batch = if k + 1 == targets.len() {
+                records.take().expect("moved only on the last target")
+            } else {
+                records.clone().expect("still here before the last target")
+            };
+            match *target {
+                Target::Local(j) => pending[j].extend(batch),
+                Target::Outlet(o) => self.outlets[o].push(calls, batch)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers a batch produced outside `process` (by a source or at the end).
+    fn route(&mut self, calls: &Calls, running: &Running, node: usize, port: usize, records: Vec<Dynamic>) -> Result<(), FlowError> {
+        let mut pending: Vec<Vec<Dynamic>> = vec![Vec::new(); self.steps.len()];
+        self.deliver(calls, node, port, records, &mut pending)?;
+        self.run_nodes(calls, running, node + 1, &mut pending)
+    }
+}

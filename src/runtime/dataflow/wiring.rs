@@ -1,0 +1,259 @@
+//! Wiring a workflow's part in this process: an inbox per instance (here or
+//! on another worker), the sinks' files, one thread per local instance, and
+//! a task that settles the workflow once every instance has ended.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use super::call::Calls;
+use super::error::FlowError;
+use super::exchange::{Forward, Hash, Inbox, Outlet, Pusher, Spread};
+use super::layout::Layout;
+use super::operators::{CollectSink, LineSink, Printer, Step};
+use super::running::Running;
+use super::sink::{part_path, FileSink};
+use super::stage::{StageRun, Target};
+use super::{Remote, INBOX_BATCHES};
+use crate::script::{Code, EngineEnv};
+use crate::workflow::key::KeyMap;
+use crate::workflow::model::FlatEdge;
+use crate::workflow::{Exchange, Operator, Plan, SourceSpec, Stats, Status};
+
+/// This process's part of a workflow.
+pub struct Part {
+    pub layout: Layout,
+    /// This node's name, for the names of part files.
+    pub node: String,
+    /// Whether this process alone decides that its files are complete
+    /// (local mode); a worker's files wait for its master's word.
+    pub settle_here: bool,
+}
+
+/// What instances are built with, besides the plan.
+struct Sinks {
+    /// `write_lines` files this process writes, by node.
+    files: HashMap<usize, Arc<FileSink>>,
+    /// `write_parts` files, by (node, instance).
+    parts: HashMap<(usize, usize), Arc<FileSink>>,
+    collect_of: HashMap<usize, Arc<Mutex<Vec<rhai::Dynamic>>>>,
+    remote: Option<Arc<dyn Remote>>,
+    env: EngineEnv,
+}
+
+/// Starts this process's part of `plan`. Files that sinks write are created
+/// here, so a bad path fails the deploy, not the run.
+pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option<Arc<dyn Remote>>) -> Result<Arc<Running>, FlowError> {
+    let layout = part.layout;
+    let abort_flag = Arc::new(AtomicBool::new(false));
+    let mut engine_env = env.clone();
+    engine_env.abort = abort_flag.clone();
+
+    let mut sinks =
+        Sinks { files: HashMap::new(), parts: HashMap::new(), collect_of: HashMap::new(), remote: remote.clone(), env: engine_env };
+    let mut collected = Vec::new();
+    for (i, node) in plan.graph.nodes.iter().enumerate() {
+        let here = layout.local_instances(&plan, plan.stage_of[i]);
+        match &node.op {
+            Operator::WriteLines(path) if remote.is_none() => {
+                sinks.files.insert(i, Arc::new(FileSink::create(&node.name, path)?));
+            }
+            Operator::WriteParts(dir) if !here.is_empty() => {
+                std::fs::create_dir_all(dir).map_err(|e| FlowError::File {
+                    operator: node.name.clone(),
+                    action: "create the directory",
+                    path: dir.clone(),
+                    error: e.to_string(),
+                })?;
+                for instance in here {
+                    let file = FileSink::create(&node.name, &part_path(dir, &part.node, instance))?;
+                    sinks.parts.insert((i, instance), Arc::new(file));
+                }
+            }
+            Operator::Collect => {
+                let sink = Arc::new(Mutex::new(Vec::new()));
+                collected.push((node.name.clone(), sink.clone()));
+                sinks.collect_of.insert(i, sink);
+            }
+            Operator::Source(SourceSpec::Lines { path, .. }) if !here.is_empty() && !path.is_file() => {
+                return Err(FlowError::File {
+                    operator: node.name.clone(),
+                    action: "read",
+                    path: path.clone(),
+                    error: "no such file".into(),
+                });
+            }
+            _ => {}
+        }
+    }
+    let files = sinks.files.values().chain(sinks.parts.values()).cloned().collect();
+    let running = Arc::new(Running::new(Stats::new(&plan.graph), collected, files, abort_flag, tokio::runtime::Handle::current()));
+
+    // An inbox per instance of every stage, here or remote.
+    let mut inboxes: Vec<Vec<Inbox>> = Vec::new();
+    let mut receivers: HashMap<(usize, usize), mpsc::Receiver<super::Msg>> = HashMap::new();
+    for s in 0..plan.stages.len() {
+        let local = layout.local_instances(&plan, s);
+        let mut stage_inboxes = Vec::new();
+        for g in 0..layout.instances(&plan, s) {
+            if local.contains(&g) {
+                let (tx, rx) = mpsc::channel(INBOX_BATCHES);
+                running.inboxes.lock().expect("inboxes lock").insert((s, g), tx.clone());
+                receivers.insert((s, g), rx);
+                stage_inboxes.push(Inbox::Local(tx));
+            } else {
+                stage_inboxes.push(Inbox::Remote { worker: layout.worker_of(&plan, s, g), stage: s, instance: g });
+            }
+        }
+        inboxes.push(stage_inboxes);
+    }
+    if remote.is_none() && inboxes.iter().flatten().any(|i| matches!(i, Inbox::Remote { .. })) {
+        return Err(FlowError::Internal("a remote instance without a network".into()));
+    }
+
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<(), FlowError>>();
+    let code = Arc::new(code);
+    for s in 0..plan.stages.len() {
+        let expected_ends: usize = plan.inputs_of(s).map(|e| layout.instances(&plan, plan.stage_of[e.from])).sum();
+        for instance in layout.local_instances(&plan, s) {
+            let stage = stage_run(&plan, s, instance, &layout, &inboxes, &sinks);
+            let inbox = receivers.remove(&(s, instance)).expect("one receiver per instance");
+            let (running_here, done, code, env) = (running.clone(), done_tx.clone(), code.clone(), sinks.env.clone());
+            let name = format!("skitter:{}", stage.names[0]);
+            let spawned = std::thread::Builder::new().name(name).spawn(move || {
+                lower_priority();
+                let node = stage.names[0].clone();
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let calls = Calls::new(&code, &env)?;
+                    stage.run(&calls, &running_here, inbox, expected_ends)
+                }))
+                .unwrap_or_else(|_| Err(FlowError::Operator { operator: node, reason: "panicked".into() }));
+                // The receiver lives until every sender is gone.
+                let _ = done.send(result);
+            });
+            if let Err(e) = spawned {
+                let reason = format!("cannot start a thread: {e}");
+                running.fail(reason.clone());
+                return Err(FlowError::Internal(reason));
+            }
+        }
+    }
+    drop(done_tx);
+    drop(inboxes);
+    let settle_here = part.settle_here;
+
+    let watcher = running.clone();
+    tokio::spawn(async move {
+        // A thread that panicked past catch_unwind drops its sender without a result.
+        while let Some(result) = done_rx.recv().await {
+            match result {
+                Ok(()) => {}
+                Err(FlowError::Interrupted { operator }) => watcher.interrupted(operator),
+                Err(FlowError::Ended) => {}
+                Err(cause) => watcher.fail(cause.to_string()),
+            }
+        }
+        watcher.inboxes.lock().expect("inboxes lock").clear();
+        if !watcher.has_ended() {
+            for file in &watcher.files {
+                if let Err(e) = file.flush() {
+                    watcher.fail(e.to_string());
+                    break;
+                }
+            }
+        }
+        let mut status = watcher.outcome();
+        if settle_here {
+            let commit = matches!(status, Status::Finished | Status::Stopped(_));
+            status = match (watcher.settle_files(commit), status) {
+                (Err(e), _) => Status::Failed(e),
+                (Ok(Some(note)), Status::Failed(reason)) => Status::Failed(format!("{reason} ({note})")),
+                (Ok(Some(note)), Status::Aborted(detail)) => Status::Aborted(format!("{detail} ({note})")),
+                (_, status) => status,
+            };
+        }
+        watcher.finish(status);
+    });
+    Ok(running)
+}
+
+/// Builds instance `instance` of stage `s`: its steps, routes and outlets.
+fn stage_run(plan: &Plan, s: usize, instance: usize, layout: &Layout, inboxes: &[Vec<Inbox>], sinks: &Sinks) -> StageRun {
+    let stage = &plan.stages[s];
+    let position = |n: usize| stage.nodes.iter().position(|&m| m == n);
+    let (mut outlets, mut routes, mut steps, mut names) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for &n in &stage.nodes {
+        let node = &plan.graph.nodes[n];
+        names.push(node.name.clone());
+        steps.push(step(&node.op, n, instance, &node.name, sinks));
+        let mut ports = vec![Vec::new(); node.op.out_ports().len()];
+        for e in plan.graph.edges.iter().filter(|e| e.from == n) {
+            ports[e.port].push(match position(e.to) {
+                Some(local) if plan.is_local(e) => Target::Local(local),
+                _ => {
+                    outlets.push(outlet(plan, e, instance, layout, inboxes, sinks.remote.clone()));
+                    Target::Outlet(outlets.len() - 1)
+                }
+            });
+        }
+        routes.push(ports);
+    }
+    StageRun { names, nodes: stage.nodes.clone(), steps, routes, outlets }
+}
+
+fn step(op: &Operator, n: usize, instance: usize, name: &str, sinks: &Sinks) -> Step {
+    match op {
+        Operator::Source(spec) => Step::Source(spec.clone()),
+        Operator::Map(f) => Step::Map(f.clone()),
+        Operator::FlatMap(f) => Step::FlatMap(f.clone()),
+        Operator::Filter(f) => Step::Filter(f.clone()),
+        Operator::KeyedReduce { reduce, initial, .. } => {
+            Step::KeyedReduce { reduce: reduce.clone(), initial: initial.clone(), state: KeyMap::default() }
+        }
+        Operator::Count { .. } => Step::Count { counts: KeyMap::default() },
+        Operator::Print(label) => Step::Print {
+            prefix: if label.is_empty() { String::new() } else { format!("{label}: ") },
+            printer: match &sinks.remote {
+                Some(remote) => Printer::Remote(remote.clone()),
+                None => Printer::Local(sinks.env.output.clone()),
+            },
+        },
+        Operator::WriteLines(_) => Step::WriteLines(match (&sinks.remote, sinks.files.get(&n)) {
+            (_, Some(file)) => LineSink::File(file.clone()),
+            (Some(remote), None) => LineSink::Remote(remote.clone(), n),
+            (None, None) => unreachable!("a local write_lines has its file"),
+        }),
+        Operator::WriteParts(_) => Step::WriteLines(LineSink::File(sinks.parts[&(n, instance)].clone())),
+        Operator::Collect => Step::Collect(match &sinks.remote {
+            Some(remote) => CollectSink::Remote(remote.clone(), name.to_string()),
+            None => CollectSink::Local(sinks.collect_of[&n].clone()),
+        }),
+    }
+}
+
+fn outlet(plan: &Plan, e: &FlatEdge, instance: usize, layout: &Layout, inboxes: &[Vec<Inbox>], remote: Option<Arc<dyn Remote>>) -> Outlet {
+    let target_stage = plan.stage_of[e.to];
+    let n = layout.instances(plan, target_stage);
+    let target = &plan.graph.nodes[e.to];
+    let pusher = match plan.exchange(e) {
+        Exchange::Hash => Pusher::Hash(Hash::new(n, target.op.key_func().cloned(), matches!(target.op, Operator::Count { .. }))),
+        Exchange::Spread => Pusher::Spread(Spread::new(n, instance)),
+        Exchange::Forward => Pusher::Forward(Forward::new(n, instance)),
+    };
+    Outlet { pusher, target_name: target.name.clone(), targets: inboxes[target_stage].clone(), remote }
+}
+
+/// Data threads run at a lower priority than the runtime's threads, so that
+/// control traffic (heartbeats, stop, abort) never waits behind records.
+fn lower_priority() {
+    // SAFETY: setpriority on this thread's own id; failure changes nothing.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, DATA_NICE);
+    }
+}
+
+/// How much nicer data threads are than control threads.
+const DATA_NICE: libc::c_int = 5;

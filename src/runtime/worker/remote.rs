@@ -1,0 +1,234 @@
+//! The network side of one workflow on one worker: a data link to each
+//! peer it sends to, and the bounded data queue to the master for what
+//! sinks on the master's host receive. Everything that leaves is cut into
+//! frames well below the frame limit; a record too large for any frame
+//! fails its workflow, naming the reason.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use rhai::Dynamic;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::net::connection::{encode, MAX_FRAME};
+use crate::net::message::RecordsFrame;
+use crate::net::value::{encoded_len, to_values, Value};
+use crate::net::{Connection, Identity, Message, NetError, WorkerInfo};
+use crate::runtime::dataflow::channel::{self, Unsent};
+use crate::runtime::dataflow::{FlowError, Msg, Remote};
+
+/// Frames of data queued per link to a peer before senders wait.
+const LINK_QUEUE: usize = 64;
+/// The most a frame to the master carries: far below the frame limit, so
+/// control messages are never long behind one.
+pub const DATA_CHUNK: usize = 1024 * 1024;
+/// What the rest of a frame (kind, ids, names) may take besides its payload.
+const FRAME_OVERHEAD: usize = 4096;
+
+pub struct WorkerRemote {
+    pub id: u64,
+    pub peers: Vec<WorkerInfo>,
+    pub identity: Identity,
+    /// Encoded frames to each peer.
+    pub links: Mutex<HashMap<usize, mpsc::Sender<Bytes>>>,
+    /// Control messages to the master (small, few).
+    pub control: mpsc::UnboundedSender<Message>,
+    /// Data frames to the master: bounded, so a master that cannot keep up
+    /// holds the senders back.
+    pub data: mpsc::Sender<Bytes>,
+    pub handle: tokio::runtime::Handle,
+}
+
+impl WorkerRemote {
+    fn link(&self, worker: usize) -> Result<mpsc::Sender<Bytes>, FlowError> {
+        let mut links = self.links.lock().expect("links lock");
+        if let Some(link) = links.get(&worker) {
+            return Ok(link.clone());
+        }
+        let peer = self.peers.get(worker).ok_or_else(|| FlowError::Internal(format!("no worker number {worker}")))?.clone();
+        let (tx, mut rx) = mpsc::channel::<Bytes>(LINK_QUEUE);
+        let identity = self.identity.clone();
+        let control = self.control.clone();
+        let id = self.id;
+        self.handle.spawn(async move {
+            let conn = match Connection::connect(&peer.addr).await {
+                Ok(c) => c.dial(&identity).await,
+                Err(e) => Err(e),
+            };
+            let mut auth = match conn {
+                Ok(a) => a,
+                Err(e) => {
+                    // Unbounded, and read by the master link until it ends.
+                    let _ =
+                        control.send(Message::Failed { id, reason: format!("cannot reach worker {} at {}: {e}", peer.name, peer.addr) });
+                    return;
+                }
+            };
+            while let Some(msg) = rx.recv().await {
+                let mut result = auth.writer.feed_encoded(msg).await;
+                // Send everything queued in one flush.
+                while result.is_ok() {
+                    match rx.try_recv() {
+                        Ok(more) => result = auth.writer.feed_encoded(more).await,
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = result.and(auth.writer.flush().await) {
+                    let _ = control.send(Message::Failed { id, reason: format!("lost the data link to worker {}: {e}", peer.name) });
+                    return;
+                }
+            }
+            let _: Result<(), NetError> = auth.writer.flush().await;
+        });
+        links.insert(worker, tx.clone());
+        Ok(tx)
+    }
+
+    /// Queues a frame for the master, waiting while the queue is full.
+    fn to_master(&self, frame: Vec<u8>, ended: &CancellationToken) -> Result<(), FlowError> {
+        channel::send(&self.handle, &self.data, Bytes::from(frame), ended).map_err(|why| match why {
+            Unsent::Ended => FlowError::Ended,
+            Unsent::Closed => FlowError::Remote("the link to the master is closed".into()),
+        })
+    }
+}
+
+impl Remote for WorkerRemote {
+    fn send(&self, worker: usize, stage: usize, instance: usize, msg: Msg, ended: &CancellationToken) -> Result<(), FlowError> {
+        let (stage, instance) = (stage as u32, instance as u32);
+        let frame = match msg {
+            Msg::Records(records) => {
+                postcard::to_allocvec(&RecordsFrame { id: self.id, stage, instance, records: &records }).map_err(
+                    // The encoder keeps no message of its own errors: name
+                    // the record that cannot travel, and why.
+                    |e| {
+                        FlowError::Remote(
+                            records.iter().find_map(|r| Value::from_dynamic(r).err()).map_or_else(|| e.to_string(), |why| why.to_string()),
+                        )
+                    },
+                )?
+            }
+            other => encode(&Message::Data { id: self.id, stage, instance, msg: to_wire(other)? }),
+        };
+        if frame.len() > MAX_FRAME {
+            return Err(FlowError::Remote(format!(
+                "a batch of {} MiB is larger than a frame ({} MiB)",
+                frame.len() >> 20,
+                MAX_FRAME >> 20
+            )));
+        }
+        let link = self.link(worker)?;
+        channel::send(&self.handle, &link, Bytes::from(frame), ended).map_err(|why| match why {
+            Unsent::Ended => FlowError::Ended,
+            Unsent::Closed => FlowError::Remote(format!("the data link to worker {} is closed", self.peers[worker].name)),
+        })
+    }
+
+    fn collect(&self, sink: &str, records: &[Dynamic], ended: &CancellationToken) -> Result<(), FlowError> {
+        let values = to_values(records).map_err(|e| FlowError::Remote(e.to_string()))?;
+        for chunk in chunks(values, DATA_CHUNK)? {
+            self.to_master(encode(&Message::Collected { id: self.id, sink: sink.to_string(), values: chunk }), ended)?;
+        }
+        Ok(())
+    }
+
+    fn write_lines(&self, node: usize, text: String, ended: &CancellationToken) -> Result<(), FlowError> {
+        for piece in pieces(&text, DATA_CHUNK) {
+            self.to_master(encode(&Message::Lines { id: self.id, node: node as u32, text: piece.to_string() }), ended)?;
+        }
+        Ok(())
+    }
+
+    fn print(&self, text: String, ended: &CancellationToken) -> Result<(), FlowError> {
+        for piece in pieces(&text, DATA_CHUNK) {
+            self.to_master(encode(&Message::Output { text: piece.to_string() }), ended)?;
+        }
+        Ok(())
+    }
+}
+
+fn to_wire(msg: Msg) -> Result<crate::net::message::DataMsg, FlowError> {
+    use crate::net::message::DataMsg;
+    let plain = |v: &Dynamic| Value::from_dynamic(v).map_err(|e| FlowError::Remote(e.to_string()));
+    Ok(match msg {
+        Msg::Records(records) => DataMsg::Records(records.iter().map(plain).collect::<Result<_, _>>()?),
+        Msg::Keyed(pairs) => {
+            DataMsg::Keyed(pairs.iter().map(|(k, v)| Ok((plain(&k.value)?, plain(v)?))).collect::<Result<_, FlowError>>()?)
+        }
+        Msg::Counts(counts) => DataMsg::Counts(counts.iter().map(|(k, n)| Ok((plain(&k.value)?, *n))).collect::<Result<_, FlowError>>()?),
+        Msg::End => DataMsg::End,
+    })
+}
+
+/// Values grouped so that each group encodes to about `max` bytes at most;
+/// a value too large for any frame is refused, with its size.
+pub fn chunks(values: Vec<Value>, max: usize) -> Result<Vec<Vec<Value>>, FlowError> {
+    let mut out = Vec::new();
+    let (mut current, mut size) = (Vec::new(), 0);
+    for v in values {
+        let len = encoded_len(&v);
+        if len + FRAME_OVERHEAD > MAX_FRAME {
+            return Err(FlowError::Remote(format!(
+                "a record of {} MiB cannot be sent to the master: a frame holds at most {} MiB",
+                len >> 20,
+                MAX_FRAME >> 20
+            )));
+        }
+        if size + len > max && !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += len;
+        current.push(v);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    Ok(out)
+}
+
+/// `text` cut into pieces of at most `max` bytes, at line ends where it
+/// can be and at character boundaries where a line is longer.
+pub fn pieces(text: &str, max: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while rest.len() > max {
+        let mut cut = rest[..max].rfind('\n').map(|i| i + 1).unwrap_or(0);
+        if cut == 0 {
+            cut = (1..=max).rev().find(|&c| rest.is_char_boundary(c)).unwrap_or(max);
+        }
+        out.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_cut_at_line_ends_and_nothing_is_lost() {
+        let text = "aaaa\nbbbb\ncccccccccccc\né\n";
+        let parts = pieces(text, 6);
+        assert!(parts.iter().all(|p| p.len() <= 6), "{parts:?}");
+        assert_eq!(parts.concat(), text);
+        assert_eq!(parts[0], "aaaa\n");
+    }
+
+    #[test]
+    fn values_are_grouped_below_the_chunk_size_and_a_huge_one_is_refused() {
+        let values: Vec<Value> = (0..100).map(|i| Value::Str(format!("{i:0>100}").into())).collect();
+        let groups = chunks(values.clone(), 1000).unwrap();
+        assert!(groups.len() >= 10);
+        assert!(groups.iter().all(|g| encoded_len(g) <= 1000 + 110));
+        assert_eq!(groups.concat(), values);
+        let huge = vec![Value::Str("x".repeat(MAX_FRAME).into())];
+        assert!(chunks(huge, 1000).unwrap_err().to_string().contains("cannot be sent to the master"));
+    }
+}
