@@ -223,7 +223,11 @@ fn stop_of_an_operator_stuck_in_a_loop_on_a_cluster_ends_aborted_naming_it() {
     let mut master = master_with(script, &[&w1], tmp.path());
     master.wait(Duration::from_secs(20)).expect("the master's shell ends");
     let out = master.stdout();
-    assert!(out.contains("status aborted: the stop did not drain within 500 ms; operator `spin` was running"), "{out}\n{}", master.stderr());
+    assert!(
+        out.contains("status aborted: the stop did not drain within 500 ms; operator `spin` was running"),
+        "{out}\n{}",
+        master.stderr()
+    );
 }
 
 #[test]
@@ -279,13 +283,18 @@ fn a_tcp_line_over_the_limit_fails_the_workflow_naming_the_source_and_the_line()
 fn a_failed_local_run_keeps_its_partial_output_as_incomplete() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.txt");
-    let wf = format!("workflow().stream_source(0..5000).map(|x| if x == 4000 {{ throw \"boom\" }} else {{ x }}).write_lines({:?})", path.display().to_string());
+    let wf = format!(
+        "workflow().stream_source(0..5000).map(|x| if x == 4000 {{ throw \"boom\" }} else {{ x }}).write_lines({:?})",
+        path.display().to_string()
+    );
     let out = Skitter::new().args(["local", "start", "--no-log", "--slots", "1", "--deploy", &wf]).run();
     out.expect_code(1);
     out.stderr_has("boom");
     out.stderr_has("partial output kept at");
     assert!(!path.exists());
-    let kept: BTreeMap<String, usize> =
-        names_in(dir.path()).into_iter().map(|n| (n.clone(), std::fs::read_to_string(dir.path().join(&n)).unwrap().lines().count())).collect();
+    let kept: BTreeMap<String, usize> = names_in(dir.path())
+        .into_iter()
+        .map(|n| (n.clone(), std::fs::read_to_string(dir.path().join(&n)).unwrap().lines().count()))
+        .collect();
     assert_eq!(kept.keys().collect::<Vec<_>>(), vec!["out.txt.incomplete"], "{kept:?}");
 }

@@ -432,21 +432,26 @@ impl Worker {
                     ended.pop_front();
                 }
             }
-            // The counts, then the end: the master reads them in order, and
-            // before any goodbye (the same queue carries it).
-            me.to_master(Message::Progress { id, counts: running.counts() });
-            match status {
-                // Complete once the master says every part is.
-                Status::Finished | Status::Stopped(_) => me.to_master(Message::Done { id }),
-                Status::Failed(reason) => {
-                    me.to_master(Message::Failed { id, reason });
-                    me.settle(id, &running, false);
-                }
-                Status::Aborted(_) => {
-                    me.to_master(Message::Interrupted { id, operators: running.interrupted_operators() });
-                    me.settle(id, &running, false);
-                }
+            // The counts, then the end, behind every record this part sent
+            // the master on the same queue: the master must not see the end
+            // before the data.
+            let end = match &status {
+                Status::Finished | Status::Stopped(_) => Message::Done { id },
+                Status::Failed(reason) => Message::Failed { id, reason: reason.clone() },
+                Status::Aborted(_) => Message::Interrupted { id, operators: running.interrupted_operators() },
                 Status::Running => unreachable!("waited until done"),
+            };
+            let data = me.master.lock().expect("master lock").as_ref().map(|m| m.data.clone());
+            if let Some(data) = data {
+                for msg in [Message::Progress { id, counts: running.counts() }, end] {
+                    // A closed queue: the master is gone, and with it the workflow.
+                    let _ = data.send(Bytes::from(crate::net::connection::encode(&msg))).await;
+                }
+            }
+            // A part that ended well is complete once the master says every
+            // part is; one that did not keeps its files as incomplete now.
+            if !matches!(status, Status::Finished | Status::Stopped(_)) {
+                me.settle(id, &running, false);
             }
         });
         Ok(())
