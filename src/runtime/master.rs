@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use super::coordinator::{Action, Coordinator, Event};
 use super::dataflow::sink::{self, FileSink};
 use super::dataflow::FlowError;
-use super::worker::{HEARTBEAT, SILENCE};
+use super::link::{self, LinkEnd, Outgoing, SILENCE};
 use crate::net::{Authenticated, Connection, Identity, Message, Role, WorkerInfo, WorkflowSpec};
 use crate::script::{Code, Host, Output, WorkflowRef};
 use crate::workflow::{Counts, Operator, Plan, Stats, Status, Workflow};
@@ -238,44 +238,34 @@ impl Master {
             return;
         }
         let name = info.name.clone();
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded_channel();
         self.links.lock().expect("links lock").insert(name.clone(), tx);
         self.step(Event::WorkerJoined(info));
         if let Some(done) = registered {
+            // The dialer may have given up waiting; the worker is registered either way.
             let _ = done.send(Ok(()));
         }
-        let mut ticker = tokio::time::interval(HEARTBEAT);
-        let mut heard = tokio::time::Instant::now();
-        let reason = loop {
-            tokio::select! {
-                _ = self.exit.cancelled() => {
-                    let _ = auth.writer.write(&Message::Bye).await;
-                    break "the master quit".to_string();
+        let end = link::drive(
+            &mut auth,
+            Outgoing { control: rx, data: None },
+            &self.exit,
+            true,
+            || vec![Message::Heartbeat],
+            |msg| {
+                match msg {
+                    Message::Leaving => self.step(Event::WorkerLeaving { name: name.clone() }),
+                    msg => self.on_worker_message(&name, msg),
                 }
-                _ = tokio::time::sleep_until(heard + SILENCE) => break format!("silent for {SILENCE:?} (no heartbeat)"),
-                _ = ticker.tick() => {
-                    if let Err(e) = auth.writer.write(&Message::Heartbeat).await {
-                        break e.to_string();
-                    }
-                }
-                Some(msg) = rx.recv() => {
-                    if let Err(e) = auth.writer.write(&msg).await {
-                        break e.to_string();
-                    }
-                }
-                read = auth.reader.read() => {
-                    heard = tokio::time::Instant::now();
-                    match read {
-                        Ok(None) => break "connection closed".to_string(),
-                        Err(e) => {
-                            tracing::warn!("closing the link to {name}: {e}");
-                            break e.to_string();
-                        }
-                        Ok(Some(Message::Bye)) => break "it stopped".to_string(),
-                        Ok(Some(Message::Leaving)) => self.step(Event::WorkerLeaving { name: name.clone() }),
-                        Ok(Some(msg)) => self.on_worker_message(&name, msg),
-                    }
-                }
+                std::future::ready(())
+            },
+        )
+        .await;
+        let reason = match end {
+            LinkEnd::Stopped | LinkEnd::SaidBye => "the master quit".to_string(),
+            LinkEnd::PeerSaidBye => "it stopped".to_string(),
+            LinkEnd::Lost(reason) => {
+                tracing::warn!("closing the link to {name}: {reason}");
+                reason
             }
         };
         self.links.lock().expect("links lock").remove(&name);
@@ -284,7 +274,7 @@ impl Master {
 
     fn on_worker_message(&self, worker: &str, msg: Message) {
         match msg {
-            Message::Heartbeat | Message::Started { .. } => {}
+            Message::Started { .. } => {}
             Message::Done { id } => self.step(Event::WorkerDone { id, worker: worker.to_string() }),
             Message::Failed { id, reason } => self.step(Event::WorkerFailed { id, worker: worker.to_string(), reason }),
             Message::Interrupted { id, operators } => self.step(Event::WorkerInterrupted { id, worker: worker.to_string(), operators }),

@@ -5,6 +5,7 @@
 pub mod console;
 pub mod coordinator;
 pub mod dataflow;
+pub mod link;
 pub mod local;
 pub mod log;
 pub mod master;

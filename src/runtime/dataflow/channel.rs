@@ -6,7 +6,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc::{self, error::TryRecvError, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
-/// Why a send did not happen.
+/// Why a send (or a receive: `Ended` only) did not happen.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Unsent {
     /// The receiver is gone.
@@ -32,15 +32,15 @@ pub fn send<T>(handle: &Handle, tx: &mpsc::Sender<T>, msg: T, ended: &Cancellati
 }
 
 /// Receives the next message; `Ok(None)` when every sender is gone,
-/// `Err(())` when the workflow ended while waiting.
-pub fn recv<T>(handle: &Handle, rx: &mut mpsc::Receiver<T>, ended: &CancellationToken) -> Result<Option<T>, ()> {
+/// `Err(Unsent::Ended)` when the workflow ended while waiting.
+pub fn recv<T>(handle: &Handle, rx: &mut mpsc::Receiver<T>, ended: &CancellationToken) -> Result<Option<T>, Unsent> {
     match rx.try_recv() {
         Ok(msg) => Ok(Some(msg)),
         Err(TryRecvError::Disconnected) => Ok(None),
         Err(TryRecvError::Empty) => handle.block_on(async {
             tokio::select! {
                 biased;
-                _ = ended.cancelled() => Err(()),
+                _ = ended.cancelled() => Err(Unsent::Ended),
                 msg = rx.recv() => Ok(msg),
             }
         }),
@@ -72,7 +72,7 @@ mod tests {
         let (h, e) = (rt.handle().clone(), ended.clone());
         let waiting = std::thread::spawn(move || recv(&h, &mut rx, &e));
         ended.cancel();
-        assert_eq!(waiting.join().unwrap(), Err(()));
+        assert_eq!(waiting.join().unwrap(), Err(Unsent::Ended));
     }
 
     #[test]

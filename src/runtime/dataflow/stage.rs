@@ -70,7 +70,7 @@ impl StageRun {
     ) -> Result<(), FlowError> {
         let mut ends = 0;
         while ends < expected_ends {
-            let msg = channel::recv(running.handle(), &mut inbox, running.ended()).map_err(|()| FlowError::Ended)?;
+            let msg = channel::recv(running.handle(), &mut inbox, running.ended()).map_err(|_| FlowError::Ended)?;
             if running.has_ended() {
                 return Err(FlowError::Ended);
             }

@@ -1,55 +1,44 @@
 //! A worker node: runs its part of every workflow its master deploys,
 //! exchanges records with the other workers, and goes when its master goes
-//! (exit status 4) unless told to stay.
+//! (exit status 4) unless told to stay. What happens when is decided by
+//! [`Lifecycle`], a state machine with no I/O; this is the I/O around it.
+
+mod lifecycle;
+mod remote;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use rhai::Dynamic;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-mod remote;
-
-use std::collections::VecDeque;
-
-use bytes::Bytes;
-
 use super::dataflow::{self, Layout, Msg, Running};
+use super::link::{self, LinkEnd, Outgoing, SILENCE};
+use crate::net::connection::encode;
 use crate::net::message::DataMsg;
 use crate::net::{Authenticated, Connection, Identity, Message, Role, WorkerInfo, WorkflowSpec};
 use crate::script::host::Source;
 use crate::script::{Code, EngineEnv};
 use crate::workflow::key::Key;
 use crate::workflow::{Plan, Status};
+use lifecycle::{Action, DataVerdict, Event, Lifecycle, Outcome, Report};
 use remote::WorkerRemote;
 
-/// How often a link says it is alive, and how long silence means it is not.
-pub const HEARTBEAT: Duration = Duration::from_millis(400);
-pub const SILENCE: Duration = Duration::from_millis(1500);
 /// How long data for a workflow may wait for that workflow's deploy to
 /// arrive (the master sends it to every worker at once); past it, the
 /// workflow fails.
 const DEPLOY_WAIT: Duration = Duration::from_secs(10);
 /// Data frames queued for the master before senders wait.
 const MASTER_DATA_QUEUE: usize = 16;
-/// How many ended workflows a worker remembers, to refuse their late data.
-const TOMBSTONES: usize = 4096;
 /// How long a stopping worker waits, past the stop deadline, for its
 /// workflows to drain and settle before it aborts them.
 const LEAVE_SLACK: Duration = Duration::from_secs(5);
-
-/// The links to the current master: control messages (small, few, never
-/// behind data) and a bounded queue of data frames.
-#[derive(Clone)]
-struct MasterLink {
-    control: mpsc::UnboundedSender<Message>,
-    data: mpsc::Sender<Bytes>,
-}
 
 pub struct WorkerConfig {
     pub name: String,
@@ -62,6 +51,14 @@ pub struct WorkerConfig {
     pub env: EngineEnv,
 }
 
+/// The links to the current master: control messages (small, few, never
+/// behind data) and a bounded queue of data frames.
+#[derive(Clone)]
+struct MasterLink {
+    control: mpsc::UnboundedSender<Message>,
+    data: mpsc::Sender<Bytes>,
+}
+
 pub struct Worker {
     config: WorkerConfig,
     identity: Identity,
@@ -70,15 +67,16 @@ pub struct Worker {
     master: Mutex<Option<MasterLink>>,
     /// Tracks the control link, so that a shutdown waits for its goodbye.
     master_link: TaskTracker,
+    life: Mutex<Lifecycle>,
     /// This worker's parts of workflows: running, or ended and waiting for
     /// the master's word on their files.
-    workflows: Mutex<HashMap<u64, Arc<Running>>>,
-    /// Workflows whose part here has ended: data for them is refused.
-    ended: Mutex<VecDeque<u64>>,
+    parts: Mutex<HashMap<u64, Arc<Running>>>,
     /// The cluster's workers, as the master last told us.
     peers: Mutex<Vec<WorkerInfo>>,
     /// Notified when a part starts or is let go.
     changed: Notify,
+    /// Cancelled once a stopping worker has settled every part.
+    left: CancellationToken,
     /// Cancelled when the process should exit, with `exit_code`.
     pub exit: CancellationToken,
     exit_code: AtomicU8,
@@ -88,15 +86,16 @@ impl Worker {
     pub fn new(config: WorkerConfig, addr: String) -> Arc<Worker> {
         let identity = Identity { role: Role::Worker, name: config.name.clone(), cookie: config.cookie.clone() };
         Arc::new(Worker {
+            life: Mutex::new(Lifecycle::new(&config.name)),
             config,
             identity,
             addr,
             master: Mutex::new(None),
             master_link: TaskTracker::new(),
-            workflows: Mutex::new(HashMap::new()),
-            ended: Mutex::new(VecDeque::new()),
+            parts: Mutex::new(HashMap::new()),
             peers: Mutex::new(Vec::new()),
             changed: Notify::new(),
+            left: CancellationToken::new(),
             exit: CancellationToken::new(),
             exit_code: AtomicU8::new(0),
         })
@@ -121,31 +120,79 @@ impl Worker {
         }
     }
 
+    fn link(&self) -> Option<MasterLink> {
+        self.master.lock().expect("master lock").clone()
+    }
+
     /// Sends a control message to the master; without a master there is
     /// nobody to tell (its loss already failed every workflow).
     fn to_master(&self, msg: Message) {
-        if let Some(link) = self.master.lock().expect("master lock").as_ref() {
+        if let Some(link) = self.link() {
+            // A closed queue: the link is ending, and its end fails the parts.
             let _ = link.control.send(msg);
         }
     }
 
-    fn parts(&self) -> Vec<(u64, Arc<Running>)> {
-        self.workflows.lock().expect("workflows lock").iter().map(|(&id, r)| (id, r.clone())).collect()
+    fn part(&self, id: u64) -> Option<Arc<Running>> {
+        self.parts.lock().expect("parts lock").get(&id).cloned()
     }
 
-    fn has_ended(&self, id: u64) -> bool {
-        self.ended.lock().expect("ended lock").contains(&id)
+    /// Feeds the lifecycle an event and carries out what it says.
+    async fn step(&self, event: Event) {
+        let actions = self.life.lock().expect("life lock").step(event);
+        for action in actions {
+            match action {
+                Action::ToMaster(Report::Ended { id, outcome }) => self.report_end(id, outcome).await,
+                Action::ToMaster(Report::Leaving) => self.to_master(Message::Leaving),
+                Action::ToMaster(Report::Bye) => {
+                    if let Some(link) = self.link() {
+                        // After every report still queued as data.
+                        link::drained(&link.data, SILENCE).await;
+                        let _ = link.control.send(Message::Bye);
+                    }
+                }
+                Action::StopPart { id, reason } => {
+                    if let Some(r) = self.part(id) {
+                        r.request_stop(reason);
+                    }
+                }
+                Action::AbortPart { id, reason } => {
+                    if let Some(r) = self.part(id) {
+                        r.abort(reason);
+                    }
+                }
+                Action::FailPart { id, reason } => {
+                    if let Some(r) = self.part(id) {
+                        r.fail(reason);
+                    }
+                }
+                Action::Settle { id, commit } => self.settle(id, commit),
+                Action::Left => self.left.cancel(),
+            }
+        }
     }
 
-    /// Lets go of a part whose files are settled.
-    fn release(&self, id: u64) {
-        self.workflows.lock().expect("workflows lock").remove(&id);
+    /// Tells the master how a part ended, with its final counts, behind
+    /// every record the part sent the master: the master must not see the
+    /// end before the data.
+    async fn report_end(&self, id: u64, outcome: Outcome) {
+        let (Some(link), Some(r)) = (self.link(), self.part(id)) else { return };
+        let end = match outcome {
+            Outcome::Completed => Message::Done { id },
+            Outcome::Failed(reason) => Message::Failed { id, reason },
+            Outcome::Aborted(operators) => Message::Interrupted { id, operators },
+        };
+        for msg in [Message::Progress { id, counts: r.counts() }, end] {
+            // A closed queue: the master is gone, and with it the workflow.
+            let _ = link.data.send(Bytes::from(encode(&msg))).await;
+        }
+    }
+
+    /// Names a part's files or keeps them as incomplete, and lets it go.
+    fn settle(&self, id: u64, commit: bool) {
+        let Some(r) = self.parts.lock().expect("parts lock").remove(&id) else { return };
         self.changed.notify_waiters();
-    }
-
-    /// Settles an ended part's files as the master says, and lets it go.
-    fn settle(&self, id: u64, running: &Running, commit: bool) {
-        match running.settle_files(commit) {
+        match r.settle_files(commit) {
             Ok(None) => {}
             Ok(Some(note)) => tracing::warn!(workflow = id, "{note}"),
             Err(e) => {
@@ -153,7 +200,6 @@ impl Worker {
                 self.to_master(Message::Output { text: format!("error: worker {}: {e}\n", self.config.name) });
             }
         }
-        self.release(id);
     }
 
     /// Serves the listener and, if configured, dials the master. Returns
@@ -192,30 +238,11 @@ impl Worker {
     /// says goodbye. Whatever has not drained past the stop deadline is
     /// aborted.
     pub async fn shutdown(&self) {
-        let has_master = self.master.lock().expect("master lock").is_some();
-        if !self.parts().is_empty() {
-            if has_master {
-                self.to_master(Message::Leaving);
-            } else {
-                for (_, r) in self.parts() {
-                    r.request_stop(Some(format!("worker {} stopped", self.config.name)));
-                }
-            }
-            if !self.parts_settled(super::STOP_DEADLINE + LEAVE_SLACK).await {
-                for (_, r) in self.parts() {
-                    r.abort(format!("worker {} stopped and its workflows did not drain in time", self.config.name));
-                }
-                self.parts_settled(LEAVE_SLACK).await;
-            }
-            // Without a master nobody settles what ended well: it is complete.
-            for (id, r) in self.parts() {
-                if r.status().is_done() {
-                    let commit = matches!(r.status(), Status::Finished | Status::Stopped(_));
-                    self.settle(id, &r, commit && !has_master);
-                }
-            }
+        self.step(Event::LeaveRequested).await;
+        if tokio::time::timeout(super::STOP_DEADLINE + LEAVE_SLACK, self.left.cancelled()).await.is_err() {
+            self.step(Event::LeaveTimedOut).await;
+            let _ = tokio::time::timeout(LEAVE_SLACK, self.left.cancelled()).await;
         }
-        self.to_master(Message::Bye);
         // The link ends once it has written the goodbye.
         self.master_link.close();
         let _ = tokio::time::timeout(Duration::from_millis(200), self.master_link.wait()).await;
@@ -223,22 +250,8 @@ impl Worker {
 
     /// Aborts every part running here.
     pub fn abort_parts(&self, reason: &str) {
-        for (_, r) in self.parts() {
+        for r in self.parts.lock().expect("parts lock").values() {
             r.abort(reason.to_string());
-        }
-    }
-
-    /// Waits (at most `limit`) until every part has been let go.
-    async fn parts_settled(&self, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let changed = self.changed.notified();
-            if self.workflows.lock().expect("workflows lock").is_empty() {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return false;
-            }
         }
     }
 
@@ -267,6 +280,7 @@ impl Worker {
             if busy {
                 let reason = "worker already has a master".to_string();
                 tracing::warn!("refused master {master}: {reason}");
+                // Best effort: the refused master learns why, or sees the link close.
                 let _ = auth.writer.write(&Message::Refuse { reason }).await;
                 return;
             }
@@ -274,82 +288,42 @@ impl Worker {
                 return;
             }
         }
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let (data_tx, mut data_rx) = mpsc::channel::<Bytes>(MASTER_DATA_QUEUE);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (data, data_rx) = mpsc::channel::<Bytes>(MASTER_DATA_QUEUE);
         {
             let mut slot = self.master.lock().expect("master lock");
             if slot.is_some() {
                 return;
             }
-            *slot = Some(MasterLink { control: tx.clone(), data: data_tx });
+            *slot = Some(MasterLink { control, data });
         }
-        // Workflow ids are the master's: a new master starts them again.
-        self.ended.lock().expect("ended lock").clear();
+        self.step(Event::MasterJoined).await;
         tracing::info!("joined master {master} at {}", auth.peer_addr);
-        let mut ticker = tokio::time::interval(HEARTBEAT);
-        let mut heard = tokio::time::Instant::now();
-        let reason = loop {
-            tokio::select! {
-                biased;
-                _ = self.exit.cancelled() => break None,
-                _ = tokio::time::sleep_until(heard + SILENCE) => break Some(format!("silent for {SILENCE:?}")),
-                _ = ticker.tick() => {
-                    if auth.writer.write(&Message::Heartbeat).await.is_err() {
-                        break Some("connection lost".to_string());
-                    }
-                    // Live counts of what runs here.
-                    for (id, r) in self.parts() {
-                        if !r.status().is_done() && auth.writer.feed(&Message::Progress { id, counts: r.counts() }).await.is_err() {
-                            break;
-                        }
-                    }
-                    if auth.writer.flush().await.is_err() {
-                        break Some("connection lost".to_string());
-                    }
-                }
-                Some(msg) = rx.recv() => {
-                    let bye = msg == Message::Bye;
-                    if auth.writer.write(&msg).await.is_err() {
-                        break Some("connection lost".to_string());
-                    }
-                    if bye {
-                        break None;
-                    }
-                }
-                read = auth.reader.read() => {
-                    heard = tokio::time::Instant::now();
-                    match read {
-                        Ok(None) => break Some("connection closed".to_string()),
-                        Err(e) => break Some(e.to_string()),
-                        Ok(Some(Message::Bye)) => break Some("the master quit".to_string()),
-                        Ok(Some(msg)) => self.on_master_message(msg).await,
-                    }
-                }
-                Some(frame) = data_rx.recv() => {
-                    let mut result = auth.writer.feed_encoded(frame).await;
-                    while result.is_ok() {
-                        match data_rx.try_recv() {
-                            Ok(more) => result = auth.writer.feed_encoded(more).await,
-                            Err(_) => break,
-                        }
-                    }
-                    if result.and(auth.writer.flush().await).is_err() {
-                        break Some("connection lost".to_string());
-                    }
+        let me = self.clone();
+        // Live counts of what runs here, with every heartbeat.
+        let tick = || {
+            let mut msgs = vec![Message::Heartbeat];
+            for (&id, r) in self.parts.lock().expect("parts lock").iter() {
+                if !r.status().is_done() {
+                    msgs.push(Message::Progress { id, counts: r.counts() });
                 }
             }
+            msgs
         };
+        let out = Outgoing { control: control_rx, data: Some(data_rx) };
+        let end = link::drive(&mut auth, out, &self.exit, false, tick, |msg| {
+            let me = me.clone();
+            async move { me.on_master_message(msg).await }
+        })
+        .await;
         *self.master.lock().expect("master lock") = None;
-        let Some(reason) = reason else { return };
+        let reason = match end {
+            LinkEnd::Stopped | LinkEnd::SaidBye => return,
+            LinkEnd::PeerSaidBye => "the master quit".to_string(),
+            LinkEnd::Lost(reason) => reason,
+        };
         tracing::warn!("master {master} went away: {reason}");
-        // Nobody is left to say the files are complete.
-        for (id, r) in self.parts() {
-            if r.status().is_done() {
-                self.settle(id, &r, false);
-            } else {
-                r.fail(format!("the master went away: {reason}"));
-            }
-        }
+        self.step(Event::MasterLost { reason: reason.clone() }).await;
         if self.config.shutdown_with_master {
             eprintln!("the master {master} went away ({reason}): shutting down");
             self.quit(4);
@@ -360,40 +334,24 @@ impl Worker {
 
     async fn on_master_message(self: &Arc<Self>, msg: Message) {
         match msg {
-            Message::Heartbeat => {}
             Message::Peers(peers) => *self.peers.lock().expect("peers lock") = peers,
-            Message::Deploy { id, spec, sources, workers, slots } => match self.start_part(id, spec, sources, workers, slots as usize) {
-                Ok(()) => self.to_master(Message::Started { id }),
-                Err(reason) => {
-                    tracing::error!(workflow = id, "cannot start: {reason}");
-                    self.to_master(Message::Failed { id, reason });
-                }
-            },
-            Message::Stop { id } => {
-                if let Some(r) = self.workflows.lock().expect("workflows lock").get(&id) {
-                    r.request_stop(None);
+            Message::Deploy { id, spec, sources, workers, slots } => {
+                match self.start_part(id, spec, sources, workers, slots as usize).await {
+                    Ok(()) => self.to_master(Message::Started { id }),
+                    Err(reason) => {
+                        tracing::error!(workflow = id, "cannot start: {reason}");
+                        self.to_master(Message::Failed { id, reason });
+                    }
                 }
             }
-            Message::Abort { id, reason } => {
-                if let Some(r) = self.workflows.lock().expect("workflows lock").get(&id) {
-                    r.abort(reason);
-                }
-            }
-            Message::Settle { id, commit } => {
-                let Some(r) = self.workflows.lock().expect("workflows lock").get(&id).cloned() else { return };
-                if r.status().is_done() {
-                    self.settle(id, &r, commit);
-                } else {
-                    // Still running: the workflow failed elsewhere. Its part
-                    // ends aborted and keeps its files as incomplete.
-                    r.abort("the workflow failed on another node".into());
-                }
-            }
+            Message::Stop { id } => self.step(Event::StopOrdered { id }).await,
+            Message::Abort { id, reason } => self.step(Event::AbortOrdered { id, reason }).await,
+            Message::Settle { id, commit } => self.step(Event::SettleOrdered { id, commit }).await,
             other => tracing::warn!("unexpected {} from the master", other.kind()),
         }
     }
 
-    fn start_part(
+    async fn start_part(
         self: &Arc<Self>,
         id: u64,
         spec: WorkflowSpec,
@@ -406,7 +364,7 @@ impl Worker {
         let layout = Layout { workers: workers.len(), me, slots: slots.max(1) };
         let code =
             Code { ast: Default::default(), sources: Arc::new(sources.into_iter().map(|(name, text)| Source { name, text }).collect()) };
-        let master = self.master.lock().expect("master lock").clone().ok_or("no master")?;
+        let master = self.link().ok_or("no master")?;
         let remote = Arc::new(WorkerRemote {
             id,
             peers: workers,
@@ -418,58 +376,25 @@ impl Worker {
         });
         let part = dataflow::Part { layout, node: self.config.name.clone(), settle_here: false };
         let running = dataflow::start(plan, code, part, &self.config.env, Some(remote)).map_err(|e| e.to_string())?;
-        self.workflows.lock().expect("workflows lock").insert(id, running.clone());
+        self.parts.lock().expect("parts lock").insert(id, running.clone());
+        // Started before its end can be seen.
+        self.step(Event::PartStarted { id }).await;
         self.changed.notify_waiters();
         let me = self.clone();
         tokio::spawn(async move {
             let mut watch = running.subscribe();
+            // The sender lives in `running`, held here: it cannot close first.
             let _ = watch.wait_for(|s| s.is_done()).await;
             let status = watch.borrow().clone();
-            {
-                let mut ended = me.ended.lock().expect("ended lock");
-                ended.push_back(id);
-                if ended.len() > TOMBSTONES {
-                    ended.pop_front();
-                }
-            }
-            // The counts, then the end, behind every record this part sent
-            // the master on the same queue: the master must not see the end
-            // before the data.
-            let end = match &status {
-                Status::Finished | Status::Stopped(_) => Message::Done { id },
-                Status::Failed(reason) => Message::Failed { id, reason: reason.clone() },
-                Status::Aborted(_) => Message::Interrupted { id, operators: running.interrupted_operators() },
+            let outcome = match status {
+                Status::Finished | Status::Stopped(_) => Outcome::Completed,
+                Status::Failed(reason) => Outcome::Failed(reason),
+                Status::Aborted(_) => Outcome::Aborted(running.interrupted_operators()),
                 Status::Running => unreachable!("waited until done"),
             };
-            let data = me.master.lock().expect("master lock").as_ref().map(|m| m.data.clone());
-            if let Some(data) = data {
-                for msg in [Message::Progress { id, counts: running.counts() }, end] {
-                    // A closed queue: the master is gone, and with it the workflow.
-                    let _ = data.send(Bytes::from(crate::net::connection::encode(&msg))).await;
-                }
-            }
-            // A part that ended well is complete once the master says every
-            // part is; one that did not keeps its files as incomplete now.
-            if !matches!(status, Status::Finished | Status::Stopped(_)) {
-                me.settle(id, &running, false);
-            }
+            me.step(Event::PartEnded { id, outcome }).await;
         });
         Ok(())
-    }
-
-    /// The part of workflow `id` that runs here, once it has started; data
-    /// may arrive before its deploy does.
-    async fn part(&self, id: u64) -> Option<Arc<Running>> {
-        let deadline = tokio::time::Instant::now() + DEPLOY_WAIT;
-        loop {
-            let changed = self.changed.notified();
-            if let Some(r) = self.workflows.lock().expect("workflows lock").get(&id) {
-                return Some(r.clone());
-            }
-            if self.has_ended(id) || tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return None;
-            }
-        }
     }
 
     /// Records from another worker, into this worker's inboxes. A link
@@ -499,22 +424,22 @@ impl Worker {
                     r.fail(format!("the data link from {peer} for workflow #{known} carried data for workflow #{id}"));
                     return;
                 }
-                None => {
-                    if self.has_ended(id) {
+                None => match self.wait_for_part(id).await {
+                    Ok(r) => {
+                        part = Some((id, r.clone()));
+                        r
+                    }
+                    Err(DataVerdict::Refuse) => {
                         tracing::debug!(workflow = id, "refused data from {peer}: the workflow ended here");
                         return;
                     }
-                    let Some(r) = self.part(id).await else {
-                        if !self.has_ended(id) {
-                            let reason = format!("data from {peer} arrived, but the workflow did not start here within {DEPLOY_WAIT:?}");
-                            tracing::error!(workflow = id, "{reason}");
-                            self.to_master(Message::Failed { id, reason });
-                        }
+                    Err(_) => {
+                        let reason = format!("data from {peer} arrived, but the workflow did not start here within {DEPLOY_WAIT:?}");
+                        tracing::error!(workflow = id, "{reason}");
+                        self.to_master(Message::Failed { id, reason });
                         return;
-                    };
-                    part = Some((id, r.clone()));
-                    r
-                }
+                    }
+                },
             };
             let Some(inbox) = running.inbox(stage as usize, instance as usize) else {
                 // Inboxes go when the part ends: a late frame of a failed
@@ -533,6 +458,23 @@ impl Worker {
                         return;
                     }
                 }
+            }
+        }
+    }
+
+    /// The part of workflow `id` that runs here, once it has started (data
+    /// may arrive before its deploy does); the verdict when it will not.
+    async fn wait_for_part(&self, id: u64) -> Result<Arc<Running>, DataVerdict> {
+        let deadline = tokio::time::Instant::now() + DEPLOY_WAIT;
+        loop {
+            let changed = self.changed.notified();
+            match self.life.lock().expect("life lock").data_for(id) {
+                DataVerdict::Deliver => return self.part(id).ok_or(DataVerdict::Refuse),
+                DataVerdict::Refuse => return Err(DataVerdict::Refuse),
+                DataVerdict::Wait => {}
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(DataVerdict::Wait);
             }
         }
     }
@@ -559,9 +501,9 @@ impl crate::script::Host for Worker {
     }
 
     fn status(&self, r: crate::script::WorkflowRef) -> Result<Status, String> {
-        self.workflows
+        self.parts
             .lock()
-            .expect("workflows lock")
+            .expect("parts lock")
             .get(&r.id)
             .map(|w| w.status())
             .ok_or_else(|| format!("no part of workflow #{} runs here", r.id))
@@ -577,9 +519,9 @@ impl crate::script::Host for Worker {
 
     /// The counts of this worker's part only.
     fn stats(&self, r: crate::script::WorkflowRef) -> Result<rhai::Map, String> {
-        self.workflows
+        self.parts
             .lock()
-            .expect("workflows lock")
+            .expect("parts lock")
             .get(&r.id)
             .map(|w| w.stats().to_map())
             .ok_or_else(|| format!("no part of workflow #{} runs here", r.id))
@@ -594,7 +536,7 @@ impl crate::script::Host for Worker {
     }
 
     fn workflows(&self) -> Vec<(crate::script::WorkflowRef, Status)> {
-        self.workflows.lock().expect("workflows lock").iter().map(|(&id, w)| (crate::script::WorkflowRef { id }, w.status())).collect()
+        self.parts.lock().expect("parts lock").iter().map(|(&id, w)| (crate::script::WorkflowRef { id }, w.status())).collect()
     }
 
     /// The cluster's workers, this one included, as the master announced them.
