@@ -257,3 +257,89 @@ fn lower_priority() {
 
 /// How much nicer data threads are than control threads.
 const DATA_NICE: libc::c_int = 5;
+
+#[cfg(test)]
+mod tests {
+    //! A worker's part against a fake remote: what it sends to the other
+    //! worker and to the master is exactly what it read, ends included.
+
+    use super::*;
+    use crate::runtime::dataflow::Msg;
+    use crate::workflow::model::{Body, Workflow};
+    use crate::workflow::SourceSpec;
+    use rhai::Dynamic;
+    use tokio_util::sync::CancellationToken;
+
+    #[derive(Default)]
+    struct FakeRemote {
+        /// (worker, stage, instance, records or usize::MAX for an end).
+        sent: Mutex<Vec<(usize, usize, usize, usize)>>,
+        collected: Mutex<usize>,
+        refuse: bool,
+    }
+
+    impl Remote for FakeRemote {
+        fn send(&self, worker: usize, stage: usize, instance: usize, msg: Msg, _: &CancellationToken) -> Result<(), FlowError> {
+            if self.refuse {
+                return Err(FlowError::Remote("the data link to worker w1 is closed".into()));
+            }
+            let n = match msg {
+                Msg::Records(r) => r.len(),
+                Msg::End => usize::MAX,
+                _ => 0,
+            };
+            self.sent.lock().unwrap().push((worker, stage, instance, n));
+            Ok(())
+        }
+        fn collect(&self, _: &str, records: &[Dynamic], _: &CancellationToken) -> Result<(), FlowError> {
+            *self.collected.lock().unwrap() += records.len();
+            Ok(())
+        }
+        fn write_lines(&self, _: usize, _: String, _: &CancellationToken) -> Result<(), FlowError> {
+            Ok(())
+        }
+        fn print(&self, _: String, _: &CancellationToken) -> Result<(), FlowError> {
+            Ok(())
+        }
+    }
+
+    fn plan() -> Plan {
+        let items = (1..=5000).map(Dynamic::from_int).collect();
+        let wf = Workflow::new()
+            .chain(Body::Op(Operator::Source(SourceSpec::Items(items))))
+            .unwrap()
+            .chain(Body::Op(Operator::Collect))
+            .unwrap();
+        Plan::new(wf.flatten())
+    }
+
+    fn run(remote: Arc<FakeRemote>) -> (Status, Arc<Running>) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let env = EngineEnv::new(None, Arc::new(|_: &str| {}));
+        let part = Part { layout: Layout { workers: 2, me: 0, slots: 1 }, node: "w0".into(), settle_here: false };
+        let running = rt.block_on(async { start(plan(), Code::default(), part, &env, Some(remote)).unwrap() });
+        let status = crate::runtime::wait_until_done(rt.handle(), running.subscribe());
+        (status, running)
+    }
+
+    #[test]
+    fn every_record_read_goes_to_an_instance_here_or_to_the_other_worker_and_every_edge_ends() {
+        let remote = Arc::new(FakeRemote::default());
+        let (status, running) = run(remote.clone());
+        assert_eq!(status, Status::Finished);
+        let sent = remote.sent.lock().unwrap().clone();
+        let to_w1: usize = sent.iter().filter(|s| s.0 == 1 && s.3 != usize::MAX).map(|s| s.3).sum();
+        assert_eq!(to_w1 + *remote.collected.lock().unwrap(), 5000);
+        assert_eq!(sent.iter().filter(|s| s.3 == usize::MAX).count(), 1, "one end marker for the instance on worker 1");
+        let stats = running.stats();
+        assert_eq!(stats.read(), 5000);
+        assert_eq!(stats.written(), *remote.collected.lock().unwrap() as u64, "this worker counts what its sink took");
+    }
+
+    #[test]
+    fn a_data_link_that_refuses_fails_the_workflow_with_its_reason() {
+        let remote = Arc::new(FakeRemote { refuse: true, ..Default::default() });
+        let (status, _) = run(remote);
+        assert_eq!(status, Status::Failed("the data link to worker w1 is closed".into()));
+    }
+}
