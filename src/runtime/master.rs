@@ -40,11 +40,7 @@ struct Deployed {
 pub const RESULTS_CAP: u64 = 256 * 1024 * 1024;
 
 fn results_cap() -> u64 {
-    std::env::var("SKITTER_RESULTS_CAP_MB")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|mb| mb * 1024 * 1024)
-        .unwrap_or(RESULTS_CAP)
+    super::env_number("SKITTER_RESULTS_CAP_MB", RESULTS_CAP >> 20) << 20
 }
 
 pub struct Master {
@@ -96,6 +92,8 @@ impl Master {
         out(text);
     }
 
+    /// Queues a control message for a worker. A link whose queue is closed
+    /// is ending, and its end (a `WorkerLeft` event) settles what it ran.
     fn send(&self, worker: &str, msg: Message) {
         if let Some(tx) = self.links.lock().expect("links lock").get(worker) {
             let _ = tx.send(msg);
@@ -107,8 +105,8 @@ impl Master {
         for action in actions {
             match action {
                 Action::BroadcastPeers(peers) => {
-                    for tx in self.links.lock().expect("links lock").values() {
-                        let _ = tx.send(Message::Peers(peers.clone()));
+                    for name in self.links.lock().expect("links lock").keys().cloned().collect::<Vec<_>>() {
+                        self.send(&name, Message::Peers(peers.clone()));
                     }
                 }
                 Action::Stop { worker, id } => self.send(&worker, Message::Stop { id }),

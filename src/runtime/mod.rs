@@ -30,7 +30,20 @@ use crate::workflow::Status;
 pub const KEEP_WORKFLOWS: usize = 100;
 
 pub(crate) fn keep_workflows() -> usize {
-    std::env::var("SKITTER_KEEP_WORKFLOWS").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(KEEP_WORKFLOWS)
+    env_number("SKITTER_KEEP_WORKFLOWS", KEEP_WORKFLOWS as u64) as usize
+}
+
+/// A number from the environment variable `name`, or `default` when it is
+/// unset; a value that is not a number is reported and not used.
+pub(crate) fn env_number(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Err(_) => default,
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+            tracing::warn!("{name}={v:?} is not a number: using {default}");
+            eprintln!("warning: {name}={v:?} is not a number: using {default}");
+            default
+        }),
+    }
 }
 
 /// The error for a workflow a node does not know (any more).

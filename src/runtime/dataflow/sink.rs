@@ -105,7 +105,7 @@ impl FileSink {
             flushed.map_err(|e| self.io_error("write", e))?;
             std::fs::rename(&self.temp, &self.path).map_err(|e| self.io_error("rename the output to", e))?;
             // A leftover from an earlier run that failed would look like
-            // this run's.
+            // this run's; usually there is none to remove.
             let _ = std::fs::remove_file(&incomplete);
             return Ok(Settled::Committed(self.path.clone()));
         }
