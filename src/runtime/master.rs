@@ -105,7 +105,8 @@ impl Master {
         for action in actions {
             match action {
                 Action::BroadcastPeers(peers) => {
-                    for name in self.links.lock().expect("links lock").keys().cloned().collect::<Vec<_>>() {
+                    let names: Vec<String> = self.links.lock().expect("links lock").keys().cloned().collect();
+                    for name in names {
                         self.send(&name, Message::Peers(peers.clone()));
                     }
                 }
