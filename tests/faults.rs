@@ -298,3 +298,22 @@ fn a_failed_local_run_keeps_its_partial_output_as_incomplete() {
         .collect();
     assert_eq!(kept.keys().collect::<Vec<_>>(), vec!["out.txt.incomplete"], "{kept:?}");
 }
+
+#[test]
+fn a_workflow_too_large_to_send_is_refused_at_deploy_and_the_workers_stay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w1 = Node::worker("w1", "127.0.0.22", &[], tmp.path());
+    let script = r#"
+        let s = "x"; for k in 0..20 { s += s; }
+        let big = []; for i in 0..20 { big.push(s); }
+        try { deploy(workflow().stream_source(big).collect()); print("deployed"); } catch (e) { print(`refused: ${e}`); }
+        print(`workers ${workers().len()}`);
+        let r = deploy(workflow().stream_source(1..=10).collect());
+        print(`then ${wait(r)} ${results(r).len()}`);
+    "#;
+    let mut master = master_with(script, &[&w1], tmp.path());
+    master.wait(Duration::from_secs(30)).expect("the master's shell ends");
+    let out = master.stdout();
+    assert!(out.contains("refused: ") && out.contains("MiB to send and a frame holds 16 MiB"), "{out}\n{}", master.stderr());
+    assert!(out.contains("workers 1") && out.contains("then finished 10"), "{out}\n{}", master.stderr());
+}

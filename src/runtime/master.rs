@@ -363,6 +363,19 @@ impl Host for Master {
         let _ = Plan::new(graph);
         let slots = workers.iter().map(|w| w.slots).min().unwrap_or(1).max(1);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let sources: Vec<(String, String)> = code.sources.iter().map(|s| (s.name.clone(), s.text.clone())).collect();
+        let message = Message::Deploy { id, spec, sources, workers: workers.clone(), slots };
+        // A message too large for a frame would break the link to every
+        // worker: refuse it here, saying why.
+        let size = crate::net::value::encoded_len(&message);
+        if size + 64 > crate::net::connection::MAX_FRAME {
+            return Err(format!(
+                "the workflow takes {} MiB to send and a frame holds {} MiB: read large inputs with read_lines rather than \
+                 stream_source of an array",
+                size >> 20,
+                crate::net::connection::MAX_FRAME >> 20
+            ));
+        }
         let (status, _) = watch::channel(Status::Running);
         let collected = sinks.into_iter().map(|s| (s, Vec::new())).collect();
         let deployed = Deployed {
@@ -375,9 +388,8 @@ impl Host for Master {
         };
         self.workflows.lock().expect("workflows lock").insert(id, Arc::new(deployed));
         self.step(Event::Deployed { id, workers: workers.iter().map(|w| w.name.clone()).collect() });
-        let sources: Vec<(String, String)> = code.sources.iter().map(|s| (s.name.clone(), s.text.clone())).collect();
         for w in &workers {
-            self.send(&w.name, Message::Deploy { id, spec: spec.clone(), sources: sources.clone(), workers: workers.clone(), slots });
+            self.send(&w.name, message.clone());
         }
         tracing::info!(workflow = id, workers = workers.len(), "deployed");
         Ok(WorkflowRef { id })
