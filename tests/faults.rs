@@ -317,3 +317,26 @@ fn a_workflow_too_large_to_send_is_refused_at_deploy_and_the_workers_stay() {
     assert!(out.contains("refused: ") && out.contains("MiB to send and a frame holds 16 MiB"), "{out}\n{}", master.stderr());
     assert!(out.contains("workers 1") && out.contains("then finished 10"), "{out}\n{}", master.stderr());
 }
+
+#[test]
+fn results_past_the_cap_fail_the_workflow_saying_so_locally_and_on_a_master() {
+    let wf = "workflow().stream_source(0..200000).map(|i| `record number ${i} with some text`).collect()";
+    let out = Skitter::new().args(["local", "start", "--no-log", "--deploy", wf]).env("SKITTER_RESULTS_CAP_MB", "1").run();
+    out.expect_code(1);
+    out.stderr_has("the results passed the cap of 1 MiB (SKITTER_RESULTS_CAP_MB)");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let w1 = Node::worker("w1", "127.0.0.23", &[], tmp.path());
+    let out = std::process::Command::new(BIN)
+        .args(["master", "start", "--no-log", "--listen", "127.0.0.1:0", "--deploy", wf, &w1.addr])
+        .env("SKITTER_COOKIE", COOKIE)
+        .env("SKITTER_TMP", tmp.path())
+        .env("HOME", tmp.path())
+        .env("SKITTER_RESULTS_CAP_MB", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let out = Outcome(out);
+    out.expect_code(1);
+    out.stderr_has("passed the master's cap of 1 MiB (SKITTER_RESULTS_CAP_MB)");
+}

@@ -35,14 +35,6 @@ struct Deployed {
     stats: Stats,
 }
 
-/// How many bytes of `collect()` results the master holds per workflow
-/// (`SKITTER_RESULTS_CAP_MB`): past it the workflow fails, saying so.
-pub const RESULTS_CAP: u64 = 256 * 1024 * 1024;
-
-fn results_cap() -> u64 {
-    super::env_number("SKITTER_RESULTS_CAP_MB", RESULTS_CAP >> 20) << 20
-}
-
 pub struct Master {
     name: String,
     identity: Identity,
@@ -79,7 +71,7 @@ impl Master {
             exit_code: AtomicU8::new(0),
             link_tasks: TaskTracker::new(),
             keep: super::keep_workflows(),
-            results_cap: results_cap(),
+            results_cap: super::results_cap(),
         })
     }
 

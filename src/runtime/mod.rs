@@ -33,6 +33,14 @@ pub(crate) fn keep_workflows() -> usize {
     env_number("SKITTER_KEEP_WORKFLOWS", KEEP_WORKFLOWS as u64) as usize
 }
 
+/// How many bytes of `collect()` results a node holds per workflow
+/// (`SKITTER_RESULTS_CAP_MB`): past it the workflow fails, saying so.
+pub const RESULTS_CAP: u64 = 256 * 1024 * 1024;
+
+pub(crate) fn results_cap() -> u64 {
+    env_number("SKITTER_RESULTS_CAP_MB", RESULTS_CAP >> 20) << 20
+}
+
 /// A number from the environment variable `name`, or `default` when it is
 /// unset; a value that is not a number is reported and not used.
 pub(crate) fn env_number(name: &str, default: u64) -> u64 {

@@ -2,14 +2,14 @@
 //! with its state; it returns what it emits per output port and leaves
 //! moving records on to the stage.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rhai::{Array, Dynamic};
 use tokio_util::sync::CancellationToken;
 
 use super::call::Calls;
 use super::error::{script_error, shown, FlowError};
-use super::sink::FileSink;
+use super::sink::{FileSink, Results};
 use super::Remote;
 use crate::script::Output;
 use crate::workflow::key::{Key, KeyMap};
@@ -38,7 +38,7 @@ pub enum LineSink {
 
 /// Where a `collect()` instance puts records: here, or with the master.
 pub enum CollectSink {
-    Local(Arc<Mutex<Vec<Dynamic>>>),
+    Local(Arc<Results>),
     Remote(Arc<dyn Remote>, String),
 }
 
@@ -144,7 +144,7 @@ impl Step {
                 Ok(Vec::new())
             }
             Step::Collect(CollectSink::Local(sink)) => {
-                sink.lock().expect("collect lock").extend(batch);
+                sink.extend(name, batch)?;
                 Ok(Vec::new())
             }
             Step::Collect(CollectSink::Remote(remote, sink)) => {

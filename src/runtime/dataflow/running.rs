@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rhai::{Array, Dynamic};
+use rhai::Array;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::sink::{kept_note, FileSink, Settled};
+use super::sink::{kept_note, FileSink, Results, Settled};
 use super::Msg;
 use crate::workflow::{Counts, Stats, Status};
 
@@ -43,7 +43,7 @@ pub struct Running {
     interrupted: Mutex<Vec<String>>,
     counters: Vec<Counter>,
     stats: Stats,
-    pub(super) collected: Vec<(String, Arc<Mutex<Vec<Dynamic>>>)>,
+    pub(super) collected: Vec<(String, Arc<Results>)>,
     /// The inboxes of this process's instances, by (stage, instance), for
     /// records arriving from other workers; emptied when the workflow ends.
     pub(super) inboxes: Mutex<HashMap<(usize, usize), mpsc::Sender<Msg>>>,
@@ -55,7 +55,7 @@ pub struct Running {
 impl Running {
     pub(super) fn new(
         stats: Stats,
-        collected: Vec<(String, Arc<Mutex<Vec<Dynamic>>>)>,
+        collected: Vec<(String, Arc<Results>)>,
         files: Vec<Arc<FileSink>>,
         abort_flag: Arc<AtomicBool>,
         handle: Handle,
@@ -182,7 +182,7 @@ impl Running {
     pub fn results(&self, sink: Option<&str>) -> Result<Array, String> {
         let names: Vec<&str> = self.collected.iter().map(|(n, _)| n.as_str()).collect();
         let chosen = crate::runtime::choose_sink(&names, sink)?;
-        Ok(self.collected[chosen].1.lock().expect("collect lock").clone())
+        Ok(self.collected[chosen].1.records())
     }
 
     /// The status this part ends with, once its instances have all ended.

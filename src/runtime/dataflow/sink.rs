@@ -128,6 +128,56 @@ impl Drop for FileSink {
     }
 }
 
+/// What a `collect()` sink gathered in this process, within a cap on its
+/// size: past the cap the workflow fails, saying so, rather than taking
+/// the node's memory.
+pub struct Results {
+    records: Mutex<Vec<rhai::Dynamic>>,
+    bytes: AtomicU64,
+    cap: u64,
+}
+
+impl Results {
+    pub fn new(cap: u64) -> Results {
+        Results { records: Mutex::new(Vec::new()), bytes: AtomicU64::new(0), cap }
+    }
+
+    /// Adds records gathered by operator `operator`.
+    pub fn extend(&self, operator: &str, records: Vec<rhai::Dynamic>) -> Result<(), FlowError> {
+        let size: u64 = records.iter().map(approximate_size).sum();
+        if self.bytes.fetch_add(size, Ordering::Relaxed) + size > self.cap {
+            self.records.lock().expect("results lock").clear();
+            return Err(FlowError::Operator {
+                operator: operator.into(),
+                reason: format!(
+                    "the results passed the cap of {} MiB (SKITTER_RESULTS_CAP_MB): write large outputs with write_lines or write_parts",
+                    self.cap >> 20
+                ),
+            });
+        }
+        self.records.lock().expect("results lock").extend(records);
+        Ok(())
+    }
+
+    pub fn records(&self) -> Vec<rhai::Dynamic> {
+        self.records.lock().expect("results lock").clone()
+    }
+}
+
+/// About how many bytes a record holds: its text, and a word for anything else.
+fn approximate_size(v: &rhai::Dynamic) -> u64 {
+    if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
+        return 16 + s.len() as u64;
+    }
+    if let Some(a) = v.read_lock::<rhai::Array>() {
+        return 16 + a.iter().map(approximate_size).sum::<u64>();
+    }
+    if let Some(m) = v.read_lock::<rhai::Map>() {
+        return 16 + m.iter().map(|(k, v)| k.len() as u64 + approximate_size(v)).sum::<u64>();
+    }
+    16
+}
+
 /// Where a failed workflow's partial output is: `<path>.incomplete`.
 pub fn incomplete(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -194,6 +244,15 @@ mod tests {
     fn a_bad_path_fails_at_creation_naming_the_operator() {
         let err = FileSink::create("out", Path::new("/nonexistent-dir/x/out.txt")).err().unwrap();
         assert!(err.to_string().starts_with("operator `out`: cannot create /nonexistent-dir/x/out.txt"), "{err}");
+    }
+
+    #[test]
+    fn results_past_their_cap_fail_saying_so_and_are_dropped() {
+        let results = Results::new(1000);
+        results.extend("c", vec![rhai::Dynamic::from("x".repeat(500))]).unwrap();
+        let err = results.extend("c", vec![rhai::Dynamic::from("y".repeat(500))]).unwrap_err();
+        assert!(err.to_string().contains("the results passed the cap of 0 MiB"), "{err}");
+        assert!(results.records().is_empty());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
@@ -14,7 +14,7 @@ use super::exchange::{Forward, Hash, Inbox, Outlet, Pusher, Spread};
 use super::layout::Layout;
 use super::operators::{CollectSink, LineSink, Printer, Step};
 use super::running::Running;
-use super::sink::{part_path, FileSink};
+use super::sink::{part_path, FileSink, Results};
 use super::stage::{StageRun, Target};
 use super::{Remote, INBOX_BATCHES};
 use crate::script::{Code, EngineEnv};
@@ -38,7 +38,7 @@ struct Sinks {
     files: HashMap<usize, Arc<FileSink>>,
     /// `write_parts` files, by (node, instance).
     parts: HashMap<(usize, usize), Arc<FileSink>>,
-    collect_of: HashMap<usize, Arc<Mutex<Vec<rhai::Dynamic>>>>,
+    collect_of: HashMap<usize, Arc<Results>>,
     remote: Option<Arc<dyn Remote>>,
     env: EngineEnv,
 }
@@ -73,7 +73,7 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
                 }
             }
             Operator::Collect => {
-                let sink = Arc::new(Mutex::new(Vec::new()));
+                let sink = Arc::new(Results::new(crate::runtime::results_cap()));
                 collected.push((node.name.clone(), sink.clone()));
                 sinks.collect_of.insert(i, sink);
             }
@@ -268,6 +268,7 @@ mod tests {
     use crate::workflow::model::{Body, Workflow};
     use crate::workflow::SourceSpec;
     use rhai::Dynamic;
+    use std::sync::Mutex;
     use tokio_util::sync::CancellationToken;
 
     #[derive(Default)]
