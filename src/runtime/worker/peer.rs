@@ -1,0 +1,103 @@
+//! Data links from other workers: records into this worker's inboxes.
+
+use std::sync::Arc;
+
+use super::lifecycle::DataVerdict;
+use super::{Worker, DEPLOY_WAIT};
+use crate::net::message::DataMsg;
+use crate::net::{Authenticated, Message};
+use crate::runtime::dataflow::{Msg, Running};
+use crate::workflow::key::Key;
+
+impl Worker {
+    /// Records from another worker, into this worker's inboxes. A link
+    /// carries one workflow. Its data waits for the workflow's deploy (or
+    /// fails it); data for a workflow that ended here is refused by closing
+    /// the link, never by stalling it; every frame reaches its inbox or the
+    /// workflow fails saying why.
+    pub(super) async fn peer_link(self: Arc<Self>, mut auth: Authenticated) {
+        let peer = auth.peer_name.clone();
+        let mut part: Option<(u64, Arc<Running>)> = None;
+        loop {
+            let msg = match auth.reader.read().await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!("data link from {peer} closed: {e}");
+                    return;
+                }
+            };
+            let Message::Data { id, stage, instance, msg } = msg else {
+                tracing::warn!("closing the link from {peer}: a peer link carries data, not {}", msg.kind());
+                return;
+            };
+            let running = match &part {
+                Some((known, r)) if *known == id => r.clone(),
+                Some((known, r)) => {
+                    r.fail(format!("the data link from {peer} for workflow #{known} carried data for workflow #{id}"));
+                    return;
+                }
+                None => match self.wait_for_part(id).await {
+                    Ok(r) => {
+                        part = Some((id, r.clone()));
+                        r
+                    }
+                    Err(DataVerdict::Refuse) => {
+                        tracing::debug!(workflow = id, "refused data from {peer}: the workflow ended here");
+                        return;
+                    }
+                    Err(_) => {
+                        let reason = format!("data from {peer} arrived, but the workflow did not start here within {DEPLOY_WAIT:?}");
+                        tracing::error!(workflow = id, "{reason}");
+                        self.to_master(Message::Failed { id, reason });
+                        return;
+                    }
+                },
+            };
+            let Some(inbox) = running.inbox(stage as usize, instance as usize) else {
+                // Inboxes go when the part ends: a late frame of a failed
+                // workflow. Anything else is a bug worth failing for.
+                if !running.status().is_done() && running.inboxes_open() {
+                    running.fail(format!("data from {peer} for stage {stage} instance {instance}, which does not run on this worker"));
+                }
+                return;
+            };
+            tokio::select! {
+                biased;
+                _ = running.ended().cancelled() => return,
+                sent = inbox.send(from_wire(msg)) => {
+                    if sent.is_err() && !running.ended().is_cancelled() {
+                        running.fail(format!("an instance of stage {stage} ended before its input from {peer} did"));
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The part of workflow `id` that runs here, once it has started (data
+    /// may arrive before its deploy does); the verdict when it will not.
+    async fn wait_for_part(&self, id: u64) -> Result<Arc<Running>, DataVerdict> {
+        let deadline = tokio::time::Instant::now() + DEPLOY_WAIT;
+        loop {
+            let changed = self.changed.notified();
+            match self.life.lock().expect("life lock").data_for(id) {
+                DataVerdict::Deliver => return self.part(id).ok_or(DataVerdict::Refuse),
+                DataVerdict::Refuse => return Err(DataVerdict::Refuse),
+                DataVerdict::Wait => {}
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(DataVerdict::Wait);
+            }
+        }
+    }
+}
+
+fn from_wire(msg: DataMsg) -> Msg {
+    match msg {
+        DataMsg::Records(values) => Msg::Records(crate::net::value::to_dynamics(values)),
+        DataMsg::Keyed(pairs) => Msg::Keyed(pairs.into_iter().map(|(k, v)| (Key::new(k.into_dynamic()), v.into_dynamic())).collect()),
+        DataMsg::Counts(counts) => Msg::Counts(counts.into_iter().map(|(k, n)| (Key::new(k.into_dynamic()), n)).collect()),
+        DataMsg::End => Msg::End,
+    }
+}
