@@ -171,18 +171,28 @@ fn stop_of_an_endless_source_drains_and_reports_stopped() {
 
 #[test]
 fn sigterm_stops_local_start_gracefully_and_counts_every_record_read() {
-    let wf = "workflow().stream_source(|n| n).count(|x| x % 3).inspect(\"residue\")";
-    let child = std::process::Command::new(BIN)
+    // A branch prints `reached` once the source has passed 1000: then it runs.
+    let wf = "workflow().node(\"src\", stream_source(|n| n)).node(\"c\", count(|x| x % 3)).link(\"src\", \"c\")\
+              .node(\"p\", inspect(\"residue\")).link(\"c\", \"p\")\
+              .node(\"f\", filter(|x| x == 1000)).link(\"src\", \"f\").node(\"r\", inspect(\"reached\")).link(\"f.accept\", \"r\")";
+    let mut child = std::process::Command::new(BIN)
         .args(["local", "start", "--no-log", "--deploy", wf])
         .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert_eq!(first.trim(), "reached: 1000");
     let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
-    let out = Outcome(child.wait_with_output().unwrap());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let mut output = child.wait_with_output().unwrap();
+    output.stdout = rest.into_bytes();
+    let out = Outcome(output);
     // Stopped before its (endless) source ended: exit 3, not 0.
     out.expect_code(3);
     out.stderr_has("stopping the workflow");
