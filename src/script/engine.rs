@@ -9,7 +9,7 @@ use rhai::{Engine, EvalAltResult, Module, Position, Shared};
 
 type SharedModule = Shared<Module>;
 
-use super::workflow_api;
+use super::{operator_api, workflow_api};
 
 /// Rhai names an anonymous function `anon$<hash>` and hashes function
 /// signatures with a per-process random seed unless told otherwise. Every
@@ -94,7 +94,13 @@ fn standard_package() -> SharedModule {
 
 fn workflow_package() -> SharedModule {
     static PACKAGE: OnceLock<SharedModule> = OnceLock::new();
-    PACKAGE.get_or_init(|| rhai::exported_module!(workflow_api::api).into()).clone()
+    PACKAGE
+        .get_or_init(|| {
+            let mut module = rhai::exported_module!(workflow_api::api);
+            module.combine_flatten(rhai::exported_module!(operator_api::api));
+            module.into()
+        })
+        .clone()
 }
 
 /// An engine with the workflow API, `priv_path`, printing to `env.output`
