@@ -367,7 +367,7 @@ mod tests {
         joined(&mut c, &["a"]);
         c.step(Event::Deployed { id: 7, workers: vec!["a".into()] });
         assert_eq!(c.step(Event::StopRequested { id: 7, reason: None }), vec![Action::Stop { worker: "a".into(), id: 7 }]);
-        assert_eq!(statuses(&c.step(Event::WorkerDone { id: 7, worker: "a".into() })), vec![Status::STOPPED]);
+        assert_eq!(statuses(&c.step(Event::WorkerDone { id: 7, worker: "a".into() })), vec![Status::Stopped(None)]);
     }
 
     #[test]

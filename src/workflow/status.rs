@@ -29,9 +29,6 @@ impl Status {
     pub fn is_cut_short(&self) -> bool {
         matches!(self, Status::Stopped(_) | Status::Aborted(_))
     }
-
-    /// Stopped by the user, with no other reason.
-    pub const STOPPED: Status = Status::Stopped(None);
 }
 
 impl fmt::Display for Status {

@@ -31,13 +31,6 @@ pub enum FlowError {
     Internal(String),
 }
 
-impl FlowError {
-    /// Whether this error only follows from another (the workflow ended).
-    pub fn is_consequence(&self) -> bool {
-        matches!(self, FlowError::Ended | FlowError::Interrupted { .. })
-    }
-}
-
 /// The error a script call ended with, as a `FlowError` of `operator`.
 pub(super) fn script_error(operator: &str, record: Option<&rhai::Dynamic>, err: &rhai::EvalAltResult) -> FlowError {
     if matches!(err, rhai::EvalAltResult::ErrorTerminated(..)) {

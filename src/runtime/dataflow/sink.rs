@@ -68,10 +68,6 @@ impl FileSink {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn io_error(&self, action: &'static str, e: std::io::Error) -> FlowError {
         FlowError::File { operator: self.operator.clone(), action, path: self.path.clone(), error: e.to_string() }
     }
