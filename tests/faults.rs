@@ -346,3 +346,15 @@ fn results_past_the_cap_fail_the_workflow_saying_so_locally_and_on_a_master() {
     out.expect_code(1);
     out.stderr_has("passed the master's cap of 1 MiB (SKITTER_RESULTS_CAP_MB)");
 }
+
+#[test]
+fn a_failure_is_reported_with_its_cause_never_with_a_consequence() {
+    // The failing stage closes its inbox while the source still sends: the
+    // source's "the workflow ended" must not win the race to be the reason.
+    let wf = "workflow().stream_source(0..200000).keyed_reduce(|x| x % 7, |s, x| if x == 50000 { throw \"boom\" } else { [s + 1, ()] }, 0).collect()";
+    for _ in 0..10 {
+        let out = Skitter::new().args(["local", "start", "--no-log", "--deploy", wf]).run();
+        out.expect_code(1);
+        out.stderr_has("workflow failed: operator `keyed_reduce_2` failed on record 50000: boom");
+    }
+}

@@ -42,7 +42,7 @@ enum Input {
 }
 
 impl StageRun {
-    pub fn run(mut self, calls: &Calls, running: &Running, inbox: mpsc::Receiver<Msg>, expected_ends: usize) -> Result<(), FlowError> {
+    pub fn run(mut self, calls: &Calls, running: &Running, inbox: &mut mpsc::Receiver<Msg>, expected_ends: usize) -> Result<(), FlowError> {
         if matches!(self.steps[0], Step::Source(_)) {
             self.run_source(calls, running)?;
         } else {
@@ -65,12 +65,12 @@ impl StageRun {
         &mut self,
         calls: &Calls,
         running: &Running,
-        mut inbox: mpsc::Receiver<Msg>,
+        inbox: &mut mpsc::Receiver<Msg>,
         expected_ends: usize,
     ) -> Result<(), FlowError> {
         let mut ends = 0;
         while ends < expected_ends {
-            let msg = channel::recv(running.handle(), &mut inbox, running.ended()).map_err(|_| FlowError::Ended)?;
+            let msg = channel::recv(running.handle(), inbox, running.ended()).map_err(|_| FlowError::Ended)?;
             if running.has_ended() {
                 return Err(FlowError::Ended);
             }

@@ -125,11 +125,20 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
             let spawned = std::thread::Builder::new().name(name).spawn(move || {
                 lower_priority();
                 let node = stage.names[0].clone();
+                let mut inbox = inbox;
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     let calls = Calls::new(&code, &env)?;
-                    stage.run(&calls, &running_here, inbox, expected_ends)
+                    stage.run(&calls, &running_here, &mut inbox, expected_ends)
                 }))
                 .unwrap_or_else(|_| Err(FlowError::Operator { operator: node, reason: "panicked".into() }));
+                // The cause is recorded before the inbox closes: a sender that
+                // then finds it closed ends as a consequence, not a cause.
+                if let Err(cause) = &result {
+                    if !matches!(cause, FlowError::Ended | FlowError::Interrupted { .. }) {
+                        running_here.fail(cause.to_string());
+                    }
+                }
+                drop(inbox);
                 // The receiver lives until every sender is gone.
                 let _ = done.send(result);
             });
@@ -150,8 +159,9 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
         while let Some(result) = done_rx.recv().await {
             match result {
                 Ok(()) => {}
-                Err(FlowError::Interrupted { operator }) => watcher.interrupted(operator),
-                Err(FlowError::Ended) => {}
+                // Consequences of an end that has its own reason.
+                Err(FlowError::Interrupted { operator }) if watcher.has_ended() => watcher.interrupted(operator),
+                Err(FlowError::Ended) if watcher.has_ended() => {}
                 Err(cause) => watcher.fail(cause.to_string()),
             }
         }
