@@ -18,13 +18,9 @@ fn master_with(script: &str, workers: &[&Node], tmp: &Path) -> Node {
     Node::spawn(&args, tmp, COOKIE, Some(script))
 }
 
-/// Waits until `f` holds, at most `limit`.
-fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+/// Waits until `f` holds, failing the test past `limit`.
+fn wait_for(limit: Duration, what: &str, f: impl FnMut() -> bool) {
+    assert!(wait_until(limit, f), "timed out waiting for {what}");
 }
 
 fn names_in(dir: &Path) -> Vec<String> {
@@ -96,7 +92,7 @@ fn sigkill_of_a_worker_fails_the_run_naming_it_and_leaves_no_complete_looking_fi
         None,
     );
     // Running: lines reach the master's temporary file.
-    wait_until(Duration::from_secs(20), "lines in the temporary file", || {
+    wait_for(Duration::from_secs(20), "lines in the temporary file", || {
         std::fs::read_dir(out_dir.path())
             .unwrap()
             .any(|e| e.as_ref().map(|e| e.metadata().map(|m| m.len() > 0).unwrap_or(false)).unwrap_or(false))
@@ -127,7 +123,7 @@ fn worker_stop_during_an_endless_workflow_stops_it_drained_with_the_reason() {
         print(`counted ${n} read ${stats(r).read}`);
     "#;
     let mut master = master_with(script, &[&w1, &w2], tmp.path());
-    wait_until(Duration::from_secs(20), "the workflow to run", || master.stdout().contains("running"));
+    wait_for(Duration::from_secs(20), "the workflow to run", || master.stdout().contains("running"));
     let stopped = Instant::now();
     w2.terminate();
     let code = w2.wait(Duration::from_secs(20)).and_then(|s| s.code());
@@ -202,7 +198,7 @@ fn late_frames_after_a_failure_do_not_stall_the_next_workflow() {
         sleep(60.0);
     "#;
     let master = master_with(script, &[&w1, &w2], tmp.path());
-    wait_until(Duration::from_secs(30), "the second workflow", || master.stdout().contains("second counted"));
+    wait_for(Duration::from_secs(30), "the second workflow", || master.stdout().contains("second counted"));
     let out = master.stdout();
     // The cause ("boom") usually wins; the other worker's "data link closed"
     // can arrive first, and names the worker too.

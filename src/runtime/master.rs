@@ -121,24 +121,7 @@ impl Master {
     /// and forgets the oldest ended workflows beyond the history's bound.
     fn set_status(&self, id: u64, status: Status) {
         let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id).cloned() else { return };
-        let commit = matches!(status, Status::Finished | Status::Stopped(_));
-        let mut settled = Vec::new();
-        let mut error = None;
-        for file in wf.files.values() {
-            match file.settle(commit) {
-                Ok(s) => settled.push(s),
-                Err(e) => {
-                    error.get_or_insert(e.to_string());
-                    settled.push(file.settle(false).unwrap_or(sink::Settled::Removed));
-                }
-            }
-        }
-        let status = match (error, sink::kept_note(&settled), status) {
-            (Some(e), _, _) => Status::Failed(e),
-            (None, Some(note), Status::Failed(reason)) => Status::Failed(format!("{reason} ({note})")),
-            (None, Some(note), Status::Aborted(detail)) => Status::Aborted(format!("{detail} ({note})")),
-            (None, _, status) => status,
-        };
+        let status = sink::settle_for(wf.files.values(), status);
         wf.status.send_replace(status.clone());
         match &status {
             Status::Failed(reason) => tracing::error!(workflow = id, "failed: {reason}"),

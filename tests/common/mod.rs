@@ -124,6 +124,20 @@ impl Outcome {
     }
 }
 
+/// Polls `f` until it holds (true) or `limit` has passed (false).
+pub fn wait_until(limit: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Parses `["word", 12]` as printed by `inspect`.
 pub fn word_and_count(value: &str) -> (String, i64) {
     let inner = value.trim().trim_start_matches('[').trim_end_matches(']');

@@ -142,14 +142,7 @@ impl Node {
     }
 
     pub fn wait_stderr(&self, text: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.stderr().contains(text) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        false
+        super::wait_until(timeout, || self.stderr().contains(text))
     }
 }
 

@@ -11,7 +11,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::sink::{kept_note, FileSink, Results, Settled};
+use super::sink::{settle_all, settle_for, FileSink, Results};
 use super::Msg;
 use crate::workflow::{Counts, Stats, Status};
 
@@ -196,24 +196,14 @@ impl Running {
     }
 
     /// Gives this process's output files their names (`commit`) or keeps
-    /// what they hold as incomplete; returns what to add to the status.
+    /// what they hold as incomplete; returns where partial output was kept.
     pub fn settle_files(&self, commit: bool) -> Result<Option<String>, String> {
-        let mut settled = Vec::new();
-        let mut error = None;
-        for file in &self.files {
-            match file.settle(commit) {
-                Ok(s) => settled.push(s),
-                Err(e) => {
-                    error.get_or_insert(e.to_string());
-                    // A file that could not be named is kept as incomplete.
-                    settled.push(file.settle(false).unwrap_or(Settled::Removed));
-                }
-            }
-        }
-        match error {
-            Some(e) => Err(e),
-            None => Ok(kept_note(&settled)),
-        }
+        settle_all(self.files.iter().map(|f| &**f), commit)
+    }
+
+    /// Settles this process's files for the final `status` (local mode).
+    pub(super) fn settle_for(&self, status: Status) -> Status {
+        settle_for(self.files.iter().map(|f| &**f), status)
     }
 
     /// Publishes the final status.

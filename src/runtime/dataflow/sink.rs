@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::error::FlowError;
+use crate::workflow::Status;
 
 /// Temporary names differ between the workflows of one process.
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -91,15 +92,22 @@ impl FileSink {
     }
 
     /// Gives the file its name (`commit`) or keeps what was written as
-    /// `<path>.incomplete`. Settling twice changes nothing.
+    /// `<path>.incomplete`; a file that cannot be named is kept so too.
+    /// Settling twice changes nothing.
     pub fn settle(&self, commit: bool) -> Result<Settled, FlowError> {
         let Some(mut writer) = self.writer.lock().expect("sink lock").take() else { return Ok(Settled::Removed) };
         let flushed = writer.flush().and_then(|()| writer.get_ref().sync_all());
         drop(writer);
         let incomplete = incomplete(&self.path);
         if commit {
-            flushed.map_err(|e| self.io_error("write", e))?;
-            std::fs::rename(&self.temp, &self.path).map_err(|e| self.io_error("rename the output to", e))?;
+            let named = flushed
+                .map_err(|e| self.io_error("write", e))
+                .and_then(|()| std::fs::rename(&self.temp, &self.path).map_err(|e| self.io_error("rename the output to", e)));
+            if let Err(e) = named {
+                // Best effort: the error names the file either way.
+                let _ = std::fs::rename(&self.temp, &incomplete);
+                return Err(e);
+            }
             // A leftover from an earlier run that failed would look like
             // this run's; usually there is none to remove.
             let _ = std::fs::remove_file(&incomplete);
@@ -189,6 +197,39 @@ pub fn kept_note(settled: &[Settled]) -> Option<String> {
     (!kept.is_empty()).then(|| format!("partial output kept at {}", kept.join(", ")))
 }
 
+/// Settles every file of a workflow: the first error, or where partial
+/// output was kept.
+pub fn settle_all<'a>(files: impl IntoIterator<Item = &'a FileSink>, commit: bool) -> Result<Option<String>, String> {
+    let mut settled = Vec::new();
+    let mut error = None;
+    for file in files {
+        match file.settle(commit) {
+            Ok(s) => settled.push(s),
+            Err(e) => {
+                error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    match error {
+        Some(e) => Err(e),
+        None => Ok(kept_note(&settled)),
+    }
+}
+
+/// Settles the files of a workflow that ended with `status` (named when it
+/// finished or stopped after draining, kept as incomplete otherwise) and
+/// returns the status to publish: it says where partial output is, or why
+/// the files could not be named.
+pub fn settle_for<'a>(files: impl IntoIterator<Item = &'a FileSink>, status: Status) -> Status {
+    let commit = matches!(status, Status::Finished | Status::Stopped(_));
+    match (settle_all(files, commit), status) {
+        (Err(e), _) => Status::Failed(e),
+        (Ok(Some(note)), Status::Failed(reason)) => Status::Failed(format!("{reason} ({note})")),
+        (Ok(Some(note)), Status::Aborted(detail)) => Status::Aborted(format!("{detail} ({note})")),
+        (_, status) => status,
+    }
+}
+
 /// The part file instance `instance` of a `write_parts` sink writes on
 /// node `node`: `dir/part-<node>-<instance>`.
 pub fn part_path(dir: &Path, node: &str, instance: usize) -> PathBuf {
@@ -226,6 +267,18 @@ mod tests {
             kept_note(&[Settled::Kept(incomplete(&path))]).unwrap(),
             format!("partial output kept at {}.incomplete", path.display())
         );
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_named_is_kept_as_incomplete_and_the_status_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        std::fs::create_dir_all(path.join("in the way")).unwrap();
+        let sink = FileSink::create("w", &path).unwrap();
+        sink.write(b"a\n").unwrap();
+        let status = settle_for([&sink], Status::Finished);
+        assert!(matches!(&status, Status::Failed(e) if e.contains("cannot rename the output to")), "{status}");
+        assert_eq!(std::fs::read_to_string(incomplete(&path)).unwrap(), "a\n");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::{Remote, INBOX_BATCHES};
 use crate::script::{Code, EngineEnv};
 use crate::workflow::key::KeyMap;
 use crate::workflow::model::FlatEdge;
-use crate::workflow::{Exchange, Operator, Plan, SourceSpec, Stats, Status};
+use crate::workflow::{Exchange, Operator, Plan, SourceSpec, Stats};
 
 /// This process's part of a workflow.
 pub struct Part {
@@ -176,13 +176,7 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
         }
         let mut status = watcher.outcome();
         if settle_here {
-            let commit = matches!(status, Status::Finished | Status::Stopped(_));
-            status = match (watcher.settle_files(commit), status) {
-                (Err(e), _) => Status::Failed(e),
-                (Ok(Some(note)), Status::Failed(reason)) => Status::Failed(format!("{reason} ({note})")),
-                (Ok(Some(note)), Status::Aborted(detail)) => Status::Aborted(format!("{detail} ({note})")),
-                (_, status) => status,
-            };
+            status = watcher.settle_for(status);
         }
         watcher.finish(status);
     });
@@ -276,7 +270,7 @@ mod tests {
     use super::*;
     use crate::runtime::dataflow::Msg;
     use crate::workflow::model::{Body, Workflow};
-    use crate::workflow::SourceSpec;
+    use crate::workflow::{SourceSpec, Status};
     use rhai::Dynamic;
     use std::sync::Mutex;
     use tokio_util::sync::CancellationToken;
