@@ -31,7 +31,13 @@ pub struct RpcArgs {
     /// The cookie (shows in `ps`: prefer SKITTER_COOKIE or ~/.skitter.cookie).
     #[arg(short = 'c', long)]
     pub cookie: Option<String>,
+    /// Interrupt the evaluation on the node after SECS seconds (0: never).
+    #[arg(long, value_name = "SECS", default_value_t = RPC_TIMEOUT)]
+    pub timeout: f64,
 }
+
+/// `rpc --timeout`'s default: generous, for an `rpc` that waits for a workflow.
+pub const RPC_TIMEOUT: f64 = 3600.0;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -57,7 +63,11 @@ pub fn rpc(args: RpcArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let app = find_app_optional(app_dir)?;
     let addr = resolve_node(&args.node, app.as_ref(), "skitter_local")?;
     let cookie = resolve_cookie(args.cookie.as_deref())?;
-    crate::shell::remote::rpc(&addr, cookie, &args.expr)
+    if !(args.timeout.is_finite() && args.timeout >= 0.0) {
+        return Err(Error::Usage(format!("--timeout {}: give a number of seconds (0 for none)", args.timeout)));
+    }
+    let timeout = (args.timeout > 0.0).then(|| std::time::Duration::from_secs_f64(args.timeout));
+    crate::shell::remote::rpc(&addr, cookie, &args.expr, timeout)
 }
 
 pub fn eval(args: EvalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {

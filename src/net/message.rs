@@ -1,4 +1,6 @@
-//! Every message a connection carries, typed. Handlers never see bytes.
+//! Every message a connection carries, typed, one type per link (control,
+//! data, console; the handshake's are in `handshake`): a message that does
+//! not belong on a link cannot be written to it. Handlers never see bytes.
 
 use serde::{Deserialize, Serialize};
 
@@ -7,7 +9,7 @@ use crate::workflow::model::{FlatEdge, FlatGraph, FlatNode};
 use crate::workflow::{Counts, Func, Operator, SourceSpec};
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// Who is at the other end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,135 +100,95 @@ pub enum DataMsg {
     End,
 }
 
+/// What a link's driver needs of its messages.
+pub trait LinkMessage: Serialize + serde::de::DeserializeOwned + Send + 'static {
+    const HEARTBEAT: Self;
+    const BYE: Self;
+    fn is_heartbeat(&self) -> bool;
+    fn is_bye(&self) -> bool;
+    /// The message's name, for logs.
+    fn kind(&self) -> &'static str;
+}
+
+/// The control link between a master and a worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Message {
-    // Handshake.
-    Hello {
-        protocol: u32,
-        version: String,
-        role: Role,
-        name: String,
-        nonce: [u8; 32],
-    },
-    Proof {
-        mac: Vec<u8>,
-    },
-    Refuse {
-        reason: String,
-    },
-    Welcome,
-    // Worker -> master, once admitted.
-    Register(WorkerInfo),
-    // Master -> worker.
-    Peers(Vec<WorkerInfo>),
-    Deploy {
-        id: u64,
-        spec: WorkflowSpec,
-        sources: Vec<(String, String)>,
-        workers: Vec<WorkerInfo>,
-        slots: u32,
-    },
-    Stop {
-        id: u64,
-    },
-    Abort {
-        id: u64,
-        reason: String,
-    },
-    // Worker -> master, about a workflow.
-    Started {
-        id: u64,
-    },
-    Failed {
-        id: u64,
-        reason: String,
-    },
-    Done {
-        id: u64,
-    },
-    Output {
-        text: String,
-    },
-    Collected {
-        id: u64,
-        sink: String,
-        values: Vec<Value>,
-    },
-    // Both ways.
+pub enum ControlMsg {
     Heartbeat,
     Bye,
-    // Worker -> worker.
-    Data {
-        id: u64,
-        stage: u32,
-        instance: u32,
-        msg: DataMsg,
-    },
-    // Console -> node.
-    Eval {
-        id: u64,
-        code: String,
-    },
-    Interrupt,
-    Complete {
-        id: u64,
-        word: String,
-        method: bool,
-    },
-    Signature {
-        id: u64,
-        name: String,
-    },
-    Logs {
-        on: bool,
-    },
-    /// Halts the node; `node` is the name the user typed to confirm.
-    Halt {
-        node: String,
-    },
-    // Node -> console.
-    /// Text printed while an evaluation runs (or a forwarded log line).
-    Printed {
-        text: String,
-    },
-    Evaluated {
-        id: u64,
-        reply: Reply,
-    },
-    Completions {
-        id: u64,
-        names: Vec<String>,
-    },
-    SignatureIs {
-        id: u64,
-        signature: Option<String>,
-    },
-    // Worker -> master, about a workflow (after `Data`, so that its
-    // place among the variants stays put).
+    /// Worker -> master, once admitted (and master -> worker, when the
+    /// master dialed): who it is.
+    Register(WorkerInfo),
+    /// The verdict on a registration, or on a master that dialed.
+    Welcome,
+    Refuse(ControlRefusal),
+    // Master -> worker.
+    Peers(Vec<WorkerInfo>),
+    Deploy { id: u64, spec: WorkflowSpec, sources: Vec<(String, String)>, workers: Vec<WorkerInfo>, slots: u32 },
+    Stop { id: u64 },
+    Abort { id: u64, reason: String },
+    /// Whether the files the worker's part wrote are complete.
+    Settle { id: u64, commit: bool },
+    // Worker -> master, about a workflow.
+    Started { id: u64 },
+    Failed { id: u64, reason: String },
+    Done { id: u64 },
+    Output { text: String },
+    Collected { id: u64, sink: String, values: Vec<Value> },
     /// Lines for the `write_lines` node `node`, which the master writes.
-    Lines {
-        id: u64,
-        node: u32,
-        text: String,
-    },
+    Lines { id: u64, node: u32, text: String },
     /// The counts of a worker's part so far (sent before it reports its end).
-    Progress {
-        id: u64,
-        counts: Vec<Counts>,
-    },
+    Progress { id: u64, counts: Vec<Counts> },
     /// A worker's part was aborted; these operators were running.
-    Interrupted {
-        id: u64,
-        operators: Vec<String>,
-    },
+    Interrupted { id: u64, operators: Vec<String> },
     /// The worker is stopping: stop (drain) its workflows first.
     Leaving,
-    // Master -> worker.
-    /// Whether the files the worker's part wrote are complete.
-    Settle {
-        id: u64,
-        commit: bool,
-    },
+}
+
+/// Why a master refused a worker, or a worker a master.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ControlRefusal {
+    #[error("a worker named {0} is already registered")]
+    NameTaken(String),
+    #[error("the worker already has a master")]
+    HasMaster,
+}
+
+/// A data link from one worker to another: records for one workflow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum DataLinkMsg {
+    Data { id: u64, stage: u32, instance: u32, msg: DataMsg },
+    Heartbeat,
+    Bye,
+}
+
+/// A console's link to a node: requests one way, answers the other.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ConsoleMsg {
+    Heartbeat,
+    Bye,
+    // Console -> node.
+    /// Evaluates `code`; past `timeout_ms` (when given) the node interrupts it.
+    Eval { id: u64, code: String, timeout_ms: Option<u64> },
+    Interrupt,
+    Complete { id: u64, word: String, method: bool },
+    Signature { id: u64, name: String },
+    Logs { on: bool },
+    /// Halts the node; `node` is the name the user typed to confirm.
+    Halt { node: String },
+    // Node -> console.
+    /// Text printed while an evaluation runs (or a forwarded log line).
+    Printed { text: String },
+    Evaluated { id: u64, reply: Reply },
+    Completions { id: u64, names: Vec<String> },
+    SignatureIs { id: u64, signature: Option<String> },
+}
+
+/// How an evaluation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EvalError {
+    Syntax,
+    Runtime,
+    Interrupted,
 }
 
 /// The outcome of a remote evaluation, as data.
@@ -235,12 +197,7 @@ pub enum Reply {
     Unit,
     /// The value, rendered by the node.
     Value(String),
-    /// `kind`: 0 syntax, 1 runtime, 2 interrupted.
-    Error {
-        kind: u8,
-        message: String,
-        excerpt: Option<String>,
-    },
+    Error { kind: EvalError, message: String, excerpt: Option<String> },
     /// The entry called `halt()`: the console must confirm with the node's name.
     HaltRequested,
     /// The entry called `exit()`: the console detaches.
@@ -248,45 +205,38 @@ pub enum Reply {
     Halted,
 }
 
-impl Message {
-    /// The message's name, for logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Message::Hello { .. } => "hello",
-            Message::Proof { .. } => "proof",
-            Message::Refuse { .. } => "refuse",
-            Message::Welcome => "welcome",
-            Message::Register(_) => "register",
-            Message::Peers(_) => "peers",
-            Message::Deploy { .. } => "deploy",
-            Message::Stop { .. } => "stop",
-            Message::Abort { .. } => "abort",
-            Message::Started { .. } => "started",
-            Message::Failed { .. } => "failed",
-            Message::Done { .. } => "done",
-            Message::Output { .. } => "output",
-            Message::Collected { .. } => "collected",
-            Message::Heartbeat => "heartbeat",
-            Message::Bye => "bye",
-            Message::Data { .. } => "data",
-            Message::Eval { .. } => "eval",
-            Message::Interrupt => "interrupt",
-            Message::Complete { .. } => "complete",
-            Message::Signature { .. } => "signature",
-            Message::Logs { .. } => "logs",
-            Message::Halt { .. } => "halt",
-            Message::Printed { .. } => "printed",
-            Message::Evaluated { .. } => "evaluated",
-            Message::Completions { .. } => "completions",
-            Message::SignatureIs { .. } => "signature-is",
-            Message::Lines { .. } => "lines",
-            Message::Progress { .. } => "progress",
-            Message::Interrupted { .. } => "interrupted",
-            Message::Leaving => "leaving",
-            Message::Settle { .. } => "settle",
+macro_rules! link_message {
+    ($t:ident { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl LinkMessage for $t {
+            const HEARTBEAT: Self = $t::Heartbeat;
+            const BYE: Self = $t::Bye;
+            fn is_heartbeat(&self) -> bool {
+                matches!(self, $t::Heartbeat)
+            }
+            fn is_bye(&self) -> bool {
+                matches!(self, $t::Bye)
+            }
+            fn kind(&self) -> &'static str {
+                match self {
+                    $($t::$variant { .. } => $name,)*
+                }
+            }
         }
-    }
+    };
 }
+
+link_message!(ControlMsg {
+    Heartbeat => "heartbeat", Bye => "bye", Register => "register", Welcome => "welcome", Refuse => "refuse",
+    Peers => "peers", Deploy => "deploy", Stop => "stop", Abort => "abort", Settle => "settle", Started => "started",
+    Failed => "failed", Done => "done", Output => "output", Collected => "collected", Lines => "lines",
+    Progress => "progress", Interrupted => "interrupted", Leaving => "leaving",
+});
+link_message!(DataLinkMsg { Data => "data", Heartbeat => "heartbeat", Bye => "bye" });
+link_message!(ConsoleMsg {
+    Heartbeat => "heartbeat", Bye => "bye", Eval => "eval", Interrupt => "interrupt", Complete => "complete",
+    Signature => "signature", Logs => "logs", Halt => "halt", Printed => "printed", Evaluated => "evaluated",
+    Completions => "completions", SignatureIs => "signature-is",
+});
 
 fn func_spec(f: &Func) -> Result<FuncSpec, NotPlainData> {
     Ok(FuncSpec { name: f.name.clone(), curry: f.curry.iter().map(Value::from_dynamic).collect::<Result<_, _>>()? })
@@ -367,7 +317,7 @@ impl WorkflowSpec {
     }
 }
 
-/// `Message::Data { .. DataMsg::Records(values) }`, encoded straight from the
+/// `DataLinkMsg::Data { .. DataMsg::Records(values) }`, encoded straight from the
 /// records: the same bytes, without building a `Value` (and copying every
 /// string) first. Records are most of what crosses between workers.
 pub struct RecordsFrame<'a> {
@@ -377,13 +327,13 @@ pub struct RecordsFrame<'a> {
     pub records: &'a [rhai::Dynamic],
 }
 
-/// `Message::Data`'s place among `Message`'s variants (checked by a test).
-const DATA_VARIANT: u32 = 16;
+/// `DataLinkMsg::Data`'s place among its variants (checked by a test).
+const DATA_VARIANT: u32 = 0;
 
 impl Serialize for RecordsFrame<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStructVariant;
-        let mut v = s.serialize_struct_variant("Message", DATA_VARIANT, "Data", 4)?;
+        let mut v = s.serialize_struct_variant("DataLinkMsg", DATA_VARIANT, "Data", 4)?;
         v.serialize_field("id", &self.id)?;
         v.serialize_field("stage", &self.stage)?;
         v.serialize_field("instance", &self.instance)?;
@@ -437,7 +387,7 @@ mod tests {
         ];
         let direct = postcard::to_allocvec(&RecordsFrame { id: 7, stage: 2, instance: 5, records: &records }).unwrap();
         let values = super::super::value::to_values(&records).unwrap();
-        let via_values = postcard::to_allocvec(&Message::Data { id: 7, stage: 2, instance: 5, msg: DataMsg::Records(values) }).unwrap();
+        let via_values = postcard::to_allocvec(&DataLinkMsg::Data { id: 7, stage: 2, instance: 5, msg: DataMsg::Records(values) }).unwrap();
         assert_eq!(direct, via_values);
     }
 

@@ -1,11 +1,16 @@
-//! The wire: values, messages, frames, the authenticating handshake, cookies.
-//! Layered as bytes <-> frames <-> typed messages; handlers see messages only.
+//! The wire: values, messages, frames, the encrypting handshake, cookies,
+//! and the gate that keeps unauthenticated peers small. Layered as bytes
+//! <-> sealed records <-> frames <-> typed messages; handlers see messages only.
 
 pub mod connection;
 pub mod cookie;
+pub mod framing;
+pub mod gate;
+pub mod handshake;
 pub mod message;
 pub mod value;
 
-pub use connection::{Authenticated, Connection, Identity, NetError, Reader, Writer};
-pub use message::{DataMsg, Message, Role, WorkerInfo, WorkflowSpec};
+pub use connection::{Authenticated, Link, NetError, Reader, Writer};
+pub use handshake::Identity;
+pub use message::{ConsoleMsg, ControlMsg, DataLinkMsg, DataMsg, LinkMessage, Role, WorkerInfo, WorkflowSpec};
 pub use value::Value;

@@ -5,12 +5,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::net::message::Reply;
-use crate::net::{Authenticated, Message};
+use crate::net::message::{EvalError, Reply};
+use crate::net::{Authenticated, ConsoleMsg, Link, LinkMessage};
 use crate::script::complete::Completer;
 use crate::script::session::ErrorKind;
 use crate::script::shell_api::ShellState;
@@ -27,17 +28,18 @@ pub struct Consoles {
 }
 
 enum Request {
-    Eval { id: u64, code: String },
+    Eval { id: u64, code: String, timeout: Option<Duration> },
     Complete { id: u64, word: String, method: bool },
     Signature { id: u64, name: String },
 }
 
 impl Consoles {
     /// Serves one console until it detaches or its connection drops.
-    pub async fn serve(self: Arc<Self>, mut auth: Authenticated) {
-        let peer = auth.peer_name.clone();
+    pub async fn serve(self: Arc<Self>, auth: Authenticated) {
+        let mut auth: Link<ConsoleMsg> = auth.into_link(super::link::tick());
+        let peer = crate::net::handshake::quoted(&auth.peer_name);
         tracing::info!("console {peer} attached from {}", auth.peer_addr);
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ConsoleMsg>();
         let (req_tx, req_rx) = std_mpsc::channel::<Request>();
         let interrupt = Arc::new(AtomicBool::new(false));
         let me = self.clone();
@@ -66,32 +68,33 @@ impl Consoles {
                     }
                 } => {
                     if let Some(line) = line {
-                        let _ = auth.writer.write(&Message::Printed { text: line }).await;
+                        let _ = auth.writer.write(&ConsoleMsg::Printed { text: line }).await;
                     }
                 }
                 read = auth.reader.read() => match read {
-                    Ok(Some(Message::Eval { id, code })) => {
-                        let _ = req_tx.send(Request::Eval { id, code });
+                    Ok(Some(ConsoleMsg::Eval { id, code, timeout_ms })) => {
+                        let _ = req_tx.send(Request::Eval { id, code, timeout: timeout_ms.map(Duration::from_millis) });
                     }
-                    Ok(Some(Message::Complete { id, word, method })) => {
+                    Ok(Some(ConsoleMsg::Complete { id, word, method })) => {
                         let _ = req_tx.send(Request::Complete { id, word, method });
                     }
-                    Ok(Some(Message::Signature { id, name })) => {
+                    Ok(Some(ConsoleMsg::Signature { id, name })) => {
                         let _ = req_tx.send(Request::Signature { id, name });
                     }
-                    Ok(Some(Message::Interrupt)) => interrupt.store(true, Ordering::Relaxed),
-                    Ok(Some(Message::Logs { on })) => logs = on.then(super::log::subscribe),
-                    Ok(Some(Message::Halt { node })) => {
+                    Ok(Some(ConsoleMsg::Interrupt)) => interrupt.store(true, Ordering::Relaxed),
+                    Ok(Some(ConsoleMsg::Logs { on })) => logs = on.then(super::log::subscribe),
+                    Ok(Some(ConsoleMsg::Halt { node })) => {
                         if node == self.node {
                             tracing::warn!("halted from the console {peer}");
-                            let _ = auth.writer.write(&Message::Evaluated { id: 0, reply: Reply::Halted }).await;
+                            let _ = auth.writer.write(&ConsoleMsg::Evaluated { id: 0, reply: Reply::Halted }).await;
                             self.halt.cancel();
                             break;
                         }
-                        let reply = Reply::Error { kind: 1, message: format!("not halted: `{node}` is not this node's name ({})", self.node), excerpt: None };
-                        let _ = auth.writer.write(&Message::Evaluated { id: 0, reply }).await;
+                        let reply = Reply::Error { kind: EvalError::Runtime, message: format!("not halted: `{node}` is not this node's name ({})", self.node), excerpt: None };
+                        let _ = auth.writer.write(&ConsoleMsg::Evaluated { id: 0, reply }).await;
                     }
-                    Ok(Some(Message::Bye)) | Ok(None) => break,
+                    Ok(Some(ConsoleMsg::Bye)) | Ok(None) => break,
+                    Ok(Some(ConsoleMsg::Heartbeat)) => {}
                     Ok(Some(other)) => {
                         tracing::warn!("closing console {peer}: unexpected {}", other.kind());
                         break;
@@ -111,22 +114,23 @@ impl Consoles {
     fn session_loop(
         &self,
         requests: std_mpsc::Receiver<Request>,
-        out: mpsc::UnboundedSender<Message>,
+        out: mpsc::UnboundedSender<ConsoleMsg>,
         interrupt: Arc<AtomicBool>,
         logs: mpsc::UnboundedSender<bool>,
     ) {
         let printed = out.clone();
         let mut env = self.env.clone();
         env.output = Arc::new(move |text: &str| {
-            let _ = printed.send(Message::Printed { text: text.to_string() });
+            let _ = printed.send(ConsoleMsg::Printed { text: text.to_string() });
         });
+        let interrupt_flag = interrupt.clone();
         env.abort = interrupt;
         let state = ShellState::default();
         let halt = Arc::new(AtomicBool::new(false));
         let mut session = match Session::new(env, self.host.clone(), self.app.clone(), Some(state.clone())) {
             Ok(s) => s,
             Err(e) => {
-                let _ = out.send(Message::Printed { text: format!("cannot load the app: {e}") });
+                let _ = out.send(ConsoleMsg::Printed { text: format!("cannot load the app: {e}") });
                 return;
             }
         };
@@ -143,8 +147,17 @@ impl Consoles {
         let completer = Completer::default();
         while let Ok(request) = requests.recv() {
             let msg = match request {
-                Request::Eval { id, code } => {
-                    let result = session.eval(&code);
+                Request::Eval { id, code, timeout } => {
+                    let watchdog = timeout.map(|limit| Watchdog::start(limit, interrupt_flag.clone()));
+                    let mut result = session.eval(&code);
+                    if let (Some(dog), Err(e)) = (watchdog.map(Watchdog::finish), &mut result) {
+                        if dog && e.kind == ErrorKind::Interrupted {
+                            e.message = format!(
+                                "interrupted: the evaluation took longer than its timeout of {}",
+                                super::log::seconds(timeout.unwrap_or_default())
+                            );
+                        }
+                    }
                     let reply = if halt.swap(false, Ordering::Relaxed) {
                         Reply::HaltRequested
                     } else if state.exit.swap(false, Ordering::Relaxed) {
@@ -155,24 +168,50 @@ impl Consoles {
                             Ok(v) => Reply::Value(crate::script::render::value(&v)),
                             Err(e) => Reply::Error {
                                 kind: match e.kind {
-                                    ErrorKind::Syntax => 0,
-                                    ErrorKind::Runtime => 1,
-                                    ErrorKind::Interrupted => 2,
+                                    ErrorKind::Syntax => EvalError::Syntax,
+                                    ErrorKind::Runtime => EvalError::Runtime,
+                                    ErrorKind::Interrupted => EvalError::Interrupted,
                                 },
                                 message: e.message,
                                 excerpt: e.excerpt,
                             },
                         }
                     };
-                    Message::Evaluated { id, reply }
+                    ConsoleMsg::Evaluated { id, reply }
                 }
-                Request::Complete { id, word, method } => Message::Completions { id, names: completer.complete(&session, &word, method) },
-                Request::Signature { id, name } => Message::SignatureIs { id, signature: completer.signature(&session, &name) },
+                Request::Complete { id, word, method } => ConsoleMsg::Completions { id, names: completer.complete(&session, &word, method) },
+                Request::Signature { id, name } => ConsoleMsg::SignatureIs { id, signature: completer.signature(&session, &name) },
             };
             if out.send(msg).is_err() {
                 return;
             }
         }
+    }
+}
+
+/// Interrupts an evaluation that outlives its timeout (`rpc --timeout`).
+struct Watchdog {
+    done: std_mpsc::Sender<()>,
+    fired: std::thread::JoinHandle<bool>,
+}
+
+impl Watchdog {
+    fn start(limit: Duration, interrupt: Arc<AtomicBool>) -> Watchdog {
+        let (done, finished) = std_mpsc::channel::<()>();
+        let fired = std::thread::spawn(move || match finished.recv_timeout(limit) {
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                interrupt.store(true, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        });
+        Watchdog { done, fired }
+    }
+
+    /// Whether it fired.
+    fn finish(self) -> bool {
+        let _ = self.done.send(());
+        self.fired.join().unwrap_or(false)
     }
 }
 

@@ -1,26 +1,49 @@
-//! The control link between a master and a worker, driven the same way at
-//! both ends: heartbeats every [`HEARTBEAT`], the link counts as lost after
-//! [`SILENCE`] without a frame, a goodbye ends it cleanly, and what goes out
+//! Links between nodes, driven the same way at both ends: a heartbeat every
+//! quarter of the tick time, the link counts as lost after a whole tick time
+//! without a frame (like Erlang's `net_ticktime`), every write has the tick
+//! time as its deadline, a goodbye ends a link cleanly, and what goes out
 //! comes from two queues — control messages first, data frames after, so
 //! control never waits behind data that is queued.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::net::{Authenticated, Message};
+use crate::net::{Link, LinkMessage};
 
-/// How often a link says it is alive, and how long silence means it is not.
-pub const HEARTBEAT: Duration = Duration::from_millis(400);
-pub const SILENCE: Duration = Duration::from_millis(1500);
+/// The default tick time: a process stopped for 3 s (a paused terminal, a
+/// slow disk, a debugger, a VM migrating) stays in its cluster with room to
+/// spare, while a host that is really gone is noticed within seconds. A
+/// process that dies is noticed at once: its connections close.
+pub const DEFAULT_TICK: Duration = Duration::from_secs(10);
+/// The shortest tick time accepted.
+pub const MIN_TICK: Duration = Duration::from_millis(400);
+
+static TICK_MS: AtomicU64 = AtomicU64::new(DEFAULT_TICK.as_millis() as u64);
+
+/// Sets this process's tick time (from `skitter.toml`, SKITTER_TICK_TIME or `--tick-time`).
+pub fn set_tick(tick: Duration) {
+    TICK_MS.store(tick.max(MIN_TICK).as_millis() as u64, Ordering::Relaxed);
+}
+
+/// How long a peer may be silent (and a write may take) before its link is lost.
+pub fn tick() -> Duration {
+    Duration::from_millis(TICK_MS.load(Ordering::Relaxed))
+}
+
+/// How often a link says it is alive.
+pub fn heartbeat() -> Duration {
+    tick() / 4
+}
 
 /// What a link sends: control messages (few, small) and, on a worker's
 /// link to its master, a bounded queue of encoded data frames.
-pub struct Outgoing {
-    pub control: mpsc::UnboundedReceiver<Message>,
+pub struct Outgoing<M> {
+    pub control: mpsc::UnboundedReceiver<M>,
     pub data: Option<mpsc::Receiver<Bytes>>,
 }
 
@@ -41,19 +64,22 @@ pub enum LinkEnd {
 /// heartbeat (the heartbeat first); `on_message` handles every other
 /// message the peer sends. With `bye_on_stop`, a goodbye is written when
 /// `stop` is cancelled.
-pub async fn drive<F, Fut>(
-    auth: &mut Authenticated,
-    mut out: Outgoing,
+pub async fn drive<M, F, Fut>(
+    link: &mut Link<M>,
+    mut out: Outgoing<M>,
     stop: &CancellationToken,
     bye_on_stop: bool,
-    mut tick: impl FnMut() -> Vec<Message>,
+    mut tick: impl FnMut() -> Vec<M>,
     mut on_message: F,
 ) -> LinkEnd
 where
-    F: FnMut(Message) -> Fut,
+    M: LinkMessage,
+    F: FnMut(M) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let mut ticker = tokio::time::interval(HEARTBEAT);
+    let silence = self::tick();
+    let mut ticker = tokio::time::interval(heartbeat());
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heard = tokio::time::Instant::now();
     let lost = |e: crate::net::NetError| LinkEnd::Lost(e.to_string());
     loop {
@@ -62,53 +88,77 @@ where
             _ = stop.cancelled() => {
                 if bye_on_stop {
                     // Best effort: the process is exiting either way.
-                    let _ = auth.writer.write(&Message::Bye).await;
+                    let _ = tokio::time::timeout(Duration::from_millis(500), link.writer.write(&M::BYE)).await;
                 }
                 return LinkEnd::Stopped;
             }
-            _ = tokio::time::sleep_until(heard + SILENCE) => return LinkEnd::Lost(format!("silent for {SILENCE:?} (no heartbeat)")),
+            _ = tokio::time::sleep_until(heard + silence) => {
+                return LinkEnd::Lost(format!("silent for {} (the tick time)", super::log::seconds(silence)))
+            }
             _ = ticker.tick() => {
                 for msg in tick() {
-                    if let Err(e) = auth.writer.feed(&msg).await {
+                    if let Err(e) = link.writer.feed(&msg).await {
                         return lost(e);
                     }
                 }
-                if let Err(e) = auth.writer.flush().await {
+                if let Err(e) = link.writer.flush().await {
                     return lost(e);
                 }
             }
             Some(msg) = out.control.recv() => {
-                let bye = msg == Message::Bye;
-                if let Err(e) = auth.writer.write(&msg).await {
+                let bye = msg.is_bye();
+                let mut result = link.writer.feed(&msg).await;
+                // Every control message queued, in one flush.
+                while let (Ok(()), Ok(more)) = (&result, out.control.try_recv()) {
+                    let more_bye = more.is_bye();
+                    result = link.writer.feed(&more).await;
+                    if more_bye {
+                        if let Err(e) = result.and(link.writer.flush().await) {
+                            return lost(e);
+                        }
+                        return LinkEnd::SaidBye;
+                    }
+                }
+                if let Err(e) = result.and(link.writer.flush().await) {
                     return lost(e);
                 }
                 if bye {
                     return LinkEnd::SaidBye;
                 }
             }
-            read = auth.reader.read() => {
+            read = link.reader.read() => {
                 heard = tokio::time::Instant::now();
                 match read {
                     Ok(None) => return LinkEnd::Lost("connection closed".into()),
                     Err(e) => return lost(e),
-                    Ok(Some(Message::Bye)) => return LinkEnd::PeerSaidBye,
-                    Ok(Some(Message::Heartbeat)) => {}
+                    Ok(Some(msg)) if msg.is_bye() => return LinkEnd::PeerSaidBye,
+                    Ok(Some(msg)) if msg.is_heartbeat() => {}
                     Ok(Some(msg)) => on_message(msg).await,
                 }
             }
             Some(frame) = recv_data(&mut out.data) => {
-                let mut result = auth.writer.feed_encoded(frame).await;
-                // Send what else is queued in the same flush.
-                while let (Ok(()), Some(Ok(more))) = (&result, out.data.as_mut().map(|d| d.try_recv())) {
-                    result = auth.writer.feed_encoded(more).await;
+                let mut result = link.writer.feed_encoded(&frame).await;
+                // Send what else is queued in the same flush, but not so
+                // much that a heartbeat waits long behind it.
+                let mut batch = frame.len();
+                while batch < BATCH {
+                    let Some(Ok(more)) = out.data.as_mut().map(|d| d.try_recv()) else { break };
+                    if result.is_err() {
+                        break;
+                    }
+                    batch += more.len();
+                    result = link.writer.feed_encoded(&more).await;
                 }
-                if let Err(e) = result.and(auth.writer.flush().await) {
+                if let Err(e) = result.and(link.writer.flush().await) {
                     return lost(e);
                 }
             }
         }
     }
 }
+
+/// The most data written in one go before control gets its turn.
+const BATCH: usize = 1024 * 1024;
 
 /// The next data frame, or never when the link carries none.
 async fn recv_data(data: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {

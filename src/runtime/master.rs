@@ -17,8 +17,10 @@ use tokio_util::task::TaskTracker;
 use super::coordinator::{Action, Coordinator, Event};
 use super::dataflow::sink::{self, FileSink};
 use super::dataflow::FlowError;
-use super::link::{self, LinkEnd, Outgoing, SILENCE};
-use crate::net::{Authenticated, Connection, Identity, Message, Role, WorkerInfo, WorkflowSpec};
+use super::link::{self, LinkEnd, Outgoing};
+use crate::net::handshake::{self, HANDSHAKE_TIMEOUT};
+use crate::net::message::ControlRefusal;
+use crate::net::{Authenticated, ControlMsg, Identity, Link, LinkMessage, Role, WorkerInfo, WorkflowSpec};
 use crate::script::{Code, Host, Output, WorkflowRef};
 use crate::workflow::{Counts, Operator, Plan, Stats, Status, Workflow};
 
@@ -40,7 +42,7 @@ pub struct Master {
     identity: Identity,
     handle: Handle,
     coordinator: Mutex<Coordinator>,
-    links: Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>,
+    links: Mutex<HashMap<String, mpsc::UnboundedSender<ControlMsg>>>,
     workflows: Mutex<BTreeMap<u64, Arc<Deployed>>>,
     next_id: AtomicU64,
     output: Mutex<Output>,
@@ -86,7 +88,7 @@ impl Master {
 
     /// Queues a control message for a worker. A link whose queue is closed
     /// is ending, and its end (a `WorkerLeft` event) settles what it ran.
-    fn send(&self, worker: &str, msg: Message) {
+    fn send(&self, worker: &str, msg: ControlMsg) {
         if let Some(tx) = self.links.lock().expect("links lock").get(worker) {
             let _ = tx.send(msg);
         }
@@ -99,12 +101,12 @@ impl Master {
                 Action::BroadcastPeers(peers) => {
                     let names: Vec<String> = self.links.lock().expect("links lock").keys().cloned().collect();
                     for name in names {
-                        self.send(&name, Message::Peers(peers.clone()));
+                        self.send(&name, ControlMsg::Peers(peers.clone()));
                     }
                 }
-                Action::Stop { worker, id } => self.send(&worker, Message::Stop { id }),
-                Action::Abort { worker, id, reason } => self.send(&worker, Message::Abort { id, reason }),
-                Action::Settle { worker, id, commit } => self.send(&worker, Message::Settle { id, commit }),
+                Action::Stop { worker, id } => self.send(&worker, ControlMsg::Stop { id }),
+                Action::Abort { worker, id, reason } => self.send(&worker, ControlMsg::Abort { id, reason }),
+                Action::Settle { worker, id, commit } => self.send(&worker, ControlMsg::Settle { id, commit }),
                 Action::SetStatus { id, status } => self.set_status(id, status),
                 Action::Exit { code, reason } => {
                     tracing::error!("shutting down: {reason}");
@@ -151,7 +153,7 @@ impl Master {
                 async move {
                     match auth.peer_role {
                         Role::Console => consoles.serve(auth).await,
-                        _ => me.worker_link_inner(auth, None).await,
+                        _ => me.worker_link_inner(auth.into_link(link::tick()), None).await,
                     }
                 }
             },
@@ -161,12 +163,15 @@ impl Master {
 
     /// Dials a worker at `addr` and waits until it is registered.
     pub async fn dial(self: Arc<Self>, addr: String) -> Result<(), String> {
-        let conn = Connection::connect(&addr).await.map_err(|e| format!("cannot reach the worker at {addr}: {e}"))?;
-        let mut auth = conn.dial(&self.identity).await.map_err(|e| format!("worker at {addr}: {e}"))?;
-        match tokio::time::timeout(SILENCE * 2, auth.reader.read()).await {
-            Ok(Ok(Some(Message::Welcome))) => {}
-            Ok(Ok(Some(Message::Refuse { reason }))) => return Err(format!("the worker at {addr} refused: {reason}")),
-            other => return Err(format!("the worker at {addr} did not answer: {other:?}")),
+        let auth = handshake::dial(&addr, &self.identity).await.map_err(|e| format!("cannot reach the worker at {addr}: {e}"))?;
+        let mut auth: Link<ControlMsg> = auth.into_link(link::tick());
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, auth.reader.read()).await {
+            Ok(Ok(Some(ControlMsg::Welcome))) => {}
+            Ok(Ok(Some(ControlMsg::Refuse(why)))) => return Err(format!("the worker at {addr} refused: {why}")),
+            Ok(Ok(Some(other))) => return Err(format!("the worker at {addr} answered {} instead of welcome", other.kind())),
+            Ok(Ok(None)) => return Err(format!("the worker at {addr} closed the connection")),
+            Ok(Err(e)) => return Err(format!("the worker at {addr}: {e}")),
+            Err(_) => return Err(format!("the worker at {addr} did not answer within {}", super::log::seconds(HANDSHAKE_TIMEOUT))),
         }
         let (registered_tx, registered_rx) = tokio::sync::oneshot::channel();
         let me = self.clone();
@@ -184,14 +189,20 @@ impl Master {
 
     async fn worker_link_inner(
         self: Arc<Self>,
-        mut auth: Authenticated,
+        mut auth: Link<ControlMsg>,
         registered: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
     ) {
         let _open = self.link_tasks.token();
-        let info: WorkerInfo = match tokio::time::timeout(SILENCE * 2, auth.reader.read()).await {
-            Ok(Ok(Some(Message::Register(info)))) => info,
+        let info: WorkerInfo = match tokio::time::timeout(HANDSHAKE_TIMEOUT, auth.reader.read()).await {
+            Ok(Ok(Some(ControlMsg::Register(info)))) => info,
             other => {
-                let reason = format!("{} did not register: {other:?}", auth.peer_name);
+                let what = match other {
+                    Ok(Ok(Some(msg))) => format!("it sent {}", msg.kind()),
+                    Ok(Ok(None)) => "it closed the connection".into(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("nothing within {}", super::log::seconds(HANDSHAKE_TIMEOUT)),
+                };
+                let reason = format!("{} did not register: {what}", handshake::quoted(&auth.peer_name));
                 tracing::warn!("{reason}");
                 if let Some(tx) = registered {
                     let _ = tx.send(Err(reason));
@@ -202,13 +213,13 @@ impl Master {
         let admitted = self.coordinator.lock().expect("coordinator lock").admit(&info);
         if let Err(e) = admitted {
             tracing::warn!("refused worker {}: {e}", info.name);
-            let _ = auth.writer.write(&Message::Refuse { reason: e.to_string() }).await;
+            let _ = auth.writer.write(&ControlMsg::Refuse(ControlRefusal::NameTaken(info.name.clone()))).await;
             if let Some(tx) = registered {
                 let _ = tx.send(Err(e.to_string()));
             }
             return;
         }
-        if registered.is_none() && auth.writer.write(&Message::Welcome).await.is_err() {
+        if registered.is_none() && auth.writer.write(&ControlMsg::Welcome).await.is_err() {
             return;
         }
         let name = info.name.clone();
@@ -224,10 +235,10 @@ impl Master {
             Outgoing { control: rx, data: None },
             &self.exit,
             true,
-            || vec![Message::Heartbeat],
+            || vec![ControlMsg::Heartbeat],
             |msg| {
                 match msg {
-                    Message::Leaving => self.step(Event::WorkerLeaving { name: name.clone() }),
+                    ControlMsg::Leaving => self.step(Event::WorkerLeaving { name: name.clone() }),
                     msg => self.on_worker_message(&name, msg),
                 }
                 std::future::ready(())
@@ -246,19 +257,19 @@ impl Master {
         self.step(Event::WorkerLeft { name, reason });
     }
 
-    fn on_worker_message(&self, worker: &str, msg: Message) {
+    fn on_worker_message(&self, worker: &str, msg: ControlMsg) {
         match msg {
-            Message::Started { .. } => {}
-            Message::Done { id } => self.step(Event::WorkerDone { id, worker: worker.to_string() }),
-            Message::Failed { id, reason } => self.step(Event::WorkerFailed { id, worker: worker.to_string(), reason }),
-            Message::Interrupted { id, operators } => self.step(Event::WorkerInterrupted { id, worker: worker.to_string(), operators }),
-            Message::Output { text } => self.print(&text),
-            Message::Progress { id, counts } => {
+            ControlMsg::Started { .. } => {}
+            ControlMsg::Done { id } => self.step(Event::WorkerDone { id, worker: worker.to_string() }),
+            ControlMsg::Failed { id, reason } => self.step(Event::WorkerFailed { id, worker: worker.to_string(), reason }),
+            ControlMsg::Interrupted { id, operators } => self.step(Event::WorkerInterrupted { id, worker: worker.to_string(), operators }),
+            ControlMsg::Output { text } => self.print(&text),
+            ControlMsg::Progress { id, counts } => {
                 if let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id) {
                     wf.counts.lock().expect("counts lock").insert(worker.to_string(), counts);
                 }
             }
-            Message::Lines { id, node, text } => {
+            ControlMsg::Lines { id, node, text } => {
                 let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id).cloned() else { return };
                 match wf.files.get(&node).map(|f| f.write(text.as_bytes())) {
                     Some(Ok(())) => {}
@@ -273,7 +284,7 @@ impl Master {
                     }),
                 }
             }
-            Message::Collected { id, sink, values } => {
+            ControlMsg::Collected { id, sink, values } => {
                 let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id).cloned() else { return };
                 let size = crate::net::value::encoded_len(&values) as u64;
                 let total = wf.collected_bytes.fetch_add(size, Ordering::Relaxed) + size;
@@ -339,16 +350,16 @@ impl Host for Master {
         let slots = workers.iter().map(|w| w.slots).min().unwrap_or(1).max(1);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let sources: Vec<(String, String)> = code.sources.iter().map(|s| (s.name.clone(), s.text.clone())).collect();
-        let message = Message::Deploy { id, spec, sources, workers: workers.clone(), slots };
+        let message = ControlMsg::Deploy { id, spec, sources, workers: workers.clone(), slots };
         // A message too large for a frame would break the link to every
         // worker: refuse it here, saying why.
         let size = crate::net::value::encoded_len(&message);
-        if size + 64 > crate::net::connection::MAX_FRAME {
+        if size + 64 > crate::net::framing::MAX_FRAME {
             return Err(format!(
                 "the workflow takes {} MiB to send and a frame holds {} MiB: read large inputs with read_lines rather than \
                  stream_source of an array",
                 size >> 20,
-                crate::net::connection::MAX_FRAME >> 20
+                crate::net::framing::MAX_FRAME >> 20
             ));
         }
         let (status, _) = watch::channel(Status::Running);

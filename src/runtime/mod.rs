@@ -22,7 +22,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::net::{Authenticated, Connection, Identity, Role};
+use crate::net::{Authenticated, Identity, Role};
 use crate::workflow::Status;
 
 /// How many ended workflows a node keeps (`SKITTER_KEEP_WORKFLOWS`), with
@@ -124,9 +124,8 @@ pub(crate) fn choose_sink(names: &[&str], sink: Option<&str>) -> Result<usize, S
     }
 }
 
-/// Serves a node's listener until `stop`: each connection is authenticated
-/// as `identity`, admitting `roles`, and handed to `handle` on a task of its
-/// own; refusals are logged.
+/// Serves a node's listener until `stop`, through the gate that keeps
+/// strangers small (see [`crate::net::gate`]).
 pub(crate) async fn accept_each<F, Fut>(
     listener: TcpListener,
     stop: CancellationToken,
@@ -137,19 +136,5 @@ pub(crate) async fn accept_each<F, Fut>(
     F: Fn(Authenticated) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let (identity, handle) = (identity.clone(), handle.clone());
-                tokio::spawn(async move {
-                    match Connection::new(stream).accept(&identity, roles).await {
-                        Ok(auth) => handle(auth).await,
-                        Err(e) => tracing::warn!("refused a connection: {e}"),
-                    }
-                });
-            }
-        }
-    }
+    crate::net::gate::serve(listener, stop, identity, roles, handle).await
 }

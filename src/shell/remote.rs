@@ -11,8 +11,8 @@ use rhai::Engine;
 use tokio::sync::mpsc;
 
 use super::{input, Backend, Printer, Reply as ShellReply};
-use crate::net::message::Reply;
-use crate::net::{Connection, Identity, Message, Role};
+use crate::net::message::{EvalError, Reply};
+use crate::net::{handshake, ConsoleMsg, Identity, Link, Role};
 use crate::script::session::ErrorKind;
 use crate::script::ScriptError;
 use crate::{Error, Result};
@@ -22,8 +22,8 @@ use crate::{Error, Result};
 pub struct Console {
     rt: tokio::runtime::Runtime,
     node: String,
-    to_node: mpsc::UnboundedSender<Message>,
-    replies: std_mpsc::Receiver<Message>,
+    to_node: mpsc::UnboundedSender<ConsoleMsg>,
+    replies: std_mpsc::Receiver<ConsoleMsg>,
     next_id: AtomicU64,
     /// Set when we say goodbye: the node closing the connection is expected.
     closing: Arc<std::sync::atomic::AtomicBool>,
@@ -39,11 +39,12 @@ impl Console {
             .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
         let me = format!("console_{}@{}", std::process::id(), crate::runtime::node::hostname());
         let identity = Identity { role: Role::Console, name: me, cookie };
-        let auth = rt
-            .block_on(async { Connection::connect(addr).await?.dial(&identity).await })
-            .map_err(|e| Error::Failed(format!("cannot attach to {addr}: {e}")))?;
+        let auth: Link<ConsoleMsg> = rt
+            .block_on(handshake::dial(addr, &identity))
+            .map_err(|e| Error::Failed(format!("cannot attach to {addr}: {e}")))?
+            .into_link(crate::runtime::link::tick());
         let node = auth.peer_name.clone();
-        let (to_node, mut outgoing) = mpsc::unbounded_channel::<Message>();
+        let (to_node, mut outgoing) = mpsc::unbounded_channel::<ConsoleMsg>();
         let (reply_tx, replies) = std_mpsc::channel();
         let mut writer = auth.writer;
         rt.spawn(async move {
@@ -60,7 +61,7 @@ impl Console {
         rt.spawn(async move {
             loop {
                 let lost = match reader.read().await {
-                    Ok(Some(Message::Printed { text })) => {
+                    Ok(Some(ConsoleMsg::Printed { text })) => {
                         printer.print(&text);
                         continue;
                     }
@@ -86,18 +87,18 @@ impl Console {
         &self.node
     }
 
-    fn send(&self, msg: Message) {
+    fn send(&self, msg: ConsoleMsg) {
         let _ = self.to_node.send(msg);
     }
 
     /// Says goodbye; the node closing the connection is then no surprise.
     pub fn close(&self) {
         self.closing.store(true, Ordering::Relaxed);
-        self.send(Message::Bye);
+        self.send(ConsoleMsg::Bye);
     }
 
     /// Waits for the reply with `id` (replies to abandoned requests are skipped).
-    fn reply(&self, matches: impl Fn(&Message) -> bool) -> Message {
+    fn reply(&self, matches: impl Fn(&ConsoleMsg) -> bool) -> ConsoleMsg {
         loop {
             match self.replies.recv() {
                 Ok(msg) if matches(&msg) => return msg,
@@ -107,20 +108,20 @@ impl Console {
         }
     }
 
-    /// Evaluates `code` on the node.
-    pub fn eval(&self, code: &str) -> Reply {
+    /// Evaluates `code` on the node; past `timeout` the node interrupts it.
+    pub fn eval(&self, code: &str, timeout: Option<std::time::Duration>) -> Reply {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.send(Message::Eval { id, code: code.to_string() });
-        match self.reply(|m| matches!(m, Message::Evaluated { id: i, .. } if *i == id)) {
-            Message::Evaluated { reply, .. } => reply,
+        self.send(ConsoleMsg::Eval { id, code: code.to_string(), timeout_ms: timeout.map(|t| t.as_millis() as u64) });
+        match self.reply(|m| matches!(m, ConsoleMsg::Evaluated { id: i, .. } if *i == id)) {
+            ConsoleMsg::Evaluated { reply, .. } => reply,
             _ => unreachable!("matched above"),
         }
     }
 
     pub fn halt(&self, typed: &str) -> Reply {
-        self.send(Message::Halt { node: typed.to_string() });
-        match self.reply(|m| matches!(m, Message::Evaluated { id: 0, .. })) {
-            Message::Evaluated { reply, .. } => reply,
+        self.send(ConsoleMsg::Halt { node: typed.to_string() });
+        match self.reply(|m| matches!(m, ConsoleMsg::Evaluated { id: 0, .. })) {
+            ConsoleMsg::Evaluated { reply, .. } => reply,
             _ => unreachable!("matched above"),
         }
     }
@@ -128,7 +129,7 @@ impl Console {
     pub fn interrupter(&self) -> Arc<dyn Fn() + Send + Sync> {
         let tx = self.to_node.clone();
         Arc::new(move || {
-            let _ = tx.send(Message::Interrupt);
+            let _ = tx.send(ConsoleMsg::Interrupt);
         })
     }
 
@@ -154,11 +155,11 @@ impl RemoteBackend {
     }
 }
 
-pub fn script_error(kind: u8, message: String, excerpt: Option<String>) -> ScriptError {
+pub fn script_error(kind: EvalError, message: String, excerpt: Option<String>) -> ScriptError {
     let kind = match kind {
-        0 => ErrorKind::Syntax,
-        2 => ErrorKind::Interrupted,
-        _ => ErrorKind::Runtime,
+        EvalError::Syntax => ErrorKind::Syntax,
+        EvalError::Interrupted => ErrorKind::Interrupted,
+        EvalError::Runtime => ErrorKind::Runtime,
     };
     ScriptError { kind, message, excerpt }
 }
@@ -173,7 +174,7 @@ impl Backend for RemoteBackend {
     }
 
     fn eval(&mut self, entry: &str) -> ShellReply {
-        match self.console.eval(entry) {
+        match self.console.eval(entry, None) {
             Reply::Unit => {
                 self.entries += 1;
                 ShellReply::Unit
@@ -216,18 +217,18 @@ impl Backend for RemoteBackend {
 
     fn complete(&self, word: &str, method: bool) -> Vec<String> {
         let id = self.console.next_id.fetch_add(1, Ordering::Relaxed);
-        self.console.send(Message::Complete { id, word: word.to_string(), method });
-        match self.console.reply(|m| matches!(m, Message::Completions { id: i, .. } if *i == id)) {
-            Message::Completions { names, .. } => names,
+        self.console.send(ConsoleMsg::Complete { id, word: word.to_string(), method });
+        match self.console.reply(|m| matches!(m, ConsoleMsg::Completions { id: i, .. } if *i == id)) {
+            ConsoleMsg::Completions { names, .. } => names,
             _ => Vec::new(),
         }
     }
 
     fn signature(&self, name: &str) -> Option<String> {
         let id = self.console.next_id.fetch_add(1, Ordering::Relaxed);
-        self.console.send(Message::Signature { id, name: name.to_string() });
-        match self.console.reply(|m| matches!(m, Message::SignatureIs { id: i, .. } if *i == id)) {
-            Message::SignatureIs { signature, .. } => signature,
+        self.console.send(ConsoleMsg::Signature { id, name: name.to_string() });
+        match self.console.reply(|m| matches!(m, ConsoleMsg::SignatureIs { id: i, .. } if *i == id)) {
+            ConsoleMsg::SignatureIs { signature, .. } => signature,
             _ => None,
         }
     }
@@ -267,12 +268,13 @@ pub fn attach(addr: &str, cookie: String, history_name: Option<&str>) -> Result<
     super::run(backend, &printer, history)
 }
 
-/// `skitter rpc NODE EXPR`: evaluates on the node and prints the result.
-pub fn rpc(addr: &str, cookie: String, expr: &str) -> Result<ExitCode> {
+/// `skitter rpc NODE EXPR`: evaluates on the node and prints the result;
+/// the node interrupts an evaluation that takes longer than `timeout`.
+pub fn rpc(addr: &str, cookie: String, expr: &str, timeout: Option<std::time::Duration>) -> Result<ExitCode> {
     super::init_colors();
     let printer = Printer::default();
     let console = Console::connect(addr, cookie, printer)?;
-    let reply = console.eval(expr);
+    let reply = console.eval(expr, timeout);
     console.close();
     match reply {
         Reply::Unit | Reply::Detach | Reply::Halted => Ok(ExitCode::SUCCESS),

@@ -20,9 +20,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::dataflow::{self, Layout, Running};
-use super::link::{self, LinkEnd, Outgoing, SILENCE};
-use crate::net::connection::encode;
-use crate::net::{Authenticated, Connection, Identity, Message, Role, WorkerInfo, WorkflowSpec};
+use super::link::{self, LinkEnd, Outgoing};
+use crate::net::framing::encode;
+use crate::net::handshake::{self, HANDSHAKE_TIMEOUT};
+use crate::net::message::ControlRefusal;
+use crate::net::{Authenticated, ControlMsg, Identity, Link, LinkMessage, Role, WorkerInfo, WorkflowSpec};
 use crate::script::host::Source;
 use crate::script::{Code, EngineEnv};
 use crate::workflow::{Plan, Status};
@@ -54,7 +56,7 @@ pub struct WorkerConfig {
 /// behind data) and a bounded queue of data frames.
 #[derive(Clone)]
 struct MasterLink {
-    control: mpsc::UnboundedSender<Message>,
+    control: mpsc::UnboundedSender<ControlMsg>,
     data: mpsc::Sender<Bytes>,
 }
 
@@ -125,7 +127,7 @@ impl Worker {
 
     /// Sends a control message to the master; without a master there is
     /// nobody to tell (its loss already failed every workflow).
-    fn to_master(&self, msg: Message) {
+    fn to_master(&self, msg: ControlMsg) {
         if let Some(link) = self.link() {
             // A closed queue: the link is ending, and its end fails the parts.
             let _ = link.control.send(msg);
@@ -142,12 +144,12 @@ impl Worker {
         for action in actions {
             match action {
                 Action::ToMaster(Report::Ended { id, outcome }) => self.report_end(id, outcome).await,
-                Action::ToMaster(Report::Leaving) => self.to_master(Message::Leaving),
+                Action::ToMaster(Report::Leaving) => self.to_master(ControlMsg::Leaving),
                 Action::ToMaster(Report::Bye) => {
                     if let Some(link) = self.link() {
                         // After every report still queued as data.
-                        link::drained(&link.data, SILENCE).await;
-                        let _ = link.control.send(Message::Bye);
+                        link::drained(&link.data, link::tick()).await;
+                        let _ = link.control.send(ControlMsg::Bye);
                     }
                 }
                 Action::StopPart { id, reason } => {
@@ -177,11 +179,11 @@ impl Worker {
     async fn report_end(&self, id: u64, outcome: Outcome) {
         let (Some(link), Some(r)) = (self.link(), self.part(id)) else { return };
         let end = match outcome {
-            Outcome::Completed => Message::Done { id },
-            Outcome::Failed(reason) => Message::Failed { id, reason },
-            Outcome::Aborted(operators) => Message::Interrupted { id, operators },
+            Outcome::Completed => ControlMsg::Done { id },
+            Outcome::Failed(reason) => ControlMsg::Failed { id, reason },
+            Outcome::Aborted(operators) => ControlMsg::Interrupted { id, operators },
         };
-        for msg in [Message::Progress { id, counts: r.counts() }, end] {
+        for msg in [ControlMsg::Progress { id, counts: r.counts() }, end] {
             // A closed queue: the master is gone, and with it the workflow.
             let _ = link.data.send(Bytes::from(encode(&msg))).await;
         }
@@ -196,7 +198,7 @@ impl Worker {
             Ok(Some(note)) => tracing::warn!(workflow = id, "{note}"),
             Err(e) => {
                 tracing::error!(workflow = id, "{e}");
-                self.to_master(Message::Output { text: format!("error: worker {}: {e}\n", self.config.name) });
+                self.to_master(ControlMsg::Output { text: format!("error: worker {}: {e}\n", self.config.name) });
             }
         }
     }
@@ -207,8 +209,8 @@ impl Worker {
         if let Some(addr) = self.config.master.clone() {
             let me = self.clone();
             tokio::spawn(async move {
-                match async { Connection::connect(&addr).await?.dial(&me.identity).await }.await {
-                    Ok(auth) => me.clone().master_link(auth, true).await,
+                match handshake::dial(&addr, &me.identity).await {
+                    Ok(auth) => me.clone().master_link(auth.into_link(link::tick()), true).await,
                     Err(e) => {
                         tracing::error!("cannot join the master at {addr}: {e}");
                         eprintln!("error: cannot join the master at {addr}: {e}");
@@ -224,8 +226,8 @@ impl Worker {
             async move {
                 match auth.peer_role {
                     Role::Console => consoles.serve(auth).await,
-                    Role::Master => me.master_link(auth, false).await,
-                    _ => me.peer_link(auth).await,
+                    Role::Master => me.master_link(auth.into_link(link::tick()), false).await,
+                    _ => me.peer_link(auth.into_link(link::tick())).await,
                 }
             }
         })
@@ -254,36 +256,42 @@ impl Worker {
         }
     }
 
-    async fn master_link(self: Arc<Self>, mut auth: Authenticated, dialed: bool) {
+    async fn master_link(self: Arc<Self>, mut auth: Link<ControlMsg>, dialed: bool) {
         let _open = self.master_link.token();
         let master = auth.peer_name.clone();
         if dialed {
             // We asked to join: introduce ourselves, then hear the verdict.
-            if auth.writer.write(&Message::Register(self.info())).await.is_err() {
+            if auth.writer.write(&ControlMsg::Register(self.info())).await.is_err() {
                 return self.quit(1);
             }
-            match tokio::time::timeout(SILENCE * 2, auth.reader.read()).await {
-                Ok(Ok(Some(Message::Welcome))) => {}
-                Ok(Ok(Some(Message::Refuse { reason }))) => {
-                    tracing::error!("the master {master} refused this worker: {reason}");
-                    eprintln!("error: the master {master} refused this worker: {reason}");
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, auth.reader.read()).await {
+                Ok(Ok(Some(ControlMsg::Welcome))) => {}
+                Ok(Ok(Some(ControlMsg::Refuse(why)))) => {
+                    tracing::error!("the master {master} refused this worker: {why}");
+                    eprintln!("error: the master {master} refused this worker: {why}");
                     return self.quit(1);
                 }
                 other => {
-                    tracing::error!("the master {master} did not welcome this worker: {other:?}");
+                    let what = match other {
+                        Ok(Ok(Some(msg))) => format!("it sent {}", msg.kind()),
+                        Ok(Ok(None)) => "it closed the connection".into(),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => format!("no answer within {}", super::log::seconds(HANDSHAKE_TIMEOUT)),
+                    };
+                    tracing::error!("the master {master} did not welcome this worker: {what}");
+                    eprintln!("error: the master {master} did not welcome this worker: {what}");
                     return self.quit(1);
                 }
             }
         } else {
             let busy = self.master.lock().expect("master lock").is_some();
             if busy {
-                let reason = "worker already has a master".to_string();
-                tracing::warn!("refused master {master}: {reason}");
+                tracing::warn!("refused master {}: {}", handshake::quoted(&master), ControlRefusal::HasMaster);
                 // Best effort: the refused master learns why, or sees the link close.
-                let _ = auth.writer.write(&Message::Refuse { reason }).await;
+                let _ = auth.writer.write(&ControlMsg::Refuse(ControlRefusal::HasMaster)).await;
                 return;
             }
-            if auth.writer.write(&Message::Welcome).await.is_err() || auth.writer.write(&Message::Register(self.info())).await.is_err() {
+            if auth.writer.write(&ControlMsg::Welcome).await.is_err() || auth.writer.write(&ControlMsg::Register(self.info())).await.is_err() {
                 return;
             }
         }
@@ -301,10 +309,10 @@ impl Worker {
         let me = self.clone();
         // Live counts of what runs here, with every heartbeat.
         let tick = || {
-            let mut msgs = vec![Message::Heartbeat];
+            let mut msgs = vec![ControlMsg::Heartbeat];
             for (&id, r) in self.parts.lock().expect("parts lock").iter() {
                 if !r.status().is_done() {
-                    msgs.push(Message::Progress { id, counts: r.counts() });
+                    msgs.push(ControlMsg::Progress { id, counts: r.counts() });
                 }
             }
             msgs
@@ -331,21 +339,21 @@ impl Worker {
         }
     }
 
-    async fn on_master_message(self: &Arc<Self>, msg: Message) {
+    async fn on_master_message(self: &Arc<Self>, msg: ControlMsg) {
         match msg {
-            Message::Peers(peers) => *self.peers.lock().expect("peers lock") = peers,
-            Message::Deploy { id, spec, sources, workers, slots } => {
+            ControlMsg::Peers(peers) => *self.peers.lock().expect("peers lock") = peers,
+            ControlMsg::Deploy { id, spec, sources, workers, slots } => {
                 match self.start_part(id, spec, sources, workers, slots as usize).await {
-                    Ok(()) => self.to_master(Message::Started { id }),
+                    Ok(()) => self.to_master(ControlMsg::Started { id }),
                     Err(reason) => {
                         tracing::error!(workflow = id, "cannot start: {reason}");
-                        self.to_master(Message::Failed { id, reason });
+                        self.to_master(ControlMsg::Failed { id, reason });
                     }
                 }
             }
-            Message::Stop { id } => self.step(Event::StopOrdered { id }).await,
-            Message::Abort { id, reason } => self.step(Event::AbortOrdered { id, reason }).await,
-            Message::Settle { id, commit } => self.step(Event::SettleOrdered { id, commit }).await,
+            ControlMsg::Stop { id } => self.step(Event::StopOrdered { id }).await,
+            ControlMsg::Abort { id, reason } => self.step(Event::AbortOrdered { id, reason }).await,
+            ControlMsg::Settle { id, commit } => self.step(Event::SettleOrdered { id, commit }).await,
             other => tracing::warn!("unexpected {} from the master", other.kind()),
         }
     }

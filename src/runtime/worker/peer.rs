@@ -5,7 +5,9 @@ use std::sync::Arc;
 use super::lifecycle::DataVerdict;
 use super::{Worker, DEPLOY_WAIT};
 use crate::net::message::DataMsg;
-use crate::net::{Authenticated, Message};
+use tokio_util::sync::CancellationToken;
+
+use crate::net::{ControlMsg, DataLinkMsg, Link, LinkMessage, Writer};
 use crate::runtime::dataflow::{Msg, Running};
 use crate::workflow::key::Key;
 
@@ -15,11 +17,16 @@ impl Worker {
     /// fails it); data for a workflow that ended here is refused by closing
     /// the link, never by stalling it; every frame reaches its inbox or the
     /// workflow fails saying why.
-    pub(super) async fn peer_link(self: Arc<Self>, mut auth: Authenticated) {
-        let peer = auth.peer_name.clone();
+    pub(super) async fn peer_link(self: Arc<Self>, auth: Link<DataLinkMsg>) {
+        let Link { mut reader, writer, peer_name: peer, .. } = auth;
+        // The sender waits while this worker's operators are busy; these
+        // tell it that this worker is alive all the same.
+        let beating = CancellationToken::new();
+        let _stop_beating = beating.clone().drop_guard();
+        tokio::spawn(heartbeats(writer, beating));
         let mut part: Option<(u64, Arc<Running>)> = None;
         loop {
-            let msg = match auth.reader.read().await {
+            let msg = match reader.read().await {
                 Ok(Some(msg)) => msg,
                 Ok(None) => return,
                 Err(e) => {
@@ -27,9 +34,11 @@ impl Worker {
                     return;
                 }
             };
-            let Message::Data { id, stage, instance, msg } = msg else {
-                tracing::warn!("closing the link from {peer}: a peer link carries data, not {}", msg.kind());
-                return;
+            let DataLinkMsg::Data { id, stage, instance, msg } = msg else {
+                if msg.is_bye() {
+                    return;
+                }
+                continue;
             };
             let running = match &part {
                 Some((known, r)) if *known == id => r.clone(),
@@ -49,7 +58,7 @@ impl Worker {
                     Err(_) => {
                         let reason = format!("data from {peer} arrived, but the workflow did not start here within {DEPLOY_WAIT:?}");
                         tracing::error!(workflow = id, "{reason}");
-                        self.to_master(Message::Failed { id, reason });
+                        self.to_master(ControlMsg::Failed { id, reason });
                         return;
                     }
                 },
@@ -88,6 +97,21 @@ impl Worker {
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return Err(DataVerdict::Wait);
+            }
+        }
+    }
+}
+
+/// Writes a heartbeat every beat until `stop`, or until the link breaks.
+async fn heartbeats(mut writer: Writer<DataLinkMsg>, stop: CancellationToken) {
+    let mut beat = tokio::time::interval(crate::runtime::link::heartbeat());
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = beat.tick() => {
+                if writer.write(&DataLinkMsg::HEARTBEAT).await.is_err() {
+                    return;
+                }
             }
         }
     }

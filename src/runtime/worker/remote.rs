@@ -12,10 +12,13 @@ use rhai::Dynamic;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::net::connection::{encode, MAX_FRAME};
+use std::time::Duration;
+
+use crate::net::framing::{encode, MAX_FRAME};
+use crate::net::handshake;
 use crate::net::message::RecordsFrame;
 use crate::net::value::{encoded_len, to_values, Value};
-use crate::net::{Connection, Identity, Message, NetError, WorkerInfo};
+use crate::net::{ControlMsg, DataLinkMsg, Identity, Link, LinkMessage, WorkerInfo};
 use crate::runtime::dataflow::channel::{self, Unsent};
 use crate::runtime::dataflow::{FlowError, Msg, Remote};
 
@@ -34,7 +37,7 @@ pub struct WorkerRemote {
     /// Encoded frames to each peer.
     pub links: Mutex<HashMap<usize, mpsc::Sender<Bytes>>>,
     /// Control messages to the master (small, few).
-    pub control: mpsc::UnboundedSender<Message>,
+    pub control: mpsc::UnboundedSender<ControlMsg>,
     /// Data frames to the master: bounded, so a master that cannot keep up
     /// holds the senders back.
     pub data: mpsc::Sender<Bytes>,
@@ -53,34 +56,18 @@ impl WorkerRemote {
         let control = self.control.clone();
         let id = self.id;
         self.handle.spawn(async move {
-            let conn = match Connection::connect(&peer.addr).await {
-                Ok(c) => c.dial(&identity).await,
-                Err(e) => Err(e),
-            };
-            let mut auth = match conn {
+            let auth = match handshake::dial(&peer.addr, &identity).await {
                 Ok(a) => a,
                 Err(e) => {
                     // Unbounded, and read by the master link until it ends.
-                    let _ =
-                        control.send(Message::Failed { id, reason: format!("cannot reach worker {} at {}: {e}", peer.name, peer.addr) });
+                    let _ = control
+                        .send(ControlMsg::Failed { id, reason: format!("cannot reach worker {} at {}: {e}", peer.name, peer.addr) });
                     return;
                 }
             };
-            while let Some(msg) = rx.recv().await {
-                let mut result = auth.writer.feed_encoded(msg).await;
-                // Send everything queued in one flush.
-                while result.is_ok() {
-                    match rx.try_recv() {
-                        Ok(more) => result = auth.writer.feed_encoded(more).await,
-                        Err(_) => break,
-                    }
-                }
-                if let Err(e) = result.and(auth.writer.flush().await) {
-                    let _ = control.send(Message::Failed { id, reason: format!("lost the data link to worker {}: {e}", peer.name) });
-                    return;
-                }
+            if let Err(e) = send_data(auth.into_link(DATA_WRITE_DEADLINE), &mut rx).await {
+                let _ = control.send(ControlMsg::Failed { id, reason: format!("lost the data link to worker {}: {e}", peer.name) });
             }
-            let _: Result<(), NetError> = auth.writer.flush().await;
         });
         links.insert(worker, tx.clone());
         Ok(tx)
@@ -92,6 +79,56 @@ impl WorkerRemote {
             Unsent::Ended => FlowError::Ended,
             Unsent::Closed => FlowError::Remote("the link to the master is closed".into()),
         })
+    }
+}
+
+/// How long a write on a data link may wait. The receiver holds data back
+/// while its operators are busy (that is flow control, and may last long);
+/// whether it is alive is told by its heartbeats.
+const DATA_WRITE_DEADLINE: Duration = Duration::from_secs(24 * 3600);
+
+/// Writes the frames queued for a peer until the queue closes; ends with an
+/// error when a write fails or the peer has not said it is alive (it sends
+/// heartbeats back) for a tick time.
+async fn send_data(link: Link<DataLinkMsg>, rx: &mut mpsc::Receiver<Bytes>) -> Result<(), String> {
+    let Link { mut reader, mut writer, .. } = link;
+    let lost = CancellationToken::new();
+    let silent = lost.clone();
+    let listen = tokio::spawn(async move {
+        let tick = crate::runtime::link::tick();
+        let why = loop {
+            match tokio::time::timeout(tick, reader.read()).await {
+                Err(_) => break format!("it was silent for {} (the tick time)", crate::runtime::log::seconds(tick)),
+                Ok(Ok(Some(msg))) if msg.is_heartbeat() => {}
+                Ok(Ok(Some(other))) => break format!("it sent {} on a data link", other.kind()),
+                Ok(Ok(None)) => break "it closed the connection".to_string(),
+                Ok(Err(e)) => break e.to_string(),
+            }
+        };
+        silent.cancel();
+        why
+    });
+    let result = async {
+        while let Some(frame) = rx.recv().await {
+            let mut result = writer.feed_encoded(&frame).await;
+            // Send everything queued in one flush.
+            while result.is_ok() {
+                match rx.try_recv() {
+                    Ok(more) => result = writer.feed_encoded(&more).await,
+                    Err(_) => break,
+                }
+            }
+            result.and(writer.flush().await).map_err(|e| e.to_string())?;
+        }
+        let _ = writer.write(&DataLinkMsg::Bye).await;
+        Ok(())
+    };
+    tokio::select! {
+        r = result => {
+            listen.abort();
+            r
+        }
+        _ = lost.cancelled() => Err(listen.await.unwrap_or_else(|e| e.to_string())),
     }
 }
 
@@ -110,7 +147,7 @@ impl Remote for WorkerRemote {
                     },
                 )?
             }
-            other => encode(&Message::Data { id: self.id, stage, instance, msg: to_wire(other)? }),
+            other => encode(&DataLinkMsg::Data { id: self.id, stage, instance, msg: to_wire(other)? }),
         };
         if frame.len() > MAX_FRAME {
             return Err(FlowError::Remote(format!(
@@ -129,21 +166,21 @@ impl Remote for WorkerRemote {
     fn collect(&self, sink: &str, records: &[Dynamic], ended: &CancellationToken) -> Result<(), FlowError> {
         let values = to_values(records).map_err(|e| FlowError::Remote(e.to_string()))?;
         for chunk in chunks(values, DATA_CHUNK)? {
-            self.to_master(encode(&Message::Collected { id: self.id, sink: sink.to_string(), values: chunk }), ended)?;
+            self.to_master(encode(&ControlMsg::Collected { id: self.id, sink: sink.to_string(), values: chunk }), ended)?;
         }
         Ok(())
     }
 
     fn write_lines(&self, node: usize, text: String, ended: &CancellationToken) -> Result<(), FlowError> {
         for piece in pieces(&text, DATA_CHUNK) {
-            self.to_master(encode(&Message::Lines { id: self.id, node: node as u32, text: piece.to_string() }), ended)?;
+            self.to_master(encode(&ControlMsg::Lines { id: self.id, node: node as u32, text: piece.to_string() }), ended)?;
         }
         Ok(())
     }
 
     fn print(&self, text: String, ended: &CancellationToken) -> Result<(), FlowError> {
         for piece in pieces(&text, DATA_CHUNK) {
-            self.to_master(encode(&Message::Output { text: piece.to_string() }), ended)?;
+            self.to_master(encode(&ControlMsg::Output { text: piece.to_string() }), ended)?;
         }
         Ok(())
     }

@@ -1,0 +1,270 @@
+//! The gate in front of a node's listener. Until a peer has proved the
+//! cookie it is a stranger, and strangers get little: one deadline for the
+//! whole handshake, a bounded number of handshakes at once (in all, and per
+//! address — the oldest gives way to a newcomer), a pause for an address
+//! that keeps failing, a backoff when accepting fails (out of file
+//! descriptors), and log lines counted rather than written one per refusal.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::handshake::{self, Identity, HANDSHAKE_TIMEOUT};
+use super::{Authenticated, Role};
+
+/// Handshakes in progress at once, in all and from one address.
+pub const MAX_PENDING: usize = 128;
+pub const MAX_PENDING_PER_ADDR: usize = 16;
+/// Failed authentications from one address within [`FAILURE_WINDOW`]
+/// before its connections are closed unheard until the window ends.
+pub const MAX_FAILURES: u32 = 10;
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// How often refusals are summed up in the log.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+struct Pending {
+    id: u64,
+    addr: IpAddr,
+    evict: CancellationToken,
+}
+
+#[derive(Default)]
+struct State {
+    pending: VecDeque<Pending>,
+    failures: HashMap<IpAddr, (Instant, u32)>,
+    next: u64,
+    /// Refusals not yet logged, and the first of them.
+    refused: u64,
+    first: Option<String>,
+    last_log: Option<Instant>,
+}
+
+/// Admission for strangers: what is pending, who failed, what was refused.
+#[derive(Default)]
+pub struct Gate {
+    state: Mutex<State>,
+}
+
+/// A handshake's place at the gate; dropping it frees the place.
+pub struct Ticket {
+    gate: Arc<Gate>,
+    id: u64,
+    /// Cancelled when a newer stranger takes this place.
+    pub evicted: CancellationToken,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.gate.state.lock().expect("gate lock").pending.retain(|p| p.id != self.id);
+    }
+}
+
+impl Gate {
+    /// A place for a handshake from `addr`, or `None` while the address is
+    /// paused for failing. Past a limit, the oldest handshake (of the
+    /// address, else of all) gives way.
+    pub fn admit(self: &Arc<Self>, addr: IpAddr, now: Instant) -> Option<Ticket> {
+        let mut s = self.state.lock().expect("gate lock");
+        if let Some(&(since, n)) = s.failures.get(&addr) {
+            if now.duration_since(since) < FAILURE_WINDOW && n >= MAX_FAILURES {
+                return None;
+            }
+        }
+        if s.pending.iter().filter(|p| p.addr == addr).count() >= MAX_PENDING_PER_ADDR {
+            if let Some(i) = s.pending.iter().position(|p| p.addr == addr) {
+                s.pending.remove(i).expect("found").evict.cancel();
+            }
+        }
+        if s.pending.len() >= MAX_PENDING {
+            if let Some(oldest) = s.pending.pop_front() {
+                oldest.evict.cancel();
+            }
+        }
+        s.next += 1;
+        let (id, evicted) = (s.next, CancellationToken::new());
+        s.pending.push_back(Pending { id, addr, evict: evicted.clone() });
+        Some(Ticket { gate: self.clone(), id, evicted })
+    }
+
+    /// An address failed to prove the cookie.
+    pub fn failed(&self, addr: IpAddr, now: Instant) {
+        let mut s = self.state.lock().expect("gate lock");
+        if s.failures.len() > 10_000 {
+            s.failures.retain(|_, (since, _)| now.duration_since(*since) < FAILURE_WINDOW);
+        }
+        let entry = s.failures.entry(addr).or_insert((now, 0));
+        if now.duration_since(entry.0) >= FAILURE_WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+    }
+
+    /// Counts a refusal; the line to log now, if any: the first refusal of
+    /// an interval is logged as it is, the others as a count.
+    pub fn refused(&self, why: String, now: Instant) -> Option<String> {
+        let mut s = self.state.lock().expect("gate lock");
+        let quiet = s.last_log.is_some_and(|t| now.duration_since(t) < LOG_INTERVAL);
+        if quiet {
+            s.refused += 1;
+            s.first.get_or_insert(why);
+            return None;
+        }
+        s.last_log = Some(now);
+        Some(why)
+    }
+
+    /// The count of refusals not logged since the last line, as a line.
+    pub fn summary(&self, now: Instant) -> Option<String> {
+        let mut s = self.state.lock().expect("gate lock");
+        if s.refused == 0 || s.last_log.is_some_and(|t| now.duration_since(t) < LOG_INTERVAL) {
+            return None;
+        }
+        let first = s.first.take().unwrap_or_default();
+        let line = format!(
+            "refused {} more connection{} in the last {} (the first: {first})",
+            s.refused,
+            if s.refused == 1 { "" } else { "s" },
+            crate::runtime::log::seconds(LOG_INTERVAL),
+        );
+        s.refused = 0;
+        s.last_log = Some(now);
+        Some(line)
+    }
+}
+
+/// Serves a node's listener until `stop`: each connection passes the gate,
+/// is authenticated as `identity` admitting `roles`, and is handed to
+/// `handle` on a task of its own.
+pub async fn serve<F, Fut>(listener: TcpListener, stop: CancellationToken, identity: Identity, roles: &'static [Role], handle: F)
+where
+    F: Fn(Authenticated) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let gate = Arc::new(Gate::default());
+    let mut backoff = Duration::ZERO;
+    let mut summaries = tokio::time::interval(LOG_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = summaries.tick() => {
+                if let Some(line) = gate.summary(Instant::now()) {
+                    tracing::warn!("{line}");
+                }
+            }
+            accepted = listener.accept() => {
+                let (stream, from) = match accepted {
+                    Ok(a) => {
+                        backoff = Duration::ZERO;
+                        a
+                    }
+                    Err(e) => {
+                        // Out of file descriptors, most likely: wait for some to close.
+                        backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                        if let Some(line) = gate.refused(format!("cannot accept connections: {e}"), Instant::now()) {
+                            tracing::warn!("{line} (retrying in {})", crate::runtime::log::seconds(backoff));
+                        }
+                        tokio::time::sleep(backoff).await;
+                        continue;
+                    }
+                };
+                let Some(ticket) = gate.admit(from.ip(), Instant::now()) else {
+                    if let Some(line) = gate.refused(format!("{} is paused after {MAX_FAILURES} failed authentications", from.ip()), Instant::now()) {
+                        tracing::warn!("{line}");
+                    }
+                    continue;
+                };
+                let (identity, handle, gate) = (identity.clone(), handle.clone(), gate.clone());
+                tokio::spawn(async move {
+                    let attempt = tokio::select! {
+                        _ = ticket.evicted.cancelled() => Err(format!("{from}: gave way to newer connections while handshaking")),
+                        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::accept(stream, &identity, roles)) => match r {
+                            Err(_) => Err(format!("{from}: the handshake took longer than {}", crate::runtime::log::seconds(HANDSHAKE_TIMEOUT))),
+                            Ok(Ok(auth)) => Ok(auth),
+                            Ok(Err(rejected)) => {
+                                if rejected.unauthenticated {
+                                    gate.failed(from.ip(), Instant::now());
+                                }
+                                Err(format!("{from}: {}", rejected.error))
+                            }
+                        },
+                    };
+                    drop(ticket);
+                    match attempt {
+                        Ok(auth) => handle(auth).await,
+                        Err(why) => {
+                            if let Some(line) = gate.refused(why, Instant::now()) {
+                                tracing::warn!("refused a connection: {line}");
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    #[test]
+    fn an_address_past_its_share_gives_way_oldest_first() {
+        let gate = Arc::new(Gate::default());
+        let now = Instant::now();
+        let tickets: Vec<Ticket> = (0..MAX_PENDING_PER_ADDR).map(|_| gate.admit(ip(2), now).unwrap()).collect();
+        assert!(tickets.iter().all(|t| !t.evicted.is_cancelled()));
+        let newest = gate.admit(ip(2), now).unwrap();
+        assert!(tickets[0].evicted.is_cancelled() && !tickets[1].evicted.is_cancelled() && !newest.evicted.is_cancelled());
+        // Another address is not affected, and dropped tickets free places.
+        let other = gate.admit(ip(3), now).unwrap();
+        assert!(!other.evicted.is_cancelled());
+        drop(tickets);
+        assert_eq!(gate.state.lock().unwrap().pending.len(), 2);
+    }
+
+    #[test]
+    fn all_strangers_together_are_bounded() {
+        let gate = Arc::new(Gate::default());
+        let now = Instant::now();
+        let tickets: Vec<Ticket> = (0..MAX_PENDING).map(|i| gate.admit(ip((i % 200) as u8), now).unwrap()).collect();
+        let _late = gate.admit(ip(250), now).unwrap();
+        assert!(tickets[0].evicted.is_cancelled());
+        assert_eq!(gate.state.lock().unwrap().pending.len(), MAX_PENDING);
+    }
+
+    #[test]
+    fn an_address_that_keeps_failing_is_paused_for_a_window() {
+        let gate = Arc::new(Gate::default());
+        let now = Instant::now();
+        for _ in 0..MAX_FAILURES {
+            assert!(gate.admit(ip(4), now).is_some());
+            gate.failed(ip(4), now);
+        }
+        assert!(gate.admit(ip(4), now).is_none(), "paused");
+        assert!(gate.admit(ip(5), now).is_some(), "only that address");
+        assert!(gate.admit(ip(4), now + FAILURE_WINDOW).is_some(), "the window ends");
+    }
+
+    #[test]
+    fn refusals_are_counted_not_logged_one_by_one() {
+        let gate = Gate::default();
+        let now = Instant::now();
+        assert!(gate.refused("first".into(), now).is_some());
+        for i in 0..1000 {
+            assert!(gate.refused(format!("r{i}"), now).is_none());
+        }
+        assert!(gate.summary(now).is_none(), "not before the interval ends");
+        let line = gate.summary(now + LOG_INTERVAL).unwrap();
+        assert!(line.contains("1000 more") && line.contains("r0"), "{line}");
+        assert!(gate.summary(now + LOG_INTERVAL * 2).is_none(), "counted once");
+    }
+}
