@@ -2,13 +2,15 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     no_huge_pages();
-    match skitter::cli::run(std::env::args_os()) {
+    let code = match skitter::cli::run(std::env::args_os()) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("{} {err}", skitter::cli::error_prefix());
             err.exit_code()
         }
-    }
+    };
+    skitter::runtime::log::flush();
+    code
 }
 
 /// Records are many small allocations freed on another thread than the one

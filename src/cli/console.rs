@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::find_app_optional;
-use super::node::{resolve_cookie, resolve_node};
+use super::resolve::{cookie as resolve_cookie, node_addr as resolve_node};
 use crate::runtime::LocalRuntime;
 use crate::script::engine::stdout_output;
 use crate::script::{App, EngineEnv, Host, Session};
@@ -72,6 +72,7 @@ pub fn rpc(args: RpcArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
 
 pub fn eval(args: EvalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let app = find_app_optional(app_dir)?;
+    super::resolve::script_limits(app.as_ref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
         .enable_all()

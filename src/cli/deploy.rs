@@ -12,7 +12,8 @@ use colored::Colorize;
 use super::find_app_optional;
 use super::master::MasterArgs;
 use super::node::NodeCommand;
-use super::node::{self, resolve_cookie};
+use super::node;
+use super::resolve::cookie as resolve_cookie;
 use crate::deploy::ssh::{self, LaunchPlan, Launched, SshOptions};
 use crate::deploy::{LaunchError, WorkerSpec};
 use crate::runtime::node::node_name;
@@ -231,6 +232,7 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         name: args.name.clone(),
         cookie: None,
         no_log: args.no_log,
+        tick_time: None,
         shutdown_with_workers: args.shutdown_with_workers,
         listen: "127.0.0.1:0".into(),
         workers: launched.iter().map(|l| format!("{}@{}", l.spec.name, l.addr)).collect(),

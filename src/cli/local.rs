@@ -91,6 +91,7 @@ pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     if let Some(what) = command.manage() {
         return super::node::manage(what, config.app.as_ref(), app_dir, &config.node, None, args.start_args());
     }
+    super::resolve::script_limits(config.app.as_ref())?;
     log::init(&config.node, config.log_dir.as_deref()).map_err(Error::Usage)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.slots)
@@ -129,7 +130,7 @@ fn serve_consoles(
     config: &LocalConfig,
     consoles: Arc<Consoles>,
 ) -> Result<Option<(Option<NodeFile>, String)>> {
-    let cookie = match super::node::resolve_cookie(None) {
+    let cookie = match super::resolve::cookie(None) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!("no remote consoles: {e}");
@@ -143,7 +144,7 @@ fn serve_consoles(
     rt.spawn(crate::runtime::console::serve_consoles(listener, identity, consoles));
     // Without the record, `remote NODE-NAME` cannot find this node; an
     // address still works, so this is worth a warning, not a failure.
-    let record = match NodeFile::write(&super::node::tmp_dir(config.app.as_ref()), &config.node, &addr) {
+    let record = match NodeFile::write(&super::resolve::tmp_dir(config.app.as_ref()), &config.node, &addr) {
         Ok(r) => Some(r),
         Err(e) => {
             tracing::warn!("cannot write the node file: {e}");

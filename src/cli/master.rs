@@ -9,7 +9,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use super::find_app_optional;
-use super::node::{self, peer_addr, resolve_cookie, tmp_dir, NodeCommand};
+use super::node::{self, NodeCommand};
+use super::resolve::{cookie as resolve_cookie, peer_addr, tmp_dir};
 use crate::runtime::console::Consoles;
 use crate::runtime::log;
 use crate::runtime::master::Master;
@@ -36,6 +37,10 @@ pub struct MasterArgs {
     /// Do not write the log file logs/<node>.log.
     #[arg(long, global = true)]
     pub no_log: bool,
+    /// Seconds a peer may be silent before it counts as gone (default 10;
+    /// or SKITTER_TICK_TIME, or tick_time in skitter.toml).
+    #[arg(long, global = true, value_name = "SECS")]
+    pub tick_time: Option<f64>,
     /// Exit (status 4) when a worker goes away, instead of failing only its workflows.
     #[arg(long, global = true)]
     pub shutdown_with_workers: bool,
@@ -57,6 +62,9 @@ impl MasterArgs {
         }
         if self.no_log {
             args.push("--no-log".into());
+        }
+        if let Some(t) = self.tick_time {
+            args.extend(["--tick-time".into(), t.to_string()]);
         }
         if self.shutdown_with_workers {
             args.push("--shutdown-with-workers".into());
@@ -80,6 +88,7 @@ pub fn run(args: MasterArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
 /// Runs a master in the foreground (`shell`: with the shell on it).
 /// `cookie`, when given, is used as is (`skitter deploy` resolved it).
 pub fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool, cookie: Option<String>) -> Result<ExitCode> {
+    super::resolve::node_settings(args.tick_time, app.as_ref())?;
     let cookie = match cookie {
         Some(c) => c,
         None => resolve_cookie(args.cookie.as_deref())?,

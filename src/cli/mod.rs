@@ -8,6 +8,7 @@ mod master;
 mod new;
 mod node;
 mod release;
+mod resolve;
 mod worker;
 
 use std::ffi::OsString;

@@ -1,89 +1,15 @@
-//! What the node modes (master, worker) share on the command line: the
-//! cookie, the tmp directory, peer addresses, and the `daemon`, `pid` and
-//! `stop` commands that manage a node by name.
+//! The `daemon`, `pid`, `stop`, `restart` and `remote` commands that every
+//! node mode has for managing a node by name.
 
-use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use colored::Colorize;
 
-use crate::net::cookie;
-use crate::runtime::node::{alive, node_file_path, read_node_file, NodeRecord};
+use super::resolve::{pid_of, record, tmp_dir};
+use crate::runtime::node::{alive, node_file_path, read_node_file};
 use crate::script::App;
 use crate::{Error, Result};
 
-/// The cookie: `-c` (with a warning), else SKITTER_COOKIE, else a release's
-/// `releases/COOKIE`, else the cookie file (made on first use).
-pub fn resolve_cookie(flag: Option<&str>) -> Result<String> {
-    resolve_cookie_for(flag, App::current_release().and_then(|r| r.ok()).as_ref())
-}
-
-/// [`resolve_cookie`] for a given app (a release has its own cookie file).
-pub fn resolve_cookie_for(flag: Option<&str>, app: Option<&App>) -> Result<String> {
-    if let Some(c) = flag {
-        eprintln!("{} a cookie given with -c shows in `ps`; prefer SKITTER_COOKIE or the cookie file", "warning:".yellow().bold());
-        if c.is_empty() {
-            return Err(Error::Usage("the cookie given with -c is empty".into()));
-        }
-        return Ok(c.to_string());
-    }
-    if let Ok(c) = std::env::var("SKITTER_COOKIE") {
-        if !c.trim().is_empty() {
-            return Ok(c.trim().to_string());
-        }
-    }
-    if let Some(app) = app.filter(|a| a.release) {
-        let path = app.root.join("releases/COOKIE");
-        return cookie::read_file(&path).map_err(|e| Error::Usage(e.to_string()));
-    }
-    let path =
-        cookie::default_file().ok_or_else(|| Error::Usage("no cookie: set SKITTER_COOKIE or HOME (for ~/.skitter.cookie)".into()))?;
-    cookie::read_or_create(&path).map_err(|e| Error::Usage(e.to_string()))
-}
-
-/// Where node files and daemon output go: SKITTER_TMP, else the app's
-/// `tmp/`, else `./tmp`.
-pub fn tmp_dir(app: Option<&App>) -> PathBuf {
-    match (std::env::var_os("SKITTER_TMP"), app) {
-        (Some(dir), _) if !dir.is_empty() => PathBuf::from(dir),
-        (_, Some(app)) => app.tmp_dir(),
-        _ => PathBuf::from("tmp"),
-    }
-}
-
-/// `name@host:port` or `host:port` -> `host:port`.
-pub fn peer_addr(spec: &str) -> Result<String> {
-    let addr = spec.rsplit_once('@').map(|(_, a)| a).unwrap_or(spec);
-    match addr.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(addr.to_string()),
-        _ => Err(Error::Usage(format!("`{spec}` is not a node address: write name@host:port or host:port"))),
-    }
-}
-
-/// The address of a node given as `name@host:port`, `host:port`, or a
-/// name (`name` or `name@host`) that a running node recorded in `tmp/`.
-pub fn resolve_node(spec: &str, app: Option<&App>, default_name: &str) -> Result<String> {
-    let after_at = spec.rsplit_once('@').map(|(_, a)| a).unwrap_or(spec);
-    if after_at.contains(':') {
-        return peer_addr(spec);
-    }
-    let name = crate::runtime::node::node_name(Some(spec).filter(|s| !s.is_empty()), default_name);
-    Ok(record(app, &name)?.addr)
-}
-
-fn record(app: Option<&App>, node: &str) -> Result<NodeRecord> {
-    let path = node_file_path(&tmp_dir(app), node);
-    match read_node_file(&path) {
-        Some(r) if alive(r.pid) => Ok(r),
-        _ => Err(Error::Failed(format!("no node named {node} is running (no live record in {})", path.display()))),
-    }
-}
-
-/// The pid of the running node `node`, if it runs.
-pub fn pid_of(app: Option<&App>, node: &str) -> Option<u32> {
-    record(app, node).ok().map(|r| r.pid)
-}
 
 /// `pid`: prints the node's process id.
 pub fn pid(app: Option<&App>, node: &str) -> Result<ExitCode> {

@@ -10,7 +10,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use super::find_app_optional;
-use super::node::{self, peer_addr, resolve_cookie, tmp_dir, NodeCommand};
+use super::node::{self, NodeCommand};
+use super::resolve::{cookie as resolve_cookie, peer_addr, tmp_dir};
 use crate::runtime::console::Consoles;
 use crate::runtime::log;
 use crate::runtime::node::{node_name, NodeFile};
@@ -35,6 +36,10 @@ pub struct WorkerArgs {
     /// Do not write the log file logs/<node>.log.
     #[arg(long, global = true)]
     pub no_log: bool,
+    /// Seconds a peer may be silent before it counts as gone (default 10;
+    /// or SKITTER_TICK_TIME, or tick_time in skitter.toml).
+    #[arg(long, global = true, value_name = "SECS")]
+    pub tick_time: Option<f64>,
     /// Keep running when the master goes away, and accept a new one.
     #[arg(long, global = true)]
     pub no_shutdown_with_master: bool,
@@ -68,6 +73,9 @@ impl WorkerArgs {
         }
         if self.no_log {
             args.push("--no-log".into());
+        }
+        if let Some(t) = self.tick_time {
+            args.extend(["--tick-time".into(), t.to_string()]);
         }
         if self.no_shutdown_with_master {
             args.push("--no-shutdown-with-master".into());
@@ -110,6 +118,7 @@ fn listen_addr(listen: &str) -> Result<String> {
 }
 
 fn start(args: WorkerArgs, app: Option<App>, name: String, shell: bool) -> Result<ExitCode> {
+    super::resolve::node_settings(args.tick_time, app.as_ref())?;
     let cookie = if args.deployed {
         let mut line = String::new();
         std::io::stdin().read_line(&mut line).map_err(|e| Error::Failed(format!("cannot read the cookie from stdin: {e}")))?;

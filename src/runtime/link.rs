@@ -1,5 +1,5 @@
 //! Links between nodes, driven the same way at both ends: a heartbeat every
-//! quarter of the tick time, the link counts as lost after a whole tick time
+//! half second (at most a quarter of the tick time), the link counts as lost after a whole tick time
 //! without a frame (like Erlang's `net_ticktime`), every write has the tick
 //! time as its deadline, a goodbye ends a link cleanly, and what goes out
 //! comes from two queues — control messages first, data frames after, so
@@ -21,7 +21,10 @@ use crate::net::{Link, LinkMessage};
 /// process that dies is noticed at once: its connections close.
 pub const DEFAULT_TICK: Duration = Duration::from_secs(10);
 /// The shortest tick time accepted.
-pub const MIN_TICK: Duration = Duration::from_millis(400);
+pub const MIN_TICK: Duration = Duration::from_secs(2);
+/// Heartbeats go at least this often, whatever the tick time: a peer with
+/// a shorter tick time than ours still hears us in time.
+const MAX_HEARTBEAT: Duration = Duration::from_millis(500);
 
 static TICK_MS: AtomicU64 = AtomicU64::new(DEFAULT_TICK.as_millis() as u64);
 
@@ -37,7 +40,7 @@ pub fn tick() -> Duration {
 
 /// How often a link says it is alive.
 pub fn heartbeat() -> Duration {
-    tick() / 4
+    (tick() / 4).min(MAX_HEARTBEAT)
 }
 
 /// What a link sends: control messages (few, small) and, on a worker's

@@ -45,7 +45,9 @@ pub struct Master {
     links: Mutex<HashMap<String, mpsc::UnboundedSender<ControlMsg>>>,
     workflows: Mutex<BTreeMap<u64, Arc<Deployed>>>,
     next_id: AtomicU64,
-    output: Mutex<Output>,
+    output: Arc<Mutex<Output>>,
+    /// What workers print, on its own thread: never behind a slow terminal.
+    printer: super::printer::Printer,
     notices: Mutex<Option<Output>>,
     /// Cancelled when the process should exit, with `exit_code`.
     pub exit: CancellationToken,
@@ -59,6 +61,7 @@ pub struct Master {
 
 impl Master {
     pub fn new(name: String, cookie: String, shutdown_with_workers: bool, handle: Handle, output: Output) -> Arc<Master> {
+        let output = Arc::new(Mutex::new(output));
         Arc::new(Master {
             identity: Identity { role: Role::Master, name: name.clone(), cookie },
             name,
@@ -67,7 +70,8 @@ impl Master {
             links: Mutex::new(HashMap::new()),
             workflows: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(1),
-            output: Mutex::new(output),
+            printer: super::printer::Printer::start(output.clone()),
+            output,
             notices: Mutex::new(None),
             exit: CancellationToken::new(),
             exit_code: AtomicU8::new(0),
@@ -81,10 +85,6 @@ impl Master {
         self.exit_code.load(Ordering::Relaxed)
     }
 
-    fn print(&self, text: &str) {
-        let out = self.output.lock().expect("output lock").clone();
-        out(text);
-    }
 
     /// Queues a control message for a worker. A link whose queue is closed
     /// is ending, and its end (a `WorkerLeft` event) settles what it ran.
@@ -263,7 +263,7 @@ impl Master {
             ControlMsg::Done { id } => self.step(Event::WorkerDone { id, worker: worker.to_string() }),
             ControlMsg::Failed { id, reason } => self.step(Event::WorkerFailed { id, worker: worker.to_string(), reason }),
             ControlMsg::Interrupted { id, operators } => self.step(Event::WorkerInterrupted { id, worker: worker.to_string(), operators }),
-            ControlMsg::Output { text } => self.print(&text),
+            ControlMsg::Output { text } => self.printer.print(text),
             ControlMsg::Progress { id, counts } => {
                 if let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id) {
                     wf.counts.lock().expect("counts lock").insert(worker.to_string(), counts);
@@ -271,7 +271,8 @@ impl Master {
             }
             ControlMsg::Lines { id, node, text } => {
                 let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id).cloned() else { return };
-                match wf.files.get(&node).map(|f| f.write(text.as_bytes())) {
+                // A slow disk holds this link, not the runtime's threads.
+                match tokio::task::block_in_place(|| wf.files.get(&node).map(|f| f.write(text.as_bytes()))) {
                     Some(Ok(())) => {}
                     // Settled already: the workflow failed, and these lines
                     // were in flight; the file is kept as incomplete.

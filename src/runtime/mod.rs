@@ -10,6 +10,7 @@ pub mod local;
 pub mod log;
 pub mod master;
 pub mod node;
+pub mod printer;
 pub mod worker;
 
 pub use local::LocalRuntime;

@@ -30,6 +30,10 @@ pub struct Config {
     pub slots: Option<usize>,
     /// How a release's `bin/<app>` runs the node: local, master or worker.
     pub mode: Option<String>,
+    /// Seconds of silence after which a peer counts as gone (default 10).
+    pub tick_time: Option<f64>,
+    /// Limits for script code.
+    pub limits: Option<super::limits::ScriptLimits>,
 }
 
 fn default_version() -> String {

@@ -160,7 +160,18 @@ pub fn new_engine(env: &EngineEnv) -> Engine {
         };
         debug_out(&text)
     });
+    let limits = super::limits::current();
+    limits.apply(&mut engine);
     let abort = env.abort.clone();
-    engine.on_progress(move |_| abort.load(Ordering::Relaxed).then(|| INTERRUPTED.into()));
+    let memory = limits.memory_bytes();
+    engine.on_progress(move |ops| {
+        if abort.load(Ordering::Relaxed) {
+            return Some(INTERRUPTED.into());
+        }
+        if ops % super::limits::MEMORY_CHECK_EVERY == 0 && super::limits::resident().is_some_and(|r| r > memory) {
+            return Some(super::limits::over_memory_message(memory).into());
+        }
+        None
+    });
     engine
 }

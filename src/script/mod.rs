@@ -7,6 +7,7 @@ pub mod diagnostic;
 pub mod docs;
 pub mod engine;
 pub mod host;
+pub mod limits;
 pub mod operator_api;
 pub mod render;
 pub mod runtime_api;

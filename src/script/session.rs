@@ -250,15 +250,32 @@ pub fn compile_file(engine: &Engine, path: &std::path::Path, name: &str) -> Resu
 /// caret when the error happened in the entry itself.
 pub fn eval_error(err: &EvalAltResult, input: Option<&str>) -> ScriptError {
     let message = diagnostic::root_message(err);
+    if let EvalAltResult::ErrorTerminated(token, _) = innermost_terminated(err) {
+        if let Some(text) = token.read_lock::<rhai::ImmutableString>().filter(|t| t.as_str() != INTERRUPTED) {
+            return ScriptError { kind: ErrorKind::Runtime, message: text.to_string(), excerpt: None };
+        }
+    }
     if message == INTERRUPTED || matches!(err, EvalAltResult::ErrorTerminated(..)) {
         return ScriptError { kind: ErrorKind::Interrupted, message: INTERRUPTED.into(), excerpt: None };
     }
+    let message = match super::limits::hint(&message) {
+        Some(hint) => format!("{message}: {hint}"),
+        None => message,
+    };
     let (pos, source) = diagnostic::innermost(err);
     let (message, excerpt) = match source {
         Some(src) => (format!("{message} ({src}, {})", position_text(pos)), None),
         None => (format!("{message} ({})", position_text(pos)), input.and_then(|text| diagnostic::excerpt(text, pos))),
     };
     ScriptError { kind: ErrorKind::Runtime, message, excerpt }
+}
+
+/// The termination inside the errors of nested calls, if that is what ended the evaluation.
+fn innermost_terminated(err: &EvalAltResult) -> &EvalAltResult {
+    match err {
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) | EvalAltResult::ErrorInModule(_, inner, _) => innermost_terminated(inner),
+        other => other,
+    }
 }
 
 /// The default place for data paths: the app's `priv/`.

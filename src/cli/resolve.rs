@@ -1,0 +1,135 @@
+//! What every mode resolves before it runs, in one place: the cookie, a
+//! node's address, the tmp directory, the tick time and the script limits
+//! (from flags, the environment and `skitter.toml`, in that order).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use colored::Colorize;
+
+use crate::net::cookie;
+use crate::runtime::link;
+use crate::runtime::node::{alive, node_file_path, read_node_file, NodeRecord};
+use crate::script::limits::{self, ScriptLimits};
+use crate::script::App;
+use crate::{Error, Result};
+
+/// A release's own cookie file, if its operator put one there (or
+/// `skitter release --cookie` did); never in a release's tarball.
+pub const RELEASE_COOKIE: &str = "releases/COOKIE";
+
+/// The cookie: `-c` (with a warning), else SKITTER_COOKIE, else a
+/// release's `releases/COOKIE` when there is one, else the cookie file
+/// `~/.skitter.cookie` (made on first use, mode 0600).
+pub fn cookie(flag: Option<&str>) -> Result<String> {
+    cookie_for(flag, App::current_release().and_then(|r| r.ok()).as_ref())
+}
+
+/// [`cookie`] for a given app (a release may have its own cookie file).
+pub fn cookie_for(flag: Option<&str>, app: Option<&App>) -> Result<String> {
+    if let Some(c) = flag {
+        eprintln!("{} a cookie given with -c shows in `ps`; prefer SKITTER_COOKIE or the cookie file", "warning:".yellow().bold());
+        if c.is_empty() {
+            return Err(Error::Usage("the cookie given with -c is empty".into()));
+        }
+        return Ok(c.to_string());
+    }
+    if let Ok(c) = std::env::var("SKITTER_COOKIE") {
+        if !c.trim().is_empty() {
+            return Ok(c.trim().to_string());
+        }
+    }
+    if let Some(app) = app.filter(|a| a.release) {
+        let path = app.root.join(RELEASE_COOKIE);
+        if path.exists() {
+            return cookie::read_file(&path).map_err(|e| Error::Usage(e.to_string()));
+        }
+    }
+    let path =
+        cookie::default_file().ok_or_else(|| Error::Usage("no cookie: set SKITTER_COOKIE or HOME (for ~/.skitter.cookie)".into()))?;
+    cookie::read_or_create(&path).map_err(|e| Error::Usage(e.to_string()))
+}
+
+/// Where node files and daemon output go: SKITTER_TMP, else the app's
+/// `tmp/`, else `./tmp`.
+pub fn tmp_dir(app: Option<&App>) -> PathBuf {
+    match (std::env::var_os("SKITTER_TMP"), app) {
+        (Some(dir), _) if !dir.is_empty() => PathBuf::from(dir),
+        (_, Some(app)) => app.tmp_dir(),
+        _ => PathBuf::from("tmp"),
+    }
+}
+
+/// `name@host:port` or `host:port` -> `host:port`.
+pub fn peer_addr(spec: &str) -> Result<String> {
+    let addr = spec.rsplit_once('@').map(|(_, a)| a).unwrap_or(spec);
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(addr.to_string()),
+        _ => Err(Error::Usage(format!("`{spec}` is not a node address: write name@host:port or host:port"))),
+    }
+}
+
+/// The address of a node given as `name@host:port`, `host:port`, or a
+/// name (`name` or `name@host`) that a running node recorded in `tmp/`.
+pub fn node_addr(spec: &str, app: Option<&App>, default_name: &str) -> Result<String> {
+    let after_at = spec.rsplit_once('@').map(|(_, a)| a).unwrap_or(spec);
+    if after_at.contains(':') {
+        return peer_addr(spec);
+    }
+    let name = crate::runtime::node::node_name(Some(spec).filter(|s| !s.is_empty()), default_name);
+    Ok(record(app, &name)?.addr)
+}
+
+pub fn record(app: Option<&App>, node: &str) -> Result<NodeRecord> {
+    let path = node_file_path(&tmp_dir(app), node);
+    match read_node_file(&path) {
+        Some(r) if alive(r.pid) => Ok(r),
+        _ => Err(Error::Failed(format!("no node named {node} is running (no live record in {})", path.display()))),
+    }
+}
+
+/// The pid of the running node `node`, if it runs.
+pub fn pid_of(app: Option<&App>, node: &str) -> Option<u32> {
+    record(app, node).ok().map(|r| r.pid)
+}
+
+/// The tick time (see [`link::DEFAULT_TICK`]): `--tick-time`, else
+/// SKITTER_TICK_TIME, else `tick_time` in skitter.toml; applied to this process.
+pub fn tick_time(flag: Option<f64>, app: Option<&App>) -> Result<Duration> {
+    let (secs, from) = match (flag, std::env::var("SKITTER_TICK_TIME").ok().filter(|v| !v.trim().is_empty())) {
+        (Some(s), _) => (s, "--tick-time".to_string()),
+        (None, Some(v)) => (
+            v.trim().parse().map_err(|_| Error::Usage(format!("SKITTER_TICK_TIME={v:?}: give a number of seconds")))?,
+            "SKITTER_TICK_TIME".into(),
+        ),
+        (None, None) => match app.and_then(|a| a.config.tick_time) {
+            Some(s) => (s, "tick_time in skitter.toml".into()),
+            None => (link::DEFAULT_TICK.as_secs_f64(), String::new()),
+        },
+    };
+    if !secs.is_finite() || secs < link::MIN_TICK.as_secs_f64() || secs > 3600.0 {
+        return Err(Error::Usage(format!(
+            "{from}: a tick time of {secs} s; give {} to 3600 seconds",
+            link::MIN_TICK.as_secs()
+        )));
+    }
+    let tick = Duration::from_secs_f64(secs);
+    link::set_tick(tick);
+    Ok(tick)
+}
+
+/// The script limits: `[limits]` in skitter.toml, overridden by the
+/// environment; applied to this process's engines.
+pub fn script_limits(app: Option<&App>) -> Result<ScriptLimits> {
+    let base = app.and_then(|a| a.config.limits).unwrap_or_default();
+    let limits = base.with_env().map_err(Error::Usage)?;
+    limits::set(limits);
+    Ok(limits)
+}
+
+/// Resolves and applies what every node needs before it starts.
+pub fn node_settings(tick: Option<f64>, app: Option<&App>) -> Result<()> {
+    tick_time(tick, app)?;
+    script_limits(app)?;
+    Ok(())
+}
