@@ -52,7 +52,6 @@ fn a_release_has_its_layout_and_nothing_else() {
         "priv/words.txt",
         "releases/0.1.0/skitter.toml",
         "releases/0.1.0/env.sh",
-        "releases/COOKIE",
         "releases/start_data",
     ] {
         assert!(root.join(f).is_file(), "{f} missing");
@@ -60,17 +59,33 @@ fn a_release_has_its_layout_and_nothing_else() {
     let mut top: Vec<String> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
     top.sort();
     assert_eq!(top, vec!["bin", "lib", "priv", "releases"]);
-    let mode = std::fs::metadata(root.join("releases/COOKIE")).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
-    // The cookie is stable across rebuilds of the same app.
-    let cookie = std::fs::read_to_string(root.join("releases/COOKIE")).unwrap();
+    // No cookie unless asked for: it comes from the hosts.
+    assert!(!root.join("releases/COOKIE").exists());
     Skitter::new()
         .args(["release", "--app", example("word_count").to_str().unwrap(), "--path", root.to_str().unwrap()])
         .run()
         .expect_code(2)
         .stderr_has("--overwrite");
+    // Asked for: mode 0600, and stable across rebuilds of the same app.
+    release(dir.path(), &["--overwrite", "--write-cookie"]);
+    let mode = std::fs::metadata(root.join("releases/COOKIE")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let cookie = std::fs::read_to_string(root.join("releases/COOKIE")).unwrap();
     release(dir.path(), &["--overwrite"]);
     assert_eq!(std::fs::read_to_string(root.join("releases/COOKIE")).unwrap(), cookie);
+}
+
+#[test]
+fn the_tarball_carries_no_cookie_even_when_the_release_has_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = release(dir.path(), &["--tar", "--write-cookie"]);
+    let cookie = std::fs::read_to_string(root.join("releases/COOKIE")).unwrap();
+    let listing = Command::new("tar").arg("tzf").arg(root.join("word_count-0.1.0.tar.gz")).output().unwrap();
+    let names = String::from_utf8_lossy(&listing.stdout).to_string();
+    assert!(names.contains("releases/start_data") && names.contains("bin/skitter"), "{names}");
+    assert!(!names.contains("COOKIE"), "{names}");
+    let bytes = Command::new("sh").arg("-c").arg(format!("gzip -dc {}", root.join("word_count-0.1.0.tar.gz").display())).output().unwrap();
+    assert!(!bytes.stdout.windows(cookie.len()).any(|w| w == cookie.as_bytes()), "the cookie is in the tarball");
 }
 
 #[test]

@@ -57,6 +57,10 @@ pub struct DeployArgs {
     /// The ssh configuration file (users, ports, keys of the hosts).
     #[arg(long, value_name = "FILE")]
     pub ssh_config: Option<PathBuf>,
+    /// Trust a host key seen for the first time (and remember it); by
+    /// default your ssh configuration decides, and unknown keys are refused.
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
     /// The master's node name (default skitter_master@<hostname>).
     #[arg(short = 'n', long)]
     pub name: Option<String>,
@@ -74,7 +78,6 @@ impl DeployArgs {
         };
         opt("--worker-file", self.worker_file.as_ref().map(|p| p.display().to_string()));
         opt("--deploy", self.deploy.clone());
-        opt("--cookie", self.cookie.clone());
         opt("--working-dir", self.working_dir.as_ref().map(|p| p.display().to_string()));
         opt("--ssh-config", self.ssh_config.as_ref().map(|p| std::path::absolute(p).unwrap_or(p.clone()).display().to_string()));
         opt("--name", self.name.clone());
@@ -84,6 +87,7 @@ impl DeployArgs {
             ("--no-log", self.no_log),
             ("--shutdown-with-workers", self.shutdown_with_workers),
             ("--no-shutdown-with-master", self.no_shutdown_with_master),
+            ("--accept-new-host-keys", self.accept_new_host_keys),
         ] {
             if on {
                 args.push(flag.into());
@@ -141,7 +145,7 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         if let Some(dir) = app_dir {
             start.extend(["--app".into(), dir.display().to_string()]);
         }
-        return node::daemon(app.as_ref(), &master_name, start);
+        return node::daemon(app.as_ref(), &master_name, start, args.cookie.as_deref());
     }
     let working_dir = match &args.working_dir {
         Some(d) => d.display().to_string(),
@@ -159,7 +163,12 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         no_log: args.no_log,
         shutdown_with_master: !args.no_shutdown_with_master,
     };
-    let opts = SshOptions { config: args.ssh_config.clone(), wait: Duration::from_secs_f64(args.wait_time), quiet: args.quiet };
+    let opts = SshOptions {
+        config: args.ssh_config.clone(),
+        wait: Duration::from_secs_f64(args.wait_time),
+        quiet: args.quiet,
+        accept_new_host_keys: args.accept_new_host_keys,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

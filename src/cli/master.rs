@@ -55,7 +55,8 @@ pub struct MasterArgs {
 impl MasterArgs {
     fn start_args(&self) -> Vec<String> {
         let mut args = vec!["master".to_string(), "start".into()];
-        for (flag, value) in [("--deploy", &self.deploy), ("--name", &self.name), ("--cookie", &self.cookie)] {
+        // Not the cookie: `daemon` passes it in the environment.
+        for (flag, value) in [("--deploy", &self.deploy), ("--name", &self.name)] {
             if let Some(v) = value {
                 args.extend([flag.to_string(), v.clone()]);
             }

@@ -41,7 +41,9 @@ pub const DAEMON_ENV: &str = "SKITTER_DAEMON";
 
 /// `daemon`: starts `args` (the same mode with `start`) detached, its output
 /// in `<tmp>/<node>.out`, and returns once the node has written its record.
-pub fn daemon(app: Option<&App>, node: &str, args: Vec<String>) -> Result<ExitCode> {
+/// A cookie given with `-c` reaches it through its environment, never its
+/// command line (which `ps` shows to everyone).
+pub fn daemon(app: Option<&App>, node: &str, args: Vec<String>, cookie: Option<&str>) -> Result<ExitCode> {
     let tmp = tmp_dir(app);
     std::fs::create_dir_all(&tmp).map_err(|e| Error::Failed(format!("cannot create {}: {e}", tmp.display())))?;
     if let Ok(r) = record(app, node) {
@@ -52,7 +54,11 @@ pub fn daemon(app: Option<&App>, node: &str, args: Vec<String>) -> Result<ExitCo
     let err = out.try_clone().map_err(|e| Error::Failed(e.to_string()))?;
     let exe = std::env::current_exe().map_err(|e| Error::Failed(format!("cannot find this program: {e}")))?;
     use std::os::unix::process::CommandExt;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    if let Some(c) = cookie {
+        command.env("SKITTER_COOKIE", c);
+    }
+    let mut child = command
         .args(&args)
         .env("SKITTER_TMP", &tmp)
         .env(DAEMON_ENV, "1")
@@ -152,7 +158,7 @@ pub fn manage(
             if let Some(dir) = app_dir {
                 start.extend(["--app".into(), dir.display().to_string()]);
             }
-            daemon(app, name, start)
+            daemon(app, name, start, cookie)
         }
     }
 }

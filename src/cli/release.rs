@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::release::build::{build, ReleaseError};
+use crate::release::build::{build, Options, ReleaseError};
 use crate::script::App;
 use crate::{Error, Result};
 
@@ -20,6 +20,10 @@ pub struct ReleaseArgs {
     /// Replace an existing release (earlier versions in releases/ are kept).
     #[arg(long)]
     pub overwrite: bool,
+    /// Write a cookie file (releases/COOKIE, mode 0600) into the release
+    /// directory: SKITTER_COOKIE, or a random one. Never in the tarball.
+    #[arg(long)]
+    pub write_cookie: bool,
 }
 
 pub fn run(args: ReleaseArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
@@ -28,7 +32,8 @@ pub fn run(args: ReleaseArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         None => App::find(&std::env::current_dir().map_err(|e| Error::Failed(format!("no current directory: {e}")))?)?,
     };
     let path = args.path.clone().unwrap_or_else(|| app.root.join("_release"));
-    let built = build(&app, &path, args.tar, args.overwrite).map_err(|e| match e {
+    let opts = Options { tar: args.tar, overwrite: args.overwrite, write_cookie: args.write_cookie };
+    let built = build(&app, &path, opts).map_err(|e| match e {
         ReleaseError::Exists(_) | ReleaseError::NotSource(_) => Error::Usage(e.to_string()),
         other => Error::Failed(other.to_string()),
     })?;

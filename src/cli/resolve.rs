@@ -14,10 +14,6 @@ use crate::script::limits::{self, ScriptLimits};
 use crate::script::App;
 use crate::{Error, Result};
 
-/// A release's own cookie file, if its operator put one there (or
-/// `skitter release --cookie` did); never in a release's tarball.
-pub const RELEASE_COOKIE: &str = "releases/COOKIE";
-
 /// The cookie: `-c` (with a warning), else SKITTER_COOKIE, else a
 /// release's `releases/COOKIE` when there is one, else the cookie file
 /// `~/.skitter.cookie` (made on first use, mode 0600).
@@ -40,7 +36,7 @@ pub fn cookie_for(flag: Option<&str>, app: Option<&App>) -> Result<String> {
         }
     }
     if let Some(app) = app.filter(|a| a.release) {
-        let path = app.root.join(RELEASE_COOKIE);
+        let path = app.root.join(crate::release::build::COOKIE_FILE);
         if path.exists() {
             return cookie::read_file(&path).map_err(|e| Error::Usage(e.to_string()));
         }

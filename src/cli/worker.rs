@@ -68,9 +68,7 @@ impl WorkerArgs {
         for t in &self.tags {
             args.extend(["--tag".into(), t.clone()]);
         }
-        if let Some(c) = &self.cookie {
-            args.extend(["--cookie".into(), c.clone()]);
-        }
+        // Not the cookie: `daemon` passes it in the environment.
         if self.no_log {
             args.push("--no-log".into());
         }

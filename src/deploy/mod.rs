@@ -72,6 +72,8 @@ pub enum LaunchError {
     TimedOut(String),
     NameNotResolved(String),
     AuthenticationFailed(String),
+    /// The host's key is not known (and accepting new keys was not asked for) or does not match.
+    HostKeyUnknown(String),
     CommandFailed(String),
     NotReady(String),
 }
@@ -83,6 +85,10 @@ impl fmt::Display for LaunchError {
             LaunchError::TimedOut(d) => write!(f, "timed out: {d}"),
             LaunchError::NameNotResolved(d) => write!(f, "name not resolved: {d}"),
             LaunchError::AuthenticationFailed(d) => write!(f, "authentication failed: {d}"),
+            LaunchError::HostKeyUnknown(d) => write!(
+                f,
+                "host key verification failed: {d} (add the host's key to known_hosts, or pass --accept-new-host-keys to trust a key seen for the first time)"
+            ),
             LaunchError::CommandFailed(d) => write!(f, "command failed: {d}"),
             LaunchError::NotReady(d) => write!(f, "not ready: {d}"),
         }
@@ -100,7 +106,9 @@ impl LaunchError {
             LaunchError::Refused(detail)
         } else if m.contains("timed out") || m.contains("timeout") {
             LaunchError::TimedOut(detail)
-        } else if m.contains("permission denied") || m.contains("authentication") || m.contains("host key verification failed") {
+        } else if m.contains("host key verification failed") || m.contains("no matching host key") || m.contains("host key for") {
+            LaunchError::HostKeyUnknown(detail)
+        } else if m.contains("permission denied") || m.contains("authentication") {
             LaunchError::AuthenticationFailed(detail)
         } else {
             LaunchError::CommandFailed(detail)

@@ -20,6 +20,9 @@ pub struct SshOptions {
     /// A bound on reaching a host and on the worker becoming ready.
     pub wait: Duration,
     pub quiet: bool,
+    /// Trust a host key seen for the first time (ssh's `accept-new`);
+    /// otherwise the user's ssh configuration decides.
+    pub accept_new_host_keys: bool,
 }
 
 /// What runs on each host.
@@ -60,7 +63,7 @@ pub async fn connect(host: &str, opts: &SshOptions) -> Result<Arc<Session>, Laun
     let mut builder = SessionBuilder::default();
     builder
         .connect_timeout(opts.wait)
-        .known_hosts_check(KnownHosts::Add)
+        .known_hosts_check(tokio::task::block_in_place(|| host_key_policy(host, opts)))
         .control_persist(ControlPersist::IdleFor(std::num::NonZeroUsize::new(1).expect("one is not zero")))
         .server_alive_interval(Duration::from_secs(1));
     if let Some(config) = &opts.config {
@@ -72,6 +75,49 @@ pub async fn connect(host: &str, opts: &SshOptions) -> Result<Arc<Session>, Laun
             Err(LaunchError::from_ssh(&format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default())))
         }
         Ok(Ok(session)) => Ok(Arc::new(session)),
+    }
+}
+
+/// How host keys are checked: `--accept-new-host-keys` trusts new ones;
+/// otherwise the user's ssh configuration for the host decides (as `ssh
+/// -G` resolves it), and strict checking when it says nothing else.
+pub fn host_key_policy(host: &str, opts: &SshOptions) -> KnownHosts {
+    if opts.accept_new_host_keys {
+        return KnownHosts::Add;
+    }
+    let mut ssh = std::process::Command::new("ssh");
+    if let Some(config) = &opts.config {
+        ssh.arg("-F").arg(config);
+    }
+    let resolved = ssh.arg("-G").arg(host).stdin(std::process::Stdio::null()).output();
+    match resolved {
+        Ok(out) if out.status.success() => policy_from_config(&String::from_utf8_lossy(&out.stdout)),
+        _ => KnownHosts::Strict,
+    }
+}
+
+/// The policy `ssh -G`'s output states.
+pub fn policy_from_config(resolved: &str) -> KnownHosts {
+    let value = resolved.lines().find_map(|l| l.strip_prefix("stricthostkeychecking ")).map(|v| v.trim().to_lowercase());
+    match value.as_deref() {
+        Some("accept-new") => KnownHosts::Add,
+        Some("no") | Some("off") | Some("false") => KnownHosts::Accept,
+        // yes, ask (nobody is there to answer), or unset: strict.
+        _ => KnownHosts::Strict,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_keys_are_checked_as_the_ssh_configuration_says() {
+        assert!(matches!(policy_from_config("user root\nstricthostkeychecking ask\n"), KnownHosts::Strict));
+        assert!(matches!(policy_from_config("stricthostkeychecking true\n"), KnownHosts::Strict));
+        assert!(matches!(policy_from_config("stricthostkeychecking accept-new\n"), KnownHosts::Add));
+        assert!(matches!(policy_from_config("stricthostkeychecking false\n"), KnownHosts::Accept));
+        assert!(matches!(policy_from_config(""), KnownHosts::Strict));
     }
 }
 

@@ -33,8 +33,19 @@ pub struct Built {
     pub tarball: Option<PathBuf>,
 }
 
+/// How a release is built.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Also write `<app>-<version>.tar.gz` (never with a cookie in it).
+    pub tar: bool,
+    pub overwrite: bool,
+    /// Write a cookie file into the release directory (kept out of the tarball).
+    pub write_cookie: bool,
+}
+
 /// Builds the release of `app` at `path`.
-pub fn build(app: &App, path: &Path, tar: bool, overwrite: bool) -> Result<Built, ReleaseError> {
+pub fn build(app: &App, path: &Path, opts: Options) -> Result<Built, ReleaseError> {
+    let Options { tar, overwrite, write_cookie } = opts;
     if app.release {
         return Err(ReleaseError::NotSource(app.root.clone()));
     }
@@ -57,7 +68,7 @@ pub fn build(app: &App, path: &Path, tar: bool, overwrite: bool) -> Result<Built
     let staging =
         parent.join(format!(".{}.staging-{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    let result = write_release(app, &path, &staging, &files, is_release);
+    let result = write_release(app, &path, &staging, &files, is_release, write_cookie);
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);
@@ -76,7 +87,7 @@ pub fn build(app: &App, path: &Path, tar: bool, overwrite: bool) -> Result<Built
     Ok(Built { path, tarball })
 }
 
-fn write_release(app: &App, old: &Path, dir: &Path, files: &[PathBuf], old_is_release: bool) -> Result<(), ReleaseError> {
+fn write_release(app: &App, old: &Path, dir: &Path, files: &[PathBuf], old_is_release: bool, write_cookie: bool) -> Result<(), ReleaseError> {
     let name = &app.config.name;
     let vsn = &app.config.version;
     for sub in ["bin", "lib", "priv", "releases"] {
@@ -114,16 +125,19 @@ fn write_release(app: &App, old: &Path, dir: &Path, files: &[PathBuf], old_is_re
     if !env_sh.exists() {
         std::fs::write(&env_sh, include_str!("templates/env.sh").replace("{{name}}", name)).map_err(io(&env_sh))?;
     }
+    // A cookie file only when asked for (or already there): the cookie
+    // otherwise comes from the hosts (SKITTER_COOKIE, ~/.skitter.cookie).
+    let kept = old_is_release.then(|| cookie::read_file(&old.join(COOKIE_FILE)).ok()).flatten();
     let cookie_value = match std::env::var("SKITTER_COOKIE").ok().filter(|c| !c.trim().is_empty()) {
-        Some(c) => c.trim().to_string(),
-        None => match old_is_release.then(|| cookie::read_file(&old.join("releases/COOKIE")).ok()).flatten() {
-            Some(c) => c,
-            None => cookie::random(),
-        },
+        Some(c) if write_cookie => Some(c.trim().to_string()),
+        _ => kept.or_else(|| write_cookie.then(cookie::random)),
     };
-    let cookie_path = dir.join("releases/COOKIE");
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&cookie_path).map_err(io(&cookie_path))?;
-    f.write_all(cookie_value.as_bytes()).map_err(io(&cookie_path))?;
+    if let Some(value) = cookie_value {
+        let cookie_path = dir.join(COOKIE_FILE);
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&cookie_path).map_err(io(&cookie_path))?;
+        f.write_all(value.as_bytes()).map_err(io(&cookie_path))?;
+    }
     let start_data = dir.join(START_DATA);
     std::fs::write(&start_data, format!("{vsn}\n")).map_err(io(&start_data))?;
     Ok(())
@@ -145,7 +159,11 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), ReleaseError> {
     Ok(())
 }
 
-/// `<app>-<vsn>.tar.gz` of the release's contents (without itself).
+/// A release's cookie file: in its directory when asked for, never in its tarball.
+pub const COOKIE_FILE: &str = "releases/COOKIE";
+
+/// `<app>-<vsn>.tar.gz` of the release's contents (without itself, and
+/// without a cookie: a tarball is copied around, to hosts and stores).
 fn write_tarball(dir: &Path, file: &Path) -> Result<(), ReleaseError> {
     let out = std::fs::File::create(file).map_err(io(file))?;
     let gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
@@ -157,9 +175,29 @@ fn write_tarball(dir: &Path, file: &Path) -> Result<(), ReleaseError> {
             continue;
         }
         let name = entry.file_name();
-        let result = if p.is_dir() { tar.append_dir_all(&name, &p) } else { tar.append_path_with_name(&p, &name) };
+        let result = if p.is_dir() { append_dir(&mut tar, dir, &p) } else { tar.append_path_with_name(&p, &name) };
         result.map_err(io(&p))?;
     }
     tar.into_inner().and_then(|gz| gz.finish()).map_err(io(file))?;
+    Ok(())
+}
+
+/// Adds a directory's tree, leaving out the cookie file.
+fn append_dir<W: std::io::Write>(tar: &mut tar::Builder<W>, root: &Path, dir: &Path) -> std::io::Result<()> {
+    let rel = dir.strip_prefix(root).unwrap_or(dir);
+    tar.append_dir(rel, dir)?;
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        let rel = p.strip_prefix(root).unwrap_or(&p);
+        if rel == Path::new(COOKIE_FILE) {
+            continue;
+        }
+        if p.is_dir() {
+            append_dir(tar, root, &p)?;
+        } else {
+            tar.append_path_with_name(&p, rel)?;
+        }
+    }
     Ok(())
 }
