@@ -91,7 +91,8 @@ fn the_tarball_carries_no_cookie_even_when_the_release_has_one() {
 #[test]
 fn a_moved_release_runs_as_a_daemon_answers_rpc_and_remote_and_stops() {
     let dir = tempfile::tempdir().unwrap();
-    let built = release(dir.path(), &[]);
+    // Its own cookie file: every command below runs with another HOME.
+    let built = release(dir.path(), &["--write-cookie"]);
     let root = dir.path().join("moved");
     std::fs::rename(&built, &root).unwrap();
     script(&root, &["daemon"], &[]).success().stdout_has("running as a daemon");

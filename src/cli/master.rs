@@ -120,13 +120,11 @@ pub fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool, cook
     if !shell {
         eprintln!("{welcome}");
     }
-    let _record =
-        NodeFile::write(&tmp_dir(app.as_ref()), &name, &addr).map_err(|e| Error::Failed(format!("cannot write the node file: {e}")))?;
     let master = Master::new(name.clone(), cookie, args.shutdown_with_workers, rt.handle().clone(), stdout_output());
     let env = EngineEnv::new(app.as_ref().map(App::priv_dir), stdout_output());
     let host: Arc<dyn Host> = master.clone();
     let consoles =
-        Arc::new(Consoles { node: name, host: Some(host.clone()), app: app.clone(), env: env.clone(), halt: CancellationToken::new() });
+        Arc::new(Consoles { node: name.clone(), host: Some(host.clone()), app: app.clone(), env: env.clone(), halt: CancellationToken::new() });
     rt.spawn(master.clone().serve(listener, consoles.clone()));
 
     // Dial the workers given here, all at once; every failure is reported.
@@ -150,6 +148,10 @@ pub fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool, cook
         tracing::info!("connected to {} workers", workers.len());
         eprintln!("connected to {} worker(s)", workers.len());
     }
+    // Recorded once its workers are connected: `daemon` returns then, and
+    // what finds the master by name finds its workers too.
+    let _record =
+        NodeFile::write(&tmp_dir(app.as_ref()), &name, &addr).map_err(|e| Error::Failed(format!("cannot write the node file: {e}")))?;
 
     let code = if shell {
         crate::shell::halt_on(rt.handle(), consoles.halt.clone(), host.clone());

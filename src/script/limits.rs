@@ -96,9 +96,19 @@ pub const MEMORY_CHECK_EVERY: u64 = 65536;
 /// The message an evaluation stopped for memory ends with.
 pub fn over_memory_message(limit: u64) -> String {
     format!(
-        "stopped: the node's memory passed its limit of {} MiB ([limits] max_memory_mb in skitter.toml, or SKITTER_MAX_MEMORY_MB)",
+        "stopped: {OVER_MEMORY} of {} MiB ([limits] max_memory_mb in skitter.toml, or SKITTER_MAX_MEMORY_MB)",
         limit >> 20
     )
+}
+
+pub const OVER_MEMORY: &str = "the node's memory passed its limit";
+
+/// Hands the memory this thread freed back to the system at once (the
+/// allocator would keep it a while), so that the node is below its limit
+/// again after an evaluation stopped for passing it.
+pub fn give_back_memory() {
+    // SAFETY: mi_collect has no preconditions; it only frees what is unused.
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 /// This process's resident memory, in bytes.
@@ -144,7 +154,7 @@ mod tests {
     #[test]
     fn the_data_limits_are_refused_with_their_names() {
         let limits = ScriptLimits { max_string_mb: 1, ..ScriptLimits::default() };
-        let err = engine(limits).run(r#"let s = "x".pad(1000, "y"); let a = []; loop { a.push(s + a.len()) }"#).unwrap_err();
+        let err = engine(limits).run(r#"let s = "x"; s.pad(1000, "y"); let a = []; loop { a.push(s + a.len()) }"#).unwrap_err();
         assert!(hint(&err.to_string()).is_some_and(|h| h.contains("max_string_mb")), "{err}");
         let deep = engine(ScriptLimits { max_call_depth: 20, ..ScriptLimits::default() })
             .run("fn f(n) { f(n + 1) } f(0)")

@@ -172,8 +172,14 @@ impl Session {
     fn run(&mut self, ast: &AST, input: Option<&str>) -> Result<Dynamic, ScriptError> {
         self.env.abort.store(false, Ordering::Relaxed);
         let full = self.lib().merge(ast);
+        let before = self.scope.len();
         let result = self.engine.eval_ast_with_scope::<Dynamic>(&mut self.scope, &full);
         self.env.abort.store(false, Ordering::Relaxed);
+        if result.as_ref().is_err_and(|e| eval_error(e, None).message.contains(super::limits::OVER_MEMORY)) {
+            // What the entry built is let go, and its memory given back.
+            self.scope.rewind(before);
+            super::limits::give_back_memory();
+        }
         result.map_err(|e| eval_error(&e, input))
     }
 

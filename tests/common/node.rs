@@ -113,6 +113,20 @@ impl Node {
         unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
     }
 
+    /// Stops the process for `d` (SIGSTOP), then lets it continue: a stall,
+    /// as a debugger, a paused terminal or a busy host make one.
+    pub fn stall(&self, d: Duration) {
+        self.signal(libc::SIGSTOP);
+        std::thread::sleep(d);
+        self.signal(libc::SIGCONT);
+    }
+
+    /// The process's resident memory, in kB.
+    pub fn rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+    }
+
     /// Asks the node to stop, as `stop` and `kill` do (SIGTERM).
     pub fn terminate(&self) {
         self.signal(libc::SIGTERM);

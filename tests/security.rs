@@ -1,0 +1,214 @@
+//! What outsiders, stalls and runaway code cannot do (issue 12): read or
+//! change traffic, starve a node before authenticating, kill a cluster by
+//! stopping a process for 3 s, find the cookie in a tarball or `ps`, take a
+//! node's memory or time from a console.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::node::{run, Node, COOKIE};
+use common::*;
+
+/// A TCP relay to `target` that records what goes up (towards `target`) and
+/// flips one bit of the upward stream at `flip` when given.
+fn relay(bind: &str, target: String, flip: Option<usize>) -> (String, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind(format!("{bind}:0")).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(server) = TcpStream::connect(&target) else { return };
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let up = record.clone();
+            std::thread::spawn(move || copy(client, server, flip, Some(up)));
+            let down = record.clone();
+            std::thread::spawn(move || copy(s2, c2, None, Some(down)));
+        }
+    });
+    (addr, seen)
+}
+
+fn copy(mut from: TcpStream, mut to: TcpStream, flip: Option<usize>, seen: Option<Arc<Mutex<Vec<u8>>>>) {
+    let (mut buf, mut offset) = ([0u8; 8192], 0usize);
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        if let Some(at) = flip.filter(|at| (offset..offset + n).contains(at)) {
+            buf[at - offset] ^= 0x04;
+        }
+        offset += n;
+        if let Some(s) = &seen {
+            s.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+fn master_iex(tmp: &Path, script: &str) -> Node {
+    Node::spawn(&["master", "start_iex", "--no-log", "--listen", "127.0.0.1:0"], tmp, COOKIE, Some(script))
+}
+
+const WAIT_FOR_TWO: &str = "let t = timestamp(); while workers().len() < 2 && t.elapsed < 20.0 { sleep(0.01); }\n";
+
+#[test]
+fn a_relay_between_worker_and_master_sees_no_record_and_a_flipped_bit_closes_the_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = r#"
+        let t = timestamp(); while workers().len() < 1 && t.elapsed < 20.0 { sleep(0.01); }
+        let r = deploy(workflow().stream_source(["distinctive-record-8c1f"]).map(|x| x + "-and-back").collect());
+        print(`status ${wait(r)} ${results(r)}`);
+    "#;
+    let mut master = master_iex(tmp.path(), script);
+    let (via, seen) = relay("127.0.0.41", master.addr.clone(), None);
+    let _w = Node::worker("w1", "127.0.0.42", &["--no-shutdown-with-master", &via], tmp.path());
+    master.wait(Duration::from_secs(30)).expect("the master's shell ends");
+    assert!(master.stdout().contains("status finished [\"distinctive-record-8c1f-and-back\"]"), "{}\n{}", master.stdout(), master.stderr());
+    let bytes = seen.lock().unwrap().clone();
+    assert!(bytes.len() > 200, "the relay carried the traffic");
+    for secret in ["distinctive-record", "-and-back", COOKIE, "w1@"] {
+        assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "`{secret}` crossed the relay in clear");
+    }
+
+    // One bit flipped in what the worker sends, past the handshake: the
+    // master closes the link and says why.
+    let master = Node::spawn(&["master", "start", "--no-log", "--listen", "127.0.0.1:0"], tmp.path(), COOKIE, None);
+    let (via, _) = relay("127.0.0.43", master.addr.clone(), Some(300));
+    let _w = Node::worker("w2", "127.0.0.44", &["--no-shutdown-with-master", &via], tmp.path());
+    assert!(master.wait_stderr("failed authentication (tampered with", Duration::from_secs(20)), "{}", master.stderr());
+}
+
+/// A connection to `addr` from the local address `from`.
+fn connect_from(from: &str, addr: &str) -> Option<TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
+    rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().ok()?;
+        socket.bind(format!("{from}:0").parse().unwrap()).ok()?;
+        let stream = socket.connect(addr.parse().unwrap()).await.ok()?;
+        stream.into_std().ok()
+    })
+    .inspect(|s| s.set_nonblocking(false).unwrap())
+}
+
+#[test]
+fn strangers_holding_connections_open_do_not_starve_a_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = Node::worker("w1", "127.0.0.45", &[], tmp.path());
+    assert!(wait_until(Duration::from_secs(5), || w.rss_kb() > 0));
+    let idle = w.rss_kb();
+    // 300 connections that say nothing, 50 that announce the largest frame
+    // they can and then trickle bytes: from an address of their own (a node
+    // pauses an address that keeps failing).
+    let mut held: Vec<TcpStream> = (0..300).filter_map(|_| connect_from("127.0.0.60", &w.addr)).collect();
+    let mut tricklers: Vec<TcpStream> = (0..50).filter_map(|_| connect_from("127.0.0.61", &w.addr)).collect();
+    assert!(held.len() + tricklers.len() > 300);
+    for s in &mut tricklers {
+        let _ = s.write_all(&[0xff, 0xff, 0xff, 0xff]);
+    }
+    for round in 0..20u8 {
+        for s in &mut tricklers {
+            let _ = s.write_all(&[round]);
+        }
+    }
+    // A real client still gets in, and is answered.
+    run(tmp.path(), &["rpc", &w.addr, "1 + 1"]).success().stdout_has("2");
+    let busy = w.rss_kb();
+    assert!(busy <= idle * 2, "RSS went from {idle} kB to {busy} kB");
+    assert!(w.wait_stderr("refused", Duration::from_secs(10)), "{}", w.stderr());
+    held.clear();
+    tricklers.clear();
+    // Refusals are counted, not written one per line.
+    let lines = w.stderr().lines().filter(|l| l.contains("refused a connection")).count();
+    assert!(lines < 20, "{lines} lines of refusals:\n{}", w.stderr());
+}
+
+#[test]
+fn a_master_stopped_for_3_s_mid_run_finishes_its_workflow_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = format!(
+        "{WAIT_FOR_TWO}
+        let r = deploy(workflow().stream_source(|n| if n < 400 {{ sleep(0.01); n }} else {{ () }}).count(|x| x % 4).collect());
+        print(\"deployed\");
+        let total = 0; let status = wait(r); for p in results(r) {{ total += p[1]; }}
+        print(`status ${{status}} total ${{total}} keys ${{results(r).len()}}`);
+    "
+    );
+    let mut master = master_iex(tmp.path(), &script);
+    let _w1 = Node::worker("w1", "127.0.0.46", &[&master.addr], tmp.path());
+    let _w2 = Node::worker("w2", "127.0.0.47", &[&master.addr], tmp.path());
+    assert!(wait_until(Duration::from_secs(20), || master.stdout().contains("deployed")), "{}", master.stderr());
+    master.stall(Duration::from_secs(3));
+    master.wait(Duration::from_secs(30)).expect("the master's shell ends");
+    assert!(master.stdout().contains("status finished total 400 keys 4"), "{}\n{}", master.stdout(), master.stderr());
+}
+
+#[test]
+fn a_worker_stopped_for_3_s_mid_run_stays_and_its_workflow_finishes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = format!(
+        "{WAIT_FOR_TWO}
+        let r = deploy(workflow().stream_source(|n| if n < 400 {{ sleep(0.01); n }} else {{ () }}).map(|x| x * 2).count(|x| x % 3).collect());
+        print(\"deployed\");
+        let total = 0; let status = wait(r); for p in results(r) {{ total += p[1]; }}
+        print(`status ${{status}} total ${{total}} workers ${{workers().len()}}`);
+    "
+    );
+    let mut master = master_iex(tmp.path(), &script);
+    let w1 = Node::worker("w1", "127.0.0.48", &[&master.addr], tmp.path());
+    let w2 = Node::worker("w2", "127.0.0.49", &[&master.addr], tmp.path());
+    assert!(wait_until(Duration::from_secs(20), || master.stdout().contains("deployed")), "{}", master.stderr());
+    w1.stall(Duration::from_secs(3));
+    w2.stall(Duration::from_secs(3));
+    master.wait(Duration::from_secs(30)).expect("the master's shell ends");
+    assert!(master.stdout().contains("status finished total 400 workers 2"), "{}\n{}", master.stdout(), master.stderr());
+}
+
+#[test]
+fn a_daemon_shows_no_cookie_to_ps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = "a-secret-cookie-9e2d";
+    let run_plain = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["-c", secret]);
+        Skitter::new().args(&all).env("SKITTER_TMP", tmp.path()).env("HOME", tmp.path()).run()
+    };
+    run_plain(&["worker", "daemon", "-n", "secretive", "--no-log", "--listen", "127.0.0.50:0"]).success();
+    let pid: u32 = run_plain(&["worker", "pid", "-n", "secretive"]).success().stdout().trim().parse().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(!cmdline.windows(secret.len()).any(|w| w == secret.as_bytes()), "{}", String::from_utf8_lossy(&cmdline));
+    // It has the cookie all the same.
+    let addr = std::fs::read_to_string(tmp.path().join(format!("secretive@{}.node", hostname()))).unwrap();
+    let addr = addr.lines().next().unwrap().to_string();
+    Skitter::new().args(["rpc", &addr, "6 * 7"]).env("SKITTER_COOKIE", secret).env("HOME", tmp.path()).run().success().stdout_has("42");
+    run_plain(&["worker", "stop", "-n", "secretive"]).success();
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string()
+}
+
+#[test]
+fn runaway_console_code_is_stopped_and_the_node_lives_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd_args = vec!["worker", "start", "--no-log", "-n", "w1", "--listen", "127.0.0.51:0"];
+    cmd_args.push("--slots");
+    cmd_args.push("1");
+    std::env::set_var("SKITTER_MAX_MEMORY_MB", "300");
+    let w = Node::spawn(&cmd_args, tmp.path(), COOKIE, None);
+    std::env::remove_var("SKITTER_MAX_MEMORY_MB");
+    let runaway = r#"let s = "x"; s.pad(1000, "y"); let a = []; loop { a.push(s + a.len()) }"#;
+    run(tmp.path(), &["rpc", &w.addr, runaway]).expect_code(1).stderr_has("memory passed its limit of 300 MiB");
+    // A loop that never ends is interrupted on the node at its timeout.
+    run(tmp.path(), &["rpc", "--timeout", "1", &w.addr, "loop {}"]).expect_code(1).stderr_has("longer than its timeout of 1 s");
+    run(tmp.path(), &["rpc", &w.addr, "1 + 1"]).success().stdout_has("2");
+}
