@@ -200,12 +200,8 @@ fn hostname() -> String {
 #[test]
 fn runaway_console_code_is_stopped_and_the_node_lives_on() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cmd_args = vec!["worker", "start", "--no-log", "-n", "w1", "--listen", "127.0.0.51:0"];
-    cmd_args.push("--slots");
-    cmd_args.push("1");
-    std::env::set_var("SKITTER_MAX_MEMORY_MB", "300");
-    let w = Node::spawn(&cmd_args, tmp.path(), COOKIE, None);
-    std::env::remove_var("SKITTER_MAX_MEMORY_MB");
+    let args = ["worker", "start", "--no-log", "-n", "w1", "--listen", "127.0.0.51:0", "--slots", "1"];
+    let w = Node::spawn_with_env(&args, tmp.path(), COOKIE, None, &[("SKITTER_MAX_MEMORY_MB", "300")]);
     let runaway = r#"let s = "x"; s.pad(1000, "y"); let a = []; loop { a.push(s + a.len()) }"#;
     run(tmp.path(), &["rpc", &w.addr, runaway]).expect_code(1).stderr_has("memory passed its limit of 300 MiB");
     // A loop that never ends is interrupted on the node at its timeout.

@@ -54,7 +54,13 @@ fn drain(reader: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> std::t
 impl Node {
     /// Starts `skitter <args>` and waits for its welcome line.
     pub fn spawn(args: &[&str], tmp: &Path, cookie: &str, stdin: Option<&str>) -> Node {
+        Node::spawn_with_env(args, tmp, cookie, stdin, &[])
+    }
+
+    /// [`Node::spawn`] with more environment variables.
+    pub fn spawn_with_env(args: &[&str], tmp: &Path, cookie: &str, stdin: Option<&str>, env: &[(&str, &str)]) -> Node {
         let mut cmd = Command::new(BIN);
+        cmd.envs(env.iter().copied());
         cmd.args(args).env("SKITTER_COOKIE", cookie).env("SKITTER_TMP", tmp).env("NO_COLOR", "1").env("HOME", tmp);
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn skitter");
