@@ -6,10 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use super::value::{NotPlainData, Value};
 use crate::workflow::model::{FlatEdge, FlatGraph, FlatNode};
+use crate::workflow::operator::{Strategy, UserOp};
 use crate::workflow::{Counts, Func, Operator, SourceSpec};
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 
 /// Who is at the other end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,21 +82,43 @@ pub enum OpSpec {
     WriteLines(String),
     WriteParts(String),
     Collect,
+    User(UserOpSpec),
+}
+
+/// A user-defined operator as it travels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserOpSpec {
+    pub name: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub strategy: StrategySpec,
+    pub key: Option<FuncSpec>,
+    pub init: Option<FuncSpec>,
+    pub on: Vec<Option<FuncSpec>>,
+    pub on_end: Option<FuncSpec>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StrategySpec {
+    ImmutableLocal,
+    Keyed,
+    Single,
 }
 
 /// A flattened workflow, ready to travel.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowSpec {
     pub nodes: Vec<(String, OpSpec)>,
-    /// (from, port, to)
-    pub edges: Vec<(u32, u32, u32)>,
+    /// (from, port, to, to_port)
+    pub edges: Vec<(u32, u32, u32, u32)>,
 }
 
 /// Records on an edge between two workers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum DataMsg {
-    Records(Vec<Value>),
-    Keyed(Vec<(Value, Value)>),
+    /// Records for the target's input port number `.0`.
+    Records(u32, Vec<Value>),
+    Keyed(u32, Vec<(Value, Value)>),
     Counts(Vec<(Value, i64)>),
     End,
 }
@@ -270,6 +293,20 @@ impl WorkflowSpec {
                 Operator::WriteLines(p) => OpSpec::WriteLines(p.display().to_string()),
                 Operator::WriteParts(p) => OpSpec::WriteParts(p.display().to_string()),
                 Operator::Collect => OpSpec::Collect,
+                Operator::User(u) => OpSpec::User(UserOpSpec {
+                    name: u.name.clone(),
+                    inputs: u.inputs.clone(),
+                    outputs: u.outputs.clone(),
+                    strategy: match u.strategy {
+                        Strategy::Keyed => StrategySpec::Keyed,
+                        Strategy::Single => StrategySpec::Single,
+                        _ => StrategySpec::ImmutableLocal,
+                    },
+                    key: u.key.as_ref().map(func_spec).transpose()?,
+                    init: u.init.as_ref().map(func_spec).transpose()?,
+                    on: u.on.iter().map(|f| f.as_ref().map(func_spec).transpose()).collect::<Result<_, _>>()?,
+                    on_end: u.on_end.as_ref().map(func_spec).transpose()?,
+                }),
             })
         };
         let nodes = graph
@@ -277,7 +314,7 @@ impl WorkflowSpec {
             .iter()
             .map(|n| op(&n.op).map(|o| (n.name.clone(), o)).map_err(|e| format!("node `{}`: {e}", n.name)))
             .collect::<Result<_, _>>()?;
-        let edges = graph.edges.iter().map(|e| (e.from as u32, e.port as u32, e.to as u32)).collect();
+        let edges = graph.edges.iter().map(|e| (e.from as u32, e.port as u32, e.to as u32, e.to_port as u32)).collect();
         Ok(WorkflowSpec { nodes, edges })
     }
 
@@ -302,16 +339,30 @@ impl WorkflowSpec {
                 OpSpec::WriteLines(p) => Operator::WriteLines(p.into()),
                 OpSpec::WriteParts(p) => Operator::WriteParts(p.into()),
                 OpSpec::Collect => Operator::Collect,
+                OpSpec::User(u) => Operator::User(Box::new(UserOp {
+                    name: u.name,
+                    inputs: u.inputs,
+                    outputs: u.outputs,
+                    strategy: match u.strategy {
+                        StrategySpec::Keyed => Strategy::Keyed,
+                        StrategySpec::Single => Strategy::Single,
+                        StrategySpec::ImmutableLocal => Strategy::ImmutableLocal,
+                    },
+                    key: u.key.map(func).transpose()?,
+                    init: u.init.map(func).transpose()?,
+                    on: u.on.into_iter().map(|f| f.map(func).transpose()).collect::<Result<_, _>>()?,
+                    on_end: u.on_end.map(func).transpose()?,
+                })),
             };
             nodes.push(FlatNode { name, op });
         }
         let mut edges = Vec::with_capacity(self.edges.len());
-        for (from, port, to) in self.edges {
-            let (from, port, to) = (from as usize, port as usize, to as usize);
-            if from >= count || to >= count || port >= nodes[from].op.out_ports().len() {
-                return Err(format!("edge ({from}, {port}, {to}) does not fit the workflow"));
+        for (from, port, to, to_port) in self.edges {
+            let (from, port, to, to_port) = (from as usize, port as usize, to as usize, to_port as usize);
+            if from >= count || to >= count || port >= nodes[from].op.out_ports().len() || to_port >= nodes[to].op.in_ports().len() {
+                return Err(format!("edge ({from}, {port}, {to}, {to_port}) does not fit the workflow"));
             }
-            edges.push(FlatEdge { from, port, to });
+            edges.push(FlatEdge { from, port, to, to_port });
         }
         Ok(FlatGraph { nodes, edges })
     }
@@ -324,6 +375,7 @@ pub struct RecordsFrame<'a> {
     pub id: u64,
     pub stage: u32,
     pub instance: u32,
+    pub port: u32,
     pub records: &'a [rhai::Dynamic],
 }
 
@@ -337,16 +389,20 @@ impl Serialize for RecordsFrame<'_> {
         v.serialize_field("id", &self.id)?;
         v.serialize_field("stage", &self.stage)?;
         v.serialize_field("instance", &self.instance)?;
-        v.serialize_field("msg", &RecordsMsg(self.records))?;
+        v.serialize_field("msg", &RecordsMsg(self.port, self.records))?;
         v.end()
     }
 }
 
-struct RecordsMsg<'a>(&'a [rhai::Dynamic]);
+struct RecordsMsg<'a>(u32, &'a [rhai::Dynamic]);
 
 impl Serialize for RecordsMsg<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_newtype_variant("DataMsg", 0, "Records", &Records(self.0))
+        use serde::ser::SerializeTupleVariant;
+        let mut v = s.serialize_tuple_variant("DataMsg", 0, "Records", 2)?;
+        v.serialize_field(&self.0)?;
+        v.serialize_field(&Records(self.1))?;
+        v.end()
     }
 }
 
@@ -385,15 +441,16 @@ mod tests {
             rhai::Dynamic::from_array(vec![rhai::Dynamic::from("w"), rhai::Dynamic::from(3_i64)]),
             rhai::Dynamic::UNIT,
         ];
-        let direct = postcard::to_allocvec(&RecordsFrame { id: 7, stage: 2, instance: 5, records: &records }).unwrap();
+        let direct = postcard::to_allocvec(&RecordsFrame { id: 7, stage: 2, instance: 5, port: 1, records: &records }).unwrap();
         let values = super::super::value::to_values(&records).unwrap();
-        let via_values = postcard::to_allocvec(&DataLinkMsg::Data { id: 7, stage: 2, instance: 5, msg: DataMsg::Records(values) }).unwrap();
+        let via_values =
+            postcard::to_allocvec(&DataLinkMsg::Data { id: 7, stage: 2, instance: 5, msg: DataMsg::Records(1, values) }).unwrap();
         assert_eq!(direct, via_values);
     }
 
     #[test]
     fn functions_in_records_are_refused_when_encoding() {
         let records = vec![rhai::Dynamic::from(rhai::FnPtr::new("f").unwrap())];
-        assert!(postcard::to_allocvec(&RecordsFrame { id: 1, stage: 0, instance: 0, records: &records }).is_err());
+        assert!(postcard::to_allocvec(&RecordsFrame { id: 1, stage: 0, instance: 0, port: 0, records: &records }).is_err());
     }
 }

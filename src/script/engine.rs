@@ -9,7 +9,7 @@ use rhai::{Engine, EvalAltResult, Module, Position, Shared};
 
 type SharedModule = Shared<Module>;
 
-use super::{operator_api, workflow_api};
+use super::{operator_api, user_operator_api, workflow_api};
 
 /// Rhai names an anonymous function `anon$<hash>` and hashes function
 /// signatures with a per-process random seed unless told otherwise. Every
@@ -52,11 +52,13 @@ pub struct EngineEnv {
     /// Set to make the running evaluation stop with "interrupted".
     pub abort: Arc<AtomicBool>,
     pub output: Output,
+    /// For operator code: what `runtime_info()` tells it (the node it runs on).
+    pub operator_info: Option<rhai::Map>,
 }
 
 impl EngineEnv {
     pub fn new(priv_dir: Option<PathBuf>, output: Output) -> Self {
-        EngineEnv { priv_dir, abort: Arc::new(AtomicBool::new(false)), output }
+        EngineEnv { priv_dir, abort: Arc::new(AtomicBool::new(false)), output, operator_info: None }
     }
 }
 
@@ -98,6 +100,7 @@ fn workflow_package() -> SharedModule {
         .get_or_init(|| {
             let mut module = rhai::exported_module!(workflow_api::api);
             module.combine_flatten(rhai::exported_module!(operator_api::api));
+            module.combine_flatten(rhai::exported_module!(user_operator_api::api));
             module.into()
         })
         .clone()
@@ -118,6 +121,7 @@ pub fn new_engine(env: &EngineEnv) -> Engine {
     engine.register_global_module(workflow_package());
     engine.register_type_with_name::<crate::workflow::Workflow>("Workflow");
     engine.register_type_with_name::<crate::workflow::Operator>("Operator");
+    engine.register_type_with_name::<user_operator_api::StrategyValue>("Strategy");
 
     let priv_dir = env.priv_dir.clone();
     rhai::FuncRegistration::new("priv_path")
@@ -148,6 +152,13 @@ pub fn new_engine(env: &EngineEnv) -> Engine {
         .register_into_engine(&mut engine, move |seconds: rhai::INT| -> Result<(), Box<EvalAltResult>> {
             nap(&abort, seconds as rhai::FLOAT)
         });
+
+    super::emit::register(&mut engine);
+    if let Some(info) = env.operator_info.clone() {
+        rhai::FuncRegistration::new("runtime_info")
+            .with_comments(["/// In an operator's code: the node it runs on (`node`, `mode`)."])
+            .register_into_engine(&mut engine, move || info.clone());
+    }
 
     let print_out = env.output.clone();
     engine.on_print(move |text| print_out(text));

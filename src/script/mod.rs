@@ -5,6 +5,7 @@ pub mod app;
 pub mod complete;
 pub mod diagnostic;
 pub mod docs;
+pub mod emit;
 pub mod engine;
 pub mod host;
 pub mod limits;
@@ -13,6 +14,7 @@ pub mod render;
 pub mod runtime_api;
 pub mod session;
 pub mod shell_api;
+pub mod user_operator_api;
 pub mod workflow_api;
 
 pub use app::App;

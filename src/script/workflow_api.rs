@@ -75,7 +75,9 @@ fn chain(wf: Workflow, op: Operator) -> RhaiResult<Workflow> {
 /// A node body for `node`: an operator or a whole workflow.
 fn body(value: Dynamic) -> RhaiResult<Body> {
     if value.is::<Operator>() {
-        return Ok(Body::Op(value.cast::<Operator>()));
+        let op = value.cast::<Operator>();
+        super::user_operator_api::check(&op)?;
+        return Ok(Body::Op(op));
     }
     if value.is::<Workflow>() {
         return Ok(Body::Nested(Box::new(value.cast::<Workflow>())));

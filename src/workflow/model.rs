@@ -43,7 +43,7 @@ pub struct Node {
 impl Node {
     fn in_ports(&self) -> Vec<&str> {
         match &self.body {
-            Body::Op(op) => op.in_ports().to_vec(),
+            Body::Op(op) => op.in_ports(),
             Body::Nested(wf) if wf.entries().is_empty() => Vec::new(),
             Body::Nested(_) => vec!["in"],
         }
@@ -51,7 +51,7 @@ impl Node {
 
     fn out_ports(&self) -> Vec<&str> {
         match &self.body {
-            Body::Op(op) => op.out_ports().to_vec(),
+            Body::Op(op) => op.out_ports(),
             Body::Nested(wf) if wf.cursor.is_none() => Vec::new(),
             Body::Nested(_) => vec!["out"],
         }
@@ -291,8 +291,8 @@ impl Workflow {
             return Err(WorkflowError::NoSource);
         }
         for (i, node) in flat.nodes.iter().enumerate() {
-            for port in node.op.in_ports() {
-                if !flat.edges.iter().any(|e| e.to == i) {
+            for (p, port) in node.op.in_ports().iter().enumerate() {
+                if !flat.edges.iter().any(|e| e.to == i && e.to_port == p) {
                     return Err(WorkflowError::DanglingInput(format!("{}.{port}", node.name)));
                 }
             }
@@ -311,8 +311,9 @@ impl Workflow {
     /// Adds this workflow's nodes and internal edges to `graph`, returning for
     /// the workflow's `in` the flat nodes it feeds and for `out` the flat port.
     fn flatten_into(&self, prefix: &str, graph: &mut FlatGraph, index: &mut HashMap<String, usize>) -> Ends {
-        // Per node: where its inputs go (flat node ids) and where its outputs come from.
-        let mut inputs: HashMap<&str, Vec<usize>> = HashMap::new();
+        // Per node and input port: the flat ports it feeds; per node and
+        // output port: the flat ports it comes from.
+        let mut inputs: HashMap<(&str, &str), Vec<(usize, usize)>> = HashMap::new();
         let mut outputs: HashMap<(&str, &str), Vec<(usize, usize)>> = HashMap::new();
         for node in &self.nodes {
             let name = format!("{prefix}{}", node.name);
@@ -321,35 +322,38 @@ impl Workflow {
                     let id = graph.nodes.len();
                     graph.nodes.push(FlatNode { name: name.clone(), op: op.clone() });
                     index.insert(name, id);
-                    inputs.insert(&node.name, vec![id]);
-                    for (p, port) in op.out_ports().iter().enumerate() {
+                    for (p, port) in op.in_ports().into_iter().enumerate() {
+                        inputs.insert((&node.name, port), vec![(id, p)]);
+                    }
+                    for (p, port) in op.out_ports().into_iter().enumerate() {
                         outputs.insert((&node.name, port), vec![(id, p)]);
                     }
                 }
                 Body::Nested(inner) => {
                     let ends = inner.flatten_into(&format!("{name}/"), graph, index);
-                    inputs.insert(&node.name, ends.inputs);
+                    inputs.insert((&node.name, "in"), ends.inputs);
                     outputs.insert((&node.name, "out"), ends.output.into_iter().collect());
                 }
             }
         }
         for link in &self.links {
             let sources = outputs.get(&(link.from.node.as_str(), link.from.port.as_str())).cloned().unwrap_or_default();
-            let targets = inputs.get(link.to.node.as_str()).cloned().unwrap_or_default();
+            let targets = inputs.get(&(link.to.node.as_str(), link.to.port.as_str())).cloned().unwrap_or_default();
             for &(from, port) in &sources {
-                for &to in &targets {
-                    graph.edges.push(FlatEdge { from, port, to });
+                for &(to, to_port) in &targets {
+                    graph.edges.push(FlatEdge { from, port, to, to_port });
                 }
             }
         }
-        let entry_inputs = self.entries().iter().flat_map(|n| inputs.get(n).cloned().unwrap_or_default()).collect();
+        let entry_inputs = self.entries().iter().flat_map(|n| inputs.get(&(*n, "in")).cloned().unwrap_or_default()).collect();
         let output = self.cursor.as_ref().and_then(|c| outputs.get(&(c.node.as_str(), c.port.as_str())).and_then(|v| v.first().copied()));
         Ends { inputs: entry_inputs, output }
     }
 }
 
 struct Ends {
-    inputs: Vec<usize>,
+    /// The flat ports the workflow's `in` feeds.
+    inputs: Vec<(usize, usize)>,
     output: Option<(usize, usize)>,
 }
 
@@ -366,12 +370,14 @@ pub struct FlatNode {
     pub op: Operator,
 }
 
-/// An edge from output port number `port` of node `from` to the input of `to`.
+/// An edge from output port number `port` of node `from` to input port
+/// number `to_port` of node `to`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlatEdge {
     pub from: usize,
     pub port: usize,
     pub to: usize,
+    pub to_port: usize,
 }
 
 impl FlatGraph {

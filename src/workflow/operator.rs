@@ -16,6 +16,55 @@ pub enum Strategy {
     /// Records are routed by a stable hash of their key into key groups;
     /// each group lives on exactly one instance, which owns its state.
     Keyed,
+    /// One instance in the whole cluster: every record meets the same state.
+    Single,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Source => "source",
+            Strategy::ImmutableLocal => "immutable_local",
+            Strategy::Keyed => "keyed",
+            Strategy::Single => "single",
+        }
+    }
+}
+
+/// An operator written in Rhai (`operator("name")...`): named ports, a
+/// state (per instance, or per key under a keyed strategy) and a callback
+/// per input port in which `this` is the state and `emit(port, value)`
+/// sends on.
+#[derive(Clone, Debug)]
+pub struct UserOp {
+    /// The operator's name: the kind of its nodes.
+    pub name: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub strategy: Strategy,
+    /// The key of a record, under the keyed strategy.
+    pub key: Option<Func>,
+    /// Makes the initial state; without it the state is `()`.
+    pub init: Option<Func>,
+    /// The callback of each input port, in the order of `inputs`.
+    pub on: Vec<Option<Func>>,
+    /// Runs once all inputs have ended (once per key under a keyed strategy).
+    pub on_end: Option<Func>,
+}
+
+impl UserOp {
+    pub fn new(name: &str) -> UserOp {
+        UserOp {
+            name: name.to_string(),
+            inputs: vec!["in".into()],
+            outputs: vec!["out".into()],
+            strategy: Strategy::ImmutableLocal,
+            key: None,
+            init: None,
+            on: vec![None],
+            on_end: None,
+        }
+    }
 }
 
 /// A function given to an operator: a named script function or a closure
@@ -83,6 +132,7 @@ pub enum Operator {
     /// One part file per instance in the directory, on each worker's host.
     WriteParts(PathBuf),
     Collect,
+    User(Box<UserOp>),
 }
 
 const IN: &[&str] = &["in"];
@@ -92,8 +142,9 @@ const FILTER_OUT: &[&str] = &["accept", "reject"];
 
 impl Operator {
     /// The operator's kind, as used in automatic node names and messages.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &str {
         match self {
+            Operator::User(u) => &u.name,
             Operator::Source(SourceSpec::Lines { .. }) => "read_lines",
             Operator::Source(SourceSpec::Tcp { .. }) => "tcp_source",
             Operator::Source(_) => "stream_source",
@@ -109,24 +160,27 @@ impl Operator {
         }
     }
 
-    pub fn in_ports(&self) -> &'static [&'static str] {
+    pub fn in_ports(&self) -> Vec<&str> {
         match self {
-            Operator::Source(_) => NONE,
-            _ => IN,
+            Operator::Source(_) => NONE.to_vec(),
+            Operator::User(u) => u.inputs.iter().map(String::as_str).collect(),
+            _ => IN.to_vec(),
         }
     }
 
-    pub fn out_ports(&self) -> &'static [&'static str] {
+    pub fn out_ports(&self) -> Vec<&str> {
         match self {
-            Operator::Filter(_) => FILTER_OUT,
-            Operator::WriteLines(_) | Operator::WriteParts(_) | Operator::Collect => NONE,
-            _ => OUT,
+            Operator::Filter(_) => FILTER_OUT.to_vec(),
+            Operator::WriteLines(_) | Operator::WriteParts(_) | Operator::Collect => NONE.to_vec(),
+            Operator::User(u) => u.outputs.iter().map(String::as_str).collect(),
+            _ => OUT.to_vec(),
         }
     }
 
     pub fn strategy(&self) -> Strategy {
         match self {
             Operator::Source(_) => Strategy::Source,
+            Operator::User(u) => u.strategy,
             Operator::KeyedReduce { .. } | Operator::Count { .. } => Strategy::Keyed,
             _ => Strategy::ImmutableLocal,
         }
@@ -138,6 +192,7 @@ impl Operator {
         match self {
             Operator::KeyedReduce { key, .. } => Some(key),
             Operator::Count { key } => key.as_ref(),
+            Operator::User(u) => u.key.as_ref(),
             _ => None,
         }
     }
@@ -148,6 +203,7 @@ impl Operator {
             Operator::Source(SourceSpec::Generator(f)) | Operator::Map(f) | Operator::FlatMap(f) | Operator::Filter(f) => vec![f],
             Operator::KeyedReduce { key, reduce, .. } => vec![key, reduce],
             Operator::Count { key } => key.iter().collect(),
+            Operator::User(u) => u.key.iter().chain(&u.init).chain(u.on.iter().flatten()).chain(&u.on_end).collect(),
             _ => Vec::new(),
         }
     }

@@ -53,7 +53,7 @@ impl Plan {
                 }
                 None => {
                     stage_of[n] = stages.len();
-                    let parallel = graph.nodes[n].op.strategy() != Strategy::Source;
+                    let parallel = !matches!(graph.nodes[n].op.strategy(), Strategy::Source | Strategy::Single);
                     stages.push(Stage { nodes: vec![n], parallel });
                 }
             }

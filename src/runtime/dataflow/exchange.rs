@@ -39,7 +39,7 @@ impl Spread {
         while self.buf.len() >= min {
             let take = self.buf.len().min(BATCH.max(min));
             self.next = (self.next + 1) % self.targets;
-            out.push((self.next, Msg::Records(self.buf.drain(..take).collect())));
+            out.push((self.next, Msg::Records(0, self.buf.drain(..take).collect())));
         }
     }
 }
@@ -58,7 +58,7 @@ impl Forward {
     fn ready(&mut self, min: usize, out: &mut Vec<(usize, Msg)>) {
         while self.buf.len() >= min {
             let take = self.buf.len().min(BATCH.max(min));
-            out.push((self.target, Msg::Records(self.buf.drain(..take).collect())));
+            out.push((self.target, Msg::Records(0, self.buf.drain(..take).collect())));
         }
     }
 }
@@ -109,7 +109,7 @@ impl Hash {
     fn ready(&mut self, min: usize, out: &mut Vec<(usize, Msg)>) {
         for (i, keyed) in self.keyed.iter_mut().enumerate() {
             if keyed.len() >= min {
-                out.push((i, Msg::Keyed(std::mem::take(keyed))));
+                out.push((i, Msg::Keyed(0, std::mem::take(keyed))));
             }
         }
         if let Some(partial) = &mut self.partial {
@@ -160,6 +160,8 @@ pub struct Outlet {
     /// The node whose key function the pusher calls (the target).
     pub target_name: String,
     pub targets: Vec<Inbox>,
+    /// The target's input port.
+    pub port: u32,
     pub remote: Option<Arc<dyn Remote>>,
 }
 
@@ -171,7 +173,7 @@ impl Outlet {
     /// Sends every batch holding at least `min` records.
     pub fn flush(&mut self, running: &Running, min: usize) -> Result<(), FlowError> {
         for (target, msg) in self.pusher.ready(min) {
-            self.send(running, target, msg)?;
+            self.send(running, target, msg.to_port(self.port))?;
         }
         Ok(())
     }
@@ -216,8 +218,8 @@ mod tests {
         batches
             .iter()
             .map(|(t, m)| match m {
-                Msg::Records(r) => (*t, r.len()),
-                Msg::Keyed(r) => (*t, r.len()),
+                Msg::Records(_, r) => (*t, r.len()),
+                Msg::Keyed(_, r) => (*t, r.len()),
                 Msg::Counts(r) => (*t, r.len()),
                 Msg::End => (*t, 0),
             })

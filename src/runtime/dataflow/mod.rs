@@ -25,6 +25,7 @@ mod running;
 pub mod sink;
 pub mod source;
 mod stage;
+mod user_op;
 mod wiring;
 
 use rhai::Dynamic;
@@ -53,14 +54,26 @@ const TCP_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 /// What travels on an edge between stages.
 #[derive(Debug)]
 pub enum Msg {
-    Records(Vec<Dynamic>),
+    /// Records for the target's input port number `.0`.
+    Records(u32, Vec<Dynamic>),
     /// Records routed by key, with the key computed once by the sender.
-    Keyed(Vec<(Key, Dynamic)>),
+    Keyed(u32, Vec<(Key, Dynamic)>),
     /// Partial counts per key, for a `count`: the sender combines records of
     /// the same key before they cross.
     Counts(Vec<(Key, i64)>),
     /// The sender of one edge has no more records.
     End,
+}
+
+impl Msg {
+    /// The same records, for input port `port` of the target.
+    pub fn to_port(self, port: u32) -> Msg {
+        match self {
+            Msg::Records(_, r) => Msg::Records(port, r),
+            Msg::Keyed(_, r) => Msg::Keyed(port, r),
+            other => other,
+        }
+    }
 }
 
 /// How records leave this process: the cluster's data links and the path

@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 use super::call::Calls;
 use super::error::{script_error, shown, FlowError};
 use super::sink::{FileSink, Results};
+use super::stage::Outputs;
+use super::user_op::UserStep;
 use super::Remote;
 use crate::script::Output;
 use crate::workflow::key::{Key, KeyMap};
@@ -53,6 +55,7 @@ pub enum Step {
     Print { prefix: String, printer: Printer },
     WriteLines(LineSink),
     Collect(CollectSink),
+    User(UserStep),
 }
 
 impl Step {
@@ -63,17 +66,23 @@ impl Step {
     }
 
     pub fn is_keyed(&self) -> bool {
-        matches!(self, Step::Count { .. } | Step::KeyedReduce { .. })
+        match self {
+            Step::Count { .. } | Step::KeyedReduce { .. } => true,
+            Step::User(u) => u.is_keyed(),
+            _ => false,
+        }
     }
 
-    /// Runs the node `name` on a batch; returns the records for each output port.
+    /// Runs the node `name` on a batch for its input port `port`; returns
+    /// the records for each output port.
     pub fn apply(
         &mut self,
         calls: &Calls,
         name: &str,
+        port: usize,
         batch: Vec<Dynamic>,
         ended: &CancellationToken,
-    ) -> Result<Vec<Vec<Dynamic>>, FlowError> {
+    ) -> Result<Outputs, FlowError> {
         let wrong = |reason: String| FlowError::Operator { operator: name.to_string(), reason };
         match self {
             Step::Source(_) => Ok(vec![batch]),
@@ -151,17 +160,19 @@ impl Step {
                 remote.collect(sink, &batch, ended).map_err(|e| in_operator(name, e))?;
                 Ok(Vec::new())
             }
-            Step::KeyedReduce { .. } | Step::Count { .. } => {
+            Step::User(u) if !u.is_keyed() => u.apply(calls, name, port, batch),
+            Step::KeyedReduce { .. } | Step::Count { .. } | Step::User(_) => {
                 // Keyed nodes are stage heads and get keyed input; a
                 // record that comes without its key is its own key.
                 let pairs = batch.into_iter().map(|r| (Key::new(r.clone()), r)).collect();
-                Ok(vec![self.apply_keyed(calls, name, pairs)?])
+                self.apply_keyed(calls, name, port, pairs)
             }
         }
     }
 
-    /// Runs a keyed node on records that come with their keys; returns what it emits.
-    pub fn apply_keyed(&mut self, calls: &Calls, name: &str, pairs: Vec<(Key, Dynamic)>) -> Result<Vec<Dynamic>, FlowError> {
+    /// Runs a keyed node on records that come with their keys; returns what
+    /// it emits on each output port.
+    pub fn apply_keyed(&mut self, calls: &Calls, name: &str, port: usize, pairs: Vec<(Key, Dynamic)>) -> Result<Outputs, FlowError> {
         match self {
             Step::Count { counts } => {
                 for (key, _) in pairs {
@@ -169,6 +180,7 @@ impl Step {
                 }
                 Ok(Vec::new())
             }
+            Step::User(u) => u.apply_keyed(calls, name, port, pairs),
             Step::KeyedReduce { reduce, initial, state } => {
                 let mut out = Vec::new();
                 for (key, rec) in pairs {
@@ -191,7 +203,7 @@ impl Step {
                         }
                     }
                 }
-                Ok(out)
+                Ok(vec![out])
             }
             _ => Err(FlowError::Internal(format!("operator `{name}` is not keyed but got keyed records"))),
         }
@@ -208,13 +220,15 @@ impl Step {
         Ok(())
     }
 
-    /// What the node holds until its input ends (a count's totals).
-    pub fn finish(&mut self) -> Option<Vec<Dynamic>> {
+    /// What the node emits once its inputs have ended (a count's totals, a
+    /// user operator's end callback), per output port.
+    pub fn finish(&mut self, calls: &Calls, name: &str) -> Result<Outputs, FlowError> {
         match self {
             Step::Count { counts } => {
-                Some(std::mem::take(counts).into_iter().map(|(k, n)| Dynamic::from_array(vec![k.value, Dynamic::from_int(n)])).collect())
+                Ok(vec![std::mem::take(counts).into_iter().map(|(k, n)| Dynamic::from_array(vec![k.value, Dynamic::from_int(n)])).collect()])
             }
-            _ => None,
+            Step::User(u) => u.finish(calls, name),
+            _ => Ok(Vec::new()),
         }
     }
 }

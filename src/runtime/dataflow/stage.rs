@@ -30,6 +30,9 @@ pub struct StageRun {
     pub names: Vec<String>,
     /// The flat node id of each step, for the counts.
     pub nodes: Vec<usize>,
+    /// The input port of each step fed inside the stage (a fused node has
+    /// one input edge); the head's input comes with each message.
+    pub ports: Vec<usize>,
     pub steps: Vec<Step>,
     /// Per node, per output port: where its records go.
     pub routes: Vec<Vec<Vec<Target>>>,
@@ -41,6 +44,9 @@ enum Input {
     Keyed(Vec<(Key, Dynamic)>),
 }
 
+/// The records each output port of a node emitted.
+pub type Outputs = Vec<Vec<Dynamic>>;
+
 impl StageRun {
     pub fn run(mut self, calls: &Calls, running: &Running, inbox: &mut mpsc::Receiver<Msg>, expected_ends: usize) -> Result<(), FlowError> {
         if matches!(self.steps[0], Step::Source(_)) {
@@ -49,9 +55,12 @@ impl StageRun {
             self.run_inbox(calls, running, inbox, expected_ends)?;
         }
         for i in 0..self.steps.len() {
-            if let Some(out) = self.steps[i].finish() {
-                running.count(self.nodes[i], 0, out.len());
-                self.route(calls, running, i, 0, out)?;
+            let outputs = self.steps[i].finish(calls, &self.names[i])?;
+            running.count(self.nodes[i], 0, outputs.iter().map(Vec::len).sum());
+            for (port, out) in outputs.into_iter().enumerate() {
+                if !out.is_empty() {
+                    self.route(calls, running, i, port, out)?;
+                }
             }
         }
         self.flush(running, 1)?;
@@ -75,8 +84,8 @@ impl StageRun {
                 return Err(FlowError::Ended);
             }
             match msg {
-                Some(Msg::Records(records)) => self.process(calls, running, Input::Records(records))?,
-                Some(Msg::Keyed(records)) => self.process(calls, running, Input::Keyed(records))?,
+                Some(Msg::Records(port, records)) => self.process(calls, running, port as usize, Input::Records(records))?,
+                Some(Msg::Keyed(port, records)) => self.process(calls, running, port as usize, Input::Keyed(records))?,
                 Some(Msg::Counts(counts)) => {
                     running.count(self.nodes[0], counts.iter().map(|(_, n)| *n as usize).sum(), 0);
                     self.steps[0].add_counts(&self.names[0], counts)?
@@ -120,16 +129,20 @@ impl StageRun {
         Ok(())
     }
 
-    /// Runs one input batch through the stage's nodes, in order.
-    fn process(&mut self, calls: &Calls, running: &Running, input: Input) -> Result<(), FlowError> {
+    /// Runs one input batch (for the head's input port `port`) through the
+    /// stage's nodes, in order.
+    fn process(&mut self, calls: &Calls, running: &Running, port: usize, input: Input) -> Result<(), FlowError> {
+        self.ports[0] = port;
         let mut pending: Vec<Vec<Dynamic>> = vec![Vec::new(); self.steps.len()];
         match input {
             Input::Records(records) => pending[0] = records,
             Input::Keyed(pairs) if self.steps[0].is_keyed() => {
                 let received = pairs.len();
-                let out = self.steps[0].apply_keyed(calls, &self.names[0], pairs)?;
-                running.count(self.nodes[0], received, out.len());
-                self.deliver(calls, 0, 0, out, &mut pending)?;
+                let outputs = self.steps[0].apply_keyed(calls, &self.names[0], port, pairs)?;
+                running.count(self.nodes[0], received, outputs.iter().map(Vec::len).sum());
+                for (out_port, out) in outputs.into_iter().enumerate() {
+                    self.deliver(calls, 0, out_port, out, &mut pending)?;
+                }
                 return self.run_nodes(calls, running, 1, &mut pending);
             }
             Input::Keyed(pairs) => pending[0] = pairs.into_iter().map(|(_, r)| r).collect(),
@@ -171,7 +184,7 @@ impl StageRun {
         pending: &mut [Vec<Dynamic>],
     ) -> Result<(), FlowError> {
         let received = batch.len();
-        let outputs = self.steps[i].apply(calls, &self.names[i], batch, running.ended())?;
+        let outputs = self.steps[i].apply(calls, &self.names[i], self.ports[i], batch, running.ended())?;
         running.count(self.nodes[i], received, outputs.iter().map(Vec::len).sum());
         for (port, records) in outputs.into_iter().enumerate() {
             self.deliver(calls, i, port, records, pending)?;

@@ -16,6 +16,7 @@ use super::operators::{CollectSink, LineSink, Printer, Step};
 use super::running::Running;
 use super::sink::{part_path, FileSink, Results};
 use super::stage::{StageRun, Target};
+use super::user_op::UserStep;
 use super::{Remote, INBOX_BATCHES};
 use crate::script::{Code, EngineEnv};
 use crate::workflow::key::KeyMap;
@@ -50,6 +51,10 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
     let abort_flag = Arc::new(AtomicBool::new(false));
     let mut engine_env = env.clone();
     engine_env.abort = abort_flag.clone();
+    let mut info = rhai::Map::new();
+    info.insert("node".into(), part.node.clone().into());
+    info.insert("mode".into(), if remote.is_some() { "worker" } else { "local" }.into());
+    engine_env.operator_info = Some(info);
 
     let mut sinks =
         Sinks { files: HashMap::new(), parts: HashMap::new(), collect_of: HashMap::new(), remote: remote.clone(), env: engine_env };
@@ -188,6 +193,8 @@ fn stage_run(plan: &Plan, s: usize, instance: usize, layout: &Layout, inboxes: &
     let stage = &plan.stages[s];
     let position = |n: usize| stage.nodes.iter().position(|&m| m == n);
     let (mut outlets, mut routes, mut steps, mut names) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // A node fused into a stage has one input edge, from inside it.
+    let ports = stage.nodes.iter().map(|&n| plan.graph.edges.iter().find(|e| e.to == n && plan.is_local(e)).map_or(0, |e| e.to_port)).collect();
     for &n in &stage.nodes {
         let node = &plan.graph.nodes[n];
         names.push(node.name.clone());
@@ -204,7 +211,7 @@ fn stage_run(plan: &Plan, s: usize, instance: usize, layout: &Layout, inboxes: &
         }
         routes.push(ports);
     }
-    StageRun { names, nodes: stage.nodes.clone(), steps, routes, outlets }
+    StageRun { names, nodes: stage.nodes.clone(), ports, steps, routes, outlets }
 }
 
 fn step(op: &Operator, n: usize, instance: usize, name: &str, sinks: &Sinks) -> Step {
@@ -234,6 +241,7 @@ fn step(op: &Operator, n: usize, instance: usize, name: &str, sinks: &Sinks) -> 
             Some(remote) => CollectSink::Remote(remote.clone(), name.to_string()),
             None => CollectSink::Local(sinks.collect_of[&n].clone()),
         }),
+        Operator::User(op) => Step::User(UserStep::new(op)),
     }
 }
 
@@ -246,7 +254,7 @@ fn outlet(plan: &Plan, e: &FlatEdge, instance: usize, layout: &Layout, inboxes: 
         Exchange::Spread => Pusher::Spread(Spread::new(n, instance)),
         Exchange::Forward => Pusher::Forward(Forward::new(n, instance)),
     };
-    Outlet { pusher, target_name: target.name.clone(), targets: inboxes[target_stage].clone(), remote }
+    Outlet { pusher, target_name: target.name.clone(), targets: inboxes[target_stage].clone(), port: e.to_port as u32, remote }
 }
 
 /// Data threads run at a lower priority than the runtime's threads, so that
@@ -289,7 +297,7 @@ mod tests {
                 return Err(FlowError::Remote("the data link to worker w1 is closed".into()));
             }
             let n = match msg {
-                Msg::Records(r) => r.len(),
+                Msg::Records(_, r) => r.len(),
                 Msg::End => usize::MAX,
                 _ => 0,
             };

@@ -136,8 +136,8 @@ impl Remote for WorkerRemote {
     fn send(&self, worker: usize, stage: usize, instance: usize, msg: Msg, ended: &CancellationToken) -> Result<(), FlowError> {
         let (stage, instance) = (stage as u32, instance as u32);
         let frame = match msg {
-            Msg::Records(records) => {
-                postcard::to_allocvec(&RecordsFrame { id: self.id, stage, instance, records: &records }).map_err(
+            Msg::Records(port, records) => {
+                postcard::to_allocvec(&RecordsFrame { id: self.id, stage, instance, port, records: &records }).map_err(
                     // The encoder keeps no message of its own errors: name
                     // the record that cannot travel, and why.
                     |e| {
@@ -190,9 +190,9 @@ fn to_wire(msg: Msg) -> Result<crate::net::message::DataMsg, FlowError> {
     use crate::net::message::DataMsg;
     let plain = |v: &Dynamic| Value::from_dynamic(v).map_err(|e| FlowError::Remote(e.to_string()));
     Ok(match msg {
-        Msg::Records(records) => DataMsg::Records(records.iter().map(plain).collect::<Result<_, _>>()?),
-        Msg::Keyed(pairs) => {
-            DataMsg::Keyed(pairs.iter().map(|(k, v)| Ok((plain(&k.value)?, plain(v)?))).collect::<Result<_, FlowError>>()?)
+        Msg::Records(port, records) => DataMsg::Records(port, records.iter().map(plain).collect::<Result<_, _>>()?),
+        Msg::Keyed(port, pairs) => {
+            DataMsg::Keyed(port, pairs.iter().map(|(k, v)| Ok((plain(&k.value)?, plain(v)?))).collect::<Result<_, FlowError>>()?)
         }
         Msg::Counts(counts) => DataMsg::Counts(counts.iter().map(|(k, n)| Ok((plain(&k.value)?, *n))).collect::<Result<_, FlowError>>()?),
         Msg::End => DataMsg::End,

@@ -1,0 +1,131 @@
+//! An instance of an operator written in Rhai: its state (one, or one per
+//! key), a callback per input port called with `this` bound to the state,
+//! and what the callbacks `emit` sorted onto the output ports.
+
+use rhai::{Dynamic, ImmutableString};
+
+use super::call::Calls;
+use super::error::{script_error, shown, FlowError};
+use super::stage::Outputs;
+use crate::workflow::key::{Key, KeyMap};
+use crate::workflow::operator::{Strategy, UserOp};
+
+pub struct UserStep {
+    op: Box<UserOp>,
+    /// The instance's state, made on first use.
+    state: Option<Dynamic>,
+    /// Under a keyed strategy: the state of each key seen.
+    states: KeyMap<Dynamic>,
+    emitted: Vec<(ImmutableString, Dynamic)>,
+}
+
+impl UserStep {
+    pub fn new(op: &UserOp) -> UserStep {
+        UserStep { op: Box::new(op.clone()), state: None, states: KeyMap::default(), emitted: Vec::new() }
+    }
+
+    pub fn is_keyed(&self) -> bool {
+        self.op.strategy == Strategy::Keyed
+    }
+
+    fn initial(&self, calls: &Calls, name: &str) -> Result<Dynamic, FlowError> {
+        match &self.op.init {
+            Some(f) => calls.call(f, []).map_err(|e| script_error(name, None, &e)),
+            None => Ok(Dynamic::UNIT),
+        }
+    }
+
+    fn outputs(&self) -> Outputs {
+        vec![Vec::new(); self.op.outputs.len()]
+    }
+
+    /// Sorts what a callback emitted onto the output ports.
+    fn sort(&mut self, name: &str, out: &mut Outputs, record: Option<&Dynamic>) -> Result<(), FlowError> {
+        for (port, value) in self.emitted.drain(..) {
+            match self.op.outputs.iter().position(|p| p.as_str() == port.as_str()) {
+                Some(i) => out[i].push(value),
+                None => {
+                    let during = record.map_or_else(|| "at the end".to_string(), |r| format!("on record {}", shown(r)));
+                    return Err(FlowError::Operator {
+                        operator: name.to_string(),
+                        reason: format!(
+                            "emit to unknown port `{port}` (outputs: {}) of value {}, {during}",
+                            self.op.outputs.join(", "),
+                            shown(&value)
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the callback of input `port` on each record, with the instance's state.
+    pub fn apply(&mut self, calls: &Calls, name: &str, port: usize, batch: Vec<Dynamic>) -> Result<Outputs, FlowError> {
+        let f = self.callback(name, port)?;
+        let mut state = match self.state.take() {
+            Some(s) => s,
+            None => self.initial(calls, name)?,
+        };
+        let mut out = self.outputs();
+        let mut result = Ok(());
+        for rec in batch {
+            let called = crate::script::emit::collect(&mut self.emitted, || calls.call_this(&f, &mut state, [rec.clone()]));
+            if let Err(e) = called {
+                result = Err(script_error(name, Some(&rec), &e));
+                break;
+            }
+            if let Err(e) = self.sort(name, &mut out, Some(&rec)) {
+                result = Err(e);
+                break;
+            }
+        }
+        self.state = Some(state);
+        result.map(|()| out)
+    }
+
+    /// The same under a keyed strategy: each record meets its key's state.
+    pub fn apply_keyed(&mut self, calls: &Calls, name: &str, port: usize, pairs: Vec<(Key, Dynamic)>) -> Result<Outputs, FlowError> {
+        let f = self.callback(name, port)?;
+        let mut out = self.outputs();
+        for (key, rec) in pairs {
+            let mut state = match self.states.remove(&key) {
+                Some(s) => s,
+                None => self.initial(calls, name)?,
+            };
+            let called = crate::script::emit::collect(&mut self.emitted, || calls.call_this(&f, &mut state, [rec.clone()]));
+            self.states.insert(key, state);
+            let _ = called.map_err(|e| script_error(name, Some(&rec), &e))?;
+            self.sort(name, &mut out, Some(&rec))?;
+        }
+        Ok(out)
+    }
+
+    /// Once every input has ended: the end callback, with the instance's
+    /// state, or once per key with that key's state.
+    pub fn finish(&mut self, calls: &Calls, name: &str) -> Result<Outputs, FlowError> {
+        let Some(f) = self.op.on_end.clone() else { return Ok(Vec::new()) };
+        let mut out = self.outputs();
+        let mut states: Vec<Dynamic> = if self.is_keyed() {
+            std::mem::take(&mut self.states).into_values().collect()
+        } else {
+            vec![match self.state.take() {
+                Some(s) => s,
+                None => self.initial(calls, name)?,
+            }]
+        };
+        for state in &mut states {
+            let called = crate::script::emit::collect(&mut self.emitted, || calls.call_this(&f, state, []));
+            let _ = called.map_err(|e| script_error(name, None, &e))?;
+            self.sort(name, &mut out, None)?;
+        }
+        Ok(out)
+    }
+
+    fn callback(&self, name: &str, port: usize) -> Result<crate::workflow::Func, FlowError> {
+        self.op.on.get(port).cloned().flatten().ok_or_else(|| FlowError::Operator {
+            operator: name.to_string(),
+            reason: format!("no callback for input `{}`", self.op.inputs.get(port).map_or("?", String::as_str)),
+        })
+    }
+}

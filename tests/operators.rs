@@ -1,0 +1,146 @@
+//! Operators of your own (issue 13): ports, state per instance and per key,
+//! callbacks, `emit`, the end callback, strategies; the same results in
+//! local mode and on a cluster.
+
+mod common;
+
+use std::path::Path;
+
+use common::node::{Node, COOKIE};
+use common::*;
+
+/// The operators under test, as an app's library: every node loads it.
+const OPS: &str = r#"
+// A running total in one instance: the records' order is the source's.
+fn running_total() {
+    operator("running_total").strategy(single()).init(|| 0).on("in", |x| { this += x; emit("out", this); })
+}
+
+// Counts per key, emitted once the input has ended, with the node that held the key.
+fn tally() {
+    operator("tally")
+        .strategy(keyed(|w| w))
+        .init(|| 0)
+        .on("in", |w| { this += 1; })
+        .on_end(|| emit("out", this))
+}
+
+// Joins two streams by key: pairs found go to `out`, the rest to `unmatched` at the end.
+fn join() {
+    operator("join")
+        .inputs(["left", "right"])
+        .outputs(["out", "unmatched"])
+        .strategy(keyed(|r| r[0]))
+        .init(|| #{ left: [], right: [] })
+        .on("left", |r| { for x in this.right { emit("out", [r[0], r[1], x]); } this.left.push(r[1]); })
+        .on("right", |r| { for x in this.left { emit("out", [r[0], x, r[1]]); } this.right.push(r[1]); })
+        .on_end(|| {
+            if this.left.is_empty() { for x in this.right { emit("unmatched", x); } }
+            if this.right.is_empty() { for x in this.left { emit("unmatched", x); } }
+        })
+}
+
+fn joined() {
+    workflow()
+        .node("people", stream_source([[1, "ann"], [2, "bob"], [3, "cy"]]))
+        .node("towns", stream_source([[1, "oslo"], [2, "rome"], [2, "nice"], [4, "lima"]]))
+        .node("join", join())
+        .node("pairs", collect())
+        .node("alone", collect())
+        .link("people", "join.left")
+        .link("towns", "join.right")
+        .link("join.out", "pairs")
+        .link("join.unmatched", "alone")
+}
+
+// Where each record was handled.
+fn where_run() {
+    operator("where").on("in", |x| emit("out", runtime_info().node))
+}
+
+fn sorted(a) {
+    a.sort(|x, y| { let p = `${x}`; let q = `${y}`; if p < q { -1 } else if p > q { 1 } else { 0 } });
+    a
+}
+
+fn summary() {
+    let a = deploy(workflow().stream_source(1..=100).apply(running_total()).collect());
+    let b = deploy(workflow().stream_source(["a", "b", "a", "c", "a", "b"]).apply(tally()).collect());
+    let c = deploy(joined());
+    let d = deploy(workflow().stream_source(1..=5000).apply(where_run()).collect());
+    print(`status ${wait(a)} ${wait(b)} ${wait(c)} ${wait(d)}`);
+    let totals = results(a);
+    let counts = sorted(results(b));
+    let pairs = sorted(results(c, "pairs"));
+    let alone = sorted(results(c, "alone"));
+    let nodes = results(d);
+    let seen = #{};
+    for n in nodes { seen[n] = true; }
+    print(`totals ${totals.len()} last ${totals[99]}`);
+    print(`counts ${counts}`);
+    print(`pairs ${pairs}`);
+    print(`alone ${alone}`);
+    print(`nodes ${seen.len()} records ${nodes.len()}`);
+}
+"#;
+
+const EXPECTED: &[&str] = &[
+    "status finished finished finished finished",
+    "totals 100 last 5050",
+    "counts [1, 2, 3]",
+    r#"pairs [[1, "ann", "oslo"], [2, "bob", "nice"], [2, "bob", "rome"]]"#,
+    r#"alone ["cy", "lima"]"#,
+];
+
+fn check(stdout: &str, stderr: &str) {
+    for line in EXPECTED {
+        assert!(stdout.contains(line), "missing `{line}` in:\n{stdout}\n{stderr}");
+    }
+}
+
+#[test]
+fn user_operators_give_their_results_locally() {
+    let app = app_with(&[("lib/ops.rhai", OPS)]);
+    let out = Skitter::new().args(["eval", "summary()"]).dir(app.path()).run();
+    out.success();
+    check(&out.stdout(), &out.stderr());
+    assert!(out.stdout().contains("nodes 1 records 5000"), "{}", out.stdout());
+}
+
+#[test]
+fn user_operators_give_the_same_results_on_a_two_worker_cluster() {
+    let app = app_with(&[("lib/ops.rhai", OPS)]);
+    let tmp = tempfile::tempdir().unwrap();
+    let w1 = Node::worker("w1", "127.0.0.71", &[], tmp.path());
+    let w2 = Node::worker("w2", "127.0.0.72", &[], tmp.path());
+    let app_dir = app.path().to_str().unwrap();
+    let args = ["master", "start_iex", "--no-log", "--listen", "127.0.0.1:0", "--app", app_dir, &w1.addr, &w2.addr];
+    let mut master = Node::spawn(&args, tmp.path(), COOKIE, Some("summary()\n"));
+    let status = master.wait(std::time::Duration::from_secs(60)).expect("the master's shell ends");
+    assert!(status.success(), "{}", master.stderr());
+    check(&master.stdout(), &master.stderr());
+    // The immutable-local operator ran on both workers, and said so.
+    assert!(master.stdout().contains("nodes 2 records 5000"), "{}", master.stdout());
+}
+
+fn eval(app: &Path, expr: &str) -> Outcome {
+    Skitter::new().args(["eval", expr]).dir(app).run()
+}
+
+#[test]
+fn mistakes_in_an_operator_are_named() {
+    let app = app_with(&[("lib/ops.rhai", OPS)]);
+    let p = app.path();
+    eval(p, r#"let bad = operator("bad").on("in", |x| emit("nowhere", x)); let r = deploy(workflow().stream_source([7]).apply(bad).collect()); wait(r)"#)
+        .success()
+        .stdout_has("failed: operator `bad_2`: emit to unknown port `nowhere` (outputs: out) of value 7, on record 7");
+    eval(p, r#"workflow().stream_source([1]).apply(operator("two").inputs(["a", "b"]).on("a", |x| ()))"#)
+        .expect_code(1)
+        .stderr_has("operator `two`: input `b` has no callback");
+    eval(p, r#"operator("x").on("nope", |x| ())"#).expect_code(1).stderr_has("operator `x` has no input `nope` (inputs: in)");
+    eval(p, r#"operator("x").outputs(["a", "a"])"#).expect_code(1).stderr_has("the port `a` is named twice");
+    eval(p, r#"map(|x| x).on("in", |x| ())"#).expect_code(1).stderr_has("on is for operators made with operator(\"name\"), not map");
+    eval(p, r#"workflow().node("j", join()).node("s", stream_source([1])).link("s", "j.left").validate()"#)
+        .expect_code(1)
+        .stderr_has("input `j.right` is not linked");
+}
