@@ -89,12 +89,14 @@ impl UserStep {
         let f = self.callback(name, port)?;
         let mut out = self.outputs();
         for (key, rec) in pairs {
-            let mut state = match self.states.remove(&key) {
+            let state = match self.states.get_mut(&key) {
                 Some(s) => s,
-                None => self.initial(calls, name)?,
+                None => {
+                    let initial = self.initial(calls, name)?;
+                    self.states.entry(key).or_insert(initial)
+                }
             };
-            let called = crate::script::emit::collect(&mut self.emitted, || calls.call_this(&f, &mut state, [rec.clone()]));
-            self.states.insert(key, state);
+            let called = crate::script::emit::collect(&mut self.emitted, || calls.call_this(&f, state, [rec.clone()]));
             let _ = called.map_err(|e| script_error(name, Some(&rec), &e))?;
             self.sort(name, &mut out, Some(&rec))?;
         }
