@@ -144,3 +144,65 @@ fn mistakes_in_an_operator_are_named() {
         .expect_code(1)
         .stderr_has("input `j.right` is not linked");
 }
+
+const PLACED: &str = r#"
+fn where_on(s) {
+    operator("where").strategy(s).on("in", |x| emit("out", runtime_info().node))
+}
+
+fn nodes_of(r) {
+    wait(r);
+    let seen = #{};
+    for n in results(r) { seen[n] = true; }
+    let names = seen.keys();
+    names.sort();
+    names
+}
+
+fn placed() {
+    let t = timestamp(); while workers().len() < 2 && t.elapsed < 20.0 { sleep(0.01); }
+    let gpu = deploy(workflow().stream_source(1..=5000).apply(where_on(tagged("gpu"))).collect());
+    print(`tagged ${nodes_of(gpu)}`);
+    let on_w2 = strategy(#{ place: |ws| ws.filter(|w| w.name.starts_with("w2@")).map(|w| #{ worker: w.name, instances: 3 }) });
+    let w2 = deploy(workflow().stream_source(1..=5000).apply(where_on(on_w2)).collect());
+    print(`placed ${nodes_of(w2)} ${results(w2).len()}`);
+    let to_first = operator("first")
+        .strategy(strategy(#{ route: |r, port, n| 0 }))
+        .init(|| 0)
+        .on("in", |x| { this += 1; })
+        .on_end(|| if this > 0 { emit("out", [runtime_info().node, this]) });
+    let routed = deploy(workflow().stream_source(1..=5000).apply(to_first).collect());
+    wait(routed);
+    print(`routed ${results(routed)}`);
+    try {
+        deploy(workflow().stream_source(1..=5).apply(where_on(tagged("tpu"))).collect());
+    } catch (e) {
+        print(`refused ${e}`);
+    }
+}
+"#;
+
+#[test]
+fn strategies_place_and_route_instances_on_a_cluster() {
+    let app = app_with(&[("lib/placed.rhai", PLACED)]);
+    let tmp = tempfile::tempdir().unwrap();
+    let w1 = Node::worker("w1", "127.0.0.73", &["-t", "gpu"], tmp.path());
+    let w2 = Node::worker("w2", "127.0.0.74", &[], tmp.path());
+    let app_dir = app.path().to_str().unwrap();
+    let args = ["master", "start_iex", "--no-log", "--listen", "127.0.0.1:0", "--app", app_dir, &w1.addr, &w2.addr];
+    let mut master = Node::spawn(&args, tmp.path(), COOKIE, Some("placed()\n"));
+    let status = master.wait(std::time::Duration::from_secs(60)).expect("the master's shell ends");
+    assert!(status.success(), "{}", master.stderr());
+    let out = master.stdout();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    for line in [
+        format!("tagged [\"w1@{host}\"]"),
+        format!("placed [\"w2@{host}\"] 5000"),
+        format!("routed [[\"w1@{host}\", 5000]]"),
+        "refused deploy: operator `where_".to_string(),
+        "no worker has that tag (workers: w1@".to_string(),
+    ] {
+        assert!(out.contains(&line), "missing `{line}` in:\n{out}\n{}", master.stderr());
+    }
+    assert!(out.contains("tagged `tpu`"), "{out}");
+}

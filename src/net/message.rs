@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::value::{NotPlainData, Value};
 use crate::workflow::model::{FlatEdge, FlatGraph, FlatNode};
-use crate::workflow::operator::{Strategy, UserOp};
+use crate::workflow::operator::{Place, Strategy, UserOp};
 use crate::workflow::{Counts, Func, Operator, SourceSpec};
 
 /// Bumped whenever a message changes shape.
@@ -96,6 +96,14 @@ pub struct UserOpSpec {
     pub init: Option<FuncSpec>,
     pub on: Vec<Option<FuncSpec>>,
     pub on_end: Option<FuncSpec>,
+    pub place: Option<PlaceSpec>,
+    pub route: Option<FuncSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PlaceSpec {
+    Func(FuncSpec),
+    Tagged(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,7 +154,8 @@ pub enum ControlMsg {
     Refuse(ControlRefusal),
     // Master -> worker.
     Peers(Vec<WorkerInfo>),
-    Deploy { id: u64, spec: WorkflowSpec, sources: Vec<(String, String)>, workers: Vec<WorkerInfo>, slots: u32 },
+    /// `placement`: for stages a strategy placed, the instances on each worker.
+    Deploy { id: u64, spec: WorkflowSpec, sources: Vec<(String, String)>, workers: Vec<WorkerInfo>, slots: u32, placement: Vec<(u32, Vec<u32>)> },
     Stop { id: u64 },
     Abort { id: u64, reason: String },
     /// Whether the files the worker's part wrote are complete.
@@ -306,6 +315,12 @@ impl WorkflowSpec {
                     init: u.init.as_ref().map(func_spec).transpose()?,
                     on: u.on.iter().map(|f| f.as_ref().map(func_spec).transpose()).collect::<Result<_, _>>()?,
                     on_end: u.on_end.as_ref().map(func_spec).transpose()?,
+                    place: match &u.place {
+                        Some(Place::Func(f)) => Some(PlaceSpec::Func(func_spec(f)?)),
+                        Some(Place::Tagged(t)) => Some(PlaceSpec::Tagged(t.clone())),
+                        None => None,
+                    },
+                    route: u.route.as_ref().map(func_spec).transpose()?,
                 }),
             })
         };
@@ -352,6 +367,12 @@ impl WorkflowSpec {
                     init: u.init.map(func).transpose()?,
                     on: u.on.into_iter().map(|f| f.map(func).transpose()).collect::<Result<_, _>>()?,
                     on_end: u.on_end.map(func).transpose()?,
+                    place: match u.place {
+                        Some(PlaceSpec::Func(f)) => Some(Place::Func(func(f)?)),
+                        Some(PlaceSpec::Tagged(t)) => Some(Place::Tagged(t)),
+                        None => None,
+                    },
+                    route: u.route.map(func).transpose()?,
                 })),
             };
             nodes.push(FlatNode { name, op });

@@ -90,7 +90,13 @@ impl Host for LocalRuntime {
         let plan = Plan::new(wf.flatten());
         let _guard = self.handle.enter();
         let env = self.env.lock().expect("env lock").clone();
-        let part = dataflow::Part { layout: dataflow::Layout::local(self.slots), node: self.node.clone(), settle_here: true };
+        let mut me = rhai::Map::new();
+        me.insert("name".into(), self.node.clone().into());
+        me.insert("tags".into(), rhai::Dynamic::from_array(Vec::new()));
+        me.insert("slots".into(), rhai::Dynamic::from_int(self.slots as i64));
+        let placement = dataflow::place(&plan, &code, &env, &[me], true).map_err(|e| e.to_string())?;
+        let layout = dataflow::Layout::local(self.slots).with_placement(placement);
+        let part = dataflow::Part { layout, node: self.node.clone(), settle_here: true };
         let running = dataflow::start(plan, code, part, &env, None).map_err(|e| e.to_string())?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if let Some(notices) = self.notices.lock().expect("notices lock").clone() {

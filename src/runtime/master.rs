@@ -347,11 +347,16 @@ impl Host for Master {
         }
         let stats = Stats::new(&graph);
         // Checks the plan here, where errors reach the user.
-        let _ = Plan::new(graph);
+        let plan = Plan::new(graph);
         let slots = workers.iter().map(|w| w.slots).min().unwrap_or(1).max(1);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let sources: Vec<(String, String)> = code.sources.iter().map(|s| (s.name.clone(), s.text.clone())).collect();
-        let message = ControlMsg::Deploy { id, spec, sources, workers: workers.clone(), slots };
+        // Where strategies of the user's put their instances: decided here, once.
+        let infos: Vec<rhai::Map> = workers.iter().map(|w| w.to_dynamic().cast::<rhai::Map>()).collect();
+        let env = crate::script::EngineEnv::new(None, Arc::new(|_: &str| {}));
+        let placement = super::dataflow::place(&plan, &code, &env, &infos, false).map_err(|e| e.to_string())?;
+        let placement = placement.into_iter().map(|(s, counts)| (s as u32, counts.into_iter().map(|n| n as u32).collect())).collect();
+        let message = ControlMsg::Deploy { id, spec, sources, workers: workers.clone(), slots, placement };
         // A message too large for a frame would break the link to every
         // worker: refuse it here, saying why.
         let size = crate::net::value::encoded_len(&message);

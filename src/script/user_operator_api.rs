@@ -6,7 +6,7 @@
 use rhai::plugin::*;
 
 use super::workflow_api::{func, RhaiResult};
-use crate::workflow::operator::{Strategy, UserOp};
+use crate::workflow::operator::{Place, Strategy, UserOp};
 use crate::workflow::{Func, Operator};
 
 fn fail<T>(msg: impl Into<String>) -> RhaiResult<T> {
@@ -18,6 +18,14 @@ fn fail<T>(msg: impl Into<String>) -> RhaiResult<T> {
 pub struct StrategyValue {
     pub kind: Strategy,
     pub key: Option<Func>,
+    pub place: Option<Place>,
+    pub route: Option<Func>,
+}
+
+impl StrategyValue {
+    fn of(kind: Strategy) -> StrategyValue {
+        StrategyValue { kind, key: None, place: None, route: None }
+    }
 }
 
 fn user(op: Operator, what: &str) -> RhaiResult<Box<UserOp>> {
@@ -171,6 +179,8 @@ pub mod api {
         let mut u = user(op, "strategy")?;
         u.strategy = s.kind;
         u.key = s.key;
+        u.place = s.place;
+        u.route = s.route;
         Ok(Operator::User(u))
     }
 
@@ -181,7 +191,7 @@ pub mod api {
     /// let s = immutable_local();
     /// ```
     pub fn immutable_local() -> Strategy {
-        StrategyValue { kind: crate::workflow::Strategy::ImmutableLocal, key: None }
+        StrategyValue::of(crate::workflow::Strategy::ImmutableLocal)
     }
 
     /// The keyed strategy: `key(record)` picks the record's key; all records
@@ -192,7 +202,7 @@ pub mod api {
     /// ```
     #[rhai_fn(name = "keyed", return_raw)]
     pub fn keyed(key: Dynamic) -> RhaiResult<Strategy> {
-        Ok(StrategyValue { kind: crate::workflow::Strategy::Keyed, key: Some(func("keyed", "key function", key)?) })
+        Ok(StrategyValue { key: Some(func("keyed", "key function", key)?), ..StrategyValue::of(crate::workflow::Strategy::Keyed) })
     }
 
     /// The single strategy: one instance in the whole cluster, which sees
@@ -202,7 +212,50 @@ pub mod api {
     /// let s = single();
     /// ```
     pub fn single() -> Strategy {
-        StrategyValue { kind: crate::workflow::Strategy::Single, key: None }
+        StrategyValue::of(crate::workflow::Strategy::Single)
+    }
+
+    /// A strategy of your own: `place(workers)` says where instances go
+    /// (an array of `#{ worker: name, instances: n }`; `workers` is
+    /// `workers()`: `#{ name, addr, tags, slots }` each), `route(record,
+    /// port, instances)` which instance gets a record (a number from 0).
+    /// Give either or both; without `route`, batches go round-robin, and
+    /// with `key` (a function) records are routed by key and state is per
+    /// key. Placed on the master at deploy; nothing placed fails the deploy.
+    ///
+    /// ```rhai
+    /// let on_gpus = strategy(#{
+    ///     place: |workers| workers.filter(|w| "gpu" in w.tags).map(|w| #{ worker: w.name, instances: w.slots }),
+    ///     route: |record, port, instances| record % instances,
+    /// });
+    /// ```
+    #[rhai_fn(name = "strategy", return_raw)]
+    pub fn custom(spec: rhai::Map) -> RhaiResult<Strategy> {
+        if let Some(other) = spec.keys().find(|k| !["place", "route", "key"].contains(&k.as_str())) {
+            return fail(format!("strategy: unknown part `{other}` (parts: place, route, key)"));
+        }
+        let part = |name: &str| spec.get(name).cloned().map(|f| func("strategy", name, f)).transpose();
+        let (place, route, key) = (part("place")?, part("route")?, part("key")?);
+        if place.is_none() && route.is_none() {
+            return fail("strategy: give `place`, `route` or both");
+        }
+        let kind = if key.is_some() { crate::workflow::Strategy::Keyed } else { crate::workflow::Strategy::ImmutableLocal };
+        if key.is_some() && route.is_some() {
+            return fail("strategy: a keyed strategy routes by its key; give `key` or `route`, not both");
+        }
+        Ok(StrategyValue { kind, key, place: place.map(Place::Func), route })
+    }
+
+    /// Places an operator on the workers tagged `tag` (`skitter worker -t
+    /// tag`), an instance per slot, and nowhere else; deploying fails,
+    /// naming the operator and the tag, when no worker has it. In local
+    /// mode the one node stands for every tag.
+    ///
+    /// ```rhai
+    /// let gpu_only = tagged("gpu");
+    /// ```
+    pub fn tagged(tag: &str) -> Strategy {
+        StrategyValue { place: Some(Place::Tagged(tag.to_string())), ..StrategyValue::of(crate::workflow::Strategy::ImmutableLocal) }
     }
 
     /// Appends an operator (yours, or a built-in one) and links the

@@ -31,6 +31,15 @@ impl Strategy {
     }
 }
 
+/// Where a strategy puts an operator's instances, when it says.
+#[derive(Clone, Debug)]
+pub enum Place {
+    /// `f(workers)` returns `[#{ worker: name, instances: n }, ...]`.
+    Func(Func),
+    /// An instance per slot of every worker with the tag.
+    Tagged(String),
+}
+
 /// An operator written in Rhai (`operator("name")...`): named ports, a
 /// state (per instance, or per key under a keyed strategy) and a callback
 /// per input port in which `this` is the state and `emit(port, value)`
@@ -50,6 +59,11 @@ pub struct UserOp {
     pub on: Vec<Option<Func>>,
     /// Runs once all inputs have ended (once per key under a keyed strategy).
     pub on_end: Option<Func>,
+    /// Where the instances go (otherwise: as the strategy says).
+    pub place: Option<Place>,
+    /// `route(record, port, instances)`: which instance gets a record
+    /// (otherwise: as the strategy says).
+    pub route: Option<Func>,
 }
 
 impl UserOp {
@@ -63,6 +77,8 @@ impl UserOp {
             init: None,
             on: vec![None],
             on_end: None,
+            place: None,
+            route: None,
         }
     }
 }
@@ -186,6 +202,22 @@ impl Operator {
         }
     }
 
+    /// Whether a strategy of the user's places the instances.
+    pub fn placed(&self) -> Option<&Place> {
+        match self {
+            Operator::User(u) => u.place.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The user's function that routes records to instances, if any.
+    pub fn route(&self) -> Option<&Func> {
+        match self {
+            Operator::User(u) => u.route.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The function that gives a record's key, for keyed operators.
     /// `None` for a keyed operator means "the record is its own key".
     pub fn key_func(&self) -> Option<&Func> {
@@ -203,7 +235,13 @@ impl Operator {
             Operator::Source(SourceSpec::Generator(f)) | Operator::Map(f) | Operator::FlatMap(f) | Operator::Filter(f) => vec![f],
             Operator::KeyedReduce { key, reduce, .. } => vec![key, reduce],
             Operator::Count { key } => key.iter().collect(),
-            Operator::User(u) => u.key.iter().chain(&u.init).chain(u.on.iter().flatten()).chain(&u.on_end).collect(),
+            Operator::User(u) => {
+                let place = match &u.place {
+                    Some(Place::Func(f)) => Some(f),
+                    _ => None,
+                };
+                u.key.iter().chain(&u.init).chain(u.on.iter().flatten()).chain(&u.on_end).chain(place).chain(&u.route).collect()
+            }
             _ => Vec::new(),
         }
     }

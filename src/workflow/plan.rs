@@ -14,6 +14,8 @@ pub enum Exchange {
     Forward,
     /// By the stable hash of the record's key into key groups.
     Hash,
+    /// By the target's own route function.
+    Route,
 }
 
 #[derive(Clone, Debug)]
@@ -40,7 +42,7 @@ impl Plan {
         for n in graph.topological_order() {
             let incoming: Vec<&FlatEdge> = graph.edges.iter().filter(|e| e.to == n).collect();
             let fuse_into = match incoming.as_slice() {
-                [only] if graph.nodes[n].op.strategy() == Strategy::ImmutableLocal => {
+                [only] if graph.nodes[n].op.strategy() == Strategy::ImmutableLocal && graph.nodes[n].op.placed().is_none() => {
                     let s = stage_of[only.from];
                     stages[s].parallel.then_some(s)
                 }
@@ -69,8 +71,13 @@ impl Plan {
     /// How an edge between two stages routes its records.
     pub fn exchange(&self, edge: &FlatEdge) -> Exchange {
         let target = &self.graph.nodes[edge.to].op;
-        if target.strategy() == Strategy::Keyed {
+        if target.route().is_some() {
+            Exchange::Route
+        } else if target.strategy() == Strategy::Keyed {
             Exchange::Hash
+        } else if target.placed().is_some() {
+            // Instances placed by the user need not sit where the sender does.
+            Exchange::Spread
         } else if self.stages[self.stage_of[edge.from]].parallel {
             Exchange::Forward
         } else {

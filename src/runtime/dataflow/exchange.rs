@@ -123,10 +123,56 @@ impl Hash {
     }
 }
 
+/// By the target's route function: `route(record, port, instances)`.
+pub struct Route {
+    route: Func,
+    /// The target's input port, as the function sees it.
+    port: Dynamic,
+    bufs: Vec<Vec<Dynamic>>,
+}
+
+impl Route {
+    pub fn new(targets: usize, route: Func, port: &str) -> Route {
+        Route { route, port: Dynamic::from(port.to_string()), bufs: vec![Vec::new(); targets] }
+    }
+
+    fn push(&mut self, calls: &Calls, operator: &str, records: Vec<Dynamic>) -> Result<(), FlowError> {
+        let n = self.bufs.len();
+        for rec in records {
+            let chosen = calls
+                .call(&self.route, [rec.clone(), self.port.clone(), Dynamic::from_int(n as i64)])
+                .map_err(|e| script_error(operator, Some(&rec), &e))?;
+            match chosen.as_int() {
+                Ok(i) if i >= 0 && (i as usize) < n => self.bufs[i as usize].push(rec),
+                _ => {
+                    return Err(FlowError::Operator {
+                        operator: operator.to_string(),
+                        reason: format!(
+                            "the strategy's route chose instance {chosen} for record {}, but there are {n} (0 to {})",
+                            super::error::shown(&rec),
+                            n - 1
+                        ),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn ready(&mut self, min: usize, out: &mut Vec<(usize, Msg)>) {
+        for (i, buf) in self.bufs.iter_mut().enumerate() {
+            if buf.len() >= min {
+                out.push((i, Msg::Records(0, std::mem::take(buf))));
+            }
+        }
+    }
+}
+
 pub enum Pusher {
     Spread(Spread),
     Forward(Forward),
     Hash(Hash),
+    Route(Route),
 }
 
 impl Pusher {
@@ -137,6 +183,7 @@ impl Pusher {
             Pusher::Spread(p) => p.buf.extend(records),
             Pusher::Forward(p) => p.buf.extend(records),
             Pusher::Hash(p) => p.push(calls, operator, records)?,
+            Pusher::Route(p) => p.push(calls, operator, records)?,
         }
         Ok(())
     }
@@ -149,6 +196,7 @@ impl Pusher {
             Pusher::Spread(p) => p.ready(min, &mut out),
             Pusher::Forward(p) => p.ready(min, &mut out),
             Pusher::Hash(p) => p.ready(min, &mut out),
+            Pusher::Route(p) => p.ready(min, &mut out),
         }
         out
     }

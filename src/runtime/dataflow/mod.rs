@@ -21,6 +21,7 @@ mod error;
 mod exchange;
 mod layout;
 mod operators;
+mod placement;
 mod running;
 pub mod sink;
 pub mod source;
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::FlowError;
 pub use layout::Layout;
+pub use placement::{place, Placement};
 pub use running::{running_note, Running};
 pub use wiring::{start, Part};
 

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::call::Calls;
 use super::error::FlowError;
-use super::exchange::{Forward, Hash, Inbox, Outlet, Pusher, Spread};
+use super::exchange::{Forward, Hash, Inbox, Outlet, Pusher, Route, Spread};
 use super::layout::Layout;
 use super::operators::{CollectSink, LineSink, Printer, Step};
 use super::running::Running;
@@ -253,6 +253,10 @@ fn outlet(plan: &Plan, e: &FlatEdge, instance: usize, layout: &Layout, inboxes: 
         Exchange::Hash => Pusher::Hash(Hash::new(n, target.op.key_func().cloned(), matches!(target.op, Operator::Count { .. }))),
         Exchange::Spread => Pusher::Spread(Spread::new(n, instance)),
         Exchange::Forward => Pusher::Forward(Forward::new(n, instance)),
+        Exchange::Route => {
+            let route = target.op.route().cloned().expect("a route exchange has its function");
+            Pusher::Route(Route::new(n, route, target.op.in_ports()[e.to_port]))
+        }
     };
     Outlet { pusher, target_name: target.name.clone(), targets: inboxes[target_stage].clone(), port: e.to_port as u32, remote }
 }
@@ -329,7 +333,7 @@ mod tests {
     fn run(remote: Arc<FakeRemote>) -> (Status, Arc<Running>) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let env = EngineEnv::new(None, Arc::new(|_: &str| {}));
-        let part = Part { layout: Layout { workers: 2, me: 0, slots: 1 }, node: "w0".into(), settle_here: false };
+        let part = Part { layout: Layout::new(2, 0, 1), node: "w0".into(), settle_here: false };
         let running = rt.block_on(async { start(plan(), Code::default(), part, &env, Some(remote)).unwrap() });
         let status = crate::runtime::wait_until_done(rt.handle(), running.subscribe());
         (status, running)

@@ -342,8 +342,9 @@ impl Worker {
     async fn on_master_message(self: &Arc<Self>, msg: ControlMsg) {
         match msg {
             ControlMsg::Peers(peers) => *self.peers.lock().expect("peers lock") = peers,
-            ControlMsg::Deploy { id, spec, sources, workers, slots } => {
-                match self.start_part(id, spec, sources, workers, slots as usize).await {
+            ControlMsg::Deploy { id, spec, sources, workers, slots, placement } => {
+                let placement = placement.into_iter().map(|(s, counts)| (s as usize, counts.into_iter().map(|n| n as usize).collect())).collect();
+                match self.start_part(id, spec, sources, workers, slots as usize, placement).await {
                     Ok(()) => self.to_master(ControlMsg::Started { id }),
                     Err(reason) => {
                         tracing::error!(workflow = id, "cannot start: {reason}");
@@ -365,10 +366,14 @@ impl Worker {
         sources: Vec<(String, String)>,
         workers: Vec<WorkerInfo>,
         slots: usize,
+        placement: HashMap<usize, Vec<usize>>,
     ) -> Result<(), String> {
         let me = workers.iter().position(|w| w.name == self.config.name).ok_or("this worker is not part of the placement")?;
         let plan = Plan::new(spec.into_graph()?);
-        let layout = Layout { workers: workers.len(), me, slots: slots.max(1) };
+        if placement.iter().any(|(&s, counts)| counts.len() != workers.len() || s >= plan.stages.len()) {
+            return Err("the placement does not fit the workflow's stages and workers".into());
+        }
+        let layout = Layout::new(workers.len(), me, slots).with_placement(placement);
         let code =
             Code { ast: Default::default(), sources: Arc::new(sources.into_iter().map(|(name, text)| Source { name, text }).collect()) };
         let master = self.link().ok_or("no master")?;
