@@ -206,3 +206,41 @@ fn strategies_place_and_route_instances_on_a_cluster() {
     }
     assert!(out.contains("tagged `tpu`"), "{out}");
 }
+
+#[test]
+fn a_workflow_names_its_own_ports_and_is_an_operator() {
+    let app = app_with(&[(
+        "lib/composite.rhai",
+        r#"
+        // Splits numbers: evens go on through `out`, odds leave by `odd`; `bonus` takes extra input.
+        fn evens() {
+            workflow()
+                .node("extra", map(|x| x + 1))
+                .node("check", filter(|x| x % 2 == 0))
+                .link("extra", "check")
+                .from("check")
+                .input("bonus", "extra.in")
+                .output("odd", "check.reject")
+        }
+        "#,
+    )]);
+    let expr = r#"
+        let wf = workflow()
+            .node("src", stream_source(1..=6))
+            .node("more", stream_source([7]))
+            .node("e", evens())
+            .node("even", collect())
+            .node("odd", collect())
+            .link("src", "e.bonus")
+            .link("more", "e.bonus")
+            .link("e", "even")
+            .link("e.odd", "odd");
+        let r = deploy(wf);
+        wait(r);
+        let even = results(r, "even"); even.sort();
+        [even, results(r, "odd").len()]
+    "#;
+    eval(app.path(), expr).success().stdout_has("[[2, 4, 6, 8], 3]");
+    eval(app.path(), r#"evens().output("odd", "check.accept")"#).expect_code(1).stderr_has("already has a port named `odd`");
+    eval(app.path(), r#"evens().output("x", "nowhere.out")"#).expect_code(1).stderr_has("no node named `nowhere`");
+}

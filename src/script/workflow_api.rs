@@ -360,6 +360,41 @@ pub mod api {
         wf.from_port(port).or_else(wf_err)
     }
 
+    /// Names an inner port `"node.port"` as an input of this workflow, for
+    /// when it is nested: a function returning a workflow is then an
+    /// operator with that port, linked as `"node.name"` in the outer one.
+    ///
+    /// ```rhai
+    /// fn tagger() {
+    ///     workflow().node("tag", map(|r| [r, "tagged"])).input("raw", "tag.in")
+    /// }
+    /// let wf = workflow().node("src", stream_source([1])).node("t", tagger()).link("src", "t.raw");
+    /// ```
+    #[rhai_fn(name = "input", return_raw)]
+    pub fn input(wf: Workflow, name: &str, inner: &str) -> RhaiResult<Workflow> {
+        wf.expose(name, inner, false).or_else(wf_err)
+    }
+
+    /// Names an inner port `"node.port"` as an output of this workflow, for
+    /// when it is nested (besides `out`, where chaining ended).
+    ///
+    /// ```rhai
+    /// fn evens() {
+    ///     workflow().filter(|x| x % 2 == 0).name("check").output("odd", "check.reject")
+    /// }
+    /// let wf = workflow()
+    ///     .node("src", stream_source(1..=4))
+    ///     .node("e", evens())
+    ///     .node("odd", collect())
+    ///     .link("src", "e")
+    ///     .link("e.odd", "odd")
+    ///     .from("e").collect();
+    /// ```
+    #[rhai_fn(name = "output", return_raw)]
+    pub fn output(wf: Workflow, name: &str, inner: &str) -> RhaiResult<Workflow> {
+        wf.expose(name, inner, true).or_else(wf_err)
+    }
+
     /// Names the node added last, so that `link` and `from` can refer to it.
     ///
     /// ```rhai

@@ -44,16 +44,20 @@ impl Node {
     fn in_ports(&self) -> Vec<&str> {
         match &self.body {
             Body::Op(op) => op.in_ports(),
-            Body::Nested(wf) if wf.entries().is_empty() => Vec::new(),
-            Body::Nested(_) => vec!["in"],
+            Body::Nested(wf) => {
+                let default = (!wf.entries().is_empty()).then_some("in");
+                default.into_iter().chain(wf.inputs.iter().map(|(name, _)| name.as_str())).collect()
+            }
         }
     }
 
     fn out_ports(&self) -> Vec<&str> {
         match &self.body {
             Body::Op(op) => op.out_ports(),
-            Body::Nested(wf) if wf.cursor.is_none() => Vec::new(),
-            Body::Nested(_) => vec!["out"],
+            Body::Nested(wf) => {
+                let default = wf.cursor.is_some().then_some("out");
+                default.into_iter().chain(wf.outputs.iter().map(|(name, _)| name.as_str())).collect()
+            }
         }
     }
 }
@@ -67,6 +71,8 @@ pub enum WorkflowError {
     UnknownPort { node: String, port: String, direction: &'static str, known: String },
     #[error("a node named `{0}` already exists in this workflow")]
     DuplicateNode(String),
+    #[error("this workflow already has a port named `{0}`")]
+    DuplicatePort(String),
     #[error("`{0}` is not a valid node name: use letters, digits, `_` and `-`")]
     BadName(String),
     #[error("`{0}` is not a port: write `node.port` or `node`")]
@@ -98,6 +104,10 @@ pub struct Workflow {
     links: Vec<Link>,
     cursor: Option<PortRef>,
     counter: usize,
+    /// Ports this workflow shows when nested, besides `in` and `out`: a
+    /// name and the inner port it stands for.
+    inputs: Vec<(String, PortRef)>,
+    outputs: Vec<(String, PortRef)>,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -219,6 +229,27 @@ impl Workflow {
         Ok(self)
     }
 
+    /// Names an inner port as a port of this workflow, for when it is nested
+    /// (`output("rejected", "check.reject")`): a function returning a
+    /// workflow is then an operator with those ports.
+    pub fn expose(mut self, name: &str, inner: &str, output: bool) -> Result<Self, WorkflowError> {
+        if !valid_name(name) {
+            return Err(WorkflowError::BadName(name.to_string()));
+        }
+        let taken = if output { &self.outputs } else { &self.inputs };
+        let default = if output { "out" } else { "in" };
+        if name == default || taken.iter().any(|(n, _)| n == name) {
+            return Err(WorkflowError::DuplicatePort(name.to_string()));
+        }
+        let port = self.parse_port(inner, output)?;
+        if output {
+            self.outputs.push((name.to_string(), port));
+        } else {
+            self.inputs.push((name.to_string(), port));
+        }
+        Ok(self)
+    }
+
     /// Moves the cursor to an output port so that chaining continues there.
     pub fn from_port(mut self, port: &str) -> Result<Self, WorkflowError> {
         self.cursor = Some(self.parse_port(port, true)?);
@@ -251,6 +282,9 @@ impl Workflow {
         }
         if let Some(c) = self.cursor.as_mut() {
             rename(c);
+        }
+        for (_, p) in self.inputs.iter_mut().chain(self.outputs.iter_mut()) {
+            rename(p);
         }
         Ok(self)
     }
@@ -310,7 +344,7 @@ impl Workflow {
 
     /// Adds this workflow's nodes and internal edges to `graph`, returning for
     /// the workflow's `in` the flat nodes it feeds and for `out` the flat port.
-    fn flatten_into(&self, prefix: &str, graph: &mut FlatGraph, index: &mut HashMap<String, usize>) -> Ends {
+    fn flatten_into(&self, prefix: &str, graph: &mut FlatGraph, index: &mut HashMap<String, usize>) -> Ends<'_> {
         // Per node and input port: the flat ports it feeds; per node and
         // output port: the flat ports it comes from.
         let mut inputs: HashMap<(&str, &str), Vec<(usize, usize)>> = HashMap::new();
@@ -331,8 +365,12 @@ impl Workflow {
                 }
                 Body::Nested(inner) => {
                     let ends = inner.flatten_into(&format!("{name}/"), graph, index);
-                    inputs.insert((&node.name, "in"), ends.inputs);
-                    outputs.insert((&node.name, "out"), ends.output.into_iter().collect());
+                    for (port, flat) in ends.inputs {
+                        inputs.insert((&node.name, port), flat);
+                    }
+                    for (port, flat) in ends.outputs {
+                        outputs.insert((&node.name, port), flat);
+                    }
                 }
             }
         }
@@ -345,16 +383,28 @@ impl Workflow {
                 }
             }
         }
-        let entry_inputs = self.entries().iter().flat_map(|n| inputs.get(&(*n, "in")).cloned().unwrap_or_default()).collect();
+        let mut ends = Ends::default();
+        let entry_inputs: Vec<(usize, usize)> =
+            self.entries().iter().flat_map(|n| inputs.get(&(*n, "in")).cloned().unwrap_or_default()).collect();
+        ends.inputs.push(("in", entry_inputs));
         let output = self.cursor.as_ref().and_then(|c| outputs.get(&(c.node.as_str(), c.port.as_str())).and_then(|v| v.first().copied()));
-        Ends { inputs: entry_inputs, output }
+        ends.outputs.push(("out", output.into_iter().collect()));
+        for (name, inner) in &self.inputs {
+            ends.inputs.push((name, inputs.get(&(inner.node.as_str(), inner.port.as_str())).cloned().unwrap_or_default()));
+        }
+        for (name, inner) in &self.outputs {
+            ends.outputs.push((name, outputs.get(&(inner.node.as_str(), inner.port.as_str())).cloned().unwrap_or_default()));
+        }
+        ends
     }
 }
 
-struct Ends {
-    /// The flat ports the workflow's `in` feeds.
-    inputs: Vec<(usize, usize)>,
-    output: Option<(usize, usize)>,
+/// What a nested workflow's ports stand for, flat: per port name, the
+/// flat ports it feeds (inputs) or comes from (outputs).
+#[derive(Default)]
+struct Ends<'a> {
+    inputs: Vec<(&'a str, Vec<(usize, usize)>)>,
+    outputs: Vec<(&'a str, Vec<(usize, usize)>)>,
 }
 
 /// A workflow with nesting removed: what the planner and runtime work on.
