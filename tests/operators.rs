@@ -140,6 +140,11 @@ fn mistakes_in_an_operator_are_named() {
     eval(p, r#"operator("x").on("nope", |x| ())"#).expect_code(1).stderr_has("operator `x` has no input `nope` (inputs: in)");
     eval(p, r#"operator("x").outputs(["a", "a"])"#).expect_code(1).stderr_has("the port `a` is named twice");
     eval(p, r#"map(|x| x).on("in", |x| ())"#).expect_code(1).stderr_has("on is for operators made with operator(\"name\"), not map");
+    eval(p, r#"workflow().stream_source([1]).with_strategy(single())"#).expect_code(1).stderr_has("a source's strategy is fixed");
+    eval(p, r#"workflow().stream_source([1]).count().with_strategy(single())"#).expect_code(1).stderr_has("count is keyed");
+    eval(p, r#"let r = deploy(workflow().stream_source(1..=50).map(|x| x).with_strategy(single()).collect()); wait(r); results(r).len()"#)
+        .success()
+        .stdout_has("50");
     eval(p, r#"workflow().node("j", join()).node("s", stream_source([1])).link("s", "j.left").validate()"#)
         .expect_code(1)
         .stderr_has("input `j.right` is not linked");
@@ -166,6 +171,8 @@ fn placed() {
     let on_w2 = strategy(#{ place: |ws| ws.filter(|w| w.name.starts_with("w2@")).map(|w| #{ worker: w.name, instances: 3 }) });
     let w2 = deploy(workflow().stream_source(1..=5000).apply(where_on(on_w2)).collect());
     print(`placed ${nodes_of(w2)} ${results(w2).len()}`);
+    let builtin = deploy(workflow().stream_source(1..=5000).map(|x| runtime_info().node).with_strategy(tagged("gpu")).collect());
+    print(`builtin ${nodes_of(builtin)}`);
     let to_first = operator("first")
         .strategy(strategy(#{ route: |r, port, n| 0 }))
         .init(|| 0)
@@ -197,6 +204,7 @@ fn strategies_place_and_route_instances_on_a_cluster() {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
     for line in [
         format!("tagged [\"w1@{host}\"]"),
+        format!("builtin [\"w1@{host}\"]"),
         format!("placed [\"w2@{host}\"] 5000"),
         format!("routed [[\"w1@{host}\", 5000]]"),
         "refused deploy: operator `where_".to_string(),

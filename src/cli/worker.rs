@@ -27,7 +27,8 @@ pub struct WorkerArgs {
     /// The node name (`name` or `name@host`; default skitter_worker@<hostname>).
     #[arg(short = 'n', long, global = true)]
     pub name: Option<String>,
-    /// A tag (repeatable): `with_tag(t)` on the master lists the workers that have it.
+    /// A tag for placement (repeatable): operators with the strategy
+    /// `tagged(tag)` run on the workers that have it; `with_tag(tag)` lists them.
     #[arg(short = 't', long = "tag", global = true, value_name = "TAG")]
     pub tags: Vec<String>,
     /// The cookie (shows in `ps`: prefer SKITTER_COOKIE or ~/.skitter.cookie).

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::value::{NotPlainData, Value};
 use crate::workflow::model::{FlatEdge, FlatGraph, FlatNode};
-use crate::workflow::operator::{Place, Strategy, UserOp};
+use crate::workflow::operator::{Place, Restrategized, Strategy, UserOp};
 use crate::workflow::{Counts, Func, Operator, SourceSpec};
 
 /// Bumped whenever a message changes shape.
@@ -83,6 +83,16 @@ pub enum OpSpec {
     WriteParts(String),
     Collect,
     User(UserOpSpec),
+    With(Box<OpSpec>, WithSpec),
+}
+
+/// The strategy given to a built-in operator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WithSpec {
+    pub strategy: StrategySpec,
+    pub key: Option<FuncSpec>,
+    pub place: Option<PlaceSpec>,
+    pub route: Option<FuncSpec>,
 }
 
 /// A user-defined operator as it travels.
@@ -280,8 +290,17 @@ fn func(spec: FuncSpec) -> Result<Func, String> {
 
 impl WorkflowSpec {
     pub fn from_graph(graph: &FlatGraph) -> Result<WorkflowSpec, String> {
-        let op = |op: &Operator| -> Result<OpSpec, NotPlainData> {
-            Ok(match op {
+        fn op(operator: &Operator) -> Result<OpSpec, NotPlainData> {
+            Ok(match operator {
+                Operator::With(w) => OpSpec::With(
+                    Box::new(op(&w.op)?),
+                    WithSpec {
+                        strategy: strategy_spec(w.strategy),
+                        key: w.key.as_ref().map(func_spec).transpose()?,
+                        place: place_spec(&w.place)?,
+                        route: w.route.as_ref().map(func_spec).transpose()?,
+                    },
+                ),
                 Operator::Source(SourceSpec::Items(items)) => OpSpec::Items(super::value::to_values(items)?),
                 Operator::Source(SourceSpec::Range { start, end, step }) => OpSpec::Range { start: *start, end: *end, step: *step },
                 Operator::Source(SourceSpec::Generator(f)) => OpSpec::Generator(func_spec(f)?),
@@ -306,24 +325,16 @@ impl WorkflowSpec {
                     name: u.name.clone(),
                     inputs: u.inputs.clone(),
                     outputs: u.outputs.clone(),
-                    strategy: match u.strategy {
-                        Strategy::Keyed => StrategySpec::Keyed,
-                        Strategy::Single => StrategySpec::Single,
-                        _ => StrategySpec::ImmutableLocal,
-                    },
+                    strategy: strategy_spec(u.strategy),
                     key: u.key.as_ref().map(func_spec).transpose()?,
                     init: u.init.as_ref().map(func_spec).transpose()?,
                     on: u.on.iter().map(|f| f.as_ref().map(func_spec).transpose()).collect::<Result<_, _>>()?,
                     on_end: u.on_end.as_ref().map(func_spec).transpose()?,
-                    place: match &u.place {
-                        Some(Place::Func(f)) => Some(PlaceSpec::Func(func_spec(f)?)),
-                        Some(Place::Tagged(t)) => Some(PlaceSpec::Tagged(t.clone())),
-                        None => None,
-                    },
+                    place: place_spec(&u.place)?,
                     route: u.route.as_ref().map(func_spec).transpose()?,
                 }),
             })
-        };
+        }
         let nodes = graph
             .nodes
             .iter()
@@ -337,7 +348,30 @@ impl WorkflowSpec {
         let count = self.nodes.len();
         let mut nodes = Vec::with_capacity(count);
         for (name, spec) in self.nodes {
-            let op = match spec {
+            nodes.push(FlatNode { name, op: operator(spec)? });
+        }
+        let mut edges = Vec::with_capacity(self.edges.len());
+        for (from, port, to, to_port) in self.edges {
+            let (from, port, to, to_port) = (from as usize, port as usize, to as usize, to_port as usize);
+            if from >= count || to >= count || port >= nodes[from].op.out_ports().len() || to_port >= nodes[to].op.in_ports().len() {
+                return Err(format!("edge ({from}, {port}, {to}, {to_port}) does not fit the workflow"));
+            }
+            edges.push(FlatEdge { from, port, to, to_port });
+        }
+        Ok(FlatGraph { nodes, edges })
+    }
+}
+
+/// A received operator, checked: its functions are names, nothing runs.
+fn operator(spec: OpSpec) -> Result<Operator, String> {
+    Ok(match spec {
+                OpSpec::With(inner, w) => Operator::With(Box::new(Restrategized {
+                    op: operator(*inner)?,
+                    strategy: strategy_of(w.strategy),
+                    key: w.key.map(func).transpose()?,
+                    place: place_of(w.place)?,
+                    route: w.route.map(func).transpose()?,
+                })),
                 OpSpec::Items(v) => Operator::Source(SourceSpec::Items(super::value::to_dynamics(v))),
                 OpSpec::Range { start, end, step } => Operator::Source(SourceSpec::Range { start, end, step }),
                 OpSpec::Generator(f) => Operator::Source(SourceSpec::Generator(func(f)?)),
@@ -358,35 +392,47 @@ impl WorkflowSpec {
                     name: u.name,
                     inputs: u.inputs,
                     outputs: u.outputs,
-                    strategy: match u.strategy {
-                        StrategySpec::Keyed => Strategy::Keyed,
-                        StrategySpec::Single => Strategy::Single,
-                        StrategySpec::ImmutableLocal => Strategy::ImmutableLocal,
-                    },
+                    strategy: strategy_of(u.strategy),
                     key: u.key.map(func).transpose()?,
                     init: u.init.map(func).transpose()?,
                     on: u.on.into_iter().map(|f| f.map(func).transpose()).collect::<Result<_, _>>()?,
                     on_end: u.on_end.map(func).transpose()?,
-                    place: match u.place {
-                        Some(PlaceSpec::Func(f)) => Some(Place::Func(func(f)?)),
-                        Some(PlaceSpec::Tagged(t)) => Some(Place::Tagged(t)),
-                        None => None,
-                    },
+                    place: place_of(u.place)?,
                     route: u.route.map(func).transpose()?,
                 })),
-            };
-            nodes.push(FlatNode { name, op });
-        }
-        let mut edges = Vec::with_capacity(self.edges.len());
-        for (from, port, to, to_port) in self.edges {
-            let (from, port, to, to_port) = (from as usize, port as usize, to as usize, to_port as usize);
-            if from >= count || to >= count || port >= nodes[from].op.out_ports().len() || to_port >= nodes[to].op.in_ports().len() {
-                return Err(format!("edge ({from}, {port}, {to}, {to_port}) does not fit the workflow"));
-            }
-            edges.push(FlatEdge { from, port, to, to_port });
-        }
-        Ok(FlatGraph { nodes, edges })
+            })
+}
+
+fn strategy_spec(s: Strategy) -> StrategySpec {
+    match s {
+        Strategy::Keyed => StrategySpec::Keyed,
+        Strategy::Single => StrategySpec::Single,
+        _ => StrategySpec::ImmutableLocal,
     }
+}
+
+fn strategy_of(s: StrategySpec) -> Strategy {
+    match s {
+        StrategySpec::Keyed => Strategy::Keyed,
+        StrategySpec::Single => Strategy::Single,
+        StrategySpec::ImmutableLocal => Strategy::ImmutableLocal,
+    }
+}
+
+fn place_spec(p: &Option<Place>) -> Result<Option<PlaceSpec>, NotPlainData> {
+    Ok(match p {
+        Some(Place::Func(f)) => Some(PlaceSpec::Func(func_spec(f)?)),
+        Some(Place::Tagged(t)) => Some(PlaceSpec::Tagged(t.clone())),
+        None => None,
+    })
+}
+
+fn place_of(p: Option<PlaceSpec>) -> Result<Option<Place>, String> {
+    Ok(match p {
+        Some(PlaceSpec::Func(f)) => Some(Place::Func(func(f)?)),
+        Some(PlaceSpec::Tagged(t)) => Some(Place::Tagged(t)),
+        None => None,
+    })
 }
 
 /// `DataLinkMsg::Data { .. DataMsg::Records(values) }`, encoded straight from the

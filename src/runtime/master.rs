@@ -337,11 +337,11 @@ impl Host for Master {
         let graph = wf.flatten();
         let workers = self.coordinator.lock().expect("coordinator lock").place()?;
         let spec = WorkflowSpec::from_graph(&graph)?;
-        let sinks: Vec<String> = graph.nodes.iter().filter(|n| matches!(n.op, Operator::Collect)).map(|n| n.name.clone()).collect();
+        let sinks: Vec<String> = graph.nodes.iter().filter(|n| matches!(n.op.base(), Operator::Collect)).map(|n| n.name.clone()).collect();
         // Files of `write_lines` are written here: a bad path fails the deploy.
         let mut files = HashMap::new();
         for (i, node) in graph.nodes.iter().enumerate() {
-            if let Operator::WriteLines(path) = &node.op {
+            if let Operator::WriteLines(path) = node.op.base() {
                 files.insert(i as u32, FileSink::create(&node.name, path).map_err(|e| e.to_string())?);
             }
         }

@@ -6,7 +6,7 @@
 use rhai::plugin::*;
 
 use super::workflow_api::{func, RhaiResult};
-use crate::workflow::operator::{Place, Strategy, UserOp};
+use crate::workflow::operator::{Place, Restrategized, Strategy, UserOp};
 use crate::workflow::{Func, Operator};
 
 fn fail<T>(msg: impl Into<String>) -> RhaiResult<T> {
@@ -50,6 +50,33 @@ fn names(what: &str, op: &str, list: rhai::Array) -> RhaiResult<Vec<String>> {
         out.push(name);
     }
     Ok(out)
+}
+
+/// `op` with strategy `s`, where that makes sense.
+pub fn with_strategy(op: Operator, s: StrategyValue) -> Result<Operator, String> {
+    let keyed_builtin = matches!(op, Operator::KeyedReduce { .. } | Operator::Count { .. });
+    match op {
+        Operator::User(_) if s.kind == Strategy::Source => Err("source() is the strategy of sources (stream_source, read_lines, tcp_source)".into()),
+        Operator::User(mut u) => {
+            u.strategy = s.kind;
+            u.key = s.key;
+            u.place = s.place;
+            u.route = s.route;
+            Ok(Operator::User(u))
+        }
+        Operator::Source(_) if s.kind == Strategy::Source && s.place.is_none() => Ok(op),
+        Operator::Source(_) => Err("a source's strategy is fixed: it runs once, on the first worker".into()),
+        _ if s.kind == Strategy::Source => Err("source() is the strategy of sources (stream_source, read_lines, tcp_source)".into()),
+        Operator::With(w) => with_strategy(w.op, s),
+        op if keyed_builtin && (s.kind != Strategy::Keyed && s.place.is_none() || s.route.is_some()) => Err(format!(
+            "{} is keyed: give it keyed(|r| key), tagged(tag) or a strategy with `place` (it routes by its key)",
+            op.kind()
+        )),
+        op => {
+            let strategy = if keyed_builtin { Strategy::Keyed } else { s.kind };
+            Ok(Operator::With(Box::new(Restrategized { op, strategy, key: s.key, place: s.place, route: s.route })))
+        }
+    }
 }
 
 /// Checks a user operator before it goes into a workflow: every input has
@@ -176,12 +203,9 @@ pub mod api {
     /// ```
     #[rhai_fn(name = "strategy", return_raw)]
     pub fn strategy(op: crate::workflow::Operator, s: Strategy) -> RhaiResult<crate::workflow::Operator> {
-        let mut u = user(op, "strategy")?;
-        u.strategy = s.kind;
-        u.key = s.key;
-        u.place = s.place;
-        u.route = s.route;
-        Ok(Operator::User(u))
+        let u = user(op, "strategy")?;
+        let name = u.name.clone();
+        super::with_strategy(Operator::User(u), s).or_else(|e| fail(format!("operator `{name}`: {e}")))
     }
 
     /// The immutable-local strategy: an instance per slot of every worker;
@@ -203,6 +227,16 @@ pub mod api {
     #[rhai_fn(name = "keyed", return_raw)]
     pub fn keyed(key: Dynamic) -> RhaiResult<Strategy> {
         Ok(StrategyValue { key: Some(func("keyed", "key function", key)?), ..StrategyValue::of(crate::workflow::Strategy::Keyed) })
+    }
+
+    /// The source strategy: one instance, on the first worker. It is what
+    /// sources have; other operators refuse it.
+    ///
+    /// ```rhai
+    /// let s = source();
+    /// ```
+    pub fn source() -> Strategy {
+        StrategyValue::of(crate::workflow::Strategy::Source)
     }
 
     /// The single strategy: one instance in the whole cluster, which sees
@@ -270,6 +304,18 @@ pub mod api {
     pub fn apply(wf: crate::workflow::Workflow, op: crate::workflow::Operator) -> RhaiResult<crate::workflow::Workflow> {
         check(&op)?;
         wf.chain(crate::workflow::Body::Op(op)).or_else(|e| fail(e.to_string()))
+    }
+
+    /// Gives the step added last a strategy: any operator takes one where it
+    /// makes sense (a source's is fixed; a keyed operator keeps routing by
+    /// a key, so it takes `keyed`, `tagged` or a strategy with `place`).
+    ///
+    /// ```rhai
+    /// let wf = workflow().stream_source(1..=10).map(|x| x * 2).with_strategy(single()).collect();
+    /// ```
+    #[rhai_fn(name = "with_strategy", return_raw)]
+    pub fn with_strategy(wf: crate::workflow::Workflow, s: Strategy) -> RhaiResult<crate::workflow::Workflow> {
+        wf.map_last_op(|op| super::with_strategy(op, s)).or_else(|e| fail(e.to_string()))
     }
 
     #[rhai_fn(name = "to_string", pure)]

@@ -73,6 +73,8 @@ pub enum WorkflowError {
     DuplicateNode(String),
     #[error("this workflow already has a port named `{0}`")]
     DuplicatePort(String),
+    #[error("node `{node}`: {reason}")]
+    BadStrategy { node: String, reason: String },
     #[error("`{0}` is not a valid node name: use letters, digits, `_` and `-`")]
     BadName(String),
     #[error("`{0}` is not a port: write `node.port` or `node`")]
@@ -253,6 +255,20 @@ impl Workflow {
     /// Moves the cursor to an output port so that chaining continues there.
     pub fn from_port(mut self, port: &str) -> Result<Self, WorkflowError> {
         self.cursor = Some(self.parse_port(port, true)?);
+        Ok(self)
+    }
+
+    /// Replaces the operator of the most recently added node by what `f`
+    /// makes of it (an error names the node).
+    pub fn map_last_op(mut self, f: impl FnOnce(Operator) -> Result<Operator, String>) -> Result<Self, WorkflowError> {
+        let Some(last) = self.nodes.last_mut() else {
+            return Err(WorkflowError::Empty);
+        };
+        let Body::Op(op) = &last.body else {
+            return Err(WorkflowError::BadStrategy { node: last.name.clone(), reason: "a nested workflow has no strategy of its own".into() });
+        };
+        let changed = f(op.clone()).map_err(|reason| WorkflowError::BadStrategy { node: last.name.clone(), reason })?;
+        last.body = Body::Op(changed);
         Ok(self)
     }
 

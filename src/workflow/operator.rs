@@ -149,6 +149,19 @@ pub enum Operator {
     WriteParts(PathBuf),
     Collect,
     User(Box<UserOp>),
+    /// A built-in operator with a strategy given to it (`with_strategy`).
+    With(Box<Restrategized>),
+}
+
+/// A built-in operator and the strategy it was given.
+#[derive(Clone, Debug)]
+pub struct Restrategized {
+    pub op: Operator,
+    pub strategy: Strategy,
+    /// A key of its own (otherwise the operator's, if it has one).
+    pub key: Option<Func>,
+    pub place: Option<Place>,
+    pub route: Option<Func>,
 }
 
 const IN: &[&str] = &["in"];
@@ -161,6 +174,7 @@ impl Operator {
     pub fn kind(&self) -> &str {
         match self {
             Operator::User(u) => &u.name,
+            Operator::With(w) => w.op.kind(),
             Operator::Source(SourceSpec::Lines { .. }) => "read_lines",
             Operator::Source(SourceSpec::Tcp { .. }) => "tcp_source",
             Operator::Source(_) => "stream_source",
@@ -176,8 +190,17 @@ impl Operator {
         }
     }
 
+    /// The operator itself, whatever strategy it was given.
+    pub fn base(&self) -> &Operator {
+        match self {
+            Operator::With(w) => &w.op,
+            other => other,
+        }
+    }
+
     pub fn in_ports(&self) -> Vec<&str> {
         match self {
+            Operator::With(w) => w.op.in_ports(),
             Operator::Source(_) => NONE.to_vec(),
             Operator::User(u) => u.inputs.iter().map(String::as_str).collect(),
             _ => IN.to_vec(),
@@ -186,6 +209,7 @@ impl Operator {
 
     pub fn out_ports(&self) -> Vec<&str> {
         match self {
+            Operator::With(w) => w.op.out_ports(),
             Operator::Filter(_) => FILTER_OUT.to_vec(),
             Operator::WriteLines(_) | Operator::WriteParts(_) | Operator::Collect => NONE.to_vec(),
             Operator::User(u) => u.outputs.iter().map(String::as_str).collect(),
@@ -197,6 +221,7 @@ impl Operator {
         match self {
             Operator::Source(_) => Strategy::Source,
             Operator::User(u) => u.strategy,
+            Operator::With(w) => w.strategy,
             Operator::KeyedReduce { .. } | Operator::Count { .. } => Strategy::Keyed,
             _ => Strategy::ImmutableLocal,
         }
@@ -206,6 +231,7 @@ impl Operator {
     pub fn placed(&self) -> Option<&Place> {
         match self {
             Operator::User(u) => u.place.as_ref(),
+            Operator::With(w) => w.place.as_ref(),
             _ => None,
         }
     }
@@ -214,6 +240,7 @@ impl Operator {
     pub fn route(&self) -> Option<&Func> {
         match self {
             Operator::User(u) => u.route.as_ref(),
+            Operator::With(w) => w.route.as_ref(),
             _ => None,
         }
     }
@@ -225,6 +252,7 @@ impl Operator {
             Operator::KeyedReduce { key, .. } => Some(key),
             Operator::Count { key } => key.as_ref(),
             Operator::User(u) => u.key.as_ref(),
+            Operator::With(w) => w.key.as_ref().or_else(|| w.op.key_func()),
             _ => None,
         }
     }
@@ -242,6 +270,13 @@ impl Operator {
                 };
                 u.key.iter().chain(&u.init).chain(u.on.iter().flatten()).chain(&u.on_end).chain(place).chain(&u.route).collect()
             }
+            Operator::With(w) => {
+                let place = match &w.place {
+                    Some(Place::Func(f)) => Some(f),
+                    _ => None,
+                };
+                w.op.funcs().into_iter().chain(&w.key).chain(place).chain(&w.route).collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -250,6 +285,7 @@ impl Operator {
 impl fmt::Display for Operator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Operator::With(w) => write!(f, "{} ({})", w.op, w.strategy.name()),
             Operator::Source(SourceSpec::Lines { path, .. }) => write!(f, "read_lines({})", path.display()),
             Operator::Source(SourceSpec::Tcp { host, port, .. }) => write!(f, "tcp_source({host}:{port})"),
             Operator::Source(SourceSpec::Items(items)) => write!(f, "stream_source([{} items])", items.len()),

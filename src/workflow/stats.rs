@@ -43,7 +43,7 @@ impl Stats {
         let places = graph
             .nodes
             .iter()
-            .map(|n| match n.op {
+            .map(|n| match n.op.base() {
                 Operator::Source(_) => Place::Source,
                 Operator::WriteLines(_) | Operator::WriteParts(_) | Operator::Collect => Place::Sink,
                 _ => Place::Inner,

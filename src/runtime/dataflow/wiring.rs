@@ -61,7 +61,7 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
     let mut collected = Vec::new();
     for (i, node) in plan.graph.nodes.iter().enumerate() {
         let here = layout.local_instances(&plan, plan.stage_of[i]);
-        match &node.op {
+        match node.op.base() {
             Operator::WriteLines(path) if remote.is_none() => {
                 sinks.files.insert(i, Arc::new(FileSink::create(&node.name, path)?));
             }
@@ -216,6 +216,7 @@ fn stage_run(plan: &Plan, s: usize, instance: usize, layout: &Layout, inboxes: &
 
 fn step(op: &Operator, n: usize, instance: usize, name: &str, sinks: &Sinks) -> Step {
     match op {
+        Operator::With(w) => step(&w.op, n, instance, name, sinks),
         Operator::Source(spec) => Step::Source(spec.clone()),
         Operator::Map(f) => Step::Map(f.clone()),
         Operator::FlatMap(f) => Step::FlatMap(f.clone()),
@@ -250,7 +251,7 @@ fn outlet(plan: &Plan, e: &FlatEdge, instance: usize, layout: &Layout, inboxes: 
     let n = layout.instances(plan, target_stage);
     let target = &plan.graph.nodes[e.to];
     let pusher = match plan.exchange(e) {
-        Exchange::Hash => Pusher::Hash(Hash::new(n, target.op.key_func().cloned(), matches!(target.op, Operator::Count { .. }))),
+        Exchange::Hash => Pusher::Hash(Hash::new(n, target.op.key_func().cloned(), matches!(target.op.base(), Operator::Count { .. }))),
         Exchange::Spread => Pusher::Spread(Spread::new(n, instance)),
         Exchange::Forward => Pusher::Forward(Forward::new(n, instance)),
         Exchange::Route => {
