@@ -280,6 +280,18 @@ pub mod api {
         Ok(StrategyValue { kind, key, place: place.map(Place::Func), route })
     }
 
+    /// A stable hash of a value (a non-negative integer): the same on every
+    /// node and in every run, as keyed strategies use it. For routes:
+    /// `|record, port, instances| hash(record) % instances`.
+    ///
+    /// ```rhai
+    /// let same = hash("word") == hash("word");
+    /// ```
+    #[rhai_fn(name = "hash")]
+    pub fn stable_hash(value: Dynamic) -> i64 {
+        (crate::workflow::key::Key::new(value).hash >> 1) as i64
+    }
+
     /// Places an operator on the workers tagged `tag` (`skitter worker -t
     /// tag`), an instance per slot, and nowhere else; deploying fails,
     /// naming the operator and the tag, when no worker has it. In local
