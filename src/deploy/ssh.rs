@@ -107,20 +107,6 @@ pub fn policy_from_config(resolved: &str) -> KnownHosts {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_keys_are_checked_as_the_ssh_configuration_says() {
-        assert!(matches!(policy_from_config("user root\nstricthostkeychecking ask\n"), KnownHosts::Strict));
-        assert!(matches!(policy_from_config("stricthostkeychecking true\n"), KnownHosts::Strict));
-        assert!(matches!(policy_from_config("stricthostkeychecking accept-new\n"), KnownHosts::Add));
-        assert!(matches!(policy_from_config("stricthostkeychecking false\n"), KnownHosts::Accept));
-        assert!(matches!(policy_from_config(""), KnownHosts::Strict));
-    }
-}
-
 /// Starts a worker on `spec.host` and waits (at most `opts.wait`) until it
 /// says where it listens.
 pub async fn launch(spec: &WorkerSpec, plan: &LaunchPlan, opts: &SshOptions) -> Result<Launched, LaunchError> {
@@ -233,5 +219,19 @@ pub async fn stop_remote(spec: &WorkerSpec, plan: &LaunchPlan, opts: &SshOptions
         Ok(())
     } else {
         Err(LaunchError::CommandFailed(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_keys_are_checked_as_the_ssh_configuration_says() {
+        assert!(matches!(policy_from_config("user root\nstricthostkeychecking ask\n"), KnownHosts::Strict));
+        assert!(matches!(policy_from_config("stricthostkeychecking true\n"), KnownHosts::Strict));
+        assert!(matches!(policy_from_config("stricthostkeychecking accept-new\n"), KnownHosts::Add));
+        assert!(matches!(policy_from_config("stricthostkeychecking false\n"), KnownHosts::Accept));
+        assert!(matches!(policy_from_config(""), KnownHosts::Strict));
     }
 }

@@ -51,7 +51,7 @@ impl Calls {
     /// `state`: an operator's callback.
     pub fn call_this<const N: usize>(&self, f: &Func, state: &mut Dynamic, args: [Dynamic; N]) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
         let arity = f.curry.len() + N;
-        if !self.scripts.get(f.name.as_str()).is_some_and(|arities| arities & arity_bit(arity) != 0) {
+        if self.scripts.get(f.name.as_str()).is_none_or(|arities| arities & arity_bit(arity) == 0) {
             return Err(format!("`{}` is not a function of {arity} parameters written in Rhai (a callback needs `this`)", f.name).into());
         }
         let options = rhai::CallFnOptions::new().eval_ast(false).rewind_scope(true).bind_this_ptr(state);
