@@ -76,6 +76,9 @@ impl MasterArgs {
     }
 }
 
+/// How long an exiting master waits for what workers printed to reach its terminal.
+const OUTPUT_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub fn run(args: MasterArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let app = find_app_optional(app_dir)?;
     let name = node_name(args.name.as_deref().or(std::env::var("SKITTER_NODE").ok().as_deref()), "skitter_master");
@@ -155,7 +158,10 @@ pub fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool, cook
 
     let code = if shell {
         crate::shell::halt_on(rt.handle(), consoles.halt.clone(), host.clone());
-        crate::shell::run_local(rt, host, env, app, deploy, &welcome).inspect(|_| master.exit.cancel())
+        crate::shell::run_local(rt, host, env, app, deploy, &welcome).inspect(|_| {
+            master.flush_output(OUTPUT_FLUSH);
+            master.exit.cancel();
+        })
     } else {
         let mut session = Session::new(env, Some(host.clone()), app, None)?;
         let workflow = match &deploy {
@@ -212,6 +218,8 @@ pub fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool, cook
         let code = master.exit_code();
         master.exit.cancel();
         rt.block_on(master.links_closed(std::time::Duration::from_millis(200)));
+        // What the workers printed last is on its way to the terminal.
+        master.flush_output(OUTPUT_FLUSH);
         rt.shutdown_timeout(std::time::Duration::from_millis(100));
         if code != 0 {
             return Ok(ExitCode::from(code));

@@ -179,6 +179,11 @@ impl Master {
         registered_rx.await.map_err(|_| format!("the worker at {addr} left before registering"))?
     }
 
+    /// Waits (at most `limit`) until what workers printed has reached the terminal.
+    pub fn flush_output(&self, limit: Duration) {
+        self.printer.flush(limit);
+    }
+
     /// Once `exit` is cancelled: waits (at most `limit`) until every link
     /// has told its worker goodbye, so that workers hear "the master quit"
     /// rather than a dropped connection.

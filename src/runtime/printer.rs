@@ -14,19 +14,32 @@ use crate::script::Output;
 pub const QUEUE: usize = 4096;
 
 pub struct Printer {
-    queue: SyncSender<String>,
+    queue: SyncSender<Item>,
     dropped: Arc<AtomicU64>,
+}
+
+enum Item {
+    Text(String),
+    /// Answered once everything queued before it is printed.
+    Flush(std::sync::mpsc::Sender<()>),
 }
 
 impl Printer {
     /// Starts the printing thread; it writes to whatever `output` holds when
     /// it writes (the shell may swap it).
     pub fn start(output: Arc<Mutex<Output>>) -> Printer {
-        let (queue, texts) = sync_channel::<String>(QUEUE);
+        let (queue, texts) = sync_channel::<Item>(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let counted = dropped.clone();
         let spawned = std::thread::Builder::new().name("skitter-printer".into()).spawn(move || {
-            while let Ok(text) = texts.recv() {
+            while let Ok(item) = texts.recv() {
+                let text = match item {
+                    Item::Text(text) => text,
+                    Item::Flush(done) => {
+                        let _ = done.send(());
+                        continue;
+                    }
+                };
                 let out = output.lock().expect("output lock").clone();
                 out(&text);
                 let lost = counted.swap(0, Ordering::Relaxed);
@@ -44,12 +57,32 @@ impl Printer {
     /// Queues text to print; drops it (counting its lines) when the queue is full.
     pub fn print(&self, text: String) {
         let lines = text.lines().count().max(1) as u64;
-        match self.queue.try_send(text) {
+        match self.queue.try_send(Item::Text(text)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(lines, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Waits (at most `limit`) until what is queued has been printed:
+    /// before the process exits, so that the last lines are not lost.
+    pub fn flush(&self, limit: std::time::Duration) {
+        let (done, printed) = std::sync::mpsc::channel();
+        let deadline = std::time::Instant::now() + limit;
+        // The queue may be full: wait for room, within the limit.
+        let mut item = Item::Flush(done);
+        loop {
+            match self.queue.try_send(item) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if std::time::Instant::now() < deadline => {
+                    item = back;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(_) => return,
+            }
+        }
+        let _ = printed.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
     }
 
     /// Lines dropped and not yet reported.
@@ -100,6 +133,8 @@ mod tests {
         }
         assert!(printer.dropped() >= 999, "{}", printer.dropped());
         drop(held);
+        printer.flush(std::time::Duration::from_secs(10));
+        assert_eq!(seen.lock().unwrap().first().map(String::as_str), Some("line 0\n"), "flushed: what was queued is printed");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !seen.lock().unwrap().iter().any(|l| l.contains("of output dropped")) {
             assert!(std::time::Instant::now() < deadline, "the drop was never reported");
