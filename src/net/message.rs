@@ -10,7 +10,7 @@ use crate::workflow::operator::{Place, Restrategized, Strategy, UserOp};
 use crate::workflow::{Counts, Func, Operator, SourceSpec};
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL: u32 = 3;
+pub const PROTOCOL: u32 = 4;
 
 /// Who is at the other end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +184,8 @@ pub enum ControlMsg {
     Interrupted { id: u64, operators: Vec<String> },
     /// The worker is stopping: stop (drain) its workflows first.
     Leaving,
+    /// The worker has settled the files of its part (after `Settle`).
+    Settled { id: u64 },
 }
 
 /// Why a master refused a worker, or a worker a master.
@@ -271,7 +273,7 @@ link_message!(ControlMsg {
     Heartbeat => "heartbeat", Bye => "bye", Register => "register", Welcome => "welcome", Refuse => "refuse",
     Peers => "peers", Deploy => "deploy", Stop => "stop", Abort => "abort", Settle => "settle", Started => "started",
     Failed => "failed", Done => "done", Output => "output", Collected => "collected", Lines => "lines",
-    Progress => "progress", Interrupted => "interrupted", Leaving => "leaving",
+    Progress => "progress", Interrupted => "interrupted", Leaving => "leaving", Settled => "settled",
 });
 link_message!(DataLinkMsg { Data => "data", Heartbeat => "heartbeat", Bye => "bye" });
 link_message!(ConsoleMsg {

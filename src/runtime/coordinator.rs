@@ -50,6 +50,11 @@ pub enum Event {
         id: u64,
         reason: String,
     },
+    /// A worker named (or kept as incomplete) the files of its part.
+    WorkerSettled {
+        id: u64,
+        worker: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -96,12 +101,15 @@ struct Placed {
     /// Aborting, with the reason.
     abort: Option<String>,
     interrupted: Vec<String>,
+    /// Complete: the status it ends with, once these workers have named
+    /// their files (so that files are in place when the status says so).
+    settling: Option<(Status, BTreeSet<String>)>,
 }
 
 impl Placed {
     /// The final status once every worker has reported, if it has.
     fn settled(&self) -> Option<Status> {
-        if self.status.is_done() || self.reported.len() < self.workers.len() {
+        if self.status.is_done() || self.settling.is_some() || self.reported.len() < self.workers.len() {
             return None;
         }
         Some(match (&self.abort, &self.stop) {
@@ -190,6 +198,7 @@ impl Coordinator {
                     stop: None,
                     abort: None,
                     interrupted: Vec::new(),
+                    settling: None,
                 };
                 self.workflows.insert(id, placed);
                 Vec::new()
@@ -216,6 +225,12 @@ impl Coordinator {
                 }
                 wf.stop = Some(reason);
                 wf.workers.iter().filter(|w| !wf.reported.contains(*w)).map(|w| Action::Stop { worker: w.clone(), id }).collect()
+            }
+            Event::WorkerSettled { id, worker } => {
+                let Some(wf) = self.workflows.get_mut(&id) else { return Vec::new() };
+                let Some((_, waiting)) = wf.settling.as_mut() else { return Vec::new() };
+                waiting.remove(&worker);
+                self.end_if_settled(id)
             }
             Event::AbortRequested { id, reason } => {
                 let Some(wf) = self.workflows.get_mut(&id) else { return Vec::new() };
@@ -246,6 +261,13 @@ impl Coordinator {
         let ids: Vec<u64> =
             self.workflows.iter().filter(|(_, wf)| !wf.status.is_done() && wf.workers.contains(&name)).map(|(&id, _)| id).collect();
         for id in ids {
+            if let Some((_, waiting)) = &self.workflows[&id].settling {
+                // Complete: gone before naming its files fails it; gone after, nothing is missing.
+                if waiting.contains(&name) {
+                    actions.extend(self.fail(id, format!("{why} before naming the files of its part"), &name));
+                }
+                continue;
+            }
             if self.workflows[&id].abort.is_some() {
                 // Gone while aborting: its part has ended either way.
                 actions.extend(self.reported(id, name.clone(), Vec::new()));
@@ -265,6 +287,7 @@ impl Coordinator {
     fn fail(&mut self, id: u64, reason: String, culprit: &str) -> Vec<Action> {
         let Some(wf) = self.workflows.get_mut(&id) else { return Vec::new() };
         wf.status = Status::Failed(reason.clone());
+        wf.settling = None;
         let mut actions = vec![Action::SetStatus { id, status: wf.status.clone() }];
         for w in wf.workers.iter().filter(|w| *w != culprit && self.workers.contains_key(*w)) {
             if !wf.reported.contains(w) {
@@ -286,18 +309,39 @@ impl Coordinator {
         self.settle_if_done(id)
     }
 
-    /// Once every worker of `id` has reported: its final status, and each
-    /// worker's word on its files.
+    /// Once every worker of `id` has reported: each worker's word on its
+    /// files, and the final status — at once when the files are not
+    /// complete, else once every worker has named its files.
     fn settle_if_done(&mut self, id: u64) -> Vec<Action> {
         let Some(wf) = self.workflows.get_mut(&id) else { return Vec::new() };
         let Some(status) = wf.settled() else { return Vec::new() };
-        wf.status = status.clone();
         let commit = matches!(status, Status::Finished | Status::Stopped(_));
-        let mut actions = vec![Action::SetStatus { id, status }];
-        for w in wf.workers.iter().filter(|w| self.workers.contains_key(*w)) {
-            actions.push(Action::Settle { worker: w.clone(), id, commit });
+        let alive: BTreeSet<String> = wf.workers.iter().filter(|w| self.workers.contains_key(*w)).cloned().collect();
+        let mut actions: Vec<Action> = alive.iter().map(|w| Action::Settle { worker: w.clone(), id, commit }).collect();
+        if commit {
+            wf.settling = Some((status, alive));
+            actions.extend(self.end_if_settled(id));
+        } else {
+            wf.status = status.clone();
+            actions.insert(0, Action::SetStatus { id, status });
         }
         actions
+    }
+
+    /// The final status of a complete workflow, once no worker's files are
+    /// waiting to be named.
+    fn end_if_settled(&mut self, id: u64) -> Vec<Action> {
+        let Some(wf) = self.workflows.get_mut(&id) else { return Vec::new() };
+        match wf.settling.take() {
+            Some((status, waiting)) if waiting.is_empty() => {
+                wf.status = status.clone();
+                vec![Action::SetStatus { id, status }]
+            }
+            other => {
+                wf.settling = other;
+                Vec::new()
+            }
+        }
     }
 
     /// Forgets an ended workflow (the master keeps a bounded history).
@@ -357,8 +401,34 @@ mod tests {
         c.step(Event::Deployed { id: 1, workers: vec!["a".into(), "b".into()] });
         assert!(c.step(Event::WorkerDone { id: 1, worker: "a".into() }).is_empty());
         let actions = c.step(Event::WorkerDone { id: 1, worker: "b".into() });
-        assert_eq!(statuses(&actions), vec![Status::Finished]);
         assert_eq!(settles(&actions), vec![("a".into(), true), ("b".into(), true)]);
+        // Finished once every worker's files are in place, not before.
+        assert!(statuses(&actions).is_empty());
+        assert!(c.step(Event::WorkerSettled { id: 1, worker: "b".into() }).is_empty());
+        assert_eq!(statuses(&c.step(Event::WorkerSettled { id: 1, worker: "a".into() })), vec![Status::Finished]);
+    }
+
+    #[test]
+    fn a_worker_gone_before_naming_its_files_fails_a_complete_workflow_and_one_gone_after_does_not() {
+        let mut c = Coordinator::new(false);
+        joined(&mut c, &["a", "b"]);
+        c.step(Event::Deployed { id: 1, workers: vec!["a".into(), "b".into()] });
+        c.step(Event::WorkerDone { id: 1, worker: "a".into() });
+        c.step(Event::WorkerDone { id: 1, worker: "b".into() });
+        c.step(Event::WorkerSettled { id: 1, worker: "a".into() });
+        let actions = c.step(Event::WorkerLeft { name: "b".into(), reason: "killed".into() });
+        assert!(
+            matches!(statuses(&actions).as_slice(), [Status::Failed(r)] if r.contains("before naming the files")),
+            "{actions:?}"
+        );
+        let mut c = Coordinator::new(false);
+        joined(&mut c, &["a", "b"]);
+        c.step(Event::Deployed { id: 2, workers: vec!["a".into(), "b".into()] });
+        c.step(Event::WorkerDone { id: 2, worker: "a".into() });
+        c.step(Event::WorkerDone { id: 2, worker: "b".into() });
+        c.step(Event::WorkerSettled { id: 2, worker: "a".into() });
+        assert!(statuses(&c.step(Event::WorkerLeft { name: "a".into(), reason: "it stopped".into() })).is_empty());
+        assert_eq!(statuses(&c.step(Event::WorkerSettled { id: 2, worker: "b".into() })), vec![Status::Finished]);
     }
 
     #[test]
@@ -367,7 +437,8 @@ mod tests {
         joined(&mut c, &["a"]);
         c.step(Event::Deployed { id: 7, workers: vec!["a".into()] });
         assert_eq!(c.step(Event::StopRequested { id: 7, reason: None }), vec![Action::Stop { worker: "a".into(), id: 7 }]);
-        assert_eq!(statuses(&c.step(Event::WorkerDone { id: 7, worker: "a".into() })), vec![Status::Stopped(None)]);
+        assert!(statuses(&c.step(Event::WorkerDone { id: 7, worker: "a".into() })).is_empty());
+        assert_eq!(statuses(&c.step(Event::WorkerSettled { id: 7, worker: "a".into() })), vec![Status::Stopped(None)]);
     }
 
     #[test]
@@ -380,7 +451,9 @@ mod tests {
         assert!(actions.contains(&Action::Stop { worker: "w8".into(), id: 3 }));
         assert_eq!(c.place().unwrap().iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), vec!["a"]);
         c.step(Event::WorkerDone { id: 3, worker: "w8".into() });
-        let actions = c.step(Event::WorkerDone { id: 3, worker: "a".into() });
+        c.step(Event::WorkerDone { id: 3, worker: "a".into() });
+        c.step(Event::WorkerSettled { id: 3, worker: "w8".into() });
+        let actions = c.step(Event::WorkerSettled { id: 3, worker: "a".into() });
         assert_eq!(statuses(&actions), vec![Status::Stopped(Some("worker w8 left".into()))]);
         // Its goodbye after that fails nothing.
         let actions = c.step(Event::WorkerLeft { name: "w8".into(), reason: "it stopped".into() });
@@ -419,6 +492,9 @@ mod tests {
         c.forget(6);
         assert!(c.workflows.contains_key(&6), "a running workflow is kept");
         c.step(Event::WorkerDone { id: 6, worker: "a".into() });
+        c.forget(6);
+        assert!(c.workflows.contains_key(&6), "a workflow whose files are being named is kept");
+        c.step(Event::WorkerSettled { id: 6, worker: "a".into() });
         c.forget(6);
         assert!(!c.workflows.contains_key(&6));
     }

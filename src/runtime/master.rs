@@ -265,6 +265,7 @@ impl Master {
     fn on_worker_message(&self, worker: &str, msg: ControlMsg) {
         match msg {
             ControlMsg::Started { .. } => {}
+            ControlMsg::Settled { id } => self.step(Event::WorkerSettled { id, worker: worker.to_string() }),
             ControlMsg::Done { id } => self.step(Event::WorkerDone { id, worker: worker.to_string() }),
             ControlMsg::Failed { id, reason } => self.step(Event::WorkerFailed { id, worker: worker.to_string(), reason }),
             ControlMsg::Interrupted { id, operators } => self.step(Event::WorkerInterrupted { id, worker: worker.to_string(), operators }),

@@ -201,6 +201,8 @@ impl Worker {
                 self.to_master(ControlMsg::Output { text: format!("error: worker {}: {e}\n", self.config.name) });
             }
         }
+        // The master publishes a complete workflow's status once its files are in place.
+        self.to_master(ControlMsg::Settled { id });
     }
 
     /// Serves the listener and, if configured, dials the master. Returns
