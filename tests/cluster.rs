@@ -429,7 +429,8 @@ fn everything_the_workers_print_reaches_the_masters_output_before_it_exits() {
     let tmp = tempfile::tempdir().unwrap();
     let w1 = Node::worker("w1", "127.0.0.19", &[], tmp.path());
     let w2 = Node::worker("w2", "127.0.0.20", &[], tmp.path());
-    let out = master_run(&["-d", "workflow().stream_source(1..=20000).map(|x| x * 2).inspect(\"v\")", &w1.addr, &w2.addr], tmp.path(), COOKIE);
+    let out =
+        master_run(&["-d", "workflow().stream_source(1..=20000).map(|x| x * 2).inspect(\"v\")", &w1.addr, &w2.addr], tmp.path(), COOKIE);
     out.success();
     assert_eq!(out.labelled("v").len(), 20000, "{}", out.stderr());
 }

@@ -11,8 +11,8 @@ use colored::Colorize;
 
 use super::find_app_optional;
 use super::master::MasterArgs;
-use super::node::NodeCommand;
 use super::node;
+use super::node::NodeCommand;
 use super::resolve::cookie as resolve_cookie;
 use crate::deploy::ssh::{self, LaunchPlan, Launched, SshOptions};
 use crate::deploy::{LaunchError, WorkerSpec};

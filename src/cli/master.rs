@@ -126,8 +126,13 @@ pub fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool, cook
     let master = Master::new(name.clone(), cookie, args.shutdown_with_workers, rt.handle().clone(), stdout_output());
     let env = EngineEnv::new(app.as_ref().map(App::priv_dir), stdout_output());
     let host: Arc<dyn Host> = master.clone();
-    let consoles =
-        Arc::new(Consoles { node: name.clone(), host: Some(host.clone()), app: app.clone(), env: env.clone(), halt: CancellationToken::new() });
+    let consoles = Arc::new(Consoles {
+        node: name.clone(),
+        host: Some(host.clone()),
+        app: app.clone(),
+        env: env.clone(),
+        halt: CancellationToken::new(),
+    });
     rt.spawn(master.clone().serve(listener, consoles.clone()));
 
     // Dial the workers given here, all at once; every failure is reported.

@@ -4,12 +4,10 @@
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-
 use super::resolve::{pid_of, record, tmp_dir};
 use crate::runtime::node::{alive, node_file_path, read_node_file};
 use crate::script::App;
 use crate::{Error, Result};
-
 
 /// `pid`: prints the node's process id.
 pub fn pid(app: Option<&App>, node: &str) -> Result<ExitCode> {

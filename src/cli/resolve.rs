@@ -104,10 +104,7 @@ pub fn tick_time(flag: Option<f64>, app: Option<&App>) -> Result<Duration> {
         },
     };
     if !secs.is_finite() || secs < link::MIN_TICK.as_secs_f64() || secs > 3600.0 {
-        return Err(Error::Usage(format!(
-            "{from}: a tick time of {secs} s; give {} to 3600 seconds",
-            link::MIN_TICK.as_secs()
-        )));
+        return Err(Error::Usage(format!("{from}: a tick time of {secs} s; give {} to 3600 seconds", link::MIN_TICK.as_secs())));
     }
     let tick = Duration::from_secs_f64(secs);
     link::set_tick(tick);

@@ -109,8 +109,4 @@ impl<M: Serialize> Writer<M> {
         let deadline = self.deadline;
         tokio::time::timeout(deadline, self.inner.flush()).await.map_err(|_| NetError::WriteStalled(deadline))?
     }
-
-    pub async fn shutdown(&mut self) {
-        self.inner.shutdown().await
-    }
 }

@@ -218,11 +218,6 @@ impl SealedWriter {
         self.half.write_all(&record).await?;
         Ok(())
     }
-
-    /// Closes the writing direction (the peer reads the end).
-    pub async fn shutdown(&mut self) {
-        let _ = self.half.shutdown().await;
-    }
 }
 
 #[cfg(test)]
@@ -307,7 +302,10 @@ mod tests {
         let long_string = [0, 0, 0, 3, 13, 0xff, 0x7f];
         assert!(matches!(decode_stream::<ControlMsg>(&long_string).last(), Some(Err(NetError::Malformed(_)))));
         let two = [framed_msg(&ControlMsg::Heartbeat), framed_msg(&ControlMsg::Bye)].concat();
-        assert_eq!(decode_stream::<ControlMsg>(&two).into_iter().map(|r| r.unwrap()).collect::<Vec<_>>(), vec![ControlMsg::Heartbeat, ControlMsg::Bye]);
+        assert_eq!(
+            decode_stream::<ControlMsg>(&two).into_iter().map(|r| r.unwrap()).collect::<Vec<_>>(),
+            vec![ControlMsg::Heartbeat, ControlMsg::Bye]
+        );
     }
 
     /// Found while fuzzing, by looking at what inputs of the fuzzer's 4 kB
@@ -323,7 +321,8 @@ mod tests {
         let mut stream = (body.len() as u32).to_be_bytes().to_vec();
         stream.extend(body);
         // The stack of a runtime thread, where connections are read.
-        let decoded = std::thread::Builder::new().stack_size(2 << 20).spawn(move || decode_stream::<DataLinkMsg>(&stream)).unwrap().join().unwrap();
+        let decoded =
+            std::thread::Builder::new().stack_size(2 << 20).spawn(move || decode_stream::<DataLinkMsg>(&stream)).unwrap().join().unwrap();
         assert!(matches!(decoded.last(), Some(Err(NetError::Malformed(m))) if m.contains("nested")), "{decoded:?}");
     }
 

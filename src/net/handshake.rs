@@ -132,7 +132,13 @@ fn closed(e: std::io::Error) -> NetError {
     }
 }
 
-fn split(stream: TcpStream, noise: snow::HandshakeState, peer_role: Role, peer_name: String, peer_addr: String) -> Result<Authenticated, NetError> {
+fn split(
+    stream: TcpStream,
+    noise: snow::HandshakeState,
+    peer_role: Role,
+    peer_name: String,
+    peer_addr: String,
+) -> Result<Authenticated, NetError> {
     let keys = std::sync::Arc::new(noise.into_stateless_transport_mode().map_err(|e| NetError::Crypto(e.to_string()))?);
     let (r, w) = stream.into_split();
     Ok(Authenticated {
@@ -146,17 +152,9 @@ fn split(stream: TcpStream, noise: snow::HandshakeState, peer_role: Role, peer_n
 
 /// Connects to `addr` and handshakes as `me`, all within [`HANDSHAKE_TIMEOUT`].
 pub async fn dial(addr: &str, me: &Identity) -> Result<Authenticated, NetError> {
-    let attempt = async {
-        let stream = TcpStream::connect(addr).await?;
-        dial_over(stream, me).await
-    };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt).await.map_err(|_| NetError::Timeout(HANDSHAKE_TIMEOUT))?
-}
-
-/// The dialing side over a connected stream.
-pub async fn dial_over(stream: TcpStream, me: &Identity) -> Result<Authenticated, NetError> {
     let hello = Hello { protocol: PROTOCOL, version: crate::VERSION.into(), role: me.role, name: me.name.clone() };
-    dial_with(stream, &me.cookie, hello).await
+    let attempt = async { dial_with(TcpStream::connect(addr).await?, &me.cookie, hello).await };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt).await.map_err(|_| NetError::Timeout(HANDSHAKE_TIMEOUT))?
 }
 
 async fn dial_with(mut stream: TcpStream, cookie: &str, hello: Hello) -> Result<Authenticated, NetError> {
@@ -283,14 +281,22 @@ mod tests {
         (addr, server)
     }
 
-    async fn pair(dialer_cookie: &str, listener_cookie: &str, role: Role) -> (Result<Authenticated, NetError>, Result<Authenticated, Rejected>) {
+    async fn pair(
+        dialer_cookie: &str,
+        listener_cookie: &str,
+        role: Role,
+    ) -> (Result<Authenticated, NetError>, Result<Authenticated, Rejected>) {
         let (addr, server) = listen(id(Role::Master, "m@h", listener_cookie), &[Role::Worker]).await;
         let client = dial(&addr, &id(role, "w@h", dialer_cookie)).await;
         if client.is_err() {
             // The listener may still wait for a confirmation that will not come.
-            return (client, tokio::time::timeout(Duration::from_secs(1), server).await.map(|r| r.unwrap()).unwrap_or_else(|_| {
-                Err(Rejected { error: NetError::Timeout(Duration::from_secs(1)), unauthenticated: true })
-            }));
+            return (
+                client,
+                tokio::time::timeout(Duration::from_secs(1), server)
+                    .await
+                    .map(|r| r.unwrap())
+                    .unwrap_or_else(|_| Err(Rejected { error: NetError::Timeout(Duration::from_secs(1)), unauthenticated: true })),
+            );
         }
         (client, server.await.unwrap())
     }
@@ -302,7 +308,8 @@ mod tests {
         assert_eq!((c.peer_name.as_str(), c.peer_role), ("m@h", Role::Master));
         assert_eq!((s.peer_name.as_str(), s.peer_role), ("w@h", Role::Worker));
         // And the keys agree both ways.
-        let (mut c, mut s): (Link<ControlMsg>, Link<ControlMsg>) = (c.into_link(Duration::from_secs(5)), s.into_link(Duration::from_secs(5)));
+        let (mut c, mut s): (Link<ControlMsg>, Link<ControlMsg>) =
+            (c.into_link(Duration::from_secs(5)), s.into_link(Duration::from_secs(5)));
         c.writer.write(&ControlMsg::Output { text: "hello".into() }).await.unwrap();
         assert_eq!(s.reader.read().await.unwrap(), Some(ControlMsg::Output { text: "hello".into() }));
         s.writer.write(&ControlMsg::Welcome).await.unwrap();
@@ -399,7 +406,8 @@ mod tests {
         let (proxied, seen) = proxy(addr, |_, _, _| {}).await;
         let c = dial(&proxied, &id(Role::Worker, "w@h", cookie)).await.unwrap();
         let s = server.await.unwrap().unwrap();
-        let (mut c, mut s): (Link<ControlMsg>, Link<ControlMsg>) = (c.into_link(Duration::from_secs(5)), s.into_link(Duration::from_secs(5)));
+        let (mut c, mut s): (Link<ControlMsg>, Link<ControlMsg>) =
+            (c.into_link(Duration::from_secs(5)), s.into_link(Duration::from_secs(5)));
         let record = "a-distinctive-record-4f9d1c";
         c.writer.write(&ControlMsg::Output { text: record.into() }).await.unwrap();
         assert_eq!(s.reader.read().await.unwrap(), Some(ControlMsg::Output { text: record.into() }));
@@ -440,7 +448,8 @@ mod tests {
         .await;
         let c = dial(&proxied, &id(Role::Worker, "w@h", "c")).await.unwrap();
         let s = server.await.unwrap().unwrap();
-        let (mut c, mut s): (Link<ControlMsg>, Link<ControlMsg>) = (c.into_link(Duration::from_secs(5)), s.into_link(Duration::from_secs(5)));
+        let (mut c, mut s): (Link<ControlMsg>, Link<ControlMsg>) =
+            (c.into_link(Duration::from_secs(5)), s.into_link(Duration::from_secs(5)));
         c.writer.write(&ControlMsg::Output { text: "x".repeat(1000) }).await.unwrap();
         let got = s.reader.read().await;
         assert!(matches!(got, Err(NetError::Tampered)), "{got:?}");

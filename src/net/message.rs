@@ -165,27 +165,67 @@ pub enum ControlMsg {
     // Master -> worker.
     Peers(Vec<WorkerInfo>),
     /// `placement`: for stages a strategy placed, the instances on each worker.
-    Deploy { id: u64, spec: WorkflowSpec, sources: Vec<(String, String)>, workers: Vec<WorkerInfo>, slots: u32, placement: Vec<(u32, Vec<u32>)> },
-    Stop { id: u64 },
-    Abort { id: u64, reason: String },
+    Deploy {
+        id: u64,
+        spec: WorkflowSpec,
+        sources: Vec<(String, String)>,
+        workers: Vec<WorkerInfo>,
+        slots: u32,
+        placement: Vec<(u32, Vec<u32>)>,
+    },
+    Stop {
+        id: u64,
+    },
+    Abort {
+        id: u64,
+        reason: String,
+    },
     /// Whether the files the worker's part wrote are complete.
-    Settle { id: u64, commit: bool },
+    Settle {
+        id: u64,
+        commit: bool,
+    },
     // Worker -> master, about a workflow.
-    Started { id: u64 },
-    Failed { id: u64, reason: String },
-    Done { id: u64 },
-    Output { text: String },
-    Collected { id: u64, sink: String, values: Vec<Value> },
+    Started {
+        id: u64,
+    },
+    Failed {
+        id: u64,
+        reason: String,
+    },
+    Done {
+        id: u64,
+    },
+    Output {
+        text: String,
+    },
+    Collected {
+        id: u64,
+        sink: String,
+        values: Vec<Value>,
+    },
     /// Lines for the `write_lines` node `node`, which the master writes.
-    Lines { id: u64, node: u32, text: String },
+    Lines {
+        id: u64,
+        node: u32,
+        text: String,
+    },
     /// The counts of a worker's part so far (sent before it reports its end).
-    Progress { id: u64, counts: Vec<Counts> },
+    Progress {
+        id: u64,
+        counts: Vec<Counts>,
+    },
     /// A worker's part was aborted; these operators were running.
-    Interrupted { id: u64, operators: Vec<String> },
+    Interrupted {
+        id: u64,
+        operators: Vec<String>,
+    },
     /// The worker is stopping: stop (drain) its workflows first.
     Leaving,
     /// The worker has settled the files of its part (after `Settle`).
-    Settled { id: u64 },
+    Settled {
+        id: u64,
+    },
 }
 
 /// Why a master refused a worker, or a worker a master.
@@ -212,19 +252,45 @@ pub enum ConsoleMsg {
     Bye,
     // Console -> node.
     /// Evaluates `code`; past `timeout_ms` (when given) the node interrupts it.
-    Eval { id: u64, code: String, timeout_ms: Option<u64> },
+    Eval {
+        id: u64,
+        code: String,
+        timeout_ms: Option<u64>,
+    },
     Interrupt,
-    Complete { id: u64, word: String, method: bool },
-    Signature { id: u64, name: String },
-    Logs { on: bool },
+    Complete {
+        id: u64,
+        word: String,
+        method: bool,
+    },
+    Signature {
+        id: u64,
+        name: String,
+    },
+    Logs {
+        on: bool,
+    },
     /// Halts the node; `node` is the name the user typed to confirm.
-    Halt { node: String },
+    Halt {
+        node: String,
+    },
     // Node -> console.
     /// Text printed while an evaluation runs (or a forwarded log line).
-    Printed { text: String },
-    Evaluated { id: u64, reply: Reply },
-    Completions { id: u64, names: Vec<String> },
-    SignatureIs { id: u64, signature: Option<String> },
+    Printed {
+        text: String,
+    },
+    Evaluated {
+        id: u64,
+        reply: Reply,
+    },
+    Completions {
+        id: u64,
+        names: Vec<String>,
+    },
+    SignatureIs {
+        id: u64,
+        signature: Option<String>,
+    },
 }
 
 /// How an evaluation failed.
@@ -241,7 +307,11 @@ pub enum Reply {
     Unit,
     /// The value, rendered by the node.
     Value(String),
-    Error { kind: EvalError, message: String, excerpt: Option<String> },
+    Error {
+        kind: EvalError,
+        message: String,
+        excerpt: Option<String>,
+    },
     /// The entry called `halt()`: the console must confirm with the node's name.
     HaltRequested,
     /// The entry called `exit()`: the console detaches.
@@ -367,42 +437,42 @@ impl WorkflowSpec {
 /// A received operator, checked: its functions are names, nothing runs.
 fn operator(spec: OpSpec) -> Result<Operator, String> {
     Ok(match spec {
-                OpSpec::With(inner, w) => Operator::With(Box::new(Restrategized {
-                    op: operator(*inner)?,
-                    strategy: strategy_of(w.strategy),
-                    key: w.key.map(func).transpose()?,
-                    place: place_of(w.place)?,
-                    route: w.route.map(func).transpose()?,
-                })),
-                OpSpec::Items(v) => Operator::Source(SourceSpec::Items(super::value::to_dynamics(v))),
-                OpSpec::Range { start, end, step } => Operator::Source(SourceSpec::Range { start, end, step }),
-                OpSpec::Generator(f) => Operator::Source(SourceSpec::Generator(func(f)?)),
-                OpSpec::Lines { path, max_line } => Operator::Source(SourceSpec::Lines { path: path.into(), max_line: max_line as usize }),
-                OpSpec::Tcp { host, port, max_line } => Operator::Source(SourceSpec::Tcp { host, port, max_line: max_line as usize }),
-                OpSpec::Map(f) => Operator::Map(func(f)?),
-                OpSpec::FlatMap(f) => Operator::FlatMap(func(f)?),
-                OpSpec::Filter(f) => Operator::Filter(func(f)?),
-                OpSpec::KeyedReduce { key, reduce, initial } => {
-                    Operator::KeyedReduce { key: func(key)?, reduce: func(reduce)?, initial: initial.into_dynamic() }
-                }
-                OpSpec::Count { key } => Operator::Count { key: key.map(func).transpose()? },
-                OpSpec::Print(l) => Operator::Print(l),
-                OpSpec::WriteLines(p) => Operator::WriteLines(p.into()),
-                OpSpec::WriteParts(p) => Operator::WriteParts(p.into()),
-                OpSpec::Collect => Operator::Collect,
-                OpSpec::User(u) => Operator::User(Box::new(UserOp {
-                    name: u.name,
-                    inputs: u.inputs,
-                    outputs: u.outputs,
-                    strategy: strategy_of(u.strategy),
-                    key: u.key.map(func).transpose()?,
-                    init: u.init.map(func).transpose()?,
-                    on: u.on.into_iter().map(|f| f.map(func).transpose()).collect::<Result<_, _>>()?,
-                    on_end: u.on_end.map(func).transpose()?,
-                    place: place_of(u.place)?,
-                    route: u.route.map(func).transpose()?,
-                })),
-            })
+        OpSpec::With(inner, w) => Operator::With(Box::new(Restrategized {
+            op: operator(*inner)?,
+            strategy: strategy_of(w.strategy),
+            key: w.key.map(func).transpose()?,
+            place: place_of(w.place)?,
+            route: w.route.map(func).transpose()?,
+        })),
+        OpSpec::Items(v) => Operator::Source(SourceSpec::Items(super::value::to_dynamics(v))),
+        OpSpec::Range { start, end, step } => Operator::Source(SourceSpec::Range { start, end, step }),
+        OpSpec::Generator(f) => Operator::Source(SourceSpec::Generator(func(f)?)),
+        OpSpec::Lines { path, max_line } => Operator::Source(SourceSpec::Lines { path: path.into(), max_line: max_line as usize }),
+        OpSpec::Tcp { host, port, max_line } => Operator::Source(SourceSpec::Tcp { host, port, max_line: max_line as usize }),
+        OpSpec::Map(f) => Operator::Map(func(f)?),
+        OpSpec::FlatMap(f) => Operator::FlatMap(func(f)?),
+        OpSpec::Filter(f) => Operator::Filter(func(f)?),
+        OpSpec::KeyedReduce { key, reduce, initial } => {
+            Operator::KeyedReduce { key: func(key)?, reduce: func(reduce)?, initial: initial.into_dynamic() }
+        }
+        OpSpec::Count { key } => Operator::Count { key: key.map(func).transpose()? },
+        OpSpec::Print(l) => Operator::Print(l),
+        OpSpec::WriteLines(p) => Operator::WriteLines(p.into()),
+        OpSpec::WriteParts(p) => Operator::WriteParts(p.into()),
+        OpSpec::Collect => Operator::Collect,
+        OpSpec::User(u) => Operator::User(Box::new(UserOp {
+            name: u.name,
+            inputs: u.inputs,
+            outputs: u.outputs,
+            strategy: strategy_of(u.strategy),
+            key: u.key.map(func).transpose()?,
+            init: u.init.map(func).transpose()?,
+            on: u.on.into_iter().map(|f| f.map(func).transpose()).collect::<Result<_, _>>()?,
+            on_end: u.on_end.map(func).transpose()?,
+            place: place_of(u.place)?,
+            route: u.route.map(func).transpose()?,
+        })),
+    })
 }
 
 fn strategy_spec(s: Strategy) -> StrategySpec {

@@ -87,7 +87,14 @@ pub fn build(app: &App, path: &Path, opts: Options) -> Result<Built, ReleaseErro
     Ok(Built { path, tarball })
 }
 
-fn write_release(app: &App, old: &Path, dir: &Path, files: &[PathBuf], old_is_release: bool, write_cookie: bool) -> Result<(), ReleaseError> {
+fn write_release(
+    app: &App,
+    old: &Path,
+    dir: &Path,
+    files: &[PathBuf],
+    old_is_release: bool,
+    write_cookie: bool,
+) -> Result<(), ReleaseError> {
     let name = &app.config.name;
     let vsn = &app.config.version;
     for sub in ["bin", "lib", "priv", "releases"] {
@@ -134,8 +141,7 @@ fn write_release(app: &App, old: &Path, dir: &Path, files: &[PathBuf], old_is_re
     };
     if let Some(value) = cookie_value {
         let cookie_path = dir.join(COOKIE_FILE);
-        let mut f =
-            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&cookie_path).map_err(io(&cookie_path))?;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&cookie_path).map_err(io(&cookie_path))?;
         f.write_all(value.as_bytes()).map_err(io(&cookie_path))?;
     }
     let start_data = dir.join(START_DATA);

@@ -179,7 +179,9 @@ impl Consoles {
                     };
                     ConsoleMsg::Evaluated { id, reply }
                 }
-                Request::Complete { id, word, method } => ConsoleMsg::Completions { id, names: completer.complete(&session, &word, method) },
+                Request::Complete { id, word, method } => {
+                    ConsoleMsg::Completions { id, names: completer.complete(&session, &word, method) }
+                }
                 Request::Signature { id, name } => ConsoleMsg::SignatureIs { id, signature: completer.signature(&session, &name) },
             };
             if out.send(msg).is_err() {
@@ -218,7 +220,7 @@ impl Watchdog {
 /// Serves consoles on `listener` (a local-mode node has nothing else to serve).
 pub async fn serve_consoles(listener: tokio::net::TcpListener, identity: crate::net::Identity, consoles: Arc<Consoles>) {
     let stop = consoles.halt.clone();
-    super::accept_each(listener, stop, identity, &[crate::net::Role::Console], move |auth| {
+    crate::net::gate::serve(listener, stop, identity, &[crate::net::Role::Console], move |auth| {
         let consoles = consoles.clone();
         async move { consoles.serve(auth).await }
     })

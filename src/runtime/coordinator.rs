@@ -417,10 +417,7 @@ mod tests {
         c.step(Event::WorkerDone { id: 1, worker: "b".into() });
         c.step(Event::WorkerSettled { id: 1, worker: "a".into() });
         let actions = c.step(Event::WorkerLeft { name: "b".into(), reason: "killed".into() });
-        assert!(
-            matches!(statuses(&actions).as_slice(), [Status::Failed(r)] if r.contains("before naming the files")),
-            "{actions:?}"
-        );
+        assert!(matches!(statuses(&actions).as_slice(), [Status::Failed(r)] if r.contains("before naming the files")), "{actions:?}");
         let mut c = Coordinator::new(false);
         joined(&mut c, &["a", "b"]);
         c.step(Event::Deployed { id: 2, workers: vec!["a".into(), "b".into()] });

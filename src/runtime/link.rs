@@ -109,17 +109,13 @@ where
                 }
             }
             Some(msg) = out.control.recv() => {
-                let bye = msg.is_bye();
-                let mut result = link.writer.feed(&msg).await;
-                // Every control message queued, in one flush.
-                while let (Ok(()), Ok(more)) = (&result, out.control.try_recv()) {
-                    let more_bye = more.is_bye();
-                    result = link.writer.feed(&more).await;
-                    if more_bye {
-                        if let Err(e) = result.and(link.writer.flush().await) {
-                            return lost(e);
-                        }
-                        return LinkEnd::SaidBye;
+                // Every control message queued, in one flush; a goodbye is the last.
+                let (mut next, mut bye, mut result) = (Some(msg), false, Ok(()));
+                while let (Ok(()), Some(msg)) = (&result, next.take()) {
+                    bye = msg.is_bye();
+                    result = link.writer.feed(&msg).await;
+                    if !bye {
+                        next = out.control.try_recv().ok();
                     }
                 }
                 if let Err(e) = result.and(link.writer.flush().await) {

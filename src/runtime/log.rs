@@ -54,7 +54,9 @@ pub fn init(node: &str, log_dir: Option<&Path>) -> Result<(), String> {
     let to_stderr = LineWriter { tx, to: Dest::Stderr, dropped };
     let console = to_stderr.with_max_level(tracing::Level::WARN);
     let result = match log_dir {
-        Some(_) => tracing_subscriber::fmt().with_writer(to_file.and(console).and(tap_writer)).with_ansi(false).with_max_level(level).try_init(),
+        Some(_) => {
+            tracing_subscriber::fmt().with_writer(to_file.and(console).and(tap_writer)).with_ansi(false).with_max_level(level).try_init()
+        }
         None => tracing_subscriber::fmt().with_writer(console.and(tap_writer)).with_ansi(false).with_max_level(level).try_init(),
     };
     // Already set (tests that run several nodes in one process): keep the first.

@@ -85,7 +85,6 @@ impl Master {
         self.exit_code.load(Ordering::Relaxed)
     }
 
-
     /// Queues a control message for a worker. A link whose queue is closed
     /// is ending, and its end (a `WorkerLeft` event) settles what it ran.
     fn send(&self, worker: &str, msg: ControlMsg) {
@@ -143,7 +142,7 @@ impl Master {
     /// Accepts workers that dial in, and consoles.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, consoles: Arc<super::console::Consoles>) {
         let me = self.clone();
-        super::accept_each(
+        crate::net::gate::serve(
             listener,
             self.exit.clone(),
             self.identity.clone(),

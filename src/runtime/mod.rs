@@ -15,15 +15,11 @@ pub mod worker;
 
 pub use local::LocalRuntime;
 
-use std::future::Future;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
-use crate::net::{Authenticated, Identity, Role};
 use crate::workflow::Status;
 
 /// How many ended workflows a node keeps (`SKITTER_KEEP_WORKFLOWS`), with
@@ -123,19 +119,4 @@ pub(crate) fn choose_sink(names: &[&str], sink: Option<&str>) -> Result<usize, S
         None if names.is_empty() => Err("this workflow has no collect() sink".into()),
         None => Err(format!("this workflow has several collect() sinks ({}): name one with results(ref, name)", names.join(", "))),
     }
-}
-
-/// Serves a node's listener until `stop`, through the gate that keeps
-/// strangers small (see [`crate::net::gate`]).
-pub(crate) async fn accept_each<F, Fut>(
-    listener: TcpListener,
-    stop: CancellationToken,
-    identity: Identity,
-    roles: &'static [Role],
-    handle: F,
-) where
-    F: Fn(Authenticated) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    crate::net::gate::serve(listener, stop, identity, roles, handle).await
 }

@@ -86,7 +86,8 @@ impl Printer {
     }
 
     /// Lines dropped and not yet reported.
-    pub fn dropped(&self) -> u64 {
+    #[cfg(test)]
+    fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 }

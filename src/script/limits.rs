@@ -95,10 +95,7 @@ pub const MEMORY_CHECK_EVERY: u64 = 65536;
 
 /// The message an evaluation stopped for memory ends with.
 pub fn over_memory_message(limit: u64) -> String {
-    format!(
-        "stopped: {OVER_MEMORY} of {} MiB ([limits] max_memory_mb in skitter.toml, or SKITTER_MAX_MEMORY_MB)",
-        limit >> 20
-    )
+    format!("stopped: {OVER_MEMORY} of {} MiB ([limits] max_memory_mb in skitter.toml, or SKITTER_MAX_MEMORY_MB)", limit >> 20)
 }
 
 pub const OVER_MEMORY: &str = "the node's memory passed its limit";
@@ -156,9 +153,7 @@ mod tests {
         let limits = ScriptLimits { max_string_mb: 1, ..ScriptLimits::default() };
         let err = engine(limits).run(r#"let s = "x"; s.pad(1000, "y"); let a = []; loop { a.push(s + a.len()) }"#).unwrap_err();
         assert!(hint(&err.to_string()).is_some_and(|h| h.contains("max_string_mb")), "{err}");
-        let deep = engine(ScriptLimits { max_call_depth: 20, ..ScriptLimits::default() })
-            .run("fn f(n) { f(n + 1) } f(0)")
-            .unwrap_err();
+        let deep = engine(ScriptLimits { max_call_depth: 20, ..ScriptLimits::default() }).run("fn f(n) { f(n + 1) } f(0)").unwrap_err();
         assert!(hint(&deep.to_string()).is_some_and(|h| h.contains("max_call_depth")), "{deep}");
         let wide = engine(ScriptLimits { max_array: 1000, ..ScriptLimits::default() }).run("let a = []; loop { a.push(1) }").unwrap_err();
         assert!(hint(&wide.to_string()).is_some_and(|h| h.contains("max_array")), "{wide}");

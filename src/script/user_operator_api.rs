@@ -56,7 +56,9 @@ fn names(what: &str, op: &str, list: rhai::Array) -> RhaiResult<Vec<String>> {
 pub fn with_strategy(op: Operator, s: StrategyValue) -> Result<Operator, String> {
     let keyed_builtin = matches!(op, Operator::KeyedReduce { .. } | Operator::Count { .. });
     match op {
-        Operator::User(_) if s.kind == Strategy::Source => Err("source() is the strategy of sources (stream_source, read_lines, tcp_source)".into()),
+        Operator::User(_) if s.kind == Strategy::Source => {
+            Err("source() is the strategy of sources (stream_source, read_lines, tcp_source)".into())
+        }
         Operator::User(mut u) => {
             u.strategy = s.kind;
             u.key = s.key;
@@ -68,10 +70,9 @@ pub fn with_strategy(op: Operator, s: StrategyValue) -> Result<Operator, String>
         Operator::Source(_) => Err("a source's strategy is fixed: it runs once, on the first worker".into()),
         _ if s.kind == Strategy::Source => Err("source() is the strategy of sources (stream_source, read_lines, tcp_source)".into()),
         Operator::With(w) => with_strategy(w.op, s),
-        op if keyed_builtin && (s.kind != Strategy::Keyed && s.place.is_none() || s.route.is_some()) => Err(format!(
-            "{} is keyed: give it keyed(|r| key), tagged(tag) or a strategy with `place` (it routes by its key)",
-            op.kind()
-        )),
+        op if keyed_builtin && (s.kind != Strategy::Keyed && s.place.is_none() || s.route.is_some()) => {
+            Err(format!("{} is keyed: give it keyed(|r| key), tagged(tag) or a strategy with `place` (it routes by its key)", op.kind()))
+        }
         op => {
             let strategy = if keyed_builtin { Strategy::Keyed } else { s.kind };
             Ok(Operator::With(Box::new(Restrategized { op, strategy, key: s.key, place: s.place, route: s.route })))

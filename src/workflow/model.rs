@@ -265,7 +265,10 @@ impl Workflow {
             return Err(WorkflowError::Empty);
         };
         let Body::Op(op) = &last.body else {
-            return Err(WorkflowError::BadStrategy { node: last.name.clone(), reason: "a nested workflow has no strategy of its own".into() });
+            return Err(WorkflowError::BadStrategy {
+                node: last.name.clone(),
+                reason: "a nested workflow has no strategy of its own".into(),
+            });
         };
         let changed = f(op.clone()).map_err(|reason| WorkflowError::BadStrategy { node: last.name.clone(), reason })?;
         last.body = Body::Op(changed);

@@ -49,7 +49,12 @@ impl Calls {
 impl Calls {
     /// Calls the script function (or closure) `f` with `this` bound to
     /// `state`: an operator's callback.
-    pub fn call_this<const N: usize>(&self, f: &Func, state: &mut Dynamic, args: [Dynamic; N]) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
+    pub fn call_this<const N: usize>(
+        &self,
+        f: &Func,
+        state: &mut Dynamic,
+        args: [Dynamic; N],
+    ) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
         let arity = f.curry.len() + N;
         if self.scripts.get(f.name.as_str()).is_none_or(|arities| arities & arity_bit(arity) == 0) {
             return Err(format!("`{}` is not a function of {arity} parameters written in Rhai (a callback needs `this`)", f.name).into());

@@ -224,9 +224,10 @@ impl Step {
     /// user operator's end callback), per output port.
     pub fn finish(&mut self, calls: &Calls, name: &str) -> Result<Outputs, FlowError> {
         match self {
-            Step::Count { counts } => {
-                Ok(vec![std::mem::take(counts).into_iter().map(|(k, n)| Dynamic::from_array(vec![k.value, Dynamic::from_int(n)])).collect()])
-            }
+            Step::Count { counts } => Ok(vec![std::mem::take(counts)
+                .into_iter()
+                .map(|(k, n)| Dynamic::from_array(vec![k.value, Dynamic::from_int(n)]))
+                .collect()]),
             Step::User(u) => u.finish(calls, name),
             _ => Ok(Vec::new()),
         }

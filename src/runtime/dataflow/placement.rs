@@ -52,7 +52,8 @@ fn slots(m: &Map) -> usize {
 }
 
 fn tagged(operator: &str, tag: &str, workers: &[Map], local: bool) -> Result<Vec<usize>, FlowError> {
-    let has = |m: &Map| m.get("tags").and_then(|t| t.clone().try_cast::<rhai::Array>()).is_some_and(|t| t.iter().any(|x| x.to_string() == tag));
+    let has =
+        |m: &Map| m.get("tags").and_then(|t| t.clone().try_cast::<rhai::Array>()).is_some_and(|t| t.iter().any(|x| x.to_string() == tag));
     let counts: Vec<usize> = workers.iter().map(|w| if local || has(w) { slots(w) } else { 0 }).collect();
     if counts.iter().all(|&n| n == 0) {
         let known: Vec<String> = workers
@@ -84,7 +85,10 @@ fn from_function(operator: &str, chosen: Dynamic, workers: &[Map]) -> Result<Vec
         let worker = text(&m, "worker");
         let Some(i) = workers.iter().position(|w| text(w, "name") == worker) else {
             let names: Vec<String> = workers.iter().map(|w| text(w, "name")).collect();
-            return Err(wrong(format!("its strategy placed instances on `{worker}`, which is not a worker (workers: {})", names.join(", "))));
+            return Err(wrong(format!(
+                "its strategy placed instances on `{worker}`, which is not a worker (workers: {})",
+                names.join(", ")
+            )));
         };
         let n = match m.get("instances").map(|v| v.as_int()) {
             None => 1,

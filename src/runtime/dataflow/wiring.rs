@@ -194,7 +194,8 @@ fn stage_run(plan: &Plan, s: usize, instance: usize, layout: &Layout, inboxes: &
     let position = |n: usize| stage.nodes.iter().position(|&m| m == n);
     let (mut outlets, mut routes, mut steps, mut names) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // A node fused into a stage has one input edge, from inside it.
-    let ports = stage.nodes.iter().map(|&n| plan.graph.edges.iter().find(|e| e.to == n && plan.is_local(e)).map_or(0, |e| e.to_port)).collect();
+    let ports =
+        stage.nodes.iter().map(|&n| plan.graph.edges.iter().find(|e| e.to == n && plan.is_local(e)).map_or(0, |e| e.to_port)).collect();
     for &n in &stage.nodes {
         let node = &plan.graph.nodes[n];
         names.push(node.name.clone());

@@ -223,7 +223,7 @@ impl Worker {
         }
         let me = self.clone();
         let roles: &'static [Role] = &[Role::Master, Role::Peer, Role::Console];
-        super::accept_each(listener, self.exit.clone(), self.identity.clone(), roles, move |auth: Authenticated| {
+        crate::net::gate::serve(listener, self.exit.clone(), self.identity.clone(), roles, move |auth: Authenticated| {
             let (me, consoles) = (me.clone(), consoles.clone());
             async move {
                 match auth.peer_role {
@@ -293,7 +293,9 @@ impl Worker {
                 let _ = auth.writer.write(&ControlMsg::Refuse(ControlRefusal::HasMaster)).await;
                 return;
             }
-            if auth.writer.write(&ControlMsg::Welcome).await.is_err() || auth.writer.write(&ControlMsg::Register(self.info())).await.is_err() {
+            if auth.writer.write(&ControlMsg::Welcome).await.is_err()
+                || auth.writer.write(&ControlMsg::Register(self.info())).await.is_err()
+            {
                 return;
             }
         }
@@ -345,7 +347,8 @@ impl Worker {
         match msg {
             ControlMsg::Peers(peers) => *self.peers.lock().expect("peers lock") = peers,
             ControlMsg::Deploy { id, spec, sources, workers, slots, placement } => {
-                let placement = placement.into_iter().map(|(s, counts)| (s as usize, counts.into_iter().map(|n| n as usize).collect())).collect();
+                let placement =
+                    placement.into_iter().map(|(s, counts)| (s as usize, counts.into_iter().map(|n| n as usize).collect())).collect();
                 match self.start_part(id, spec, sources, workers, slots as usize, placement).await {
                     Ok(()) => self.to_master(ControlMsg::Started { id }),
                     Err(reason) => {

@@ -120,7 +120,9 @@ async fn heartbeats(mut writer: Writer<DataLinkMsg>, stop: CancellationToken) {
 fn from_wire(msg: DataMsg) -> Msg {
     match msg {
         DataMsg::Records(port, values) => Msg::Records(port, crate::net::value::to_dynamics(values)),
-        DataMsg::Keyed(port, pairs) => Msg::Keyed(port, pairs.into_iter().map(|(k, v)| (Key::new(k.into_dynamic()), v.into_dynamic())).collect()),
+        DataMsg::Keyed(port, pairs) => {
+            Msg::Keyed(port, pairs.into_iter().map(|(k, v)| (Key::new(k.into_dynamic()), v.into_dynamic())).collect())
+        }
         DataMsg::Counts(counts) => Msg::Counts(counts.into_iter().map(|(k, n)| (Key::new(k.into_dynamic()), n)).collect()),
         DataMsg::End => Msg::End,
     }

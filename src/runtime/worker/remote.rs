@@ -60,8 +60,8 @@ impl WorkerRemote {
                 Ok(a) => a,
                 Err(e) => {
                     // Unbounded, and read by the master link until it ends.
-                    let _ = control
-                        .send(ControlMsg::Failed { id, reason: format!("cannot reach worker {} at {}: {e}", peer.name, peer.addr) });
+                    let _ =
+                        control.send(ControlMsg::Failed { id, reason: format!("cannot reach worker {} at {}: {e}", peer.name, peer.addr) });
                     return;
                 }
             };
