@@ -72,14 +72,13 @@ pub fn rpc(args: RpcArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
 
 pub fn eval(args: EvalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let app = find_app_optional(app_dir)?;
-    super::resolve::script_limits(app.as_ref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
         .enable_all()
         .build()
         .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
-    let slots =
-        app.as_ref().and_then(|a| a.config.slots).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let slots = super::resolve::slots(None, app.as_ref())?;
+    super::resolve::node_settings(None, Some(slots), app.as_ref())?;
     let env = EngineEnv::new(app.as_ref().map(App::priv_dir), stdout_output());
     let node = crate::runtime::node::node_name(None, "skitter_eval");
     let runtime = Arc::new(LocalRuntime::new(rt.handle().clone(), node, slots, env.clone()));

@@ -4,19 +4,25 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use colored::Colorize;
 
 use super::find_app_optional;
-use super::master::MasterArgs;
+use super::master::{DeployedBy, MasterArgs};
 use super::node;
 use super::node::NodeCommand;
 use super::resolve::cookie as resolve_cookie;
-use crate::deploy::ssh::{self, LaunchPlan, Launched, SshOptions};
-use crate::deploy::{LaunchError, WorkerSpec};
+use super::resolve::tmp_dir;
+use crate::deploy::fleet::{self, Progress};
+use crate::deploy::ssh::{self, ControlDir, Installed, LaunchPlan, SshOptions};
+use crate::deploy::upgrade::Cluster;
+use crate::deploy::WorkerSpec;
+use crate::release::install::Tarball;
 use crate::runtime::node::node_name;
+use crate::script::App;
 use crate::{Error, Result};
 
 #[derive(Args, Debug, Clone)]
@@ -45,7 +51,9 @@ pub struct DeployArgs {
     /// No log files, here or on the hosts.
     #[arg(long)]
     pub no_log: bool,
-    /// Where the workers run on the hosts (default: the app's directory, else this one).
+    /// Where the workers run on the hosts (default: skitter/<app> under the
+    /// login's home when shipping a release, else the app's directory here).
+    /// `%h` stands for the host, `%n` for the worker's node name.
     #[arg(long, value_name = "PATH")]
     pub working_dir: Option<PathBuf>,
     /// The master exits (status 4) when a worker goes away.
@@ -61,6 +69,11 @@ pub struct DeployArgs {
     /// default your ssh configuration decides, and unknown keys are refused.
     #[arg(long)]
     pub accept_new_host_keys: bool,
+    /// Ship a release to the hosts first: this tarball, or (with no value,
+    /// run from a release) the release itself. Workers run from
+    /// <working-dir>/releases/<version>; a host that has it skips the copy.
+    #[arg(long, value_name = "TARBALL", num_args = 0..=1, default_missing_value = "")]
+    pub release: Option<String>,
     /// The master's node name (default skitter_master@<hostname>).
     #[arg(short = 'n', long)]
     pub name: Option<String>,
@@ -139,20 +152,35 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         "d" | "daemon" => "daemon",
         _ => "daemon_iex",
     };
+    // Checked before anything starts, here or on a host.
+    let tarball = match args.release.as_deref() {
+        None => None,
+        Some("") => Some(own_tarball(app.as_ref())?),
+        Some(path) => Some(Tarball::open(Path::new(path)).map_err(|e| Error::Usage(e.to_string()))?),
+    };
+    if let (Some(t), Some(a)) = (&tarball, &app) {
+        if a.release && a.config.name != t.name {
+            return Err(Error::Usage(format!("{} is a release of {}, and this is {}", t.path.display(), t.name, a.config.name)));
+        }
+    }
     if !args.stop && mode.starts_with("daemon") {
         // The daemon owns the ssh channels: it runs the whole deploy.
         let mut start = args.start_args();
+        if let Some(t) = &tarball {
+            let path = std::path::absolute(&t.path).unwrap_or(t.path.clone());
+            start.extend(["--release".into(), path.display().to_string()]);
+        }
         if let Some(dir) = app_dir {
             start.extend(["--app".into(), dir.display().to_string()]);
         }
         return node::daemon(app.as_ref(), &master_name, start, args.cookie.as_deref());
     }
-    let working_dir = match &args.working_dir {
-        Some(d) => d.display().to_string(),
-        None => match &app {
-            Some(a) => a.root.display().to_string(),
-            None => std::env::current_dir().map_err(|e| Error::Failed(e.to_string()))?.display().to_string(),
-        },
+    let working_dir = match (&args.working_dir, &tarball, &app) {
+        (Some(d), _, _) => d.display().to_string(),
+        // Relative: under the ssh login's home on each host.
+        (None, Some(t), _) => format!("skitter/{}", t.name),
+        (None, None, Some(a)) => a.root.display().to_string(),
+        (None, None, None) => std::env::current_dir().map_err(|e| Error::Failed(e.to_string()))?.display().to_string(),
     };
     let program = std::env::current_exe().map_err(|e| Error::Failed(format!("cannot find this program: {e}")))?.display().to_string();
     let cookie = resolve_cookie(args.cookie.as_deref())?;
@@ -162,9 +190,12 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         cookie: cookie.clone(),
         no_log: args.no_log,
         shutdown_with_master: !args.no_shutdown_with_master,
+        release: tarball.as_ref().map(|t| Installed { app: t.name.clone(), version: t.version.clone() }),
     };
+    let control = ControlDir::create().map_err(|e| Error::Failed(format!("cannot make a directory for ssh's control sockets: {e}")))?;
     let opts = SshOptions {
         config: args.ssh_config.clone(),
+        control_dir: control.path.clone(),
         wait: Duration::from_secs_f64(args.wait_time),
         quiet: args.quiet,
         accept_new_host_keys: args.accept_new_host_keys,
@@ -177,57 +208,39 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let started = Instant::now();
 
     if args.stop {
-        let results = rt.block_on(async {
-            let tasks: Vec<_> = specs.iter().map(|s| ssh::stop_remote(s, &plan, &opts)).collect();
-            futures_util::future::join_all(tasks).await
-        });
-        let failed: Vec<String> = specs.iter().zip(results).filter_map(|(s, r)| r.err().map(|e| format!("{s}: {e}"))).collect();
-        if failed.is_empty() {
-            println!("stopped the workers on {} host(s)", specs.len());
-            return Ok(ExitCode::SUCCESS);
-        }
-        return Err(Error::Failed(format!("could not stop every worker:\n  {}", failed.join("\n  "))));
+        return stop(&rt, &specs, &plan, &opts, app.as_ref(), &master_name);
     }
 
-    let progress = !args.quiet;
-    if progress {
-        for s in &specs {
-            eprintln!("{:<12} {} {}", s.host, "starting".dimmed(), s.name);
+    let progress = Progress::terminal(!args.quiet);
+    let tmp = tmp_dir(app.as_ref());
+    let local_dir = tmp.join("deploy");
+    // The master runs the shipped release's code.
+    let code_app = match &tarball {
+        Some(t) => {
+            let root = t.install(&local_dir).map_err(|e| Error::Failed(e.to_string()))?;
+            Some(App::load_release(&root)?)
         }
+        None => app.clone(),
+    };
+    let mut sessions: Vec<Option<std::sync::Arc<openssh::Session>>> = vec![None; specs.len()];
+    if let Some(t) = &tarball {
+        let (open, summary) = rt
+            .block_on(fleet::ship_all(&specs, &plan, &opts, t, &progress, sessions))
+            .map_err(|f| Error::Failed(format!("{} of {} host(s) failed; no worker was started:\n  {f}", f.0.len(), specs.len())))?;
+        eprintln!("{summary}");
+        sessions = open.into_iter().map(Some).collect();
     }
-    let results: Vec<std::result::Result<Launched, LaunchError>> = rt.block_on(async {
-        let tasks: Vec<_> = specs
-            .iter()
-            .map(|s| async {
-                let r = ssh::launch(s, &plan, &opts).await;
-                if progress {
-                    match &r {
-                        Ok(l) => eprintln!("{:<12} {} in {:.2} s at {}", s.host, "ready".green(), l.ready_after.as_secs_f64(), l.addr),
-                        Err(e) => eprintln!("{:<12} {} {e}", s.host, "failed".red()),
-                    }
-                }
-                r
-            })
-            .collect();
-        futures_util::future::join_all(tasks).await
-    });
-    let mut launched = Vec::new();
-    let mut failures = Vec::new();
-    for (spec, r) in specs.iter().zip(results) {
-        match r {
-            Ok(l) => launched.push(l),
-            Err(e) => failures.push(format!("{}: {e}", spec.host)),
-        }
-    }
-    if !failures.is_empty() {
-        let stopped = launched.len();
-        rt.block_on(futures_util::future::join_all(launched.into_iter().map(Launched::stop)));
-        return Err(Error::Failed(format!(
-            "{} of {} host(s) failed; the {stopped} worker(s) already started were stopped:\n  {}",
-            failures.len(),
+    let launched = rt.block_on(fleet::launch_all(&specs, &plan, &opts, &progress, sessions)).map_err(|(f, stopped)| {
+        Error::Failed(format!(
+            "{} of {} host(s) failed; the {stopped} worker(s) already started were stopped:\n  {f}",
+            f.0.len(),
             specs.len(),
-            failures.join("\n  ")
-        )));
+        ))
+    })?;
+    if let Some(t) = &tarball {
+        if let Err(f) = rt.block_on(fleet::set_current(&launched, &plan, &t.version)) {
+            eprintln!("warning: could not record {} as current on:\n  {f}", t.version);
+        }
     }
     let summary = format!("{} worker(s) ready in {:.2} s", launched.len(), started.elapsed().as_secs_f64());
     if args.quiet {
@@ -235,6 +248,7 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     } else {
         eprintln!("{}", summary.bold());
     }
+    let cluster = Arc::new(Cluster::new(specs, opts, progress, local_dir, plan, launched, rt.handle().clone()));
     let master = MasterArgs {
         command: Some(if mode == "start" { NodeCommand::Start } else { NodeCommand::StartIex }),
         deploy: args.deploy.clone(),
@@ -244,9 +258,64 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         tick_time: None,
         shutdown_with_workers: args.shutdown_with_workers,
         listen: "127.0.0.1:0".into(),
-        workers: launched.iter().map(|l| format!("{}@{}", l.spec.name, l.addr)).collect(),
+        workers: cluster.addresses(),
     };
-    let code = super::master::start(master, app, master_name, mode == "start_iex", Some(cookie));
-    rt.block_on(futures_util::future::join_all(launched.into_iter().map(Launched::stop)));
+    let deployed = DeployedBy {
+        cluster: cluster.clone(),
+        tmp,
+        logs: app.as_ref().map(App::logs_dir),
+        priv_dir: tarball.as_ref().map(|t| PathBuf::from(format!("releases/{}/priv", t.version))),
+    };
+    let code = super::master::start(master, code_app, master_name, mode == "start_iex", Some(cookie), Some(deployed));
+    rt.block_on(cluster.stop());
+    drop(control);
     code
+}
+
+/// `deploy --stop`: the workers on the hosts, then the master they had, if
+/// it still runs here.
+fn stop(
+    rt: &tokio::runtime::Runtime,
+    specs: &[WorkerSpec],
+    plan: &LaunchPlan,
+    opts: &SshOptions,
+    app: Option<&App>,
+    master_name: &str,
+) -> Result<ExitCode> {
+    let results = rt.block_on(async {
+        let tasks: Vec<_> = specs.iter().map(|s| ssh::stop_remote(s, plan, opts)).collect();
+        futures_util::future::join_all(tasks).await
+    });
+    let failed: Vec<String> = specs.iter().zip(results).filter_map(|(s, r)| r.err().map(|e| format!("{s}: {e}"))).collect();
+    if !failed.is_empty() {
+        return Err(Error::Failed(format!("could not stop every worker:\n  {}", failed.join("\n  "))));
+    }
+    println!("stopped the workers on {} host(s)", specs.len());
+    if super::resolve::record(app, master_name).is_ok() {
+        node::stop(app, master_name)?;
+        println!("stopped the master {master_name}, left with no workers");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// This release as a tarball, to ship: the one `release --tar` wrote
+/// beside it, else one written now into tmp/.
+fn own_tarball(app: Option<&App>) -> Result<Tarball> {
+    let Some(app) = app.filter(|a| a.release) else {
+        return Err(Error::Usage(
+            "--release without a tarball ships the release this is run from: run bin/skitter of a release, or give a tarball".into(),
+        ));
+    };
+    let name = format!("{}-{}.tar.gz", app.config.name, app.config.version);
+    let beside = app.root.join(&name);
+    let path = if beside.is_file() {
+        beside
+    } else {
+        let tmp = tmp_dir(Some(app));
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::Failed(format!("cannot create {}: {e}", tmp.display())))?;
+        let path = tmp.join(&name);
+        crate::release::build::write_tarball(&app.root, &path).map_err(|e| Error::Failed(e.to_string()))?;
+        path
+    };
+    Tarball::open(&path).map_err(|e| Error::Failed(e.to_string()))
 }

@@ -72,14 +72,10 @@ fn resolve(args: &LocalArgs, app_dir: Option<&Path>) -> Result<LocalConfig> {
     let app = find_app_optional(app_dir)?;
     let shell_deploy = args.deploy.clone().or_else(|| std::env::var("SKITTER_DEPLOY").ok().filter(|d| !d.trim().is_empty()));
     let deploy = shell_deploy.clone().or_else(|| app.as_ref().and_then(|a| a.config.deploy.clone()));
-    let slots = args
-        .slots
-        .map(usize::from)
-        .or(app.as_ref().and_then(|a| a.config.slots))
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let slots = super::resolve::slots(args.slots, app.as_ref())?;
     let node = node::node_name(std::env::var("SKITTER_NODE").ok().as_deref(), "skitter_local");
     let log_dir = (!args.no_log).then(|| match &app {
-        Some(a) => a.root.join("logs"),
+        Some(a) => a.logs_dir(),
         None => PathBuf::from("logs"),
     });
     Ok(LocalConfig { app, deploy, shell_deploy, slots, node, log_dir })
@@ -91,7 +87,7 @@ pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     if let Some(what) = command.manage() {
         return super::node::manage(what, config.app.as_ref(), app_dir, &config.node, None, args.start_args());
     }
-    super::resolve::script_limits(config.app.as_ref())?;
+    super::resolve::node_settings(None, Some(config.slots), config.app.as_ref())?;
     log::init(&config.node, config.log_dir.as_deref()).map_err(Error::Usage)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.slots)
@@ -101,13 +97,7 @@ pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
     let env = EngineEnv::new(config.app.as_ref().map(App::priv_dir), stdout_output());
     let runtime = Arc::new(LocalRuntime::new(rt.handle().clone(), config.node.clone(), config.slots, env.clone()));
-    let consoles = Arc::new(Consoles {
-        node: config.node.clone(),
-        host: Some(runtime.clone()),
-        app: config.app.clone(),
-        env: env.clone(),
-        halt: CancellationToken::new(),
-    });
+    let consoles = Arc::new(Consoles::new(config.node.clone(), Some(runtime.clone()), config.app.clone(), env.clone()));
     let record = serve_consoles(&rt, &args.listen, &config, consoles.clone())?;
     let at = record.as_ref().map(|(_, addr)| format!(" at {addr}")).unwrap_or_default();
     let welcome = log::welcome("local", &config.node, &format!("{at} with {} slots", config.slots));

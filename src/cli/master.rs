@@ -1,16 +1,16 @@
 //! `skitter master`: a master node, with or without a shell.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio_util::sync::CancellationToken;
 
 use super::find_app_optional;
 use super::node::{self, NodeCommand};
 use super::resolve::{cookie as resolve_cookie, peer_addr, tmp_dir};
+use crate::deploy::upgrade::Cluster;
 use crate::runtime::console::Consoles;
 use crate::runtime::log;
 use crate::runtime::master::Master;
@@ -86,13 +86,32 @@ pub fn run(args: MasterArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     if let Some(what) = command.manage() {
         return node::manage(what, app.as_ref(), app_dir, &name, args.cookie.as_deref(), args.start_args());
     }
-    start(args, app, name, command == NodeCommand::StartIex, None)
+    start(args, app, name, command == NodeCommand::StartIex, None, None)
+}
+
+/// What `skitter deploy` gives the master it runs.
+pub struct DeployedBy {
+    /// The workers, for an upgrade to replace.
+    pub cluster: Arc<Cluster>,
+    /// Where the master records itself and logs: the deploy's app's (the
+    /// code may come from a release installed elsewhere).
+    pub tmp: PathBuf,
+    pub logs: Option<PathBuf>,
+    /// `priv_path` names files in the workers' release (relative to their directory).
+    pub priv_dir: Option<PathBuf>,
 }
 
 /// Runs a master in the foreground (`shell`: with the shell on it).
 /// `cookie`, when given, is used as is (`skitter deploy` resolved it).
-pub fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool, cookie: Option<String>) -> Result<ExitCode> {
-    super::resolve::node_settings(args.tick_time, app.as_ref())?;
+pub fn start(
+    args: MasterArgs,
+    app: Option<App>,
+    name: String,
+    shell: bool,
+    cookie: Option<String>,
+    deployed: Option<DeployedBy>,
+) -> Result<ExitCode> {
+    super::resolve::node_settings(args.tick_time, None, app.as_ref())?;
     let cookie = match cookie {
         Some(c) => c,
         None => resolve_cookie(args.cookie.as_deref())?,
@@ -106,7 +125,11 @@ pub fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool, cook
     let workers = workers.iter().map(|w| peer_addr(w)).collect::<Result<Vec<_>>>()?;
     let explicit_deploy = args.deploy.clone().or_else(|| std::env::var("SKITTER_DEPLOY").ok().filter(|d| !d.trim().is_empty()));
     let deploy = if shell { explicit_deploy } else { explicit_deploy.or_else(|| app.as_ref().and_then(|a| a.config.deploy.clone())) };
-    let log_dir = (!args.no_log).then(|| app.as_ref().map(|a| a.root.join("logs")).unwrap_or_else(|| "logs".into()));
+    let logs = match &deployed {
+        Some(d) => d.logs.clone(),
+        None => app.as_ref().map(App::logs_dir),
+    };
+    let log_dir = (!args.no_log).then(|| logs.unwrap_or_else(|| "logs".into()));
     log::init(&name, log_dir.as_deref()).map_err(Error::Usage)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -124,15 +147,17 @@ pub fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool, cook
         eprintln!("{welcome}");
     }
     let master = Master::new(name.clone(), cookie, args.shutdown_with_workers, rt.handle().clone(), stdout_output());
-    let env = EngineEnv::new(app.as_ref().map(App::priv_dir), stdout_output());
+    let priv_dir = deployed.as_ref().and_then(|d| d.priv_dir.clone()).or_else(|| app.as_ref().map(App::priv_dir));
+    let env = EngineEnv::new(priv_dir, stdout_output());
     let host: Arc<dyn Host> = master.clone();
-    let consoles = Arc::new(Consoles {
-        node: name.clone(),
-        host: Some(host.clone()),
-        app: app.clone(),
-        env: env.clone(),
-        halt: CancellationToken::new(),
-    });
+    let mut consoles = Consoles::new(name.clone(), Some(host.clone()), app.clone(), env.clone());
+    if let Some(d) = &deployed {
+        consoles.upgrader = Some(d.cluster.clone());
+    }
+    let consoles = Arc::new(consoles);
+    if let Some(d) = &deployed {
+        d.cluster.attach(master.clone(), Arc::downgrade(&consoles), env.clone());
+    }
     rt.spawn(master.clone().serve(listener, consoles.clone()));
 
     // Dial the workers given here, all at once; every failure is reported.
@@ -158,8 +183,8 @@ pub fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool, cook
     }
     // Recorded once its workers are connected: `daemon` returns then, and
     // what finds the master by name finds its workers too.
-    let _record =
-        NodeFile::write(&tmp_dir(app.as_ref()), &name, &addr).map_err(|e| Error::Failed(format!("cannot write the node file: {e}")))?;
+    let tmp = deployed.as_ref().map(|d| d.tmp.clone()).unwrap_or_else(|| tmp_dir(app.as_ref()));
+    let _record = NodeFile::write(&tmp, &name, &addr).map_err(|e| Error::Failed(format!("cannot write the node file: {e}")))?;
 
     let code = if shell {
         crate::shell::halt_on(rt.handle(), consoles.halt.clone(), host.clone());
@@ -183,9 +208,24 @@ pub fn start(args: MasterArgs, app: Option<App>, name: String, shell: bool, cook
             // A daemon keeps serving (consoles, rpc) after its workflow ends.
             let serve_on = std::env::var_os(node::DAEMON_ENV).is_some();
             let done = async {
-                match watch.as_mut() {
-                    Some(w) if !serve_on => {
-                        let _ = w.wait_for(|s| s.is_done()).await;
+                match (watch.as_mut(), workflow) {
+                    (Some(w), Some(first)) if !serve_on => {
+                        // An upgrade stops the workflow and deploys it again: follow it.
+                        let mut current = first;
+                        loop {
+                            let _ = w.wait_for(|s| s.is_done()).await;
+                            master.upgrade_done().await;
+                            match master.successor(first).and_then(|next| Some(next).filter(|n| *n != current)) {
+                                Some(next) => match master.subscribe(next) {
+                                    Ok(rx) => {
+                                        *w = rx;
+                                        current = next;
+                                    }
+                                    Err(_) => break,
+                                },
+                                None => break,
+                            }
+                        }
                     }
                     _ => std::future::pending::<()>().await,
                 }

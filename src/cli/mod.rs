@@ -9,6 +9,7 @@ mod new;
 mod node;
 mod release;
 mod resolve;
+mod upgrade;
 mod worker;
 
 use std::ffi::OsString;
@@ -68,6 +69,11 @@ pub enum Mode {
     Rpc(console::RpcArgs),
     /// Evaluate EXPR in a fresh local runtime with the app loaded, then exit.
     Eval(console::EvalArgs),
+    /// Move a deployed cluster (or, with --node, one node) to a new release:
+    /// shipped, drained, restarted, its workflows deployed again.
+    Upgrade(upgrade::UpgradeArgs),
+    /// List the releases installed in a deploy directory, and the current one.
+    Versions(upgrade::VersionsArgs),
     /// Show help, for all modes or for one (`h`).
     #[command(visible_alias = "h")]
     Help {
@@ -114,6 +120,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<ExitCode> {
         Some(Mode::Remote(args)) => console::remote(args, cli.app.as_deref()),
         Some(Mode::Rpc(args)) => console::rpc(args, cli.app.as_deref()),
         Some(Mode::Eval(args)) => console::eval(args, cli.app.as_deref()),
+        Some(Mode::Upgrade(args)) => upgrade::run(args, cli.app.as_deref()),
+        Some(Mode::Versions(args)) => upgrade::versions(args, cli.app.as_deref()),
         Some(Mode::Local(args)) => local::run(args, cli.app.as_deref()),
         Some(Mode::Master(args)) => master::run(args, cli.app.as_deref()),
         Some(Mode::Deploy(args)) => deploy::run(args, cli.app.as_deref()),

@@ -10,6 +10,7 @@ use colored::Colorize;
 use crate::net::cookie;
 use crate::runtime::link;
 use crate::runtime::node::{alive, node_file_path, read_node_file, NodeRecord};
+use crate::runtime::settings::{self, NodeSettings};
 use crate::script::limits::{self, ScriptLimits};
 use crate::script::App;
 use crate::{Error, Result};
@@ -120,9 +121,48 @@ pub fn script_limits(app: Option<&App>) -> Result<ScriptLimits> {
     Ok(limits)
 }
 
-/// Resolves and applies what every node needs before it starts.
-pub fn node_settings(tick: Option<f64>, app: Option<&App>) -> Result<()> {
-    tick_time(tick, app)?;
-    script_limits(app)?;
+/// Worker slots: `--slots`, else SKITTER_SLOTS, else `slots` in the
+/// configuration, else one per core.
+pub fn slots(flag: Option<u16>, app: Option<&App>) -> Result<usize> {
+    let from_env = match std::env::var("SKITTER_SLOTS").ok().filter(|v| !v.trim().is_empty()) {
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => Some(n),
+            _ => return Err(Error::Usage(format!("SKITTER_SLOTS={v:?}: give a number of slots, at least 1"))),
+        },
+        None => None,
+    };
+    Ok(flag
+        .map(usize::from)
+        .or(from_env)
+        .or(app.and_then(|a| a.config.slots))
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)))
+}
+
+/// The log file's level: SKITTER_LOG, else `log_level` in the configuration, else info.
+pub fn log_level(app: Option<&App>) -> String {
+    std::env::var("SKITTER_LOG")
+        .ok()
+        .filter(|l| !l.is_empty())
+        .or_else(|| app.and_then(|a| a.config.log_level.clone()))
+        .unwrap_or_else(|| "info".into())
+}
+
+/// Resolves and applies what every node needs before it starts, and
+/// records it for `runtime_info()`.
+pub fn node_settings(tick: Option<f64>, slots: Option<usize>, app: Option<&App>) -> Result<()> {
+    let tick = tick_time(tick, app)?;
+    let limits = script_limits(app)?;
+    settings::set(NodeSettings {
+        env: app
+            .map(|a| a.config.env.clone())
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| crate::script::app::env_from_var().ok().flatten().unwrap_or_else(|| crate::script::app::DEFAULT_ENV.into())),
+        app: app.map(|a| a.config.name.clone()),
+        app_version: app.map(|a| a.config.version.clone()),
+        slots,
+        tick_time: tick.as_secs_f64(),
+        log_level: log_level(app),
+        limits,
+    });
     Ok(())
 }

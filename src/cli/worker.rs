@@ -7,7 +7,6 @@ use clap::Args;
 use std::sync::Arc;
 
 use tokio::signal::unix::{signal, SignalKind};
-use tokio_util::sync::CancellationToken;
 
 use super::find_app_optional;
 use super::node::{self, NodeCommand};
@@ -117,7 +116,7 @@ fn listen_addr(listen: &str) -> Result<String> {
 }
 
 fn start(args: WorkerArgs, app: Option<App>, name: String, shell: bool) -> Result<ExitCode> {
-    super::resolve::node_settings(args.tick_time, app.as_ref())?;
+    super::resolve::node_settings(args.tick_time, Some(super::resolve::slots(args.slots, app.as_ref())?), app.as_ref())?;
     let cookie = if args.deployed {
         let mut line = String::new();
         std::io::stdin().read_line(&mut line).map_err(|e| Error::Failed(format!("cannot read the cookie from stdin: {e}")))?;
@@ -138,12 +137,8 @@ fn start(args: WorkerArgs, app: Option<App>, name: String, shell: bool) -> Resul
     if let Ok(env_tags) = std::env::var("SKITTER_TAGS") {
         tags.extend(env_tags.split([',', ' ']).filter(|t| !t.is_empty()).map(str::to_string));
     }
-    let slots = args
-        .slots
-        .map(usize::from)
-        .or(app.as_ref().and_then(|a| a.config.slots))
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let log_dir = (!args.no_log).then(|| app.as_ref().map(|a| a.root.join("logs")).unwrap_or_else(|| "logs".into()));
+    let slots = super::resolve::slots(args.slots, app.as_ref())?;
+    let log_dir = (!args.no_log).then(|| app.as_ref().map(|a| a.logs_dir()).unwrap_or_else(|| "logs".into()));
     log::init(&name, log_dir.as_deref()).map_err(Error::Usage)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -166,13 +161,7 @@ fn start(args: WorkerArgs, app: Option<App>, name: String, shell: bool) -> Resul
     let worker_name = name.clone();
     let config = WorkerConfig { name, tags, slots, cookie, master, shutdown_with_master: !args.no_shutdown_with_master, env };
     let worker = Worker::new(config, addr);
-    let consoles = Arc::new(Consoles {
-        node: worker_name,
-        host: Some(worker.clone()),
-        app: app.clone(),
-        env: console_env.clone(),
-        halt: CancellationToken::new(),
-    });
+    let consoles = Arc::new(Consoles::new(worker_name, Some(worker.clone()), app.clone(), console_env.clone()));
     if shell {
         // The worker serves in the background; the shell is in front.
         rt.spawn(worker.clone().run(listener, consoles.clone()));

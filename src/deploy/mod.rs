@@ -3,7 +3,10 @@
 //! input and exits when that input ends, so a worker never outlives the
 //! channel (and the deploy) that started it.
 
+pub mod fleet;
+pub mod ship;
 pub mod ssh;
+pub mod upgrade;
 
 use std::fmt;
 
@@ -76,6 +79,8 @@ pub enum LaunchError {
     HostKeyUnknown(String),
     CommandFailed(String),
     NotReady(String),
+    /// Copying or unpacking the release on the host failed.
+    ShipFailed(String),
 }
 
 impl fmt::Display for LaunchError {
@@ -91,6 +96,7 @@ impl fmt::Display for LaunchError {
             ),
             LaunchError::CommandFailed(d) => write!(f, "command failed: {d}"),
             LaunchError::NotReady(d) => write!(f, "not ready: {d}"),
+            LaunchError::ShipFailed(d) => write!(f, "copying the release failed: {d}"),
         }
     }
 }

@@ -17,6 +17,8 @@ const FORWARDED_ENV: &[&str] = &["SKITTER_LOG"];
 
 pub struct SshOptions {
     pub config: Option<PathBuf>,
+    /// Where the connections' control sockets go (see [`ControlDir`]).
+    pub control_dir: PathBuf,
     /// A bound on reaching a host and on the worker becoming ready.
     pub wait: Duration,
     pub quiet: bool,
@@ -26,13 +28,58 @@ pub struct SshOptions {
 }
 
 /// What runs on each host.
+#[derive(Clone)]
 pub struct LaunchPlan {
-    /// The skitter binary on the hosts.
+    /// The skitter binary on the hosts (when no release is shipped).
     pub program: String,
+    /// Where workers run; `%h` stands for the host, `%n` for the worker's
+    /// node name (several workers on one machine, each with its own).
     pub working_dir: String,
     pub cookie: String,
     pub no_log: bool,
     pub shutdown_with_master: bool,
+    /// The shipped release the workers run from: through its
+    /// `<dir>/releases/<version>/bin/<app>`, so that its env.sh applies.
+    pub release: Option<Installed>,
+}
+
+/// A release shipped to the hosts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Installed {
+    pub app: String,
+    pub version: String,
+}
+
+impl LaunchPlan {
+    /// The working directory on `spec`'s host.
+    pub fn dir_for(&self, spec: &WorkerSpec) -> String {
+        let host = spec.host.strip_prefix("ssh://").unwrap_or(&spec.host);
+        let host = host.rsplit_once('@').map(|(_, h)| h).unwrap_or(host);
+        let host = host.split([':', '#', '/']).next().unwrap_or(host);
+        let mut out = String::new();
+        let mut chars = self.working_dir.chars();
+        while let Some(c) = chars.next() {
+            match (c, chars.clone().next()) {
+                ('%', Some('h')) => out.push_str(host),
+                ('%', Some('n')) => out.push_str(&spec.name),
+                ('%', Some('%')) => out.push('%'),
+                _ => {
+                    out.push(c);
+                    continue;
+                }
+            }
+            chars.next();
+        }
+        out
+    }
+
+    /// The command that starts a worker, as the command line in its directory names it.
+    fn worker_start(&self) -> String {
+        match &self.release {
+            Some(r) => format!("SKITTER_MODE=worker releases/{}/bin/{} start", quote(&r.version), quote(&r.app)),
+            None => format!("{} worker start", quote(&self.program)),
+        }
+    }
 }
 
 /// A worker running on a host, held by its ssh channel.
@@ -42,10 +89,20 @@ pub struct Launched {
     pub ready_after: Duration,
     child: openssh::Child<Arc<Session>>,
     stdin: Option<openssh::ChildStdin>,
-    session: Arc<Session>,
+    pub session: Arc<Session>,
 }
 
 impl Launched {
+    /// Runs `line` on the worker's host, over its connection; its output.
+    pub async fn run(&self, line: &str) -> Result<String, LaunchError> {
+        let out = self.session.raw_command(line).output().await.map_err(|e| LaunchError::from_ssh(&e.to_string()))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(LaunchError::CommandFailed(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+        }
+    }
+
     /// Ends the worker: its input closes, it exits; waits for that.
     pub async fn stop(mut self) {
         if let Some(mut stdin) = self.stdin.take() {
@@ -54,6 +111,46 @@ impl Launched {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
         if let Ok(session) = Arc::try_unwrap(self.session) {
             let _ = session.close().await;
+        }
+    }
+}
+
+/// The directory of this deploy's ssh control sockets, removed when the
+/// deploy ends, however it ends: a small watchdog process holds the read
+/// end of a pipe whose write end only this process has; when the kernel
+/// closes it (exit, crash or SIGKILL), the watchdog removes the directory.
+pub struct ControlDir {
+    pub path: PathBuf,
+    _watchdog: std::process::ChildStdin,
+}
+
+impl ControlDir {
+    pub fn create() -> std::io::Result<ControlDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        use std::os::unix::process::CommandExt;
+        let path = std::env::temp_dir().join(format!("skitter-ssh.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        let watchdog = std::process::Command::new("sh")
+            .args(["-c", "cat >/dev/null; rm -rf \"$1\"", "skitter-ssh-cleanup"])
+            .arg(&path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            // Its own process group: a Ctrl-C meant for the deploy leaves it be.
+            .process_group(0)
+            .spawn();
+        match watchdog {
+            Ok(mut child) => {
+                let stdin = child.stdin.take().expect("piped");
+                // Reaped by whoever outlives it: nobody waits on it here.
+                std::mem::forget(child);
+                Ok(ControlDir { path, _watchdog: stdin })
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&path);
+                Err(e)
+            }
         }
     }
 }
@@ -69,6 +166,7 @@ pub async fn connect(host: &str, opts: &SshOptions) -> Result<Arc<Session>, Laun
     if let Some(config) = &opts.config {
         builder.config_file(config);
     }
+    builder.control_directory(&opts.control_dir);
     match tokio::time::timeout(opts.wait, builder.connect_mux(host)).await {
         Err(_) => Err(LaunchError::TimedOut(format!("no answer within {:?}", opts.wait))),
         Ok(Err(e)) => {
@@ -108,22 +206,24 @@ pub fn policy_from_config(resolved: &str) -> KnownHosts {
 }
 
 /// Starts a worker on `spec.host` and waits (at most `opts.wait`) until it
-/// says where it listens.
-pub async fn launch(spec: &WorkerSpec, plan: &LaunchPlan, opts: &SshOptions) -> Result<Launched, LaunchError> {
+/// says where it listens; over `session` when one is open to the host.
+pub async fn launch(
+    spec: &WorkerSpec,
+    plan: &LaunchPlan,
+    opts: &SshOptions,
+    session: Option<Arc<Session>>,
+) -> Result<Launched, LaunchError> {
     let started = Instant::now();
     // The worker's environment is given explicitly: the remote login's own
     // is whatever that host has. Secrets go through the channel, not here.
-    let mut env: String = FORWARDED_ENV
+    let env: String = FORWARDED_ENV
         .iter()
         .filter_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()).map(|v| format!("{k}={} ", quote(&v))))
         .collect();
-    if !env.is_empty() {
-        env.insert_str(0, "env ");
-    }
     let mut line = format!(
-        "cd {} && exec {env}{} worker start --deployed -n {} --listen ssh",
-        quote(&plan.working_dir),
-        quote(&plan.program),
+        "cd {} && exec env {env}{} --deployed -n {} --listen ssh",
+        quote(&plan.dir_for(spec)),
+        plan.worker_start(),
         quote(&spec.name)
     );
     if plan.no_log {
@@ -138,9 +238,13 @@ pub async fn launch(spec: &WorkerSpec, plan: &LaunchPlan, opts: &SshOptions) -> 
     // The control connection exits a second after it is idle: should that
     // happen before our command's channel opens (a loaded host), connect again.
     let mut attempt = 0;
+    let mut open = session;
     let (session, mut child) = loop {
         attempt += 1;
-        let session = connect(&spec.host, opts).await?;
+        let session = match open.take() {
+            Some(s) => s,
+            None => connect(&spec.host, opts).await?,
+        };
         let spawned =
             session.clone().arc_raw_command(&line).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().await;
         match spawned {
@@ -207,10 +311,17 @@ fn last_words(said: &[String]) -> String {
     }
 }
 
-/// Runs `skitter worker stop -n NAME` on the host (for `deploy --stop`).
+/// Runs `skitter worker stop -n NAME` on the host (for `deploy --stop`):
+/// the current shipped release's program when the directory has one.
 pub async fn stop_remote(spec: &WorkerSpec, plan: &LaunchPlan, opts: &SshOptions) -> Result<(), LaunchError> {
     let session = connect(&spec.host, opts).await?;
-    let line = format!("cd {} && {} worker stop -n {}", quote(&plan.working_dir), quote(&plan.program), quote(&spec.name));
+    let name = quote(&spec.name);
+    let line = format!(
+        "cd {} && if [ -f current ]; then read -r v < current && exec \"releases/$v/bin/skitter\" worker stop -n {name}; \
+         else exec {} worker stop -n {name}; fi",
+        quote(&plan.dir_for(spec)),
+        quote(&plan.program),
+    );
     let out = session.raw_command(&line).output().await.map_err(|e| LaunchError::from_ssh(&e.to_string()))?;
     if let Ok(session) = Arc::try_unwrap(session) {
         let _ = session.close().await;

@@ -34,18 +34,20 @@ pub struct Built {
 }
 
 /// How a release is built.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Also write `<app>-<version>.tar.gz` (never with a cookie in it).
     pub tar: bool,
     pub overwrite: bool,
     /// Write a cookie file into the release directory (kept out of the tarball).
     pub write_cookie: bool,
+    /// The environment the release is for (recorded in its node.toml).
+    pub env: Option<String>,
 }
 
 /// Builds the release of `app` at `path`.
 pub fn build(app: &App, path: &Path, opts: Options) -> Result<Built, ReleaseError> {
-    let Options { tar, overwrite, write_cookie } = opts;
+    let Options { tar, overwrite, write_cookie, env } = opts;
     if app.release {
         return Err(ReleaseError::NotSource(app.root.clone()));
     }
@@ -68,7 +70,8 @@ pub fn build(app: &App, path: &Path, opts: Options) -> Result<Built, ReleaseErro
     let staging =
         parent.join(format!(".{}.staging-{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    let result = write_release(app, &path, &staging, &files, is_release, write_cookie);
+    let env = env.unwrap_or_else(|| app.config.env.clone());
+    let result = write_release(app, &path, &staging, &files, is_release, write_cookie, &env);
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);
@@ -94,6 +97,7 @@ fn write_release(
     files: &[PathBuf],
     old_is_release: bool,
     write_cookie: bool,
+    env: &str,
 ) -> Result<(), ReleaseError> {
     let name = &app.config.name;
     let vsn = &app.config.version;
@@ -132,6 +136,8 @@ fn write_release(
     if !env_sh.exists() {
         std::fs::write(&env_sh, include_str!("templates/env.sh").replace("{{name}}", name)).map_err(io(&env_sh))?;
     }
+    let node_args = release.join(crate::script::app::NODE_ARGS_FILE);
+    std::fs::write(&node_args, node_args_text(app, env)?).map_err(io(&node_args))?;
     // A cookie file only when asked for (or already there): the cookie
     // otherwise comes from the hosts (SKITTER_COOKIE, ~/.skitter.cookie).
     let kept = old_is_release.then(|| cookie::read_file(&old.join(COOKIE_FILE)).ok()).flatten();
@@ -147,6 +153,40 @@ fn write_release(
     let start_data = dir.join(START_DATA);
     std::fs::write(&start_data, format!("{vsn}\n")).map_err(io(&start_data))?;
     Ok(())
+}
+
+/// The release's node arguments: the environment it was built for and the
+/// runtime settings in force there, to edit on a host; the host's
+/// environment variables override each.
+fn node_args_text(app: &App, env: &str) -> Result<String, ReleaseError> {
+    let text = std::fs::read_to_string(app.root.join(crate::script::app::CONFIG_FILE)).map_err(io(&app.root))?;
+    let c = crate::script::app::Config::parse(&text, env, None).map_err(ReleaseError::Script)?;
+    let limits = c.limits.unwrap_or_default();
+    let setting = |key: &str, value: Option<String>, var: &str, what: &str| match value {
+        Some(v) => format!("{key} = {v}    # {var}\n"),
+        None => format!("# {key} = {what}    # {var}\n"),
+    };
+    let mut out = format!(
+        "# Node arguments of {} {} (skitter's vm.args): runtime settings for the\n\
+         # nodes this release starts. Edit them here, on a host; an environment\n\
+         # variable of the host (named on the right) overrides each one.\n\
+         env = {env:?}    # SKITTER_ENV\n",
+        c.name, c.version
+    );
+    out += &setting("slots", c.slots.map(|s| s.to_string()), "SKITTER_SLOTS", "4  (default: one per core)");
+    out += &setting(
+        "tick_time",
+        c.tick_time.map(|t| t.to_string()),
+        "SKITTER_TICK_TIME",
+        "10  (seconds of silence before a peer counts as gone)",
+    );
+    out += &setting("log_level", c.log_level.map(|l| format!("{l:?}")), "SKITTER_LOG", "\"info\"");
+    out += &format!(
+        "\n[limits]\nmax_memory_mb = {}    # SKITTER_MAX_MEMORY_MB (0: three quarters of the host's memory)\n\
+         max_call_depth = {}    # SKITTER_MAX_CALL_DEPTH\n",
+        limits.max_memory_mb, limits.max_call_depth
+    );
+    Ok(out)
 }
 
 fn copy_tree(from: &Path, to: &Path) -> Result<(), ReleaseError> {
@@ -170,17 +210,20 @@ pub const COOKIE_FILE: &str = "releases/COOKIE";
 
 /// `<app>-<vsn>.tar.gz` of the release's contents (without itself, and
 /// without a cookie: a tarball is copied around, to hosts and stores).
-fn write_tarball(dir: &Path, file: &Path) -> Result<(), ReleaseError> {
+pub fn write_tarball(dir: &Path, file: &Path) -> Result<(), ReleaseError> {
     let out = std::fs::File::create(file).map_err(io(file))?;
     let gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
     tar.follow_symlinks(false);
     for entry in std::fs::read_dir(dir).map_err(io(dir))?.flatten() {
         let p = entry.path();
-        if p == file {
+        let name = entry.file_name();
+        // Not itself, nor what a node made while running from here.
+        let made_here = ["tmp", "logs", crate::release::install::CHECKSUM_FILE].iter().any(|n| name == *n)
+            || name.to_string_lossy().ends_with(".tar.gz");
+        if p == file || made_here {
             continue;
         }
-        let name = entry.file_name();
         let result = if p.is_dir() { append_dir(&mut tar, dir, &p) } else { tar.append_path_with_name(&p, &name) };
         result.map_err(io(&p))?;
     }

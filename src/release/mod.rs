@@ -2,4 +2,5 @@
 //! `bin/<app>` script and `env.sh` templates.
 
 pub mod build;
+pub mod install;
 pub mod new;

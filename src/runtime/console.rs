@@ -21,10 +21,30 @@ use crate::script::{App, EngineEnv, Host, Session};
 pub struct Consoles {
     pub node: String,
     pub host: Option<Arc<dyn Host>>,
-    pub app: Option<App>,
+    /// The app new consoles load (an upgrade replaces it).
+    pub app: std::sync::RwLock<Option<App>>,
     pub env: EngineEnv,
     /// Cancelled by a confirmed `halt()`: the node stops gracefully.
     pub halt: CancellationToken,
+    /// What `upgrade(tarball, hosts)` calls: a deploy's master has one.
+    pub upgrader: Option<Arc<dyn Upgrader>>,
+}
+
+/// Moves a deployed cluster to a new release (see `deploy::upgrade`).
+pub trait Upgrader: Send + Sync {
+    /// Upgrades to the release in `tarball`; `hosts`, when not empty, must
+    /// be the deploy's. `say` tells the caller's console how it goes.
+    fn upgrade(&self, tarball: &std::path::Path, hosts: &[String], say: Arc<dyn Fn(&str) + Send + Sync>) -> Result<String, String>;
+}
+
+impl Consoles {
+    pub fn new(node: String, host: Option<Arc<dyn Host>>, app: Option<App>, env: EngineEnv) -> Consoles {
+        Consoles { node, host, app: std::sync::RwLock::new(app), env, halt: CancellationToken::new(), upgrader: None }
+    }
+
+    pub fn app(&self) -> Option<App> {
+        self.app.read().expect("app lock").clone()
+    }
 }
 
 enum Request {
@@ -127,7 +147,7 @@ impl Consoles {
         env.abort = interrupt;
         let state = ShellState::default();
         let halt = Arc::new(AtomicBool::new(false));
-        let mut session = match Session::new(env, self.host.clone(), self.app.clone(), Some(state.clone())) {
+        let mut session = match Session::new(env, self.host.clone(), self.app(), Some(state.clone())) {
             Ok(s) => s,
             Err(e) => {
                 let _ = out.send(ConsoleMsg::Printed { text: format!("cannot load the app: {e}") });
@@ -144,6 +164,23 @@ impl Consoles {
             .register_into_engine(session.engine_mut(), move |on: bool| {
                 let _ = logs.send(on);
             });
+        if let Some(upgrader) = self.upgrader.clone() {
+            let say = out.clone();
+            rhai::FuncRegistration::new("upgrade")
+                .with_comments(["/// On a deploy's master: moves the cluster to the release in `tarball`\n/// (shipped to every host, workflows drained, workers restarted on it,\n/// workflows deployed again); `hosts` must be the deploy's, or empty.\n///\n/// ```rhai\n/// let ask = \"upgrade(\\\"app-0.2.0.tar.gz\\\", [])\";\n/// ```"])
+                .with_params_info(["tarball: &str", "hosts: Array", "String"])
+                .register_into_engine(
+                    session.engine_mut(),
+                    move |tarball: &str, hosts: rhai::Array| -> Result<String, Box<rhai::EvalAltResult>> {
+                        let hosts: Vec<String> = hosts.into_iter().map(|h| h.to_string()).collect();
+                        let say = say.clone();
+                        let tell = Arc::new(move |text: &str| {
+                            let _ = say.send(ConsoleMsg::Printed { text: text.to_string() });
+                        });
+                        upgrader.upgrade(std::path::Path::new(tarball), &hosts, tell).map_err(|e| e.into())
+                    },
+                );
+        }
         let completer = Completer::default();
         while let Ok(request) = requests.recv() {
             let msg = match request {

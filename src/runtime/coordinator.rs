@@ -55,6 +55,11 @@ pub enum Event {
         id: u64,
         worker: String,
     },
+    /// These workers are being replaced (an upgrade): when they go, the
+    /// master stays, whatever `--shutdown-with-workers` says.
+    Retiring {
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -127,6 +132,8 @@ pub struct Coordinator {
     leaving: BTreeSet<String>,
     workflows: BTreeMap<u64, Placed>,
     shutdown_with_workers: bool,
+    /// Workers being replaced: their going is expected.
+    retiring: BTreeSet<String>,
 }
 
 /// Why a worker cannot join.
@@ -177,6 +184,12 @@ impl Coordinator {
                 vec![log, Action::BroadcastPeers(self.workers())]
             }
             Event::WorkerLeft { name, reason } => self.worker_left(name, reason),
+            Event::Retiring { names } => {
+                let names: Vec<String> = names.into_iter().filter(|n| self.workers.contains_key(n)).collect();
+                self.leaving.extend(names.iter().cloned());
+                self.retiring.extend(names);
+                Vec::new()
+            }
             Event::WorkerLeaving { name } => {
                 if !self.workers.contains_key(&name) {
                     return Vec::new();
@@ -256,6 +269,7 @@ impl Coordinator {
             return Vec::new();
         }
         self.leaving.remove(&name);
+        let retired = self.retiring.remove(&name);
         let mut actions = vec![Action::Log(format!("worker {name} went away: {reason}"))];
         let why = format!("worker {name} went away: {reason}");
         let ids: Vec<u64> =
@@ -276,7 +290,7 @@ impl Coordinator {
             }
         }
         actions.push(Action::BroadcastPeers(self.workers()));
-        if self.shutdown_with_workers {
+        if self.shutdown_with_workers && !retired {
             actions.push(Action::Exit { code: 4, reason: why });
         }
         actions
@@ -507,6 +521,21 @@ mod tests {
         assert!(!actions.iter().any(|a| matches!(a, Action::Exit { .. })));
         // A late "done" from the survivor changes nothing.
         assert!(c.step(Event::WorkerDone { id: 1, worker: "a".into() }).is_empty());
+    }
+
+    #[test]
+    fn a_retired_worker_leaves_without_shutting_the_master_down() {
+        let mut c = Coordinator::new(true);
+        c.step(Event::WorkerJoined(worker("a", &[])));
+        c.step(Event::WorkerJoined(worker("b", &[])));
+        c.step(Event::Retiring { names: vec!["a".into()] });
+        assert_eq!(c.place().unwrap().iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["b"], "nothing new goes to a retiring worker");
+        let actions = c.step(Event::WorkerLeft { name: "a".into(), reason: "it stopped".into() });
+        assert!(!actions.iter().any(|a| matches!(a, Action::Exit { .. })), "{actions:?}");
+        // A worker of the same name that joins later is a new one.
+        c.step(Event::WorkerJoined(worker("a", &[])));
+        let actions = c.step(Event::WorkerLeft { name: "a".into(), reason: "killed".into() });
+        assert!(actions.iter().any(|a| matches!(a, Action::Exit { code: 4, .. })), "{actions:?}");
     }
 
     #[test]

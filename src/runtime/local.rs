@@ -23,6 +23,7 @@ pub struct LocalRuntime {
     workflows: Mutex<BTreeMap<u64, Arc<Running>>>,
     /// How many ended workflows are kept for `status`, `results` and `stats`.
     keep: usize,
+    expressions: crate::script::host::DeployExpressions,
 }
 
 impl LocalRuntime {
@@ -36,6 +37,7 @@ impl LocalRuntime {
             next_id: AtomicU64::new(1),
             workflows: Mutex::new(BTreeMap::new()),
             keep: super::keep_workflows(),
+            expressions: Default::default(),
         }
     }
 
@@ -81,6 +83,10 @@ impl LocalRuntime {
 }
 
 impl Host for LocalRuntime {
+    fn expressions(&self) -> Option<&crate::script::host::DeployExpressions> {
+        Some(&self.expressions)
+    }
+
     fn node_name(&self) -> String {
         self.node.clone()
     }

@@ -20,15 +20,17 @@ pub const LOG_KEEP: usize = 3;
 /// Log lines queued for the writing thread before more are dropped (and counted).
 const LOG_QUEUE: usize = 8192;
 
-/// Sets up logging for a node. `SKITTER_LOG` sets the file's level
-/// (error, warn, info, debug, trace; default info). Lines are written by a
+/// Sets up logging for a node. `SKITTER_LOG` (or `log_level` in the
+/// node's configuration) sets the file's level (error, warn, info, debug,
+/// trace; default info). Lines are written by a
 /// thread of their own: a slow disk or a stalled terminal never holds the
 /// runtime.
 pub fn init(node: &str, log_dir: Option<&Path>) -> Result<(), String> {
     let level = match std::env::var("SKITTER_LOG") {
         Ok(l) if !l.is_empty() => LevelFilter::from_str(&l)
             .map_err(|_| format!("SKITTER_LOG: `{l}` is not a log level (error, warn, info, debug, trace, off)"))?,
-        _ => LevelFilter::INFO,
+        // log_level of the node's configuration, checked when it was read.
+        _ => super::settings::get().and_then(|s| LevelFilter::from_str(&s.log_level).ok()).unwrap_or(LevelFilter::INFO),
     };
     let file = match log_dir {
         Some(dir) => {

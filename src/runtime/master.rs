@@ -57,6 +57,11 @@ pub struct Master {
     /// How many ended workflows are kept.
     keep: usize,
     results_cap: u64,
+    expressions: crate::script::host::DeployExpressions,
+    /// True while an upgrade replaces the workers and workflows.
+    upgrading: watch::Sender<bool>,
+    /// Workflows an upgrade deployed again: the old id's successor.
+    replaced: Mutex<HashMap<u64, WorkflowRef>>,
 }
 
 impl Master {
@@ -78,6 +83,9 @@ impl Master {
             link_tasks: TaskTracker::new(),
             keep: super::keep_workflows(),
             results_cap: super::results_cap(),
+            expressions: Default::default(),
+            upgrading: watch::channel(false).0,
+            replaced: Mutex::new(HashMap::new()),
         })
     }
 
@@ -330,9 +338,54 @@ impl Master {
     pub fn running(&self) -> Vec<WorkflowRef> {
         self.workflows().into_iter().filter(|(_, s)| !s.is_done()).map(|(r, _)| r).collect()
     }
+
+    /// These workers are being replaced: their going fails nothing and
+    /// shuts nothing down, and no new workflow is placed on them.
+    pub fn retire(&self, names: Vec<String>) {
+        self.step(Event::Retiring { names });
+    }
+
+    /// Marks an upgrade under way (or over).
+    pub fn set_upgrading(&self, on: bool) {
+        self.upgrading.send_replace(on);
+    }
+
+    /// Waits until no upgrade is under way.
+    pub async fn upgrade_done(&self) {
+        let mut rx = self.upgrading.subscribe();
+        let _ = rx.wait_for(|on| !on).await;
+    }
+
+    pub fn is_upgrading(&self) -> bool {
+        *self.upgrading.borrow()
+    }
+
+    /// Records that `new` replaces `old` (deployed again by an upgrade).
+    pub fn replace(&self, old: WorkflowRef, new: WorkflowRef) {
+        self.replaced.lock().expect("replaced lock").insert(old.id, new);
+    }
+
+    /// The workflow that replaced `r`, following every upgrade since.
+    pub fn successor(&self, r: WorkflowRef) -> Option<WorkflowRef> {
+        let replaced = self.replaced.lock().expect("replaced lock");
+        let mut at = *replaced.get(&r.id)?;
+        while let Some(next) = replaced.get(&at.id) {
+            at = *next;
+        }
+        Some(at)
+    }
+
+    /// Names of the workers connected now.
+    pub fn worker_names(&self) -> Vec<String> {
+        self.coordinator.lock().expect("coordinator lock").workers().into_iter().map(|w| w.name).collect()
+    }
 }
 
 impl Host for Master {
+    fn expressions(&self) -> Option<&crate::script::host::DeployExpressions> {
+        Some(&self.expressions)
+    }
+
     fn node_name(&self) -> String {
         self.name.clone()
     }

@@ -11,6 +11,7 @@ pub mod log;
 pub mod master;
 pub mod node;
 pub mod printer;
+pub mod settings;
 pub mod worker;
 
 pub use local::LocalRuntime;

@@ -38,6 +38,10 @@ mod tests {
 /// pid. Removed when the node exits.
 pub struct NodeFile {
     path: std::path::PathBuf,
+    /// The record of a live node of the same name this one replaced (an
+    /// upgrade starts the new worker beside the old): put back if this
+    /// node goes first.
+    replaced: Option<String>,
 }
 
 /// What a node file says.
@@ -55,10 +59,12 @@ impl NodeFile {
     pub fn write(tmp: &std::path::Path, node: &str, addr: &str) -> std::io::Result<NodeFile> {
         std::fs::create_dir_all(tmp)?;
         let path = node_file_path(tmp, node);
+        let replaced =
+            read_node_file(&path).filter(|r| r.pid != std::process::id() && alive(r.pid)).and_then(|_| std::fs::read_to_string(&path).ok());
         let partial = path.with_extension(format!("node.{}.partial", std::process::id()));
         std::fs::write(&partial, format!("{addr}\n{}\n", std::process::id()))?;
         std::fs::rename(&partial, &path)?;
-        Ok(NodeFile { path })
+        Ok(NodeFile { path, replaced })
     }
 }
 
@@ -66,7 +72,21 @@ impl Drop for NodeFile {
     fn drop(&mut self) {
         // Only our own record: a newer node of the same name may have replaced it.
         if read_node_file(&self.path).is_some_and(|r| r.pid == std::process::id()) {
-            let _ = std::fs::remove_file(&self.path);
+            let older = self.replaced.as_ref().filter(|text| {
+                let mut lines = text.lines().skip(1);
+                lines.next().and_then(|p| p.trim().parse().ok()).is_some_and(alive)
+            });
+            match older {
+                Some(text) => {
+                    let partial = self.path.with_extension(format!("node.{}.partial", std::process::id()));
+                    if std::fs::write(&partial, text).and_then(|_| std::fs::rename(&partial, &self.path)).is_err() {
+                        let _ = std::fs::remove_file(&self.path);
+                    }
+                }
+                None => {
+                    let _ = std::fs::remove_file(&self.path);
+                }
+            }
         }
     }
 }

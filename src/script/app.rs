@@ -34,6 +34,91 @@ pub struct Config {
     pub tick_time: Option<f64>,
     /// Limits for script code.
     pub limits: Option<super::limits::ScriptLimits>,
+    /// The level of the node's log file: error, warn, info, debug, trace or off.
+    pub log_level: Option<String>,
+    /// The environment these settings are for (dev, test, prod, ...).
+    #[serde(skip)]
+    pub env: String,
+}
+
+/// The environment chosen when SKITTER_ENV (and a release's node.toml) say nothing.
+pub const DEFAULT_ENV: &str = "dev";
+
+/// A release's node arguments (skitter's `vm.args`): `releases/<vsn>/node.toml`.
+pub const NODE_ARGS_FILE: &str = "node.toml";
+
+/// Keys an `[env.NAME]` table (or node.toml) may not set: they name the app, not a node.
+const FIXED_KEYS: &[&str] = &["name", "version", "env"];
+
+/// SKITTER_ENV, when set: an environment's name.
+pub fn env_from_var() -> Result<Option<String>, String> {
+    match std::env::var("SKITTER_ENV") {
+        Ok(v) if !v.trim().is_empty() => {
+            let v = v.trim();
+            if v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                Ok(Some(v.to_string()))
+            } else {
+                Err(format!("SKITTER_ENV={v:?}: an environment's name is letters, digits, `_` or `-`"))
+            }
+        }
+        _ => Ok(None),
+    }
+}
+
+impl Config {
+    /// `skitter.toml`'s text with the table `[env.<env>]` laid over the
+    /// common settings, then `node` (a release's node arguments) over both.
+    pub fn parse(text: &str, env: &str, node: Option<&toml::Table>) -> Result<Config, String> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let envs = match table.remove("env") {
+            None => toml::Table::new(),
+            Some(toml::Value::Table(t)) => t,
+            Some(_) => return Err("`env` must be tables: [env.dev], [env.prod], ...".into()),
+        };
+        for (name, value) in &envs {
+            let toml::Value::Table(over) = value else {
+                return Err(format!("env.{name} must be a table ([env.{name}])"));
+            };
+            if let Some(k) = over.keys().find(|k| FIXED_KEYS.contains(&k.as_str())) {
+                return Err(format!("[env.{name}] may not set `{k}`: it is the same in every environment"));
+            }
+        }
+        if let Some(toml::Value::Table(over)) = envs.get(env) {
+            merge(&mut table, over);
+        }
+        if let Some(node) = node {
+            let mut node = node.clone();
+            node.remove("env");
+            if let Some(k) = node.keys().find(|k| FIXED_KEYS.contains(&k.as_str())) {
+                return Err(format!("{NODE_ARGS_FILE} may not set `{k}`"));
+            }
+            merge(&mut table, &node);
+        }
+        let mut config: Config = table.try_into().map_err(|e: toml::de::Error| e.to_string())?;
+        config.env = env.to_string();
+        Ok(config)
+    }
+
+    /// The environments `[env.NAME]` defines.
+    pub fn environments(text: &str) -> Vec<String> {
+        let table: toml::Table = toml::from_str(text).unwrap_or_default();
+        match table.get("env") {
+            Some(toml::Value::Table(t)) => t.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Lays `over` onto `base`, table into table.
+fn merge(base: &mut toml::Table, over: &toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
 }
 
 fn default_version() -> String {
@@ -51,6 +136,33 @@ pub struct App {
 
 /// The file naming a release's current version.
 pub const START_DATA: &str = "releases/start_data";
+
+/// What every configuration must hold, whatever its environment.
+fn check(config: &Config, path: &Path) -> Result<(), AppError> {
+    if config.name.is_empty() || !config.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(AppError::BadConfig {
+            path: path.to_path_buf(),
+            reason: format!("name `{}` must be letters, digits, `_` or `-`", config.name),
+        });
+    }
+    if let Some(mode) = &config.mode {
+        if !["local", "master", "worker"].contains(&mode.as_str()) {
+            return Err(AppError::BadConfig { path: path.to_path_buf(), reason: format!("mode `{mode}` must be local, master or worker") });
+        }
+    }
+    if config.slots == Some(0) {
+        return Err(AppError::BadConfig { path: path.to_path_buf(), reason: "slots must be at least 1".into() });
+    }
+    if let Some(level) = &config.log_level {
+        if !["error", "warn", "info", "debug", "trace", "off"].contains(&level.as_str()) {
+            return Err(AppError::BadConfig {
+                path: path.to_path_buf(),
+                reason: format!("log_level `{level}` must be error, warn, info, debug, trace or off"),
+            });
+        }
+    }
+    Ok(())
+}
 
 impl App {
     /// The release this program belongs to: SKITTER_RELEASE_ROOT, or the
@@ -71,9 +183,23 @@ impl App {
         let start = root.join(START_DATA);
         let vsn = std::fs::read_to_string(&start).map_err(|source| AppError::Io { path: start.clone(), source })?;
         let vsn = vsn.split_whitespace().last().unwrap_or_default().to_string();
-        let path = root.join("releases").join(&vsn).join(CONFIG_FILE);
+        let dir = root.join("releases").join(&vsn);
+        let path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&path).map_err(|source| AppError::Io { path: path.clone(), source })?;
-        let config: Config = toml::from_str(&text).map_err(|e| AppError::BadConfig { path: path.clone(), reason: e.to_string() })?;
+        // The node arguments: edited on the host, overridden by its environment.
+        let args_path = dir.join(NODE_ARGS_FILE);
+        let node: Option<toml::Table> = match std::fs::read_to_string(&args_path) {
+            Ok(t) => Some(toml::from_str(&t).map_err(|e| AppError::BadConfig { path: args_path.clone(), reason: e.to_string() })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(AppError::Io { path: args_path, source }),
+        };
+        let recorded = node.as_ref().and_then(|n| n.get("env")).and_then(|e| e.as_str()).map(str::to_string);
+        let env = env_from_var()
+            .map_err(|reason| AppError::BadConfig { path: args_path.clone(), reason })?
+            .or(recorded)
+            .unwrap_or_else(|| DEFAULT_ENV.to_string());
+        let config = Config::parse(&text, &env, node.as_ref()).map_err(|reason| AppError::BadConfig { path: path.clone(), reason })?;
+        check(&config, &path)?;
         Ok(App { root, config, release: true })
     }
 
@@ -98,18 +224,10 @@ impl App {
             return Err(AppError::NotFound(root));
         }
         let text = std::fs::read_to_string(&path).map_err(|source| AppError::Io { path: path.clone(), source })?;
-        let config: Config = toml::from_str(&text).map_err(|e| AppError::BadConfig { path: path.clone(), reason: e.to_string() })?;
-        if config.name.is_empty() || !config.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(AppError::BadConfig { path, reason: format!("name `{}` must be letters, digits, `_` or `-`", config.name) });
-        }
-        if let Some(mode) = &config.mode {
-            if !["local", "master", "worker"].contains(&mode.as_str()) {
-                return Err(AppError::BadConfig { path, reason: format!("mode `{mode}` must be local, master or worker") });
-            }
-        }
-        if config.slots == Some(0) {
-            return Err(AppError::BadConfig { path, reason: "slots must be at least 1".into() });
-        }
+        let env = env_from_var().map_err(|reason| AppError::BadConfig { path: path.clone(), reason })?;
+        let config = Config::parse(&text, env.as_deref().unwrap_or(DEFAULT_ENV), None)
+            .map_err(|reason| AppError::BadConfig { path: path.clone(), reason })?;
+        check(&config, &path)?;
         Ok(App { root, config, release: false })
     }
 
@@ -120,8 +238,31 @@ impl App {
     pub fn tmp_dir(&self) -> PathBuf {
         match std::env::var_os("SKITTER_TMP") {
             Some(dir) => PathBuf::from(dir),
-            None => self.root.join("tmp"),
+            None => self.home().join("tmp"),
         }
+    }
+
+    /// Where the node's log files go.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.home().join("logs")
+    }
+
+    /// The deploy directory holding this release among its versions
+    /// (`DIR/releases/<vsn>`, with `DIR/current`), if it is installed in one.
+    pub fn deploy_dir(&self) -> Option<PathBuf> {
+        if !self.release {
+            return None;
+        }
+        let releases = self.root.parent()?;
+        let dir = releases.parent()?;
+        (releases.file_name()? == "releases" && dir.join(crate::release::install::CURRENT_FILE).is_file()).then(|| dir.to_path_buf())
+    }
+
+    /// Where node records and logs live: a deploy directory's, shared by
+    /// its versions (so that one version finds the node another started),
+    /// else the app's or release's own.
+    fn home(&self) -> PathBuf {
+        self.deploy_dir().unwrap_or_else(|| self.root.clone())
     }
 
     /// `lib/*.rhai`, in name order.

@@ -38,6 +38,10 @@ impl Code {
     }
 }
 
+/// The expressions workflows were deployed from, by workflow id.
+#[derive(Default)]
+pub struct DeployExpressions(std::sync::Mutex<std::collections::BTreeMap<u64, String>>);
+
 /// A handle on a deployed workflow, as scripts hold it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WorkflowRef {
@@ -86,6 +90,27 @@ pub trait Host: Send + Sync {
     }
     /// Facts about the runtime: mode, node, slots, version.
     fn runtime_info(&self) -> Map;
+    /// Where this node keeps the expressions its workflows were deployed
+    /// from (none: it deploys nothing itself).
+    fn expressions(&self) -> Option<&DeployExpressions> {
+        None
+    }
+    /// Remembers that `r` was deployed from `expr`: an upgrade deploys it again.
+    fn remember_expression(&self, r: WorkflowRef, expr: &str) {
+        if let Some(e) = self.expressions() {
+            e.0.lock().expect("expressions lock").insert(r.id, expr.to_string());
+        }
+    }
+    /// The expressions of the running workflows deployed from one, oldest first.
+    fn running_expressions(&self) -> Vec<(WorkflowRef, String)> {
+        let Some(e) = self.expressions() else { return Vec::new() };
+        let running: std::collections::BTreeSet<u64> =
+            self.workflows().into_iter().filter(|(_, s)| !s.is_done()).map(|(r, _)| r.id).collect();
+        let mut known = e.0.lock().expect("expressions lock");
+        // Ended workflows are not deployed again: forget them.
+        known.retain(|id, _| running.contains(id));
+        known.iter().map(|(&id, expr)| (WorkflowRef { id }, expr.clone())).collect()
+    }
     /// Sends what workflows print to `output` (the shell's printer).
     fn set_output(&self, output: super::Output) {
         let _ = output;

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, FuncRegistration, Map, Position};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, FuncRegistration, Map, NativeCallContext, Position};
 
 use super::host::{Code, Host, WorkflowRef};
 
@@ -33,6 +33,53 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
     engine.register_fn("to_debug", |r: &mut WorkflowRef| r.to_string());
     engine.register_fn("==", |a: WorkflowRef, b: WorkflowRef| a == b);
     engine.register_get("id", |r: &mut WorkflowRef| r.id as i64);
+
+    let (h, lib) = (host.clone(), code.clone());
+    reg(
+        "deploy",
+        &["expr: String", "WorkflowRef"],
+        "\
+/// Evaluates `expr`, a Rhai expression returning a workflow, and deploys\n\
+/// what it returns. The node remembers the expression: an upgrade to a new\n\
+/// release stops the workflow (drained) and deploys the expression again\n\
+/// with the new release's code.\n\
+///\n\
+/// ```rhai\n\
+/// let r = deploy(\"workflow().stream_source([1, 2]).collect()\");\n\
+/// wait(r);\n\
+/// ```",
+    )
+    .register_into_engine(engine, move |ctx: NativeCallContext, expr: &str| -> RhaiResult<WorkflowRef> {
+        let ast = ctx.engine().compile_expression(expr).or_else(|e| err(format!("deploy `{expr}`: {e}")))?;
+        super::session::define(&lib, &ast, super::host::Source { name: "deploy expression".into(), text: expr.to_string() });
+        let merged = lib.read().expect("code lock").ast.merge(&ast);
+        let value: Dynamic = ctx.engine().eval_ast(&merged).or_else(|e| err(format!("deploy `{expr}`: {e}")))?;
+        let Some(wf) = value.clone().try_cast::<Workflow>() else {
+            return err(format!("deploy `{expr}` returned {} ({value}), not a workflow", value.type_name()));
+        };
+        if let Err(e) = wf.validate() {
+            return err(format!("deploy `{expr}`: {e}"));
+        }
+        let code = lib.read().expect("code lock").clone();
+        let r = h.deploy(&wf, code).or_else(|e| err(format!("deploy `{expr}`: {e}")))?;
+        h.remember_expression(r, expr);
+        Ok(r)
+    });
+
+    let h = host.clone();
+    reg(
+        "running_deploys",
+        &["Array"],
+        "\
+/// The expressions of the running workflows that were deployed from one\n\
+/// (`deploy(\"expr\")`, `--deploy`, `deploy` in skitter.toml): what an\n\
+/// upgrade deploys again.\n\
+///\n\
+/// ```rhai\n\
+/// let running = running_deploys();\n\
+/// ```",
+    )
+    .register_into_engine(engine, move || -> Array { h.running_expressions().into_iter().map(|(_, e)| e.into()).collect() });
 
     let h = host.clone();
     reg(
@@ -260,12 +307,18 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
         "runtime_info",
         &["Map"],
         "\
-/// Facts about this node's runtime: mode, node name, slots, version.\n\
+/// Facts about this node's runtime: mode, node name, version, and the\n\
+/// settings in force: env, app, app_version, slots, tick_time,\n\
+/// log_level, limits.\n\
 ///\n\
 /// ```rhai\n\
 /// let info = runtime_info();\n\
 /// info.mode   // \"local\"\n\
 /// ```",
     )
-    .register_into_engine(engine, move || -> Map { h.runtime_info() });
+    .register_into_engine(engine, move || -> Map {
+        let mut info = h.runtime_info();
+        crate::runtime::settings::add_to(&mut info);
+        info
+    });
 }

@@ -202,7 +202,9 @@ impl Session {
         let Some(wf) = value.clone().try_cast::<crate::workflow::Workflow>() else {
             return Err(format!("--deploy `{expr}` returned {} ({value}), not a workflow", value.type_name()));
         };
-        host.deploy(&wf, self.code()).map_err(|e| format!("--deploy `{expr}`: {e}"))
+        let r = host.deploy(&wf, self.code()).map_err(|e| format!("--deploy `{expr}`: {e}"))?;
+        host.remember_expression(r, expr);
+        Ok(r)
     }
 
     pub fn app(&self) -> Option<&App> {

@@ -1,0 +1,199 @@
+//! The workers of one deploy: shipping a release to their hosts, starting
+//! them all at once, and stopping them. Every step runs on every host in
+//! parallel and reports each host; a step that fails on one host fails as
+//! a whole, naming every host that failed, and undoes what it started.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use colored::Colorize;
+use openssh::Session;
+
+use super::ship::{self, Shipped};
+use super::ssh::{self, LaunchPlan, Launched, SshOptions};
+use super::{quote, LaunchError, WorkerSpec};
+use crate::release::install::Tarball;
+
+/// Hosts that failed a step, each with its reason.
+#[derive(Debug)]
+pub struct Failures(pub Vec<(WorkerSpec, LaunchError)>);
+
+impl std::fmt::Display for Failures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (spec, e)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n  ")?;
+            }
+            write!(f, "{}: {e}", spec.host)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where progress lines go.
+pub type Say = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// How progress is told: a line per host (to the terminal, or to `say`),
+/// or nothing (then a summary).
+#[derive(Clone)]
+pub struct Progress {
+    pub per_host: bool,
+    pub say: Option<Say>,
+}
+
+impl Progress {
+    pub fn terminal(per_host: bool) -> Progress {
+        Progress { per_host, say: None }
+    }
+
+    /// The same, told to `say` instead of the terminal.
+    pub fn to(&self, say: Say) -> Progress {
+        Progress { per_host: self.per_host, say: Some(say) }
+    }
+
+    fn host(&self, host: &str, what: impl std::fmt::Display) {
+        if self.per_host {
+            let line = format!("{host:<12} {what}");
+            match &self.say {
+                Some(say) => say(&line),
+                None => eprintln!("{line}"),
+            }
+        }
+    }
+}
+
+/// Ships `tarball` to every host (once per host and directory), over a
+/// connection it opens or finds in `sessions`; returns the connections,
+/// one per spec, for the launch that follows.
+pub async fn ship_all(
+    specs: &[WorkerSpec],
+    plan: &LaunchPlan,
+    opts: &SshOptions,
+    tarball: &Tarball,
+    progress: &Progress,
+    sessions: Vec<Option<Arc<Session>>>,
+) -> Result<(Vec<Arc<Session>>, String), Failures> {
+    let started = Instant::now();
+    let tasks = specs.iter().zip(sessions).enumerate().map(|(i, (spec, session))| async move {
+        let session = match session {
+            Some(s) => s,
+            None => ssh::connect(&spec.host, opts).await?,
+        };
+        let dir = plan.dir_for(spec);
+        // Two workers on one host and directory: the first one ships.
+        let first = specs[..i].iter().all(|s| s.host != spec.host || plan.dir_for(s) != dir);
+        if !first {
+            return Ok((session, None));
+        }
+        let shipped = ship::ship(&session, &dir, tarball).await?;
+        match shipped.copied {
+            Some(bytes) => progress.host(
+                &spec.host,
+                format_args!(
+                    "{} {} ({:.1} MB) in {:.2} s",
+                    "copied".green(),
+                    tarball.version,
+                    bytes as f64 / 1e6,
+                    shipped.took.as_secs_f64()
+                ),
+            ),
+            None => progress.host(&spec.host, format_args!("{} {} (same checksum): no copy", "has".green(), tarball.version)),
+        }
+        Ok::<_, LaunchError>((session, Some(shipped)))
+    });
+    let results = futures_util::future::join_all(tasks).await;
+    let mut sessions = Vec::new();
+    let mut failures = Vec::new();
+    let (mut copied, mut had) = (0, 0);
+    for (spec, r) in specs.iter().zip(results) {
+        match r {
+            Ok((session, shipped)) => {
+                match shipped {
+                    Some(Shipped { copied: Some(_), .. }) => copied += 1,
+                    Some(_) => had += 1,
+                    None => {}
+                }
+                sessions.push(session);
+            }
+            Err(e) => {
+                progress.host(&spec.host, format_args!("{} {e}", "failed".red()));
+                failures.push((spec.clone(), e));
+            }
+        }
+    }
+    if !failures.is_empty() {
+        return Err(Failures(failures));
+    }
+    let mut summary = format!("{} {} on {} host(s): ", tarball.name, tarball.version, copied + had);
+    let _ = write!(summary, "copied to {copied}, already on {had}, in {:.2} s", started.elapsed().as_secs_f64());
+    Ok((sessions, summary))
+}
+
+/// Starts a worker per spec (over `sessions` when given); all or none:
+/// when one fails, the ones started are stopped (and counted in the error).
+pub async fn launch_all(
+    specs: &[WorkerSpec],
+    plan: &LaunchPlan,
+    opts: &SshOptions,
+    progress: &Progress,
+    sessions: Vec<Option<Arc<Session>>>,
+) -> Result<Vec<Launched>, (Failures, usize)> {
+    let tasks = specs.iter().zip(sessions).map(|(s, session)| async move {
+        progress.host(&s.host, format_args!("{} {}", "starting".dimmed(), s.name));
+        let r = ssh::launch(s, plan, opts, session).await;
+        match &r {
+            Ok(l) => progress.host(&s.host, format_args!("{} in {:.2} s at {}", "ready".green(), l.ready_after.as_secs_f64(), l.addr)),
+            Err(e) => progress.host(&s.host, format_args!("{} {e}", "failed".red())),
+        }
+        r
+    });
+    let results = futures_util::future::join_all(tasks).await;
+    let mut launched = Vec::new();
+    let mut failures = Vec::new();
+    for (spec, r) in specs.iter().zip(results) {
+        match r {
+            Ok(l) => launched.push(l),
+            Err(e) => failures.push((spec.clone(), e)),
+        }
+    }
+    if failures.is_empty() {
+        return Ok(launched);
+    }
+    let started = launched.len();
+    stop_all(launched).await;
+    Err((Failures(failures), started))
+}
+
+/// Stops workers (their input closes; each exits) and waits for them.
+pub async fn stop_all(launched: Vec<Launched>) {
+    futures_util::future::join_all(launched.into_iter().map(Launched::stop)).await;
+}
+
+/// Records `version` as the current one in every worker's directory.
+pub async fn set_current(launched: &[Launched], plan: &LaunchPlan, version: &str) -> Result<(), Failures> {
+    let tasks = launched.iter().map(|l| {
+        let dir = plan.dir_for(&l.spec);
+        let line = format!("cd {} && printf '%s\\n' {} > .current.$$ && mv -f .current.$$ current", quote(&dir), quote(version));
+        async move { l.run(&line).await }
+    });
+    let results = futures_util::future::join_all(tasks).await;
+    let failures: Vec<_> = launched.iter().zip(results).filter_map(|(l, r)| r.err().map(|e| (l.spec.clone(), e))).collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Failures(failures))
+    }
+}
+
+/// Waits (at most `limit`) until `done` holds, looking every few milliseconds.
+pub async fn until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() {
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}

@@ -1,0 +1,256 @@
+//! A deployed cluster and its rolling upgrade. The deploy's master owns
+//! the workers (their ssh channels hold them), so the upgrade runs here,
+//! asked for through the master's console (`skitter upgrade` calls
+//! `upgrade(tarball, hosts)` there):
+//!
+//! 1. the new release is checked, installed here and its scripts loaded
+//!    (a release that does not compile stops here);
+//! 2. it is shipped to every host while the old version keeps running;
+//! 3. new workers start from it beside the old ones, not yet joined; a
+//!    host where one cannot start fails the upgrade, the new workers are
+//!    stopped and nothing else changed;
+//! 4. the downtime starts: the running workflows are stopped, drained;
+//! 5. the old workers are retired and stopped, the new ones joined;
+//! 6. the master loads the new release's code and deploys the workflows'
+//!    expressions again; the downtime ends; `current` names the new
+//!    version on every host.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+
+use super::fleet::{self, Failures, Progress, Say};
+use super::ssh::{Installed, LaunchPlan, Launched, SshOptions};
+use super::WorkerSpec;
+use crate::release::install::Tarball;
+use crate::runtime::console::{Consoles, Upgrader};
+use crate::runtime::master::Master;
+use crate::script::{App, EngineEnv, Host, Session};
+
+/// The workers of a running deploy, and what it needs to replace them.
+pub struct Cluster {
+    pub specs: Vec<WorkerSpec>,
+    pub opts: SshOptions,
+    pub progress: Progress,
+    /// Where releases are installed here, for the master's code.
+    pub local_dir: PathBuf,
+    /// How long running workflows may take to drain before they are aborted.
+    pub drain: Duration,
+    handle: Handle,
+    state: std::sync::Mutex<State>,
+    /// One upgrade at a time.
+    busy: std::sync::Mutex<()>,
+    attached: OnceLock<(Arc<Master>, Weak<Consoles>, EngineEnv)>,
+}
+
+struct State {
+    plan: LaunchPlan,
+    launched: Vec<Launched>,
+    /// The release running now, if one was shipped.
+    version: Option<String>,
+}
+
+impl Cluster {
+    pub fn new(
+        specs: Vec<WorkerSpec>,
+        opts: SshOptions,
+        progress: Progress,
+        local_dir: PathBuf,
+        plan: LaunchPlan,
+        launched: Vec<Launched>,
+        handle: Handle,
+    ) -> Cluster {
+        let version = plan.release.as_ref().map(|r| r.version.clone());
+        Cluster {
+            specs,
+            opts,
+            progress,
+            local_dir,
+            drain: crate::runtime::STOP_DEADLINE,
+            handle,
+            state: std::sync::Mutex::new(State { plan, launched, version }),
+            busy: std::sync::Mutex::new(()),
+            attached: OnceLock::new(),
+        }
+    }
+
+    /// The master whose workers these are, its consoles, and its engines' environment.
+    pub fn attach(&self, master: Arc<Master>, consoles: Weak<Consoles>, env: EngineEnv) {
+        let _ = self.attached.set((master, consoles, env));
+    }
+
+    /// Where workers are now: `name@addr` each.
+    pub fn addresses(&self) -> Vec<String> {
+        self.state.lock().expect("state lock").launched.iter().map(|l| format!("{}@{}", l.spec.name, l.addr)).collect()
+    }
+
+    /// Stops every worker (the deploy ends).
+    pub async fn stop(&self) {
+        let launched = std::mem::take(&mut self.state.lock().expect("state lock").launched);
+        fleet::stop_all(launched).await;
+    }
+
+    fn upgrade_inner(&self, path: &Path, hosts: &[String], say: Say) -> Result<String, String> {
+        let progress = self.progress.to(say.clone());
+        let _one = self.busy.try_lock().map_err(|_| "an upgrade is already under way".to_string())?;
+        let (master, consoles, env) = self.attached.get().cloned().ok_or("this deploy's master is not running yet")?;
+        if !hosts.is_empty() {
+            let mut given: Vec<&str> = hosts.iter().map(String::as_str).collect();
+            let mut ours: Vec<&str> = self.specs.iter().map(|s| s.host.as_str()).collect();
+            given.sort();
+            ours.sort();
+            if given != ours {
+                return Err(format!("this deploy runs on {}; an upgrade moves all of them (give those hosts, or none)", ours.join(", ")));
+            }
+        }
+        let tarball = Tarball::open(path).map_err(|e| e.to_string())?;
+        let old_app = consoles.upgrade().and_then(|c| c.app());
+        let (old_plan, old_version) = {
+            let s = self.state.lock().expect("state lock");
+            (s.plan.clone(), s.version.clone())
+        };
+        if let Some(app) = &old_app {
+            if app.config.name != tarball.name {
+                return Err(format!("{} is a release of {}, and this cluster runs {}", path.display(), tarball.name, app.config.name));
+            }
+        }
+        if old_version.as_deref() == Some(tarball.version.as_str()) {
+            return Err(format!("the cluster runs {} {} already", tarball.name, tarball.version));
+        }
+        let from = old_version.clone().or_else(|| old_app.as_ref().map(|a| a.config.version.clone())).unwrap_or_else(|| "?".into());
+        // 1. Here first: the master runs the new code, which must load.
+        let root = tarball.install(&self.local_dir).map_err(|e| e.to_string())?;
+        let new_app = App::load_release(&root).map_err(|e| format!("the new release: {e}"))?;
+        let mut new_env = env.clone();
+        new_env.priv_dir = Some(PathBuf::from(format!("releases/{}/priv", tarball.version)));
+        Session::new(new_env.clone(), None, Some(new_app.clone()), None).map_err(|e| format!("the new release's scripts: {e}"))?;
+
+        // 2. Shipped while the old version runs.
+        say(&format!("shipping {} {} to {} host(s)", tarball.name, tarball.version, self.specs.len()));
+        let sessions: Vec<_> = {
+            let s = self.state.lock().expect("state lock");
+            self.specs.iter().map(|spec| s.launched.iter().find(|l| l.spec == *spec).map(|l| l.session.clone())).collect()
+        };
+        let (sessions, shipped) = self
+            .handle
+            .block_on(fleet::ship_all(&self.specs, &old_plan, &self.opts, &tarball, &progress, sessions))
+            .map_err(|f| format!("nothing changed: shipping {} failed on {} host(s):\n  {f}", tarball.version, f.0.len()))?;
+        say(&shipped);
+
+        // 3. New workers beside the old ones.
+        let mut new_plan = old_plan.clone();
+        new_plan.release = Some(Installed { app: tarball.name.clone(), version: tarball.version.clone() });
+        let new_workers = self
+            .handle
+            .block_on(fleet::launch_all(&self.specs, &new_plan, &self.opts, &progress, sessions.into_iter().map(Some).collect()))
+            .map_err(|(f, _)| rolled_back(&tarball.version, &from, &f))?;
+        say(&format!("{} new worker(s) ready", new_workers.len()));
+
+        // 4. The downtime starts: workflows drain.
+        let down = Instant::now();
+        master.set_upgrading(true);
+        let result = self.switch(&master, new_workers, &new_app, &new_env, say.as_ref());
+        master.set_upgrading(false);
+        let (redeployed, skipped) = match result {
+            Ok(r) => r,
+            Err(e) => return Err(e),
+        };
+        let downtime = down.elapsed();
+        {
+            let mut s = self.state.lock().expect("state lock");
+            s.plan = new_plan.clone();
+            s.version = Some(tarball.version.clone());
+        }
+        if let Some(c) = consoles.upgrade() {
+            *c.app.write().expect("app lock") = Some(new_app.clone());
+        }
+        crate::runtime::settings::set_app(&new_app.config.name, &new_app.config.version);
+        let committed = {
+            let s = self.state.lock().expect("state lock");
+            self.handle.block_on(fleet::set_current(&s.launched, &new_plan, &tarball.version))
+        };
+        if let Err(f) = committed {
+            say(&format!("warning: could not record {} as current on:\n  {f}", tarball.version));
+        }
+        let mut summary = format!(
+            "upgraded {} from {from} to {} on {} host(s); {redeployed} workflow(s) deployed again; downtime {:.3} s",
+            tarball.name,
+            tarball.version,
+            self.specs.len(),
+            downtime.as_secs_f64()
+        );
+        if !skipped.is_empty() {
+            summary += &format!(
+                "\nnot deployed again (deployed without an expression; use deploy(\"expr\")): {}",
+                skipped.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        tracing::info!("{summary}");
+        Ok(summary)
+    }
+
+    /// Steps 4 to 6: drain, swap the workers, deploy again. Returns how many
+    /// workflows were deployed again and which could not be.
+    fn switch(
+        &self,
+        master: &Arc<Master>,
+        new_workers: Vec<Launched>,
+        new_app: &App,
+        new_env: &EngineEnv,
+        say: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<(usize, Vec<crate::script::WorkflowRef>), String> {
+        let expressions = master.running_expressions();
+        let running = master.running();
+        for r in &running {
+            let status = master.stop(*r, self.drain)?;
+            say(&format!("{r} {status}"));
+        }
+        let skipped: Vec<_> = running.iter().filter(|r| !expressions.iter().any(|(e, _)| e == *r)).copied().collect();
+        let old: Vec<Launched> = std::mem::take(&mut self.state.lock().expect("state lock").launched);
+        let old_names: Vec<String> = old.iter().map(|l| l.spec.name.clone()).collect();
+        master.retire(old_names.clone());
+        self.handle.block_on(async {
+            fleet::stop_all(old).await;
+            fleet::until(Duration::from_secs(10), || !master.worker_names().iter().any(|n| old_names.contains(n))).await
+        });
+        let dials = self.handle.block_on(async {
+            let tasks: Vec<_> = new_workers.iter().map(|l| tokio::spawn(master.clone().dial(l.addr.clone()))).collect();
+            let mut failures = Vec::new();
+            for (t, l) in tasks.into_iter().zip(&new_workers) {
+                match t.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => failures.push(format!("{}: {e}", l.spec.host)),
+                    Err(e) => failures.push(format!("{}: {e}", l.spec.host)),
+                }
+            }
+            failures
+        });
+        self.state.lock().expect("state lock").launched = new_workers;
+        if !dials.is_empty() {
+            return Err(format!("the master could not join the new workers:\n  {}", dials.join("\n  ")));
+        }
+        let host: Arc<dyn Host> = master.clone();
+        let mut session = Session::new(new_env.clone(), Some(host.clone()), Some(new_app.clone()), None).map_err(|e| e.to_string())?;
+        let mut redeployed = 0;
+        for (old, expr) in expressions {
+            let new = session.deploy_expr(host.as_ref(), &expr)?;
+            master.replace(old, new);
+            say(&format!("{old} deployed again as {new}: {expr}"));
+            redeployed += 1;
+        }
+        Ok((redeployed, skipped))
+    }
+}
+
+/// The message of an upgrade that could not start the new version somewhere.
+fn rolled_back(version: &str, from: &str, f: &Failures) -> String {
+    format!("{version} could not start on {} host(s), so every host stays on {from} and the workflows kept running:\n  {f}", f.0.len())
+}
+
+impl Upgrader for Cluster {
+    fn upgrade(&self, tarball: &Path, hosts: &[String], say: Say) -> Result<String, String> {
+        self.upgrade_inner(tarball, hosts, say)
+    }
+}
