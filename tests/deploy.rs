@@ -16,7 +16,13 @@ const COOKIE: &str = "deploy-test-cookie";
 fn deploy(sshd: &Sshd, work: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.arg("deploy").arg("--ssh-config").arg(sshd.config()).arg("--working-dir").arg(work).arg("--no-log");
-    cmd.args(args).env("SKITTER_COOKIE", COOKIE).env("SKITTER_TMP", work).env("HOME", work).env("NO_COLOR", "1").current_dir(work);
+    cmd.args(args)
+        .env("SKITTER_COOKIE", COOKIE)
+        .env("SKITTER_TMP", work)
+        .env("HOME", work)
+        .env("TMPDIR", work)
+        .env("NO_COLOR", "1")
+        .current_dir(work);
     cmd
 }
 
@@ -145,6 +151,20 @@ fn sigkill_of_the_master_leaves_no_worker_and_no_ssh_process() {
     gone_within("--deployed -n d1@h1", Duration::from_secs(2)).unwrap_or_else(|left| panic!("workers left: {left:?}"));
     gone_within("--deployed -n d2@h2", Duration::from_secs(2)).unwrap_or_else(|left| panic!("workers left: {left:?}"));
     gone_within(&config, Duration::from_millis(2500)).unwrap_or_else(|left| panic!("ssh processes left: {left:?}"));
+    // Nor a directory of ssh control sockets.
+    let leftovers = || -> Vec<String> {
+        let mut found = Vec::new();
+        for dir in [work.path().to_path_buf(), work.path().join(".local/state")] {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with("skitter-ssh") || name.starts_with(".ssh-connection") {
+                    found.push(format!("{}/{name}", dir.display()));
+                }
+            }
+        }
+        found
+    };
+    assert!(wait_until(Duration::from_secs(3), || leftovers().is_empty()), "left behind: {:?}", leftovers());
 }
 
 #[test]

@@ -216,3 +216,155 @@ fn bin_skitter_deploy_from_an_unpacked_release_to_ssh_hosts() {
     assert_eq!(got, expected());
     std::thread::sleep(Duration::from_millis(100));
 }
+
+/// A clean command: no SKITTER_* of the test's environment.
+fn clean(program: impl AsRef<std::ffi::OsStr>, home: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SKITTER_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("HOME", home).env("NO_COLOR", "1").stdin(Stdio::null());
+    cmd
+}
+
+#[test]
+fn environments_choose_settings_a_release_records_its_own_and_the_hosts_variables_win() {
+    let app = app_with(&[("lib/a.rhai", "fn one() { 1 }\n")]);
+    std::fs::write(
+        app.path().join("skitter.toml"),
+        "name = \"envapp\"\nversion = \"1.0.0\"\ntick_time = 10\n\n[env.prod]\ntick_time = 20\nslots = 3\n\n[env.test]\nlog_level = \"debug\"\n",
+    )
+    .unwrap();
+    let info = |env: Option<&str>, field: &str| {
+        let mut cmd = clean(BIN, app.path());
+        cmd.args(["eval", &format!("runtime_info().{field}")]).current_dir(app.path());
+        if let Some(e) = env {
+            cmd.env("SKITTER_ENV", e);
+        }
+        let out = Outcome(cmd.output().unwrap());
+        out.success();
+        out.stdout().trim().to_string()
+    };
+    assert_eq!(info(None, "env"), "\"dev\"");
+    assert_eq!(info(None, "tick_time"), "10.0");
+    assert_eq!(info(Some("prod"), "tick_time"), "20.0");
+    assert_eq!(info(Some("prod"), "slots"), "3");
+    assert_eq!(info(Some("test"), "log_level"), "\"debug\"");
+
+    // A release for prod records it; the host's SKITTER_ENV still wins.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rel");
+    Skitter::new().args(["release", "--env", "prod", "--path", root.to_str().unwrap()]).dir(app.path()).run().success();
+    let node_args = std::fs::read_to_string(root.join("releases/1.0.0/node.toml")).unwrap();
+    assert!(node_args.contains("env = \"prod\"") && node_args.contains("# slots = 3"), "{node_args}");
+    let script = |env: &[(&str, &str)], expr: &str| {
+        let mut cmd = clean(root.join("bin/envapp"), dir.path());
+        cmd.args(["eval", expr]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = Outcome(cmd.output().unwrap());
+        out.success();
+        out.stdout().trim().to_string()
+    };
+    assert_eq!(script(&[], "runtime_info().env"), "\"prod\"");
+    assert_eq!(script(&[], "runtime_info().tick_time"), "20.0");
+    assert_eq!(script(&[("SKITTER_ENV", "dev")], "runtime_info().tick_time"), "10.0");
+    // node.toml edited on the host; an environment variable beats it.
+    std::fs::write(root.join("releases/1.0.0/node.toml"), node_args.replace("# slots = 3", "slots = 5")).unwrap();
+    assert_eq!(script(&[], "runtime_info().slots"), "5");
+    assert_eq!(script(&[("SKITTER_SLOTS", "2")], "runtime_info().slots"), "2");
+    // env.sh supplies defaults only: what the host set wins.
+    let env_sh = root.join("releases/1.0.0/env.sh");
+    let mut text = std::fs::read_to_string(&env_sh).unwrap();
+    text.push_str("export SKITTER_ENV=test\nexport SKITTER_SLOTS=4\n");
+    std::fs::write(&env_sh, text).unwrap();
+    assert_eq!(script(&[], "runtime_info().env"), "\"test\"");
+    assert_eq!(script(&[], "runtime_info().slots"), "4");
+    assert_eq!(script(&[("SKITTER_ENV", "prod"), ("SKITTER_SLOTS", "1")], "runtime_info().env"), "\"prod\"");
+    assert_eq!(script(&[("SKITTER_SLOTS", "1")], "runtime_info().slots"), "1");
+
+    // Mistakes are named.
+    Skitter::new()
+        .args(["release", "--env", "staging", "--overwrite", "--path", root.to_str().unwrap()])
+        .dir(app.path())
+        .run()
+        .expect_code(2)
+        .stderr_has("skitter.toml has no [env.staging] (it has: prod, test)");
+    std::fs::write(app.path().join("skitter.toml"), "name = \"envapp\"\n[env.prod]\nname = \"other\"\n").unwrap();
+    let out = Outcome(clean(BIN, app.path()).args(["eval", "1"]).current_dir(app.path()).output().unwrap());
+    out.expect_code(2).stderr_has("[env.prod] may not set `name`");
+}
+
+#[test]
+fn bin_app_with_no_arguments_prints_its_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = release(dir.path(), &[]);
+    let out = script(&root, &[], &[]);
+    out.expect_code(2).stderr_has("usage: bin/word_count COMMAND").stderr_has("upgrade VERSION").stderr_has("versions");
+    assert!(!out.stderr().contains("set -e") && !out.stderr().contains("case "), "{}", out.stderr());
+}
+
+/// Installs the release tarball `t` in the deploy directory `dir` by hand,
+/// as `deploy --release` does on a host.
+fn install_by_hand(t: &Path, dir: &Path, version: &str) {
+    let root = dir.join("releases").join(version);
+    std::fs::create_dir_all(&root).unwrap();
+    assert!(Command::new("tar").arg("xzf").arg(t).arg("-C").arg(&root).status().unwrap().success());
+    let sum = Command::new("sha256sum").arg(t).output().unwrap();
+    std::fs::write(root.join(".sha256"), String::from_utf8_lossy(&sum.stdout).split(' ').next().unwrap()).unwrap();
+    std::fs::write(dir.join("current"), format!("{version}\n")).unwrap();
+}
+
+#[test]
+fn bin_app_upgrade_moves_a_running_node_to_the_new_version_with_its_workflows() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for f in ["skitter.toml", "lib/word_count.rhai", "priv/words.txt"] {
+        std::fs::create_dir_all(src.join(f).parent().unwrap()).unwrap();
+        std::fs::copy(example("word_count").join(f), src.join(f)).unwrap();
+    }
+    let build = |version: &str| {
+        let toml = std::fs::read_to_string(src.join("skitter.toml")).unwrap();
+        let toml: String =
+            toml.lines().map(|l| if l.starts_with("version") { format!("version = \"{version}\"\n") } else { format!("{l}\n") }).collect();
+        std::fs::write(src.join("skitter.toml"), toml).unwrap();
+        let rel = dir.path().join(format!("rel-{version}"));
+        Skitter::new().args(["release", "--tar", "--path", rel.to_str().unwrap()]).dir(&src).run().success();
+        rel.join(format!("word_count-{version}.tar.gz"))
+    };
+    let v1 = build("0.1.0");
+    let v2 = build("0.2.0");
+    let deploy_dir = dir.path().join("srv");
+    install_by_hand(&v1, &deploy_dir, "0.1.0");
+    let old = deploy_dir.join("releases/0.1.0/bin/word_count");
+    let run = |bin: &Path, args: &[&str]| Outcome(clean(bin, dir.path()).args(args).output().unwrap());
+    run(&old, &["daemon"]).success();
+    let _stop = StopNode(old.clone(), dir.path().to_path_buf());
+    let endless = "workflow().stream_source(|n| { sleep(0.005); n }).filter(|n| n % 500 == 0).inspect(\"k\")";
+    run(&old, &["rpc", &format!("deploy({endless:?})")]).success();
+    run(&old, &["versions"]).success().stdout_has("* 0.1.0 (current)");
+
+    let up = run(&old, &["upgrade", v2.to_str().unwrap()]);
+    up.success().stdout_has("upgraded skitter_local@").stdout_has("from 0.1.0 to 0.2.0").stdout_has("downtime");
+    let new = deploy_dir.join("releases/0.2.0/bin/word_count");
+    run(&new, &["rpc", "runtime_info().app_version"]).success().stdout_has("\"0.2.0\"");
+    run(&new, &["rpc", "running_deploys()"]).success().stdout_has("n % 500 == 0");
+    run(&new, &["versions"]).success().stdout_has("  0.1.0").stdout_has("* 0.2.0 (current)");
+    // Back down by version: it is installed beside.
+    run(&new, &["upgrade", "0.1.0"]).success().stdout_has("from 0.2.0 to 0.1.0");
+    run(&old, &["rpc", "runtime_info().app_version"]).success().stdout_has("\"0.1.0\"");
+    run(&old, &["upgrade", "9.9.9"]).expect_code(2).stderr_has("9.9.9 is not installed");
+}
+
+/// Stops the release's node when dropped.
+struct StopNode(PathBuf, PathBuf);
+
+impl Drop for StopNode {
+    fn drop(&mut self) {
+        let _ = clean(&self.0, &self.1).arg("stop").output();
+    }
+}

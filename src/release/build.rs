@@ -155,35 +155,28 @@ fn write_release(
     Ok(())
 }
 
-/// The release's node arguments: the environment it was built for and the
-/// runtime settings in force there, to edit on a host; the host's
-/// environment variables override each.
+/// The release's node arguments: the environment it was built for, and
+/// the runtime settings, commented out with the values in force for that
+/// environment. Uncommented on a host, a setting there beats skitter.toml;
+/// the host's environment variable (named on the right) beats both.
 fn node_args_text(app: &App, env: &str) -> Result<String, ReleaseError> {
     let text = std::fs::read_to_string(app.root.join(crate::script::app::CONFIG_FILE)).map_err(io(&app.root))?;
     let c = crate::script::app::Config::parse(&text, env, None).map_err(ReleaseError::Script)?;
     let limits = c.limits.unwrap_or_default();
-    let setting = |key: &str, value: Option<String>, var: &str, what: &str| match value {
-        Some(v) => format!("{key} = {v}    # {var}\n"),
-        None => format!("# {key} = {what}    # {var}\n"),
-    };
+    let line = |key: &str, value: String, var: &str| format!("# {key} = {value}    # {var}\n");
     let mut out = format!(
-        "# Node arguments of {} {} (skitter's vm.args): runtime settings for the\n\
-         # nodes this release starts. Edit them here, on a host; an environment\n\
-         # variable of the host (named on the right) overrides each one.\n\
+        "# Node arguments of {} {} (skitter's vm.args). Uncomment a setting to\n\
+         # change it on this host; an environment variable of the host (named on\n\
+         # the right) beats it. The values shown are those of [env.{env}].\n\
          env = {env:?}    # SKITTER_ENV\n",
         c.name, c.version
     );
-    out += &setting("slots", c.slots.map(|s| s.to_string()), "SKITTER_SLOTS", "4  (default: one per core)");
-    out += &setting(
-        "tick_time",
-        c.tick_time.map(|t| t.to_string()),
-        "SKITTER_TICK_TIME",
-        "10  (seconds of silence before a peer counts as gone)",
-    );
-    out += &setting("log_level", c.log_level.map(|l| format!("{l:?}")), "SKITTER_LOG", "\"info\"");
+    out += &line("slots", c.slots.map(|s| s.to_string()).unwrap_or_else(|| "4  (default: one per core)".into()), "SKITTER_SLOTS");
+    out += &line("tick_time", c.tick_time.unwrap_or(crate::runtime::link::DEFAULT_TICK.as_secs_f64()).to_string(), "SKITTER_TICK_TIME");
+    out += &line("log_level", format!("{:?}", c.log_level.as_deref().unwrap_or("info")), "SKITTER_LOG");
     out += &format!(
-        "\n[limits]\nmax_memory_mb = {}    # SKITTER_MAX_MEMORY_MB (0: three quarters of the host's memory)\n\
-         max_call_depth = {}    # SKITTER_MAX_CALL_DEPTH\n",
+        "\n# [limits]\n# max_memory_mb = {}    # SKITTER_MAX_MEMORY_MB (0: three quarters of the host's memory)\n\
+         # max_call_depth = {}    # SKITTER_MAX_CALL_DEPTH\n",
         limits.max_memory_mb, limits.max_call_depth
     );
     Ok(out)

@@ -50,7 +50,7 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
 /// ```",
     )
     .register_into_engine(engine, move |ctx: NativeCallContext, expr: &str| -> RhaiResult<WorkflowRef> {
-        let ast = ctx.engine().compile_expression(expr).or_else(|e| err(format!("deploy `{expr}`: {e}")))?;
+        let ast = ctx.engine().compile(expr).or_else(|e| err(format!("deploy `{expr}`: {e}")))?;
         super::session::define(&lib, &ast, super::host::Source { name: "deploy expression".into(), text: expr.to_string() });
         let merged = lib.read().expect("code lock").ast.merge(&ast);
         let value: Dynamic = ctx.engine().eval_ast(&merged).or_else(|e| err(format!("deploy `{expr}`: {e}")))?;
