@@ -15,10 +15,25 @@ use common::*;
 
 const COOKIE: &str = "ship-test-cookie";
 
-/// A release tarball of examples/word_count at `version`, built under `dir`.
+/// What `endless()` is in the releases built here: a workflow that runs
+/// until it is stopped, built by the app's code.
+const ENDLESS: &str =
+    "\nfn endless() {\n    workflow().stream_source(|n| { sleep(0.005); n }).filter(|n| n % 500 == 0).inspect(\"k\")\n}\n";
+
+/// A release tarball of examples/word_count at `version` (with `endless()`
+/// in its lib unless `without_endless`), built under `dir`.
 fn tarball(dir: &Path, version: &str) -> PathBuf {
+    tarball_of(dir, version, true)
+}
+
+fn tarball_of(dir: &Path, version: &str, with_endless: bool) -> PathBuf {
     let app = dir.join(format!("app-{version}"));
     copy_dir(&example("word_count"), &app);
+    if with_endless {
+        let lib = app.join("lib/word_count.rhai");
+        let text = std::fs::read_to_string(&lib).unwrap() + ENDLESS;
+        std::fs::write(lib, text).unwrap();
+    }
     let toml = std::fs::read_to_string(app.join("skitter.toml")).unwrap();
     let toml: String =
         toml.lines().map(|l| if l.starts_with("version") { format!("version = \"{version}\"\n") } else { format!("{l}\n") }).collect();
@@ -213,11 +228,17 @@ fn a_full_disk_on_one_host_fails_the_deploy_naming_it_and_leaves_nothing_half_wr
 #[test]
 fn upgrade_moves_a_running_cluster_to_the_new_version_and_a_host_that_cannot_start_it_keeps_the_old() {
     let c = Cluster::new();
-    let v1 = tarball(c.work.path(), "0.1.0");
-    let v2 = tarball(c.work.path(), "0.2.0");
-    let endless = "workflow().stream_source(|n| { sleep(0.005); n }).filter(|n| n % 500 == 0).inspect(\"k\")";
+    // Built side by side: each is a whole release of this (debug) binary.
+    let [v1, v2, v3, v4] = std::thread::scope(|s| {
+        let dir = c.work.path();
+        let built = [("0.1.0", true), ("0.2.0", true), ("0.3.0", true), ("0.4.0", false)]
+            .map(|(v, endless)| s.spawn(move || tarball_of(dir, v, endless)));
+        built.map(|b| b.join().unwrap())
+    });
     let up = Outcome(
-        c.deploy(&["--mode", "daemon", "-n", "up", "--release", v1.to_str().unwrap(), "-d", endless, "h1", "h2", "h3"]).output().unwrap(),
+        c.deploy(&["--mode", "daemon", "-n", "up", "--release", v1.to_str().unwrap(), "-d", "endless()", "h1", "h2", "h3"])
+            .output()
+            .unwrap(),
     );
     up.success().stdout_has("running as a daemon");
     let rpc = |expr: &str| Outcome(c.cmd(&["rpc", "up", expr]).output().unwrap());
@@ -232,14 +253,13 @@ fn upgrade_moves_a_running_cluster_to_the_new_version_and_a_host_that_cannot_sta
         c.rpc_worker(h, "runtime_info().app_version").success().stdout_has("\"0.2.0\"");
         assert_eq!(current(&c, h), "0.2.0");
     }
-    rpc("running_deploys()").success().stdout_has("n % 500 == 0");
+    rpc("running_deploys()").success().stdout_has("[\"endless()\"]");
     rpc("workflows().filter(|w| w.status == \"running\").len()").success().stdout_has("1");
     let versions = Outcome(c.cmd(&["versions"]).arg(c.hosts().join("h2")).output().unwrap());
     versions.success().stdout_has("  0.1.0").stdout_has("* 0.2.0 (current)");
 
     // 0.3.0 cannot start on h2 (its copy there is broken, with the right
     // checksum so that it is not copied again): every host stays on 0.2.0.
-    let v3 = tarball(c.work.path(), "0.3.0");
     let broken = c.hosts().join("h2/releases/0.3.0");
     std::fs::create_dir_all(&broken).unwrap();
     assert!(Command::new("tar").arg("xzf").arg(&v3).arg("-C").arg(&broken).status().unwrap().success());
@@ -256,6 +276,13 @@ fn upgrade_moves_a_running_cluster_to_the_new_version_and_a_host_that_cannot_sta
     }
     rpc("workflows().filter(|w| w.status == \"running\").len()").success().stdout_has("1");
     rpc("workers().len()").success().stdout_has("3");
+
+    // A release whose code no longer has what a running workflow was
+    // deployed with: refused before anything stops.
+    let refused = Outcome(c.cmd(&["upgrade", "-n", "up", v4.to_str().unwrap()]).output().unwrap());
+    refused.expect_code(1).stderr_has("nothing changed").stderr_has("`endless()` fails with the new release");
+    rpc("runtime_info().app_version").success().stdout_has("\"0.2.0\"");
+    rpc("workflows().filter(|w| w.status == \"running\").len()").success().stdout_has("1");
 
     // Stopping the deploy stops the workers, then the master left with none.
     let stop = Outcome(c.deploy(&["--stop", "h1", "h2", "h3", "-n", "up"]).output().unwrap());

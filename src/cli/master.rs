@@ -214,8 +214,8 @@ pub fn start(
                         let mut current = first;
                         loop {
                             let _ = w.wait_for(|s| s.is_done()).await;
-                            master.upgrade_done().await;
-                            match master.successor(first).and_then(|next| Some(next).filter(|n| *n != current)) {
+                            master.succession.upgrade_done().await;
+                            match master.succession.successor(first).and_then(|next| Some(next).filter(|n| *n != current)) {
                                 Some(next) => match master.subscribe(next) {
                                     Ok(rx) => {
                                         *w = rx;

@@ -86,7 +86,7 @@ pub async fn ship_all(
         if !first {
             return Ok((session, None));
         }
-        let shipped = ship::ship(&session, &dir, tarball).await?;
+        let (session, shipped) = ship::ship(&spec.host, session, opts, &dir, tarball).await?;
         match shipped.copied {
             Some(bytes) => progress.host(
                 &spec.host,

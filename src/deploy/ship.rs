@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use openssh::{Session, Stdio};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
+use super::ssh::SshOptions;
 use super::{quote, LaunchError};
 use crate::release::install::Tarball;
 
@@ -67,19 +68,41 @@ pub fn receive_line(dir: &str, tarball: &Tarball) -> String {
     )
 }
 
-/// Ships `tarball` into `dir` on the host `session` is connected to.
-pub async fn ship(session: &Arc<Session>, dir: &str, tarball: &Tarball) -> Result<Shipped, LaunchError> {
+/// Ships `tarball` into `dir` on `host`, over `session` (connected to it);
+/// returns the session it used (a new one if that one had closed).
+pub async fn ship(
+    host: &str,
+    session: Arc<Session>,
+    opts: &SshOptions,
+    dir: &str,
+    tarball: &Tarball,
+) -> Result<(Arc<Session>, Shipped), LaunchError> {
     let started = Instant::now();
     let failed = |what: String| LaunchError::ShipFailed(what);
-    let mut child = session
-        .clone()
-        .arc_raw_command(receive_line(dir, tarball))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .await
-        .map_err(|e| LaunchError::from_ssh(&e.to_string()))?;
+    // The control connection exits a second after it is idle: should that
+    // happen before our channel opens (a loaded host), connect again.
+    let mut open = Some(session);
+    let mut attempt = 0;
+    let (session, mut child) = loop {
+        attempt += 1;
+        let session = match open.take() {
+            Some(s) => s,
+            None => super::ssh::connect(host, opts).await?,
+        };
+        let spawned = session
+            .clone()
+            .arc_raw_command(receive_line(dir, tarball))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .await;
+        match spawned {
+            Ok(child) => break (session, child),
+            Err(e) if attempt < 3 && started.elapsed() < opts.wait => tracing::warn!("{host}: {e}; connecting again"),
+            Err(e) => return Err(LaunchError::from_ssh(&e.to_string())),
+        }
+    };
     let mut stdin = child.stdin().take().ok_or_else(|| failed("no input channel".into()))?;
     let stdout = child.stdout().take().ok_or_else(|| failed("no output channel".into()))?;
     let mut stderr = child.stderr().take().ok_or_else(|| failed("no error channel".into()))?;
@@ -118,7 +141,7 @@ pub async fn ship(session: &Arc<Session>, dir: &str, tarball: &Tarball) -> Resul
         }
     };
     let _ = child.wait().await;
-    Ok(Shipped { copied, took: started.elapsed() })
+    Ok((session, Shipped { copied, took: started.elapsed() }))
 }
 
 /// The last words of the script, else its exit status.

@@ -143,8 +143,8 @@ impl ControlDir {
         match watchdog {
             Ok(mut child) => {
                 let stdin = child.stdin.take().expect("piped");
-                // Reaped by whoever outlives it: nobody waits on it here.
-                std::mem::forget(child);
+                // Not waited for: it outlives this process when it must.
+                drop(child);
                 Ok(ControlDir { path, _watchdog: stdin })
             }
             Err(e) => {

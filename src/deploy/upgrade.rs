@@ -125,7 +125,11 @@ impl Cluster {
         let new_app = App::load_release(&root).map_err(|e| format!("the new release: {e}"))?;
         let mut new_env = env.clone();
         new_env.priv_dir = Some(PathBuf::from(format!("releases/{}/priv", tarball.version)));
-        Session::new(new_env.clone(), None, Some(new_app.clone()), None).map_err(|e| format!("the new release's scripts: {e}"))?;
+        let mut new_plan = old_plan.clone();
+        new_plan.release = Some(Installed { app: tarball.name.clone(), version: tarball.version.clone() });
+        let old_side = Side { plan: old_plan.clone(), app: old_app.clone(), env: env.clone() };
+        let new_side = Side { plan: new_plan.clone(), app: Some(new_app.clone()), env: new_env };
+        preflight(&master, &new_side)?;
 
         // 2. Shipped while the old version runs.
         say(&format!("shipping {} {} to {} host(s)", tarball.name, tarball.version, self.specs.len()));
@@ -140,8 +144,6 @@ impl Cluster {
         say(&shipped);
 
         // 3. New workers beside the old ones.
-        let mut new_plan = old_plan.clone();
-        new_plan.release = Some(Installed { app: tarball.name.clone(), version: tarball.version.clone() });
         let new_workers = self
             .handle
             .block_on(fleet::launch_all(&self.specs, &new_plan, &self.opts, &progress, sessions.into_iter().map(Some).collect()))
@@ -150,14 +152,16 @@ impl Cluster {
 
         // 4. The downtime starts: workflows drain.
         let down = Instant::now();
-        master.set_upgrading(true);
-        let result = self.switch(&master, new_workers, &new_app, &new_env, say.as_ref());
-        master.set_upgrading(false);
-        let (redeployed, skipped) = match result {
-            Ok(r) => r,
-            Err(e) => return Err(e),
-        };
+        master.succession.set_upgrading(true);
+        let result = self.switch(&master, new_workers, &old_side, &new_side, say.as_ref());
+        master.succession.set_upgrading(false);
         let downtime = down.elapsed();
+        let (outcome, skipped) = match result {
+            Switched::Done(n, skipped) => (Ok(n), skipped),
+            Switched::RolledBack(why) => return Err(format!("upgrading to {} failed: {why}", tarball.version)),
+            Switched::Failed(why) => (Err(why), Vec::new()),
+        };
+        // The new version runs on every host from here on.
         {
             let mut s = self.state.lock().expect("state lock");
             s.plan = new_plan.clone();
@@ -174,6 +178,8 @@ impl Cluster {
         if let Err(f) = committed {
             say(&format!("warning: could not record {} as current on:\n  {f}", tarball.version));
         }
+        let redeployed = outcome
+            .map_err(|why| format!("the cluster runs {} now, but a workflow could not be deployed again: {why}", tarball.version))?;
         let mut summary = format!(
             "upgraded {} from {from} to {} on {} host(s); {redeployed} workflow(s) deployed again; downtime {:.3} s",
             tarball.name,
@@ -192,33 +198,65 @@ impl Cluster {
     }
 
     /// Steps 4 to 6: drain, swap the workers, deploy again. Returns how many
-    /// workflows were deployed again and which could not be.
+    /// workflows were deployed again and which could not be. When the new
+    /// workers cannot join, the old version comes back: its workers start
+    /// again and its workflows are deployed again with its code.
     fn switch(
         &self,
         master: &Arc<Master>,
         new_workers: Vec<Launched>,
-        new_app: &App,
-        new_env: &EngineEnv,
+        old: &Side,
+        new: &Side,
         say: &(dyn Fn(&str) + Send + Sync),
-    ) -> Result<(usize, Vec<crate::script::WorkflowRef>), String> {
+    ) -> Switched {
         let expressions = master.running_expressions();
         let running = master.running();
         for r in &running {
-            let status = master.stop(*r, self.drain)?;
-            say(&format!("{r} {status}"));
+            match master.stop(*r, self.drain) {
+                Ok(status) => say(&format!("{r} {status}")),
+                Err(e) => say(&format!("{r}: {e}")),
+            }
         }
         let skipped: Vec<_> = running.iter().filter(|r| !expressions.iter().any(|(e, _)| e == *r)).copied().collect();
+        if let Err(why) = self.swap_workers(master, new_workers) {
+            // Back to the old version, on every host.
+            let sessions = {
+                let s = self.state.lock().expect("state lock");
+                self.specs.iter().map(|spec| s.launched.iter().find(|l| l.spec == *spec).map(|l| l.session.clone())).collect()
+            };
+            let back = self
+                .handle
+                .block_on(fleet::launch_all(&self.specs, &old.plan, &self.opts, &Progress::terminal(false), sessions))
+                .map_err(|(f, _)| f.to_string())
+                .and_then(|workers| self.swap_workers(master, workers))
+                .and_then(|()| redeploy(master, old, &expressions, say));
+            return Switched::RolledBack(match back {
+                Ok(_) => format!("{why}; every host is back on the old version, its workflows deployed again"),
+                Err(e) => format!("{why}; and going back to the old version failed too: {e}"),
+            });
+        }
+        match redeploy(master, new, &expressions, say) {
+            Ok(n) => Switched::Done(n, skipped),
+            Err(e) => Switched::Failed(e),
+        }
+    }
+
+    /// Retires the workers running now, stops them, and joins `workers` to the master.
+    fn swap_workers(&self, master: &Arc<Master>, workers: Vec<Launched>) -> Result<(), String> {
         let old: Vec<Launched> = std::mem::take(&mut self.state.lock().expect("state lock").launched);
         let old_names: Vec<String> = old.iter().map(|l| l.spec.name.clone()).collect();
         master.retire(old_names.clone());
-        self.handle.block_on(async {
+        let gone = self.handle.block_on(async {
             fleet::stop_all(old).await;
             fleet::until(Duration::from_secs(10), || !master.worker_names().iter().any(|n| old_names.contains(n))).await
         });
+        if !gone {
+            tracing::warn!("the old workers had not all left the master within 10 s");
+        }
         let dials = self.handle.block_on(async {
-            let tasks: Vec<_> = new_workers.iter().map(|l| tokio::spawn(master.clone().dial(l.addr.clone()))).collect();
+            let tasks: Vec<_> = workers.iter().map(|l| tokio::spawn(master.clone().dial(l.addr.clone()))).collect();
             let mut failures = Vec::new();
-            for (t, l) in tasks.into_iter().zip(&new_workers) {
+            for (t, l) in tasks.into_iter().zip(&workers) {
                 match t.await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => failures.push(format!("{}: {e}", l.spec.host)),
@@ -227,21 +265,60 @@ impl Cluster {
             }
             failures
         });
-        self.state.lock().expect("state lock").launched = new_workers;
-        if !dials.is_empty() {
-            return Err(format!("the master could not join the new workers:\n  {}", dials.join("\n  ")));
+        self.state.lock().expect("state lock").launched = workers;
+        if dials.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("the master could not join the new workers:\n  {}", dials.join("\n  ")))
         }
-        let host: Arc<dyn Host> = master.clone();
-        let mut session = Session::new(new_env.clone(), Some(host.clone()), Some(new_app.clone()), None).map_err(|e| e.to_string())?;
-        let mut redeployed = 0;
-        for (old, expr) in expressions {
-            let new = session.deploy_expr(host.as_ref(), &expr)?;
-            master.replace(old, new);
-            say(&format!("{old} deployed again as {new}: {expr}"));
-            redeployed += 1;
-        }
-        Ok((redeployed, skipped))
     }
+}
+
+/// One version's side of an upgrade: how its workers start, its code.
+struct Side {
+    plan: LaunchPlan,
+    app: Option<App>,
+    env: EngineEnv,
+}
+
+enum Switched {
+    /// Workflows deployed again, and those without an expression.
+    Done(usize, Vec<crate::script::WorkflowRef>),
+    /// The new workers could not join: the old version is back (or not, said why).
+    RolledBack(String),
+    /// The new workers run, but a workflow could not be deployed again.
+    Failed(String),
+}
+
+/// Deploys `expressions` again on `master` with `side`'s code.
+fn redeploy(
+    master: &Arc<Master>,
+    side: &Side,
+    expressions: &[(crate::script::WorkflowRef, String)],
+    say: &(dyn Fn(&str) + Send + Sync),
+) -> Result<usize, String> {
+    let host: Arc<dyn Host> = master.clone();
+    let mut session = Session::new(side.env.clone(), Some(host.clone()), side.app.clone(), None).map_err(|e| e.to_string())?;
+    for (old, expr) in expressions {
+        let new = session.deploy_expr(host.as_ref(), expr)?;
+        master.succession.replace(*old, new);
+        say(&format!("{old} deployed again as {new}: {expr}"));
+    }
+    Ok(expressions.len())
+}
+
+/// Checks, before anything stops, that every running workflow's
+/// expression still gives a valid workflow with the new code.
+fn preflight(master: &Arc<Master>, new: &Side) -> Result<(), String> {
+    let mut session = Session::new(new.env.clone(), None, new.app.clone(), None).map_err(|e| format!("the new release's scripts: {e}"))?;
+    for (r, expr) in master.running_expressions() {
+        let value = session.eval(expr.as_str()).map_err(|e| format!("nothing changed: {r}'s `{expr}` fails with the new release: {e}"))?;
+        match value.try_cast::<crate::workflow::Workflow>() {
+            Some(wf) => wf.validate().map_err(|e| format!("nothing changed: {r}'s `{expr}` with the new release: {e}"))?,
+            None => return Err(format!("nothing changed: {r}'s `{expr}` gives no workflow with the new release")),
+        }
+    }
+    Ok(())
 }
 
 /// The message of an upgrade that could not start the new version somewhere.

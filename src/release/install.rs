@@ -156,7 +156,7 @@ pub fn versions(dir: &Path) -> Vec<String> {
         .map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
         .unwrap_or_default();
     found.retain(|v| !v.starts_with('.') && installed_checksum(&dir.join("releases").join(v)).is_some());
-    found.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+    found.sort_by_key(|v| version_key(v));
     found
 }
 

@@ -58,10 +58,8 @@ pub struct Master {
     keep: usize,
     results_cap: u64,
     expressions: crate::script::host::DeployExpressions,
-    /// True while an upgrade replaces the workers and workflows.
-    upgrading: watch::Sender<bool>,
-    /// Workflows an upgrade deployed again: the old id's successor.
-    replaced: Mutex<HashMap<u64, WorkflowRef>>,
+    /// What an upgrade replaced, for whoever watches a workflow.
+    pub succession: super::succession::Succession,
 }
 
 impl Master {
@@ -84,8 +82,7 @@ impl Master {
             keep: super::keep_workflows(),
             results_cap: super::results_cap(),
             expressions: Default::default(),
-            upgrading: watch::channel(false).0,
-            replaced: Mutex::new(HashMap::new()),
+            succession: Default::default(),
         })
     }
 
@@ -343,36 +340,6 @@ impl Master {
     /// shuts nothing down, and no new workflow is placed on them.
     pub fn retire(&self, names: Vec<String>) {
         self.step(Event::Retiring { names });
-    }
-
-    /// Marks an upgrade under way (or over).
-    pub fn set_upgrading(&self, on: bool) {
-        self.upgrading.send_replace(on);
-    }
-
-    /// Waits until no upgrade is under way.
-    pub async fn upgrade_done(&self) {
-        let mut rx = self.upgrading.subscribe();
-        let _ = rx.wait_for(|on| !on).await;
-    }
-
-    pub fn is_upgrading(&self) -> bool {
-        *self.upgrading.borrow()
-    }
-
-    /// Records that `new` replaces `old` (deployed again by an upgrade).
-    pub fn replace(&self, old: WorkflowRef, new: WorkflowRef) {
-        self.replaced.lock().expect("replaced lock").insert(old.id, new);
-    }
-
-    /// The workflow that replaced `r`, following every upgrade since.
-    pub fn successor(&self, r: WorkflowRef) -> Option<WorkflowRef> {
-        let replaced = self.replaced.lock().expect("replaced lock");
-        let mut at = *replaced.get(&r.id)?;
-        while let Some(next) = replaced.get(&at.id) {
-            at = *next;
-        }
-        Some(at)
     }
 
     /// Names of the workers connected now.

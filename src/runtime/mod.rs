@@ -12,6 +12,7 @@ pub mod master;
 pub mod node;
 pub mod printer;
 pub mod settings;
+pub mod succession;
 pub mod worker;
 
 pub use local::LocalRuntime;
