@@ -173,7 +173,12 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         if let Some(dir) = app_dir {
             start.extend(["--app".into(), dir.display().to_string()]);
         }
-        return node::daemon(app.as_ref(), &master_name, start, args.cookie.as_deref());
+        // Its own steps are bounded (--wait-time); a copy takes what it takes.
+        let ready_within = match &tarball {
+            Some(_) => None,
+            None => Some(node::DAEMON_READY + Duration::from_secs_f64(args.wait_time)),
+        };
+        return node::daemon(app.as_ref(), &master_name, start, args.cookie.as_deref(), ready_within);
     }
     let working_dir = match (&args.working_dir, &tarball, &app) {
         (Some(d), _, _) => d.display().to_string(),

@@ -33,6 +33,9 @@ pub fn stop(app: Option<&App>, node: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How long a daemon node may take to be ready.
+pub const DAEMON_READY: Duration = Duration::from_secs(10);
+
 /// Set for a node started by `daemon`: it keeps serving after the workflow
 /// it deployed at start has ended.
 pub const DAEMON_ENV: &str = "SKITTER_DAEMON";
@@ -41,7 +44,10 @@ pub const DAEMON_ENV: &str = "SKITTER_DAEMON";
 /// in `<tmp>/<node>.out`, and returns once the node has written its record.
 /// A cookie given with `-c` reaches it through its environment, never its
 /// command line (which `ps` shows to everyone).
-pub fn daemon(app: Option<&App>, node: &str, args: Vec<String>, cookie: Option<&str>) -> Result<ExitCode> {
+/// `ready_within` bounds the wait; `None` waits as long as the daemon
+/// lives (a deploy that ships a release bounds its own steps). A daemon
+/// not ready in time is stopped: nothing is left half-started.
+pub fn daemon(app: Option<&App>, node: &str, args: Vec<String>, cookie: Option<&str>, ready_within: Option<Duration>) -> Result<ExitCode> {
     let tmp = tmp_dir(app);
     std::fs::create_dir_all(&tmp).map_err(|e| Error::Failed(format!("cannot create {}: {e}", tmp.display())))?;
     if let Ok(r) = record(app, node) {
@@ -67,7 +73,7 @@ pub fn daemon(app: Option<&App>, node: &str, args: Vec<String>, cookie: Option<&
         .spawn()
         .map_err(|e| Error::Failed(format!("cannot start the daemon: {e}")))?;
     let path = node_file_path(&tmp, node);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = ready_within.map(|d| Instant::now() + d);
     loop {
         if let Some(r) = read_node_file(&path).filter(|r| r.pid == child.id()) {
             println!("{node} is running as a daemon (pid {}) at {}", r.pid, r.addr);
@@ -77,8 +83,15 @@ pub fn daemon(app: Option<&App>, node: &str, args: Vec<String>, cookie: Option<&
             let output = std::fs::read_to_string(&out_path).unwrap_or_default();
             return Err(Error::Failed(format!("the daemon exited ({status}) before it was ready:\n{}", output.trim_end())));
         }
-        if Instant::now() > deadline {
-            return Err(Error::Failed(format!("the daemon did not become ready within 10 s; see {}", out_path.display())));
+        if deadline.is_some_and(|d| Instant::now() > d) {
+            // SAFETY: kill(2) of the process group of the daemon started here.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGTERM) };
+            let _ = child.wait();
+            return Err(Error::Failed(format!(
+                "the daemon did not become ready within {} s, and was stopped; see {}",
+                ready_within.unwrap_or_default().as_secs(),
+                out_path.display()
+            )));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -156,7 +169,7 @@ pub fn manage(
             if let Some(dir) = app_dir {
                 start.extend(["--app".into(), dir.display().to_string()]);
             }
-            daemon(app, name, start, cookie)
+            daemon(app, name, start, cookie, Some(DAEMON_READY))
         }
     }
 }
