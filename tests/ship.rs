@@ -177,6 +177,8 @@ fn fake_release(dir: &Path, pad: usize) -> PathBuf {
         ("releases/start_data", b"0.1.0\n".to_vec(), 0o644),
         ("releases/0.1.0/skitter.toml", b"name = \"word_count\"\nversion = \"0.1.0\"\n".to_vec(), 0o644),
         ("bin/skitter", b"#!/bin/sh\nexit 1\n".to_vec(), 0o755),
+        // Its workers are this build's.
+        ("bin/word_count", format!("#!/bin/sh\nexec {BIN} worker \"$@\"\n").into_bytes(), 0o755),
         ("priv/noise.bin", noise, 0o644),
     ];
     for (name, data, mode) in files {
@@ -189,6 +191,12 @@ fn fake_release(dir: &Path, pad: usize) -> PathBuf {
     let path = dir.join("word_count-0.1.0.tar.gz");
     std::fs::write(&path, tar.into_inner().unwrap().finish().unwrap()).unwrap();
     path
+}
+
+/// Whether a process whose command line contains `marker` runs.
+fn has_process(marker: &str) -> bool {
+    let out = Command::new("pgrep").args(["-f", "--", marker]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().any(|l| !l.trim().is_empty() && l.trim() != std::process::id().to_string())
 }
 
 /// A small tmpfs mounted at `path`, unmounted when dropped.
@@ -214,9 +222,10 @@ fn a_full_disk_on_one_host_fails_the_deploy_naming_it_and_leaves_nothing_half_wr
     let c = Cluster::new();
     let t = fake_release(c.work.path(), 2 << 20);
     let _full = Tmpfs::mount(&c.hosts().join("h3"), "1m");
-    let out = Outcome(c.deploy(&["--release", t.to_str().unwrap(), "h1", "h2", "h3"]).output().unwrap());
-    out.expect_code(1).stderr_has("1 of 3 host(s) failed; no worker was started");
+    let out = Outcome(c.deploy(&["--release", t.to_str().unwrap(), "f1@h1", "f2@h2", "f3@h3"]).output().unwrap());
+    out.expect_code(1).stderr_has("1 of 3 host(s) failed; the ").stderr_has("worker(s) already started were stopped");
     out.stderr_has("h3: copying the release failed").stderr_has("No space left on device");
+    assert!(wait_until(Duration::from_secs(3), || !has_process("--deployed -n f1@h1")), "the workers started were stopped");
     // h3 keeps nothing of the copy; h1 and h2 have the whole release.
     let left: Vec<_> = std::fs::read_dir(c.hosts().join("h3/releases")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(left.is_empty(), "{left:?}");

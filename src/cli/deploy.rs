@@ -227,21 +227,17 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         }
         None => app.clone(),
     };
-    let mut sessions: Vec<Option<std::sync::Arc<openssh::Session>>> = vec![None; specs.len()];
-    if let Some(t) = &tarball {
-        let (open, summary) = rt
-            .block_on(fleet::ship_all(&specs, &plan, &opts, t, &progress, sessions))
-            .map_err(|f| Error::Failed(format!("{} of {} host(s) failed; no worker was started:\n  {f}", f.0.len(), specs.len())))?;
+    let (launched, shipped) =
+        rt.block_on(fleet::bring_up_all(&specs, &plan, &opts, tarball.as_ref(), &progress)).map_err(|(f, stopped)| {
+            Error::Failed(format!(
+                "{} of {} host(s) failed; the {stopped} worker(s) already started were stopped:\n  {f}",
+                f.0.len(),
+                specs.len(),
+            ))
+        })?;
+    if let Some(summary) = shipped {
         eprintln!("{summary}");
-        sessions = open.into_iter().map(Some).collect();
     }
-    let launched = rt.block_on(fleet::launch_all(&specs, &plan, &opts, &progress, sessions)).map_err(|(f, stopped)| {
-        Error::Failed(format!(
-            "{} of {} host(s) failed; the {stopped} worker(s) already started were stopped:\n  {f}",
-            f.0.len(),
-            specs.len(),
-        ))
-    })?;
     if let Some(t) = &tarball {
         if let Err(f) = rt.block_on(fleet::set_current(&launched, &plan, &t.version)) {
             eprintln!("warning: could not record {} as current on:\n  {f}", t.version);

@@ -87,19 +87,7 @@ pub async fn ship_all(
             return Ok((session, None));
         }
         let (session, shipped) = ship::ship(&spec.host, session, opts, &dir, tarball).await?;
-        match shipped.copied {
-            Some(bytes) => progress.host(
-                &spec.host,
-                format_args!(
-                    "{} {} ({:.1} MB) in {:.2} s",
-                    "copied".green(),
-                    tarball.version,
-                    bytes as f64 / 1e6,
-                    shipped.took.as_secs_f64()
-                ),
-            ),
-            None => progress.host(&spec.host, format_args!("{} {} (same checksum): no copy", "has".green(), tarball.version)),
-        }
+        report_copy(progress, &spec.host, tarball, &shipped);
         Ok::<_, LaunchError>((session, Some(shipped)))
     });
     let results = futures_util::future::join_all(tasks).await;
@@ -128,6 +116,113 @@ pub async fn ship_all(
     let mut summary = format!("{} {} on {} host(s): ", tarball.name, tarball.version, copied + had);
     let _ = write!(summary, "copied to {copied}, already on {had}, in {:.2} s", started.elapsed().as_secs_f64());
     Ok((sessions, summary))
+}
+
+/// Brings every host up on its own, all at once: connects, ships
+/// `tarball` when given (once per host and directory), starts the worker.
+/// A host does not wait for the others' copies; when any host fails, the
+/// workers started are stopped. Returns the workers and, when shipping, a
+/// summary of the copies.
+pub async fn bring_up_all(
+    specs: &[WorkerSpec],
+    plan: &LaunchPlan,
+    opts: &SshOptions,
+    tarball: Option<&Tarball>,
+    progress: &Progress,
+) -> Result<(Vec<Launched>, Option<String>), (Failures, usize)> {
+    let started = Instant::now();
+    type Copy = tokio::sync::OnceCell<Result<Shipped, LaunchError>>;
+    let copies: Vec<Arc<Copy>> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            // Two workers on one host and directory share one copy.
+            let first = specs[..i].iter().position(|o| o.host == s.host && plan.dir_for(o) == plan.dir_for(s));
+            first.unwrap_or(i)
+        })
+        .scan(Vec::<Arc<Copy>>::new(), |made, owner| {
+            let cell = made.get(owner).cloned().unwrap_or_default();
+            made.push(cell.clone());
+            Some(cell)
+        })
+        .collect();
+    let tasks = specs.iter().zip(&copies).map(|(spec, copy)| async move {
+        let mut session = ssh::connect(&spec.host, opts).await?;
+        if let Some(t) = tarball {
+            let mut used = None;
+            let shipped = copy
+                .get_or_init(|| async {
+                    let (s, shipped) = ship::ship(&spec.host, session.clone(), opts, &plan.dir_for(spec), t).await?;
+                    report_copy(progress, &spec.host, t, &shipped);
+                    used = Some(s);
+                    Ok(shipped)
+                })
+                .await;
+            if let Some(s) = used {
+                session = s;
+            }
+            if let Err(e) = shipped {
+                return Err(e.clone());
+            }
+        }
+        progress.host(&spec.host, format_args!("{} {}", "starting".dimmed(), spec.name));
+        let r = ssh::launch(spec, plan, opts, Some(session)).await;
+        if let Ok(l) = &r {
+            progress.host(&spec.host, format_args!("{} in {:.2} s at {}", "ready".green(), l.ready_after.as_secs_f64(), l.addr));
+        }
+        r
+    });
+    let results = futures_util::future::join_all(tasks).await;
+    let mut launched = Vec::new();
+    let mut failures = Vec::new();
+    for (spec, r) in specs.iter().zip(results) {
+        match r {
+            Ok(l) => launched.push(l),
+            Err(e) => {
+                progress.host(&spec.host, format_args!("{} {e}", "failed".red()));
+                failures.push((spec.clone(), e));
+            }
+        }
+    }
+    if !failures.is_empty() {
+        let started = launched.len();
+        stop_all(launched).await;
+        return Err((Failures(failures), started));
+    }
+    let summary = tarball.map(|t| {
+        let mut seen: Vec<*const Copy> = Vec::new();
+        let (mut copied, mut had) = (0, 0);
+        for c in &copies {
+            if seen.contains(&Arc::as_ptr(c)) {
+                continue;
+            }
+            seen.push(Arc::as_ptr(c));
+            match c.get() {
+                Some(Ok(Shipped { copied: Some(_), .. })) => copied += 1,
+                _ => had += 1,
+            }
+        }
+        format!(
+            "{} {} on {} host(s): copied to {copied}, already on {had}; {} worker(s) ready in {:.2} s",
+            t.name,
+            t.version,
+            copied + had,
+            launched.len(),
+            started.elapsed().as_secs_f64()
+        )
+    });
+    Ok((launched, summary))
+}
+
+/// One line for a host's copy.
+fn report_copy(progress: &Progress, host: &str, t: &Tarball, shipped: &Shipped) {
+    match shipped.copied {
+        Some(bytes) => progress.host(
+            host,
+            format_args!("{} {} ({:.1} MB) in {:.2} s", "copied".green(), t.version, bytes as f64 / 1e6, shipped.took.as_secs_f64()),
+        ),
+        None => progress.host(host, format_args!("{} {} (same checksum): no copy", "has".green(), t.version)),
+    }
 }
 
 /// Starts a worker per spec (over `sessions` when given); all or none:
