@@ -130,7 +130,6 @@ pub async fn bring_up_all(
     tarball: Option<&Tarball>,
     progress: &Progress,
 ) -> Result<(Vec<Launched>, Option<String>), (Failures, usize)> {
-    let started = Instant::now();
     type Copy = tokio::sync::OnceCell<Result<Shipped, LaunchError>>;
     let copies: Vec<Arc<Copy>> = specs
         .iter()
@@ -202,14 +201,7 @@ pub async fn bring_up_all(
                 _ => had += 1,
             }
         }
-        format!(
-            "{} {} on {} host(s): copied to {copied}, already on {had}; {} worker(s) ready in {:.2} s",
-            t.name,
-            t.version,
-            copied + had,
-            launched.len(),
-            started.elapsed().as_secs_f64()
-        )
+        format!("{} {} on {} host(s): copied to {copied}, already on {had}", t.name, t.version, copied + had)
     });
     Ok((launched, summary))
 }
