@@ -21,6 +21,7 @@ use crate::release::install::Tarball;
 /// Needs a POSIX shell, tar and gzip, and one of sha256sum, shasum or openssl.
 pub const RECEIVE: &str = r#"dir=$1 vsn=$2 sum=$3 size=$4
 rel="$dir/releases"
+[ ! -f "$rel/start_data" ] || { echo "$dir is a release itself (it has releases/start_data): give --working-dir a directory of its own" >&2; exit 6; }
 mkdir -p "$rel" || exit 3
 [ -f "$dir/current" ] || { printf '%s\n' "$vsn" > "$dir/.current.$$" && mv -f "$dir/.current.$$" "$dir/current"; } || exit 3
 if [ -f "$rel/$vsn/.sha256" ] && [ "$(cat "$rel/$vsn/.sha256")" = "$sum" ]; then echo have; exit 0; fi
@@ -222,5 +223,12 @@ mod tests {
         // Cut short.
         let (_, err) = receive(&other, &t, &t.sha256, &t.bytes[..10]);
         assert!(err.contains(&format!("received 10 of {} bytes", t.bytes.len())), "{err}");
+        // Never into a release built elsewhere (its releases/ holds configurations).
+        let built = tmp.path().join("built");
+        std::fs::create_dir_all(built.join("releases/0.3.0")).unwrap();
+        std::fs::write(built.join("releases/start_data"), "0.3.0\n").unwrap();
+        let (out, err) = receive(&built, &t, &t.sha256, &t.bytes);
+        assert!(out.is_empty() && err.contains("is a release itself"), "{out} {err}");
+        assert!(!built.join("releases/0.3.0/bin").exists());
     }
 }

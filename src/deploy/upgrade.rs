@@ -116,10 +116,15 @@ impl Cluster {
                 return Err(format!("{} is a release of {}, and this cluster runs {}", path.display(), tarball.name, app.config.name));
             }
         }
+        if old_version.is_none() {
+            return Err("this deploy did not ship a release (it was started without --release): an upgrade moves a cluster \
+                        deployed with `skitter deploy --release`"
+                .into());
+        }
         if old_version.as_deref() == Some(tarball.version.as_str()) {
             return Err(format!("the cluster runs {} {} already", tarball.name, tarball.version));
         }
-        let from = old_version.clone().or_else(|| old_app.as_ref().map(|a| a.config.version.clone())).unwrap_or_else(|| "?".into());
+        let from = old_version.clone().unwrap_or_default();
         // 1. Here first: the master runs the new code, which must load.
         let root = tarball.install(&self.local_dir).map_err(|e| e.to_string())?;
         let new_app = App::load_release(&root).map_err(|e| format!("the new release: {e}"))?;
