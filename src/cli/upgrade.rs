@@ -41,15 +41,9 @@ pub struct UpgradeArgs {
     /// The cookie (shows in `ps`: prefer SKITTER_COOKIE or ~/.skitter.cookie).
     #[arg(short = 'c', long)]
     pub cookie: Option<String>,
-    /// The longest the whole upgrade may take, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 600.0)]
-    pub timeout: f64,
 }
 
 pub fn run(args: UpgradeArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
-    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
-        return Err(Error::Usage(format!("--timeout {}: give a positive number of seconds", args.timeout)));
-    }
     let app = find_app_optional(app_dir)?;
     if let Some(node) = &args.node {
         return upgrade_node(&args, app, &node_name(Some(node), &format!("skitter_{}", args.mode)));
@@ -63,9 +57,10 @@ pub fn run(args: UpgradeArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let cookie = resolve_cookie(args.cookie.as_deref())?;
     let hosts: Vec<String> = args.hosts.iter().map(|h| rhai_string(h)).collect();
     let code = format!("upgrade({}, [{}])", rhai_string(&path.display().to_string()), hosts.join(", "));
-    // What the master says as it goes is printed as it comes.
+    // What the master says as it goes is printed as it comes. No timeout:
+    // an upgrade is never cut off half-way.
     let console = Console::connect(&addr, cookie, Printer::default())?;
-    let reply = console.eval(&code, Some(Duration::from_secs_f64(args.timeout)));
+    let reply = console.eval(&code, None);
     console.close();
     match reply {
         Reply::Value(summary) => {
