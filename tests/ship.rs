@@ -110,6 +110,17 @@ impl Drop for Cluster {
     }
 }
 
+/// The master `up` and the workers on h1..h3 all report `version`, and
+/// every host's `current` names it.
+fn every_node_runs(c: &Cluster, version: &str) {
+    let quoted = format!("\"{version}\"");
+    Outcome(c.cmd(&["rpc", "up", "runtime_info().app_version"]).output().unwrap()).success().stdout_has(&quoted);
+    for h in ["h1", "h2", "h3"] {
+        c.rpc_worker(h, "runtime_info().app_version").success().stdout_has(&quoted);
+        assert_eq!(current(c, h), version);
+    }
+}
+
 fn current(c: &Cluster, host: &str) -> String {
     std::fs::read_to_string(c.hosts().join(host).join("current")).unwrap().trim().to_string()
 }
@@ -259,11 +270,7 @@ fn upgrade_moves_a_running_cluster_to_the_new_version_and_a_host_that_cannot_sta
     out.success();
     out.stdout_has("h1           copied 0.2.0").stdout_has("upgraded word_count from 0.1.0 to 0.2.0 on 3 host(s)");
     out.stdout_has("1 workflow(s) deployed again").stdout_has("downtime");
-    rpc("runtime_info().app_version").success().stdout_has("\"0.2.0\"");
-    for h in ["h1", "h2", "h3"] {
-        c.rpc_worker(h, "runtime_info().app_version").success().stdout_has("\"0.2.0\"");
-        assert_eq!(current(&c, h), "0.2.0");
-    }
+    every_node_runs(&c, "0.2.0");
     rpc("running_deploys()").success().stdout_has("[\"endless()\"]");
     rpc("workflows().filter(|w| w.status == \"running\").len()").success().stdout_has("1");
     let versions = Outcome(c.cmd(&["versions"]).arg(c.hosts().join("h2")).output().unwrap());
@@ -280,11 +287,7 @@ fn upgrade_moves_a_running_cluster_to_the_new_version_and_a_host_that_cannot_sta
     let failed = Outcome(c.cmd(&["upgrade", "-n", "up", v3.to_str().unwrap()]).output().unwrap());
     failed.expect_code(1).stderr_has("0.3.0 could not start on 1 host(s), so every host stays on 0.2.0");
     failed.stderr_has("h2: command failed: cannot start here");
-    rpc("runtime_info().app_version").success().stdout_has("\"0.2.0\"");
-    for h in ["h1", "h2", "h3"] {
-        c.rpc_worker(h, "runtime_info().app_version").success().stdout_has("\"0.2.0\"");
-        assert_eq!(current(&c, h), "0.2.0");
-    }
+    every_node_runs(&c, "0.2.0");
     rpc("workflows().filter(|w| w.status == \"running\").len()").success().stdout_has("1");
     rpc("workers().len()").success().stdout_has("3");
 

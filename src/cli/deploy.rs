@@ -227,8 +227,9 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         }
         None => app.clone(),
     };
-    let (launched, shipped) =
-        rt.block_on(fleet::bring_up_all(&specs, &plan, &opts, tarball.as_ref(), &progress)).map_err(|(f, stopped)| {
+    let (launched, shipped) = rt
+        .block_on(fleet::bring_up_all(&specs, &plan, &opts, tarball.as_ref(), &progress, vec![None; specs.len()]))
+        .map_err(|(f, stopped)| {
             Error::Failed(format!(
                 "{} of {} host(s) failed; the {stopped} worker(s) already started were stopped:\n  {f}",
                 f.0.len(),

@@ -3,9 +3,8 @@
 //! parallel and reports each host; a step that fails on one host fails as
 //! a whole, naming every host that failed, and undoes what it started.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use colored::Colorize;
 use openssh::Session;
@@ -63,72 +62,19 @@ impl Progress {
     }
 }
 
-/// Ships `tarball` to every host (once per host and directory), over a
-/// connection it opens or finds in `sessions`; returns the connections,
-/// one per spec, for the launch that follows.
-pub async fn ship_all(
-    specs: &[WorkerSpec],
-    plan: &LaunchPlan,
-    opts: &SshOptions,
-    tarball: &Tarball,
-    progress: &Progress,
-    sessions: Vec<Option<Arc<Session>>>,
-) -> Result<(Vec<Arc<Session>>, String), Failures> {
-    let started = Instant::now();
-    let tasks = specs.iter().zip(sessions).enumerate().map(|(i, (spec, session))| async move {
-        let session = match session {
-            Some(s) => s,
-            None => ssh::connect(&spec.host, opts).await?,
-        };
-        let dir = plan.dir_for(spec);
-        // Two workers on one host and directory: the first one ships.
-        let first = specs[..i].iter().all(|s| s.host != spec.host || plan.dir_for(s) != dir);
-        if !first {
-            return Ok((session, None));
-        }
-        let (session, shipped) = ship::ship(&spec.host, session, opts, &dir, tarball).await?;
-        report_copy(progress, &spec.host, tarball, &shipped);
-        Ok::<_, LaunchError>((session, Some(shipped)))
-    });
-    let results = futures_util::future::join_all(tasks).await;
-    let mut sessions = Vec::new();
-    let mut failures = Vec::new();
-    let (mut copied, mut had) = (0, 0);
-    for (spec, r) in specs.iter().zip(results) {
-        match r {
-            Ok((session, shipped)) => {
-                match shipped {
-                    Some(Shipped { copied: Some(_), .. }) => copied += 1,
-                    Some(_) => had += 1,
-                    None => {}
-                }
-                sessions.push(session);
-            }
-            Err(e) => {
-                progress.host(&spec.host, format_args!("{} {e}", "failed".red()));
-                failures.push((spec.clone(), e));
-            }
-        }
-    }
-    if !failures.is_empty() {
-        return Err(Failures(failures));
-    }
-    let mut summary = format!("{} {} on {} host(s): ", tarball.name, tarball.version, copied + had);
-    let _ = write!(summary, "copied to {copied}, already on {had}, in {:.2} s", started.elapsed().as_secs_f64());
-    Ok((sessions, summary))
-}
-
-/// Brings every host up on its own, all at once: connects, ships
-/// `tarball` when given (once per host and directory), starts the worker.
-/// A host does not wait for the others' copies; when any host fails, the
-/// workers started are stopped. Returns the workers and, when shipping, a
-/// summary of the copies.
+/// Brings every host up on its own, all at once: connects (unless
+/// `sessions` has a connection to it), ships `tarball` when given (once
+/// per host and directory), starts the worker. A host does not wait for
+/// the others' copies; when any host fails, the workers started are
+/// stopped (and counted in the error). Returns the workers and, when
+/// shipping, a summary of the copies.
 pub async fn bring_up_all(
     specs: &[WorkerSpec],
     plan: &LaunchPlan,
     opts: &SshOptions,
     tarball: Option<&Tarball>,
     progress: &Progress,
+    sessions: Vec<Option<Arc<Session>>>,
 ) -> Result<(Vec<Launched>, Option<String>), (Failures, usize)> {
     type Copy = tokio::sync::OnceCell<Result<Shipped, LaunchError>>;
     let copies: Vec<Arc<Copy>> = specs
@@ -145,8 +91,11 @@ pub async fn bring_up_all(
             Some(cell)
         })
         .collect();
-    let tasks = specs.iter().zip(&copies).map(|(spec, copy)| async move {
-        let mut session = ssh::connect(&spec.host, opts).await?;
+    let tasks = specs.iter().zip(&copies).zip(sessions).map(|((spec, copy), given)| async move {
+        let mut session = match given {
+            Some(s) => s,
+            None => ssh::connect(&spec.host, opts).await?,
+        };
         if let Some(t) = tarball {
             let mut used = None;
             let shipped = copy
@@ -215,41 +164,6 @@ fn report_copy(progress: &Progress, host: &str, t: &Tarball, shipped: &Shipped) 
         ),
         None => progress.host(host, format_args!("{} {} (same checksum): no copy", "has".green(), t.version)),
     }
-}
-
-/// Starts a worker per spec (over `sessions` when given); all or none:
-/// when one fails, the ones started are stopped (and counted in the error).
-pub async fn launch_all(
-    specs: &[WorkerSpec],
-    plan: &LaunchPlan,
-    opts: &SshOptions,
-    progress: &Progress,
-    sessions: Vec<Option<Arc<Session>>>,
-) -> Result<Vec<Launched>, (Failures, usize)> {
-    let tasks = specs.iter().zip(sessions).map(|(s, session)| async move {
-        progress.host(&s.host, format_args!("{} {}", "starting".dimmed(), s.name));
-        let r = ssh::launch(s, plan, opts, session).await;
-        match &r {
-            Ok(l) => progress.host(&s.host, format_args!("{} in {:.2} s at {}", "ready".green(), l.ready_after.as_secs_f64(), l.addr)),
-            Err(e) => progress.host(&s.host, format_args!("{} {e}", "failed".red())),
-        }
-        r
-    });
-    let results = futures_util::future::join_all(tasks).await;
-    let mut launched = Vec::new();
-    let mut failures = Vec::new();
-    for (spec, r) in specs.iter().zip(results) {
-        match r {
-            Ok(l) => launched.push(l),
-            Err(e) => failures.push((spec.clone(), e)),
-        }
-    }
-    if failures.is_empty() {
-        return Ok(launched);
-    }
-    let started = launched.len();
-    stop_all(launched).await;
-    Err((Failures(failures), started))
 }
 
 /// Stops workers (their input closes; each exits) and waits for them.

@@ -5,10 +5,10 @@
 //!
 //! 1. the new release is checked, installed here and its scripts loaded
 //!    (a release that does not compile stops here);
-//! 2. it is shipped to every host while the old version keeps running;
-//! 3. new workers start from it beside the old ones, not yet joined; a
-//!    host where one cannot start fails the upgrade, the new workers are
-//!    stopped and nothing else changed;
+//! 2. it is shipped to every host, and new workers start from it beside
+//!    the old ones (not yet joined), while the old version keeps running;
+//!    a host where the copy or the start fails fails the upgrade, the new
+//!    workers are stopped and nothing else changed;
 //! 4. the downtime starts: the running workflows are stopped, drained;
 //! 5. the old workers are retired and stopped, the new ones joined;
 //! 6. the master loads the new release's code and deploys the workflows'
@@ -136,23 +136,19 @@ impl Cluster {
         let new_side = Side { plan: new_plan.clone(), app: Some(new_app.clone()), env: new_env };
         preflight(&master, &new_side)?;
 
-        // 2. Shipped while the old version runs.
+        // 2 and 3. Shipped, and new workers started beside the old ones.
         say(&format!("shipping {} {} to {} host(s)", tarball.name, tarball.version, self.specs.len()));
         let sessions: Vec<_> = {
             let s = self.state.lock().expect("state lock");
             self.specs.iter().map(|spec| s.launched.iter().find(|l| l.spec == *spec).map(|l| l.session.clone())).collect()
         };
-        let (sessions, shipped) = self
+        let (new_workers, shipped) = self
             .handle
-            .block_on(fleet::ship_all(&self.specs, &old_plan, &self.opts, &tarball, &progress, sessions))
-            .map_err(|f| format!("nothing changed: shipping {} failed on {} host(s):\n  {f}", tarball.version, f.0.len()))?;
-        say(&shipped);
-
-        // 3. New workers beside the old ones.
-        let new_workers = self
-            .handle
-            .block_on(fleet::launch_all(&self.specs, &new_plan, &self.opts, &progress, sessions.into_iter().map(Some).collect()))
+            .block_on(fleet::bring_up_all(&self.specs, &new_plan, &self.opts, Some(&tarball), &progress, sessions))
             .map_err(|(f, _)| rolled_back(&tarball.version, &from, &f))?;
+        if let Some(shipped) = shipped {
+            say(&shipped);
+        }
         say(&format!("{} new worker(s) ready", new_workers.len()));
 
         // 4. The downtime starts: workflows drain.
@@ -231,9 +227,9 @@ impl Cluster {
             };
             let back = self
                 .handle
-                .block_on(fleet::launch_all(&self.specs, &old.plan, &self.opts, &Progress::terminal(false), sessions))
+                .block_on(fleet::bring_up_all(&self.specs, &old.plan, &self.opts, None, &Progress::terminal(false), sessions))
                 .map_err(|(f, _)| f.to_string())
-                .and_then(|workers| self.swap_workers(master, workers))
+                .and_then(|(workers, _)| self.swap_workers(master, workers))
                 .and_then(|()| redeploy(master, old, &expressions, say));
             return Switched::RolledBack(match back {
                 Ok(_) => format!("{why}; every host is back on the old version, its workflows deployed again"),

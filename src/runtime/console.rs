@@ -174,6 +174,7 @@ impl Consoles {
                     move |tarball: &str, hosts: rhai::Array| -> Result<String, Box<rhai::EvalAltResult>> {
                         let hosts: Vec<String> = hosts.into_iter().map(|h| h.to_string()).collect();
                         let say = say.clone();
+                        // A caller that detached misses the news; the upgrade goes on.
                         let tell = Arc::new(move |text: &str| {
                             let _ = say.send(ConsoleMsg::Printed { text: text.to_string() });
                         });

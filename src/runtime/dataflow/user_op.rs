@@ -97,6 +97,7 @@ impl UserStep {
                 }
             };
             let called = crate::script::emit::collect(&mut self.emitted, || calls.call_this(&f, state, [rec.clone()]));
+            // What a callback returns is not used: its records go out by `emit`.
             let _ = called.map_err(|e| script_error(name, Some(&rec), &e))?;
             self.sort(name, &mut out, Some(&rec))?;
         }
