@@ -8,6 +8,7 @@ use std::time::Duration;
 use colored::Colorize;
 
 use crate::net::cookie;
+use crate::runtime::dataflow::deadline;
 use crate::runtime::link;
 use crate::runtime::node::{alive, node_file_path, read_node_file, NodeRecord};
 use crate::runtime::settings::{self, NodeSettings};
@@ -147,11 +148,34 @@ pub fn log_level(app: Option<&App>) -> String {
         .unwrap_or_else(|| "info".into())
 }
 
+/// The batch deadline (see [`deadline`]): SKITTER_BATCH_DEADLINE_MS, else
+/// `batch_deadline_ms` in skitter.toml; applied to this process.
+pub fn batch_deadline(app: Option<&App>) -> Result<Duration> {
+    let (ms, from) = match std::env::var("SKITTER_BATCH_DEADLINE_MS").ok().filter(|v| !v.trim().is_empty()) {
+        Some(v) => (
+            v.trim().parse().map_err(|_| Error::Usage(format!("SKITTER_BATCH_DEADLINE_MS={v:?}: give a number of milliseconds")))?,
+            "SKITTER_BATCH_DEADLINE_MS",
+        ),
+        None => match app.and_then(|a| a.config.batch_deadline_ms) {
+            Some(ms) => (ms, "batch_deadline_ms in skitter.toml"),
+            None => (deadline::DEFAULT.as_secs_f64() * 1000.0, "the default"),
+        },
+    };
+    let max = deadline::MAX.as_secs_f64() * 1000.0;
+    if !ms.is_finite() || !(0.0..=max).contains(&ms) {
+        return Err(Error::Usage(format!("{from}: a batch deadline of {ms} ms; give 0 to {max} milliseconds")));
+    }
+    let d = Duration::from_secs_f64(ms / 1000.0);
+    deadline::set(d);
+    Ok(d)
+}
+
 /// Resolves and applies what every node needs before it starts, and
 /// records it for `runtime_info()`.
 pub fn node_settings(tick: Option<f64>, slots: Option<usize>, app: Option<&App>) -> Result<()> {
     let tick = tick_time(tick, app)?;
     let limits = script_limits(app)?;
+    let batch_deadline = batch_deadline(app)?;
     settings::set(NodeSettings {
         env: app
             .map(|a| a.config.env.clone())
@@ -162,6 +186,7 @@ pub fn node_settings(tick: Option<f64>, slots: Option<usize>, app: Option<&App>)
         slots,
         tick_time: tick.as_secs_f64(),
         log_level: log_level(app),
+        batch_deadline_ms: batch_deadline.as_secs_f64() * 1000.0,
         limits,
     });
     Ok(())

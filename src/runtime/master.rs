@@ -31,7 +31,7 @@ struct Deployed {
     collected_bytes: AtomicU64,
     /// The files of `write_lines` nodes, by node: written here, on the
     /// master's host, whatever worker the records come from.
-    files: HashMap<u32, FileSink>,
+    files: HashMap<u32, Arc<FileSink>>,
     /// The counts each worker last reported, and the workflow's nodes.
     counts: Mutex<HashMap<String, Vec<Counts>>>,
     stats: Stats,
@@ -127,7 +127,7 @@ impl Master {
     /// and forgets the oldest ended workflows beyond the history's bound.
     fn set_status(&self, id: u64, status: Status) {
         let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id).cloned() else { return };
-        let status = sink::settle_for(wf.files.values(), status);
+        let status = sink::settle_for(wf.files.values().map(|f| &**f), status);
         wf.status.send_replace(status.clone());
         match &status {
             Status::Failed(reason) => tracing::error!(workflow = id, "failed: {reason}"),

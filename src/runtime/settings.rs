@@ -18,6 +18,7 @@ pub struct NodeSettings {
     pub slots: Option<usize>,
     pub tick_time: f64,
     pub log_level: String,
+    pub batch_deadline_ms: f64,
     pub limits: ScriptLimits,
 }
 
@@ -54,6 +55,7 @@ pub fn add_to(info: &mut Map) {
     }
     info.insert("tick_time".into(), Dynamic::from_float(s.tick_time));
     info.insert("log_level".into(), s.log_level.into());
+    info.insert("batch_deadline_ms".into(), Dynamic::from_float(s.batch_deadline_ms));
     let mut limits = Map::new();
     limits.insert("max_memory_mb".into(), Dynamic::from_int((s.limits.memory_bytes() >> 20).min(i64::MAX as u64) as i64));
     limits.insert("max_call_depth".into(), Dynamic::from_int(s.limits.max_call_depth as i64));

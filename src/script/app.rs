@@ -36,6 +36,9 @@ pub struct Config {
     pub limits: Option<super::limits::ScriptLimits>,
     /// The level of the node's log file: error, warn, info, debug, trace or off.
     pub log_level: Option<String>,
+    /// Milliseconds a record may wait for a batch to fill at each hop, and
+    /// lines in a file sink's buffer (default 2).
+    pub batch_deadline_ms: Option<f64>,
     /// The environment these settings are for (dev, test, prod, ...).
     #[serde(skip)]
     pub env: String,

@@ -308,7 +308,7 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
         &["Map"],
         "\
 /// Facts about this node's runtime: mode, node name, version, and the\n\
-/// settings in force: env, app, app_version, slots, tick_time,\n\
+/// settings in force: env, app, app_version, slots, tick_time, batch_deadline_ms,\n\
 /// log_level, limits.\n\
 ///\n\
 /// ```rhai\n\

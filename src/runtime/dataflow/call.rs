@@ -1,13 +1,17 @@
 //! Calling script functions from an instance: each instance has its own
 //! engine and its own AST (calls through a shared one contend on its
 //! reference counts, which cost the word count a third of its throughput on
-//! two cores) and calls functions by name.
+//! two cores) and calls functions by name. A [`Callee`] is a function an
+//! operator calls per record: it is resolved once, on its first call, and
+//! runs in Rust when its body allows it (see [`super::native`]).
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 
 use rhai::{Dynamic, Engine, FnPtr, AST};
 
 use super::error::FlowError;
+use super::native::NativeFn;
 use crate::script::{new_engine, Code, EngineEnv};
 use crate::workflow::Func;
 
@@ -16,18 +20,77 @@ pub struct Calls {
     ast: AST,
     /// Script functions of `ast`: name to a bit set of their arities.
     scripts: HashMap<String, u64>,
+    /// Whether functions may run in Rust: not under Rhai's limits on the
+    /// size of values, which the tree does not check.
+    native: bool,
     scope: std::cell::RefCell<rhai::Scope<'static>>,
+}
+
+/// A function an operator calls per record, resolved on its first call.
+pub struct Callee {
+    pub func: Func,
+    how: OnceCell<Option<NativeFn>>,
+}
+
+impl Callee {
+    pub fn new(func: Func) -> Callee {
+        Callee { func, how: OnceCell::new() }
+    }
 }
 
 impl Calls {
     pub fn new(code: &Code, env: &EngineEnv) -> Result<Calls, FlowError> {
-        let engine = new_engine(env);
+        let mut engine = new_engine(env);
         let ast = if code.sources.is_empty() { (*code.ast).clone() } else { code.compile(&engine).map_err(FlowError::Internal)? };
+        // Rhai interns the strings a script makes (interpolations, values
+        // bound to variables) in a cache it trims by scanning it whole: per
+        // record, that was a fifth of a running count's time.
+        engine.set_max_strings_interned(0);
         let mut scripts: HashMap<String, u64> = HashMap::new();
         for f in ast.iter_functions() {
             *scripts.entry(f.name.to_string()).or_default() |= arity_bit(f.params.len());
         }
-        Ok(Calls { engine, ast, scripts, scope: std::cell::RefCell::new(rhai::Scope::new()) })
+        let native = engine.max_string_size() == 0 && engine.max_array_size() == 0 && engine.max_map_size() == 0;
+        Ok(Calls { engine, ast, scripts, native, scope: std::cell::RefCell::new(rhai::Scope::new()) })
+    }
+
+    fn is_script(&self, name: &str, arity: usize) -> bool {
+        self.scripts.get(name).is_some_and(|arities| arities & arity_bit(arity) != 0)
+    }
+
+    /// Calls `f` on arguments the caller keeps (for its errors): in Rust
+    /// when it can, else in Rhai on copies.
+    pub fn call_with<const N: usize>(&self, f: &Callee, args: [&Dynamic; N]) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
+        match self.native(f, &args) {
+            Some(value) => Ok(value),
+            None => self.call(&f.func, args.map(Dynamic::clone)),
+        }
+    }
+
+    /// Calls `f` on arguments it may consume: in Rust when it can, else in Rhai.
+    pub fn call_owned<const N: usize>(&self, f: &Callee, args: [Dynamic; N]) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
+        match self.native(f, &args.each_ref()) {
+            Some(value) => Ok(value),
+            None => self.call(&f.func, args),
+        }
+    }
+
+    /// `f`'s value computed in Rust, if its body allows it and the values
+    /// are of the kinds the tree takes.
+    fn native<const N: usize>(&self, f: &Callee, args: &[&Dynamic; N]) -> Option<Dynamic> {
+        let arity = f.func.curry.len() + N;
+        let native = f
+            .how
+            .get_or_init(|| {
+                (self.native && self.is_script(&f.func.name, arity)).then(|| NativeFn::translate(&self.ast, &f.func.name, arity)).flatten()
+            })
+            .as_ref()?;
+        if f.func.curry.is_empty() {
+            native.eval(args)
+        } else {
+            let all: Vec<&Dynamic> = f.func.curry.iter().chain(args.iter().copied()).collect();
+            native.eval(&all)
+        }
     }
 
     /// Calls `f` by name in this instance's own AST, captured values first:
@@ -37,7 +100,7 @@ impl Calls {
     pub fn call<const N: usize>(&self, f: &Func, args: [Dynamic; N]) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
         let arity = f.curry.len() + N;
         let all = CallArgs { curry: &f.curry, args };
-        if self.scripts.get(f.name.as_str()).is_some_and(|arities| arities & arity_bit(arity) != 0) {
+        if self.is_script(&f.name, arity) {
             let options = rhai::CallFnOptions::new().eval_ast(false).rewind_scope(true);
             return self.engine.call_fn_with_options(options, &mut self.scope.borrow_mut(), &self.ast, &f.name, all);
         }
@@ -56,7 +119,7 @@ impl Calls {
         args: [Dynamic; N],
     ) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
         let arity = f.curry.len() + N;
-        if self.scripts.get(f.name.as_str()).is_none_or(|arities| arities & arity_bit(arity) == 0) {
+        if !self.is_script(&f.name, arity) {
             return Err(format!("`{}` is not a function of {arity} parameters written in Rhai (a callback needs `this`)", f.name).into());
         }
         let options = rhai::CallFnOptions::new().eval_ast(false).rewind_scope(true).bind_this_ptr(state);

@@ -5,10 +5,11 @@
 //! channels, so they are tested alone.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rhai::Dynamic;
 
-use super::call::Calls;
+use super::call::{Callee, Calls};
 use super::channel::{self, Unsent};
 use super::error::{script_error, FlowError};
 use super::running::Running;
@@ -66,7 +67,7 @@ impl Forward {
 /// By the stable hash of the record's key into key groups.
 pub struct Hash {
     /// `None`: the record is its own key.
-    key: Option<Func>,
+    key: Option<Callee>,
     /// Whether the target needs the record beside its key (a count needs
     /// only the key, so the record is not copied).
     with_record: bool,
@@ -79,7 +80,7 @@ pub struct Hash {
 impl Hash {
     pub fn new(targets: usize, key: Option<Func>, counting: bool) -> Hash {
         Hash {
-            key,
+            key: key.map(Callee::new),
             with_record: !counting,
             partial: counting.then(|| (0..targets).map(|_| KeyMap::default()).collect()),
             keyed: vec![Vec::new(); targets],
@@ -93,7 +94,7 @@ impl Hash {
                 (None, false) => (Key::new(rec), Dynamic::UNIT),
                 (None, true) => (Key::new(rec.clone()), rec),
                 (Some(f), keep) => {
-                    let key = calls.call(f, [rec.clone()]).map_err(|e| script_error(operator, Some(&rec), &e))?;
+                    let key = calls.call_with(f, [&rec]).map_err(|e| script_error(operator, Some(&rec), &e))?;
                     (Key::new(key), if keep { rec } else { Dynamic::UNIT })
                 }
             };
@@ -188,6 +189,16 @@ impl Pusher {
         Ok(())
     }
 
+    /// Whether no record waits here.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Pusher::Spread(p) => p.buf.is_empty(),
+            Pusher::Forward(p) => p.buf.is_empty(),
+            Pusher::Hash(p) => p.keyed.iter().all(Vec::is_empty) && p.partial.as_ref().is_none_or(|c| c.iter().all(|m| m.is_empty())),
+            Pusher::Route(p) => p.bufs.iter().all(Vec::is_empty),
+        }
+    }
+
     /// The batches holding at least `min` records, with their target instance.
     pub fn ready(&mut self, min: usize) -> Vec<(usize, Msg)> {
         let mut out = Vec::new();
@@ -211,11 +222,17 @@ pub struct Outlet {
     /// The target's input port.
     pub port: u32,
     pub remote: Option<Arc<dyn Remote>>,
+    /// Since when the oldest record held here has waited.
+    pub held_since: Option<Instant>,
 }
 
 impl Outlet {
     pub fn push(&mut self, calls: &Calls, records: Vec<Dynamic>) -> Result<(), FlowError> {
-        self.pusher.push(calls, &self.target_name, records)
+        self.pusher.push(calls, &self.target_name, records)?;
+        if self.held_since.is_none() && !self.pusher.is_empty() {
+            self.held_since = Some(Instant::now());
+        }
+        Ok(())
     }
 
     /// Sends every batch holding at least `min` records.
@@ -223,7 +240,24 @@ impl Outlet {
         for (target, msg) in self.pusher.ready(min) {
             self.send(running, target, msg.to_port(self.port))?;
         }
+        if self.pusher.is_empty() {
+            self.held_since = None;
+        }
         Ok(())
+    }
+
+    /// Sends what is held, full batches or not, once the oldest record
+    /// has waited `deadline`. Partial counts wait for full batches: a
+    /// count shows nothing until its input ends, so sending them sooner
+    /// would only cost.
+    pub fn flush_due(&mut self, running: &Running, deadline: Duration) -> Result<(), FlowError> {
+        if matches!(&self.pusher, Pusher::Hash(h) if h.partial.is_some()) {
+            return Ok(());
+        }
+        match self.held_since {
+            Some(t) if t.elapsed() >= deadline => self.flush(running, 1),
+            _ => Ok(()),
+        }
     }
 
     /// Sends what is left, then the end-of-stream marker to every target.

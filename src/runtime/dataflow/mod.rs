@@ -17,9 +17,11 @@
 
 mod call;
 pub mod channel;
+pub mod deadline;
 mod error;
 mod exchange;
 mod layout;
+mod native;
 mod operators;
 mod placement;
 mod running;
@@ -47,9 +49,6 @@ pub const BATCH: usize = 1024;
 pub const INBOX_BATCHES: usize = 8;
 /// Records a per-record function runs on before its output moves on.
 const CHUNK: usize = 32;
-/// The longest a source holds a partial batch: a slow generator's records
-/// still flow within this bound.
-const BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 /// How often an idle `tcp_source` looks up to see whether it should stop.
 const TCP_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rhai::{Array, Dynamic};
 use tokio_util::sync::CancellationToken;
 
-use super::call::Calls;
+use super::call::{Callee, Calls};
 use super::error::{script_error, shown, FlowError};
 use super::sink::{FileSink, Results};
 use super::stage::Outputs;
@@ -15,7 +15,7 @@ use super::user_op::UserStep;
 use super::Remote;
 use crate::script::Output;
 use crate::workflow::key::{Key, KeyMap};
-use crate::workflow::{Func, SourceSpec};
+use crate::workflow::SourceSpec;
 
 /// A sink's remote error, as the sink's.
 fn in_operator(name: &str, e: FlowError) -> FlowError {
@@ -44,13 +44,23 @@ pub enum CollectSink {
     Remote(Arc<dyn Remote>, String),
 }
 
+/// What a per-record node made of one record.
+pub enum One {
+    /// One record for output port 0.
+    Emit(Dynamic),
+    /// A record a filter rejected: for output port 1.
+    Reject(Dynamic),
+    /// Records for output port 0, in order.
+    Many(Array),
+}
+
 /// One node of a stage, with its state.
 pub enum Step {
     Source(SourceSpec),
-    Map(Func),
-    FlatMap(Func),
-    Filter(Func),
-    KeyedReduce { reduce: Func, initial: Dynamic, state: KeyMap<Dynamic> },
+    Map(Callee),
+    FlatMap(Callee),
+    Filter(Callee),
+    KeyedReduce { reduce: Callee, initial: Dynamic, state: KeyMap<Dynamic> },
     Count { counts: KeyMap<i64> },
     Print { prefix: String, printer: Printer },
     WriteLines(LineSink),
@@ -73,6 +83,33 @@ impl Step {
         }
     }
 
+    /// Runs a per-record node (`map`, `flat_map`, `filter`) on one record.
+    pub fn one(&mut self, calls: &Calls, name: &str, rec: Dynamic) -> Result<One, FlowError> {
+        let wrong = |reason: String| FlowError::Operator { operator: name.to_string(), reason };
+        match self {
+            Step::Map(f) => match calls.call_with(f, [&rec]) {
+                Ok(v) => Ok(One::Emit(v)),
+                Err(e) => Err(script_error(name, Some(&rec), &e)),
+            },
+            Step::FlatMap(f) => match calls.call_with(f, [&rec]) {
+                Ok(v) => match v.try_cast::<Array>() {
+                    Some(items) => Ok(One::Many(items)),
+                    None => Err(wrong(format!("the function must return an array (records to emit), on record {}", shown(&rec)))),
+                },
+                Err(e) => Err(script_error(name, Some(&rec), &e)),
+            },
+            Step::Filter(f) => match calls.call_with(f, [&rec]) {
+                Ok(v) => match v.as_bool() {
+                    Ok(true) => Ok(One::Emit(rec)),
+                    Ok(false) => Ok(One::Reject(rec)),
+                    Err(t) => Err(wrong(format!("the function must return a bool, got {t} on record {}", shown(&rec)))),
+                },
+                Err(e) => Err(script_error(name, Some(&rec), &e)),
+            },
+            _ => Err(FlowError::Internal(format!("`{name}` does not run record by record"))),
+        }
+    }
+
     /// Runs the node `name` on a batch for its input port `port`; returns
     /// the records for each output port.
     pub fn apply(
@@ -83,50 +120,10 @@ impl Step {
         batch: Vec<Dynamic>,
         ended: &CancellationToken,
     ) -> Result<Outputs, FlowError> {
-        let wrong = |reason: String| FlowError::Operator { operator: name.to_string(), reason };
         match self {
             Step::Source(_) => Ok(vec![batch]),
-            Step::Map(f) => {
-                let mut out = Vec::with_capacity(batch.len());
-                for rec in batch {
-                    match calls.call(f, [rec.clone()]) {
-                        Ok(v) => out.push(v),
-                        Err(e) => return Err(script_error(name, Some(&rec), &e)),
-                    }
-                }
-                Ok(vec![out])
-            }
-            Step::FlatMap(f) => {
-                let mut out = Vec::with_capacity(batch.len() * 4);
-                for rec in batch {
-                    match calls.call(f, [rec.clone()]) {
-                        Ok(v) => match v.try_cast::<Array>() {
-                            Some(items) => out.extend(items),
-                            None => {
-                                return Err(wrong(format!(
-                                    "the function must return an array (records to emit), on record {}",
-                                    shown(&rec)
-                                )))
-                            }
-                        },
-                        Err(e) => return Err(script_error(name, Some(&rec), &e)),
-                    }
-                }
-                Ok(vec![out])
-            }
-            Step::Filter(f) => {
-                let (mut accept, mut reject) = (Vec::new(), Vec::new());
-                for rec in batch {
-                    match calls.call(f, [rec.clone()]) {
-                        Ok(v) => match v.as_bool() {
-                            Ok(true) => accept.push(rec),
-                            Ok(false) => reject.push(rec),
-                            Err(t) => return Err(wrong(format!("the function must return a bool, got {t} on record {}", shown(&rec)))),
-                        },
-                        Err(e) => return Err(script_error(name, Some(&rec), &e)),
-                    }
-                }
-                Ok(vec![accept, reject])
+            Step::Map(_) | Step::FlatMap(_) | Step::Filter(_) => {
+                Err(FlowError::Internal(format!("`{name}` calls a function per record and runs through its stage's chain")))
             }
             Step::Print { prefix, printer } => {
                 let mut text = String::with_capacity(batch.len() * 24);
@@ -185,7 +182,7 @@ impl Step {
                 let mut out = Vec::new();
                 for (key, rec) in pairs {
                     let current = state.remove(&key).unwrap_or_else(|| initial.clone());
-                    let result = calls.call(reduce, [current, rec.clone()]).map_err(|e| script_error(name, Some(&rec), &e))?;
+                    let result = calls.call_owned(reduce, [current, rec.clone()]).map_err(|e| script_error(name, Some(&rec), &e))?;
                     match result.try_cast::<Array>() {
                         Some(pair) if pair.len() == 2 => {
                             let mut pair = pair.into_iter();

@@ -8,7 +8,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::error::FlowError;
 use crate::workflow::Status;
@@ -35,13 +36,30 @@ pub struct FileSink {
     path: PathBuf,
     temp: PathBuf,
     /// `None` once settled.
-    writer: Mutex<Option<BufWriter<File>>>,
+    writer: Mutex<Option<Writer>>,
     written: AtomicU64,
 }
 
+struct Writer {
+    file: BufWriter<File>,
+    /// When the oldest line still in the buffer was written to it.
+    since: Option<Instant>,
+    /// Why writing out the buffer on its deadline failed: the next write says so.
+    failed: Option<String>,
+}
+
+impl Writer {
+    /// Hands the buffer to the file (not to the disk: that is for settling).
+    fn write_out(&mut self) -> std::io::Result<()> {
+        self.since = None;
+        self.file.flush()
+    }
+}
+
 impl FileSink {
-    /// Creates the temporary file for `path`: a bad path fails here, at deploy.
-    pub fn create(operator: &str, path: &Path) -> Result<FileSink, FlowError> {
+    /// Creates the temporary file for `path`: a bad path fails here, at
+    /// deploy. What is written reaches the file within the batch deadline.
+    pub fn create(operator: &str, path: &Path) -> Result<Arc<FileSink>, FlowError> {
         let name = path.file_name().ok_or_else(|| FlowError::File {
             operator: operator.into(),
             action: "write",
@@ -60,13 +78,15 @@ impl FileSink {
             path: path.into(),
             error: e.to_string(),
         })?;
-        Ok(FileSink {
+        let sink = Arc::new(FileSink {
             operator: operator.into(),
             path: path.into(),
             temp,
-            writer: Mutex::new(Some(BufWriter::with_capacity(BUFFER, file))),
+            writer: Mutex::new(Some(Writer { file: BufWriter::with_capacity(BUFFER, file), since: None, failed: None })),
             written: AtomicU64::new(0),
-        })
+        });
+        super::deadline::watch(&sink);
+        Ok(sink)
     }
 
     fn io_error(&self, action: &'static str, e: std::io::Error) -> FlowError {
@@ -77,9 +97,33 @@ impl FileSink {
     pub fn write(&self, bytes: &[u8]) -> Result<(), FlowError> {
         let mut writer = self.writer.lock().expect("sink lock");
         let Some(w) = writer.as_mut() else { return Err(FlowError::Ended) };
-        w.write_all(bytes).map_err(|e| self.io_error("write", e))?;
+        if let Some(error) = &w.failed {
+            return Err(FlowError::File {
+                operator: self.operator.clone(),
+                action: "write",
+                path: self.path.clone(),
+                error: error.clone(),
+            });
+        }
+        w.file.write_all(bytes).map_err(|e| self.io_error("write", e))?;
         self.written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let now = Instant::now();
+        if now.duration_since(*w.since.get_or_insert(now)) >= super::deadline::get() {
+            w.write_out().map_err(|e| self.io_error("write", e))?;
+        }
         Ok(())
+    }
+
+    /// Hands what is buffered to the file if it has waited `deadline`. A
+    /// failure is kept for the next write to report.
+    pub fn flush_due(&self, deadline: Duration) {
+        let mut writer = self.writer.lock().expect("sink lock");
+        let Some(w) = writer.as_mut() else { return };
+        if w.since.is_some_and(|t| t.elapsed() >= deadline) {
+            if let Err(e) = w.write_out() {
+                w.failed.get_or_insert(e.to_string());
+            }
+        }
     }
 
     /// Writes out what is buffered and makes it durable: a full disk fails
@@ -87,8 +131,16 @@ impl FileSink {
     pub fn flush(&self) -> Result<(), FlowError> {
         let mut writer = self.writer.lock().expect("sink lock");
         let Some(w) = writer.as_mut() else { return Ok(()) };
-        w.flush().map_err(|e| self.io_error("write", e))?;
-        w.get_ref().sync_all().map_err(|e| self.io_error("write", e))
+        if let Some(error) = &w.failed {
+            return Err(FlowError::File {
+                operator: self.operator.clone(),
+                action: "write",
+                path: self.path.clone(),
+                error: error.clone(),
+            });
+        }
+        w.write_out().map_err(|e| self.io_error("write", e))?;
+        w.file.get_ref().sync_all().map_err(|e| self.io_error("write", e))
     }
 
     /// Gives the file its name (`commit`) or keeps what was written as
@@ -96,7 +148,10 @@ impl FileSink {
     /// Settling twice changes nothing.
     pub fn settle(&self, commit: bool) -> Result<Settled, FlowError> {
         let Some(mut writer) = self.writer.lock().expect("sink lock").take() else { return Ok(Settled::Removed) };
-        let flushed = writer.flush().and_then(|()| writer.get_ref().sync_all());
+        let flushed = match writer.failed.take() {
+            Some(error) => Err(std::io::Error::other(error)),
+            None => writer.write_out().and_then(|()| writer.file.get_ref().sync_all()),
+        };
         drop(writer);
         let incomplete = incomplete(&self.path);
         if commit {

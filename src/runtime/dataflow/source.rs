@@ -8,7 +8,7 @@ use rhai::{Dynamic, ImmutableString};
 
 use super::call::Calls;
 use super::error::{script_error, FlowError};
-use super::{BATCH, BATCH_WAIT, TCP_POLL};
+use super::{deadline, BATCH, TCP_POLL};
 use crate::workflow::{Func, SourceSpec};
 
 /// A bounded line reader's answer.
@@ -122,7 +122,7 @@ impl SourceReader {
             }
             SourceReader::Generator { f, n } => {
                 let started = std::time::Instant::now();
-                while batch.len() < BATCH && started.elapsed() < BATCH_WAIT {
+                while batch.len() < BATCH && started.elapsed() < deadline::get() {
                     let v = calls.call(f, [Dynamic::from_int(*n)]).map_err(|e| script_error(operator, None, &e))?;
                     if v.is_unit() {
                         *self = SourceReader::Items(Vec::new().into_iter());

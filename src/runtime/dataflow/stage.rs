@@ -8,9 +8,10 @@ use tokio::sync::mpsc;
 
 use super::call::Calls;
 use super::channel;
+use super::deadline;
 use super::error::FlowError;
 use super::exchange::Outlet;
-use super::operators::Step;
+use super::operators::{One, Step};
 use super::running::Running;
 use super::source::SourceReader;
 use super::{Msg, BATCH, CHUNK};
@@ -95,8 +96,9 @@ impl StageRun {
                     return Err(FlowError::Internal(format!("{}: an upstream stage ended without an end-of-stream marker", self.names[0])))
                 }
             }
-            // Hold records back only while more input is waiting: an idle
-            // stage sends what it has, so a slow stream still flows.
+            // Hold records back only while more input is waiting, and not
+            // past the batch deadline: an idle stage sends what it has, so
+            // a slow stream still flows.
             let min = if inbox.is_empty() { 1 } else { BATCH };
             self.flush(running, min)?;
         }
@@ -122,9 +124,13 @@ impl StageRun {
         }
     }
 
+    /// Sends the batches of at least `min` records, and whatever has
+    /// waited the batch deadline.
     fn flush(&mut self, running: &Running, min: usize) -> Result<(), FlowError> {
+        let deadline = deadline::get();
         for o in &mut self.outlets {
             o.flush(running, min)?;
+            o.flush_due(running, deadline)?;
         }
         Ok(())
     }
@@ -157,19 +163,92 @@ impl StageRun {
             if batch.is_empty() {
                 continue;
             }
-            // A function's output goes on in small chunks, while the records
-            // it made are still in the cache: keying or sending a whole
-            // batch's output afterwards reads them all back from memory.
-            // Other nodes take the batch as it is.
-            if !self.steps[i].per_record() || batch.len() <= CHUNK {
+            if self.steps[i].per_record() {
+                self.run_chain(calls, running, i, batch, pending)?;
+            } else {
                 self.apply_and_deliver(calls, running, i, batch, pending)?;
-                continue;
             }
-            let mut records = batch.into_iter();
-            while records.len() > 0 {
-                let part: Vec<Dynamic> = records.by_ref().take(CHUNK).collect();
-                self.apply_and_deliver(calls, running, i, part, pending)?;
+        }
+        Ok(())
+    }
+
+    /// The last node of the chain of per-record nodes that starts at node
+    /// `i`: each feeds only the next (its port 0), so a record can go
+    /// through all of them before the next record starts.
+    fn chain_end(&self, i: usize) -> usize {
+        let mut j = i;
+        while j + 1 < self.steps.len()
+            && self.steps[j + 1].per_record()
+            && matches!(self.routes[j].first().map(Vec::as_slice), Some([Target::Local(next)]) if *next == j + 1)
+        {
+            j += 1;
+        }
+        j
+    }
+
+    /// Runs the chain of per-record nodes from `first` on `batch`, fused:
+    /// each record goes through every function of the chain in turn, and
+    /// no batch is made between them. What the chain emits moves on in
+    /// small chunks, while the records it made are still in the cache
+    /// (keying or sending a whole batch's output afterwards reads them all
+    /// back from memory).
+    fn run_chain(
+        &mut self,
+        calls: &Calls,
+        running: &Running,
+        first: usize,
+        batch: Vec<Dynamic>,
+        pending: &mut [Vec<Dynamic>],
+    ) -> Result<(), FlowError> {
+        let last = self.chain_end(first);
+        let len = last - first + 1;
+        let (mut received, mut emitted) = (vec![0; len], vec![0; len]);
+        let mut rejected: Vec<Vec<Dynamic>> = vec![Vec::new(); len];
+        let mut stack: Vec<(usize, Dynamic)> = Vec::new();
+        let mut records = batch.into_iter();
+        // Room for as many records as the last chunk made.
+        let mut made = CHUNK;
+        while records.len() > 0 {
+            let mut out = Vec::with_capacity(made);
+            for rec in records.by_ref().take(CHUNK) {
+                stack.push((first, rec));
+                while let Some((k, rec)) = stack.pop() {
+                    received[k - first] += 1;
+                    match self.steps[k].one(calls, &self.names[k], rec)? {
+                        One::Emit(v) => {
+                            emitted[k - first] += 1;
+                            if k == last {
+                                out.push(v);
+                            } else {
+                                stack.push((k + 1, v));
+                            }
+                        }
+                        One::Reject(v) => {
+                            emitted[k - first] += 1;
+                            rejected[k - first].push(v);
+                        }
+                        One::Many(items) => {
+                            emitted[k - first] += items.len();
+                            if k == last {
+                                out.extend(items);
+                            } else {
+                                // Reversed on the stack, so they leave in order.
+                                stack.extend(items.into_iter().rev().map(|v| (k + 1, v)));
+                            }
+                        }
+                    }
+                }
             }
+            made = out.len().max(1);
+            self.deliver(calls, last, 0, out, pending)?;
+            for (k, rejects) in rejected.iter_mut().enumerate() {
+                if !rejects.is_empty() {
+                    self.deliver(calls, first + k, 1, std::mem::take(rejects), pending)?;
+                }
+            }
+        }
+        for k in 0..len {
+            running.count(self.nodes[first + k], received[k], emitted[k]);
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::call::Calls;
+use super::call::{Callee, Calls};
 use super::error::FlowError;
 use super::exchange::{Forward, Hash, Inbox, Outlet, Pusher, Route, Spread};
 use super::layout::Layout;
@@ -63,7 +63,7 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
         let here = layout.local_instances(&plan, plan.stage_of[i]);
         match node.op.base() {
             Operator::WriteLines(path) if remote.is_none() => {
-                sinks.files.insert(i, Arc::new(FileSink::create(&node.name, path)?));
+                sinks.files.insert(i, FileSink::create(&node.name, path)?);
             }
             Operator::WriteParts(dir) if !here.is_empty() => {
                 std::fs::create_dir_all(dir).map_err(|e| FlowError::File {
@@ -74,7 +74,7 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
                 })?;
                 for instance in here {
                     let file = FileSink::create(&node.name, &part_path(dir, &part.node, instance))?;
-                    sinks.parts.insert((i, instance), Arc::new(file));
+                    sinks.parts.insert((i, instance), file);
                 }
             }
             Operator::Collect => {
@@ -219,11 +219,11 @@ fn step(op: &Operator, n: usize, instance: usize, name: &str, sinks: &Sinks) -> 
     match op {
         Operator::With(w) => step(&w.op, n, instance, name, sinks),
         Operator::Source(spec) => Step::Source(spec.clone()),
-        Operator::Map(f) => Step::Map(f.clone()),
-        Operator::FlatMap(f) => Step::FlatMap(f.clone()),
-        Operator::Filter(f) => Step::Filter(f.clone()),
+        Operator::Map(f) => Step::Map(Callee::new(f.clone())),
+        Operator::FlatMap(f) => Step::FlatMap(Callee::new(f.clone())),
+        Operator::Filter(f) => Step::Filter(Callee::new(f.clone())),
         Operator::KeyedReduce { reduce, initial, .. } => {
-            Step::KeyedReduce { reduce: reduce.clone(), initial: initial.clone(), state: KeyMap::default() }
+            Step::KeyedReduce { reduce: Callee::new(reduce.clone()), initial: initial.clone(), state: KeyMap::default() }
         }
         Operator::Count { .. } => Step::Count { counts: KeyMap::default() },
         Operator::Print(label) => Step::Print {
@@ -260,7 +260,14 @@ fn outlet(plan: &Plan, e: &FlatEdge, instance: usize, layout: &Layout, inboxes: 
             Pusher::Route(Route::new(n, route, target.op.in_ports()[e.to_port]))
         }
     };
-    Outlet { pusher, target_name: target.name.clone(), targets: inboxes[target_stage].clone(), port: e.to_port as u32, remote }
+    Outlet {
+        pusher,
+        target_name: target.name.clone(),
+        targets: inboxes[target_stage].clone(),
+        port: e.to_port as u32,
+        remote,
+        held_since: None,
+    }
 }
 
 /// Data threads run at a lower priority than the runtime's threads, so that

@@ -1,0 +1,102 @@
+//! Records through a stage (issue 15): consecutive script operators run
+//! fused and functions run in Rust where they can, with the same records in
+//! the same order and the same errors; a sink's lines reach its file within
+//! the batch deadline while the source is still open.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::node::Node;
+use common::*;
+
+#[test]
+fn fused_operators_keep_record_order() {
+    // One slot: one instance of each node, so the order is defined. Native
+    // functions and one Rhai must run (a block with a `let`) are mixed.
+    let wf = "workflow().stream_source(1..=300)\
+        .map(|x| x * 2)\
+        .filter(|x| x % 3 != 0)\
+        .flat_map(|x| [x, -x])\
+        .map(|x| { let y = x - 1; y })\
+        .map(|x| `v${x}`)\
+        .inspect(\"o\")";
+    let out = Skitter::new().args(["local", "start", "--no-log", "--slots", "1", "--deploy", wf]).run();
+    out.success();
+    let want: Vec<String> =
+        (1..=300i64).map(|x| x * 2).filter(|x| x % 3 != 0).flat_map(|x| [x, -x]).map(|x| format!("\"v{}\"", x - 1)).collect();
+    assert_eq!(out.labelled("o"), want);
+}
+
+#[test]
+fn an_error_inside_a_fused_chain_names_its_operator_record_and_position() {
+    let wf = "workflow().stream_source([1, 2, 3, 4, 5])\n.map(|x| x + 1)\n.map(|x| 100 / (x - 5))\n.map(|x| x * 2)\n.inspect(\"q\")";
+    let out = Skitter::new().args(["local", "start", "--no-log", "--slots", "1", "--deploy", wf]).run();
+    out.expect_code(1);
+    out.stderr_has("operator `map_3` failed on record 5").stderr_has("Division by zero").stderr_has("line 3");
+}
+
+#[test]
+fn a_function_run_in_rust_fails_as_rhai_would() {
+    // `x + 1` runs in Rust until it would overflow; Rhai then reports it.
+    let wf = "workflow().stream_source([1, 9223372036854775807]).map(|x| x + 1).inspect(\"q\")";
+    let out = Skitter::new().args(["local", "start", "--no-log", "--slots", "1", "--deploy", wf]).run();
+    out.expect_code(1);
+    out.stderr_has("operator `map_2` failed on record 9223372036854775807").stderr_has("overflow").stderr_has("line 1");
+}
+
+#[test]
+fn a_running_count_with_functions_run_in_rust_matches_an_independent_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("running.txt");
+    let words = example("word_count").join("priv/words.txt");
+    let wf = format!(
+        "workflow().read_lines(\"{}\").flat_map(|line| line.split(\" \"))\
+         .keyed_reduce(|w| w, |c, w| [c + 1, [w, c + 1]], 0).map(|p| `${{p[0]}} ${{p[1]}}`).write_lines(\"{}\")",
+        words.display(),
+        out_path.display()
+    );
+    Skitter::new().args(["local", "start", "--no-log", "--deploy", &wf]).run().success();
+    let mut got: Vec<String> = std::fs::read_to_string(&out_path).unwrap().lines().map(str::to_string).collect();
+    let mut seen = std::collections::HashMap::new();
+    let mut want = Vec::new();
+    for w in std::fs::read_to_string(&words).unwrap().lines().flat_map(|l| l.split(' ')) {
+        let n = seen.entry(w.to_string()).or_insert(0);
+        *n += 1;
+        want.push(format!("{w} {n}"));
+    }
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_sinks_lines_reach_its_file_within_the_deadline_while_the_source_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.txt");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let wf = format!("workflow().tcp_source(\"127.0.0.1\", {port}).map(|l| `got ${{l}}`).write_lines(\"{}\")", out_path.display());
+    let mut node = Node::spawn(&["local", "start", "--no-log", "--deploy", &wf], dir.path(), "c", None);
+    let (mut conn, _) = listener.accept().unwrap();
+    for i in 0..3 {
+        writeln!(conn, "line {i}").unwrap();
+    }
+    // The lines are in the file (under its temporary name until the
+    // workflow ends) while the connection stays open.
+    let temp = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(".out.txt."))
+    };
+    let written = wait_until(Duration::from_secs(20), || {
+        temp().is_some_and(|p| std::fs::read_to_string(p).unwrap_or_default() == "got line 0\ngot line 1\ngot line 2\n")
+    });
+    assert!(written, "the lines did not reach the file: {:?}", temp().map(std::fs::read_to_string));
+    writeln!(conn, "line 3").unwrap();
+    drop(conn);
+    assert!(node.wait(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", node.stderr());
+    assert_eq!(std::fs::read_to_string(&out_path).unwrap(), "got line 0\ngot line 1\ngot line 2\ngot line 3\n");
+}
