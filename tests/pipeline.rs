@@ -100,3 +100,34 @@ fn a_sinks_lines_reach_its_file_within_the_deadline_while_the_source_is_open() {
     assert!(node.wait(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", node.stderr());
     assert_eq!(std::fs::read_to_string(&out_path).unwrap(), "got line 0\ngot line 1\ngot line 2\ngot line 3\n");
 }
+
+#[test]
+fn on_a_cluster_the_masters_file_gets_the_lines_within_the_deadline_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_path = tmp.path().join("out.txt");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let w1 = Node::worker("w1", "127.0.0.2", &[], tmp.path());
+    let w2 = Node::worker("w2", "127.0.0.3", &[], tmp.path());
+    let wf = format!("workflow().tcp_source(\"127.0.0.1\", {port}).map(|l| `got ${{l}}`).write_lines(\"{}\")", out_path.display());
+    let mut master = Node::spawn(
+        &["master", "start", "--no-log", "--listen", "127.0.0.1:0", "-d", &wf, &w1.addr, &w2.addr],
+        tmp.path(),
+        common::node::COOKIE,
+        None,
+    );
+    let (mut conn, _) = listener.accept().unwrap();
+    writeln!(conn, "a\nb").unwrap();
+    let temp = || {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(".out.txt."))
+    };
+    let written =
+        wait_until(Duration::from_secs(20), || temp().is_some_and(|p| std::fs::read_to_string(p).unwrap_or_default() == "got a\ngot b\n"));
+    assert!(written, "the lines did not reach the master's file: {:?}\n{}", temp().map(std::fs::read_to_string), master.stderr());
+    drop(conn);
+    assert!(master.wait(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", master.stderr());
+    assert_eq!(std::fs::read_to_string(&out_path).unwrap(), "got a\ngot b\n");
+}

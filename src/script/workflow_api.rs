@@ -465,7 +465,7 @@ pub mod api {
 
 /// Calls `f` on every word of `text`, as `str::split_whitespace` splits it:
 /// on ASCII text (the usual line) by bytes, without decoding characters.
-fn for_each_word(text: &str, mut f: impl FnMut(&str)) {
+pub(crate) fn for_each_word(text: &str, mut f: impl FnMut(&str)) {
     if !text.is_ascii() {
         text.split_whitespace().for_each(f);
         return;

@@ -29,12 +29,22 @@ pub struct Calls {
 /// A function an operator calls per record, resolved on its first call.
 pub struct Callee {
     pub func: Func,
-    how: OnceCell<Option<NativeFn>>,
+    arity: usize,
+    how: OnceCell<How>,
+}
+
+/// How a [`Callee`] is called.
+struct How {
+    /// Its translation, when its body runs in Rust.
+    native: Option<NativeFn>,
+    /// Whether it is a script function of the AST (else a native one).
+    script: bool,
 }
 
 impl Callee {
-    pub fn new(func: Func) -> Callee {
-        Callee { func, how: OnceCell::new() }
+    /// `func`, to be called with `arity` arguments besides its captured values.
+    pub fn new(func: Func, arity: usize) -> Callee {
+        Callee { func, arity, how: OnceCell::new() }
     }
 }
 
@@ -63,7 +73,7 @@ impl Calls {
     pub fn call_with<const N: usize>(&self, f: &Callee, args: [&Dynamic; N]) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
         match self.native(f, &args) {
             Some(value) => Ok(value),
-            None => self.call(&f.func, args.map(Dynamic::clone)),
+            None => self.call_as(&f.func, self.how(f).script, args.map(Dynamic::clone)),
         }
     }
 
@@ -71,20 +81,24 @@ impl Calls {
     pub fn call_owned<const N: usize>(&self, f: &Callee, args: [Dynamic; N]) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
         match self.native(f, &args.each_ref()) {
             Some(value) => Ok(value),
-            None => self.call(&f.func, args),
+            None => self.call_as(&f.func, self.how(f).script, args),
         }
+    }
+
+    fn how<'f>(&self, f: &'f Callee) -> &'f How {
+        f.how.get_or_init(|| {
+            let arity = f.func.curry.len() + f.arity;
+            let script = self.is_script(&f.func.name, arity);
+            let native = (self.native && script).then(|| NativeFn::translate(&self.ast, &f.func.name, arity)).flatten();
+            How { native, script }
+        })
     }
 
     /// `f`'s value computed in Rust, if its body allows it and the values
     /// are of the kinds the tree takes.
     fn native<const N: usize>(&self, f: &Callee, args: &[&Dynamic; N]) -> Option<Dynamic> {
-        let arity = f.func.curry.len() + N;
-        let native = f
-            .how
-            .get_or_init(|| {
-                (self.native && self.is_script(&f.func.name, arity)).then(|| NativeFn::translate(&self.ast, &f.func.name, arity)).flatten()
-            })
-            .as_ref()?;
+        debug_assert_eq!(f.arity, N, "`{}` is called with the arguments it was made for", f.func.name);
+        let native = self.how(f).native.as_ref()?;
         if f.func.curry.is_empty() {
             native.eval(args)
         } else {
@@ -98,9 +112,13 @@ impl Calls {
     /// between threads (and Rhai makes no pointer to an `anon$` function
     /// from its name).
     pub fn call<const N: usize>(&self, f: &Func, args: [Dynamic; N]) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
-        let arity = f.curry.len() + N;
+        self.call_as(f, self.is_script(&f.name, f.curry.len() + N), args)
+    }
+
+    /// Calls `f`, a script function of the AST or not (`script`).
+    fn call_as<const N: usize>(&self, f: &Func, script: bool, args: [Dynamic; N]) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
         let all = CallArgs { curry: &f.curry, args };
-        if self.is_script(&f.name, arity) {
+        if script {
             let options = rhai::CallFnOptions::new().eval_ast(false).rewind_scope(true);
             return self.engine.call_fn_with_options(options, &mut self.scope.borrow_mut(), &self.ast, &f.name, all);
         }

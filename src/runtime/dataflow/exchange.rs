@@ -80,7 +80,7 @@ pub struct Hash {
 impl Hash {
     pub fn new(targets: usize, key: Option<Func>, counting: bool) -> Hash {
         Hash {
-            key: key.map(Callee::new),
+            key: key.map(|f| Callee::new(f, 1)),
             with_record: !counting,
             partial: counting.then(|| (0..targets).map(|_| KeyMap::default()).collect()),
             keyed: vec![Vec::new(); targets],

@@ -17,9 +17,10 @@ use std::fmt::Write as _;
 
 use rhai::{ASTNode, Array, Dynamic, Expr, ImmutableString, Map, Stmt, AST};
 
-/// Functions of the standard library the tree evaluates itself; a script
-/// that defines its own function of one of these names keeps Rhai's calls.
-const EMULATED: [&str; 2] = ["split", "to_string"];
+/// Functions the tree evaluates itself (Rhai's `split` and `to_string`,
+/// skitter's `words`); a script that defines its own function of one of
+/// these names keeps Rhai's calls.
+const EMULATED: [&str; 3] = ["split", "to_string", "words"];
 
 /// A script function translated into a tree.
 #[derive(Debug)]
@@ -41,6 +42,7 @@ enum Node {
     Index(Box<Node>, Box<Node>),
     Field(Box<Node>, ImmutableString),
     Split(Box<Node>, Box<Node>),
+    Words(Box<Node>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +105,9 @@ fn node(expr: &Expr, params: &[String]) -> Option<Node> {
         Expr::InterpolatedString(parts, _) => Node::Interpolated(parts.iter().map(|e| node(e, params)).collect::<Option<_>>()?),
         Expr::And(items, _) => Node::And(items.iter().map(|e| node(e, params)).collect::<Option<_>>()?),
         Expr::Or(items, _) => Node::Or(items.iter().map(|e| node(e, params)).collect::<Option<_>>()?),
+        Expr::FnCall(call, _) if call.namespace.is_empty() && call.op_token.is_none() && call.name == "words" && call.args.len() == 1 => {
+            Node::Words(Box::new(node(&call.args[0], params)?))
+        }
         Expr::FnCall(call, _) if call.namespace.is_empty() && call.op_token.is_some() => {
             let args = &call.args;
             match (call.name.as_str(), args.len()) {
@@ -136,6 +141,7 @@ fn node(expr: &Expr, params: &[String]) -> Option<Node> {
                 Expr::MethodCall(call, _) if call.namespace.is_empty() && call.name == "split" && call.args.len() == 1 => {
                     Node::Split(lhs, Box::new(node(&call.args[0], params)?))
                 }
+                Expr::MethodCall(call, _) if call.namespace.is_empty() && call.name == "words" && call.args.is_empty() => Node::Words(lhs),
                 _ => return None,
             }
         }
@@ -211,6 +217,14 @@ fn eval<'a>(node: &'a Node, args: &[&'a Dynamic]) -> Option<Cow<'a, Dynamic>> {
                 text.split(delimiter.as_str()).map(|s| Dynamic::from(ImmutableString::from(s))).collect()
             };
             Cow::Owned(Dynamic::from_array(parts))
+        }
+        Node::Words(text) => {
+            let text = eval(text, args)?;
+            let text = text.read_lock::<ImmutableString>()?;
+            // As skitter's `words(text)`.
+            let mut words = Array::with_capacity(8);
+            crate::script::workflow_api::for_each_word(&text, |w| words.push(Dynamic::from(ImmutableString::from(w))));
+            Cow::Owned(Dynamic::from_array(words))
         }
     })
 }
@@ -376,6 +390,21 @@ mod tests {
         // A script's own `split` is the one called.
         let ast = engine.compile("fn split(a, b) { [a] } fn f(x) { x.split(\" \") }").unwrap();
         assert!(NativeFn::translate(&ast, "f", 1).is_none());
+    }
+
+    #[test]
+    fn skitters_words_runs_in_rust_and_agrees_with_it() {
+        let env = crate::script::EngineEnv::new(None, std::sync::Arc::new(|_: &str| {}));
+        let engine = crate::script::new_engine(&env);
+        for body in ["words(line)", "line.words()"] {
+            let ast = engine.compile(format!("fn f(line) {{ {body} }}")).unwrap();
+            let native = NativeFn::translate(&ast, "f", 1).expect("translated");
+            for text in ["the  quick\tbrown fox ", "", "naïve café\u{a0}x"] {
+                let arg = s(text);
+                let rhai: Dynamic = engine.call_fn(&mut rhai::Scope::new(), &ast, "f", (arg.clone(),)).unwrap();
+                assert_eq!(format!("{:?}", native.eval(&[&arg]).unwrap()), format!("{rhai:?}"), "{body} on {text:?}");
+            }
+        }
     }
 
     #[test]

@@ -331,7 +331,7 @@ mod tests {
         std::fs::create_dir_all(path.join("in the way")).unwrap();
         let sink = FileSink::create("w", &path).unwrap();
         sink.write(b"a\n").unwrap();
-        let status = settle_for([&sink], Status::Finished);
+        let status = settle_for([&*sink], Status::Finished);
         assert!(matches!(&status, Status::Failed(e) if e.contains("cannot rename the output to")), "{status}");
         assert_eq!(std::fs::read_to_string(incomplete(&path)).unwrap(), "a\n");
     }

@@ -240,15 +240,16 @@ impl StageRun {
                 }
             }
             made = out.len().max(1);
+            // Counted per chunk: `stats()` sees a long batch advance.
+            for k in 0..len {
+                running.count(self.nodes[first + k], std::mem::take(&mut received[k]), std::mem::take(&mut emitted[k]));
+            }
             self.deliver(calls, last, 0, out, pending)?;
             for (k, rejects) in rejected.iter_mut().enumerate() {
                 if !rejects.is_empty() {
                     self.deliver(calls, first + k, 1, std::mem::take(rejects), pending)?;
                 }
             }
-        }
-        for k in 0..len {
-            running.count(self.nodes[first + k], received[k], emitted[k]);
         }
         Ok(())
     }

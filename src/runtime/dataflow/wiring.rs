@@ -219,11 +219,11 @@ fn step(op: &Operator, n: usize, instance: usize, name: &str, sinks: &Sinks) -> 
     match op {
         Operator::With(w) => step(&w.op, n, instance, name, sinks),
         Operator::Source(spec) => Step::Source(spec.clone()),
-        Operator::Map(f) => Step::Map(Callee::new(f.clone())),
-        Operator::FlatMap(f) => Step::FlatMap(Callee::new(f.clone())),
-        Operator::Filter(f) => Step::Filter(Callee::new(f.clone())),
+        Operator::Map(f) => Step::Map(Callee::new(f.clone(), 1)),
+        Operator::FlatMap(f) => Step::FlatMap(Callee::new(f.clone(), 1)),
+        Operator::Filter(f) => Step::Filter(Callee::new(f.clone(), 1)),
         Operator::KeyedReduce { reduce, initial, .. } => {
-            Step::KeyedReduce { reduce: Callee::new(reduce.clone()), initial: initial.clone(), state: KeyMap::default() }
+            Step::KeyedReduce { reduce: Callee::new(reduce.clone(), 2), initial: initial.clone(), state: KeyMap::default() }
         }
         Operator::Count { .. } => Step::Count { counts: KeyMap::default() },
         Operator::Print(label) => Step::Print {
