@@ -199,7 +199,7 @@ fn eval<'a>(node: &'a Node, args: &[&'a Dynamic]) -> Option<Cow<'a, Dynamic>> {
         }
         Node::Index(container, index) => {
             let (container, index) = (eval(container, args)?, eval(index, args)?);
-            Cow::Owned(element(&*container, &*index)?)
+            Cow::Owned(element(&container, &index)?)
         }
         Node::Field(container, name) => {
             let container = eval(container, args)?;
