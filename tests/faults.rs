@@ -219,9 +219,9 @@ fn stop_of_an_operator_stuck_in_a_loop_on_a_cluster_ends_aborted_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let w1 = Node::worker("w1", "127.0.0.21", &[], tmp.path());
     let script = r#"
-        let r = deploy(workflow().stream_source([1, 2, 3]).name("src").map(|x| x).name("pass").map(|x| { loop {} }).name("spin").collect());
+        let r = deploy(workflow().stream_source([1, 2, 3]).map(|x| x).name("pass").map(|x| { loop {} }).name("spin").collect());
         let t = timestamp();
-        while stats(r).operators.src.out == 0 && t.elapsed < 20.0 { sleep(0.005); }
+        while stats(r).operators.pass.out == 0 && t.elapsed < 20.0 { sleep(0.005); }
         print(`status ${stop(r, 0.5)}`);
     "#;
     let mut master = master_with(script, &[&w1], tmp.path());
@@ -236,14 +236,14 @@ fn stop_of_an_operator_stuck_in_a_loop_on_a_cluster_ends_aborted_naming_it() {
 
 #[test]
 fn stop_of_an_operator_stuck_in_a_loop_ends_within_its_deadline_as_aborted() {
-    // `pass` and `spin` run fused, record by record: once the source has
-    // emitted, `spin` is about to run, and a stop cannot drain past it.
+    // `pass` and `spin` run fused, record by record: what `pass` emitted is
+    // counted just before `spin` first runs.
     let script = r#"
-        fn started(r) { let t = timestamp(); while stats(r).operators.src.out == 0 && t.elapsed < 20.0 { sleep(0.005); } }
-        let r = deploy(workflow().stream_source([1, 2, 3]).name("src").map(|x| x).name("pass").map(|x| { loop {} }).name("spin").collect());
+        fn started(r) { let t = timestamp(); while stats(r).operators.pass.out == 0 && t.elapsed < 20.0 { sleep(0.005); } }
+        let r = deploy(workflow().stream_source([1, 2, 3]).map(|x| x).name("pass").map(|x| { loop {} }).name("spin").collect());
         started(r);
         print(`status ${stop(r, 0.2)}`);
-        let r2 = deploy(workflow().stream_source([4, 5]).name("src").map(|x| x).name("pass").map(|x| { loop {} }).name("spin2").collect());
+        let r2 = deploy(workflow().stream_source([4, 5]).map(|x| x).name("pass").map(|x| { loop {} }).name("spin2").collect());
         started(r2);
         print(`abort ${abort(r2)}`);
     "#;

@@ -204,6 +204,8 @@ impl StageRun {
         let len = last - first + 1;
         let (mut received, mut emitted) = (vec![0; len], vec![0; len]);
         let mut rejected: Vec<Vec<Dynamic>> = vec![Vec::new(); len];
+        // Whether each node has had a record of the current chunk.
+        let mut started = vec![false; len];
         let mut stack: Vec<(usize, Dynamic)> = Vec::new();
         let mut records = batch.into_iter();
         // Room for as many records as the last chunk made.
@@ -213,6 +215,13 @@ impl StageRun {
             for rec in records.by_ref().take(CHUNK) {
                 stack.push((first, rec));
                 while let Some((k, rec)) = stack.pop() {
+                    if !started[k - first] {
+                        // What the nodes before it did is counted before a
+                        // node's first call of the chunk: `stats()` shows
+                        // where a slow or stuck function is.
+                        started[k - first] = true;
+                        Self::count_chain(running, &self.nodes[first..=last], &mut received, &mut emitted);
+                    }
                     received[k - first] += 1;
                     match self.steps[k].one(calls, &self.names[k], rec)? {
                         One::Emit(v) => {
@@ -240,10 +249,8 @@ impl StageRun {
                 }
             }
             made = out.len().max(1);
-            // Counted per chunk: `stats()` sees a long batch advance.
-            for k in 0..len {
-                running.count(self.nodes[first + k], std::mem::take(&mut received[k]), std::mem::take(&mut emitted[k]));
-            }
+            Self::count_chain(running, &self.nodes[first..=last], &mut received, &mut emitted);
+            started.fill(false);
             self.deliver(calls, last, 0, out, pending)?;
             for (k, rejects) in rejected.iter_mut().enumerate() {
                 if !rejects.is_empty() {
@@ -252,6 +259,15 @@ impl StageRun {
             }
         }
         Ok(())
+    }
+
+    /// Adds what the nodes of a chain received and emitted to the counts.
+    fn count_chain(running: &Running, nodes: &[usize], received: &mut [usize], emitted: &mut [usize]) {
+        for (k, &node) in nodes.iter().enumerate() {
+            if received[k] > 0 || emitted[k] > 0 {
+                running.count(node, std::mem::take(&mut received[k]), std::mem::take(&mut emitted[k]));
+            }
+        }
     }
 
     /// Runs node `i` on `batch` and sends its output on.
