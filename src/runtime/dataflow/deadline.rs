@@ -64,7 +64,8 @@ pub fn watch(sink: &Arc<FileSink>) {
 fn flush_loop(w: &'static Watched) {
     let mut sinks = w.sinks.lock().expect("sinks lock");
     loop {
-        sinks.retain(|s| s.strong_count() > 0);
+        // A settled sink writes no more (ended workflows are kept a while).
+        sinks.retain(|s| s.upgrade().is_some_and(|s| !s.is_settled()));
         if sinks.is_empty() {
             sinks = w.added.wait(sinks).expect("sinks lock");
             continue;

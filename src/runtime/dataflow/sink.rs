@@ -114,6 +114,11 @@ impl FileSink {
         Ok(())
     }
 
+    /// Whether the file was named or kept: nothing more is written.
+    pub fn is_settled(&self) -> bool {
+        self.writer.lock().expect("sink lock").is_none()
+    }
+
     /// Hands what is buffered to the file if it has waited `deadline`. A
     /// failure is kept for the next write to report.
     pub fn flush_due(&self, deadline: Duration) {
@@ -307,6 +312,21 @@ mod tests {
         assert_eq!(sink.settle(true).unwrap(), Settled::Committed(path.clone()));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nb\n");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file is left");
+    }
+
+    #[test]
+    fn written_lines_reach_the_file_within_the_deadline_and_a_settled_sink_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = FileSink::create("w", &dir.path().join("out.txt")).unwrap();
+        sink.write(b"a\n").unwrap();
+        let until = Instant::now() + Duration::from_secs(20);
+        while std::fs::read(&sink.temp).unwrap() != b"a\n" {
+            assert!(Instant::now() < until, "the line did not reach the file");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!sink.is_settled());
+        sink.settle(true).unwrap();
+        assert!(sink.is_settled());
     }
 
     #[test]
