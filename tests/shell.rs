@@ -48,6 +48,18 @@ fn a_function_defined_over_three_lines_is_callable() {
 }
 
 #[test]
+fn lines_typed_ahead_in_one_burst_are_all_evaluated() {
+    // tmux send-keys, a slow ssh link, an expect script: four lines in one
+    // write, no bracketed paste. Each is read in turn, none dropped.
+    let (dir, home) = (temp(), temp());
+    let mut sh = Pty::spawn(dir.path(), home.path(), &[]);
+    sh.prompt(1);
+    sh.send("fn twice(a) {\r  a * 2\r}\rtwice(21)\r");
+    sh.expect("42");
+    sh.prompt(3);
+}
+
+#[test]
 fn pasted_multi_line_text_is_one_entry() {
     let (dir, home) = (temp(), temp());
     let mut sh = Pty::spawn(dir.path(), home.path(), &[]);
