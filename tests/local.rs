@@ -346,6 +346,9 @@ fn new_refuses_an_existing_directory_and_a_bad_name() {
 fn versions_help_and_usage_errors() {
     Skitter::new().arg("-v").run().success().stdout_has(&format!("skitter {}", env!("CARGO_PKG_VERSION")));
     Skitter::new().arg("--skitter-version").run().success().stdout_has("skitter ");
+    Skitter::new().arg("--version").run().success().stdout_has(&format!("skitter {}", env!("CARGO_PKG_VERSION")));
+    // A mode's usage line names the program, as its own errors do.
+    Skitter::new().args(["help", "deploy"]).run().success().stdout_has("Usage: skitter deploy");
     let app = app_with(&[]);
     Skitter::new().arg("--application-version").dir(app.path()).run().success().stdout_has("testapp 1.2.3");
     let nowhere = tempfile::tempdir().unwrap();

@@ -35,7 +35,7 @@ pub struct Cli {
     #[arg(short = 'a', long = "application-version")]
     pub application_version: bool,
     /// Print "skitter <version>" and exit.
-    #[arg(short = 'v', long = "skitter-version")]
+    #[arg(short = 'v', long = "skitter-version", visible_alias = "version")]
     pub skitter_version: bool,
     /// The app directory (default: found by walking up from the current directory).
     #[arg(long, global = true, value_name = "DIR")]
@@ -131,6 +131,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<ExitCode> {
 
 fn help(mode: Option<&str>) -> Result<ExitCode> {
     let mut cmd = Cli::command();
+    // Built, a mode's usage line reads `skitter deploy`, not `deploy`.
+    cmd.build();
     match mode {
         None => {
             let _ = cmd.print_help();
