@@ -74,10 +74,7 @@ fn resolve(args: &LocalArgs, app_dir: Option<&Path>) -> Result<LocalConfig> {
     let deploy = shell_deploy.clone().or_else(|| app.as_ref().and_then(|a| a.config.deploy.clone()));
     let slots = super::resolve::slots(args.slots, app.as_ref())?;
     let node = node::node_name(std::env::var("SKITTER_NODE").ok().as_deref(), "skitter_local");
-    let log_dir = (!args.no_log).then(|| match &app {
-        Some(a) => a.logs_dir(),
-        None => PathBuf::from("logs"),
-    });
+    let log_dir = if args.no_log { None } else { super::resolve::log_dir(app.as_ref()) };
     Ok(LocalConfig { app, deploy, shell_deploy, slots, node, log_dir })
 }
 

@@ -125,11 +125,11 @@ pub fn start(
     let workers = workers.iter().map(|w| peer_addr(w)).collect::<Result<Vec<_>>>()?;
     let explicit_deploy = args.deploy.clone().or_else(|| std::env::var("SKITTER_DEPLOY").ok().filter(|d| !d.trim().is_empty()));
     let deploy = if shell { explicit_deploy } else { explicit_deploy.or_else(|| app.as_ref().and_then(|a| a.config.deploy.clone())) };
-    let logs = match &deployed {
-        Some(d) => d.logs.clone(),
-        None => app.as_ref().map(App::logs_dir),
+    let log_dir = match &deployed {
+        _ if args.no_log => None,
+        Some(d) => d.logs.clone().or_else(|| super::resolve::log_dir(app.as_ref())),
+        None => super::resolve::log_dir(app.as_ref()),
     };
-    let log_dir = (!args.no_log).then(|| logs.unwrap_or_else(|| "logs".into()));
     log::init(&name, log_dir.as_deref()).map_err(Error::Usage)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -48,13 +48,25 @@ pub fn cookie_for(flag: Option<&str>, app: Option<&App>) -> Result<String> {
     cookie::read_or_create(&path).map_err(|e| Error::Usage(e.to_string()))
 }
 
+/// Where a node's log file goes: the app's `logs/`, else (outside an app)
+/// `logs/` in the user's state directory, never the current directory;
+/// `None` (no file) when there is neither.
+pub fn log_dir(app: Option<&App>) -> Option<PathBuf> {
+    match app {
+        Some(a) => Some(a.logs_dir()),
+        None => crate::script::app::user_state_dir().map(|d| d.join("logs")),
+    }
+}
+
 /// Where node files and daemon output go: SKITTER_TMP, else the app's
-/// `tmp/`, else `./tmp`.
+/// `tmp/`, else (outside an app) `tmp/` in the user's state directory, so
+/// that nodes started anywhere find each other and nothing is left in the
+/// current directory; `./tmp` only when there is no home.
 pub fn tmp_dir(app: Option<&App>) -> PathBuf {
     match (std::env::var_os("SKITTER_TMP"), app) {
         (Some(dir), _) if !dir.is_empty() => PathBuf::from(dir),
         (_, Some(app)) => app.tmp_dir(),
-        _ => PathBuf::from("tmp"),
+        _ => crate::script::app::user_state_dir().map(|d| d.join("tmp")).unwrap_or_else(|| PathBuf::from("tmp")),
     }
 }
 

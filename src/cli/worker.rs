@@ -138,7 +138,7 @@ fn start(args: WorkerArgs, app: Option<App>, name: String, shell: bool) -> Resul
         tags.extend(env_tags.split([',', ' ']).filter(|t| !t.is_empty()).map(str::to_string));
     }
     let slots = super::resolve::slots(args.slots, app.as_ref())?;
-    let log_dir = (!args.no_log).then(|| app.as_ref().map(|a| a.logs_dir()).unwrap_or_else(|| "logs".into()));
+    let log_dir = if args.no_log { None } else { super::resolve::log_dir(app.as_ref()) };
     log::init(&name, log_dir.as_deref()).map_err(Error::Usage)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

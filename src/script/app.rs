@@ -44,6 +44,17 @@ pub struct Config {
     pub env: String,
 }
 
+/// The user's state directory for skitter: `$XDG_STATE_HOME/skitter`, else
+/// `~/.local/state/skitter`; `None` when neither is known. Shell history,
+/// and the logs of nodes that run outside an app, live there.
+pub fn user_state_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(base.join("skitter"))
+}
+
 /// The environment chosen when SKITTER_ENV (and a release's node.toml) say nothing.
 pub const DEFAULT_ENV: &str = "dev";
 

@@ -8,11 +8,7 @@ use std::path::{Path, PathBuf};
 /// `$XDG_STATE_HOME/skitter/history/<app>.history`, else under
 /// `~/.local/state`; `None` when neither is known.
 pub fn path(app: Option<&str>) -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".local/state")))?;
-    Some(base.join("skitter/history").join(format!("{}.history", app.unwrap_or("default"))))
+    Some(crate::script::app::user_state_dir()?.join("history").join(format!("{}.history", app.unwrap_or("default"))))
 }
 
 /// One entry per line: newlines and backslashes escaped.
