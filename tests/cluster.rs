@@ -46,8 +46,10 @@ fn a_master_that_finishes_says_goodbye_and_its_workers_exit_4() {
     for w in [&mut w1, &mut w2] {
         let status = w.wait(Duration::from_secs(5)).expect("the worker exits with its master");
         assert_eq!(status.code(), Some(4));
-        // A goodbye, not a connection that dropped.
+        // A goodbye, not a connection that dropped; said once, and not as a warning.
         assert!(w.stderr().contains("went away (the master quit)"), "{}", w.stderr());
+        assert_eq!(w.stderr().matches("went away").count(), 1, "{}", w.stderr());
+        assert!(!w.stderr().contains("WARN"), "{}", w.stderr());
     }
 }
 
@@ -284,6 +286,7 @@ fn a_record_that_cannot_travel_fails_its_workflow_with_the_reason() {
         let out = master_run(&["-d", wf, &w1.addr, &w2.addr], tmp.path(), COOKIE);
         assert_eq!(out.code(), Some(1), "{}", out.stderr());
         out.stderr_has(reason);
+        assert_eq!(out.stderr().matches(reason).count(), 1, "said once:\n{}", out.stderr());
     }
     // The workers are still there for the next workflow.
     master_run(&["-d", "workflow().stream_source(1..=100).count(|x| x % 2).collect()", &w1.addr, &w2.addr], tmp.path(), COOKIE).success();

@@ -230,6 +230,7 @@ fn an_operator_error_fails_the_workflow_with_operator_record_and_position() {
     let out = Skitter::new().args(["local", "start", "--no-log", "--deploy", wf]).run();
     out.expect_code(1);
     out.stderr_has("workflow failed").stderr_has("operator `map_2` failed on record 0").stderr_has("Division by zero").stderr_has("line 1");
+    assert_eq!(out.stderr().matches("failed on record").count(), 1, "said once:\n{}", out.stderr());
 }
 
 #[test]

@@ -186,11 +186,11 @@ fn start(
     })?;
     match status {
         Status::Failed(reason) => {
-            tracing::error!("workflow failed: {reason}");
+            tracing::error!(target: crate::runtime::log::REPORTED, "workflow failed: {reason}");
             Err(Error::WorkflowFailed(reason))
         }
         s if s.is_cut_short() => {
-            tracing::warn!("workflow {s} before its sources ended");
+            tracing::warn!(target: crate::runtime::log::REPORTED, "workflow {s} before its sources ended");
             Err(Error::CutShort(s))
         }
         other => {

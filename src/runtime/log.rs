@@ -25,6 +25,10 @@ const LOG_QUEUE: usize = 8192;
 /// trace; default info). Lines are written by a
 /// thread of their own: a slow disk or a stalled terminal never holds the
 /// runtime.
+/// The target of events that the command reports on stderr itself (its
+/// `error:` line): they go to the log file only, so nothing is said twice.
+pub const REPORTED: &str = "reported";
+
 pub fn init(node: &str, log_dir: Option<&Path>) -> Result<(), String> {
     let level = match std::env::var("SKITTER_LOG") {
         Ok(l) if !l.is_empty() => LevelFilter::from_str(&l)
@@ -54,7 +58,7 @@ pub fn init(node: &str, log_dir: Option<&Path>) -> Result<(), String> {
     }
     let to_file = LineWriter { tx: tx.clone(), to: Dest::File, dropped: dropped.clone() };
     let to_stderr = LineWriter { tx, to: Dest::Stderr, dropped };
-    let console = to_stderr.with_max_level(tracing::Level::WARN);
+    let console = to_stderr.with_max_level(tracing::Level::WARN).with_filter(|meta| meta.target() != REPORTED);
     let result = match log_dir {
         Some(_) => {
             tracing_subscriber::fmt().with_writer(to_file.and(console).and(tap_writer)).with_ansi(false).with_max_level(level).try_init()

@@ -130,7 +130,9 @@ impl Master {
         let status = sink::settle_for(wf.files.values().map(|f| &**f), status);
         wf.status.send_replace(status.clone());
         match &status {
-            Status::Failed(reason) => tracing::error!(workflow = id, "failed: {reason}"),
+            // Reported by whoever deployed it (the command's `error:`, the
+            // shell's notice, `status()`): logged to the file only.
+            Status::Failed(reason) => tracing::error!(target: super::log::REPORTED, workflow = id, "failed: {reason}"),
             other => tracing::info!(workflow = id, "{other}"),
         }
         if let (Some(notices), false) = (self.notices.lock().expect("notices lock").clone(), matches!(status, Status::Stopped(None))) {

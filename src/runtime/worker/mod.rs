@@ -328,17 +328,29 @@ impl Worker {
         })
         .await;
         *self.master.lock().expect("master lock") = None;
-        let reason = match end {
+        let (reason, said_bye) = match end {
             LinkEnd::Stopped | LinkEnd::SaidBye => return,
-            LinkEnd::PeerSaidBye => "the master quit".to_string(),
-            LinkEnd::Lost(reason) => reason,
+            LinkEnd::PeerSaidBye => ("the master quit".to_string(), true),
+            LinkEnd::Lost(reason) => (reason, false),
         };
-        tracing::warn!("master {master} went away: {reason}");
         self.step(Event::MasterLost { reason: reason.clone() }).await;
         if self.config.shutdown_with_master {
+            // Said once on stderr, below; the log file has it too. A master
+            // that said goodbye ended normally: no warning for that.
+            use crate::runtime::log::REPORTED;
+            if said_bye {
+                tracing::info!(target: REPORTED, "master {master} went away: {reason}: shutting down");
+            } else {
+                tracing::warn!(target: REPORTED, "master {master} went away: {reason}: shutting down");
+            }
             eprintln!("the master {master} went away ({reason}): shutting down");
             self.quit(4);
         } else {
+            if said_bye {
+                tracing::info!("master {master} went away: {reason}");
+            } else {
+                tracing::warn!("master {master} went away: {reason}");
+            }
             tracing::info!("waiting for a new master");
         }
     }
