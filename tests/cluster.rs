@@ -38,6 +38,15 @@ fn word_count_on_a_master_with_two_workers_gives_exact_totals() {
 }
 
 #[test]
+fn workers_may_come_before_the_command_as_the_usage_line_shows() {
+    // Usage: skitter master [OPTIONS] [WORKERS]... [COMMAND]
+    let tmp = tempfile::tempdir().unwrap();
+    let w1 = Node::worker("w1", "127.0.0.2", &[], tmp.path());
+    let wf = "workflow().stream_source(1..=10).count(|x| x % 2).collect()";
+    run_with_cookie(tmp.path(), COOKIE, &["master", "--no-log", "--listen", "127.0.0.1:0", &w1.addr, "start", "-d", wf]).success();
+}
+
+#[test]
 fn a_master_that_finishes_says_goodbye_and_its_workers_exit_4() {
     let tmp = tempfile::tempdir().unwrap();
     let mut w1 = Node::worker("w1", "127.0.0.2", &[], tmp.path());

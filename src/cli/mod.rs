@@ -53,7 +53,7 @@ pub enum Mode {
     #[command(visible_alias = "d")]
     Deploy(deploy::DeployArgs),
     /// Run a master: it places workflows on its workers (`m`).
-    #[command(visible_alias = "m")]
+    #[command(visible_alias = "m", subcommand_precedence_over_arg = true)]
     Master(master::MasterArgs),
     /// Run a worker: it runs its master's workflows (`w`).
     #[command(visible_alias = "w")]
