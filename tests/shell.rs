@@ -48,6 +48,22 @@ fn a_function_defined_over_three_lines_is_callable() {
 }
 
 #[test]
+fn skitter_mode_start_iex_runs_the_default_mode_with_a_shell() {
+    let (dir, home) = (temp(), temp());
+    let mut sh = Pty::command(dir.path(), home.path(), &["--mode", "start_iex", "--no-log"]);
+    sh.expect_re(r"skitter\(skitter_local@[^)]+\)1> ");
+    sh.line("runtime_info().mode");
+    sh.expect("local");
+    sh.prompt(2);
+    // A master app's default mode is master.
+    let app = app_with(&[]);
+    std::fs::write(app.path().join("skitter.toml"), "name = \"m\"\nmode = \"master\"\n").unwrap();
+    let mut m = Pty::command(app.path(), home.path(), &["--mode=S", "--no-log"]);
+    m.expect_re(r"skitter\(skitter_master@[^)]+\)1> ");
+    Skitter::new().args(["--mode", "nonsense"]).run().expect_code(2).stderr_has("--mode nonsense: give start, start_iex");
+}
+
+#[test]
 fn lines_typed_ahead_in_one_burst_are_all_evaluated() {
     // tmux send-keys, a slow ssh link, an expect script: four lines in one
     // write, no bracketed paste. Each is read in turn, none dropped.

@@ -40,6 +40,10 @@ pub struct Cli {
     /// The app directory (default: found by walking up from the current directory).
     #[arg(long, global = true, value_name = "DIR")]
     pub app: Option<PathBuf>,
+    /// Run the default mode (SKITTER_MODE, else `mode` in skitter.toml, else
+    /// local) this way: start, start_iex, daemon or daemon_iex (s, S, d, D).
+    #[arg(long = "mode", value_name = "HOW")]
+    pub run_as: Option<String>,
     #[command(subcommand)]
     pub mode: Option<Mode>,
 }
@@ -92,6 +96,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<ExitCode> {
     if std::env::var_os("NO_COLOR").is_some() {
         colored::control::set_override(false);
     }
+    let args = with_default_mode(args.into_iter().collect())?;
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -146,6 +151,60 @@ fn help(mode: Option<&str>) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How a node may be run (`--mode`), long and short forms.
+const RUN_AS: &[&str] = &["start", "start_iex", "daemon", "daemon_iex", "s", "S", "d", "D"];
+
+/// `skitter --mode HOW [ARGS...]`, the form `mix`/`iex` users type: the
+/// default mode run that way. The default mode is SKITTER_MODE, else `mode`
+/// in skitter.toml, else local; so `skitter --mode start_iex` is
+/// `skitter local start_iex`, and in a release of a master app,
+/// `skitter master start_iex`.
+fn with_default_mode(args: Vec<OsString>) -> Result<Vec<OsString>> {
+    // `--mode` before any mode's name (after one, it is that mode's, as
+    // `deploy --mode`); `--app DIR` may come first.
+    let mut found = None;
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_str().unwrap_or_default();
+        if a == "--app" {
+            i += 2;
+            continue;
+        }
+        if a == "--mode" || a.starts_with("--mode=") {
+            found = Some(i);
+            break;
+        }
+        if !a.starts_with('-') {
+            return Ok(args);
+        }
+        i += 1;
+    }
+    let Some(at) = found else { return Ok(args) };
+    let mut rest = args.clone();
+    let flag = rest.remove(at).to_string_lossy().to_string();
+    let how = match flag.strip_prefix("--mode=") {
+        Some(how) => how.to_string(),
+        None if at < rest.len() => rest.remove(at).to_string_lossy().to_string(),
+        None => return Err(Error::Usage("--mode needs a value: start, start_iex, daemon or daemon_iex".into())),
+    };
+    if !RUN_AS.contains(&how.as_str()) {
+        return Err(Error::Usage(format!("--mode {how}: give start, start_iex, daemon or daemon_iex (or s, S, d, D)")));
+    }
+    let app_dir = rest.iter().position(|a| a == "--app").and_then(|i| rest.get(i + 1)).map(std::path::PathBuf::from);
+    let mode = match std::env::var("SKITTER_MODE").ok().filter(|m| !m.trim().is_empty()) {
+        Some(m) => m.trim().to_string(),
+        None => find_app_optional(app_dir.as_deref())?.and_then(|a| a.config.mode.clone()).unwrap_or_else(|| "local".into()),
+    };
+    if !["local", "master", "worker"].contains(&mode.as_str()) {
+        return Err(Error::Usage(format!(
+            "the default mode `{mode}` (SKITTER_MODE or mode in skitter.toml): give local, master or worker"
+        )));
+    }
+    let mut out = vec![rest[0].clone(), mode.into(), how.into()];
+    out.extend(rest[1..].iter().cloned());
+    Ok(out)
 }
 
 /// The app given with `--app`, else the release this program is part of,
