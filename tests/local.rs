@@ -354,6 +354,26 @@ fn outside_an_app_the_log_goes_to_the_state_directory_not_the_current_one() {
 }
 
 #[test]
+fn completion_scripts_complete_modes_and_commands() {
+    let out = Skitter::new().args(["completions", "bash"]).run();
+    out.success();
+    let complete = |words: &str, cword: usize, cur: &str, prev: &str| {
+        let script = format!(
+            "{}\nCOMP_WORDS=({words}); COMP_CWORD={cword}; _skitter skitter {cur} {prev}; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            out.stdout()
+        );
+        let r = std::process::Command::new("bash").arg("-c").arg(script).output().unwrap();
+        String::from_utf8_lossy(&r.stdout).lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(complete("skitter lo", 1, "lo", "skitter"), vec!["local"]);
+    assert_eq!(complete("skitter local st", 2, "st", "local"), vec!["start", "start_iex", "stop"]);
+    for shell in ["zsh", "fish"] {
+        Skitter::new().args(["completions", shell]).run().success().stdout_has("skitter");
+    }
+    Skitter::new().args(["completions", "tcsh"]).run().expect_code(2).stderr_has("tcsh");
+}
+
+#[test]
 fn versions_help_and_usage_errors() {
     Skitter::new().arg("-v").run().success().stdout_has(&format!("skitter {}", env!("CARGO_PKG_VERSION")));
     Skitter::new().arg("--skitter-version").run().success().stdout_has("skitter ");

@@ -78,6 +78,11 @@ pub enum Mode {
     Upgrade(upgrade::UpgradeArgs),
     /// List the releases installed in a deploy directory, and the current one.
     Versions(upgrade::VersionsArgs),
+    /// Print a completion script for a shell: bash, zsh, fish, elvish or powershell.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
     /// Show help, for all modes or for one (`h`).
     #[command(visible_alias = "h")]
     Help {
@@ -120,6 +125,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
         Some(Mode::Help { mode }) => help(mode.as_deref()),
+        Some(Mode::Completions { shell }) => {
+            clap_complete::generate(shell, &mut Cli::command(), "skitter", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Mode::New(args)) => new::run(args),
         Some(Mode::Release(args)) => release::run(args, cli.app.as_deref()),
         Some(Mode::Remote(args)) => console::remote(args, cli.app.as_deref()),
