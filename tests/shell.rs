@@ -64,6 +64,15 @@ fn skitter_mode_start_iex_runs_the_default_mode_with_a_shell() {
 }
 
 #[test]
+fn piped_chains_may_start_lines_with_a_dot_and_errors_set_the_exit_status() {
+    let chain = "let wf = workflow()\n    .stream_source([1, 2, 3])\n    .map(|x| {\n        x * 10\n    })\n    .collect();\nlet r = deploy(wf);\nwait(r);\nresults(r)\n";
+    let out = Skitter::new().args(["local", "--no-log"]).stdin(chain).run();
+    out.success().stdout_has("[10, 20, 30]");
+    let out = Skitter::new().args(["local", "--no-log"]).stdin("1 + 1\nlet x = ;\n2 + 2\n").run();
+    out.expect_code(1).stdout_has("2").stdout_has("4").stderr_has("an entry of the input failed; the first began at line 2");
+}
+
+#[test]
 fn lines_typed_ahead_in_one_burst_are_all_evaluated() {
     // tmux send-keys, a slow ssh link, an expect script: four lines in one
     // write, no bracketed paste. Each is read in turn, none dropped.
@@ -243,7 +252,8 @@ fn deploy_option_runs_before_the_first_prompt_and_startup_file_runs() {
 fn piped_stdin_evaluates_entries_and_exits_at_the_end() {
     let script = "let a = 20;\nfn add(x,\n  y) {\n  x + y\n}\nadd(a, 22)\nv(3)\ni(\"abc\")\nlet b = [1,\n#break\nmissing_fn()\na\n";
     let out = Skitter::new().args(["local", "--no-log"]).stdin(script).run();
-    out.success();
+    // Every entry ran; the one that failed sets the exit status.
+    out.expect_code(1).stderr_has("the first began at line 11");
     let stdout = out.stdout();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "42");

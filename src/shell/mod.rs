@@ -146,24 +146,50 @@ pub fn run(backend: Rc<RefCell<dyn Backend>>, printer: &Printer, history: Option
     result
 }
 
-/// Reads entries from stdin until it ends, printing each result.
+/// Reads entries from stdin until it ends, printing each result. A line
+/// that starts with `.` continues the entry before it (a chain written one
+/// call per line). After an entry that failed, the exit status is 1, and
+/// stderr names the line of the input where the first one began.
 fn piped(backend: &Rc<RefCell<dyn Backend>>) -> Result<ExitCode> {
     let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines().enumerate().peekable();
     let mut pending = Pending::default();
-    for line in stdin.lock().lines() {
-        let line = line.map_err(|e| Error::Failed(format!("cannot read stdin: {e}")))?;
-        let Some(entry) = pending.add(&line, &*backend.borrow()) else { continue };
-        let reply = backend.borrow_mut().eval(&entry);
+    let (mut start, mut failed, mut first_failed) = (1, 0usize, None);
+    let mut eval = |entry: &str, start: usize| {
+        let reply = backend.borrow_mut().eval(entry);
+        if matches!(reply, Reply::Error(_)) {
+            failed += 1;
+            first_failed.get_or_insert(start);
+        }
         show(reply);
+    };
+    while let Some((i, line)) = lines.next() {
+        let line = line.map_err(|e| Error::Failed(format!("cannot read stdin: {e}")))?;
+        if pending.0.is_empty() {
+            start = i + 1;
+        }
+        let Some(entry) = pending.add(&line, &*backend.borrow()) else { continue };
+        if matches!(lines.peek(), Some((_, Ok(next))) if next.trim_start().starts_with('.')) {
+            pending.0 = entry;
+            continue;
+        }
+        eval(&entry, start);
         if backend.borrow().exit_requested() {
-            return Ok(ExitCode::SUCCESS);
+            break;
         }
     }
     if !pending.0.trim().is_empty() {
-        let reply = backend.borrow_mut().eval(&pending.0);
-        show(reply);
+        let entry = std::mem::take(&mut pending.0);
+        eval(&entry, start);
     }
-    Ok(ExitCode::SUCCESS)
+    match first_failed {
+        None => Ok(ExitCode::SUCCESS),
+        Some(line) => {
+            let entries = if failed == 1 { "an entry".to_string() } else { format!("{failed} entries") };
+            eprintln!("{} {entries} of the input failed; the first began at line {line}", crate::cli::error_prefix());
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 fn prompts(node: &str, remote: bool, n: usize) -> ((String, String), (String, String)) {
