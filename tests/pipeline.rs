@@ -131,3 +131,20 @@ fn on_a_cluster_the_masters_file_gets_the_lines_within_the_deadline_too() {
     assert!(master.wait(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", master.stderr());
     assert_eq!(std::fs::read_to_string(&out_path).unwrap(), "got a\ngot b\n");
 }
+
+#[test]
+fn the_batch_deadline_comes_from_skitter_toml_or_the_environment_and_is_checked() {
+    let app = app_with(&[]);
+    std::fs::write(app.path().join("skitter.toml"), "name = \"x\"\nbatch_deadline_ms = 5\n").unwrap();
+    let shown = |env: Option<&str>| {
+        let mut s = Skitter::new().args(["local", "--no-log"]).dir(app.path()).stdin("runtime_info().batch_deadline_ms\n");
+        if let Some(v) = env {
+            s = s.env("SKITTER_BATCH_DEADLINE_MS", v);
+        }
+        s.run()
+    };
+    shown(None).success().stdout_has("5.0");
+    shown(Some("0.5")).success().stdout_has("0.5");
+    shown(Some("soon")).expect_code(2).stderr_has("SKITTER_BATCH_DEADLINE_MS=\"soon\": give a number of milliseconds");
+    shown(Some("20000")).expect_code(2).stderr_has("give 0 to 10000 milliseconds");
+}
