@@ -11,6 +11,15 @@ use std::time::Duration;
 use common::node::Node;
 use common::*;
 
+/// Where a `write_lines` sink of `dir/name` writes until the workflow
+/// ends: its temporary file beside it.
+fn temp_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!(".{name}.")))
+}
+
 #[test]
 fn fused_operators_keep_record_order() {
     // One slot: one instance of each node, so the order is defined. Native
@@ -85,12 +94,7 @@ fn a_sinks_lines_reach_its_file_within_the_deadline_while_the_source_is_open() {
     }
     // The lines are in the file (under its temporary name until the
     // workflow ends) while the connection stays open.
-    let temp = || {
-        std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(".out.txt."))
-    };
+    let temp = || temp_file(dir.path(), "out.txt");
     let written = wait_until(Duration::from_secs(20), || {
         temp().is_some_and(|p| std::fs::read_to_string(p).unwrap_or_default() == "got line 0\ngot line 1\ngot line 2\n")
     });
@@ -118,12 +122,7 @@ fn on_a_cluster_the_masters_file_gets_the_lines_within_the_deadline_too() {
     );
     let (mut conn, _) = listener.accept().unwrap();
     writeln!(conn, "a\nb").unwrap();
-    let temp = || {
-        std::fs::read_dir(tmp.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(".out.txt."))
-    };
+    let temp = || temp_file(tmp.path(), "out.txt");
     let written =
         wait_until(Duration::from_secs(20), || temp().is_some_and(|p| std::fs::read_to_string(p).unwrap_or_default() == "got a\ngot b\n"));
     assert!(written, "the lines did not reach the master's file: {:?}\n{}", temp().map(std::fs::read_to_string), master.stderr());

@@ -31,6 +31,7 @@ impl Succession {
     /// Waits until no upgrade is under way.
     pub async fn upgrade_done(&self) {
         let mut rx = self.upgrading.subscribe();
+        // Fails only once the sender is dropped, and `self` holds it.
         let _ = rx.wait_for(|on| !on).await;
     }
 

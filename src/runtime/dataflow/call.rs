@@ -98,13 +98,7 @@ impl Calls {
     /// are of the kinds the tree takes.
     fn native<const N: usize>(&self, f: &Callee, args: &[&Dynamic; N]) -> Option<Dynamic> {
         debug_assert_eq!(f.arity, N, "`{}` is called with the arguments it was made for", f.func.name);
-        let native = self.how(f).native.as_ref()?;
-        if f.func.curry.is_empty() {
-            native.eval(args)
-        } else {
-            let all: Vec<&Dynamic> = f.func.curry.iter().chain(args.iter().copied()).collect();
-            native.eval(&all)
-        }
+        self.how(f).native.as_ref()?.eval(&f.func.curry, args)
     }
 
     /// Calls `f` by name in this instance's own AST, captured values first:

@@ -65,12 +65,18 @@ fn flush_loop(w: &'static Watched) {
     let mut sinks = w.sinks.lock().expect("sinks lock");
     loop {
         // A settled sink writes no more (ended workflows are kept a while).
-        sinks.retain(|s| s.upgrade().is_some_and(|s| !s.is_settled()));
-        if sinks.is_empty() {
+        let mut live: Vec<Arc<FileSink>> = Vec::new();
+        sinks.retain(|s| match s.upgrade() {
+            Some(sink) if !sink.is_settled() => {
+                live.push(sink);
+                true
+            }
+            _ => false,
+        });
+        if live.is_empty() {
             sinks = w.added.wait(sinks).expect("sinks lock");
             continue;
         }
-        let live: Vec<Arc<FileSink>> = sinks.iter().filter_map(Weak::upgrade).collect();
         drop(sinks);
         let deadline = get();
         for sink in &live {

@@ -189,6 +189,13 @@ impl Pusher {
         Ok(())
     }
 
+    /// Whether what waits here goes on by the batch deadline. Partial
+    /// counts wait for full batches: a count shows nothing until its input
+    /// ends, so sending them sooner would only cost.
+    fn has_deadline(&self) -> bool {
+        !matches!(self, Pusher::Hash(h) if h.partial.is_some())
+    }
+
     /// Whether no record waits here.
     pub fn is_empty(&self) -> bool {
         match self {
@@ -247,11 +254,9 @@ impl Outlet {
     }
 
     /// Sends what is held, full batches or not, once the oldest record
-    /// has waited `deadline`. Partial counts wait for full batches: a
-    /// count shows nothing until its input ends, so sending them sooner
-    /// would only cost.
+    /// has waited `deadline`.
     pub fn flush_due(&mut self, running: &Running, deadline: Duration) -> Result<(), FlowError> {
-        if matches!(&self.pusher, Pusher::Hash(h) if h.partial.is_some()) {
+        if !self.pusher.has_deadline() {
             return Ok(());
         }
         match self.held_since {

@@ -88,9 +88,25 @@ impl NativeFn {
         Some(NativeFn { body })
     }
 
-    /// The function's value for `args`, or `None` where Rhai must decide.
-    pub fn eval(&self, args: &[&Dynamic]) -> Option<Dynamic> {
-        eval(&self.body, args).map(Cow::into_owned)
+    /// The function's value for its captured values `curry` and `args`,
+    /// or `None` where Rhai must decide.
+    pub fn eval(&self, curry: &[Dynamic], args: &[&Dynamic]) -> Option<Dynamic> {
+        eval(&self.body, &Args { curry, args }).map(Cow::into_owned)
+    }
+}
+
+/// A call's parameters: captured values first, then the arguments.
+struct Args<'a> {
+    curry: &'a [Dynamic],
+    args: &'a [&'a Dynamic],
+}
+
+impl<'a> Args<'a> {
+    fn get(&self, i: usize) -> &'a Dynamic {
+        match i.checked_sub(self.curry.len()) {
+            None => &self.curry[i],
+            Some(j) => self.args[j],
+        }
     }
 }
 
@@ -152,10 +168,10 @@ fn node(expr: &Expr, params: &[String]) -> Option<Node> {
     })
 }
 
-fn eval<'a>(node: &'a Node, args: &[&'a Dynamic]) -> Option<Cow<'a, Dynamic>> {
+fn eval<'a>(node: &'a Node, args: &Args<'a>) -> Option<Cow<'a, Dynamic>> {
     Some(match node {
         Node::Param(i) => {
-            let v = args[*i];
+            let v = args.get(*i);
             // A captured variable is shared: its value is read now.
             if v.is_shared() {
                 Cow::Owned(v.flatten_clone())
@@ -314,7 +330,7 @@ mod tests {
         let ast = engine.compile(format!("fn f({params}) {{ {body} }}")).unwrap();
         let native = NativeFn::translate(&ast, "f", args.len());
         let rhai: Result<Dynamic, _> = engine.call_fn(&mut rhai::Scope::new(), &ast, "f", args.to_vec()).map_err(|e| e.to_string());
-        let value = native.and_then(|n| n.eval(&args.iter().collect::<Vec<_>>()));
+        let value = native.and_then(|n| n.eval(&[], &args.iter().collect::<Vec<_>>()));
         if let Some(v) = &value {
             assert_eq!(Ok(format!("{v:?}")), rhai.as_ref().map(|r| format!("{r:?}")).map_err(Clone::clone), "{body} on {args:?}");
         }
@@ -402,7 +418,7 @@ mod tests {
             for text in ["the  quick\tbrown fox ", "", "naïve café\u{a0}x"] {
                 let arg = s(text);
                 let rhai: Dynamic = engine.call_fn(&mut rhai::Scope::new(), &ast, "f", (arg.clone(),)).unwrap();
-                assert_eq!(format!("{:?}", native.eval(&[&arg]).unwrap()), format!("{rhai:?}"), "{body} on {text:?}");
+                assert_eq!(format!("{:?}", native.eval(&[], &[&arg]).unwrap()), format!("{rhai:?}"), "{body} on {text:?}");
             }
         }
     }
@@ -414,6 +430,6 @@ mod tests {
         let f: rhai::FnPtr = engine.eval_ast(&ast).unwrap();
         let native = NativeFn::translate(&ast, f.fn_name(), f.curry().len() + 1).expect("translated");
         let shared = f.curry()[0].clone();
-        assert_eq!(native.eval(&[&shared, &Dynamic::from_int(2)]).unwrap().as_int().unwrap(), 7);
+        assert_eq!(native.eval(&[shared], &[&Dynamic::from_int(2)]).unwrap().as_int().unwrap(), 7);
     }
 }

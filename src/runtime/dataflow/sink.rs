@@ -93,18 +93,21 @@ impl FileSink {
         FlowError::File { operator: self.operator.clone(), action, path: self.path.clone(), error: e.to_string() }
     }
 
+    /// The failure of a write on the deadline, which this call reports.
+    fn kept_failure(&self, w: &Writer) -> Result<(), FlowError> {
+        match &w.failed {
+            Some(error) => {
+                Err(FlowError::File { operator: self.operator.clone(), action: "write", path: self.path.clone(), error: error.clone() })
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Appends `bytes` (whole lines).
     pub fn write(&self, bytes: &[u8]) -> Result<(), FlowError> {
         let mut writer = self.writer.lock().expect("sink lock");
         let Some(w) = writer.as_mut() else { return Err(FlowError::Ended) };
-        if let Some(error) = &w.failed {
-            return Err(FlowError::File {
-                operator: self.operator.clone(),
-                action: "write",
-                path: self.path.clone(),
-                error: error.clone(),
-            });
-        }
+        self.kept_failure(w)?;
         w.file.write_all(bytes).map_err(|e| self.io_error("write", e))?;
         self.written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let now = Instant::now();
@@ -136,14 +139,7 @@ impl FileSink {
     pub fn flush(&self) -> Result<(), FlowError> {
         let mut writer = self.writer.lock().expect("sink lock");
         let Some(w) = writer.as_mut() else { return Ok(()) };
-        if let Some(error) = &w.failed {
-            return Err(FlowError::File {
-                operator: self.operator.clone(),
-                action: "write",
-                path: self.path.clone(),
-                error: error.clone(),
-            });
-        }
+        self.kept_failure(w)?;
         w.write_out().map_err(|e| self.io_error("write", e))?;
         w.file.get_ref().sync_all().map_err(|e| self.io_error("write", e))
     }

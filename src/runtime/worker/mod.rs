@@ -333,24 +333,22 @@ impl Worker {
             LinkEnd::PeerSaidBye => ("the master quit".to_string(), true),
             LinkEnd::Lost(reason) => (reason, false),
         };
+        // A master that said goodbye ended normally: no warning for that.
+        // A lost one is a warning, said on stderr once: by the line below
+        // when this worker shuts down with it.
+        let shutting_down = self.config.shutdown_with_master;
+        if said_bye {
+            tracing::info!("master {master} went away: {reason}");
+        } else if shutting_down {
+            tracing::warn!(target: crate::runtime::log::REPORTED, "master {master} went away: {reason}");
+        } else {
+            tracing::warn!("master {master} went away: {reason}");
+        }
         self.step(Event::MasterLost { reason: reason.clone() }).await;
-        if self.config.shutdown_with_master {
-            // Said once on stderr, below; the log file has it too. A master
-            // that said goodbye ended normally: no warning for that.
-            use crate::runtime::log::REPORTED;
-            if said_bye {
-                tracing::info!(target: REPORTED, "master {master} went away: {reason}: shutting down");
-            } else {
-                tracing::warn!(target: REPORTED, "master {master} went away: {reason}: shutting down");
-            }
+        if shutting_down {
             eprintln!("the master {master} went away ({reason}): shutting down");
             self.quit(4);
         } else {
-            if said_bye {
-                tracing::info!("master {master} went away: {reason}");
-            } else {
-                tracing::warn!("master {master} went away: {reason}");
-            }
             tracing::info!("waiting for a new master");
         }
     }
