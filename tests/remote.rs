@@ -69,6 +69,17 @@ fn a_remote_shell_on_a_master_daemon_lists_workers_and_runs_a_word_count() {
     sh.expect("\"finished\"");
     sh.prompt(4);
     assert_eq!(sh.word_totals("r"), count_words(&std::fs::read_to_string(example("word_count").join("priv/words.txt")).unwrap()));
+    // What a workflow deployed from here prints shows here, not on the master.
+    sh.line("wait(deploy(workflow().stream_source([6]).map(|x| x * 7).inspect(\"seen\").collect()))");
+    sh.expect("seen: 42");
+    sh.expect("\"finished\"");
+    let out_file = std::fs::read_dir(cluster.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("m1") && p.extension().is_some_and(|x| x == "out"))
+        .expect("the master's .out file");
+    let master_out = std::fs::read_to_string(out_file).unwrap();
+    assert!(!master_out.contains("seen: 42"), "{master_out}");
     // An error leaves console and node alive.
     sh.line("1 / 0");
     sh.expect("Division by zero");
@@ -164,8 +175,12 @@ fn a_wrong_cookie_is_refused() {
 #[test]
 fn rpc_and_eval_exit_codes() {
     let tmp = tempfile::tempdir().unwrap();
-    let _node = Node::spawn(&["local", "start", "--no-log", "--listen", "127.0.0.40:0"], tmp.path(), COOKIE, None);
+    let node = Node::spawn(&["local", "start", "--no-log", "--listen", "127.0.0.40:0"], tmp.path(), COOKIE, None);
     run(tmp.path(), &["rpc", "skitter_local", "6 * 7"]).success().stdout_has("42");
+    // What the workflow printed arrives before the result it waited for.
+    let printed = run(tmp.path(), &["rpc", "skitter_local", "wait(deploy(workflow().stream_source([1, 2]).inspect(\"got\").collect()))"]);
+    printed.success().stdout_has("got: 1").stdout_has("got: 2").stdout_has("\"finished\"");
+    assert!(!node.stdout().contains("got: 1"), "{}", node.stdout());
     run(tmp.path(), &["rpc", "skitter_local", "6 +* 7"]).expect_code(1).stderr_has("syntax error");
     run(tmp.path(), &["rpc", "skitter_local", "throw \"nope\""]).expect_code(1).stderr_has("nope");
     run(tmp.path(), &["rpc", "nobody_here", "1"]).expect_code(1).stderr_has("no node named nobody_here@");

@@ -261,7 +261,7 @@ mod tests {
         };
         let valid = [
             framed_msg(&ControlMsg::Heartbeat),
-            framed_msg(&ControlMsg::Output { text: "hello".into() }),
+            framed_msg(&ControlMsg::Output { id: None, text: "hello".into() }),
             framed_msg(&ControlMsg::Register(crate::net::WorkerInfo { name: "n".into(), addr: "a:1".into(), tags: vec![], slots: 2 })),
             framed_msg(&ControlMsg::Lines { id: 1, node: 2, text: "w\n".into() }),
         ];
@@ -294,7 +294,7 @@ mod tests {
     fn known_bad_streams_are_refused() {
         let oversized = [0xff, 0xff, 0xff, 0xff, 0];
         assert!(matches!(decode_stream::<ControlMsg>(&oversized).last(), Some(Err(NetError::Malformed(m))) if m.contains("limit")));
-        let mut truncated = framed_msg(&ControlMsg::Output { text: "a long enough text".into() });
+        let mut truncated = framed_msg(&ControlMsg::Output { id: None, text: "a long enough text".into() });
         truncated.truncate(truncated.len() - 3);
         assert!(decode_stream::<ControlMsg>(&truncated).is_empty(), "waits for the rest");
         let unknown_kind = [0, 0, 0, 1, 200];
@@ -330,7 +330,7 @@ mod tests {
     fn garbage_does_not_decode() {
         assert!(matches!(decode::<ControlMsg>(&[0xff, 0xff, 0xff, 0xff, 0x0f]), Err(NetError::Malformed(_))));
         assert!(matches!(decode::<ControlMsg>(&[]), Err(NetError::Malformed(_))));
-        let msg = ControlMsg::Output { text: "hi".into() };
+        let msg = ControlMsg::Output { id: None, text: "hi".into() };
         assert_eq!(decode::<ControlMsg>(&encode(&msg)).unwrap(), msg);
         let bytes = encode(&msg);
         assert!(decode::<ControlMsg>(&bytes[..bytes.len() - 1]).is_err(), "a truncated frame is an error");

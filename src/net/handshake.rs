@@ -310,8 +310,8 @@ mod tests {
         // And the keys agree both ways.
         let (mut c, mut s): (Link<ControlMsg>, Link<ControlMsg>) =
             (c.into_link(Duration::from_secs(5)), s.into_link(Duration::from_secs(5)));
-        c.writer.write(&ControlMsg::Output { text: "hello".into() }).await.unwrap();
-        assert_eq!(s.reader.read().await.unwrap(), Some(ControlMsg::Output { text: "hello".into() }));
+        c.writer.write(&ControlMsg::Output { id: None, text: "hello".into() }).await.unwrap();
+        assert_eq!(s.reader.read().await.unwrap(), Some(ControlMsg::Output { id: None, text: "hello".into() }));
         s.writer.write(&ControlMsg::Welcome).await.unwrap();
         assert_eq!(c.reader.read().await.unwrap(), Some(ControlMsg::Welcome));
     }
@@ -409,8 +409,8 @@ mod tests {
         let (mut c, mut s): (Link<ControlMsg>, Link<ControlMsg>) =
             (c.into_link(Duration::from_secs(5)), s.into_link(Duration::from_secs(5)));
         let record = "a-distinctive-record-4f9d1c";
-        c.writer.write(&ControlMsg::Output { text: record.into() }).await.unwrap();
-        assert_eq!(s.reader.read().await.unwrap(), Some(ControlMsg::Output { text: record.into() }));
+        c.writer.write(&ControlMsg::Output { id: None, text: record.into() }).await.unwrap();
+        assert_eq!(s.reader.read().await.unwrap(), Some(ControlMsg::Output { id: None, text: record.into() }));
         let bytes = seen.lock().unwrap().clone();
         assert!(bytes.len() > 64, "the proxy relayed the traffic");
         for secret in [cookie.as_bytes(), record.as_bytes(), b"w@h", b"m@h"] {
@@ -450,7 +450,7 @@ mod tests {
         let s = server.await.unwrap().unwrap();
         let (mut c, mut s): (Link<ControlMsg>, Link<ControlMsg>) =
             (c.into_link(Duration::from_secs(5)), s.into_link(Duration::from_secs(5)));
-        c.writer.write(&ControlMsg::Output { text: "x".repeat(1000) }).await.unwrap();
+        c.writer.write(&ControlMsg::Output { id: None, text: "x".repeat(1000) }).await.unwrap();
         let got = s.reader.read().await;
         assert!(matches!(got, Err(NetError::Tampered)), "{got:?}");
     }

@@ -196,7 +196,9 @@ pub enum ControlMsg {
     Done {
         id: u64,
     },
+    /// Text a workflow printed (`inspect`), or the worker itself (no id).
     Output {
+        id: Option<u64>,
         text: String,
     },
     Collected {

@@ -3,7 +3,7 @@
 //! on its own thread; the connection carries messages, not terminal bytes.
 //! An interrupt goes straight to the running evaluation, never behind it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::Duration;
 
@@ -66,8 +66,12 @@ impl Consoles {
         let flag = interrupt.clone();
         let replies = out_tx.clone();
         let (logs_tx, mut logs_rx) = mpsc::unbounded_channel::<bool>();
-        let worker =
-            std::thread::Builder::new().name(format!("console:{peer}")).spawn(move || me.session_loop(req_rx, replies, flag, logs_tx));
+        let (shown_tx, mut shown_rx) = mpsc::channel::<String>(super::printer::QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let audience = audience(shown_tx, dropped.clone());
+        let worker = std::thread::Builder::new()
+            .name(format!("console:{peer}"))
+            .spawn(move || me.session_loop(req_rx, replies, flag, logs_tx, audience));
         if let Err(e) = worker {
             tracing::error!("cannot start a console thread: {e}");
             return;
@@ -77,8 +81,28 @@ impl Consoles {
             tokio::select! {
                 Some(on) = logs_rx.recv() => logs = on.then(super::log::subscribe),
                 Some(msg) = out_rx.recv() => {
+                    // What workflows printed before an evaluation ended comes before its result.
+                    if matches!(msg, ConsoleMsg::Evaluated { .. }) {
+                        while let Ok(text) = shown_rx.try_recv() {
+                            if auth.writer.write(&ConsoleMsg::Printed { text }).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
                     if auth.writer.write(&msg).await.is_err() {
                         break;
+                    }
+                }
+                Some(text) = shown_rx.recv() => {
+                    if auth.writer.write(&ConsoleMsg::Printed { text }).await.is_err() {
+                        break;
+                    }
+                    let lost = dropped.swap(0, Ordering::Relaxed);
+                    if lost > 0 {
+                        let text = format!("({lost} line(s) of workflow output dropped: this console did not keep up)");
+                        if auth.writer.write(&ConsoleMsg::Printed { text }).await.is_err() {
+                            break;
+                        }
                     }
                 }
                 line = async {
@@ -137,9 +161,11 @@ impl Consoles {
         out: mpsc::UnboundedSender<ConsoleMsg>,
         interrupt: Arc<AtomicBool>,
         logs: mpsc::UnboundedSender<bool>,
+        audience: crate::script::Audience,
     ) {
         let printed = out.clone();
         let mut env = self.env.clone();
+        env.audience = Some(audience);
         env.output = Arc::new(move |text: &str| {
             let _ = printed.send(ConsoleMsg::Printed { text: text.to_string() });
         });
@@ -227,6 +253,20 @@ impl Consoles {
             }
         }
     }
+}
+
+/// Where the workflows a console deploys print: its connection, through a
+/// bounded queue (a console that does not keep up loses lines, counted, and
+/// never holds the runtime); gone once the console has detached.
+fn audience(queue: mpsc::Sender<String>, dropped: Arc<AtomicU64>) -> crate::script::Audience {
+    Arc::new(move |text: &str| match queue.try_send(text.to_string()) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            dropped.fetch_add(text.lines().count().max(1) as u64, Ordering::Relaxed);
+            true
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    })
 }
 
 /// Interrupts an evaluation that outlives its timeout (`rpc --timeout`).

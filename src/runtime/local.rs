@@ -91,11 +91,14 @@ impl Host for LocalRuntime {
         self.node.clone()
     }
 
-    fn deploy(&self, wf: &Workflow, code: Code) -> Result<WorkflowRef, String> {
+    fn deploy(&self, wf: &Workflow, code: Code, audience: Option<crate::script::Audience>) -> Result<WorkflowRef, String> {
         wf.validate().map_err(|e| e.to_string())?;
         let plan = Plan::new(wf.flatten());
         let _guard = self.handle.enter();
-        let env = self.env.lock().expect("env lock").clone();
+        let mut env = self.env.lock().expect("env lock").clone();
+        if let Some(to) = audience {
+            env.output = to_audience(to, env.output);
+        }
         let mut me = rhai::Map::new();
         me.insert("name".into(), self.node.clone().into());
         me.insert("tags".into(), rhai::Dynamic::from_array(Vec::new()));
@@ -185,4 +188,15 @@ impl Host for LocalRuntime {
         m.insert("running_workflows".into(), Dynamic::from_int(running));
         m
     }
+}
+
+/// Prints to `audience` while it is there, then to `otherwise`.
+fn to_audience(audience: crate::script::Audience, otherwise: Output) -> Output {
+    let there = std::sync::atomic::AtomicBool::new(true);
+    Arc::new(move |text: &str| {
+        if !(there.load(Ordering::Relaxed) && audience(text)) {
+            there.store(false, Ordering::Relaxed);
+            otherwise(text)
+        }
+    })
 }

@@ -35,6 +35,9 @@ struct Deployed {
     /// The counts each worker last reported, and the workflow's nodes.
     counts: Mutex<HashMap<String, Vec<Counts>>>,
     stats: Stats,
+    /// The remote console that deployed it, for what it prints; gone
+    /// (None) once that console has detached.
+    audience: Mutex<Option<crate::script::Audience>>,
 }
 
 pub struct Master {
@@ -275,7 +278,7 @@ impl Master {
             ControlMsg::Done { id } => self.step(Event::WorkerDone { id, worker: worker.to_string() }),
             ControlMsg::Failed { id, reason } => self.step(Event::WorkerFailed { id, worker: worker.to_string(), reason }),
             ControlMsg::Interrupted { id, operators } => self.step(Event::WorkerInterrupted { id, worker: worker.to_string(), operators }),
-            ControlMsg::Output { text } => self.printer.print(text),
+            ControlMsg::Output { id, text } => self.print(id, text),
             ControlMsg::Progress { id, counts } => {
                 if let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id) {
                     wf.counts.lock().expect("counts lock").insert(worker.to_string(), counts);
@@ -314,6 +317,22 @@ impl Master {
             }
             other => tracing::warn!("unexpected {} from worker {worker}", other.kind()),
         }
+    }
+
+    /// Prints what a worker sent: to the console that deployed workflow
+    /// `id` while it is attached, else to this node's output.
+    fn print(&self, id: Option<u64>, text: String) {
+        let deployed = id.and_then(|id| self.workflows.lock().expect("workflows lock").get(&id).cloned());
+        if let Some(wf) = deployed {
+            let mut audience = wf.audience.lock().expect("audience lock");
+            if let Some(to) = audience.as_ref() {
+                if to(&text) {
+                    return;
+                }
+                *audience = None;
+            }
+        }
+        self.printer.print(text)
     }
 
     fn get(&self, r: WorkflowRef) -> Result<Arc<Deployed>, String> {
@@ -359,7 +378,7 @@ impl Host for Master {
         self.name.clone()
     }
 
-    fn deploy(&self, wf: &Workflow, code: Code) -> Result<WorkflowRef, String> {
+    fn deploy(&self, wf: &Workflow, code: Code, audience: Option<crate::script::Audience>) -> Result<WorkflowRef, String> {
         wf.validate().map_err(|e| e.to_string())?;
         let graph = wf.flatten();
         let workers = self.coordinator.lock().expect("coordinator lock").place()?;
@@ -404,6 +423,7 @@ impl Host for Master {
             files,
             counts: Mutex::new(HashMap::new()),
             stats,
+            audience: Mutex::new(audience),
         };
         self.workflows.lock().expect("workflows lock").insert(id, Arc::new(deployed));
         self.step(Event::Deployed { id, workers: workers.iter().map(|w| w.name.clone()).collect() });

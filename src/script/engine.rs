@@ -31,6 +31,11 @@ pub fn init_hashing() {
 /// printer that keeps the line being typed intact.
 pub type Output = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// Where a deployed workflow's `inspect` output goes when a remote console
+/// deployed it: that console, while it is attached. It returns false once
+/// the console has gone; the node's own output takes the text then.
+pub type Audience = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// Writes each piece of text to stdout as it comes.
 pub fn stdout_output() -> Output {
     Arc::new(|text: &str| {
@@ -52,13 +57,15 @@ pub struct EngineEnv {
     /// Set to make the running evaluation stop with "interrupted".
     pub abort: Arc<AtomicBool>,
     pub output: Output,
+    /// For a remote console's session: where the workflows it deploys print.
+    pub audience: Option<Audience>,
     /// For operator code: what `runtime_info()` tells it (the node it runs on).
     pub operator_info: Option<rhai::Map>,
 }
 
 impl EngineEnv {
     pub fn new(priv_dir: Option<PathBuf>, output: Output) -> Self {
-        EngineEnv { priv_dir, abort: Arc::new(AtomicBool::new(false)), output, operator_info: None }
+        EngineEnv { priv_dir, abort: Arc::new(AtomicBool::new(false)), output, audience: None, operator_info: None }
     }
 }
 

@@ -57,8 +57,9 @@ impl std::fmt::Display for WorkflowRef {
 pub trait Host: Send + Sync {
     /// The node's name, `name@host`.
     fn node_name(&self) -> String;
-    /// Places and starts a validated workflow.
-    fn deploy(&self, wf: &Workflow, code: Code) -> Result<WorkflowRef, String>;
+    /// Places and starts a validated workflow; what it prints goes to
+    /// `audience` (the remote console that deployed it) while there is one.
+    fn deploy(&self, wf: &Workflow, code: Code, audience: Option<super::Audience>) -> Result<WorkflowRef, String>;
     fn status(&self, r: WorkflowRef) -> Result<Status, String>;
     /// Stops the workflow gracefully: sources stop, records in flight drain;
     /// what has not drained within `deadline` is aborted. Returns once it is done.

@@ -18,6 +18,6 @@ pub mod user_operator_api;
 pub mod workflow_api;
 
 pub use app::App;
-pub use engine::{new_engine, EngineEnv, Output};
+pub use engine::{new_engine, Audience, EngineEnv, Output};
 pub use host::{Code, Host, WorkflowRef};
 pub use session::{ScriptError, Session};

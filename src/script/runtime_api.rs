@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FuncRegistration, Map, NativeCallContext, Position};
 
+use super::engine::Audience;
 use super::host::{Code, Host, WorkflowRef};
 
 use crate::workflow::Workflow;
@@ -27,14 +28,14 @@ fn reg(name: &str, params: &[&str], doc: &str) -> FuncRegistration {
     FuncRegistration::new(name).with_params_info(params).with_comments([doc])
 }
 
-pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>>) {
+pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>>, audience: Option<Audience>) {
     engine.register_type_with_name::<WorkflowRef>("WorkflowRef");
     engine.register_fn("to_string", |r: &mut WorkflowRef| r.to_string());
     engine.register_fn("to_debug", |r: &mut WorkflowRef| r.to_string());
     engine.register_fn("==", |a: WorkflowRef, b: WorkflowRef| a == b);
     engine.register_get("id", |r: &mut WorkflowRef| r.id as i64);
 
-    let (h, lib) = (host.clone(), code.clone());
+    let (h, lib, to) = (host.clone(), code.clone(), audience.clone());
     reg(
         "deploy",
         &["expr: String", "WorkflowRef"],
@@ -61,7 +62,7 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
             return err(format!("deploy `{expr}`: {e}"));
         }
         let code = lib.read().expect("code lock").clone();
-        let r = h.deploy(&wf, code).or_else(|e| err(format!("deploy `{expr}`: {e}")))?;
+        let r = h.deploy(&wf, code, to.clone()).or_else(|e| err(format!("deploy `{expr}`: {e}")))?;
         h.remember_expression(r, expr);
         Ok(r)
     });
@@ -100,7 +101,7 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
             return err(format!("deploy: {e}"));
         }
         let code = code.read().expect("code lock").clone();
-        h.deploy(&wf, code).or_else(|e| err(format!("deploy: {e}")))
+        h.deploy(&wf, code, audience.clone()).or_else(|e| err(format!("deploy: {e}")))
     });
 
     let h = host.clone();

@@ -70,7 +70,7 @@ impl Session {
         let mut engine = new_engine(&env);
         let code = Arc::new(RwLock::new(Code::default()));
         if let Some(host) = host {
-            runtime_api::register(&mut engine, host, code.clone());
+            runtime_api::register(&mut engine, host, code.clone(), env.audience.clone());
         }
         if let Some(state) = &shell {
             shell_api::register(&mut engine, state, code.clone(), app.clone(), env.output.clone());
@@ -202,7 +202,7 @@ impl Session {
         let Some(wf) = value.clone().try_cast::<crate::workflow::Workflow>() else {
             return Err(format!("--deploy `{expr}` returned {} ({value}), not a workflow", value.type_name()));
         };
-        let r = host.deploy(&wf, self.code()).map_err(|e| format!("--deploy `{expr}`: {e}"))?;
+        let r = host.deploy(&wf, self.code(), self.env.audience.clone()).map_err(|e| format!("--deploy `{expr}`: {e}"))?;
         host.remember_expression(r, expr);
         Ok(r)
     }

@@ -198,7 +198,7 @@ impl Worker {
             Ok(Some(note)) => tracing::warn!(workflow = id, "{note}"),
             Err(e) => {
                 tracing::error!(workflow = id, "{e}");
-                self.to_master(ControlMsg::Output { text: format!("error: worker {}: {e}\n", self.config.name) });
+                self.to_master(ControlMsg::Output { id: None, text: format!("error: worker {}: {e}\n", self.config.name) });
             }
         }
         // The master publishes a complete workflow's status once its files are in place.
@@ -432,7 +432,12 @@ impl crate::script::Host for Worker {
         self.config.name.clone()
     }
 
-    fn deploy(&self, _: &crate::workflow::Workflow, _: Code) -> Result<crate::script::WorkflowRef, String> {
+    fn deploy(
+        &self,
+        _: &crate::workflow::Workflow,
+        _: Code,
+        _: Option<crate::script::Audience>,
+    ) -> Result<crate::script::WorkflowRef, String> {
         Err("this is a worker: deploy from its master".into())
     }
 

@@ -180,7 +180,7 @@ impl Remote for WorkerRemote {
 
     fn print(&self, text: String, ended: &CancellationToken) -> Result<(), FlowError> {
         for piece in pieces(&text, DATA_CHUNK) {
-            self.to_master(encode(&ControlMsg::Output { text: piece.to_string() }), ended)?;
+            self.to_master(encode(&ControlMsg::Output { id: Some(self.id), text: piece.to_string() }), ended)?;
         }
         Ok(())
     }
