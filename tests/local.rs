@@ -346,7 +346,7 @@ fn new_refuses_an_existing_directory_and_a_bad_name() {
 #[test]
 fn outside_an_app_the_log_goes_to_the_state_directory_not_the_current_one() {
     let (here, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let out = Skitter::new().args(["local"]).dir(here.path()).env("XDG_STATE_HOME", state.path()).stdin("1 + 1\n").run();
+    let out = Skitter::new().args(["local"]).dir(here.path()).env("XDG_STATE_HOME", state.path()).stdin("print(1 + 1);\n").run();
     out.success().stdout_has("2");
     assert_eq!(std::fs::read_dir(here.path()).unwrap().count(), 0, "nothing is made in the current directory");
     let logs: Vec<_> = std::fs::read_dir(state.path().join("skitter/logs")).unwrap().map(|e| e.unwrap().file_name()).collect();

@@ -136,7 +136,7 @@ fn the_batch_deadline_comes_from_skitter_toml_or_the_environment_and_is_checked(
     let app = app_with(&[]);
     std::fs::write(app.path().join("skitter.toml"), "name = \"x\"\nbatch_deadline_ms = 5\n").unwrap();
     let shown = |env: Option<&str>| {
-        let mut s = Skitter::new().args(["local", "--no-log"]).dir(app.path()).stdin("runtime_info().batch_deadline_ms\n");
+        let mut s = Skitter::new().args(["local", "--no-log"]).dir(app.path()).stdin("print(runtime_info().batch_deadline_ms);\n");
         if let Some(v) = env {
             s = s.env("SKITTER_BATCH_DEADLINE_MS", v);
         }

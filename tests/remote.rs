@@ -181,6 +181,13 @@ fn rpc_and_eval_exit_codes() {
     let printed = run(tmp.path(), &["rpc", "skitter_local", "wait(deploy(workflow().stream_source([1, 2]).inspect(\"got\").collect()))"]);
     printed.success().stdout_has("got: 1").stdout_has("got: 2").stdout_has("\"finished\"");
     assert!(!node.stdout().contains("got: 1"), "{}", node.stdout());
+    let script = tmp.path().join("check.rhai");
+    std::fs::write(&script, "let n = twice(21);\nprint(`twice: ${n}`);\nfn twice(x) { x * 2 }\nn\n").unwrap();
+    let out = run(tmp.path(), &["rpc", "skitter_local", "--file", script.to_str().unwrap()]);
+    out.success().stdout_has("twice: 42");
+    assert_eq!(out.stdout().trim(), "twice: 42", "a script's value is not shown");
+    std::fs::write(&script, "print(1);\nthrow \"nope\";\n").unwrap();
+    run(tmp.path(), &["rpc", "skitter_local", "-f", script.to_str().unwrap()]).expect_code(1).stderr_has("nope").stderr_has("line 2");
     run(tmp.path(), &["rpc", "skitter_local", "6 +* 7"]).expect_code(1).stderr_has("syntax error");
     run(tmp.path(), &["rpc", "skitter_local", "throw \"nope\""]).expect_code(1).stderr_has("nope");
     run(tmp.path(), &["rpc", "nobody_here", "1"]).expect_code(1).stderr_has("no node named nobody_here@");

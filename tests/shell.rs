@@ -64,12 +64,43 @@ fn skitter_mode_start_iex_runs_the_default_mode_with_a_shell() {
 }
 
 #[test]
-fn piped_chains_may_start_lines_with_a_dot_and_errors_set_the_exit_status() {
-    let chain = "let wf = workflow()\n    .stream_source([1, 2, 3])\n    .map(|x| {\n        x * 10\n    })\n    .collect();\nlet r = deploy(wf);\nwait(r);\nresults(r)\n";
+fn piped_input_runs_as_a_script_like_a_lib_file() {
+    // A chain one call per line, a function used before it is defined, and
+    // only what the script prints is shown (not the value of each line).
+    let chain = "let r = deploy(tenfold(workflow()\n    .stream_source([1, 2, 3]))\n    .collect());\nwait(r);\nlet got = results(r);\ngot.sort();\nprint(got);\n\
+                 fn tenfold(wf) {\n    wf.map(|x| {\n        x * 10\n    })\n}\n1 + 1\n";
     let out = Skitter::new().args(["local", "--no-log"]).stdin(chain).run();
-    out.success().stdout_has("[10, 20, 30]");
-    let out = Skitter::new().args(["local", "--no-log"]).stdin("1 + 1\nlet x = ;\n2 + 2\n").run();
-    out.expect_code(1).stdout_has("2").stdout_has("4").stderr_has("an entry of the input failed; the first began at line 2");
+    out.success();
+    assert_eq!(out.stdout(), "[10, 20, 30]\n");
+    // An error ends the script, names the line, and the exit status is 1.
+    let out = Skitter::new().args(["local", "--no-log"]).stdin("print(\"before\");\nlet x = [1];\nx[5];\nprint(\"after\");\n").run();
+    out.expect_code(1).stderr_has("stdin, line 3");
+    assert_eq!(out.stdout(), "before\n");
+    let out = Skitter::new().args(["local", "--no-log"]).stdin("print(1);\nlet x = ;\n").run();
+    out.expect_code(1).stderr_has("syntax error").stderr_has("stdin:2");
+    assert_eq!(out.stdout(), "", "a script that does not parse runs nothing");
+}
+
+#[test]
+fn a_script_file_runs_with_local_eval_and_rpc() {
+    let dir = temp();
+    let file = dir.path().join("job.rhai");
+    std::fs::write(&file, "let r = deploy(workflow().stream_source([4, 5]).map(|x| double(x)).inspect(\"got\").collect());\nwait(r);\nfn double(x) { x * 2 }\nprint(`done ${status(r)}`);\n42\n").unwrap();
+    let f = file.to_str().unwrap();
+    for args in [vec!["local", "--no-log", "--script", f], vec!["eval", "--file", f]] {
+        let out = Skitter::new().args(&args).run();
+        out.success().stdout_has("got: 8").stdout_has("got: 10").stdout_has("done finished");
+        assert!(!out.stdout().contains("42"), "a script's value is not shown: {}", out.stdout());
+    }
+    Skitter::new()
+        .args(["local", "--no-log", "--script", "/nonexistent/job.rhai"])
+        .run()
+        .expect_code(2)
+        .stderr_has("cannot read the script /nonexistent/job.rhai");
+    Skitter::new().args(["local", "--script", f, "daemon"]).run().expect_code(2).stderr_has("give no mode");
+    Skitter::new().args(["eval", "1", "--file", f]).run().expect_code(2);
+    std::fs::write(&file, "print(\"one\");\nthrow \"stop here\";\n").unwrap();
+    Skitter::new().args(["eval", "--file", f]).run().expect_code(1).stdout_has("one").stderr_has("stop here").stderr_has("line 2");
 }
 
 #[test]
@@ -246,21 +277,6 @@ fn deploy_option_runs_before_the_first_prompt_and_startup_file_runs() {
     sh.prompt(1);
     sh.line("from_startup");
     sh.expect("99");
-}
-
-#[test]
-fn piped_stdin_evaluates_entries_and_exits_at_the_end() {
-    let script = "let a = 20;\nfn add(x,\n  y) {\n  x + y\n}\nadd(a, 22)\nv(3)\ni(\"abc\")\nlet b = [1,\n#break\nmissing_fn()\na\n";
-    let out = Skitter::new().args(["local", "--no-log"]).stdin(script).run();
-    // Every entry ran; the one that failed sets the exit status.
-    out.expect_code(1).stderr_has("the first began at line 11");
-    let stdout = out.stdout();
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines[0], "42");
-    assert_eq!(lines[1], "42");
-    assert!(stdout.contains("Data type\n  string"), "{stdout}");
-    assert!(stdout.contains("** (RuntimeError) Function not found: missing_fn"), "{stdout}");
-    assert_eq!(lines.last().unwrap(), &"20");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! `skitter remote`, `skitter rpc` and `skitter eval`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -26,8 +26,13 @@ pub struct RemoteArgs {
 pub struct RpcArgs {
     /// The node: name@host:port, host:port, or a name recorded in tmp/.
     pub node: String,
-    /// The Rhai expression to evaluate there.
-    pub expr: String,
+    /// The Rhai expression to evaluate there (its value is printed).
+    #[arg(required_unless_present = "file")]
+    pub expr: Option<String>,
+    /// Run FILE (`-`: standard input) there as a script, like an app's lib/
+    /// file: what it prints is shown, not its value.
+    #[arg(short = 'f', long, value_name = "FILE", conflicts_with = "expr")]
+    pub file: Option<PathBuf>,
     /// The cookie (shows in `ps`: prefer SKITTER_COOKIE or ~/.skitter.cookie).
     #[arg(short = 'c', long)]
     pub cookie: Option<String>,
@@ -41,8 +46,13 @@ pub const RPC_TIMEOUT: f64 = 3600.0;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// The Rhai expression to evaluate.
-    pub expr: String,
+    /// The Rhai expression to evaluate (its value is printed).
+    #[arg(required_unless_present = "file")]
+    pub expr: Option<String>,
+    /// Run FILE (`-`: standard input) as a script, like an app's lib/ file:
+    /// what it prints is shown, not its value.
+    #[arg(short = 'f', long, value_name = "FILE", conflicts_with = "expr")]
+    pub file: Option<PathBuf>,
 }
 
 pub fn remote(args: RemoteArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
@@ -67,7 +77,12 @@ pub fn rpc(args: RpcArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         return Err(Error::Usage(format!("--timeout {}: give a number of seconds (0 for none)", args.timeout)));
     }
     let timeout = (args.timeout > 0.0).then(|| std::time::Duration::from_secs_f64(args.timeout));
-    crate::shell::remote::rpc(&addr, cookie, &args.expr, timeout)
+    let script = args.file.as_deref().map(crate::shell::Script::read).transpose()?;
+    match (&script, &args.expr) {
+        (Some(s), _) => crate::shell::remote::rpc(&addr, cookie, &s.text, Some(&s.name), timeout),
+        (None, Some(expr)) => crate::shell::remote::rpc(&addr, cookie, expr, None, timeout),
+        (None, None) => Err(Error::Usage("give an expression or --file FILE".into())),
+    }
 }
 
 pub fn eval(args: EvalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
@@ -82,8 +97,14 @@ pub fn eval(args: EvalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let env = EngineEnv::new(app.as_ref().map(App::priv_dir), stdout_output());
     let node = crate::runtime::node::node_name(None, "skitter_eval");
     let runtime = Arc::new(LocalRuntime::new(rt.handle().clone(), node, slots, env.clone()));
+    let script = args.file.as_deref().map(crate::shell::Script::read).transpose()?;
     let mut session = Session::new(env, Some(runtime.clone()), app, None)?;
-    let value = session.eval(&args.expr);
+    let value = match (&script, &args.expr) {
+        // A script shows what it prints, not its value.
+        (Some(s), _) => session.eval_named(&s.text, &s.name).map(|_| rhai::Dynamic::UNIT),
+        (None, Some(expr)) => session.eval(expr),
+        (None, None) => return Err(Error::Usage("give an expression or --file FILE".into())),
+    };
     runtime.stop_all();
     match value {
         Ok(v) if v.is_unit() => Ok(ExitCode::SUCCESS),

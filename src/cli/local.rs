@@ -36,6 +36,10 @@ pub struct LocalArgs {
     /// Worker slots (default: the app's `slots`, else one per core).
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub slots: Option<u16>,
+    /// Run FILE (`-`: standard input) as a script, like an app's lib/ file,
+    /// then stop the workflows it left running and exit (1 if it failed).
+    #[arg(long, value_name = "FILE")]
+    pub script: Option<PathBuf>,
 }
 
 impl LocalArgs {
@@ -80,6 +84,10 @@ fn resolve(args: &LocalArgs, app_dir: Option<&Path>) -> Result<LocalConfig> {
 
 pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let config = resolve(&args, app_dir)?;
+    if args.script.is_some() && args.command.is_some() {
+        return Err(Error::Usage("--script runs a script in this process: give no mode (start, daemon, ...) with it".into()));
+    }
+    let script = args.script.as_deref().map(crate::shell::Script::read).transpose()?;
     let command = args.command.unwrap_or(NodeCommand::StartIex);
     if let Some(what) = command.manage() {
         return super::node::manage(what, config.app.as_ref(), app_dir, &config.node, None, args.start_args());
@@ -101,7 +109,7 @@ pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     tracing::info!("{welcome}");
     if command == NodeCommand::StartIex {
         crate::shell::halt_on(rt.handle(), consoles.halt.clone(), runtime.clone());
-        return crate::shell::run_local(rt, runtime, env, config.app, config.shell_deploy, &welcome);
+        return crate::shell::run_local(rt, runtime, env, config.app, config.shell_deploy, &welcome, script);
     }
     eprintln!("{welcome}");
     let mut session = Session::new(env, Some(runtime.clone()), config.app.clone(), None)?;

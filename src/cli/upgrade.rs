@@ -60,7 +60,7 @@ pub fn run(args: UpgradeArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     // What the master says as it goes is printed as it comes. No timeout:
     // an upgrade is never cut off half-way.
     let console = Console::connect(&addr, cookie, Printer::default())?;
-    let reply = console.eval(&code, None);
+    let reply = console.eval(&code, None, None);
     console.close();
     match reply {
         Reply::Value(summary) => {
@@ -132,7 +132,7 @@ fn upgrade_node(args: &UpgradeArgs, app: Option<App>, node: &str) -> Result<Exit
     let cookie = resolve_cookie(args.cookie.as_deref())?;
     let addr = record(Some(&app), node)?.addr;
     let console = Console::connect(&addr, cookie.clone(), Printer::default())?;
-    let running = match console.eval("running_deploys()", Some(Duration::from_secs(30))) {
+    let running = match console.eval("running_deploys()", Some(Duration::from_secs(30)), None) {
         Reply::Value(v) => parse_strings(&v).ok_or_else(|| Error::Failed(format!("{node} answered {v} for its running workflows")))?,
         other => return Err(Error::Failed(format!("cannot ask {node} for its running workflows: {other:?}"))),
     };
@@ -184,7 +184,7 @@ fn start_and_redeploy(
     let app = App::load_release(root).map_err(|e| e.to_string())?;
     let addr = record(Some(&app), node).map_err(|e| e.to_string())?.addr;
     let console = Console::connect(&addr, cookie.to_string(), Printer::default()).map_err(|e| e.to_string())?;
-    let mut already = match console.eval("running_deploys()", Some(Duration::from_secs(30))) {
+    let mut already = match console.eval("running_deploys()", Some(Duration::from_secs(30)), None) {
         Reply::Value(v) => parse_strings(&v).unwrap_or_default(),
         _ => Vec::new(),
     };
@@ -193,7 +193,7 @@ fn start_and_redeploy(
             already.remove(i);
             continue;
         }
-        match console.eval(&format!("deploy({})", rhai_string(expr)), Some(Duration::from_secs(60))) {
+        match console.eval(&format!("deploy({})", rhai_string(expr)), Some(Duration::from_secs(60)), None) {
             Reply::Value(_) | Reply::Unit => eprintln!("deployed again: {expr}"),
             Reply::Error { message, .. } => return Err(format!("deploying `{expr}` again: {message}")),
             other => return Err(format!("deploying `{expr}` again: {other:?}")),

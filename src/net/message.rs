@@ -258,6 +258,9 @@ pub enum ConsoleMsg {
         id: u64,
         code: String,
         timeout_ms: Option<u64>,
+        /// Run `code` as the script of this name (like an app's lib/ file:
+        /// its value is not shown), not as a shell entry.
+        script: Option<String>,
     },
     Interrupt,
     Complete {

@@ -48,7 +48,7 @@ impl Consoles {
 }
 
 enum Request {
-    Eval { id: u64, code: String, timeout: Option<Duration> },
+    Eval { id: u64, code: String, timeout: Option<Duration>, script: Option<String> },
     Complete { id: u64, word: String, method: bool },
     Signature { id: u64, name: String },
 }
@@ -116,8 +116,8 @@ impl Consoles {
                     }
                 }
                 read = auth.reader.read() => match read {
-                    Ok(Some(ConsoleMsg::Eval { id, code, timeout_ms })) => {
-                        let _ = req_tx.send(Request::Eval { id, code, timeout: timeout_ms.map(Duration::from_millis) });
+                    Ok(Some(ConsoleMsg::Eval { id, code, timeout_ms, script })) => {
+                        let _ = req_tx.send(Request::Eval { id, code, timeout: timeout_ms.map(Duration::from_millis), script });
                     }
                     Ok(Some(ConsoleMsg::Complete { id, word, method })) => {
                         let _ = req_tx.send(Request::Complete { id, word, method });
@@ -211,9 +211,13 @@ impl Consoles {
         let completer = Completer::default();
         while let Ok(request) = requests.recv() {
             let msg = match request {
-                Request::Eval { id, code, timeout } => {
+                Request::Eval { id, code, timeout, script } => {
                     let watchdog = timeout.map(|limit| Watchdog::start(limit, interrupt_flag.clone()));
-                    let mut result = session.eval(&code);
+                    let mut result = match &script {
+                        // A script shows what it prints, not its value.
+                        Some(name) => session.eval_named(&code, name).map(|_| rhai::Dynamic::UNIT),
+                        None => session.eval(&code),
+                    };
                     if let (Some(dog), Err(e)) = (watchdog.map(Watchdog::finish), &mut result) {
                         if dog && e.kind == ErrorKind::Interrupted {
                             e.message = format!(

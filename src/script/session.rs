@@ -169,7 +169,12 @@ impl Session {
         Ok(value)
     }
 
+    /// Runs `ast`, compiled from `input` (an entry, or the script `name`).
     fn run(&mut self, ast: &AST, input: Option<&str>) -> Result<Dynamic, ScriptError> {
+        self.run_named(ast, input, None)
+    }
+
+    fn run_named(&mut self, ast: &AST, input: Option<&str>, name: Option<&str>) -> Result<Dynamic, ScriptError> {
         self.env.abort.store(false, Ordering::Relaxed);
         let full = self.lib().merge(ast);
         let before = self.scope.len();
@@ -180,7 +185,7 @@ impl Session {
             self.scope.rewind(before);
             super::limits::give_back_memory();
         }
-        result.map_err(|e| eval_error(&e, input))
+        result.map_err(|e| eval_error_in(&e, input, name))
     }
 
     /// Evaluates a script file's text (like `.skitter.rhai`) in the session,
@@ -189,7 +194,7 @@ impl Session {
         let mut ast = self.engine.compile_with_scope(&self.scope, text).map_err(|e| syntax_error(name, text, &e))?;
         ast.set_source(name);
         self.define(&ast, Source { name: name.to_string(), text: text.to_string() });
-        self.run(&ast, None)
+        self.run_named(&ast, Some(text), Some(name))
     }
 
     /// Evaluates a `--deploy` expression (not counted as an entry) and
@@ -257,6 +262,11 @@ pub fn compile_file(engine: &Engine, path: &std::path::Path, name: &str) -> Resu
 /// An evaluation error: the innermost message, and the entry's line with a
 /// caret when the error happened in the entry itself.
 pub fn eval_error(err: &EvalAltResult, input: Option<&str>) -> ScriptError {
+    eval_error_in(err, input, None)
+}
+
+/// [`eval_error`] for the script `name`: an error at its top level names it.
+fn eval_error_in(err: &EvalAltResult, input: Option<&str>, name: Option<&str>) -> ScriptError {
     let message = diagnostic::root_message(err);
     if let EvalAltResult::ErrorTerminated(token, _) = innermost_terminated(err) {
         if let Some(text) = token.read_lock::<rhai::ImmutableString>().filter(|t| t.as_str() != INTERRUPTED) {
@@ -273,7 +283,13 @@ pub fn eval_error(err: &EvalAltResult, input: Option<&str>) -> ScriptError {
     let (pos, source) = diagnostic::innermost(err);
     let (message, excerpt) = match source {
         Some(src) => (format!("{message} ({src}, {})", position_text(pos)), None),
-        None => (format!("{message} ({})", position_text(pos)), input.and_then(|text| diagnostic::excerpt(text, pos))),
+        None => {
+            let at = match name {
+                Some(name) => format!("{name}, {}", position_text(pos)),
+                None => position_text(pos),
+            };
+            (format!("{message} ({at})"), input.and_then(|text| diagnostic::excerpt(text, pos)))
+        }
     };
     ScriptError { kind: ErrorKind::Runtime, message, excerpt }
 }

@@ -42,6 +42,13 @@ impl Backend for LocalBackend {
         }
     }
 
+    fn run_script(&mut self, name: &str, text: &str) -> Reply {
+        match self.session.eval_named(text, name) {
+            Ok(_) => Reply::Unit,
+            Err(e) => Reply::Error(e),
+        }
+    }
+
     fn is_complete(&self, text: &str) -> bool {
         input::is_complete(self.session.engine(), text)
     }
@@ -89,7 +96,8 @@ fn startup_file() -> Option<PathBuf> {
 }
 
 /// Opens the shell on this node's runtime (local, or a master), deploying
-/// `deploy` first if given.
+/// `deploy` first if given; with a script (`--script`, or piped stdin),
+/// runs it instead, then stops what it left running.
 pub fn run_local(
     rt: tokio::runtime::Runtime,
     runtime: Arc<dyn Host>,
@@ -97,6 +105,7 @@ pub fn run_local(
     app: Option<App>,
     deploy: Option<String>,
     welcome: &str,
+    script: Option<super::Script>,
 ) -> Result<ExitCode> {
     super::init_colors();
     let printer = Printer::default();
@@ -106,14 +115,15 @@ pub fn run_local(
     let history = history::path(app.as_ref().map(|a| a.config.name.as_str()));
     let session = Session::new(env, Some(runtime.clone()), app, Some(Default::default()))?;
     let mut backend = LocalBackend::new(session, runtime.clone());
-    let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let interactive = script.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdin());
     if interactive {
         println!("{welcome}");
         runtime.set_notices(printer.output());
     } else {
         eprintln!("{welcome}");
     }
-    if let Some(file) = startup_file() {
+    // Like iex's .iex.exs: for people at a prompt, not for scripts.
+    if let Some(file) = startup_file().filter(|_| interactive) {
         match std::fs::read_to_string(&file) {
             Ok(text) => {
                 if let Err(e) = backend.session_mut().eval_named(&text, &file.display().to_string()) {
@@ -131,7 +141,7 @@ pub fn run_local(
     }
     super::forward_interrupts(rt.handle(), backend.interrupter())?;
     let backend: Rc<RefCell<dyn Backend>> = Rc::new(RefCell::new(backend));
-    let code = super::run(backend, &printer, history);
+    let code = super::run(backend, &printer, history, script);
     drop(rt);
     code
 }

@@ -1,8 +1,9 @@
 //! The shell: a loop around a [`Backend`]'s `eval`. The backend is a local
 //! session or (later) a remote node; line editing, history and deciding when
 //! an entry is complete stay here. On a terminal it is an interactive prompt
-//! with rustyline (on the calling thread; the runtime runs on tokio's); with
-//! piped stdin it reads entries, prints each result and exits at end of input.
+//! with rustyline (on the calling thread; the runtime runs on tokio's); piped
+//! stdin, or a file given with `--script`, is run as one script, like an
+//! app's lib/ file: it shows what it prints, and an error ends it (status 1).
 
 pub mod helper;
 pub mod history;
@@ -12,7 +13,7 @@ pub mod remote;
 pub mod render;
 
 use std::cell::RefCell;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -44,6 +45,9 @@ pub trait Backend {
         false
     }
     fn eval(&mut self, entry: &str) -> Reply;
+    /// Runs `text` as the script `name`: like an app's lib/ file, its
+    /// functions are known throughout and its value is not shown.
+    fn run_script(&mut self, name: &str, text: &str) -> Reply;
     /// Whether `text` is a whole entry (see [`input::is_complete`]).
     fn is_complete(&self, text: &str) -> bool;
     /// Names that complete `word`: methods after a `.`, else functions,
@@ -136,9 +140,18 @@ fn show(reply: Reply) {
     let _ = out.flush();
 }
 
-/// Runs the shell on `backend` until the user leaves (or stdin ends).
-pub fn run(backend: Rc<RefCell<dyn Backend>>, printer: &Printer, history: Option<PathBuf>) -> Result<ExitCode> {
-    let result = if std::io::stdin().is_terminal() { interactive(backend.clone(), printer, history) } else { piped(&backend) };
+/// Runs `script` on `backend`, or else the shell until the user leaves;
+/// piped stdin is a script.
+pub fn run(backend: Rc<RefCell<dyn Backend>>, printer: &Printer, history: Option<PathBuf>, script: Option<Script>) -> Result<ExitCode> {
+    let script = match script {
+        Some(s) => Some(s),
+        None if std::io::stdin().is_terminal() => None,
+        None => Some(Script::stdin()?),
+    };
+    let result = match script {
+        Some(script) => run_script(&backend, &script),
+        None => interactive(backend.clone(), printer, history),
+    };
     printer.detach();
     if let Some(message) = backend.borrow_mut().leave() {
         eprintln!("{message}");
@@ -146,49 +159,41 @@ pub fn run(backend: Rc<RefCell<dyn Backend>>, printer: &Printer, history: Option
     result
 }
 
-/// Reads entries from stdin until it ends, printing each result. A line
-/// that starts with `.` continues the entry before it (a chain written one
-/// call per line). After an entry that failed, the exit status is 1, and
-/// stderr names the line of the input where the first one began.
-fn piped(backend: &Rc<RefCell<dyn Backend>>) -> Result<ExitCode> {
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines().enumerate().peekable();
-    let mut pending = Pending::default();
-    let (mut start, mut failed, mut first_failed) = (1, 0usize, None);
-    let mut eval = |entry: &str, start: usize| {
-        let reply = backend.borrow_mut().eval(entry);
-        if matches!(reply, Reply::Error(_)) {
-            failed += 1;
-            first_failed.get_or_insert(start);
+/// A script to run instead of reading entries: its name in messages, and its text.
+pub struct Script {
+    pub name: String,
+    pub text: String,
+}
+
+impl Script {
+    /// The file at `path`, or standard input for `-`.
+    pub fn read(path: &std::path::Path) -> Result<Script> {
+        if path == std::path::Path::new("-") {
+            return Script::stdin();
         }
-        show(reply);
-    };
-    while let Some((i, line)) = lines.next() {
-        let line = line.map_err(|e| Error::Failed(format!("cannot read stdin: {e}")))?;
-        if pending.0.is_empty() {
-            start = i + 1;
-        }
-        let Some(entry) = pending.add(&line, &*backend.borrow()) else { continue };
-        if matches!(lines.peek(), Some((_, Ok(next))) if next.trim_start().starts_with('.')) {
-            pending.0 = entry;
-            continue;
-        }
-        eval(&entry, start);
-        if backend.borrow().exit_requested() {
-            break;
-        }
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Usage(format!("cannot read the script {}: {e}", path.display())))?;
+        Ok(Script { name: path.display().to_string(), text })
     }
-    if !pending.0.trim().is_empty() {
-        let entry = std::mem::take(&mut pending.0);
-        eval(&entry, start);
+
+    /// All of standard input.
+    pub fn stdin() -> Result<Script> {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| Error::Failed(format!("cannot read stdin: {e}")))?;
+        Ok(Script { name: "stdin".into(), text })
     }
-    match first_failed {
-        None => Ok(ExitCode::SUCCESS),
-        Some(line) => {
-            let entries = if failed == 1 { "an entry".to_string() } else { format!("{failed} entries") };
-            eprintln!("{} {entries} of the input failed; the first began at line {line}", crate::cli::error_prefix());
+}
+
+/// Runs a script on the backend: what it prints is shown as it prints it;
+/// an error is shown on stderr and the exit status is 1.
+fn run_script(backend: &Rc<RefCell<dyn Backend>>, script: &Script) -> Result<ExitCode> {
+    let reply = backend.borrow_mut().run_script(&script.name, &script.text);
+    match reply {
+        Reply::Error(e) => {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "{}", render::error(&e));
             Ok(ExitCode::from(1))
         }
+        Reply::Unit | Reply::Value(_) => Ok(ExitCode::SUCCESS),
     }
 }
 

@@ -109,9 +109,12 @@ impl Console {
     }
 
     /// Evaluates `code` on the node; past `timeout` the node interrupts it.
-    pub fn eval(&self, code: &str, timeout: Option<std::time::Duration>) -> Reply {
+    /// Evaluates `code` on the node: a shell entry, or with `script` the
+    /// script of that name.
+    pub fn eval(&self, code: &str, timeout: Option<std::time::Duration>, script: Option<&str>) -> Reply {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.send(ConsoleMsg::Eval { id, code: code.to_string(), timeout_ms: timeout.map(|t| t.as_millis() as u64) });
+        let timeout_ms = timeout.map(|t| t.as_millis() as u64);
+        self.send(ConsoleMsg::Eval { id, code: code.to_string(), timeout_ms, script: script.map(str::to_string) });
         match self.reply(|m| matches!(m, ConsoleMsg::Evaluated { id: i, .. } if *i == id)) {
             ConsoleMsg::Evaluated { reply, .. } => reply,
             _ => unreachable!("matched above"),
@@ -153,28 +156,10 @@ impl RemoteBackend {
         parser.set_max_expr_depths(256, 128);
         RemoteBackend { console, parser, entries: 0, detach: false }
     }
-}
 
-pub fn script_error(kind: EvalError, message: String, excerpt: Option<String>) -> ScriptError {
-    let kind = match kind {
-        EvalError::Syntax => ErrorKind::Syntax,
-        EvalError::Interrupted => ErrorKind::Interrupted,
-        EvalError::Runtime => ErrorKind::Runtime,
-    };
-    ScriptError { kind, message, excerpt }
-}
-
-impl Backend for RemoteBackend {
-    fn node(&self) -> String {
-        self.console.node().to_string()
-    }
-
-    fn is_remote(&self) -> bool {
-        true
-    }
-
-    fn eval(&mut self, entry: &str) -> ShellReply {
-        match self.console.eval(entry, None) {
+    /// Evaluates an entry, or the script `script`, on the node.
+    fn evaluate(&mut self, code: &str, script: Option<&str>) -> ShellReply {
+        match self.console.eval(code, None, script) {
             Reply::Unit => {
                 self.entries += 1;
                 ShellReply::Unit
@@ -209,6 +194,33 @@ impl Backend for RemoteBackend {
                 }
             }
         }
+    }
+}
+
+pub fn script_error(kind: EvalError, message: String, excerpt: Option<String>) -> ScriptError {
+    let kind = match kind {
+        EvalError::Syntax => ErrorKind::Syntax,
+        EvalError::Interrupted => ErrorKind::Interrupted,
+        EvalError::Runtime => ErrorKind::Runtime,
+    };
+    ScriptError { kind, message, excerpt }
+}
+
+impl Backend for RemoteBackend {
+    fn node(&self) -> String {
+        self.console.node().to_string()
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    fn eval(&mut self, entry: &str) -> ShellReply {
+        self.evaluate(entry, None)
+    }
+
+    fn run_script(&mut self, name: &str, text: &str) -> ShellReply {
+        self.evaluate(text, Some(name))
     }
 
     fn is_complete(&self, text: &str) -> bool {
@@ -265,16 +277,16 @@ pub fn attach(addr: &str, cookie: String, history_name: Option<&str>) -> Result<
     }
     let backend: std::rc::Rc<std::cell::RefCell<dyn Backend>> = std::rc::Rc::new(std::cell::RefCell::new(RemoteBackend::new(console)));
     let history = super::history::path(history_name.or(Some(&format!("remote-{}", node.replace(['@', '/'], "_")))));
-    super::run(backend, &printer, history)
+    super::run(backend, &printer, history, None)
 }
 
 /// `skitter rpc NODE EXPR`: evaluates on the node and prints the result;
 /// the node interrupts an evaluation that takes longer than `timeout`.
-pub fn rpc(addr: &str, cookie: String, expr: &str, timeout: Option<std::time::Duration>) -> Result<ExitCode> {
+pub fn rpc(addr: &str, cookie: String, code: &str, script: Option<&str>, timeout: Option<std::time::Duration>) -> Result<ExitCode> {
     super::init_colors();
     let printer = Printer::default();
     let console = Console::connect(addr, cookie, printer)?;
-    let reply = console.eval(expr, timeout);
+    let reply = console.eval(code, timeout, script);
     console.close();
     match reply {
         Reply::Unit | Reply::Detach | Reply::Halted => Ok(ExitCode::SUCCESS),
