@@ -112,7 +112,7 @@ fn a_moved_release_runs_as_a_daemon_answers_rpc_and_remote_and_stops() {
             .stdin
             .take()
             .unwrap()
-            .write_all(b"let r = deploy(word_totals(priv_path(\"words.txt\")));\nwait(r);\nresults(r).len()\n")
+            .write_all(b"let r = deploy(word_totals(priv_path(\"words.txt\")));\nwait(r);\nprint(results(r).len());\n")
             .unwrap();
         Outcome(child.wait_with_output().unwrap())
     };

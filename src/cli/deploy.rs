@@ -59,6 +59,10 @@ pub struct DeployArgs {
     /// The master exits (status 4) when a worker goes away.
     #[arg(long)]
     pub shutdown_with_workers: bool,
+    /// Serve the master's Prometheus metrics at http://ADDR:PORT/metrics
+    /// (PORT alone: on 127.0.0.1; or SKITTER_METRICS).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
     /// Workers keep running when the master goes (they still end with the deploy's ssh channel).
     #[arg(long)]
     pub no_shutdown_with_master: bool,
@@ -260,6 +264,7 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         tick_time: None,
         shutdown_with_workers: args.shutdown_with_workers,
         listen: "127.0.0.1:0".into(),
+        metrics: args.metrics.clone(),
         workers: cluster.addresses(),
     };
     let deployed = DeployedBy {

@@ -33,6 +33,10 @@ pub struct LocalArgs {
     /// Where consoles (`skitter remote`, `rpc`) reach this node.
     #[arg(long, global = true, value_name = "ADDR:PORT", default_value = "127.0.0.1:0")]
     pub listen: String,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (PORT alone:
+    /// on 127.0.0.1; or SKITTER_METRICS).
+    #[arg(long, global = true, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
     /// Worker slots (default: the app's `slots`, else one per core).
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub slots: Option<u16>,
@@ -53,6 +57,9 @@ impl LocalArgs {
             args.push("--no-log".into());
         }
         args.extend(["--listen".into(), self.listen.clone()]);
+        if let Some(m) = &self.metrics {
+            args.extend(["--metrics".into(), m.clone()]);
+        }
         if let Some(s) = self.slots {
             args.extend(["--slots".into(), s.to_string()]);
         }
@@ -104,6 +111,7 @@ pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let runtime = Arc::new(LocalRuntime::new(rt.handle().clone(), config.node.clone(), config.slots, env.clone()));
     let consoles = Arc::new(Consoles::new(config.node.clone(), Some(runtime.clone()), config.app.clone(), env.clone()));
     let record = serve_consoles(&rt, &args.listen, &config, consoles.clone())?;
+    super::node::serve_metrics(&rt, args.metrics.as_deref(), runtime.clone())?;
     let at = record.as_ref().map(|(_, addr)| format!(" at {addr}")).unwrap_or_default();
     let welcome = log::welcome("local", &config.node, &format!("{at} with {} slots", config.slots));
     tracing::info!("{welcome}");

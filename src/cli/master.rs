@@ -47,6 +47,10 @@ pub struct MasterArgs {
     /// Where to listen for workers that join.
     #[arg(long, global = true, value_name = "ADDR:PORT", default_value = "127.0.0.1:0")]
     pub listen: String,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (PORT alone:
+    /// on 127.0.0.1; or SKITTER_METRICS).
+    #[arg(long, global = true, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
     /// Workers to dial: name@host:port or host:port (or SKITTER_WORKERS).
     #[arg(global = true)]
     pub workers: Vec<String>,
@@ -71,6 +75,9 @@ impl MasterArgs {
             args.push("--shutdown-with-workers".into());
         }
         args.extend(["--listen".into(), self.listen.clone()]);
+        if let Some(m) = &self.metrics {
+            args.extend(["--metrics".into(), m.clone()]);
+        }
         args.extend(self.workers.iter().cloned());
         args
     }
@@ -159,6 +166,7 @@ pub fn start(
         d.cluster.attach(master.clone(), Arc::downgrade(&consoles), env.clone());
     }
     rt.spawn(master.clone().serve(listener, consoles.clone()));
+    super::node::serve_metrics(&rt, args.metrics.as_deref(), host.clone())?;
 
     // Dial the workers given here, all at once; every failure is reported.
     let dials = rt.block_on(async {

@@ -173,3 +173,14 @@ pub fn manage(
         }
     }
 }
+
+/// Serves `--metrics` (else SKITTER_METRICS) for `host` on `rt`, saying where.
+pub fn serve_metrics(rt: &tokio::runtime::Runtime, flag: Option<&str>, host: std::sync::Arc<dyn crate::script::Host>) -> Result<()> {
+    let env = std::env::var("SKITTER_METRICS").ok().filter(|m| !m.trim().is_empty());
+    let Some(spec) = flag.map(str::to_string).or(env) else { return Ok(()) };
+    let (listener, bound) = rt.block_on(crate::runtime::metrics::bind(&spec)).map_err(Error::Usage)?;
+    tracing::info!("metrics at http://{bound}/metrics");
+    eprintln!("metrics at http://{bound}/metrics");
+    rt.spawn(crate::runtime::metrics::serve(listener, host, tokio_util::sync::CancellationToken::new()));
+    Ok(())
+}

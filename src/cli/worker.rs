@@ -46,6 +46,10 @@ pub struct WorkerArgs {
     /// Where to listen for the master and other workers.
     #[arg(long, global = true, value_name = "ADDR:PORT", default_value = "127.0.0.1:0")]
     pub listen: String,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (PORT alone:
+    /// on 127.0.0.1; or SKITTER_METRICS).
+    #[arg(long, global = true, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
     /// Worker slots: instances per parallel stage (default: one per core).
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub slots: Option<u16>,
@@ -79,6 +83,9 @@ impl WorkerArgs {
             args.push("--no-shutdown-with-master".into());
         }
         args.extend(["--listen".into(), self.listen.clone()]);
+        if let Some(m) = &self.metrics {
+            args.extend(["--metrics".into(), m.clone()]);
+        }
         if let Some(s) = self.slots {
             args.extend(["--slots".into(), s.to_string()]);
         }
@@ -162,6 +169,7 @@ fn start(args: WorkerArgs, app: Option<App>, name: String, shell: bool) -> Resul
     let config = WorkerConfig { name, tags, slots, cookie, master, shutdown_with_master: !args.no_shutdown_with_master, env };
     let worker = Worker::new(config, addr);
     let consoles = Arc::new(Consoles::new(worker_name, Some(worker.clone()), app.clone(), console_env.clone()));
+    super::node::serve_metrics(&rt, args.metrics.as_deref(), worker.clone())?;
     if shell {
         // The worker serves in the background; the shell is in front.
         rt.spawn(worker.clone().run(listener, consoles.clone()));

@@ -197,6 +197,7 @@ where
                     match attempt {
                         Ok(auth) => handle(auth).await,
                         Err(why) => {
+                            super::counters::handshake_failed();
                             if let Some(line) = gate.refused(why, Instant::now()) {
                                 tracing::warn!("refused a connection: {line}");
                             }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::value::{NotPlainData, Value};
 use crate::workflow::model::{FlatEdge, FlatGraph, FlatNode};
 use crate::workflow::operator::{Place, Restrategized, Strategy, UserOp};
-use crate::workflow::{Counts, Func, Operator, SourceSpec};
+use crate::workflow::{Func, NodeStats, Operator, SourceSpec};
 
 /// Bumped whenever a message changes shape.
 pub const PROTOCOL: u32 = 4;
@@ -215,7 +215,7 @@ pub enum ControlMsg {
     /// The counts of a worker's part so far (sent before it reports its end).
     Progress {
         id: u64,
-        counts: Vec<Counts>,
+        nodes: Vec<NodeStats>,
     },
     /// A worker's part was aborted; these operators were running.
     Interrupted {
@@ -279,6 +279,10 @@ pub enum ConsoleMsg {
     Halt {
         node: String,
     },
+    /// Asks for the running workflows' stats (`top()`).
+    Watch {
+        id: u64,
+    },
     // Node -> console.
     /// Text printed while an evaluation runs (or a forwarded log line).
     Printed {
@@ -295,6 +299,10 @@ pub enum ConsoleMsg {
     SignatureIs {
         id: u64,
         signature: Option<String>,
+    },
+    Watching {
+        id: u64,
+        workflows: Vec<crate::workflow::watch::Watched>,
     },
 }
 
@@ -354,7 +362,7 @@ link_message!(DataLinkMsg { Data => "data", Heartbeat => "heartbeat", Bye => "by
 link_message!(ConsoleMsg {
     Heartbeat => "heartbeat", Bye => "bye", Eval => "eval", Interrupt => "interrupt", Complete => "complete",
     Signature => "signature", Logs => "logs", Halt => "halt", Printed => "printed", Evaluated => "evaluated",
-    Completions => "completions", SignatureIs => "signature-is",
+    Completions => "completions", SignatureIs => "signature-is", Watch => "watch", Watching => "watching",
 });
 
 fn func_spec(f: &Func) -> Result<FuncSpec, NotPlainData> {

@@ -4,6 +4,7 @@
 
 pub mod connection;
 pub mod cookie;
+pub mod counters;
 pub mod framing;
 pub mod gate;
 pub mod handshake;

@@ -126,6 +126,12 @@ impl Consoles {
                         let _ = req_tx.send(Request::Signature { id, name });
                     }
                     Ok(Some(ConsoleMsg::Interrupt)) => interrupt.store(true, Ordering::Relaxed),
+                    Ok(Some(ConsoleMsg::Watch { id })) => {
+                        let workflows = self.host.as_ref().map(|h| h.watch()).unwrap_or_default();
+                        if auth.writer.write(&ConsoleMsg::Watching { id, workflows }).await.is_err() {
+                            break;
+                        }
+                    }
                     Ok(Some(ConsoleMsg::Logs { on })) => logs = on.then(super::log::subscribe),
                     Ok(Some(ConsoleMsg::Halt { node })) => {
                         if node == self.node {

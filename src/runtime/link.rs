@@ -66,8 +66,28 @@ pub enum LinkEnd {
 /// Drives a link until it ends. `tick` gives what to send on every
 /// heartbeat (the heartbeat first); `on_message` handles every other
 /// message the peer sends. With `bye_on_stop`, a goodbye is written when
-/// `stop` is cancelled.
+/// `stop` is cancelled. A lost link is counted (for `--metrics`).
 pub async fn drive<M, F, Fut>(
+    link: &mut Link<M>,
+    out: Outgoing<M>,
+    stop: &CancellationToken,
+    bye_on_stop: bool,
+    tick: impl FnMut() -> Vec<M>,
+    on_message: F,
+) -> LinkEnd
+where
+    M: LinkMessage,
+    F: FnMut(M) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let end = run(link, out, stop, bye_on_stop, tick, on_message).await;
+    if matches!(end, LinkEnd::Lost(_)) {
+        crate::net::counters::connection_failed();
+    }
+    end
+}
+
+async fn run<M, F, Fut>(
     link: &mut Link<M>,
     mut out: Outgoing<M>,
     stop: &CancellationToken,

@@ -145,8 +145,8 @@ impl Host for LocalRuntime {
         Ok(status)
     }
 
-    fn stats(&self, r: WorkflowRef) -> Result<Map, String> {
-        Ok(self.get(r)?.stats().to_map())
+    fn stats(&self, r: WorkflowRef) -> Result<crate::workflow::Stats, String> {
+        Ok(self.get(r)?.stats())
     }
 
     fn wait(&self, r: WorkflowRef) -> Result<Status, String> {

@@ -22,7 +22,7 @@ use crate::net::handshake::{self, HANDSHAKE_TIMEOUT};
 use crate::net::message::ControlRefusal;
 use crate::net::{Authenticated, ControlMsg, Identity, Link, LinkMessage, Role, WorkerInfo, WorkflowSpec};
 use crate::script::{Code, Host, Output, WorkflowRef};
-use crate::workflow::{Counts, Operator, Plan, Stats, Status, Workflow};
+use crate::workflow::{NodeStats, Operator, Plan, Stats, Status, Workflow};
 
 struct Deployed {
     status: watch::Sender<Status>,
@@ -32,9 +32,11 @@ struct Deployed {
     /// The files of `write_lines` nodes, by node: written here, on the
     /// master's host, whatever worker the records come from.
     files: HashMap<u32, Arc<FileSink>>,
-    /// The counts each worker last reported, and the workflow's nodes.
-    counts: Mutex<HashMap<String, Vec<Counts>>>,
+    /// What each worker last reported of its part, and the workflow's nodes.
+    nodes: Mutex<HashMap<String, Vec<NodeStats>>>,
     stats: Stats,
+    started: std::time::Instant,
+    ended_at: Mutex<Option<std::time::Instant>>,
     /// The remote console that deployed it, for what it prints; gone
     /// (None) once that console has detached.
     audience: Mutex<Option<crate::script::Audience>>,
@@ -131,6 +133,7 @@ impl Master {
     fn set_status(&self, id: u64, status: Status) {
         let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id).cloned() else { return };
         let status = sink::settle_for(wf.files.values().map(|f| &**f), status);
+        wf.ended_at.lock().expect("ended lock").get_or_insert_with(std::time::Instant::now);
         wf.status.send_replace(status.clone());
         match &status {
             // Reported by whoever deployed it (the command's `error:`, the
@@ -172,7 +175,10 @@ impl Master {
 
     /// Dials a worker at `addr` and waits until it is registered.
     pub async fn dial(self: Arc<Self>, addr: String) -> Result<(), String> {
-        let auth = handshake::dial(&addr, &self.identity).await.map_err(|e| format!("cannot reach the worker at {addr}: {e}"))?;
+        let auth = handshake::dial(&addr, &self.identity).await.map_err(|e| {
+            crate::net::counters::connection_failed();
+            format!("cannot reach the worker at {addr}: {e}")
+        })?;
         let mut auth: Link<ControlMsg> = auth.into_link(link::tick());
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, auth.reader.read()).await {
             Ok(Ok(Some(ControlMsg::Welcome))) => {}
@@ -279,9 +285,9 @@ impl Master {
             ControlMsg::Failed { id, reason } => self.step(Event::WorkerFailed { id, worker: worker.to_string(), reason }),
             ControlMsg::Interrupted { id, operators } => self.step(Event::WorkerInterrupted { id, worker: worker.to_string(), operators }),
             ControlMsg::Output { id, text } => self.print(id, text),
-            ControlMsg::Progress { id, counts } => {
+            ControlMsg::Progress { id, nodes } => {
                 if let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id) {
-                    wf.counts.lock().expect("counts lock").insert(worker.to_string(), counts);
+                    wf.nodes.lock().expect("nodes lock").insert(worker.to_string(), nodes);
                 }
             }
             ControlMsg::Lines { id, node, text } => {
@@ -421,8 +427,10 @@ impl Host for Master {
             collected: Mutex::new(collected),
             collected_bytes: AtomicU64::new(0),
             files,
-            counts: Mutex::new(HashMap::new()),
+            nodes: Mutex::new(HashMap::new()),
             stats,
+            started: std::time::Instant::now(),
+            ended_at: Mutex::new(None),
             audience: Mutex::new(audience),
         };
         self.workflows.lock().expect("workflows lock").insert(id, Arc::new(deployed));
@@ -455,13 +463,15 @@ impl Host for Master {
         Ok(super::wait_until_done(&self.handle, wf.status.subscribe()))
     }
 
-    fn stats(&self, r: WorkflowRef) -> Result<Map, String> {
+    fn stats(&self, r: WorkflowRef) -> Result<Stats, String> {
         let wf = self.get(r)?;
         let mut stats = wf.stats.clone();
-        for counts in wf.counts.lock().expect("counts lock").values() {
-            stats.add(counts);
+        for nodes in wf.nodes.lock().expect("nodes lock").values() {
+            stats.add(nodes);
         }
-        Ok(stats.to_map())
+        let end = wf.ended_at.lock().expect("ended lock").unwrap_or_else(std::time::Instant::now);
+        stats.elapsed = end.duration_since(wf.started).as_secs_f64();
+        Ok(stats)
     }
 
     fn wait(&self, r: WorkflowRef) -> Result<Status, String> {

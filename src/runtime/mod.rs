@@ -9,6 +9,7 @@ pub mod link;
 pub mod local;
 pub mod log;
 pub mod master;
+pub mod metrics;
 pub mod node;
 pub mod printer;
 pub mod settings;

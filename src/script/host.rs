@@ -68,7 +68,7 @@ pub trait Host: Send + Sync {
     fn abort(&self, r: WorkflowRef) -> Result<Status, String>;
     /// Records in and out of every operator, read at the sources and written
     /// at the sinks: live while the workflow runs, final once it ended.
-    fn stats(&self, r: WorkflowRef) -> Result<Map, String>;
+    fn stats(&self, r: WorkflowRef) -> Result<crate::workflow::Stats, String>;
     /// Blocks until the workflow is no longer running.
     fn wait(&self, r: WorkflowRef) -> Result<Status, String>;
     /// What the workflow's `collect()` sink gathered (`sink` names one when
@@ -119,6 +119,13 @@ pub trait Host: Send + Sync {
     /// Announces on `output` when a workflow finishes or fails by itself.
     fn set_notices(&self, output: super::Output) {
         let _ = output;
+    }
+    /// The running workflows, each with its operators' stats, for `top()`.
+    fn watch(&self) -> Vec<crate::workflow::watch::Watched> {
+        let running = self.workflows().into_iter().filter(|(_, s)| !s.is_done());
+        running
+            .filter_map(|(r, status)| Some(crate::workflow::watch::Watched::new(r.id, status.to_string(), &self.stats(r).ok()?)))
+            .collect()
     }
     /// Stops every running workflow gracefully; returns how many there were.
     fn stop_all(&self) -> usize {

@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FuncRegistration, Map, NativeCallContext, Position};
 
-use super::engine::Audience;
+use super::engine::{Audience, Output};
 use super::host::{Code, Host, WorkflowRef};
 
 use crate::workflow::Workflow;
@@ -28,7 +28,7 @@ fn reg(name: &str, params: &[&str], doc: &str) -> FuncRegistration {
     FuncRegistration::new(name).with_params_info(params).with_comments([doc])
 }
 
-pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>>, audience: Option<Audience>) {
+pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>>, audience: Option<Audience>, output: Output) {
     engine.register_type_with_name::<WorkflowRef>("WorkflowRef");
     engine.register_fn("to_string", |r: &mut WorkflowRef| r.to_string());
     engine.register_fn("to_debug", |r: &mut WorkflowRef| r.to_string());
@@ -196,8 +196,11 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
         &["r: WorkflowRef", "Map"],
         "\
 /// Counts to check a run by: `read` (records the sources emitted), `written`\n\
-/// (records the sinks took) and, per operator, records `in` and `out`. Live\n\
-/// while the workflow runs, final once it ended; summed over every worker.\n\
+/// (records the sinks took), `elapsed` (seconds it ran) and, per operator,\n\
+/// records `in` and `out`, `errors`, `queued` and `queue_capacity` (batches\n\
+/// waiting in its inboxes, and how many fit) and `p99_us` (99th percentile\n\
+/// of its time per record, in microseconds; `()` before it ran). Live while\n\
+/// the workflow runs, final once it ended; summed over every worker.\n\
 ///\n\
 /// ```rhai\n\
 /// let r = deploy(workflow().stream_source(1..=10).filter(|x| x > 3).collect());\n\
@@ -206,7 +209,47 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
 /// [s.read, s.written]   // [10, 7]\n\
 /// ```",
     )
-    .register_into_engine(engine, move |r: WorkflowRef| -> RhaiResult<Map> { h.stats(r).or_else(err) });
+    .register_into_engine(engine, move |r: WorkflowRef| -> RhaiResult<Map> { h.stats(r).map(|s| s.to_map()).or_else(err) });
+
+    let h = host.clone();
+    reg(
+        "top",
+        &["()"],
+        "\
+/// At an interactive prompt (local or remote), a live table of the running\n\
+/// workflows' operators — records in and out per second and in all, queue\n\
+/// fill, errors, p99 time per record — redrawn every second until `q` or\n\
+/// Ctrl-C. Anywhere else (a script, `rpc`, inside an expression) it prints\n\
+/// the table once, with rates averaged since each workflow started.\n\
+///\n\
+/// ```rhai\n\
+/// top();\n\
+/// ```",
+    )
+    .register_into_engine(engine, move || {
+        let title = format!("skitter top - {}", h.node_name());
+        output(&crate::workflow::watch::frame(&title, &[], &h.watch()));
+    });
+
+    let h = host.clone();
+    reg(
+        "to_dot",
+        &["r: WorkflowRef", "String"],
+        "\
+/// Renders a deployed workflow as a Graphviz `dot` graph, each operator\n\
+/// labelled with its records in and out, their average rate per second\n\
+/// over the time it ran, its errors and p99 time per record, and each link\n\
+/// with the records that crossed it. Render it with `dot -Tsvg`.\n\
+///\n\
+/// ```rhai\n\
+/// let r = deploy(workflow().stream_source(1..=10).map(|x| x * 2).collect());\n\
+/// wait(r);\n\
+/// let dot = to_dot(r);   // ... \"map_1\\nmap\\nin 10 (...), out 10 (...)\" ...\n\
+/// ```",
+    )
+    .register_into_engine(engine, move |r: WorkflowRef| -> RhaiResult<String> {
+        h.stats(r).map(|s| crate::workflow::dot::to_dot_stats(&s)).or_else(err)
+    });
 
     let h = host.clone();
     reg(

@@ -70,7 +70,7 @@ impl Session {
         let mut engine = new_engine(&env);
         let code = Arc::new(RwLock::new(Code::default()));
         if let Some(host) = host {
-            runtime_api::register(&mut engine, host, code.clone(), env.audience.clone());
+            runtime_api::register(&mut engine, host, code.clone(), env.audience.clone(), env.output.clone());
         }
         if let Some(state) = &shell {
             shell_api::register(&mut engine, state, code.clone(), app.clone(), env.output.clone());

@@ -107,7 +107,7 @@ fn overview(docs: &[FnDoc]) -> String {
                 "node_names",
             ],
         ),
-        ("Running them", &["deploy", "status", "stop", "abort", "wait", "results", "stats", "workflows", "workers", "runtime_info"]),
+        ("Running them", &["deploy", "status", "stop", "abort", "wait", "results", "stats", "top", "workflows", "workers", "runtime_info"]),
         ("In the shell", &["h", "i", "v", "recompile", "clear", "exit"]),
         ("Data", &["priv_path", "words"]),
     ];

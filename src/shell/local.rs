@@ -49,6 +49,10 @@ impl Backend for LocalBackend {
         }
     }
 
+    fn watch(&mut self) -> std::result::Result<Vec<crate::workflow::watch::Watched>, String> {
+        Ok(self.host.watch())
+    }
+
     fn is_complete(&self, text: &str) -> bool {
         input::is_complete(self.session.engine(), text)
     }

@@ -11,6 +11,7 @@ pub mod input;
 pub mod local;
 pub mod remote;
 pub mod render;
+pub mod top;
 
 use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
@@ -55,6 +56,8 @@ pub trait Backend {
     fn complete(&self, word: &str, method: bool) -> Vec<String>;
     /// A function's signature, for hints.
     fn signature(&self, name: &str) -> Option<String>;
+    /// The running workflows with their stats, for `top()`.
+    fn watch(&mut self) -> std::result::Result<Vec<crate::workflow::watch::Watched>, String>;
     /// Asks the running evaluation to stop (Ctrl-C).
     fn interrupter(&self) -> Arc<dyn Fn() + Send + Sync>;
     /// Whether `exit()` was called.
@@ -250,6 +253,12 @@ fn interactive(backend: Rc<RefCell<dyn Backend>>, printer: &Printer, history: Op
                         }
                     }
                 }
+                if top::wanted(text) {
+                    if let Err(e) = top::run(&mut *backend.borrow_mut()) {
+                        eprintln!("{} {e}", crate::cli::error_prefix());
+                    }
+                    continue;
+                }
                 let reply = backend.borrow_mut().eval(text);
                 show(reply);
                 if backend.borrow().exit_requested() {
@@ -302,6 +311,10 @@ pub fn leave_now(code: i32, message: &str) -> ! {
         unsafe {
             libc::tcsetattr(0, libc::TCSANOW, t);
         }
+    }
+    if top::DRAWING.load(std::sync::atomic::Ordering::Relaxed) {
+        print!("{}", top::LEAVE);
+        let _ = std::io::stdout().flush();
     }
     eprintln!("\r\n{message}");
     std::process::exit(code)

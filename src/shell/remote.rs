@@ -108,9 +108,8 @@ impl Console {
         }
     }
 
-    /// Evaluates `code` on the node; past `timeout` the node interrupts it.
     /// Evaluates `code` on the node: a shell entry, or with `script` the
-    /// script of that name.
+    /// script of that name; past `timeout` the node interrupts it.
     pub fn eval(&self, code: &str, timeout: Option<std::time::Duration>, script: Option<&str>) -> Reply {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let timeout_ms = timeout.map(|t| t.as_millis() as u64);
@@ -221,6 +220,15 @@ impl Backend for RemoteBackend {
 
     fn run_script(&mut self, name: &str, text: &str) -> ShellReply {
         self.evaluate(text, Some(name))
+    }
+
+    fn watch(&mut self) -> std::result::Result<Vec<crate::workflow::watch::Watched>, String> {
+        let id = self.console.next_id.fetch_add(1, Ordering::Relaxed);
+        self.console.send(ConsoleMsg::Watch { id });
+        match self.console.reply(|m| matches!(m, ConsoleMsg::Watching { id: i, .. } if *i == id)) {
+            ConsoleMsg::Watching { workflows, .. } => Ok(workflows),
+            _ => unreachable!("matched above"),
+        }
     }
 
     fn is_complete(&self, text: &str) -> bool {

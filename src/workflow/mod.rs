@@ -3,15 +3,17 @@
 //! shared by every mode.
 
 pub mod dot;
+pub mod histogram;
 pub mod key;
 pub mod model;
 pub mod operator;
 pub mod plan;
 pub mod stats;
 pub mod status;
+pub mod watch;
 
 pub use model::{Body, FlatGraph, Workflow, WorkflowError};
 pub use operator::{Func, Operator, SourceSpec, Strategy};
 pub use plan::{Exchange, Plan};
-pub use stats::{Counts, Stats};
+pub use stats::{NodeStats, Stats};
 pub use status::Status;

@@ -1,23 +1,46 @@
-//! Counts a user can check: records into and out of every operator, summed
-//! over its instances (and, on a cluster, over workers), so that "read at
-//! the sources" and "written at the sinks" can be compared.
+//! What a user can check and watch: records into and out of every operator,
+//! summed over its instances (and, on a cluster, over workers), so that
+//! "read at the sources" and "written at the sinks" can be compared; and,
+//! to watch a running workflow, errors, queue fill and time per record.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::histogram::Histogram;
 use super::model::FlatGraph;
 use super::operator::Operator;
 
-/// Records in and out of one node.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
+/// What one node did so far (in one process, or added up).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
     pub records_in: u64,
     pub records_out: u64,
+    /// Failures of its code (the first one fails the workflow).
+    pub errors: u64,
+    /// Batches waiting in the inboxes of its instances, and how many fit
+    /// (a node inside a stage has no inbox: both 0).
+    pub queued: u64,
+    pub capacity: u64,
+    /// Time in the operator per record: sampled 1 record in 64 for
+    /// per-record operators, a batch's average for the others.
+    pub time: Histogram,
 }
 
-impl std::ops::AddAssign for Counts {
-    fn add_assign(&mut self, other: Counts) {
+impl NodeStats {
+    /// Adds what another instance or worker reported for the same node.
+    pub fn add(&mut self, other: &NodeStats) {
         self.records_in += other.records_in;
         self.records_out += other.records_out;
+        self.errors += other.errors;
+        self.queued += other.queued;
+        self.capacity += other.capacity;
+        self.time.add(&other.time);
+    }
+
+    /// The 99th percentile of the time per record, in microseconds.
+    pub fn p99_us(&self) -> Option<f64> {
+        self.time.quantile(0.99).map(|ns| ns as f64 / 1000.0)
     }
 }
 
@@ -29,17 +52,23 @@ enum Place {
     Inner,
 }
 
-/// Counts per node of one workflow.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Stats per node of one workflow, with its graph.
+#[derive(Clone, Debug)]
 pub struct Stats {
-    names: Vec<String>,
+    graph: Arc<FlatGraph>,
     places: Vec<Place>,
-    pub counts: Vec<Counts>,
+    pub nodes: Vec<NodeStats>,
+    /// Seconds the workflow has run: until now, or until it ended.
+    pub elapsed: f64,
 }
 
 impl Stats {
     /// Zero counts for every node of `graph`.
     pub fn new(graph: &FlatGraph) -> Stats {
+        Stats::of(Arc::new(graph.clone()))
+    }
+
+    fn of(graph: Arc<FlatGraph>) -> Stats {
         let places = graph
             .nodes
             .iter()
@@ -49,13 +78,24 @@ impl Stats {
                 _ => Place::Inner,
             })
             .collect();
-        Stats { names: graph.nodes.iter().map(|n| n.name.clone()).collect(), places, counts: vec![Counts::default(); graph.nodes.len()] }
+        let nodes = vec![NodeStats::default(); graph.nodes.len()];
+        Stats { graph, places, nodes, elapsed: 0.0 }
     }
 
-    /// Adds counts reported for the same nodes (by another worker).
-    pub fn add(&mut self, counts: &[Counts]) {
-        for (mine, theirs) in self.counts.iter_mut().zip(counts) {
-            *mine += *theirs;
+    /// The graph the nodes are of.
+    pub fn graph(&self) -> &FlatGraph {
+        &self.graph
+    }
+
+    /// The nodes' names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.graph.nodes.iter().map(|n| n.name.as_str())
+    }
+
+    /// Adds stats reported for the same nodes (by another worker).
+    pub fn add(&mut self, nodes: &[NodeStats]) {
+        for (mine, theirs) in self.nodes.iter_mut().zip(nodes) {
+            mine.add(theirs);
         }
     }
 
@@ -69,20 +109,27 @@ impl Stats {
         self.total(Place::Sink, |c| c.records_in)
     }
 
-    fn total(&self, place: Place, f: impl Fn(&Counts) -> u64) -> u64 {
-        self.places.iter().zip(&self.counts).filter(|(p, _)| **p == place).map(|(_, c)| f(c)).sum()
+    fn total(&self, place: Place, f: impl Fn(&NodeStats) -> u64) -> u64 {
+        self.places.iter().zip(&self.nodes).filter(|(p, _)| **p == place).map(|(_, c)| f(c)).sum()
     }
 
-    /// As scripts see it: `#{read, written, operators: #{name: #{in, out}}}`.
+    /// As scripts see it: `#{read, written, elapsed, operators: #{name:
+    /// #{in, out, errors, queued, queue_capacity, p99_us}}}`.
     pub fn to_map(&self) -> rhai::Map {
         let mut operators = rhai::Map::new();
-        for (name, c) in self.names.iter().zip(&self.counts) {
+        for (name, c) in self.names().zip(&self.nodes) {
             let mut m = rhai::Map::new();
-            m.insert("in".into(), rhai::Dynamic::from_int(c.records_in as i64));
-            m.insert("out".into(), rhai::Dynamic::from_int(c.records_out as i64));
-            operators.insert(name.as_str().into(), rhai::Dynamic::from_map(m));
+            let int = |n: u64| rhai::Dynamic::from_int(n as i64);
+            m.insert("in".into(), int(c.records_in));
+            m.insert("out".into(), int(c.records_out));
+            m.insert("errors".into(), int(c.errors));
+            m.insert("queued".into(), int(c.queued));
+            m.insert("queue_capacity".into(), int(c.capacity));
+            m.insert("p99_us".into(), c.p99_us().map(rhai::Dynamic::from_float).unwrap_or(rhai::Dynamic::UNIT));
+            operators.insert(name.into(), rhai::Dynamic::from_map(m));
         }
         let mut m = rhai::Map::new();
+        m.insert("elapsed".into(), rhai::Dynamic::from_float(self.elapsed));
         m.insert("read".into(), rhai::Dynamic::from_int(self.read() as i64));
         m.insert("written".into(), rhai::Dynamic::from_int(self.written() as i64));
         m.insert("operators".into(), rhai::Dynamic::from_map(operators));
@@ -106,12 +153,9 @@ mod tests {
             .chain(Body::Op(Operator::Collect))
             .unwrap();
         let mut stats = Stats::new(&wf.flatten());
-        stats.add(&[
-            Counts { records_in: 0, records_out: 10 },
-            Counts { records_in: 10, records_out: 10 },
-            Counts { records_in: 4, records_out: 0 },
-        ]);
-        stats.add(&[Counts { records_in: 0, records_out: 5 }, Counts::default(), Counts { records_in: 1, records_out: 0 }]);
+        let n = |records_in, records_out| NodeStats { records_in, records_out, ..Default::default() };
+        stats.add(&[n(0, 10), n(10, 10), n(4, 0)]);
+        stats.add(&[n(0, 5), NodeStats::default(), n(1, 0)]);
         assert_eq!((stats.read(), stats.written()), (15, 5));
         let map = stats.to_map();
         assert_eq!(map["read"].as_int().unwrap(), 15);

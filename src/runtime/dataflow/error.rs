@@ -31,6 +31,19 @@ pub enum FlowError {
     Internal(String),
 }
 
+impl FlowError {
+    /// The operator whose code or file failed, if that is what it is.
+    pub fn operator(&self) -> Option<&str> {
+        match self {
+            FlowError::Record { operator, .. }
+            | FlowError::Operator { operator, .. }
+            | FlowError::File { operator, .. }
+            | FlowError::LineTooLong { operator, .. } => Some(operator),
+            _ => None,
+        }
+    }
+}
+
 /// The error a script call ended with, as a `FlowError` of `operator`.
 pub(super) fn script_error(operator: &str, record: Option<&rhai::Dynamic>, err: &rhai::EvalAltResult) -> FlowError {
     if matches!(err, rhai::EvalAltResult::ErrorTerminated(..)) {

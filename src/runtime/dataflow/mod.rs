@@ -21,6 +21,7 @@ pub mod deadline;
 mod error;
 mod exchange;
 mod layout;
+mod meter;
 mod native;
 mod operators;
 mod placement;

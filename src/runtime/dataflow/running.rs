@@ -1,31 +1,27 @@
 //! A workflow being run in this process, shared between the runtime and
 //! its instance threads: its status, how it is asked to stop or abort, its
-//! counts, and what its sinks hold.
+//! meters, and what its sinks hold.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rhai::Array;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::meter::Meter;
 use super::sink::{settle_all, settle_for, FileSink, Results};
 use super::Msg;
-use crate::workflow::{Counts, Stats, Status};
+use crate::workflow::{NodeStats, Stats, Status};
 
 /// Why a workflow ends before its sources do, other than a graceful stop.
 #[derive(Clone, Debug)]
 enum Ending {
     Failed(String),
     Aborted(String),
-}
-
-#[derive(Default)]
-struct Counter {
-    records_in: AtomicU64,
-    records_out: AtomicU64,
 }
 
 pub struct Running {
@@ -41,8 +37,12 @@ pub struct Running {
     ending: Mutex<Option<Ending>>,
     /// Operators whose code the abort interrupted.
     interrupted: Mutex<Vec<String>>,
-    counters: Vec<Counter>,
+    meters: Vec<Meter>,
     stats: Stats,
+    /// The head node of each stage: where its inboxes' fill is shown.
+    heads: Vec<usize>,
+    started: Instant,
+    ended_at: Mutex<Option<Instant>>,
     pub(super) collected: Vec<(String, Arc<Results>)>,
     /// The inboxes of this process's instances, by (stage, instance), for
     /// records arriving from other workers; emptied when the workflow ends.
@@ -55,6 +55,7 @@ pub struct Running {
 impl Running {
     pub(super) fn new(
         stats: Stats,
+        heads: Vec<usize>,
         collected: Vec<(String, Arc<Results>)>,
         files: Vec<Arc<FileSink>>,
         abort_flag: Arc<AtomicBool>,
@@ -68,8 +69,11 @@ impl Running {
             abort_flag,
             ending: Mutex::new(None),
             interrupted: Mutex::new(Vec::new()),
-            counters: stats.counts.iter().map(|_| Counter::default()).collect(),
+            meters: stats.nodes.iter().map(|_| Meter::default()).collect(),
             stats,
+            heads,
+            started: Instant::now(),
+            ended_at: Mutex::new(None),
             collected,
             inboxes: Mutex::new(HashMap::new()),
             files,
@@ -154,27 +158,43 @@ impl Running {
 
     /// Counts `records_in` into and `records_out` out of flat node `node`.
     pub(super) fn count(&self, node: usize, records_in: usize, records_out: usize) {
-        let c = &self.counters[node];
-        if records_in > 0 {
-            c.records_in.fetch_add(records_in as u64, Ordering::Relaxed);
-        }
-        if records_out > 0 {
-            c.records_out.fetch_add(records_out as u64, Ordering::Relaxed);
+        self.meters[node].count(records_in, records_out);
+    }
+
+    /// Records the time per record of a call of flat node `node`.
+    pub(super) fn time(&self, node: usize, per_record: Duration) {
+        self.meters[node].time(per_record);
+    }
+
+    /// Counts a failure of the code of the node named `operator`.
+    pub(super) fn error_in(&self, operator: &str) {
+        if let Some(i) = self.stats.names().position(|n| n == operator) {
+            self.meters[i].error();
         }
     }
 
-    /// The counts so far, per flat node.
-    pub fn counts(&self) -> Vec<Counts> {
-        self.counters
-            .iter()
-            .map(|c| Counts { records_in: c.records_in.load(Ordering::Relaxed), records_out: c.records_out.load(Ordering::Relaxed) })
-            .collect()
+    /// What every flat node did so far here, with its inboxes' fill.
+    pub fn nodes(&self) -> Vec<NodeStats> {
+        let mut nodes: Vec<NodeStats> = self.meters.iter().map(Meter::read).collect();
+        for (&(stage, _), inbox) in self.inboxes.lock().expect("inboxes lock").iter() {
+            let node = &mut nodes[self.heads[stage]];
+            node.capacity += inbox.max_capacity() as u64;
+            node.queued += (inbox.max_capacity() - inbox.capacity()) as u64;
+        }
+        nodes
     }
 
-    /// The counts so far, with the nodes' names.
+    /// Seconds it has run: until now, or until it ended.
+    pub fn elapsed(&self) -> f64 {
+        let end = self.ended_at.lock().expect("ended lock").unwrap_or_else(Instant::now);
+        end.duration_since(self.started).as_secs_f64()
+    }
+
+    /// The stats so far, with the graph.
     pub fn stats(&self) -> Stats {
         let mut stats = self.stats.clone();
-        stats.counts = self.counts();
+        stats.nodes = self.nodes();
+        stats.elapsed = self.elapsed();
         stats
     }
 
@@ -208,6 +228,7 @@ impl Running {
 
     /// Publishes the final status.
     pub(super) fn finish(&self, status: Status) {
+        self.ended_at.lock().expect("ended lock").get_or_insert_with(Instant::now);
         self.status.send_if_modified(|s| {
             if s.is_done() {
                 return false;

@@ -1,7 +1,9 @@
 //! The loop one instance of a stage runs: a batch enters the head node,
 //! each node's output goes straight to the next node of the stage (no
 //! channel) or to an outlet for another stage. Records in and out of every
-//! node are counted here, per batch.
+//! node are counted here, per batch, and the time calls take is sampled.
+
+use std::time::Instant;
 
 use rhai::Dynamic;
 use tokio::sync::mpsc;
@@ -11,6 +13,7 @@ use super::channel;
 use super::deadline;
 use super::error::FlowError;
 use super::exchange::Outlet;
+use super::meter::SAMPLE_EVERY;
 use super::operators::{One, Step};
 use super::running::Running;
 use super::source::SourceReader;
@@ -38,6 +41,9 @@ pub struct StageRun {
     /// Per node, per output port: where its records go.
     pub routes: Vec<Vec<Vec<Target>>>,
     pub outlets: Vec<Outlet>,
+    /// Per node, calls of its per-record function so far: the first and
+    /// then one in [`SAMPLE_EVERY`] are timed.
+    pub calls: Vec<u32>,
 }
 
 enum Input {
@@ -144,7 +150,9 @@ impl StageRun {
             Input::Records(records) => pending[0] = records,
             Input::Keyed(pairs) if self.steps[0].is_keyed() => {
                 let received = pairs.len();
+                let began = Instant::now();
                 let outputs = self.steps[0].apply_keyed(calls, &self.names[0], port, pairs)?;
+                running.time(self.nodes[0], began.elapsed() / received.max(1) as u32);
                 running.count(self.nodes[0], received, outputs.iter().map(Vec::len).sum());
                 for (out_port, out) in outputs.into_iter().enumerate() {
                     self.deliver(calls, 0, out_port, out, &mut pending)?;
@@ -223,7 +231,16 @@ impl StageRun {
                         Self::count_chain(running, &self.nodes[first..=last], &mut received, &mut emitted);
                     }
                     received[k - first] += 1;
-                    match self.steps[k].one(calls, &self.names[k], rec)? {
+                    self.calls[k] = self.calls[k].wrapping_add(1);
+                    let result = if self.calls[k] % SAMPLE_EVERY == 1 {
+                        let began = Instant::now();
+                        let result = self.steps[k].one(calls, &self.names[k], rec);
+                        running.time(self.nodes[k], began.elapsed());
+                        result
+                    } else {
+                        self.steps[k].one(calls, &self.names[k], rec)
+                    };
+                    match result? {
                         One::Emit(v) => {
                             emitted[k - first] += 1;
                             if k == last {
@@ -280,7 +297,9 @@ impl StageRun {
         pending: &mut [Vec<Dynamic>],
     ) -> Result<(), FlowError> {
         let received = batch.len();
+        let began = Instant::now();
         let outputs = self.steps[i].apply(calls, &self.names[i], self.ports[i], batch, running.ended())?;
+        running.time(self.nodes[i], began.elapsed() / received.max(1) as u32);
         running.count(self.nodes[i], received, outputs.iter().map(Vec::len).sum());
         for (port, records) in outputs.into_iter().enumerate() {
             self.deliver(calls, i, port, records, pending)?;

@@ -94,7 +94,8 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
         }
     }
     let files = sinks.files.values().chain(sinks.parts.values()).cloned().collect();
-    let running = Arc::new(Running::new(Stats::new(&plan.graph), collected, files, abort_flag, tokio::runtime::Handle::current()));
+    let heads = plan.stages.iter().map(|s| s.nodes[0]).collect();
+    let running = Arc::new(Running::new(Stats::new(&plan.graph), heads, collected, files, abort_flag, tokio::runtime::Handle::current()));
 
     // An inbox per instance of every stage, here or remote.
     let mut inboxes: Vec<Vec<Inbox>> = Vec::new();
@@ -140,6 +141,9 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
                 // then finds it closed ends as a consequence, not a cause.
                 if let Err(cause) = &result {
                     if !matches!(cause, FlowError::Ended | FlowError::Interrupted { .. }) {
+                        if let Some(operator) = cause.operator() {
+                            running_here.error_in(operator);
+                        }
                         running_here.fail(cause.to_string());
                     }
                 }
@@ -212,7 +216,8 @@ fn stage_run(plan: &Plan, s: usize, instance: usize, layout: &Layout, inboxes: &
         }
         routes.push(ports);
     }
-    StageRun { names, nodes: stage.nodes.clone(), ports, steps, routes, outlets }
+    let calls = vec![0; steps.len()];
+    StageRun { names, nodes: stage.nodes.clone(), ports, steps, routes, outlets, calls }
 }
 
 fn step(op: &Operator, n: usize, instance: usize, name: &str, sinks: &Sinks) -> Step {

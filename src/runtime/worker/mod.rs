@@ -183,7 +183,7 @@ impl Worker {
             Outcome::Failed(reason) => ControlMsg::Failed { id, reason },
             Outcome::Aborted(operators) => ControlMsg::Interrupted { id, operators },
         };
-        for msg in [ControlMsg::Progress { id, counts: r.counts() }, end] {
+        for msg in [ControlMsg::Progress { id, nodes: r.nodes() }, end] {
             // A closed queue: the master is gone, and with it the workflow.
             let _ = link.data.send(Bytes::from(encode(&msg))).await;
         }
@@ -316,7 +316,7 @@ impl Worker {
             let mut msgs = vec![ControlMsg::Heartbeat];
             for (&id, r) in self.parts.lock().expect("parts lock").iter() {
                 if !r.status().is_done() {
-                    msgs.push(ControlMsg::Progress { id, counts: r.counts() });
+                    msgs.push(ControlMsg::Progress { id, nodes: r.nodes() });
                 }
             }
             msgs
@@ -459,12 +459,12 @@ impl crate::script::Host for Worker {
     }
 
     /// The counts of this worker's part only.
-    fn stats(&self, r: crate::script::WorkflowRef) -> Result<rhai::Map, String> {
+    fn stats(&self, r: crate::script::WorkflowRef) -> Result<crate::workflow::Stats, String> {
         self.parts
             .lock()
             .expect("parts lock")
             .get(&r.id)
-            .map(|w| w.stats().to_map())
+            .map(|w| w.stats())
             .ok_or_else(|| format!("no part of workflow #{} runs here", r.id))
     }
 

@@ -59,6 +59,7 @@ impl WorkerRemote {
             let auth = match handshake::dial(&peer.addr, &identity).await {
                 Ok(a) => a,
                 Err(e) => {
+                    crate::net::counters::connection_failed();
                     // Unbounded, and read by the master link until it ends.
                     let _ =
                         control.send(ControlMsg::Failed { id, reason: format!("cannot reach worker {} at {}: {e}", peer.name, peer.addr) });

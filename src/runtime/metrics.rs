@@ -1,0 +1,206 @@
+//! `--metrics ADDR:PORT`: the node's numbers in the Prometheus (OpenMetrics)
+//! text format at `http://ADDR:PORT/metrics`, for a monitoring system to
+//! scrape. What is served is read from the node when it is asked for: the
+//! workflows it knows (on a master, added up over its workers), their
+//! operators, its workers, its connection failures and its memory.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::net::counters::{CONNECTION_FAILURES, HANDSHAKE_FAILURES};
+use crate::script::Host;
+
+/// How long a scraper has to send its request, and how much it may send.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_REQUEST: usize = 8 * 1024;
+/// Scrapes served at once; more connections wait in the listen queue.
+const CONCURRENT: usize = 16;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// `PORT` alone means loopback; `ADDR:PORT` is taken as it is.
+pub fn address(spec: &str) -> Result<String, String> {
+    let spec = spec.trim();
+    if let Ok(port) = spec.parse::<u16>() {
+        return Ok(format!("127.0.0.1:{port}"));
+    }
+    match spec.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(spec.to_string()),
+        _ => Err(format!("--metrics {spec}: give PORT (on 127.0.0.1) or ADDR:PORT")),
+    }
+}
+
+/// The text a scrape gets now.
+pub fn render(host: &dyn Host) -> String {
+    let mut registry = Registry::default();
+    let family = |registry: &mut Registry, name: &str, help: &str| {
+        let f = Family::<Labels, Counter>::default();
+        registry.register(name, help, f.clone());
+        f
+    };
+    let records_in = family(&mut registry, "skitter_operator_records_in", "Records into an operator, over all its instances");
+    let records_out = family(&mut registry, "skitter_operator_records_out", "Records out of an operator, over all its instances");
+    let errors = family(&mut registry, "skitter_operator_errors", "Failures of an operator's code");
+    let queued = Family::<Labels, Gauge>::default();
+    registry.register("skitter_operator_queued_batches", "Batches waiting in the inboxes of an operator's instances", queued.clone());
+    let capacity = Family::<Labels, Gauge>::default();
+    registry.register("skitter_operator_queue_capacity_batches", "Batches the inboxes of an operator's instances hold", capacity.clone());
+    let p99 = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    registry.register_with_unit(
+        "skitter_operator_p99",
+        "99th percentile of the time per record in an operator",
+        Unit::Seconds,
+        p99.clone(),
+    );
+    let read = family(&mut registry, "skitter_workflow_records_read", "Records a workflow's sources emitted");
+    let written = family(&mut registry, "skitter_workflow_records_written", "Records a workflow's sinks took");
+    let running = Family::<Labels, Gauge>::default();
+    registry.register("skitter_workflow_running", "1 while a workflow runs, 0 once it ended", running.clone());
+
+    for (r, status) in host.workflows() {
+        let Ok(stats) = host.stats(r) else { continue };
+        let workflow: Labels = vec![("workflow", r.id.to_string())];
+        read.get_or_create(&workflow).inc_by(stats.read());
+        written.get_or_create(&workflow).inc_by(stats.written());
+        running.get_or_create(&workflow).set(i64::from(!status.is_done()));
+        for (name, node) in stats.names().zip(&stats.nodes) {
+            let labels: Labels = vec![("workflow", r.id.to_string()), ("operator", name.to_string())];
+            records_in.get_or_create(&labels).inc_by(node.records_in);
+            records_out.get_or_create(&labels).inc_by(node.records_out);
+            errors.get_or_create(&labels).inc_by(node.errors);
+            if node.capacity > 0 {
+                queued.get_or_create(&labels).set(node.queued as i64);
+                capacity.get_or_create(&labels).set(node.capacity as i64);
+            }
+            if let Some(us) = node.p99_us() {
+                p99.get_or_create(&labels).set(us / 1e6);
+            }
+        }
+    }
+
+    let workers = Gauge::<i64>::default();
+    workers.set(host.workers().len() as i64);
+    registry.register("skitter_workers", "Workers this node places instances on", workers);
+    let handshakes = Counter::<u64>::default();
+    handshakes.inc_by(HANDSHAKE_FAILURES.load(Ordering::Relaxed));
+    registry.register("skitter_handshake_failures", "Incoming connections refused before or during the handshake", handshakes);
+    let connections = Counter::<u64>::default();
+    connections.inc_by(CONNECTION_FAILURES.load(Ordering::Relaxed));
+    registry.register("skitter_connection_failures", "Links lost and peers that could not be reached", connections);
+
+    if let Some(rss) = resident_bytes() {
+        let g = Gauge::<i64>::default();
+        g.set(rss as i64);
+        registry.register_with_unit("process_resident_memory", "Resident memory of this process", Unit::Bytes, g);
+    }
+    let mut text = String::new();
+    // Writing to a String does not fail.
+    let _ = encode(&mut text, &registry);
+    text
+}
+
+/// This process's resident memory, from /proc.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+/// Binds `addr` (see [`address`]); returns the address bound.
+pub async fn bind(spec: &str) -> Result<(TcpListener, String), String> {
+    let addr = address(spec)?;
+    let listener = TcpListener::bind(&addr).await.map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?.to_string();
+    Ok((listener, bound))
+}
+
+/// Serves scrapes until `stop`.
+pub async fn serve(listener: TcpListener, host: Arc<dyn Host>, stop: CancellationToken) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT));
+    loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("metrics: cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let host = host.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = answer(stream, host).await {
+                tracing::debug!("metrics: {e}");
+            }
+        });
+    }
+}
+
+/// Reads one request and answers it; the connection closes after.
+async fn answer(mut stream: TcpStream, host: Arc<dyn Host>) -> Result<(), String> {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read_head = async {
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            if request.len() > MAX_REQUEST {
+                return Err("a request larger than 8 KiB".to_string());
+            }
+            let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("the connection closed before the request ended".to_string());
+            }
+            request.extend_from_slice(&buf[..n]);
+        }
+        Ok(())
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, read_head).await.map_err(|_| "a request slower than 5 s".to_string())??;
+    let line = String::from_utf8_lossy(request.split(|&b| b == b'\r').next().unwrap_or_default()).into_owned();
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let (status, kind, body) = match (method, path.split('?').next().unwrap_or_default()) {
+        ("GET", "/metrics") => {
+            let host = host.clone();
+            let body = tokio::task::spawn_blocking(move || render(host.as_ref())).await.map_err(|e| e.to_string())?;
+            ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", body)
+        }
+        ("GET", _) => ("404 Not Found", "text/plain; charset=utf-8", "metrics are at /metrics\n".to_string()),
+        _ => ("405 Method Not Allowed", "text/plain; charset=utf-8", "only GET\n".to_string()),
+    };
+    let head = format!("HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
+    stream.write_all(body.as_bytes()).await.map_err(|e| e.to_string())?;
+    let _ = stream.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_alone_is_on_loopback() {
+        assert_eq!(address("9464").unwrap(), "127.0.0.1:9464");
+        assert_eq!(address("0.0.0.0:9464").unwrap(), "0.0.0.0:9464");
+        assert!(address("nine").unwrap_err().contains("give PORT"));
+        assert!(address(":80").is_err());
+    }
+}
