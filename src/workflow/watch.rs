@@ -44,7 +44,7 @@ pub fn frame(title: &str, before: &[Watched], now: &[Watched]) -> String {
         let previous = before.iter().find(|b| b.id == wf.id);
         let since = previous.map(|p| p.elapsed).unwrap_or(0.0);
         let seconds = wf.elapsed - since;
-        out.push_str(&format!("\n#WorkflowRef<{}>  {}  running {:.0} s\n", wf.id, wf.status, wf.elapsed));
+        out.push_str(&format!("\n#WorkflowRef<{}>  {}  {:.0} s\n", wf.id, wf.status, wf.elapsed));
         out.push_str(&format!(
             "  {:<24} {:>9} {:>9} {:>12} {:>12} {:>7} {:>6} {:>9}\n",
             "OPERATOR", "IN/s", "OUT/s", "IN", "OUT", "QUEUE", "ERRORS", "P99"
