@@ -9,6 +9,7 @@ pub mod framing;
 pub mod gate;
 pub mod handshake;
 pub mod message;
+pub mod spec;
 pub mod value;
 
 pub use connection::{Authenticated, Link, NetError, Reader, Writer};
