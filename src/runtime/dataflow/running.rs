@@ -39,8 +39,9 @@ pub struct Running {
     interrupted: Mutex<Vec<String>>,
     meters: Vec<Meter>,
     stats: Stats,
-    /// The head node of each stage: where its inboxes' fill is shown.
-    heads: Vec<usize>,
+    /// The head node of each stage: where its inboxes' fill is shown
+    /// (none for a source's stage).
+    heads: Vec<Option<usize>>,
     started: Instant,
     ended_at: Mutex<Option<Instant>>,
     pub(super) collected: Vec<(String, Arc<Results>)>,
@@ -55,7 +56,7 @@ pub struct Running {
 impl Running {
     pub(super) fn new(
         stats: Stats,
-        heads: Vec<usize>,
+        heads: Vec<Option<usize>>,
         collected: Vec<(String, Arc<Results>)>,
         files: Vec<Arc<FileSink>>,
         abort_flag: Arc<AtomicBool>,
@@ -177,7 +178,8 @@ impl Running {
     pub fn nodes(&self) -> Vec<NodeStats> {
         let mut nodes: Vec<NodeStats> = self.meters.iter().map(Meter::read).collect();
         for (&(stage, _), inbox) in self.inboxes.lock().expect("inboxes lock").iter() {
-            let node = &mut nodes[self.heads[stage]];
+            let Some(head) = self.heads[stage] else { continue };
+            let node = &mut nodes[head];
             node.capacity += inbox.max_capacity() as u64;
             node.queued += (inbox.max_capacity() - inbox.capacity()) as u64;
         }

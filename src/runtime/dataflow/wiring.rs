@@ -94,7 +94,9 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
         }
     }
     let files = sinks.files.values().chain(sinks.parts.values()).cloned().collect();
-    let heads = plan.stages.iter().map(|s| s.nodes[0]).collect();
+    // A source's stage has an inbox that nothing sends to: no queue to show.
+    let heads =
+        plan.stages.iter().map(|s| Some(s.nodes[0]).filter(|&n| !matches!(plan.graph.nodes[n].op.base(), Operator::Source(_)))).collect();
     let running = Arc::new(Running::new(Stats::new(&plan.graph), heads, collected, files, abort_flag, tokio::runtime::Handle::current()));
 
     // An inbox per instance of every stage, here or remote.
