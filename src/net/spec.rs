@@ -34,6 +34,8 @@ pub enum OpSpec {
     Collect,
     User(UserOpSpec),
     With(Box<OpSpec>, WithSpec),
+    Redis { url: String, stream: String, group: String, retry_ms: u64 },
+    RedisSink { url: String, stream: String },
 }
 
 /// The strategy given to a built-in operator.
@@ -122,6 +124,10 @@ impl WorkflowSpec {
                 Operator::WriteLines(p) => OpSpec::WriteLines(p.display().to_string()),
                 Operator::WriteParts(p) => OpSpec::WriteParts(p.display().to_string()),
                 Operator::Collect => OpSpec::Collect,
+                Operator::Source(SourceSpec::Redis { url, stream, group, retry_ms }) => {
+                    OpSpec::Redis { url: url.clone(), stream: stream.clone(), group: group.clone(), retry_ms: *retry_ms }
+                }
+                Operator::RedisSink { url, stream } => OpSpec::RedisSink { url: url.clone(), stream: stream.clone() },
                 Operator::User(u) => OpSpec::User(UserOpSpec {
                     name: u.name.clone(),
                     inputs: u.inputs.clone(),
@@ -189,6 +195,8 @@ fn operator(spec: OpSpec) -> Result<Operator, String> {
         OpSpec::WriteLines(p) => Operator::WriteLines(p.into()),
         OpSpec::WriteParts(p) => Operator::WriteParts(p.into()),
         OpSpec::Collect => Operator::Collect,
+        OpSpec::Redis { url, stream, group, retry_ms } => Operator::Source(SourceSpec::Redis { url, stream, group, retry_ms }),
+        OpSpec::RedisSink { url, stream } => Operator::RedisSink { url, stream },
         OpSpec::User(u) => Operator::User(Box::new(UserOp {
             name: u.name,
             inputs: u.inputs,

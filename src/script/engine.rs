@@ -108,6 +108,7 @@ fn workflow_package() -> SharedModule {
             let mut module = rhai::exported_module!(workflow_api::api);
             module.combine_flatten(rhai::exported_module!(operator_api::api));
             module.combine_flatten(rhai::exported_module!(user_operator_api::api));
+            module.combine_flatten(rhai::exported_module!(super::broker_api::api));
             module.into()
         })
         .clone()

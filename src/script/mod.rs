@@ -2,6 +2,7 @@
 //! workflow builder, and the runtime API through the [`host::Host`] trait).
 
 pub mod app;
+pub mod broker_api;
 pub mod complete;
 pub mod diagnostic;
 pub mod docs;

@@ -121,6 +121,10 @@ pub enum SourceSpec {
     /// The lines received on a TCP connection to `host:port`; a line longer
     /// than `max_line` bytes fails the workflow.
     Tcp { host: String, port: u16, max_line: usize },
+    /// The entries of a Redis stream, read through consumer group `group`
+    /// and acknowledged once the workflow's sinks have settled; a broker
+    /// that fails is retried for `retry_ms` before the workflow fails.
+    Redis { url: String, stream: String, group: String, retry_ms: u64 },
 }
 
 /// The longest line a line source takes by default: far more than a line of
@@ -148,6 +152,11 @@ pub enum Operator {
     /// One part file per instance in the directory, on each worker's host.
     WriteParts(PathBuf),
     Collect,
+    /// Appends every record to a Redis stream (a map as its fields).
+    RedisSink {
+        url: String,
+        stream: String,
+    },
     User(Box<UserOp>),
     /// A built-in operator with a strategy given to it (`with_strategy`).
     With(Box<Restrategized>),
@@ -177,6 +186,7 @@ impl Operator {
             Operator::With(w) => w.op.kind(),
             Operator::Source(SourceSpec::Lines { .. }) => "read_lines",
             Operator::Source(SourceSpec::Tcp { .. }) => "tcp_source",
+            Operator::Source(SourceSpec::Redis { .. }) => "redis_source",
             Operator::Source(_) => "stream_source",
             Operator::Map(_) => "map",
             Operator::FlatMap(_) => "flat_map",
@@ -187,6 +197,7 @@ impl Operator {
             Operator::WriteLines(_) => "write_lines",
             Operator::WriteParts(_) => "write_parts",
             Operator::Collect => "collect",
+            Operator::RedisSink { .. } => "redis_sink",
         }
     }
 
@@ -211,7 +222,7 @@ impl Operator {
         match self {
             Operator::With(w) => w.op.out_ports(),
             Operator::Filter(_) => FILTER_OUT.to_vec(),
-            Operator::WriteLines(_) | Operator::WriteParts(_) | Operator::Collect => NONE.to_vec(),
+            Operator::WriteLines(_) | Operator::WriteParts(_) | Operator::Collect | Operator::RedisSink { .. } => NONE.to_vec(),
             Operator::User(u) => u.outputs.iter().map(String::as_str).collect(),
             _ => OUT.to_vec(),
         }
@@ -288,6 +299,8 @@ impl fmt::Display for Operator {
             Operator::With(w) => write!(f, "{} ({})", w.op, w.strategy.name()),
             Operator::Source(SourceSpec::Lines { path, .. }) => write!(f, "read_lines({})", path.display()),
             Operator::Source(SourceSpec::Tcp { host, port, .. }) => write!(f, "tcp_source({host}:{port})"),
+            Operator::Source(SourceSpec::Redis { url, stream, group, .. }) => write!(f, "redis_source({url}, {stream}, group {group})"),
+            Operator::RedisSink { url, stream } => write!(f, "redis_sink({url}, {stream})"),
             Operator::Source(SourceSpec::Items(items)) => write!(f, "stream_source([{} items])", items.len()),
             Operator::Source(SourceSpec::Range { start, end, .. }) => write!(f, "stream_source({start}..{end})"),
             Operator::Source(SourceSpec::Generator(g)) => write!(f, "stream_source({})", g.name()),

@@ -25,6 +25,7 @@ mod meter;
 mod native;
 mod operators;
 mod placement;
+mod redis;
 mod running;
 pub mod sink;
 pub mod source;

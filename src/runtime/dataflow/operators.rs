@@ -65,6 +65,7 @@ pub enum Step {
     Print { prefix: String, printer: Printer },
     WriteLines(LineSink),
     Collect(CollectSink),
+    RedisSink(super::redis::Writer),
     User(UserStep),
 }
 
@@ -151,6 +152,10 @@ impl Step {
             }
             Step::Collect(CollectSink::Local(sink)) => {
                 sink.extend(name, batch)?;
+                Ok(Vec::new())
+            }
+            Step::RedisSink(writer) => {
+                writer.write(name, &batch)?;
                 Ok(Vec::new())
             }
             Step::Collect(CollectSink::Remote(remote, sink)) => {

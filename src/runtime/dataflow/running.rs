@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::meter::Meter;
+use super::redis::Acks;
 use super::sink::{settle_all, settle_for, FileSink, Results};
 use super::Msg;
 use crate::workflow::{NodeStats, Stats, Status};
@@ -50,6 +51,8 @@ pub struct Running {
     pub(super) inboxes: Mutex<HashMap<(usize, usize), mpsc::Sender<Msg>>>,
     /// Files this process writes, settled when the workflow is.
     pub(super) files: Vec<Arc<FileSink>>,
+    /// What sources here read and acknowledge once the sinks have settled.
+    acks: Mutex<Vec<Arc<Acks>>>,
     handle: Handle,
 }
 
@@ -78,6 +81,7 @@ impl Running {
             collected,
             inboxes: Mutex::new(HashMap::new()),
             files,
+            acks: Mutex::new(Vec::new()),
             handle,
         }
     }
@@ -217,15 +221,41 @@ impl Running {
         }
     }
 
-    /// Gives this process's output files their names (`commit`) or keeps
-    /// what they hold as incomplete; returns where partial output was kept.
-    pub fn settle_files(&self, commit: bool) -> Result<Option<String>, String> {
-        settle_all(self.files.iter().map(|f| &**f), commit)
+    /// A source's reads, acknowledged when the workflow's sinks settle.
+    pub(super) fn acknowledge_on_settle(&self, acks: Arc<Acks>) {
+        self.acks.lock().expect("acks lock").push(acks);
     }
 
-    /// Settles this process's files for the final `status` (local mode).
+    /// Acknowledges what the sources here read (the output is in place);
+    /// a failure is reported, not fatal: those entries are read again.
+    fn acknowledge(&self) {
+        for acks in self.acks.lock().expect("acks lock").iter() {
+            match acks.commit() {
+                Ok(n) => tracing::debug!("acknowledged {n} entries of stream `{}`", acks.stream),
+                Err(e) => tracing::error!("{e}"),
+            }
+        }
+    }
+
+    /// Gives this process's output files their names (`commit`) or keeps
+    /// what they hold as incomplete; returns where partial output was kept.
+    /// Committed, what the sources here read is acknowledged.
+    pub fn settle_files(&self, commit: bool) -> Result<Option<String>, String> {
+        let settled = settle_all(self.files.iter().map(|f| &**f), commit);
+        if commit && settled.is_ok() {
+            self.acknowledge();
+        }
+        settled
+    }
+
+    /// Settles this process's files for the final `status` (local mode),
+    /// then acknowledges what the sources read if the output is complete.
     pub(super) fn settle_for(&self, status: Status) -> Status {
-        settle_for(self.files.iter().map(|f| &**f), status)
+        let status = settle_for(self.files.iter().map(|f| &**f), status);
+        if matches!(status, Status::Finished | Status::Stopped(_)) {
+            self.acknowledge();
+        }
+        status
     }
 
     /// Publishes the final status.

@@ -77,10 +77,13 @@ pub enum SourceReader {
     Generator { f: Func, n: i64 },
     File(Lines<File>),
     Tcp(Lines<std::net::TcpStream>),
+    Redis(super::redis::Reader),
 }
 
 impl SourceReader {
-    pub fn open(spec: SourceSpec, operator: &str) -> Result<SourceReader, FlowError> {
+    /// Opens instance `instance`'s reader; a source that acknowledges what
+    /// it read registers with `running`, which does it when the sinks settle.
+    pub fn open(spec: SourceSpec, operator: &str, instance: usize, running: &super::Running) -> Result<SourceReader, FlowError> {
         Ok(match spec {
             SourceSpec::Items(items) => SourceReader::Items(items.into_iter()),
             SourceSpec::Range { start, end, step } => SourceReader::Range { next: start, end, step },
@@ -104,6 +107,12 @@ impl SourceReader {
                 let stream = std::net::TcpStream::connect((host.as_str(), port)).map_err(failed)?;
                 stream.set_read_timeout(Some(TCP_POLL)).map_err(failed)?;
                 SourceReader::Tcp(Lines::new(BufReader::new(stream), max_line, true))
+            }
+            SourceSpec::Redis { url, stream, group, retry_ms } => {
+                let acks = std::sync::Arc::new(super::redis::Acks::new(&url, &stream, &group));
+                running.acknowledge_on_settle(acks.clone());
+                let retry = std::time::Duration::from_millis(retry_ms);
+                SourceReader::Redis(super::redis::Reader::open(operator, &url, &stream, &group, instance, retry, acks)?)
             }
         })
     }
@@ -134,6 +143,12 @@ impl SourceReader {
             }
             SourceReader::File(lines) => lines.fill(&mut batch, operator, stopping)?,
             SourceReader::Tcp(lines) => lines.fill(&mut batch, operator, stopping)?,
+            SourceReader::Redis(reader) => loop {
+                batch = reader.next_batch()?;
+                if !batch.is_empty() || stopping() {
+                    break;
+                }
+            },
         }
         Ok((!batch.is_empty()).then_some(batch))
     }

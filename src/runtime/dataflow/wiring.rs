@@ -77,6 +77,10 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
                     sinks.parts.insert((i, instance), file);
                 }
             }
+            // A broker that does not answer fails the deploy, naming it.
+            Operator::Source(SourceSpec::Redis { url, .. }) | Operator::RedisSink { url, .. } if !here.is_empty() => {
+                super::redis::check(&node.name, url)?;
+            }
             Operator::Collect => {
                 let sink = Arc::new(Results::new(crate::runtime::results_cap()));
                 collected.push((node.name.clone(), sink.clone()));
@@ -219,7 +223,7 @@ fn stage_run(plan: &Plan, s: usize, instance: usize, layout: &Layout, inboxes: &
         routes.push(ports);
     }
     let calls = vec![0; steps.len()];
-    StageRun { names, nodes: stage.nodes.clone(), ports, steps, routes, outlets, calls }
+    StageRun { names, nodes: stage.nodes.clone(), ports, steps, routes, outlets, calls, instance }
 }
 
 fn step(op: &Operator, n: usize, instance: usize, name: &str, sinks: &Sinks) -> Step {
@@ -250,6 +254,7 @@ fn step(op: &Operator, n: usize, instance: usize, name: &str, sinks: &Sinks) -> 
             Some(remote) => CollectSink::Remote(remote.clone(), name.to_string()),
             None => CollectSink::Local(sinks.collect_of[&n].clone()),
         }),
+        Operator::RedisSink { url, stream } => Step::RedisSink(super::redis::Writer::new(url, stream)),
         Operator::User(op) => Step::User(UserStep::new(op)),
     }
 }

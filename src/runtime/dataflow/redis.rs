@@ -1,0 +1,274 @@
+//! Redis Streams: a source reading a stream through a consumer group, and
+//! a sink appending to a stream. The source acknowledges what it read only
+//! when the workflow's sinks have settled (it finished, or stopped after
+//! draining): after a failure nothing is acknowledged, and the next deploy
+//! with the same group reads those entries again (its pending ones first).
+//! At least once, never a gap.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redis::streams::{StreamReadOptions, StreamReadReply};
+use redis::{Commands, Connection, RedisError};
+use rhai::{Dynamic, ImmutableString, Map};
+
+use super::error::FlowError;
+use super::BATCH;
+
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one read waits for entries before the source looks at a stop.
+const BLOCK_MS: usize = 100;
+/// Attempts of a sink's write before the workflow fails.
+const WRITE_ATTEMPTS: u32 = 3;
+/// Entries acknowledged per command.
+const ACK_CHUNK: usize = 1000;
+
+/// The consumer name of source instance `instance`: stable, so that the
+/// next deploy finds the entries this one left pending.
+pub fn consumer(instance: usize) -> String {
+    format!("skitter-{instance}")
+}
+
+fn connect(url: &str) -> Result<Connection, RedisError> {
+    let client = redis::Client::open(url)?;
+    let mut con = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+    con.set_read_timeout(Some(Duration::from_secs(5)))?;
+    con.set_write_timeout(Some(Duration::from_secs(5)))?;
+    redis::cmd("PING").query::<()>(&mut con)?;
+    Ok(con)
+}
+
+/// Checks that the broker at `url` answers (at deploy, so that a wrong
+/// address fails the deploy, naming it).
+pub fn check(operator: &str, url: &str) -> Result<(), FlowError> {
+    connect(url).map(|_| ()).map_err(|e| broker_error(operator, "connect to", url, e.to_string()))
+}
+
+fn broker_error(operator: &str, action: &'static str, url: &str, error: String) -> FlowError {
+    FlowError::File { operator: operator.to_string(), action, path: url.into(), error }
+}
+
+/// Entries a source read and has not acknowledged yet.
+pub struct Acks {
+    pub url: String,
+    pub stream: String,
+    pub group: String,
+    ids: Mutex<Vec<String>>,
+}
+
+impl Acks {
+    pub fn new(url: &str, stream: &str, group: &str) -> Acks {
+        Acks { url: url.into(), stream: stream.into(), group: group.into(), ids: Mutex::new(Vec::new()) }
+    }
+
+    fn add(&self, ids: impl IntoIterator<Item = String>) {
+        self.ids.lock().expect("acks lock").extend(ids);
+    }
+
+    /// Acknowledges every entry read so far.
+    pub fn commit(&self) -> Result<usize, String> {
+        let ids = std::mem::take(&mut *self.ids.lock().expect("acks lock"));
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let failed = |e: RedisError| {
+            format!(
+                "cannot acknowledge {} entries of stream `{}` (group `{}`) on {}: {e}; the next run with this group reads them again",
+                ids.len(),
+                self.stream,
+                self.group,
+                self.url
+            )
+        };
+        let mut con = connect(&self.url).map_err(failed)?;
+        for chunk in ids.chunks(ACK_CHUNK) {
+            con.xack::<_, _, _, ()>(&self.stream, &self.group, chunk).map_err(failed)?;
+        }
+        Ok(ids.len())
+    }
+}
+
+/// A source instance: reads its pending entries first (left by a run that
+/// did not settle), then new ones.
+pub struct Reader {
+    con: Connection,
+    operator: String,
+    url: String,
+    stream: String,
+    group: String,
+    consumer: String,
+    /// While reading what was pending (from after this id) until there is
+    /// none left; then new entries (">").
+    pending: Option<String>,
+    retry: Duration,
+    acks: std::sync::Arc<Acks>,
+}
+
+impl Reader {
+    pub fn open(
+        operator: &str,
+        url: &str,
+        stream: &str,
+        group: &str,
+        instance: usize,
+        retry: Duration,
+        acks: std::sync::Arc<Acks>,
+    ) -> Result<Reader, FlowError> {
+        let mut con = connect(url).map_err(|e| broker_error(operator, "connect to", url, e.to_string()))?;
+        // A new group starts at the stream's beginning; an existing one where it was.
+        match con.xgroup_create_mkstream::<_, _, _, ()>(stream, group, "0") {
+            Ok(()) => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(broker_error(operator, "create the group on", url, format!("stream `{stream}`: {e}"))),
+        }
+        Ok(Reader {
+            con,
+            operator: operator.into(),
+            url: url.into(),
+            stream: stream.into(),
+            group: group.into(),
+            consumer: consumer(instance),
+            pending: Some("0".into()),
+            retry,
+            acks,
+        })
+    }
+
+    /// The next entries as `#{id, fields}`; an empty batch when none came
+    /// within a short wait (the caller looks at a stop and asks again).
+    pub fn next_batch(&mut self) -> Result<Vec<Dynamic>, FlowError> {
+        let began = Instant::now();
+        loop {
+            match self.read() {
+                Ok(batch) => return Ok(batch),
+                Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+                    if began.elapsed() >= self.retry {
+                        let error = format!("stream `{}`: {e} (retried for {} s)", self.stream, self.retry.as_secs_f64());
+                        return Err(broker_error(&self.operator, "read from", &self.url, error));
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                    if let Ok(con) = connect(&self.url) {
+                        self.con = con;
+                    }
+                }
+                Err(e) => return Err(broker_error(&self.operator, "read from", &self.url, format!("stream `{}`: {e}", self.stream))),
+            }
+        }
+    }
+
+    fn read(&mut self) -> Result<Vec<Dynamic>, RedisError> {
+        let id = self.pending.clone().unwrap_or_else(|| ">".into());
+        let mut options = StreamReadOptions::default().group(&self.group, &self.consumer).count(BATCH);
+        if self.pending.is_none() {
+            options = options.block(BLOCK_MS);
+        }
+        let reply: StreamReadReply = self.con.xread_options(&[&self.stream], &[&id], &options)?;
+        let entries: Vec<_> = reply.keys.into_iter().flat_map(|k| k.ids).collect();
+        if self.pending.is_some() {
+            // The pending list is read in order, each read after the last.
+            self.pending = entries.last().map(|e| e.id.clone());
+        }
+        let mut batch = Vec::with_capacity(entries.len());
+        let mut ids = Vec::with_capacity(entries.len());
+        for entry in entries {
+            batch.push(self.record(&entry.id, entry.map)?);
+            ids.push(entry.id);
+        }
+        self.acks.add(ids);
+        Ok(batch)
+    }
+
+    fn record(&self, id: &str, fields: HashMap<String, redis::Value>) -> Result<Dynamic, RedisError> {
+        let mut map = Map::new();
+        for (name, value) in fields {
+            map.insert(name.as_str().into(), field(value).map_err(|what| malformed(&self.stream, id, &name, what))?);
+        }
+        let mut record = Map::new();
+        record.insert("id".into(), Dynamic::from(ImmutableString::from(id)));
+        record.insert("fields".into(), Dynamic::from_map(map));
+        Ok(Dynamic::from_map(record))
+    }
+}
+
+fn malformed(stream: &str, id: &str, name: &str, what: &str) -> RedisError {
+    RedisError::from((redis::ErrorKind::TypeError, "malformed entry", format!("stream `{stream}`, entry {id}, field `{name}`: {what}")))
+}
+
+/// A field's value as a script sees it: text (UTF-8), or a blob.
+fn field(value: redis::Value) -> Result<Dynamic, &'static str> {
+    match value {
+        redis::Value::BulkString(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => Ok(Dynamic::from(text)),
+            Err(e) => Ok(Dynamic::from_blob(e.into_bytes())),
+        },
+        redis::Value::SimpleString(text) => Ok(Dynamic::from(text)),
+        redis::Value::Int(n) => Ok(Dynamic::from_int(n)),
+        redis::Value::Nil => Ok(Dynamic::UNIT),
+        _ => Err("not a string"),
+    }
+}
+
+/// A sink instance: appends each record to the stream, a batch per round trip.
+pub struct Writer {
+    con: Option<Connection>,
+    url: String,
+    stream: String,
+}
+
+impl Writer {
+    pub fn new(url: &str, stream: &str) -> Writer {
+        Writer { con: None, url: url.into(), stream: stream.into() }
+    }
+
+    /// Appends `records` (a map as its fields, anything else as `value`);
+    /// retried, reconnecting, before it fails naming broker and stream.
+    pub fn write(&mut self, operator: &str, records: &[Dynamic]) -> Result<(), FlowError> {
+        let mut pipe = redis::pipe();
+        for record in records {
+            let fields: Vec<(String, Vec<u8>)> = match record.read_lock::<Map>() {
+                Some(map) => map.iter().map(|(k, v)| (k.to_string(), bytes(v))).collect(),
+                None => vec![("value".to_string(), bytes(record))],
+            };
+            pipe.cmd("XADD").arg(&self.stream).arg("*").arg(fields).ignore();
+        }
+        let mut last = String::new();
+        for attempt in 0..WRITE_ATTEMPTS {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(100 << (2 * attempt)));
+            }
+            let con = match self.con.as_mut() {
+                Some(con) => con,
+                None => match connect(&self.url) {
+                    Ok(con) => self.con.insert(con),
+                    Err(e) => {
+                        last = e.to_string();
+                        continue;
+                    }
+                },
+            };
+            match pipe.query::<()>(con) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    last = e.to_string();
+                    self.con = None;
+                }
+            }
+        }
+        let error = format!("stream `{}`: {last} (after {WRITE_ATTEMPTS} attempts)", self.stream);
+        Err(broker_error(operator, "write to", &self.url, error))
+    }
+}
+
+/// A value as a field's bytes: text as it is, a blob as its bytes, anything
+/// else as it prints.
+fn bytes(v: &Dynamic) -> Vec<u8> {
+    if let Some(s) = v.read_lock::<ImmutableString>() {
+        return s.as_bytes().to_vec();
+    }
+    if let Some(b) = v.read_lock::<rhai::Blob>() {
+        return b.clone();
+    }
+    v.to_string().into_bytes()
+}
