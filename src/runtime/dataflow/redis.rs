@@ -50,12 +50,29 @@ fn broker_error(operator: &str, action: &'static str, url: &str, error: String) 
     FlowError::File { operator: operator.to_string(), action, path: url.into(), error }
 }
 
+/// An entry id, `<ms>-<seq>`, in 16 bytes: a long run keeps many.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct EntryId(u64, u64);
+
+impl EntryId {
+    fn parse(id: &str) -> Option<EntryId> {
+        let (ms, seq) = id.split_once('-')?;
+        Some(EntryId(ms.parse().ok()?, seq.parse().ok()?))
+    }
+}
+
+impl std::fmt::Display for EntryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.0, self.1)
+    }
+}
+
 /// Entries a source read and has not acknowledged yet.
 pub struct Acks {
     pub url: String,
     pub stream: String,
     pub group: String,
-    ids: Mutex<Vec<String>>,
+    ids: Mutex<Vec<EntryId>>,
 }
 
 impl Acks {
@@ -63,7 +80,7 @@ impl Acks {
         Acks { url: url.into(), stream: stream.into(), group: group.into(), ids: Mutex::new(Vec::new()) }
     }
 
-    fn add(&self, ids: impl IntoIterator<Item = String>) {
+    fn add(&self, ids: impl IntoIterator<Item = EntryId>) {
         self.ids.lock().expect("acks lock").extend(ids);
     }
 
@@ -84,7 +101,8 @@ impl Acks {
         };
         let mut con = connect(&self.url).map_err(failed)?;
         for chunk in ids.chunks(ACK_CHUNK) {
-            con.xack::<_, _, _, ()>(&self.stream, &self.group, chunk).map_err(failed)?;
+            let chunk: Vec<String> = chunk.iter().map(EntryId::to_string).collect();
+            con.xack::<_, _, _, ()>(&self.stream, &self.group, &chunk).map_err(failed)?;
         }
         Ok(ids.len())
     }
@@ -173,8 +191,9 @@ impl Reader {
         let mut batch = Vec::with_capacity(entries.len());
         let mut ids = Vec::with_capacity(entries.len());
         for entry in entries {
+            let id = EntryId::parse(&entry.id).ok_or_else(|| malformed(&self.stream, &entry.id, "id", "not an entry id"))?;
             batch.push(self.record(&entry.id, entry.map)?);
-            ids.push(entry.id);
+            ids.push(id);
         }
         self.acks.add(ids);
         Ok(batch)
@@ -271,4 +290,27 @@ fn bytes(v: &Dynamic) -> Vec<u8> {
         return b.clone();
     }
     v.to_string().into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_ids_round_trip_and_bad_ones_are_refused() {
+        let id = EntryId::parse("1795983727454-12").unwrap();
+        assert_eq!(id.to_string(), "1795983727454-12");
+        assert_eq!(EntryId::parse("17-x"), None);
+        assert_eq!(EntryId::parse("17"), None);
+    }
+
+    #[test]
+    fn records_become_fields_text_blob_or_printed() {
+        assert_eq!(bytes(&Dynamic::from("a")), b"a");
+        assert_eq!(bytes(&Dynamic::from_blob(vec![0xff, 0])), vec![0xff, 0]);
+        assert_eq!(bytes(&Dynamic::from_int(42)), b"42");
+        let not_text = field(redis::Value::BulkString(vec![0xff])).unwrap();
+        assert!(not_text.is_blob());
+        assert_eq!(field(redis::Value::BulkString(b"hi".to_vec())).unwrap().into_string().unwrap(), "hi");
+    }
 }
