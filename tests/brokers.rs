@@ -10,6 +10,14 @@ use common::node::{run, Node, COOKIE};
 use common::*;
 use redis::Commands;
 
+/// A server program: on the PATH, or where Debian puts it.
+fn program(name: &str) -> std::path::PathBuf {
+    let on_path = std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()));
+    on_path
+        .or_else(|| ["/usr/sbin", "/usr/bin"].iter().map(|d| std::path::Path::new(d).join(name)).find(|p| p.is_file()))
+        .unwrap_or_else(|| name.into())
+}
+
 /// A redis-server of our own on `ip`, on a free port, with nothing saved;
 /// killed (by pid) when dropped.
 struct Redis {
@@ -22,7 +30,7 @@ impl Redis {
     fn start(ip: &str) -> Redis {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
-        let child = Command::new("redis-server")
+        let child = Command::new(program("redis-server"))
             .args(["--bind", ip, "--port", &port.to_string(), "--save", "", "--appendonly", "no", "--dir"])
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -209,4 +217,187 @@ fn a_redis_broker_that_dies_fails_the_workflow_naming_it_and_an_unreachable_one_
     let refused = run(tmp.path(), &["rpc", "skitter_local", &format!("deploy({wf})")]);
     refused.expect_code(1).stderr_has(&format!("cannot connect to {url}"));
     Skitter::new().args(["eval", "workflow().redis_source(\"http://x\", \"s\")"]).run().expect_code(1).stderr_has("is not a Redis URL");
+}
+
+/// A nats-server with JetStream of our own on `ip`, storing in a temporary
+/// directory; killed (by pid) when dropped.
+struct Nats {
+    child: Child,
+    url: String,
+    rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+impl Nats {
+    fn start(ip: &str) -> Nats {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
+        let child = Command::new(program("nats-server"))
+            .args(["-js", "-a", ip, "-p", &port.to_string(), "-sd"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start nats-server (install it: apt-get install nats-server): {e}"));
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let nats = Nats { child, url: format!("nats://{ip}:{port}"), rt, _dir: dir };
+        let up = wait_until(Duration::from_secs(10), || nats.rt.block_on(async_nats::connect(nats.url.as_str())).is_ok());
+        assert!(up, "nats-server on {ip}:{port} did not answer");
+        nats
+    }
+
+    fn js(&self) -> async_nats::jetstream::Context {
+        async_nats::jetstream::new(self.rt.block_on(async_nats::connect(self.url.as_str())).unwrap())
+    }
+
+    fn create_stream(&self, name: &str, subjects: &[&str]) {
+        let js = self.js();
+        let config = async_nats::jetstream::stream::Config {
+            name: name.into(),
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        self.rt.block_on(js.create_stream(config)).unwrap();
+    }
+
+    fn publish(&self, subject: &str, payloads: &[String]) {
+        let js = self.js();
+        self.rt.block_on(async {
+            for p in payloads {
+                js.publish(subject.to_string(), p.clone().into()).await.unwrap().await.unwrap();
+            }
+        });
+    }
+
+    /// The payloads of `stream`, from the start.
+    fn messages(&self, stream: &str) -> Vec<String> {
+        use futures_util::StreamExt;
+        let js = self.js();
+        self.rt.block_on(async {
+            let stream = js.get_stream(stream).await.unwrap();
+            let consumer = stream.create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default()).await.unwrap();
+            let mut messages = consumer.messages().await.unwrap();
+            let mut got = Vec::new();
+            while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
+                got.push(String::from_utf8(m.payload.to_vec()).unwrap());
+            }
+            got
+        })
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What a word count published: `word count` payloads.
+fn published_totals(nats: &Nats, stream: &str) -> BTreeMap<String, i64> {
+    let mut totals = BTreeMap::new();
+    for m in nats.messages(stream) {
+        let (word, n) = m.split_once(' ').unwrap();
+        assert!(totals.insert(word.to_string(), n.parse::<i64>().unwrap()).is_none(), "{word} published twice");
+    }
+    totals
+}
+
+#[test]
+fn a_word_count_from_nats_jetstream_to_nats_is_exact_locally_and_on_two_workers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = Nats::start("127.0.0.70");
+    nats.create_stream("LINES", &["lines.>"]);
+    nats.create_stream("TOTALS", &["totals.>"]);
+    let input = lines(0, 400);
+    nats.publish("lines.in", &input);
+    let wf = |durable: &str, out: &str| {
+        format!(
+            "workflow().nats_source(\"{url}\", \"lines.in\", #{{ stream: \"LINES\", durable: \"{durable}\" }}).flat_map(|m| m.value.split(\" \"))\
+             .count().map(|p| `${{p[0]}} ${{p[1]}}`).nats_sink(\"{url}\", \"totals.{out}\")",
+            url = nats.url
+        )
+    };
+    let node = Node::spawn(&["local", "start", "--no-log", "--listen", "127.0.0.70:0"], tmp.path(), COOKIE, None);
+    assert!(node.wait_stderr("Running in local mode", Duration::from_secs(10)));
+    assert_eq!(run_until_read(tmp.path(), "skitter_local", &wf("local", "local"), 400), "stopped 400");
+    assert_eq!(published_totals(&nats, "TOTALS"), totals(&input));
+    drop(node);
+
+    let w1 = Node::worker("w1", "127.0.0.71", &[], tmp.path());
+    let w2 = Node::worker("w2", "127.0.0.72", &[], tmp.path());
+    let master =
+        Node::spawn(&["master", "start", "--no-log", "-n", "m2", "--listen", "127.0.0.73:0", &w1.addr, &w2.addr], tmp.path(), COOKIE, None);
+    assert!(master.wait_stderr("connected to 2 worker(s)", Duration::from_secs(10)), "{}", master.stderr());
+    nats.create_stream("TOTALS2", &["totals2.>"]);
+    let cluster = wf("cluster", "x").replace("\"totals.x\"", "\"totals2.x\"");
+    assert_eq!(run_until_read(tmp.path(), "m2", &cluster, 400), "stopped 400");
+    assert_eq!(published_totals(&nats, "TOTALS2"), totals(&input));
+}
+
+#[test]
+fn a_nats_source_resumes_after_its_saved_position_and_a_failed_run_saves_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = Nats::start("127.0.0.74");
+    nats.create_stream("LINES", &["lines.>"]);
+    nats.create_stream("COPIES", &["copies.>"]);
+    let node = Node::spawn(&["local", "start", "--no-log", "--listen", "127.0.0.74:0"], tmp.path(), COOKIE, None);
+    assert!(node.wait_stderr("Running in local mode", Duration::from_secs(10)));
+    let copy = |map: &str| {
+        format!(
+            "workflow().nats_source(\"{url}\", \"lines.in\", #{{ stream: \"LINES\", durable: \"copy\" }}).map({map}).nats_sink(\"{url}\", \"copies.all\")",
+            url = nats.url
+        )
+    };
+    let plain = copy("|m| `${m.seq} ${m.value}`");
+    nats.publish("lines.in", &lines(0, 300));
+    assert_eq!(run_until_read(tmp.path(), "skitter_local", &plain, 300), "stopped 300");
+    // A run that fails on the next message saves nothing...
+    let more = lines(300, 200);
+    nats.publish("lines.in", &more);
+    let failing = copy(&format!("|m| if m.value == \"{}\" {{ throw \"poison\" }} else {{ `${{m.seq}} ${{m.value}}` }}", more[0]));
+    run(tmp.path(), &["rpc", "skitter_local", &format!("wait(deploy({failing}))")]).success().stdout_has("failed").stdout_has("poison");
+    // ... so the next one reads the 200 again, and not the first 300.
+    assert_eq!(run_until_read(tmp.path(), "skitter_local", &plain, 200), "stopped 200");
+    let copies = nats.messages("COPIES");
+    let seqs: BTreeSet<u64> = copies.iter().map(|c| c.split_once(' ').unwrap().0.parse().unwrap()).collect();
+    assert_eq!(seqs, (1..=500).collect::<BTreeSet<u64>>(), "every message copied at least once");
+    let first_run = copies.iter().filter(|c| c.split_once(' ').unwrap().0.parse::<u64>().unwrap() <= 300).count();
+    assert_eq!(first_run, 300, "the saved position is not read again");
+}
+
+#[test]
+fn a_nats_server_that_dies_fails_the_workflow_naming_it_and_an_unreachable_one_fails_the_deploy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nats = Nats::start("127.0.0.75");
+    nats.create_stream("LINES", &["lines.>"]);
+    nats.publish("lines.in", &lines(0, 10));
+    let node = Node::spawn(&["local", "start", "--no-log", "--listen", "127.0.0.75:0"], tmp.path(), COOKIE, None);
+    assert!(node.wait_stderr("Running in local mode", Duration::from_secs(10)));
+    let url = nats.url.clone();
+    let wf = format!("workflow().nats_source(\"{url}\", \"lines.in\", #{{ stream: \"LINES\", retry_secs: 0.5 }}).collect()");
+    let id = run(tmp.path(), &["rpc", "skitter_local", &format!("deploy({wf}).id")]).success().stdout().trim().to_string();
+    let read = wait_until(Duration::from_secs(20), || {
+        run(tmp.path(), &["rpc", "skitter_local", &format!("stats(workflows()[{id} - 1].ref).read")]).stdout().trim() == "10"
+    });
+    assert!(read);
+    nats.kill();
+    let status = run(tmp.path(), &["rpc", "skitter_local", &format!("wait(workflows()[{id} - 1].ref)")]);
+    status.success().stdout_has("failed").stdout_has(&format!("cannot read from {url}"));
+    let refused = run(tmp.path(), &["rpc", "skitter_local", &format!("deploy({wf})")]);
+    refused.expect_code(1).stderr_has(&format!("cannot connect to {url}"));
+    Skitter::new()
+        .args(["eval", "workflow().nats_source(\"redis://x\", \"s\", #{ stream: \"S\" })"])
+        .run()
+        .expect_code(1)
+        .stderr_has("is not a NATS URL");
+    Skitter::new()
+        .args(["eval", "workflow().nats_source(\"nats://x:1\", \"s\", #{})"])
+        .run()
+        .expect_code(1)
+        .stderr_has("give the JetStream stream");
 }

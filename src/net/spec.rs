@@ -36,6 +36,8 @@ pub enum OpSpec {
     With(Box<OpSpec>, WithSpec),
     Redis { url: String, stream: String, group: String, retry_ms: u64 },
     RedisSink { url: String, stream: String },
+    Nats { url: String, subject: String, stream: String, durable: String, retry_ms: u64 },
+    NatsSink { url: String, subject: String },
 }
 
 /// The strategy given to a built-in operator.
@@ -128,6 +130,14 @@ impl WorkflowSpec {
                     OpSpec::Redis { url: url.clone(), stream: stream.clone(), group: group.clone(), retry_ms: *retry_ms }
                 }
                 Operator::RedisSink { url, stream } => OpSpec::RedisSink { url: url.clone(), stream: stream.clone() },
+                Operator::Source(SourceSpec::Nats { url, subject, stream, durable, retry_ms }) => OpSpec::Nats {
+                    url: url.clone(),
+                    subject: subject.clone(),
+                    stream: stream.clone(),
+                    durable: durable.clone(),
+                    retry_ms: *retry_ms,
+                },
+                Operator::NatsSink { url, subject } => OpSpec::NatsSink { url: url.clone(), subject: subject.clone() },
                 Operator::User(u) => OpSpec::User(UserOpSpec {
                     name: u.name.clone(),
                     inputs: u.inputs.clone(),
@@ -197,6 +207,10 @@ fn operator(spec: OpSpec) -> Result<Operator, String> {
         OpSpec::Collect => Operator::Collect,
         OpSpec::Redis { url, stream, group, retry_ms } => Operator::Source(SourceSpec::Redis { url, stream, group, retry_ms }),
         OpSpec::RedisSink { url, stream } => Operator::RedisSink { url, stream },
+        OpSpec::Nats { url, subject, stream, durable, retry_ms } => {
+            Operator::Source(SourceSpec::Nats { url, subject, stream, durable, retry_ms })
+        }
+        OpSpec::NatsSink { url, subject } => Operator::NatsSink { url, subject },
         OpSpec::User(u) => Operator::User(Box::new(UserOp {
             name: u.name,
             inputs: u.inputs,

@@ -1,4 +1,5 @@
-//! Sources and sinks on message brokers, as workflow steps: Redis Streams.
+//! Sources and sinks on message brokers, as workflow steps: Redis Streams
+//! and NATS JetStream.
 
 use rhai::plugin::*;
 
@@ -36,14 +37,49 @@ fn source(url_text: &str, stream: &str, options: &rhai::Map) -> RhaiResult<Sourc
         Some(g) if g.is_string() => name(OP, "group", &g.to_string())?,
         Some(g) => return fail(format!("{OP}: group must be a string, got {}", g.type_name())),
     };
-    let retry = match options.get("retry_secs") {
-        None => 5.0,
-        Some(v) => match v.as_float().ok().or_else(|| v.as_int().ok().map(|n| n as f64)) {
-            Some(s) if (0.0..=3600.0).contains(&s) => s,
-            _ => return fail(format!("{OP}: retry_secs must be 0 to 3600 seconds, got {v}")),
-        },
-    };
+    let retry = retry_secs(OP, options)?;
     Ok(SourceSpec::Redis { url: url(OP, url_text)?, stream: name(OP, "stream", stream)?, group, retry_ms: (retry * 1000.0) as u64 })
+}
+
+fn nats_url(op: &str, url: &str) -> RhaiResult<String> {
+    match url.strip_prefix("nats://") {
+        Some(rest) if !rest.is_empty() => Ok(url.to_string()),
+        _ => fail(format!("{op}: `{url}` is not a NATS URL (nats://host:port)")),
+    }
+}
+
+/// `nats_source`'s options: `stream` (required), `durable` (default
+/// "skitter"), `retry_secs` (default 5).
+fn nats_source(url: &str, subject: &str, options: &rhai::Map) -> RhaiResult<SourceSpec> {
+    const OP: &str = "nats_source";
+    if let Some(other) = options.keys().find(|k| !matches!(k.as_str(), "stream" | "durable" | "retry_secs")) {
+        return fail(format!("{OP}: unknown option `{other}` (options: stream, durable, retry_secs)"));
+    }
+    let text = |key: &str, default: Option<&str>| -> RhaiResult<String> {
+        match (options.get(key), default) {
+            (Some(v), _) if v.is_string() => name(OP, key, &v.to_string()),
+            (Some(v), _) => fail(format!("{OP}: {key} must be a string, got {}", v.type_name())),
+            (None, Some(d)) => Ok(d.to_string()),
+            (None, None) => fail(format!("{OP}: give the JetStream stream that holds `{subject}`: #{{ stream: \"NAME\" }}")),
+        }
+    };
+    Ok(SourceSpec::Nats {
+        url: nats_url(OP, url)?,
+        subject: name(OP, "subject", subject)?,
+        stream: text("stream", None)?,
+        durable: text("durable", Some("skitter"))?,
+        retry_ms: (retry_secs(OP, options)? * 1000.0) as u64,
+    })
+}
+
+fn retry_secs(op: &str, options: &rhai::Map) -> RhaiResult<f64> {
+    match options.get("retry_secs") {
+        None => Ok(5.0),
+        Some(v) => match v.as_float().ok().or_else(|| v.as_int().ok().map(|n| n as f64)) {
+            Some(s) if (0.0..=3600.0).contains(&s) => Ok(s),
+            _ => fail(format!("{op}: retry_secs must be 0 to 3600 seconds, got {v}")),
+        },
+    }
 }
 
 fn chain(wf: Workflow, op: Operator) -> RhaiResult<Workflow> {
@@ -116,6 +152,60 @@ pub mod api {
         Ok(Operator::Source(source(url, stream, &options)?))
     }
 
+    /// Adds a source that reads the messages of `subject` from the NATS
+    /// JetStream stream named by the option `stream`, in order, and emits
+    /// each as `#{subject, value, seq}` (`value`: text, or a blob when it is
+    /// not UTF-8; `seq`: its sequence in the stream). It starts after the
+    /// position saved under `durable` (default "skitter") in the key-value
+    /// bucket `skitter_positions`, and saves its own once the workflow's
+    /// sinks have settled (it finished, or stopped after draining); after a
+    /// failure nothing is saved and the next deploy reads those messages
+    /// again. It runs until the workflow is stopped. Options: `stream`,
+    /// `durable`, `retry_secs` (how long a server that stops answering is
+    /// waited for, default 5). Strategy: source.
+    ///
+    /// ```rhai
+    /// let wf = workflow().nats_source("nats://127.0.0.1:4222", "orders.new", #{ stream: "ORDERS", durable: "billing" });
+    /// ```
+    #[rhai_fn(name = "nats_source", return_raw)]
+    pub fn chain_nats_source(wf: Workflow, url: &str, subject: &str, options: rhai::Map) -> RhaiResult<Workflow> {
+        chain(wf, Operator::Source(super::nats_source(url, subject, &options)?))
+    }
+
+    /// Publishes every record to the NATS subject `subject` and waits for
+    /// the JetStream stream that captures it to acknowledge (text as it is,
+    /// a blob as its bytes, anything else as it prints). A publish that is
+    /// not acknowledged fails the workflow, naming the server and subject.
+    /// A sink.
+    ///
+    /// ```rhai
+    /// let wf = workflow().stream_source(["a", "b"]).nats_sink("nats://127.0.0.1:4222", "words.out");
+    /// ```
+    #[rhai_fn(name = "nats_sink", return_raw)]
+    pub fn chain_nats_sink(wf: Workflow, url: &str, subject: &str) -> RhaiResult<Workflow> {
+        chain(wf, nats_sink(url, subject)?)
+    }
+
+    /// An operator for `node`: `nats_source(url, subject, options)`.
+    ///
+    /// ```rhai
+    /// let op = nats_source("nats://127.0.0.1:4222", "orders.new", #{ stream: "ORDERS" });
+    /// ```
+    #[rhai_fn(name = "nats_source", return_raw)]
+    pub fn op_nats_source(url: &str, subject: &str, options: rhai::Map) -> RhaiResult<Operator> {
+        Ok(Operator::Source(super::nats_source(url, subject, &options)?))
+    }
+
+    /// An operator for `node`: `nats_sink(url, subject)`.
+    ///
+    /// ```rhai
+    /// let op = nats_sink("nats://127.0.0.1:4222", "words.out");
+    /// ```
+    #[rhai_fn(name = "nats_sink", return_raw)]
+    pub fn op_nats_sink(url: &str, subject: &str) -> RhaiResult<Operator> {
+        nats_sink(url, subject)
+    }
+
     /// An operator for `node`: `redis_sink(url, stream)`.
     ///
     /// ```rhai
@@ -130,4 +220,9 @@ pub mod api {
 fn sink(url_text: &str, stream: &str) -> RhaiResult<Operator> {
     const OP: &str = "redis_sink";
     Ok(Operator::RedisSink { url: url(OP, url_text)?, stream: name(OP, "stream", stream)? })
+}
+
+fn nats_sink(url: &str, subject: &str) -> RhaiResult<Operator> {
+    const OP: &str = "nats_sink";
+    Ok(Operator::NatsSink { url: nats_url(OP, url)?, subject: name(OP, "subject", subject)? })
 }

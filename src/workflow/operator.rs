@@ -125,6 +125,10 @@ pub enum SourceSpec {
     /// and acknowledged once the workflow's sinks have settled; a broker
     /// that fails is retried for `retry_ms` before the workflow fails.
     Redis { url: String, stream: String, group: String, retry_ms: u64 },
+    /// The messages of `subject` in the JetStream stream `stream`, in order,
+    /// from after the position saved under `durable` (saved once the
+    /// workflow's sinks have settled).
+    Nats { url: String, subject: String, stream: String, durable: String, retry_ms: u64 },
 }
 
 /// The longest line a line source takes by default: far more than a line of
@@ -157,6 +161,11 @@ pub enum Operator {
         url: String,
         stream: String,
     },
+    /// Publishes every record to a NATS subject, acknowledged by its stream.
+    NatsSink {
+        url: String,
+        subject: String,
+    },
     User(Box<UserOp>),
     /// A built-in operator with a strategy given to it (`with_strategy`).
     With(Box<Restrategized>),
@@ -187,6 +196,7 @@ impl Operator {
             Operator::Source(SourceSpec::Lines { .. }) => "read_lines",
             Operator::Source(SourceSpec::Tcp { .. }) => "tcp_source",
             Operator::Source(SourceSpec::Redis { .. }) => "redis_source",
+            Operator::Source(SourceSpec::Nats { .. }) => "nats_source",
             Operator::Source(_) => "stream_source",
             Operator::Map(_) => "map",
             Operator::FlatMap(_) => "flat_map",
@@ -198,6 +208,7 @@ impl Operator {
             Operator::WriteParts(_) => "write_parts",
             Operator::Collect => "collect",
             Operator::RedisSink { .. } => "redis_sink",
+            Operator::NatsSink { .. } => "nats_sink",
         }
     }
 
@@ -222,7 +233,11 @@ impl Operator {
         match self {
             Operator::With(w) => w.op.out_ports(),
             Operator::Filter(_) => FILTER_OUT.to_vec(),
-            Operator::WriteLines(_) | Operator::WriteParts(_) | Operator::Collect | Operator::RedisSink { .. } => NONE.to_vec(),
+            Operator::WriteLines(_)
+            | Operator::WriteParts(_)
+            | Operator::Collect
+            | Operator::RedisSink { .. }
+            | Operator::NatsSink { .. } => NONE.to_vec(),
             Operator::User(u) => u.outputs.iter().map(String::as_str).collect(),
             _ => OUT.to_vec(),
         }
@@ -301,6 +316,10 @@ impl fmt::Display for Operator {
             Operator::Source(SourceSpec::Tcp { host, port, .. }) => write!(f, "tcp_source({host}:{port})"),
             Operator::Source(SourceSpec::Redis { url, stream, group, .. }) => write!(f, "redis_source({url}, {stream}, group {group})"),
             Operator::RedisSink { url, stream } => write!(f, "redis_sink({url}, {stream})"),
+            Operator::Source(SourceSpec::Nats { url, subject, durable, .. }) => {
+                write!(f, "nats_source({url}, {subject}, durable {durable})")
+            }
+            Operator::NatsSink { url, subject } => write!(f, "nats_sink({url}, {subject})"),
             Operator::Source(SourceSpec::Items(items)) => write!(f, "stream_source([{} items])", items.len()),
             Operator::Source(SourceSpec::Range { start, end, .. }) => write!(f, "stream_source({start}..{end})"),
             Operator::Source(SourceSpec::Generator(g)) => write!(f, "stream_source({})", g.name()),

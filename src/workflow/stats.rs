@@ -74,7 +74,11 @@ impl Stats {
             .iter()
             .map(|n| match n.op.base() {
                 Operator::Source(_) => Place::Source,
-                Operator::WriteLines(_) | Operator::WriteParts(_) | Operator::Collect | Operator::RedisSink { .. } => Place::Sink,
+                Operator::WriteLines(_)
+                | Operator::WriteParts(_)
+                | Operator::Collect
+                | Operator::RedisSink { .. }
+                | Operator::NatsSink { .. } => Place::Sink,
                 _ => Place::Inner,
             })
             .collect();

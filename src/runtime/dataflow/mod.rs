@@ -23,6 +23,7 @@ mod exchange;
 mod layout;
 mod meter;
 mod native;
+mod nats;
 mod operators;
 mod placement;
 mod redis;
@@ -91,4 +92,11 @@ pub trait Remote: Send + Sync {
     fn write_lines(&self, node: usize, text: String, ended: &CancellationToken) -> Result<(), FlowError>;
     /// Hands what `inspect` printed to the master.
     fn print(&self, text: String, ended: &CancellationToken) -> Result<(), FlowError>;
+}
+
+/// What a source read and records as done once the workflow's sinks have
+/// settled: entries acknowledged, a position saved.
+pub trait Acknowledge: Send + Sync {
+    /// Records everything read so far as done; returns how much.
+    fn commit(&self) -> Result<u64, String>;
 }

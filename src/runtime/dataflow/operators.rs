@@ -66,6 +66,7 @@ pub enum Step {
     WriteLines(LineSink),
     Collect(CollectSink),
     RedisSink(super::redis::Writer),
+    NatsSink(super::nats::Writer),
     User(UserStep),
 }
 
@@ -155,6 +156,10 @@ impl Step {
                 Ok(Vec::new())
             }
             Step::RedisSink(writer) => {
+                writer.write(name, &batch)?;
+                Ok(Vec::new())
+            }
+            Step::NatsSink(writer) => {
                 writer.write(name, &batch)?;
                 Ok(Vec::new())
             }

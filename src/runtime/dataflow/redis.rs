@@ -83,9 +83,11 @@ impl Acks {
     fn add(&self, ids: impl IntoIterator<Item = EntryId>) {
         self.ids.lock().expect("acks lock").extend(ids);
     }
+}
 
+impl super::Acknowledge for Acks {
     /// Acknowledges every entry read so far.
-    pub fn commit(&self) -> Result<usize, String> {
+    fn commit(&self) -> Result<u64, String> {
         let ids = std::mem::take(&mut *self.ids.lock().expect("acks lock"));
         if ids.is_empty() {
             return Ok(0);
@@ -104,7 +106,7 @@ impl Acks {
             let chunk: Vec<String> = chunk.iter().map(EntryId::to_string).collect();
             con.xack::<_, _, _, ()>(&self.stream, &self.group, &chunk).map_err(failed)?;
         }
-        Ok(ids.len())
+        Ok(ids.len() as u64)
     }
 }
 
@@ -282,7 +284,7 @@ impl Writer {
 
 /// A value as a field's bytes: text as it is, a blob as its bytes, anything
 /// else as it prints.
-fn bytes(v: &Dynamic) -> Vec<u8> {
+pub(super) fn bytes(v: &Dynamic) -> Vec<u8> {
     if let Some(s) = v.read_lock::<ImmutableString>() {
         return s.as_bytes().to_vec();
     }

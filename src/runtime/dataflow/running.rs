@@ -13,7 +13,6 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::meter::Meter;
-use super::redis::Acks;
 use super::sink::{settle_all, settle_for, FileSink, Results};
 use super::Msg;
 use crate::workflow::{NodeStats, Stats, Status};
@@ -52,7 +51,7 @@ pub struct Running {
     /// Files this process writes, settled when the workflow is.
     pub(super) files: Vec<Arc<FileSink>>,
     /// What sources here read and acknowledge once the sinks have settled.
-    acks: Mutex<Vec<Arc<Acks>>>,
+    acks: Mutex<Vec<Arc<dyn super::Acknowledge>>>,
     handle: Handle,
 }
 
@@ -222,7 +221,7 @@ impl Running {
     }
 
     /// A source's reads, acknowledged when the workflow's sinks settle.
-    pub(super) fn acknowledge_on_settle(&self, acks: Arc<Acks>) {
+    pub(super) fn acknowledge_on_settle(&self, acks: Arc<dyn super::Acknowledge>) {
         self.acks.lock().expect("acks lock").push(acks);
     }
 
@@ -230,9 +229,8 @@ impl Running {
     /// a failure is reported, not fatal: those entries are read again.
     fn acknowledge(&self) {
         for acks in self.acks.lock().expect("acks lock").iter() {
-            match acks.commit() {
-                Ok(n) => tracing::debug!("acknowledged {n} entries of stream `{}`", acks.stream),
-                Err(e) => tracing::error!("{e}"),
+            if let Err(e) = acks.commit() {
+                tracing::error!("{e}");
             }
         }
     }

@@ -78,6 +78,7 @@ pub enum SourceReader {
     File(Lines<File>),
     Tcp(Lines<std::net::TcpStream>),
     Redis(super::redis::Reader),
+    Nats(Box<super::nats::Reader>),
 }
 
 impl SourceReader {
@@ -114,6 +115,20 @@ impl SourceReader {
                 let retry = std::time::Duration::from_millis(retry_ms);
                 SourceReader::Redis(super::redis::Reader::open(operator, &url, &stream, &group, instance, retry, acks)?)
             }
+            SourceSpec::Nats { url, subject, stream, durable, retry_ms } => {
+                let position = std::sync::Arc::new(super::nats::Position::new(&url, &durable, running.handle().clone()));
+                running.acknowledge_on_settle(position.clone());
+                let retry = std::time::Duration::from_millis(retry_ms);
+                SourceReader::Nats(Box::new(super::nats::Reader::open(
+                    running.handle(),
+                    operator,
+                    &url,
+                    &subject,
+                    &stream,
+                    retry,
+                    position,
+                )?))
+            }
         })
     }
 
@@ -144,6 +159,12 @@ impl SourceReader {
             SourceReader::File(lines) => lines.fill(&mut batch, operator, stopping)?,
             SourceReader::Tcp(lines) => lines.fill(&mut batch, operator, stopping)?,
             SourceReader::Redis(reader) => loop {
+                batch = reader.next_batch()?;
+                if !batch.is_empty() || stopping() {
+                    break;
+                }
+            },
+            SourceReader::Nats(reader) => loop {
                 batch = reader.next_batch()?;
                 if !batch.is_empty() || stopping() {
                     break;

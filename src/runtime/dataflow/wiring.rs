@@ -42,6 +42,8 @@ struct Sinks {
     collect_of: HashMap<usize, Arc<Results>>,
     remote: Option<Arc<dyn Remote>>,
     env: EngineEnv,
+    /// The runtime, for the brokers' asynchronous clients.
+    handle: tokio::runtime::Handle,
 }
 
 /// Starts this process's part of `plan`. Files that sinks write are created
@@ -56,8 +58,14 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
     info.insert("mode".into(), if remote.is_some() { "worker" } else { "local" }.into());
     engine_env.operator_info = Some(info);
 
-    let mut sinks =
-        Sinks { files: HashMap::new(), parts: HashMap::new(), collect_of: HashMap::new(), remote: remote.clone(), env: engine_env };
+    let mut sinks = Sinks {
+        files: HashMap::new(),
+        parts: HashMap::new(),
+        collect_of: HashMap::new(),
+        remote: remote.clone(),
+        env: engine_env,
+        handle: tokio::runtime::Handle::current(),
+    };
     let mut collected = Vec::new();
     for (i, node) in plan.graph.nodes.iter().enumerate() {
         let here = layout.local_instances(&plan, plan.stage_of[i]);
@@ -80,6 +88,9 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
             // A broker that does not answer fails the deploy, naming it.
             Operator::Source(SourceSpec::Redis { url, .. }) | Operator::RedisSink { url, .. } if !here.is_empty() => {
                 super::redis::check(&node.name, url)?;
+            }
+            Operator::Source(SourceSpec::Nats { url, .. }) | Operator::NatsSink { url, .. } if !here.is_empty() => {
+                super::nats::check(&sinks.handle, &node.name, url)?;
             }
             Operator::Collect => {
                 let sink = Arc::new(Results::new(crate::runtime::results_cap()));
@@ -142,7 +153,11 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
                     let calls = Calls::new(&code, &env)?;
                     stage.run(&calls, &running_here, &mut inbox, expected_ends)
                 }))
-                .unwrap_or_else(|_| Err(FlowError::Operator { operator: node, reason: "panicked".into() }));
+                .unwrap_or_else(|panic| {
+                    let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
+                    let reason = format!("panicked: {}", what.unwrap_or_else(|| "(no message)".into()));
+                    Err(FlowError::Operator { operator: node, reason })
+                });
                 // The cause is recorded before the inbox closes: a sender that
                 // then finds it closed ends as a consequence, not a cause.
                 if let Err(cause) = &result {
@@ -255,6 +270,7 @@ fn step(op: &Operator, n: usize, instance: usize, name: &str, sinks: &Sinks) -> 
             None => CollectSink::Local(sinks.collect_of[&n].clone()),
         }),
         Operator::RedisSink { url, stream } => Step::RedisSink(super::redis::Writer::new(url, stream)),
+        Operator::NatsSink { url, subject } => Step::NatsSink(super::nats::Writer::new(&sinks.handle, url, subject)),
         Operator::User(op) => Step::User(UserStep::new(op)),
     }
 }
