@@ -109,6 +109,26 @@ fn written_totals(redis: &Redis, out: &str) -> BTreeMap<String, i64> {
     totals
 }
 
+/// A local node on `ip` serving consoles; killed when dropped.
+fn local_node(tmp: &std::path::Path, ip: &str) -> Node {
+    let node = Node::spawn(&["local", "start", "--no-log", "--listen", &format!("{ip}:0")], tmp, COOKIE, None);
+    assert!(node.wait_stderr("Running in local mode", Duration::from_secs(10)), "{}", node.stderr());
+    node
+}
+
+/// Deploys `wf` (a source of 10 records) on the local node, waits until
+/// it read them, calls `kill` (the broker goes) and returns what waiting
+/// for the workflow gives.
+fn killed_mid_run(tmp: &std::path::Path, wf: &str, kill: impl FnOnce()) -> Outcome {
+    let id = run(tmp, &["rpc", "skitter_local", &format!("deploy({wf}).id")]).success().stdout().trim().to_string();
+    let read = wait_until(Duration::from_secs(20), || {
+        run(tmp, &["rpc", "skitter_local", &format!("stats(workflows()[{id} - 1].ref).read")]).stdout().trim() == "10"
+    });
+    assert!(read);
+    kill();
+    run(tmp, &["rpc", "skitter_local", &format!("wait(workflows()[{id} - 1].ref)")])
+}
+
 /// Deploys `wf` on the node `node` over rpc, waits until its source read
 /// `read` records, stops it and returns the status.
 fn run_until_read(tmp: &std::path::Path, node: &str, wf: &str, read: usize) -> String {
@@ -132,8 +152,7 @@ fn a_word_count_from_a_redis_stream_to_a_redis_stream_is_exact_locally_and_on_tw
     let redis = Redis::start("127.0.0.60");
     let input = lines(0, 400);
     redis.add_lines("lines", &input);
-    let node = Node::spawn(&["local", "start", "--no-log", "--listen", "127.0.0.60:0"], tmp.path(), COOKIE, None);
-    assert!(node.wait_stderr("Running in local mode", Duration::from_secs(10)));
+    let node = local_node(tmp.path(), "127.0.0.60");
     let status = run_until_read(tmp.path(), "skitter_local", &count_to_redis(&redis.url, "local"), 400);
     assert_eq!(status, "stopped 400");
     assert_eq!(written_totals(&redis, "totals"), totals(&input));
@@ -162,8 +181,7 @@ fn copy(url: &str, map: &str) -> String {
 fn stopped_or_failed_a_redis_source_resumes_without_a_gap() {
     let tmp = tempfile::tempdir().unwrap();
     let redis = Redis::start("127.0.0.64");
-    let node = Node::spawn(&["local", "start", "--no-log", "--listen", "127.0.0.64:0"], tmp.path(), COOKIE, None);
-    assert!(node.wait_stderr("Running in local mode", Duration::from_secs(10)));
+    let _node = local_node(tmp.path(), "127.0.0.64");
     let mut input = lines(0, 300);
     redis.add_lines("lines", &input);
     let plain = copy(&redis.url, "|e| #{ from: e.id, line: e.fields.line }");
@@ -202,17 +220,10 @@ fn a_redis_broker_that_dies_fails_the_workflow_naming_it_and_an_unreachable_one_
     let tmp = tempfile::tempdir().unwrap();
     let mut redis = Redis::start("127.0.0.65");
     redis.add_lines("lines", &lines(0, 10));
-    let node = Node::spawn(&["local", "start", "--no-log", "--listen", "127.0.0.65:0"], tmp.path(), COOKIE, None);
-    assert!(node.wait_stderr("Running in local mode", Duration::from_secs(10)));
+    let _node = local_node(tmp.path(), "127.0.0.65");
     let url = redis.url.clone();
     let wf = format!("workflow().redis_source(\"{url}\", \"lines\", #{{ retry_secs: 0.5 }}).collect()");
-    let id = run(tmp.path(), &["rpc", "skitter_local", &format!("deploy({wf}).id")]).success().stdout().trim().to_string();
-    let read = wait_until(Duration::from_secs(20), || {
-        run(tmp.path(), &["rpc", "skitter_local", &format!("stats(workflows()[{id} - 1].ref).read")]).stdout().trim() == "10"
-    });
-    assert!(read);
-    redis.kill();
-    let status = run(tmp.path(), &["rpc", "skitter_local", &format!("wait(workflows()[{id} - 1].ref)")]);
+    let status = killed_mid_run(tmp.path(), &wf, || redis.kill());
     status.success().stdout_has("failed").stdout_has(&format!("cannot read from {url}")).stdout_has("stream `lines`");
     let refused = run(tmp.path(), &["rpc", "skitter_local", &format!("deploy({wf})")]);
     refused.expect_code(1).stderr_has(&format!("cannot connect to {url}"));
@@ -322,8 +333,7 @@ fn a_word_count_from_nats_jetstream_to_nats_is_exact_locally_and_on_two_workers(
             url = nats.url
         )
     };
-    let node = Node::spawn(&["local", "start", "--no-log", "--listen", "127.0.0.70:0"], tmp.path(), COOKIE, None);
-    assert!(node.wait_stderr("Running in local mode", Duration::from_secs(10)));
+    let node = local_node(tmp.path(), "127.0.0.70");
     assert_eq!(run_until_read(tmp.path(), "skitter_local", &wf("local", "local"), 400), "stopped 400");
     assert_eq!(published_totals(&nats, "TOTALS"), totals(&input));
     drop(node);
@@ -345,8 +355,7 @@ fn a_nats_source_resumes_after_its_saved_position_and_a_failed_run_saves_none() 
     let nats = Nats::start("127.0.0.74");
     nats.create_stream("LINES", &["lines.>"]);
     nats.create_stream("COPIES", &["copies.>"]);
-    let node = Node::spawn(&["local", "start", "--no-log", "--listen", "127.0.0.74:0"], tmp.path(), COOKIE, None);
-    assert!(node.wait_stderr("Running in local mode", Duration::from_secs(10)));
+    let _node = local_node(tmp.path(), "127.0.0.74");
     let copy = |map: &str| {
         format!(
             "workflow().nats_source(\"{url}\", \"lines.in\", #{{ stream: \"LINES\", durable: \"copy\" }}).map({map}).nats_sink(\"{url}\", \"copies.all\")",
@@ -376,17 +385,10 @@ fn a_nats_server_that_dies_fails_the_workflow_naming_it_and_an_unreachable_one_f
     let mut nats = Nats::start("127.0.0.75");
     nats.create_stream("LINES", &["lines.>"]);
     nats.publish("lines.in", &lines(0, 10));
-    let node = Node::spawn(&["local", "start", "--no-log", "--listen", "127.0.0.75:0"], tmp.path(), COOKIE, None);
-    assert!(node.wait_stderr("Running in local mode", Duration::from_secs(10)));
+    let _node = local_node(tmp.path(), "127.0.0.75");
     let url = nats.url.clone();
     let wf = format!("workflow().nats_source(\"{url}\", \"lines.in\", #{{ stream: \"LINES\", retry_secs: 0.5 }}).collect()");
-    let id = run(tmp.path(), &["rpc", "skitter_local", &format!("deploy({wf}).id")]).success().stdout().trim().to_string();
-    let read = wait_until(Duration::from_secs(20), || {
-        run(tmp.path(), &["rpc", "skitter_local", &format!("stats(workflows()[{id} - 1].ref).read")]).stdout().trim() == "10"
-    });
-    assert!(read);
-    nats.kill();
-    let status = run(tmp.path(), &["rpc", "skitter_local", &format!("wait(workflows()[{id} - 1].ref)")]);
+    let status = killed_mid_run(tmp.path(), &wf, || nats.kill());
     status.success().stdout_has("failed").stdout_has(&format!("cannot read from {url}"));
     let refused = run(tmp.path(), &["rpc", "skitter_local", &format!("deploy({wf})")]);
     refused.expect_code(1).stderr_has(&format!("cannot connect to {url}"));

@@ -16,10 +16,9 @@ fn nonzero_rate(operator: &str) -> String {
 /// An endless workflow that keeps nothing: its map is always busy.
 const ENDLESS: &str = "let r = deploy(workflow().stream_source(|n| n).map(|x| x + 1).filter(|x| x < 0).collect());";
 
-#[test]
-fn top_redraws_with_rates_and_gives_the_prompt_back() {
-    let (dir, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut sh = Pty::spawn(dir.path(), home.path(), &[]);
+/// Deploys ENDLESS in shell `sh`, runs `top()` until a redraw shows a
+/// rate, and quits it with `q`: the prompt is the same one.
+fn endless_then_top(sh: &mut Pty) {
     sh.prompt(1);
     sh.line(ENDLESS);
     sh.prompt(2);
@@ -30,6 +29,13 @@ fn top_redraws_with_rates_and_gives_the_prompt_back() {
     sh.expect_re(&nonzero_rate("map_2"));
     sh.send("q");
     sh.prompt(2);
+}
+
+#[test]
+fn top_redraws_with_rates_and_gives_the_prompt_back() {
+    let (dir, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut sh = Pty::spawn(dir.path(), home.path(), &[]);
+    endless_then_top(&mut sh);
     sh.line("40 + 2");
     sh.expect("42");
     // Ctrl-C leaves it too, and the shell stays.
@@ -49,15 +55,7 @@ fn top_in_a_remote_console_shows_the_nodes_workflows() {
     assert!(node.wait_stderr("Running in local mode", Duration::from_secs(5)));
     let env = [("SKITTER_COOKIE", COOKIE), ("SKITTER_TMP", tmp.path().to_str().unwrap())];
     let mut sh = Pty::command_with(tmp.path(), home.path(), &["remote", "skitter_local"], &env);
-    sh.prompt(1);
-    sh.line(ENDLESS);
-    sh.prompt(2);
-    sh.line("top()");
-    sh.expect("q or Ctrl-C to quit");
-    sh.expect("q or Ctrl-C to quit");
-    sh.expect_re(&nonzero_rate("map_2"));
-    sh.send("q");
-    sh.prompt(2);
+    endless_then_top(&mut sh);
     sh.line("stop(r)");
     sh.expect("\"stopped\"");
 }

@@ -99,7 +99,7 @@ impl Consoles {
                     }
                     let lost = dropped.swap(0, Ordering::Relaxed);
                     if lost > 0 {
-                        let text = format!("({lost} line(s) of workflow output dropped: this console did not keep up)");
+                        let text = super::printer::dropped_note(lost, "workflow output", "this console");
                         if auth.writer.write(&ConsoleMsg::Printed { text }).await.is_err() {
                             break;
                         }

@@ -44,7 +44,7 @@ impl Printer {
                 out(&text);
                 let lost = counted.swap(0, Ordering::Relaxed);
                 if lost > 0 {
-                    out(&format!("({} line{} of output dropped: the terminal did not keep up)", thousands(lost), plural(lost)));
+                    out(&dropped_note(lost, "output", "the terminal"));
                 }
             }
         });
@@ -90,6 +90,11 @@ impl Printer {
     fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+}
+
+/// "(1,234 lines of output dropped: the terminal did not keep up)".
+pub fn dropped_note(lines: u64, what: &str, reader: &str) -> String {
+    format!("({} line{} of {what} dropped: {reader} did not keep up)", thousands(lines), plural(lines))
 }
 
 fn plural(n: u64) -> &'static str {

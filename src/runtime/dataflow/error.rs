@@ -32,6 +32,11 @@ pub enum FlowError {
 }
 
 impl FlowError {
+    /// A broker at `url` that the operator could not use.
+    pub fn broker(operator: &str, action: &'static str, url: &str, error: String) -> FlowError {
+        FlowError::File { operator: operator.to_string(), action, path: url.into(), error }
+    }
+
     /// The operator whose code or file failed, if that is what it is.
     pub fn operator(&self) -> Option<&str> {
         match self {

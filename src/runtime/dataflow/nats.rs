@@ -39,13 +39,9 @@ async fn connect(url: &str) -> Result<async_nats::Client, String> {
     async_nats::ConnectOptions::new().connection_timeout(CONNECT_TIMEOUT).connect(url).await.map_err(|e| e.to_string())
 }
 
-fn broker_error(operator: &str, action: &'static str, url: &str, error: String) -> FlowError {
-    FlowError::File { operator: operator.to_string(), action, path: url.into(), error }
-}
-
 /// Checks that the server at `url` answers, at deploy.
 pub fn check(handle: &Handle, operator: &str, url: &str) -> Result<(), FlowError> {
-    block(handle, connect(url)).map(|_| ()).map_err(|e| broker_error(operator, "connect to", url, e))
+    block(handle, connect(url)).map(|_| ()).map_err(|e| FlowError::broker(operator, "connect to", url, e))
 }
 
 /// The position a source instance reached, saved when the sinks settle.
@@ -136,7 +132,7 @@ impl Reader {
             let messages = consumer.messages().await.map_err(|e| format!("stream `{stream}`: {e}"))?;
             Ok::<_, String>((client, messages))
         });
-        let (client, messages) = opened.map_err(|e| broker_error(operator, "read from", url, e))?;
+        let (client, messages) = opened.map_err(|e| FlowError::broker(operator, "read from", url, e))?;
         Ok(Reader {
             handle: handle.clone(),
             client: Some(client),
@@ -189,7 +185,7 @@ impl Reader {
                 let since = *self.lost.get_or_insert_with(Instant::now);
                 if since.elapsed() >= self.retry {
                     let error = format!("subject `{}`: the server did not answer for {} s", self.subject, self.retry.as_secs_f64());
-                    return Err(broker_error(&self.operator, "read from", &self.url, error));
+                    return Err(FlowError::broker(&self.operator, "read from", &self.url, error));
                 }
             }
         }
@@ -197,7 +193,7 @@ impl Reader {
     }
 
     fn failed(&self, e: String) -> FlowError {
-        broker_error(&self.operator, "read from", &self.url, format!("subject `{}`: {e}", self.subject))
+        FlowError::broker(&self.operator, "read from", &self.url, format!("subject `{}`: {e}", self.subject))
     }
 }
 
@@ -258,7 +254,7 @@ impl Writer {
                 self.js = Some(js);
                 Ok(())
             }
-            Err(e) => Err(broker_error(operator, "publish to", &self.url, format!("subject `{}`: {e}", self.subject))),
+            Err(e) => Err(FlowError::broker(operator, "publish to", &self.url, format!("subject `{}`: {e}", self.subject))),
         }
     }
 }

@@ -43,11 +43,7 @@ fn connect(url: &str) -> Result<Connection, RedisError> {
 /// Checks that the broker at `url` answers (at deploy, so that a wrong
 /// address fails the deploy, naming it).
 pub fn check(operator: &str, url: &str) -> Result<(), FlowError> {
-    connect(url).map(|_| ()).map_err(|e| broker_error(operator, "connect to", url, e.to_string()))
-}
-
-fn broker_error(operator: &str, action: &'static str, url: &str, error: String) -> FlowError {
-    FlowError::File { operator: operator.to_string(), action, path: url.into(), error }
+    connect(url).map(|_| ()).map_err(|e| FlowError::broker(operator, "connect to", url, e.to_string()))
 }
 
 /// An entry id, `<ms>-<seq>`, in 16 bytes: a long run keeps many.
@@ -136,12 +132,12 @@ impl Reader {
         retry: Duration,
         acks: std::sync::Arc<Acks>,
     ) -> Result<Reader, FlowError> {
-        let mut con = connect(url).map_err(|e| broker_error(operator, "connect to", url, e.to_string()))?;
+        let mut con = connect(url).map_err(|e| FlowError::broker(operator, "connect to", url, e.to_string()))?;
         // A new group starts at the stream's beginning; an existing one where it was.
         match con.xgroup_create_mkstream::<_, _, _, ()>(stream, group, "0") {
             Ok(()) => {}
             Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(broker_error(operator, "create the group on", url, format!("stream `{stream}`: {e}"))),
+            Err(e) => return Err(FlowError::broker(operator, "create the group on", url, format!("stream `{stream}`: {e}"))),
         }
         Ok(Reader {
             con,
@@ -166,14 +162,14 @@ impl Reader {
                 Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
                     if began.elapsed() >= self.retry {
                         let error = format!("stream `{}`: {e} (retried for {} s)", self.stream, self.retry.as_secs_f64());
-                        return Err(broker_error(&self.operator, "read from", &self.url, error));
+                        return Err(FlowError::broker(&self.operator, "read from", &self.url, error));
                     }
                     std::thread::sleep(Duration::from_millis(200));
                     if let Ok(con) = connect(&self.url) {
                         self.con = con;
                     }
                 }
-                Err(e) => return Err(broker_error(&self.operator, "read from", &self.url, format!("stream `{}`: {e}", self.stream))),
+                Err(e) => return Err(FlowError::broker(&self.operator, "read from", &self.url, format!("stream `{}`: {e}", self.stream))),
             }
         }
     }
@@ -278,7 +274,7 @@ impl Writer {
             }
         }
         let error = format!("stream `{}`: {last} (after {WRITE_ATTEMPTS} attempts)", self.stream);
-        Err(broker_error(operator, "write to", &self.url, error))
+        Err(FlowError::broker(operator, "write to", &self.url, error))
     }
 }
 

@@ -158,20 +158,21 @@ impl SourceReader {
             }
             SourceReader::File(lines) => lines.fill(&mut batch, operator, stopping)?,
             SourceReader::Tcp(lines) => lines.fill(&mut batch, operator, stopping)?,
-            SourceReader::Redis(reader) => loop {
-                batch = reader.next_batch()?;
-                if !batch.is_empty() || stopping() {
-                    break;
-                }
-            },
-            SourceReader::Nats(reader) => loop {
-                batch = reader.next_batch()?;
-                if !batch.is_empty() || stopping() {
-                    break;
-                }
-            },
+            SourceReader::Redis(reader) => batch = poll(|| reader.next_batch(), stopping)?,
+            SourceReader::Nats(reader) => batch = poll(|| reader.next_batch(), stopping)?,
         }
         Ok((!batch.is_empty()).then_some(batch))
+    }
+}
+
+/// Asks a broker source for entries (each ask waits a little) until some
+/// come or the workflow is stopping.
+fn poll(mut next: impl FnMut() -> Result<Vec<Dynamic>, FlowError>, stopping: &dyn Fn() -> bool) -> Result<Vec<Dynamic>, FlowError> {
+    loop {
+        let batch = next()?;
+        if !batch.is_empty() || stopping() {
+            return Ok(batch);
+        }
     }
 }
 
