@@ -6,17 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::brokers::*;
 use common::node::{run, Node, COOKIE};
 use common::*;
 use redis::Commands;
-
-/// A server program: on the PATH, or where Debian puts it.
-fn program(name: &str) -> std::path::PathBuf {
-    let on_path = std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()));
-    on_path
-        .or_else(|| ["/usr/sbin", "/usr/bin"].iter().map(|d| std::path::Path::new(d).join(name)).find(|p| p.is_file()))
-        .unwrap_or_else(|| name.into())
-}
 
 /// A redis-server of our own on `ip`, on a free port, with nothing saved;
 /// killed (by pid) when dropped.
@@ -90,15 +83,6 @@ impl Drop for Redis {
     }
 }
 
-fn lines(from: usize, n: usize) -> Vec<String> {
-    (from..from + n).map(|i| format!("w{} w{} w{}", i % 7, i % 11, i % 3)).collect()
-}
-
-/// The word count of the test's lines.
-fn totals(lines: &[String]) -> BTreeMap<String, i64> {
-    count_words(&lines.join("\n"))
-}
-
 /// What a word count wrote to `out`: `word` and `count` fields.
 fn written_totals(redis: &Redis, out: &str) -> BTreeMap<String, i64> {
     let mut totals = BTreeMap::new();
@@ -107,36 +91,6 @@ fn written_totals(redis: &Redis, out: &str) -> BTreeMap<String, i64> {
         assert!(previous.is_none(), "{} written twice", e["word"]);
     }
     totals
-}
-
-/// A local node on `ip` serving consoles; killed when dropped.
-fn local_node(tmp: &std::path::Path, ip: &str) -> Node {
-    let node = Node::spawn(&["local", "start", "--no-log", "--listen", &format!("{ip}:0")], tmp, COOKIE, None);
-    assert!(node.wait_stderr("Running in local mode", Duration::from_secs(10)), "{}", node.stderr());
-    node
-}
-
-/// Deploys `wf` (a source of 10 records) on the local node, waits until
-/// it read them, calls `kill` (the broker goes) and returns what waiting
-/// for the workflow gives.
-fn killed_mid_run(tmp: &std::path::Path, wf: &str, kill: impl FnOnce()) -> Outcome {
-    let id = run(tmp, &["rpc", "skitter_local", &format!("deploy({wf}).id")]).success().stdout().trim().to_string();
-    let read = wait_until(Duration::from_secs(20), || {
-        run(tmp, &["rpc", "skitter_local", &format!("stats(workflows()[{id} - 1].ref).read")]).stdout().trim() == "10"
-    });
-    assert!(read);
-    kill();
-    run(tmp, &["rpc", "skitter_local", &format!("wait(workflows()[{id} - 1].ref)")])
-}
-
-/// Deploys `wf` on the node `node` over rpc, waits until its source read
-/// `read` records, stops it and returns the status.
-fn run_until_read(tmp: &std::path::Path, node: &str, wf: &str, read: usize) -> String {
-    let script = format!(
-        "let r = deploy({wf}); let t = timestamp(); while stats(r).read < {read} && t.elapsed < 30.0 {{ sleep(0.01); }} \
-         let s = stop(r); print(`${{s}} ${{stats(r).read}}`);"
-    );
-    run(tmp, &["rpc", node, &format!("{{ {script} }}")]).success().stdout().trim().to_string()
 }
 
 fn count_to_redis(url: &str, group: &str) -> String {

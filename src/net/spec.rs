@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::value::{NotPlainData, Value};
 use crate::workflow::model::{FlatEdge, FlatGraph, FlatNode};
 use crate::workflow::operator::{Place, Restrategized, Strategy, UserOp};
-use crate::workflow::{Func, Operator, SourceSpec};
+use crate::workflow::{Func, KafkaSink, KafkaSource, Operator, SourceSpec};
 
 /// A function as it travels: its name and captured values.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,6 +38,8 @@ pub enum OpSpec {
     RedisSink { url: String, stream: String },
     Nats { url: String, subject: String, stream: String, durable: String, retry_ms: u64 },
     NatsSink { url: String, subject: String },
+    Kafka(KafkaSource),
+    KafkaSink(KafkaSink),
 }
 
 /// The strategy given to a built-in operator.
@@ -138,6 +140,8 @@ impl WorkflowSpec {
                     retry_ms: *retry_ms,
                 },
                 Operator::NatsSink { url, subject } => OpSpec::NatsSink { url: url.clone(), subject: subject.clone() },
+                Operator::Source(SourceSpec::Kafka(k)) => OpSpec::Kafka(k.clone()),
+                Operator::KafkaSink(k) => OpSpec::KafkaSink(k.clone()),
                 Operator::User(u) => OpSpec::User(UserOpSpec {
                     name: u.name.clone(),
                     inputs: u.inputs.clone(),
@@ -211,6 +215,8 @@ fn operator(spec: OpSpec) -> Result<Operator, String> {
             Operator::Source(SourceSpec::Nats { url, subject, stream, durable, retry_ms })
         }
         OpSpec::NatsSink { url, subject } => Operator::NatsSink { url, subject },
+        OpSpec::Kafka(k) => Operator::Source(SourceSpec::Kafka(k)),
+        OpSpec::KafkaSink(k) => Operator::KafkaSink(k),
         OpSpec::User(u) => Operator::User(Box::new(UserOp {
             name: u.name,
             inputs: u.inputs,

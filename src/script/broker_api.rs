@@ -1,10 +1,10 @@
-//! Sources and sinks on message brokers, as workflow steps: Redis Streams
-//! and NATS JetStream.
+//! Sources and sinks on message brokers, as workflow steps: Kafka, Redis
+//! Streams and NATS JetStream.
 
 use rhai::plugin::*;
 
 use super::workflow_api::RhaiResult;
-use crate::workflow::{Body, Operator, SourceSpec, Workflow};
+use crate::workflow::{Body, KafkaSink, KafkaSource, KafkaStart, Operator, SourceSpec, ValueFormat, Workflow};
 
 fn fail<T>(msg: impl Into<String>) -> RhaiResult<T> {
     Err(EvalAltResult::ErrorRuntime(msg.into().into(), Position::NONE).into())
@@ -72,6 +72,72 @@ fn nats_source(url: &str, subject: &str, options: &rhai::Map) -> RhaiResult<Sour
     })
 }
 
+/// `host:port[,host:port...]`, each with a port.
+fn kafka_brokers(op: &str, brokers: &str) -> RhaiResult<String> {
+    let list: Vec<&str> = brokers.split(',').map(str::trim).filter(|b| !b.is_empty()).collect();
+    let bad = list.iter().find(|b| b.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()));
+    match (list.is_empty(), bad) {
+        (true, _) => fail(format!("{op}: no broker given (\"host:port\", or several separated by commas)")),
+        (_, Some(b)) => fail(format!("{op}: `{b}` is not a broker address (host:port)")),
+        _ => Ok(list.join(",")),
+    }
+}
+
+fn option_text<'a>(op: &str, options: &'a rhai::Map, key: &str, default: &'a str, allowed: &[&str]) -> RhaiResult<String> {
+    let value = match options.get(key) {
+        None => return Ok(default.to_string()),
+        Some(v) if v.is_string() => v.to_string(),
+        Some(v) => return fail(format!("{op}: {key} must be a string, got {}", v.type_name())),
+    };
+    if !allowed.is_empty() && !allowed.contains(&value.as_str()) {
+        return fail(format!("{op}: {key} must be one of {}, got \"{value}\"", allowed.join(", ")));
+    }
+    name(op, key, &value)
+}
+
+/// `kafka_source`'s options: `group` (default "skitter"), `start`
+/// ("earliest" or "latest"), `format` ("auto", "text", "blob"), `bounded`
+/// (default false), `retry_secs` (default 5).
+fn kafka_source(brokers: &str, topic: &str, options: &rhai::Map) -> RhaiResult<SourceSpec> {
+    const OP: &str = "kafka_source";
+    const OPTIONS: [&str; 5] = ["group", "start", "format", "bounded", "retry_secs"];
+    if let Some(other) = options.keys().find(|k| !OPTIONS.contains(&k.as_str())) {
+        return fail(format!("{OP}: unknown option `{other}` (options: {})", OPTIONS.join(", ")));
+    }
+    let start = match option_text(OP, options, "start", "earliest", &["earliest", "latest"])?.as_str() {
+        "latest" => KafkaStart::Latest,
+        _ => KafkaStart::Earliest,
+    };
+    let format = match option_text(OP, options, "format", "auto", &["auto", "text", "blob"])?.as_str() {
+        "text" => ValueFormat::Text,
+        "blob" => ValueFormat::Blob,
+        _ => ValueFormat::Auto,
+    };
+    let bounded = match options.get("bounded") {
+        None => false,
+        Some(b) => b.as_bool().or_else(|_| fail(format!("{OP}: bounded must be true or false, got {b}")))?,
+    };
+    Ok(SourceSpec::Kafka(KafkaSource {
+        brokers: kafka_brokers(OP, brokers)?,
+        topic: name(OP, "topic", topic)?,
+        group: option_text(OP, options, "group", "skitter", &[])?,
+        start,
+        format,
+        bounded,
+        retry_ms: (retry_secs(OP, options)? * 1000.0) as u64,
+    }))
+}
+
+fn kafka_sink(brokers: &str, topic: &str, options: &rhai::Map) -> RhaiResult<Operator> {
+    const OP: &str = "kafka_sink";
+    if let Some(other) = options.keys().find(|k| !matches!(k.as_str(), "key" | "value")) {
+        return fail(format!("{OP}: unknown option `{other}` (options: key, value)"));
+    }
+    let field = |f: &str| options.get(f).map(|_| option_text(OP, options, f, "", &[])).transpose();
+    let (key, value) = (field("key")?, field("value")?);
+    Ok(Operator::KafkaSink(KafkaSink { brokers: kafka_brokers(OP, brokers)?, topic: name(OP, "topic", topic)?, key, value }))
+}
+
 fn retry_secs(op: &str, options: &rhai::Map) -> RhaiResult<f64> {
     match options.get("retry_secs") {
         None => Ok(5.0),
@@ -89,6 +155,93 @@ fn chain(wf: Workflow, op: Operator) -> RhaiResult<Workflow> {
 #[export_module]
 pub mod api {
     use super::*;
+
+    /// Adds a source that reads the Kafka topic `topic` from the brokers
+    /// `brokers` (`"host:port"`, or several separated by commas) and emits
+    /// each record as `#{key, value, partition, offset, timestamp}` (key
+    /// and value: text, or a blob when not UTF-8, `()` when absent;
+    /// timestamp: milliseconds since 1970). The topic's partitions are
+    /// spread over the source's instances; each starts from the offset its
+    /// consumer group (`skitter`) committed, or from the earliest record
+    /// when there is none. It runs until the workflow is stopped. The
+    /// offsets after what it read are committed once the workflow's sinks
+    /// have settled (it finished, or stopped after draining); after a
+    /// failure, the next deploy with the same group reads those records
+    /// again: at least once, never a gap. Strategy: source.
+    ///
+    /// ```rhai
+    /// let wf = workflow().kafka_source("127.0.0.1:9092", "events").inspect("record");
+    /// ```
+    #[rhai_fn(name = "kafka_source", return_raw)]
+    pub fn chain_kafka_source(wf: Workflow, brokers: &str, topic: &str) -> RhaiResult<Workflow> {
+        chain(wf, Operator::Source(kafka_source(brokers, topic, &rhai::Map::new())?))
+    }
+
+    /// `kafka_source(brokers, topic)` with options: `group` (the consumer
+    /// group, default "skitter"), `start` (where a partition the group has
+    /// no offset for starts: "earliest", the default, or "latest"),
+    /// `format` ("auto": text when UTF-8, else a blob; "text": a record
+    /// that is not UTF-8 fails the workflow, naming its partition and
+    /// offset; "blob"), `bounded` (true: read each partition up to where
+    /// it ended at the start, then finish) and `retry_secs` (how long a
+    /// broker that stops answering is retried before the workflow fails,
+    /// default 5).
+    ///
+    /// ```rhai
+    /// let wf = workflow().kafka_source("127.0.0.1:9092", "events", #{ group: "counts", bounded: true });
+    /// ```
+    #[rhai_fn(name = "kafka_source", return_raw)]
+    pub fn chain_kafka_source_with(wf: Workflow, brokers: &str, topic: &str, options: rhai::Map) -> RhaiResult<Workflow> {
+        chain(wf, Operator::Source(kafka_source(brokers, topic, &options)?))
+    }
+
+    /// Produces every record to the Kafka topic `topic` (text as it is, a
+    /// blob as its bytes, anything else as it prints), without a key: each
+    /// batch goes to the next partition in turn. A batch that cannot be
+    /// written after 3 attempts fails the workflow, naming the brokers, the
+    /// topic and the error. A sink.
+    ///
+    /// ```rhai
+    /// let wf = workflow().stream_source(["a", "b"]).kafka_sink("127.0.0.1:9092", "words");
+    /// ```
+    #[rhai_fn(name = "kafka_sink", return_raw)]
+    pub fn chain_kafka_sink(wf: Workflow, brokers: &str, topic: &str) -> RhaiResult<Workflow> {
+        chain(wf, kafka_sink(brokers, topic, &rhai::Map::new())?)
+    }
+
+    /// `kafka_sink(brokers, topic)` with options naming fields of each
+    /// record (then a map that has them): `key`, the field that is the
+    /// record's Kafka key (a key goes to the partition Kafka's own
+    /// producers choose for it), and `value`, the field that is its value
+    /// (without it, the whole record).
+    ///
+    /// ```rhai
+    /// let wf = workflow().stream_source([#{ word: "a", count: 1 }]).kafka_sink("127.0.0.1:9092", "counts", #{ key: "word", value: "count" });
+    /// ```
+    #[rhai_fn(name = "kafka_sink", return_raw)]
+    pub fn chain_kafka_sink_with(wf: Workflow, brokers: &str, topic: &str, options: rhai::Map) -> RhaiResult<Workflow> {
+        chain(wf, kafka_sink(brokers, topic, &options)?)
+    }
+
+    /// An operator for `node`: `kafka_source(brokers, topic, options)`.
+    ///
+    /// ```rhai
+    /// let op = kafka_source("127.0.0.1:9092", "events", #{ group: "g" });
+    /// ```
+    #[rhai_fn(name = "kafka_source", return_raw)]
+    pub fn op_kafka_source(brokers: &str, topic: &str, options: rhai::Map) -> RhaiResult<Operator> {
+        Ok(Operator::Source(kafka_source(brokers, topic, &options)?))
+    }
+
+    /// An operator for `node`: `kafka_sink(brokers, topic, options)`.
+    ///
+    /// ```rhai
+    /// let op = kafka_sink("127.0.0.1:9092", "counts", #{ key: "word" });
+    /// ```
+    #[rhai_fn(name = "kafka_sink", return_raw)]
+    pub fn op_kafka_sink(brokers: &str, topic: &str, options: rhai::Map) -> RhaiResult<Operator> {
+        kafka_sink(brokers, topic, &options)
+    }
 
     /// Adds a source that reads the Redis stream `stream` at `url` through
     /// the consumer group `skitter` (created at the stream's beginning when

@@ -13,7 +13,7 @@ pub mod status;
 pub mod watch;
 
 pub use model::{Body, FlatGraph, Workflow, WorkflowError};
-pub use operator::{Func, Operator, SourceSpec, Strategy};
+pub use operator::{Func, KafkaSink, KafkaSource, KafkaStart, Operator, SourceSpec, Strategy, ValueFormat};
 pub use plan::{Exchange, Plan};
 pub use stats::{NodeStats, Stats};
 pub use status::Status;

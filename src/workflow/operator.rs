@@ -129,6 +129,50 @@ pub enum SourceSpec {
     /// from after the position saved under `durable` (saved once the
     /// workflow's sinks have settled).
     Nats { url: String, subject: String, stream: String, durable: String, retry_ms: u64 },
+    /// The partitions of a Kafka topic, from the group's committed offsets.
+    Kafka(KafkaSource),
+}
+
+/// `kafka_source`: where it reads and how.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KafkaSource {
+    /// `host:port[,host:port...]`
+    pub brokers: String,
+    pub topic: String,
+    /// The consumer group whose committed offsets it starts from and commits.
+    pub group: String,
+    /// Where a partition without a committed offset starts.
+    pub start: KafkaStart,
+    pub format: ValueFormat,
+    /// Ends once every partition reached the end it had at the start.
+    pub bounded: bool,
+    /// How long a failing broker is retried before the workflow fails.
+    pub retry_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum KafkaStart {
+    Earliest,
+    Latest,
+}
+
+/// How a source gives keys and values: text when it is UTF-8 and a blob
+/// otherwise, text or a failure naming the record, or always a blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ValueFormat {
+    Auto,
+    Text,
+    Blob,
+}
+
+/// `kafka_sink`: where it writes, and the fields of a map record that are
+/// the Kafka key and value (the value: the whole record when not given).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KafkaSink {
+    pub brokers: String,
+    pub topic: String,
+    pub key: Option<String>,
+    pub value: Option<String>,
 }
 
 /// The longest line a line source takes by default: far more than a line of
@@ -166,6 +210,8 @@ pub enum Operator {
         url: String,
         subject: String,
     },
+    /// Produces every record to a Kafka topic.
+    KafkaSink(KafkaSink),
     User(Box<UserOp>),
     /// A built-in operator with a strategy given to it (`with_strategy`).
     With(Box<Restrategized>),
@@ -197,6 +243,7 @@ impl Operator {
             Operator::Source(SourceSpec::Tcp { .. }) => "tcp_source",
             Operator::Source(SourceSpec::Redis { .. }) => "redis_source",
             Operator::Source(SourceSpec::Nats { .. }) => "nats_source",
+            Operator::Source(SourceSpec::Kafka(_)) => "kafka_source",
             Operator::Source(_) => "stream_source",
             Operator::Map(_) => "map",
             Operator::FlatMap(_) => "flat_map",
@@ -209,6 +256,7 @@ impl Operator {
             Operator::Collect => "collect",
             Operator::RedisSink { .. } => "redis_sink",
             Operator::NatsSink { .. } => "nats_sink",
+            Operator::KafkaSink(_) => "kafka_sink",
         }
     }
 
@@ -237,7 +285,8 @@ impl Operator {
             | Operator::WriteParts(_)
             | Operator::Collect
             | Operator::RedisSink { .. }
-            | Operator::NatsSink { .. } => NONE.to_vec(),
+            | Operator::NatsSink { .. }
+            | Operator::KafkaSink(_) => NONE.to_vec(),
             Operator::User(u) => u.outputs.iter().map(String::as_str).collect(),
             _ => OUT.to_vec(),
         }
@@ -320,6 +369,8 @@ impl fmt::Display for Operator {
                 write!(f, "nats_source({url}, {subject}, durable {durable})")
             }
             Operator::NatsSink { url, subject } => write!(f, "nats_sink({url}, {subject})"),
+            Operator::Source(SourceSpec::Kafka(k)) => write!(f, "kafka_source({}, {}, group {})", k.brokers, k.topic, k.group),
+            Operator::KafkaSink(k) => write!(f, "kafka_sink({}, {})", k.brokers, k.topic),
             Operator::Source(SourceSpec::Items(items)) => write!(f, "stream_source([{} items])", items.len()),
             Operator::Source(SourceSpec::Range { start, end, .. }) => write!(f, "stream_source({start}..{end})"),
             Operator::Source(SourceSpec::Generator(g)) => write!(f, "stream_source({})", g.name()),

@@ -78,7 +78,8 @@ impl Stats {
                 | Operator::WriteParts(_)
                 | Operator::Collect
                 | Operator::RedisSink { .. }
-                | Operator::NatsSink { .. } => Place::Sink,
+                | Operator::NatsSink { .. }
+                | Operator::KafkaSink(_) => Place::Sink,
                 _ => Place::Inner,
             })
             .collect();

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod brokers;
 pub mod node;
 pub mod pty;
 pub mod sshd;

@@ -20,6 +20,7 @@ pub mod channel;
 pub mod deadline;
 mod error;
 mod exchange;
+mod kafka;
 mod layout;
 mod meter;
 mod native;

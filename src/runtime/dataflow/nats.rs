@@ -27,7 +27,7 @@ pub const BUCKET: &str = "skitter_positions";
 
 /// Runs `f` to its end from any thread: an instance's, or a task of the
 /// runtime's (settling), which gives its worker up meanwhile.
-fn block<F: std::future::Future>(handle: &Handle, f: F) -> F::Output {
+pub(super) fn block<F: std::future::Future>(handle: &Handle, f: F) -> F::Output {
     if tokio::task::try_id().is_some() {
         tokio::task::block_in_place(|| handle.block_on(f))
     } else {

@@ -67,6 +67,7 @@ pub enum Step {
     Collect(CollectSink),
     RedisSink(super::redis::Writer),
     NatsSink(super::nats::Writer),
+    KafkaSink(super::kafka::Writer),
     User(UserStep),
 }
 
@@ -160,6 +161,10 @@ impl Step {
                 Ok(Vec::new())
             }
             Step::NatsSink(writer) => {
+                writer.write(name, &batch)?;
+                Ok(Vec::new())
+            }
+            Step::KafkaSink(writer) => {
                 writer.write(name, &batch)?;
                 Ok(Vec::new())
             }

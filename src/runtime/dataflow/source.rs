@@ -79,12 +79,15 @@ pub enum SourceReader {
     Tcp(Lines<std::net::TcpStream>),
     Redis(super::redis::Reader),
     Nats(Box<super::nats::Reader>),
+    Kafka(Box<super::kafka::Reader>),
 }
 
 impl SourceReader {
-    /// Opens instance `instance`'s reader; a source that acknowledges what
-    /// it read registers with `running`, which does it when the sinks settle.
-    pub fn open(spec: SourceSpec, operator: &str, instance: usize, running: &super::Running) -> Result<SourceReader, FlowError> {
+    /// Opens the reader of instance `instance.0` of `instance.1`; a source
+    /// that acknowledges what it read registers with `running`, which does
+    /// it when the sinks settle.
+    pub fn open(spec: SourceSpec, operator: &str, instance: (usize, usize), running: &super::Running) -> Result<SourceReader, FlowError> {
+        let (instance, instances) = instance;
         Ok(match spec {
             SourceSpec::Items(items) => SourceReader::Items(items.into_iter()),
             SourceSpec::Range { start, end, step } => SourceReader::Range { next: start, end, step },
@@ -129,6 +132,11 @@ impl SourceReader {
                     position,
                 )?))
             }
+            SourceSpec::Kafka(spec) => {
+                let position = std::sync::Arc::new(super::kafka::Position::new(&spec, running.handle().clone()));
+                running.acknowledge_on_settle(position.clone());
+                SourceReader::Kafka(Box::new(super::kafka::Reader::open(running.handle(), operator, &spec, instance, instances, position)?))
+            }
         })
     }
 
@@ -160,6 +168,16 @@ impl SourceReader {
             SourceReader::Tcp(lines) => lines.fill(&mut batch, operator, stopping)?,
             SourceReader::Redis(reader) => batch = poll(|| reader.next_batch(), stopping)?,
             SourceReader::Nats(reader) => batch = poll(|| reader.next_batch(), stopping)?,
+            SourceReader::Kafka(reader) => loop {
+                match reader.next_batch()? {
+                    None => return Ok(None),
+                    Some(got) if got.is_empty() && !stopping() => continue,
+                    Some(got) => {
+                        batch = got;
+                        break;
+                    }
+                }
+            },
         }
         Ok((!batch.is_empty()).then_some(batch))
     }

@@ -44,8 +44,9 @@ pub struct StageRun {
     /// Per node, calls of its per-record function so far: the first and
     /// then one in [`SAMPLE_EVERY`] are timed.
     pub calls: Vec<u32>,
-    /// Which instance of its stage this is.
+    /// Which instance of its stage this is, of how many.
     pub instance: usize,
+    pub instances: usize,
 }
 
 enum Input {
@@ -115,7 +116,7 @@ impl StageRun {
 
     fn run_source(&mut self, calls: &Calls, running: &Running) -> Result<(), FlowError> {
         let Step::Source(spec) = &self.steps[0] else { unreachable!("checked by caller") };
-        let mut reader = SourceReader::open(spec.clone(), &self.names[0], self.instance, running)?;
+        let mut reader = SourceReader::open(spec.clone(), &self.names[0], (self.instance, self.instances), running)?;
         let stopping = || running.stop_requested() || running.has_ended();
         loop {
             if running.has_ended() {

@@ -21,7 +21,7 @@ use super::{Remote, INBOX_BATCHES};
 use crate::script::{Code, EngineEnv};
 use crate::workflow::key::KeyMap;
 use crate::workflow::model::FlatEdge;
-use crate::workflow::{Exchange, Operator, Plan, SourceSpec, Stats};
+use crate::workflow::{Exchange, KafkaSink, KafkaSource, Operator, Plan, SourceSpec, Stats};
 
 /// This process's part of a workflow.
 pub struct Part {
@@ -91,6 +91,12 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
             }
             Operator::Source(SourceSpec::Nats { url, .. }) | Operator::NatsSink { url, .. } if !here.is_empty() => {
                 super::nats::check(&sinks.handle, &node.name, url)?;
+            }
+            Operator::Source(SourceSpec::Kafka(KafkaSource { brokers, topic, .. }))
+            | Operator::KafkaSink(KafkaSink { brokers, topic, .. })
+                if !here.is_empty() =>
+            {
+                super::kafka::check(&sinks.handle, &node.name, brokers, topic)?;
             }
             Operator::Collect => {
                 let sink = Arc::new(Results::new(crate::runtime::results_cap()));
@@ -238,7 +244,8 @@ fn stage_run(plan: &Plan, s: usize, instance: usize, layout: &Layout, inboxes: &
         routes.push(ports);
     }
     let calls = vec![0; steps.len()];
-    StageRun { names, nodes: stage.nodes.clone(), ports, steps, routes, outlets, calls, instance }
+    let instances = layout.instances(plan, s);
+    StageRun { names, nodes: stage.nodes.clone(), ports, steps, routes, outlets, calls, instance, instances }
 }
 
 fn step(op: &Operator, n: usize, instance: usize, name: &str, sinks: &Sinks) -> Step {
@@ -271,6 +278,7 @@ fn step(op: &Operator, n: usize, instance: usize, name: &str, sinks: &Sinks) -> 
         }),
         Operator::RedisSink { url, stream } => Step::RedisSink(super::redis::Writer::new(url, stream)),
         Operator::NatsSink { url, subject } => Step::NatsSink(super::nats::Writer::new(&sinks.handle, url, subject)),
+        Operator::KafkaSink(spec) => Step::KafkaSink(super::kafka::Writer::new(&sinks.handle, spec)),
         Operator::User(op) => Step::User(UserStep::new(op)),
     }
 }

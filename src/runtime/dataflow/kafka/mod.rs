@@ -1,0 +1,458 @@
+//! Kafka: a source reading a topic's partitions (spread over the source's
+//! instances) from its consumer group's committed offsets, and a sink
+//! producing to a topic. The client is rskafka (pure Rust); the group's
+//! offsets go through [`offsets`]. A source commits the offsets after what
+//! it read only when the workflow's sinks have settled (it finished, or
+//! stopped after draining): at least once, never a gap.
+
+mod offsets;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rhai::{Dynamic, ImmutableString, Map};
+use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder};
+use rskafka::record::{Record, RecordAndOffset};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use super::error::FlowError;
+use super::nats::block;
+use super::BATCH;
+use crate::workflow::{KafkaSink, KafkaSource, KafkaStart, ValueFormat};
+pub use offsets::GroupOffsets;
+
+/// How long connecting to a broker may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one request may take (rskafka has no timeout of its own: a
+/// broker that stops answering would hold a request forever).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a fetch waits at the broker for records to arrive.
+const FETCH_WAIT_MS: i32 = 100;
+/// The most a fetch of one partition brings.
+const FETCH_BYTES: i32 = 1 << 20;
+/// How long the reader waits for fetched records before it looks at a stop.
+const POLL: Duration = Duration::from_millis(100);
+/// Attempts of a produce request before the workflow fails.
+const PRODUCE_ATTEMPTS: usize = 3;
+
+/// `host:port,host:port` as a list.
+pub fn broker_list(brokers: &str) -> Vec<String> {
+    brokers.split(',').map(|b| b.trim().to_string()).filter(|b| !b.is_empty()).collect()
+}
+
+/// A client that gives up on a broker after `retry`.
+async fn client(brokers: &str, retry: Duration) -> Result<Client, String> {
+    let backoff = rskafka::BackoffConfig {
+        init_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(500),
+        base: 2.0,
+        deadline: Some(retry.max(Duration::from_millis(500))),
+    };
+    let build = ClientBuilder::new(broker_list(brokers)).client_id("skitter").backoff_config(backoff).build();
+    match tokio::time::timeout(retry + CONNECT_TIMEOUT, build).await {
+        Ok(client) => client.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no broker answered within {} s", (retry + CONNECT_TIMEOUT).as_secs())),
+    }
+}
+
+/// The partitions of `topic`; an error naming it when it does not exist.
+async fn partitions(client: &Client, topic: &str) -> Result<Vec<i32>, String> {
+    let topics = client.list_topics().await.map_err(|e| e.to_string())?;
+    match topics.into_iter().find(|t| t.name == topic) {
+        Some(t) if !t.partitions.is_empty() => Ok(t.partitions.into_iter().collect()),
+        _ => Err(format!("topic `{topic}` does not exist (create it first)")),
+    }
+}
+
+/// Checks at deploy that a broker answers and that the topic exists.
+pub fn check(handle: &Handle, operator: &str, brokers: &str, topic: &str) -> Result<(), FlowError> {
+    block(handle, async { partitions(&client(brokers, Duration::from_secs(1)).await?, topic).await })
+        .map(|_| ())
+        .map_err(|e| FlowError::broker(operator, "use", brokers, e))
+}
+
+/// The offsets a source instance reached, committed for its group when the
+/// sinks settle.
+pub struct Position {
+    offsets: GroupOffsets,
+    handle: Handle,
+    brokers: String,
+    topic: String,
+    group: String,
+    /// Partition -> the next offset to read.
+    read: Mutex<BTreeMap<i32, i64>>,
+    /// Records read since the last commit.
+    fresh: std::sync::atomic::AtomicU64,
+}
+
+impl Position {
+    pub fn new(spec: &KafkaSource, handle: Handle) -> Position {
+        Position {
+            offsets: GroupOffsets::new(&broker_list(&spec.brokers), &spec.group),
+            handle,
+            brokers: spec.brokers.clone(),
+            topic: spec.topic.clone(),
+            group: spec.group.clone(),
+            read: Mutex::default(),
+            fresh: Default::default(),
+        }
+    }
+
+    fn advance(&self, partition: i32, next: i64, records: usize) {
+        let mut read = self.read.lock().expect("position lock");
+        let at = read.entry(partition).or_insert(next);
+        *at = (*at).max(next);
+        self.fresh.fetch_add(records as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl super::Acknowledge for Position {
+    /// Commits the offsets after what was read: it is done with.
+    fn commit(&self) -> Result<u64, String> {
+        let read = self.read.lock().expect("position lock").clone();
+        if read.is_empty() {
+            return Ok(0);
+        }
+        block(&self.handle, self.offsets.commit(&self.topic, &read)).map_err(|e| {
+            format!(
+                "cannot commit the offsets {read:?} of topic `{}` for group `{}` on {}: {e}; the next run reads from the last committed ones",
+                self.topic, self.group, self.brokers
+            )
+        })?;
+        Ok(self.fresh.swap(0, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// What a partition's task hands the reader.
+enum Fetched {
+    Records(i32, Vec<RecordAndOffset>),
+    /// A bounded source's partition reached the end it had at the start.
+    Done,
+    Failed(i32, String),
+}
+
+/// A source instance: one task per partition fetches into a bounded
+/// channel (back-pressure: a full channel stops the fetching); the
+/// instance turns what came into records.
+pub struct Reader {
+    handle: Handle,
+    fetched: mpsc::Receiver<Fetched>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Partitions still being read (a bounded source ends at 0).
+    open: usize,
+    operator: String,
+    spec: KafkaSource,
+    position: Arc<Position>,
+}
+
+impl Reader {
+    /// Opens instance `instance` of `instances`: partitions `p` with
+    /// `p % instances == instance`, each from its committed offset, or
+    /// from the start option when the group has none.
+    pub fn open(
+        handle: &Handle,
+        operator: &str,
+        spec: &KafkaSource,
+        instance: usize,
+        instances: usize,
+        position: Arc<Position>,
+    ) -> Result<Reader, FlowError> {
+        let retry = Duration::from_millis(spec.retry_ms);
+        let opening = async {
+            let client = client(&spec.brokers, retry).await?;
+            let mine: Vec<i32> =
+                partitions(&client, &spec.topic).await?.into_iter().filter(|p| *p as usize % instances.max(1) == instance).collect();
+            let committed = position.offsets.fetch(&spec.topic, &mine).await.map_err(|e| e.to_string())?;
+            let mut starts = Vec::new();
+            for p in mine {
+                let partition = client
+                    .partition_client(spec.topic.as_str(), p, UnknownTopicHandling::Retry)
+                    .await
+                    .map_err(|e| format!("partition {p}: {e}"))?;
+                let from = match committed.get(&p).copied().flatten() {
+                    Some(offset) => offset,
+                    None => {
+                        let at = if spec.start == KafkaStart::Latest { OffsetAt::Latest } else { OffsetAt::Earliest };
+                        partition.get_offset(at).await.map_err(|e| format!("partition {p}: {e}"))?
+                    }
+                };
+                let end = match spec.bounded {
+                    true => Some(partition.get_offset(OffsetAt::Latest).await.map_err(|e| format!("partition {p}: {e}"))?),
+                    false => None,
+                };
+                starts.push((partition, from, end));
+            }
+            Ok::<_, String>(starts)
+        };
+        let limit = retry + CONNECT_TIMEOUT + REQUEST_TIMEOUT;
+        let opened = block(handle, async {
+            tokio::time::timeout(limit, opening).await.unwrap_or_else(|_| Err(format!("not ready within {} s", limit.as_secs())))
+        })
+        .map_err(|e| FlowError::broker(operator, "read from", &spec.brokers, format!("topic `{}`: {e}", spec.topic)))?;
+        let (send, fetched) = mpsc::channel(2 * opened.len().max(1));
+        let open = opened.len();
+        let tasks = opened
+            .into_iter()
+            .map(|(partition, from, end)| {
+                position.advance(partition.partition(), from, 0);
+                handle.spawn(follow(partition, from, end, retry, send.clone()))
+            })
+            .collect();
+        Ok(Reader { handle: handle.clone(), fetched, tasks, open, operator: operator.into(), spec: spec.clone(), position })
+    }
+
+    /// The next records as `#{key, value, partition, offset, timestamp}`;
+    /// `None` once a bounded source read every partition to its end; an
+    /// empty batch when nothing came within a short wait.
+    pub fn next_batch(&mut self) -> Result<Option<Vec<Dynamic>>, FlowError> {
+        let mut batch = Vec::new();
+        let mut wait = POLL;
+        while batch.len() < BATCH && self.open > 0 {
+            let got = block(&self.handle, async { tokio::time::timeout(wait, self.fetched.recv()).await });
+            match got {
+                Ok(Some(Fetched::Records(p, records))) => {
+                    let Some(last) = records.last().map(|r| r.offset) else { continue };
+                    for r in &records {
+                        batch.push(self.record(p, r)?);
+                    }
+                    self.position.advance(p, last + 1, records.len());
+                }
+                Ok(Some(Fetched::Done)) => self.open -= 1,
+                Ok(Some(Fetched::Failed(p, e))) => {
+                    let error = format!("topic `{}` partition {p}: {e}", self.spec.topic);
+                    return Err(FlowError::broker(&self.operator, "read from", &self.spec.brokers, error));
+                }
+                Ok(None) => return Err(FlowError::Internal(format!("{}: the partition readers ended", self.operator))),
+                Err(_) => break,
+            }
+            // Take what is already here, without waiting again.
+            wait = Duration::ZERO;
+        }
+        Ok((self.open > 0 || !batch.is_empty()).then_some(batch))
+    }
+
+    fn record(&self, partition: i32, r: &RecordAndOffset) -> Result<Dynamic, FlowError> {
+        let text = |what: &str, bytes: &Option<Vec<u8>>| -> Result<Dynamic, FlowError> {
+            let Some(bytes) = bytes else { return Ok(Dynamic::UNIT) };
+            match (self.spec.format, std::str::from_utf8(bytes)) {
+                (ValueFormat::Blob, _) => Ok(Dynamic::from_blob(bytes.clone())),
+                (_, Ok(s)) => Ok(Dynamic::from(ImmutableString::from(s))),
+                (ValueFormat::Auto, Err(_)) => Ok(Dynamic::from_blob(bytes.clone())),
+                (ValueFormat::Text, Err(e)) => Err(FlowError::Operator {
+                    operator: self.operator.clone(),
+                    reason: format!(
+                        "topic `{}` partition {partition} offset {}: the {what} is not UTF-8 text ({e}); read it as a blob with #{{ format: \"auto\" }}",
+                        self.spec.topic, r.offset
+                    ),
+                }),
+            }
+        };
+        let mut record = Map::new();
+        record.insert("key".into(), text("key", &r.record.key)?);
+        record.insert("value".into(), text("value", &r.record.value)?);
+        record.insert("partition".into(), Dynamic::from_int(partition as i64));
+        record.insert("offset".into(), Dynamic::from_int(r.offset));
+        record.insert("timestamp".into(), Dynamic::from_int(r.record.timestamp.timestamp_millis()));
+        Ok(Dynamic::from_map(record))
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Fetches one partition from `offset` (to `end`, when bounded) into
+/// `send` until the reader goes; a broker that fails for longer than
+/// `retry` ends it with the error.
+async fn follow(partition: PartitionClient, mut offset: i64, end: Option<i64>, retry: Duration, send: mpsc::Sender<Fetched>) {
+    let p = partition.partition();
+    let mut lost: Option<Instant> = None;
+    loop {
+        if end.is_some_and(|end| offset >= end) {
+            let _ = send.send(Fetched::Done).await;
+            return;
+        }
+        let fetch = partition.fetch_records(offset, 1..FETCH_BYTES, FETCH_WAIT_MS);
+        let fetched = match tokio::time::timeout(REQUEST_TIMEOUT, fetch).await {
+            Ok(fetched) => fetched.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())),
+        };
+        match fetched {
+            Ok((mut records, _)) => {
+                lost = None;
+                records.retain(|r| r.offset >= offset && end.is_none_or(|end| r.offset < end));
+                let Some(last) = records.last().map(|r| r.offset) else { continue };
+                offset = last + 1;
+                if send.send(Fetched::Records(p, records)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let since = *lost.get_or_insert_with(Instant::now);
+                if since.elapsed() >= retry {
+                    let _ = send.send(Fetched::Failed(p, e)).await;
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// A sink instance: produces each batch, a partition's records in one
+/// request; a record with a key goes to the partition Kafka's own clients
+/// choose for it (murmur2), one without to the next partition in turn.
+pub struct Writer {
+    handle: Handle,
+    spec: KafkaSink,
+    partitions: Vec<Arc<PartitionClient>>,
+    /// Keeps the partitions' connections.
+    client: Option<Client>,
+    next: usize,
+}
+
+impl Writer {
+    pub fn new(handle: &Handle, spec: &KafkaSink) -> Writer {
+        Writer { handle: handle.clone(), spec: spec.clone(), partitions: Vec::new(), client: None, next: 0 }
+    }
+
+    pub fn write(&mut self, operator: &str, records: &[Dynamic]) -> Result<(), FlowError> {
+        let mut last = String::new();
+        for attempt in 0..PRODUCE_ATTEMPTS {
+            if self.partitions.is_empty() {
+                if let Err(e) = self.connect() {
+                    last = e;
+                    std::thread::sleep(Duration::from_millis(200 << attempt));
+                    continue;
+                }
+            }
+            let by_partition = self.assign(operator, records)?;
+            let partitions = &self.partitions;
+            let produced = block(&self.handle, async {
+                let sends = by_partition.into_iter().enumerate().filter(|(_, r)| !r.is_empty()).map(|(p, records)| {
+                    let partition = partitions[p].clone();
+                    async move { partition.produce(records, rskafka::client::partition::Compression::NoCompression).await }
+                });
+                match tokio::time::timeout(REQUEST_TIMEOUT, futures_util::future::join_all(sends)).await {
+                    Ok(done) => done.into_iter().map(|r| r.map(|_| ()).map_err(|e| e.to_string())).collect::<Result<Vec<()>, String>>(),
+                    Err(_) => Err(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())),
+                }
+            });
+            match produced {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    last = e;
+                    // Connect again: the leader may have moved.
+                    self.partitions.clear();
+                    self.client = None;
+                }
+            }
+        }
+        let error = format!("topic `{}`: {last} (after {PRODUCE_ATTEMPTS} attempts)", self.spec.topic);
+        Err(FlowError::broker(operator, "write to", &self.spec.brokers, error))
+    }
+
+    fn connect(&mut self) -> Result<(), String> {
+        let topic = self.spec.topic.clone();
+        let (client, partitions) = block(&self.handle, async {
+            let client = client(&self.spec.brokers, REQUEST_TIMEOUT).await?;
+            let mut clients = Vec::new();
+            for p in partitions(&client, &topic).await? {
+                clients.push(Arc::new(
+                    client.partition_client(topic.as_str(), p, UnknownTopicHandling::Retry).await.map_err(|e| e.to_string())?,
+                ));
+            }
+            Ok::<_, String>((client, clients))
+        })?;
+        self.client = Some(client);
+        self.partitions = partitions;
+        Ok(())
+    }
+
+    /// The records of a batch per partition.
+    fn assign(&mut self, operator: &str, records: &[Dynamic]) -> Result<Vec<Vec<Record>>, FlowError> {
+        let n = self.partitions.len();
+        let mut out: Vec<Vec<Record>> = vec![Vec::new(); n];
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let timestamp = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default();
+        let unkeyed = self.next % n;
+        self.next = self.next.wrapping_add(1);
+        for r in records {
+            let key = self.spec.key.as_deref().map(|f| field(operator, r, f)).transpose()?;
+            let value = match self.spec.value.as_deref() {
+                Some(f) => field(operator, r, f)?,
+                None => super::redis::bytes(r),
+            };
+            let p = key.as_deref().map_or(unkeyed, |k| (murmur2(k) & 0x7fff_ffff) as usize % n);
+            out[p].push(Record { key, value: Some(value), headers: BTreeMap::new(), timestamp });
+        }
+        Ok(out)
+    }
+}
+
+/// The bytes of field `name` of a map record.
+fn field(operator: &str, record: &Dynamic, name: &str) -> Result<Vec<u8>, FlowError> {
+    match record.read_lock::<Map>().and_then(|m| m.get(name).map(super::redis::bytes)) {
+        Some(bytes) => Ok(bytes),
+        None => Err(FlowError::Record {
+            operator: operator.into(),
+            record: record.to_string(),
+            message: format!("the field `{name}` is missing (kafka_sink's key and value options name fields of map records)"),
+        }),
+    }
+}
+
+/// Kafka's key hash (the Java client's `Utils.murmur2`), so that a key goes
+/// to the partition other Kafka producers send it to.
+fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    let mut h = SEED ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes(chunk.try_into().expect("4 bytes"));
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        for (i, b) in rest.iter().enumerate() {
+            h ^= (*b as u32) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_is_kafkas() {
+        // The values of Kafka's own `UtilsTest.testMurmur2`.
+        assert_eq!(murmur2(b"21"), -973932308);
+        assert_eq!(murmur2(b"foobar"), -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
+        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"), -58897971);
+        assert_eq!(murmur2(b"abc"), 479470107);
+    }
+
+    #[test]
+    fn broker_lists_split_on_commas() {
+        assert_eq!(broker_list("a:1, b:2,"), vec!["a:1".to_string(), "b:2".to_string()]);
+    }
+}

@@ -1,0 +1,231 @@
+//! Kafka sources and sinks against a broker started here on loopback by
+//! `scripts/kafka-broker` (issue 17).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::brokers::*;
+use common::node::{run, Node, COOKIE};
+use common::*;
+
+/// A broker of our own (its standard input is our pipe: it cannot outlive
+/// the test); killed (by pid) when dropped.
+struct Kafka {
+    child: Child,
+    broker: String,
+}
+
+/// One record as `scripts/kafka-broker dump` prints it.
+#[derive(Debug)]
+struct Rec {
+    partition: u32,
+    offset: u64,
+    key: String,
+    value: String,
+}
+
+impl Kafka {
+    fn start(topics: &[&str]) -> Kafka {
+        let mut child = Command::new("python3")
+            .arg(repo().join("scripts/kafka-broker"))
+            .args(["--topics", &topics.join(",")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start scripts/kafka-broker (python3): {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (send, got) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = send.send(line);
+        });
+        // The first start may install confluent-kafka with pip.
+        let line = got.recv_timeout(Duration::from_secs(180)).unwrap_or_default();
+        let broker = line.trim().to_string();
+        if broker.is_empty() {
+            let _ = child.kill();
+            panic!("scripts/kafka-broker did not start a broker (see its error above)");
+        }
+        Kafka { child, broker }
+    }
+
+    /// Every record of `topic`, in partition order.
+    fn dump(&self, topic: &str) -> Vec<Rec> {
+        let out = Command::new("python3").arg(repo().join("scripts/kafka-broker")).args(["dump", &self.broker, topic]).output().unwrap();
+        assert!(out.status.success(), "dump {topic}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.splitn(4, '\t').collect();
+                Rec { partition: f[0].parse().unwrap(), offset: f[1].parse().unwrap(), key: f[2].into(), value: f[3].into() }
+            })
+            .collect()
+    }
+
+    /// Writes lines `from..from + n` (as `common::brokers::lines` makes
+    /// them) to `topic` with skitter's own sink, keyed by their number.
+    fn produce(&self, tmp: &std::path::Path, node: &str, topic: &str, from: usize, n: usize) {
+        let wf = format!(
+            "workflow().stream_source(range({from}, {end})).map(|i| #{{ k: i, line: `w${{i % 7}} w${{i % 11}} w${{i % 3}}` }})\
+             .kafka_sink(\"{b}\", \"{topic}\", #{{ key: \"k\", value: \"line\" }})",
+            end = from + n,
+            b = self.broker
+        );
+        run(tmp, &["rpc", node, &format!("wait(deploy({wf}))")]).success().stdout_has("finished");
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A word count from `lines` to `out`: word as the key, count as the value.
+fn count(kafka: &Kafka, group: &str, out: &str) -> String {
+    format!(
+        "workflow().kafka_source(\"{b}\", \"lines\", #{{ group: \"{group}\", bounded: true }}).flat_map(|r| r.value.split(\" \"))\
+         .count().map(|p| #{{ word: p[0], count: p[1] }}).kafka_sink(\"{b}\", \"{out}\", #{{ key: \"word\", value: \"count\" }})",
+        b = kafka.broker
+    )
+}
+
+/// What a word count wrote: each word once.
+fn written_totals(kafka: &Kafka, topic: &str) -> BTreeMap<String, i64> {
+    let mut totals = BTreeMap::new();
+    for r in kafka.dump(topic) {
+        assert!(totals.insert(r.key.clone(), r.value.parse::<i64>().unwrap()).is_none(), "{} written twice", r.key);
+    }
+    totals
+}
+
+#[test]
+fn a_word_count_from_a_kafka_topic_of_4_partitions_to_kafka_is_exact_locally_and_on_two_workers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kafka = Kafka::start(&["lines", "totals_local", "totals_cluster"]);
+    let node = local_node(tmp.path(), "127.0.0.80");
+    kafka.produce(tmp.path(), "skitter_local", "lines", 0, 4000);
+    let input = kafka.dump("lines");
+    assert_eq!(input.len(), 4000);
+    let partitions: BTreeSet<u32> = input.iter().map(|r| r.partition).collect();
+    assert_eq!(partitions, (0..4).collect(), "keys spread over the 4 partitions");
+    let expected = totals(&lines(0, 4000));
+
+    let counted = run(tmp.path(), &["rpc", "skitter_local", &format!("wait(deploy({}))", count(&kafka, "local", "totals_local"))]);
+    counted.success().stdout_has("finished");
+    assert_eq!(written_totals(&kafka, "totals_local"), expected);
+    drop(node);
+
+    let w1 = Node::worker("w1", "127.0.0.81", &[], tmp.path());
+    let w2 = Node::worker("w2", "127.0.0.82", &[], tmp.path());
+    let master =
+        Node::spawn(&["master", "start", "--no-log", "-n", "m3", "--listen", "127.0.0.83:0", &w1.addr, &w2.addr], tmp.path(), COOKIE, None);
+    assert!(master.wait_stderr("connected to 2 worker(s)", Duration::from_secs(10)), "{}", master.stderr());
+    let counted = run(tmp.path(), &["rpc", "m3", &format!("wait(deploy({}))", count(&kafka, "cluster", "totals_cluster"))]);
+    counted.success().stdout_has("finished");
+    assert_eq!(written_totals(&kafka, "totals_cluster"), expected);
+}
+
+/// Copies each record's partition and offset, tagged with `run`, to `copies`.
+fn copy(kafka: &Kafka, run: &str, poison: Option<&str>) -> String {
+    let map = match poison {
+        Some(p) => format!("|r| if r.value == \"{p}\" {{ throw \"poison\" }} else {{ `{run} ${{r.partition}}:${{r.offset}}` }}"),
+        None => format!("|r| `{run} ${{r.partition}}:${{r.offset}}`"),
+    };
+    format!(
+        "workflow().kafka_source(\"{b}\", \"lines\", #{{ group: \"copy\" }}).map({map}).kafka_sink(\"{b}\", \"copies\")",
+        b = kafka.broker
+    )
+}
+
+/// `stopped N` -> N.
+fn read_of(status: &str) -> usize {
+    let (word, n) = status.split_once(' ').unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(word, "stopped", "{status}");
+    n.parse().unwrap()
+}
+
+#[test]
+fn stopped_mid_stream_or_failed_a_kafka_source_resumes_from_its_committed_offsets_without_a_gap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kafka = Kafka::start(&["lines", "copies"]);
+    let _node = local_node(tmp.path(), "127.0.0.84");
+    kafka.produce(tmp.path(), "skitter_local", "lines", 0, 3000);
+    // Stopped mid-stream: it drains, the sink has what it read, and the
+    // offsets after it are committed.
+    let first = read_of(&run_until_read(tmp.path(), "skitter_local", &copy(&kafka, "A", None), 1000));
+    assert!((1000..=3000).contains(&first), "{first}");
+    // A run that fails commits nothing.
+    kafka.produce(tmp.path(), "skitter_local", "lines", 3000, 2000);
+    let poison = &lines(4000, 1)[0];
+    let failing = copy(&kafka, "B", Some(poison));
+    run(tmp.path(), &["rpc", "skitter_local", &format!("wait(deploy({failing}))")]).success().stdout_has("failed").stdout_has("poison");
+    // The next run reads from where the first stopped: the rest, and more.
+    kafka.produce(tmp.path(), "skitter_local", "lines", 5000, 1000);
+    let rest = read_of(&run_until_read(tmp.path(), "skitter_local", &copy(&kafka, "C", None), 6000 - first));
+    assert_eq!(rest, 6000 - first, "the committed offsets are where the first run stopped");
+
+    let all: BTreeSet<String> = kafka.dump("lines").iter().map(|r| format!("{}:{}", r.partition, r.offset)).collect();
+    assert_eq!(all.len(), 6000);
+    let copies = kafka.dump("copies");
+    let of_run =
+        |run: &str| -> Vec<String> { copies.iter().filter_map(|c| c.value.strip_prefix(&format!("{run} ")).map(str::to_string)).collect() };
+    let (a, c) = (of_run("A"), of_run("C"));
+    assert_eq!(a.len(), first);
+    let seen: BTreeSet<String> = a.iter().chain(&c).cloned().collect();
+    assert_eq!(seen, all, "every record copied, none missing");
+    assert_eq!(a.len() + c.len(), 6000, "a graceful stop commits exactly what it read: nothing twice");
+    assert!(copies.len() >= 6000);
+}
+
+#[test]
+fn a_kafka_broker_that_dies_fails_the_workflow_an_unreachable_one_the_deploy_and_bad_input_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut kafka = Kafka::start(&["lines", "raw"]);
+    let b = kafka.broker.clone();
+    let _node = local_node(tmp.path(), "127.0.0.85");
+    kafka.produce(tmp.path(), "skitter_local", "lines", 0, 10);
+
+    // Not UTF-8: a blob by default; with format "text", a failure naming
+    // the record's partition and offset.
+    let raw = format!("workflow().stream_source([blob(3, 0xff)]).kafka_sink(\"{b}\", \"raw\")");
+    run(tmp.path(), &["rpc", "skitter_local", &format!("wait(deploy({raw}))")]).success().stdout_has("finished");
+    let read = |options: &str| {
+        format!("workflow().kafka_source(\"{b}\", \"raw\", #{{ bounded: true, {options} }}).map(|r| type_of(r.value)).collect()")
+    };
+    let blob = format!("{{ let r = deploy({}); wait(r); print(results(r)); }}", read("group: \"blob\""));
+    run(tmp.path(), &["rpc", "skitter_local", &blob]).success().stdout_has("[\"blob\"]");
+    let text = run(tmp.path(), &["rpc", "skitter_local", &format!("wait(deploy({}))", read("group: \"text\", format: \"text\""))]);
+    let partition = kafka.dump("raw")[0].partition;
+    text.success().stdout_has("failed").stdout_has(&format!("topic `raw` partition {partition} offset 0: the value is not UTF-8"));
+
+    let missing = format!("workflow().kafka_source(\"{b}\", \"nope\").collect()");
+    run(tmp.path(), &["rpc", "skitter_local", &format!("deploy({missing})")]).expect_code(1).stderr_has("topic `nope` does not exist");
+
+    let wf = format!("workflow().kafka_source(\"{b}\", \"lines\", #{{ retry_secs: 0.5 }}).collect()");
+    let status = killed_mid_run(tmp.path(), &wf, || kafka.kill());
+    status.success().stdout_has("failed").stdout_has(&format!("cannot read from {b}: topic `lines` partition"));
+    let refused = run(tmp.path(), &["rpc", "skitter_local", &format!("deploy({wf})")]);
+    refused.expect_code(1).stderr_has(&format!("cannot use {b}"));
+
+    for (script, error) in [
+        ("workflow().kafka_source(\"localhost\", \"t\")", "`localhost` is not a broker address (host:port)"),
+        ("workflow().kafka_source(\"h:1\", \"t\", #{ start: \"middle\" })", "start must be one of earliest, latest"),
+        ("workflow().kafka_source(\"h:1\", \"t\", #{ partition: 1 })", "unknown option `partition`"),
+        ("workflow().kafka_sink(\"h:1\", \"\")", "the topic name is empty"),
+    ] {
+        Skitter::new().args(["eval", script]).run().expect_code(1).stderr_has(error);
+    }
+}
