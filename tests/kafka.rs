@@ -200,16 +200,28 @@ fn a_kafka_broker_that_dies_fails_the_workflow_an_unreachable_one_the_deploy_and
 
     // Not UTF-8: a blob by default; with format "text", a failure naming
     // the record's partition and offset.
-    let raw = format!("workflow().stream_source([blob(3, 0xff)]).kafka_sink(\"{b}\", \"raw\")");
+    let raw = format!("workflow().stream_source([blob(3, 0xff), \"fine\"]).kafka_sink(\"{b}\", \"raw\")");
     run(tmp.path(), &["rpc", "skitter_local", &format!("wait(deploy({raw}))")]).success().stdout_has("finished");
     let read = |options: &str| {
         format!("workflow().kafka_source(\"{b}\", \"raw\", #{{ bounded: true, {options} }}).map(|r| type_of(r.value)).collect()")
     };
     let blob = format!("{{ let r = deploy({}); wait(r); print(results(r)); }}", read("group: \"blob\""));
-    run(tmp.path(), &["rpc", "skitter_local", &blob]).success().stdout_has("[\"blob\"]");
+    run(tmp.path(), &["rpc", "skitter_local", &blob]).success().stdout_has("[\"blob\", \"string\"]");
     let text = run(tmp.path(), &["rpc", "skitter_local", &format!("wait(deploy({}))", read("group: \"text\", format: \"text\""))]);
     let partition = kafka.dump("raw")[0].partition;
     text.success().stdout_has("failed").stdout_has(&format!("topic `raw` partition {partition} offset 0: the value is not UTF-8"));
+    // With the port `reject` linked, such a record goes there instead.
+    let rejecting = format!(
+        "workflow().kafka_source(\"{b}\", \"raw\", #{{ bounded: true, group: \"reject\", format: \"text\" }}).name(\"src\")\
+         .map(|r| r.value).collect().name(\"good\").from(\"src.reject\").map(|r| `${{r.offset}} ${{type_of(r.value)}} ${{r.error}}`)\
+         .collect().name(\"bad\")"
+    );
+    let script = format!("{{ let r = deploy({rejecting}); print(wait(r)); print(results(r, \"good\")); print(results(r, \"bad\")); }}");
+    run(tmp.path(), &["rpc", "skitter_local", &script])
+        .success()
+        .stdout_has("finished")
+        .stdout_has("[\"fine\"]")
+        .stdout_has(&format!("[\"0 blob topic `raw` partition {partition} offset 0: the value is not UTF-8"));
 
     let missing = format!("workflow().kafka_source(\"{b}\", \"nope\").collect()");
     run(tmp.path(), &["rpc", "skitter_local", &format!("deploy({missing})")]).expect_code(1).stderr_has("topic `nope` does not exist");

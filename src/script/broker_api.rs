@@ -182,13 +182,17 @@ pub mod api {
     /// no offset for starts: "earliest", the default, or "latest"),
     /// `format` ("auto": text when UTF-8, else a blob; "text": a record
     /// that is not UTF-8 fails the workflow, naming its partition and
-    /// offset; "blob"), `bounded` (true: read each partition up to where
+    /// offset, unless the source's port `reject` is linked: then it goes
+    /// there as `#{key, value, partition, offset, timestamp, error}` with
+    /// key and value as blobs; "blob"), `bounded` (true: read each partition up to where
     /// it ended at the start, then finish) and `retry_secs` (how long a
     /// broker that stops answering is retried before the workflow fails,
     /// default 5).
     ///
     /// ```rhai
     /// let wf = workflow().kafka_source("127.0.0.1:9092", "events", #{ group: "counts", bounded: true });
+    /// let checked = workflow().kafka_source("127.0.0.1:9092", "events", #{ format: "text" }).name("events")
+    ///     .inspect("ok").from("events.reject").map(|r| r.error).inspect("not text");
     /// ```
     #[rhai_fn(name = "kafka_source", return_raw)]
     pub fn chain_kafka_source_with(wf: Workflow, brokers: &str, topic: &str, options: rhai::Map) -> RhaiResult<Workflow> {

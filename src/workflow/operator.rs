@@ -232,6 +232,7 @@ const IN: &[&str] = &["in"];
 const NONE: &[&str] = &[];
 const OUT: &[&str] = &["out"];
 const FILTER_OUT: &[&str] = &["accept", "reject"];
+const KAFKA_OUT: &[&str] = &["out", "reject"];
 
 impl Operator {
     /// The operator's kind, as used in automatic node names and messages.
@@ -281,6 +282,7 @@ impl Operator {
         match self {
             Operator::With(w) => w.op.out_ports(),
             Operator::Filter(_) => FILTER_OUT.to_vec(),
+            Operator::Source(SourceSpec::Kafka(_)) => KAFKA_OUT.to_vec(),
             Operator::WriteLines(_)
             | Operator::WriteParts(_)
             | Operator::Collect

@@ -171,15 +171,29 @@ impl SourceReader {
             SourceReader::Kafka(reader) => loop {
                 match reader.next_batch()? {
                     None => return Ok(None),
-                    Some(got) if got.is_empty() && !stopping() => continue,
-                    Some(got) => {
-                        batch = got;
-                        break;
-                    }
+                    Some(got) if got.is_empty() && !reader.has_rejects() && !stopping() => continue,
+                    // A batch of rejects alone is a batch too.
+                    Some(got) => return Ok((!got.is_empty() || reader.has_rejects()).then_some(got)),
                 }
             },
         }
         Ok((!batch.is_empty()).then_some(batch))
+    }
+
+    /// Records go to port 1 (`reject`) when they cannot be read as asked,
+    /// instead of failing the workflow: the port is linked.
+    pub fn keep_rejects(&mut self) {
+        if let SourceReader::Kafka(reader) = self {
+            reader.keep_rejects();
+        }
+    }
+
+    /// The records rejected since the last call (for port 1).
+    pub fn take_rejects(&mut self) -> Vec<Dynamic> {
+        match self {
+            SourceReader::Kafka(reader) => reader.take_rejects(),
+            _ => Vec::new(),
+        }
     }
 }
 

@@ -117,6 +117,9 @@ impl StageRun {
     fn run_source(&mut self, calls: &Calls, running: &Running) -> Result<(), FlowError> {
         let Step::Source(spec) = &self.steps[0] else { unreachable!("checked by caller") };
         let mut reader = SourceReader::open(spec.clone(), &self.names[0], (self.instance, self.instances), running)?;
+        if self.routes[0].get(1).is_some_and(|targets| !targets.is_empty()) {
+            reader.keep_rejects();
+        }
         let stopping = || running.stop_requested() || running.has_ended();
         loop {
             if running.has_ended() {
@@ -127,8 +130,14 @@ impl StageRun {
             }
             let Some(batch) = reader.next_batch(calls, &self.names[0], &stopping)? else { return Ok(()) };
             let full = batch.len() >= BATCH;
-            running.count(self.nodes[0], 0, batch.len());
-            self.route(calls, running, 0, 0, batch)?;
+            let rejects = reader.take_rejects();
+            running.count(self.nodes[0], 0, batch.len() + rejects.len());
+            if !batch.is_empty() {
+                self.route(calls, running, 0, 0, batch)?;
+            }
+            if !rejects.is_empty() {
+                self.route(calls, running, 0, 1, rejects)?;
+            }
             self.flush(running, if full { BATCH } else { 1 })?;
         }
     }

@@ -146,6 +146,9 @@ pub struct Reader {
     operator: String,
     spec: KafkaSource,
     position: Arc<Position>,
+    /// Records that are not text where text was asked for, kept for the
+    /// `reject` port when it is linked (else they fail the workflow).
+    rejects: Option<Vec<Dynamic>>,
 }
 
 impl Reader {
@@ -201,7 +204,22 @@ impl Reader {
                 handle.spawn(follow(partition, from, end, retry, send.clone()))
             })
             .collect();
-        Ok(Reader { handle: handle.clone(), fetched, tasks, open, operator: operator.into(), spec: spec.clone(), position })
+        Ok(Reader { handle: handle.clone(), fetched, tasks, open, operator: operator.into(), spec: spec.clone(), position, rejects: None })
+    }
+
+    /// Sends records that are not text to the `reject` port instead of
+    /// failing the workflow.
+    pub fn keep_rejects(&mut self) {
+        self.rejects.get_or_insert_with(Vec::new);
+    }
+
+    pub fn has_rejects(&self) -> bool {
+        self.rejects.as_ref().is_some_and(|r| !r.is_empty())
+    }
+
+    /// The records rejected since the last call.
+    pub fn take_rejects(&mut self) -> Vec<Dynamic> {
+        self.rejects.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The next records as `#{key, value, partition, offset, timestamp}`;
@@ -216,7 +234,9 @@ impl Reader {
                 Ok(Some(Fetched::Records(p, records))) => {
                     let Some(last) = records.last().map(|r| r.offset) else { continue };
                     for r in &records {
-                        batch.push(self.record(p, r)?);
+                        if let Some(record) = self.record(p, r)? {
+                            batch.push(record);
+                        }
                     }
                     self.position.advance(p, last + 1, records.len());
                 }
@@ -234,29 +254,46 @@ impl Reader {
         Ok((self.open > 0 || !batch.is_empty()).then_some(batch))
     }
 
-    fn record(&self, partition: i32, r: &RecordAndOffset) -> Result<Dynamic, FlowError> {
-        let text = |what: &str, bytes: &Option<Vec<u8>>| -> Result<Dynamic, FlowError> {
+    /// The record as a map; `None` when it went to the rejects.
+    fn record(&mut self, partition: i32, r: &RecordAndOffset) -> Result<Option<Dynamic>, FlowError> {
+        let format = self.spec.format;
+        let convert = |bytes: &Option<Vec<u8>>| -> Result<Dynamic, std::str::Utf8Error> {
             let Some(bytes) = bytes else { return Ok(Dynamic::UNIT) };
-            match (self.spec.format, std::str::from_utf8(bytes)) {
-                (ValueFormat::Blob, _) => Ok(Dynamic::from_blob(bytes.clone())),
+            match (format, std::str::from_utf8(bytes)) {
+                (ValueFormat::Blob, _) | (ValueFormat::Auto, Err(_)) => Ok(Dynamic::from_blob(bytes.clone())),
                 (_, Ok(s)) => Ok(Dynamic::from(ImmutableString::from(s))),
-                (ValueFormat::Auto, Err(_)) => Ok(Dynamic::from_blob(bytes.clone())),
-                (ValueFormat::Text, Err(e)) => Err(FlowError::Operator {
-                    operator: self.operator.clone(),
-                    reason: format!(
-                        "topic `{}` partition {partition} offset {}: the {what} is not UTF-8 text ({e}); read it as a blob with #{{ format: \"auto\" }}",
-                        self.spec.topic, r.offset
-                    ),
-                }),
+                (ValueFormat::Text, Err(e)) => Err(e),
             }
         };
         let mut record = Map::new();
-        record.insert("key".into(), text("key", &r.record.key)?);
-        record.insert("value".into(), text("value", &r.record.value)?);
+        let converted =
+            convert(&r.record.key).map_err(|e| ("key", e)).and_then(|key| Ok((key, convert(&r.record.value).map_err(|e| ("value", e))?)));
+        let reason = match converted {
+            Ok((key, value)) => {
+                record.insert("key".into(), key);
+                record.insert("value".into(), value);
+                None
+            }
+            Err((what, e)) => {
+                Some(format!("topic `{}` partition {partition} offset {}: the {what} is not UTF-8 text ({e})", self.spec.topic, r.offset))
+            }
+        };
         record.insert("partition".into(), Dynamic::from_int(partition as i64));
         record.insert("offset".into(), Dynamic::from_int(r.offset));
         record.insert("timestamp".into(), Dynamic::from_int(r.record.timestamp.timestamp_millis()));
-        Ok(Dynamic::from_map(record))
+        let Some(reason) = reason else { return Ok(Some(Dynamic::from_map(record))) };
+        let Some(rejects) = self.rejects.as_mut() else {
+            return Err(FlowError::Operator {
+                operator: self.operator.clone(),
+                reason: format!("{reason}; read it as a blob with #{{ format: \"auto\" }}, or link the port `reject`"),
+            });
+        };
+        let blob = |bytes: &Option<Vec<u8>>| bytes.clone().map_or(Dynamic::UNIT, Dynamic::from_blob);
+        record.insert("key".into(), blob(&r.record.key));
+        record.insert("value".into(), blob(&r.record.value));
+        record.insert("error".into(), Dynamic::from(ImmutableString::from(reason)));
+        rejects.push(Dynamic::from_map(record));
+        Ok(None)
     }
 }
 
