@@ -148,7 +148,8 @@ fn every_example_app_runs() {
     let mut apps = 0;
     for entry in std::fs::read_dir(repo().join("examples")).unwrap() {
         let dir = entry.unwrap().path();
-        if !dir.join("skitter.toml").is_file() {
+        // The Kafka example needs a broker: tests/kafka.rs starts one and runs it.
+        if !dir.join("skitter.toml").is_file() || dir.ends_with("kafka_word_count") {
             continue;
         }
         let out = Skitter::new().args(["local", "start", "--no-log", "--app"]).arg(&dir).run();

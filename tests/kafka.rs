@@ -136,6 +136,30 @@ fn a_word_count_from_a_kafka_topic_of_4_partitions_to_kafka_is_exact_locally_and
     let counted = run(tmp.path(), &["rpc", "m3", &format!("wait(deploy({}))", count(&kafka, "cluster", "totals_cluster"))]);
     counted.success().stdout_has("finished");
     assert_eq!(written_totals(&kafka, "totals_cluster"), expected);
+
+    // With a strategy, the source runs on every worker: each instance reads
+    // its share of the partitions, each partition is read once.
+    let spread = format!(
+        "{{ let r = deploy(workflow().kafka_source(\"{b}\", \"lines\", #{{ bounded: true, group: \"spread\" }}).with_strategy(immutable_local())\
+         .map(|r| `${{r.partition}} ${{runtime_info().node}}`).collect()); print(wait(r)); \
+         let seen = #{{}}; let n = 0; for x in results(r) {{ seen[x] = true; n += 1; }} let k = seen.keys(); k.sort(); print(n); print(k); }}",
+        b = kafka.broker
+    );
+    let out = run(tmp.path(), &["rpc", "m3", &spread]).success().stdout();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["finished", "4000"], "{out}");
+    let owners: BTreeMap<u32, String> = lines[2]
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(", ")
+        .map(|e| {
+            let (p, node) = e.trim_matches('"').split_once(' ').unwrap();
+            (p.parse().unwrap(), node.split('@').next().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(lines[2].split(", ").count(), 4, "each partition read by one instance: {out}");
+    assert_eq!(owners.keys().copied().collect::<Vec<u32>>(), [0, 1, 2, 3], "{out}");
+    let nodes: BTreeSet<&String> = owners.values().collect();
+    assert_eq!(nodes.len(), 2, "both workers read: {out}");
 }
 
 /// Copies each record's partition and offset, tagged with `run`, to `copies`.
@@ -237,7 +261,21 @@ fn a_kafka_broker_that_dies_fails_the_workflow_an_unreachable_one_the_deploy_and
         ("workflow().kafka_source(\"h:1\", \"t\", #{ start: \"middle\" })", "start must be one of earliest, latest"),
         ("workflow().kafka_source(\"h:1\", \"t\", #{ partition: 1 })", "unknown option `partition`"),
         ("workflow().kafka_sink(\"h:1\", \"\")", "the topic name is empty"),
+        ("workflow().kafka_source(\"h:1\", \"t\").with_strategy(keyed(|r| r))", "spreads the topic's partitions over its instances"),
     ] {
         Skitter::new().args(["eval", script]).run().expect_code(1).stderr_has(error);
     }
+}
+
+#[test]
+fn the_kafka_example_counts_its_topic_exactly() {
+    let kafka = Kafka::start(&["lines", "totals"]);
+    let app = example("kafka_word_count");
+    let script = format!("print(wait(deploy(fill(\"{b}\")))); print(wait(deploy(kafka_word_count_once(\"{b}\"))));", b = kafka.broker);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), script).unwrap();
+    let done = Skitter::new().args(["local", "--no-log", "--app"]).arg(&app).arg("--script").arg(file.path()).run();
+    assert_eq!(done.success().stdout().trim(), "finished\nfinished");
+    let expected = count_words(&std::fs::read_to_string(app.join("priv/lines.txt")).unwrap());
+    assert_eq!(written_totals(&kafka, "totals"), expected);
 }

@@ -7,7 +7,7 @@ use rhai::plugin::*;
 
 use super::workflow_api::{func, RhaiResult};
 use crate::workflow::operator::{Place, Restrategized, Strategy, UserOp};
-use crate::workflow::{Func, Operator};
+use crate::workflow::{Func, Operator, SourceSpec};
 
 fn fail<T>(msg: impl Into<String>) -> RhaiResult<T> {
     Err(EvalAltResult::ErrorRuntime(msg.into().into(), Position::NONE).into())
@@ -67,7 +67,14 @@ pub fn with_strategy(op: Operator, s: StrategyValue) -> Result<Operator, String>
             Ok(Operator::User(u))
         }
         Operator::Source(_) if s.kind == Strategy::Source && s.place.is_none() => Ok(op),
-        Operator::Source(_) => Err("a source's strategy is fixed: it runs once, on the first worker".into()),
+        // A Kafka source spreads the topic's partitions over its instances.
+        Operator::Source(SourceSpec::Kafka(_)) if s.kind == Strategy::Keyed || s.route.is_some() => {
+            Err("kafka_source spreads the topic's partitions over its instances: give it immutable_local(), tagged(tag) or a strategy with `place`, not keys or routes".into())
+        }
+        Operator::Source(SourceSpec::Kafka(_)) if s.kind != Strategy::Single => {
+            Ok(Operator::With(Box::new(Restrategized { op, strategy: s.kind, key: None, place: s.place, route: None })))
+        }
+        Operator::Source(_) => Err("a source's strategy is fixed: it runs once, on the first worker (only kafka_source takes one)".into()),
         _ if s.kind == Strategy::Source => Err("source() is the strategy of sources (stream_source, read_lines, tcp_source)".into()),
         Operator::With(w) => with_strategy(w.op, s),
         op if keyed_builtin && (s.kind != Strategy::Keyed && s.place.is_none() || s.route.is_some()) => {

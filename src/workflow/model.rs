@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use super::operator::{Operator, Strategy};
+use super::operator::Operator;
 
 /// A port of a node, written `node.port` in scripts.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -340,7 +340,7 @@ impl Workflow {
         if flat.nodes.is_empty() {
             return Err(WorkflowError::Empty);
         }
-        if !flat.nodes.iter().any(|n| n.op.strategy() == Strategy::Source) {
+        if !flat.nodes.iter().any(|n| matches!(n.op.base(), Operator::Source(_))) {
             return Err(WorkflowError::NoSource);
         }
         for (i, node) in flat.nodes.iter().enumerate() {

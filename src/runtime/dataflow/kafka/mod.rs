@@ -29,8 +29,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one request may take (rskafka has no timeout of its own: a
 /// broker that stops answering would hold a request forever).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a fetch waits at the broker for records to arrive.
-const FETCH_WAIT_MS: i32 = 100;
+/// How long a fetch waits at the broker for records to arrive: 5 ms while
+/// records flow on any of the instance's partitions (some came within
+/// [`FLOWING`]), else doubling with each empty fetch up to 160 ms. Kafka
+/// answers as soon as a record comes, but not every broker does
+/// (librdkafka's mock cluster holds a fetch for its whole wait): a short
+/// wait while the topic flows keeps the latency low there too — producers
+/// fill one partition at a time, so a partition of a busy topic is often
+/// quiet for a while — and a long one while it is idle keeps it cheap.
+const FETCH_WAIT_MS: (i32, i32) = (5, 160);
+/// How recent the last records of a partition must be for the topic to flow.
+const FLOWING: Duration = Duration::from_secs(1);
 /// The most a fetch of one partition brings.
 const FETCH_BYTES: i32 = 1 << 20;
 /// How long the reader waits for fetched records before it looks at a stop.
@@ -197,11 +206,12 @@ impl Reader {
         .map_err(|e| FlowError::broker(operator, "read from", &spec.brokers, format!("topic `{}`: {e}", spec.topic)))?;
         let (send, fetched) = mpsc::channel(2 * opened.len().max(1));
         let open = opened.len();
+        let flowing = Arc::new(Flowing::new());
         let tasks = opened
             .into_iter()
             .map(|(partition, from, end)| {
                 position.advance(partition.partition(), from, 0);
-                handle.spawn(follow(partition, from, end, retry, send.clone()))
+                handle.spawn(follow(partition, from, end, retry, send.clone(), flowing.clone()))
             })
             .collect();
         Ok(Reader { handle: handle.clone(), fetched, tasks, open, operator: operator.into(), spec: spec.clone(), position, rejects: None })
@@ -305,18 +315,48 @@ impl Drop for Reader {
     }
 }
 
+/// When records last came on any partition of a reader.
+struct Flowing {
+    start: Instant,
+    /// Milliseconds since `start`.
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Flowing {
+    fn new() -> Flowing {
+        Flowing { start: Instant::now(), last: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    fn seen(&self) {
+        self.last.store(self.start.elapsed().as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn now(&self) -> bool {
+        let last = Duration::from_millis(self.last.load(std::sync::atomic::Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last) < FLOWING
+    }
+}
+
 /// Fetches one partition from `offset` (to `end`, when bounded) into
 /// `send` until the reader goes; a broker that fails for longer than
 /// `retry` ends it with the error.
-async fn follow(partition: PartitionClient, mut offset: i64, end: Option<i64>, retry: Duration, send: mpsc::Sender<Fetched>) {
+async fn follow(
+    partition: PartitionClient,
+    mut offset: i64,
+    end: Option<i64>,
+    retry: Duration,
+    send: mpsc::Sender<Fetched>,
+    flowing: Arc<Flowing>,
+) {
     let p = partition.partition();
     let mut lost: Option<Instant> = None;
+    let mut wait = FETCH_WAIT_MS.0;
     loop {
         if end.is_some_and(|end| offset >= end) {
             let _ = send.send(Fetched::Done).await;
             return;
         }
-        let fetch = partition.fetch_records(offset, 1..FETCH_BYTES, FETCH_WAIT_MS);
+        let fetch = partition.fetch_records(offset, 1..FETCH_BYTES, wait);
         let fetched = match tokio::time::timeout(REQUEST_TIMEOUT, fetch).await {
             Ok(fetched) => fetched.map_err(|e| e.to_string()),
             Err(_) => Err(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())),
@@ -325,7 +365,12 @@ async fn follow(partition: PartitionClient, mut offset: i64, end: Option<i64>, r
             Ok((mut records, _)) => {
                 lost = None;
                 records.retain(|r| r.offset >= offset && end.is_none_or(|end| r.offset < end));
-                let Some(last) = records.last().map(|r| r.offset) else { continue };
+                let Some(last) = records.last().map(|r| r.offset) else {
+                    wait = if flowing.now() { FETCH_WAIT_MS.0 } else { (wait * 2).min(FETCH_WAIT_MS.1) };
+                    continue;
+                };
+                flowing.seen();
+                wait = FETCH_WAIT_MS.0;
                 offset = last + 1;
                 if send.send(Fetched::Records(p, records)).await.is_err() {
                     return;
