@@ -250,11 +250,16 @@ fn a_kafka_broker_that_dies_fails_the_workflow_an_unreachable_one_the_deploy_and
     let missing = format!("workflow().kafka_source(\"{b}\", \"nope\").collect()");
     run(tmp.path(), &["rpc", "skitter_local", &format!("deploy({missing})")]).expect_code(1).stderr_has("topic `nope` does not exist");
 
+    // Two workflows lose the broker: one reading, one writing.
+    let writing = format!("workflow().stream_source(|n| {{ sleep(0.01); n }}).kafka_sink(\"{b}\", \"raw\")");
+    let writer = run(tmp.path(), &["rpc", "skitter_local", &format!("deploy({writing}).id")]).success().stdout().trim().to_string();
     let wf = format!("workflow().kafka_source(\"{b}\", \"lines\", #{{ retry_secs: 0.5 }}).collect()");
     let status = killed_mid_run(tmp.path(), &wf, || kafka.kill());
     status.success().stdout_has("failed").stdout_has(&format!("cannot read from {b}: topic `lines` partition"));
     let refused = run(tmp.path(), &["rpc", "skitter_local", &format!("deploy({wf})")]);
     refused.expect_code(1).stderr_has(&format!("cannot use {b}"));
+    let written = run(tmp.path(), &["rpc", "skitter_local", &format!("wait(workflows()[{writer} - 1].ref)")]);
+    written.success().stdout_has("failed").stdout_has(&format!("cannot write to {b}: topic `raw`:")).stdout_has("(after 3 attempts)");
 
     for (script, error) in [
         ("workflow().kafka_source(\"localhost\", \"t\")", "`localhost` is not a broker address (host:port)"),
