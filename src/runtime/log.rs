@@ -60,9 +60,9 @@ pub fn init(node: &str, log_dir: Option<&Path>) -> Result<(), String> {
     let to_stderr = LineWriter { tx, to: Dest::Stderr, dropped };
     // The Kafka client warns of every retry; what fails is reported by the
     // operator that gave up, so its warnings go to the log file only.
-    let console = to_stderr.with_max_level(tracing::Level::WARN).with_filter(|meta| {
-        meta.target() != REPORTED && !(meta.target().starts_with("rskafka") && *meta.level() > tracing::Level::ERROR)
-    });
+    let console = to_stderr
+        .with_max_level(tracing::Level::WARN)
+        .with_filter(|meta| meta.target() != REPORTED && !(meta.target().starts_with("rskafka") && *meta.level() > tracing::Level::ERROR));
     let result = match log_dir {
         Some(_) => {
             tracing_subscriber::fmt().with_writer(to_file.and(console).and(tap_writer)).with_ansi(false).with_max_level(level).try_init()
