@@ -101,3 +101,26 @@ pub trait Acknowledge: Send + Sync {
     /// Records everything read so far as done; returns how much.
     fn commit(&self) -> Result<u64, String>;
 }
+
+/// Runs `f` to its end from any thread: an instance's, or a task of the
+/// runtime's (settling), which gives its worker up meanwhile. Broker
+/// clients are async; sources and sinks run on instance threads.
+fn block<F: std::future::Future>(handle: &tokio::runtime::Handle, f: F) -> F::Output {
+    if tokio::task::try_id().is_some() {
+        tokio::task::block_in_place(|| handle.block_on(f))
+    } else {
+        handle.block_on(f)
+    }
+}
+
+/// A record as a broker message's (or field's) bytes: text as it is, a blob
+/// as its bytes, anything else as it prints.
+fn bytes(v: &Dynamic) -> Vec<u8> {
+    if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
+        return s.as_bytes().to_vec();
+    }
+    if let Some(b) = v.read_lock::<rhai::Blob>() {
+        return b.clone();
+    }
+    v.to_string().into_bytes()
+}

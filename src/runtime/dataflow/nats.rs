@@ -14,7 +14,7 @@ use rhai::{Dynamic, ImmutableString, Map};
 use tokio::runtime::Handle;
 
 use super::error::FlowError;
-use super::BATCH;
+use super::{block, bytes, BATCH};
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -24,16 +24,6 @@ const POLL: Duration = Duration::from_millis(100);
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The bucket where sources keep their positions.
 pub const BUCKET: &str = "skitter_positions";
-
-/// Runs `f` to its end from any thread: an instance's, or a task of the
-/// runtime's (settling), which gives its worker up meanwhile.
-pub(super) fn block<F: std::future::Future>(handle: &Handle, f: F) -> F::Output {
-    if tokio::task::try_id().is_some() {
-        tokio::task::block_in_place(|| handle.block_on(f))
-    } else {
-        handle.block_on(f)
-    }
-}
 
 async fn connect(url: &str) -> Result<async_nats::Client, String> {
     async_nats::ConnectOptions::new().connection_timeout(CONNECT_TIMEOUT).connect(url).await.map_err(|e| e.to_string())
@@ -238,7 +228,7 @@ impl Writer {
             };
             let mut acks = Vec::with_capacity(records.len());
             for record in records {
-                let ack = js.publish(subject.clone(), super::redis::bytes(record).into()).await.map_err(|e| e.to_string())?;
+                let ack = js.publish(subject.clone(), bytes(record).into()).await.map_err(|e| e.to_string())?;
                 acks.push(ack);
             }
             for ack in acks {

@@ -14,7 +14,7 @@ use redis::{Commands, Connection, RedisError};
 use rhai::{Dynamic, ImmutableString, Map};
 
 use super::error::FlowError;
-use super::BATCH;
+use super::{bytes, BATCH};
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -276,18 +276,6 @@ impl Writer {
         let error = format!("stream `{}`: {last} (after {WRITE_ATTEMPTS} attempts)", self.stream);
         Err(FlowError::broker(operator, "write to", &self.url, error))
     }
-}
-
-/// A value as a field's bytes: text as it is, a blob as its bytes, anything
-/// else as it prints.
-pub(super) fn bytes(v: &Dynamic) -> Vec<u8> {
-    if let Some(s) = v.read_lock::<ImmutableString>() {
-        return s.as_bytes().to_vec();
-    }
-    if let Some(b) = v.read_lock::<rhai::Blob>() {
-        return b.clone();
-    }
-    v.to_string().into_bytes()
 }
 
 #[cfg(test)]

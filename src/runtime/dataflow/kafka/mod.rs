@@ -14,8 +14,8 @@ use std::time::Duration;
 use rskafka::client::{Client, ClientBuilder};
 use tokio::runtime::Handle;
 
+use super::block;
 use super::error::FlowError;
-use super::nats::block;
 use offsets::GroupOffsets;
 pub use reader::{Position, Reader};
 pub use writer::Writer;

@@ -13,8 +13,8 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use super::{broker_list, client, partitions, GroupOffsets, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
+use crate::runtime::dataflow::block;
 use crate::runtime::dataflow::error::FlowError;
-use crate::runtime::dataflow::nats::block;
 use crate::runtime::dataflow::BATCH;
 use crate::workflow::{KafkaSource, KafkaStart, ValueFormat};
 

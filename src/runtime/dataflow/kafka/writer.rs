@@ -11,9 +11,9 @@ use rskafka::record::Record;
 use tokio::runtime::Handle;
 
 use super::{client, partitions, REQUEST_TIMEOUT};
+use crate::runtime::dataflow::block;
+use crate::runtime::dataflow::bytes;
 use crate::runtime::dataflow::error::FlowError;
-use crate::runtime::dataflow::nats::block;
-use crate::runtime::dataflow::redis::bytes;
 use crate::workflow::KafkaSink;
 
 /// Attempts of a produce request before the workflow fails.
