@@ -149,21 +149,30 @@ fn node(expr: &Expr, params: &[String]) -> Option<Node> {
                 _ => return None,
             }
         }
-        // One step of a chain only: `a.b.c` and `a[0][1]` nest further.
-        Expr::Dot(x, ..) => {
-            let lhs = Box::new(node(&x.lhs, params)?);
-            match &x.rhs {
-                Expr::Property(p, _) => Node::Field(lhs, p.2.clone()),
-                Expr::MethodCall(call, _) if call.namespace.is_empty() && call.name == "split" && call.args.len() == 1 => {
-                    Node::Split(lhs, Box::new(node(&call.args[0], params)?))
-                }
-                Expr::MethodCall(call, _) if call.namespace.is_empty() && call.name == "words" && call.args.is_empty() => Node::Words(lhs),
-                _ => return None,
-            }
-        }
+        // A chain of fields that ends in a field, `split` or `words`
+        // (`r.value.split(" ")`); `a[0][1]` and anything else nest further.
+        Expr::Dot(x, ..) => dot(node(&x.lhs, params)?, &x.rhs, params)?,
         Expr::Index(x, ..) if !matches!(x.rhs, Expr::Index(..) | Expr::Dot(..)) => {
             Node::Index(Box::new(node(&x.lhs, params)?), Box::new(node(&x.rhs, params)?))
         }
+        _ => return None,
+    })
+}
+
+/// `lhs` followed by the rest of a dot chain: Rhai nests `a.b.c` as
+/// `a . (b . c)`.
+fn dot(lhs: Node, rhs: &Expr, params: &[String]) -> Option<Node> {
+    let lhs = Box::new(lhs);
+    Some(match rhs {
+        Expr::Property(p, _) => Node::Field(lhs, p.2.clone()),
+        Expr::MethodCall(call, _) if call.namespace.is_empty() && call.name == "split" && call.args.len() == 1 => {
+            Node::Split(lhs, Box::new(node(&call.args[0], params)?))
+        }
+        Expr::MethodCall(call, _) if call.namespace.is_empty() && call.name == "words" && call.args.is_empty() => Node::Words(lhs),
+        Expr::Dot(x, ..) => match &x.lhs {
+            Expr::Property(p, _) => dot(Node::Field(lhs, p.2.clone()), &x.rhs, params)?,
+            _ => return None,
+        },
         _ => return None,
     })
 }
@@ -348,6 +357,10 @@ mod tests {
         let mut map = Map::new();
         map.insert("name".into(), s("ada"));
         let map = Dynamic::from_map(map);
+        let mut record = Map::new();
+        record.insert("value".into(), s("a bb c"));
+        record.insert("inner".into(), map.clone());
+        let record = Dynamic::from_map(record);
         let cases: Vec<(&str, &str, Vec<Dynamic>)> = vec![
             ("w", "w", vec![s("x")]),
             ("c, w", "[c + 1, [w, c + 1]]", vec![i(4), s("x")]),
@@ -357,6 +370,8 @@ mod tests {
             ("line", r#"line.split(" ")"#, vec![s("")]),
             ("line", r#"line.split("")"#, vec![s("abc")]),
             ("r", "r.name", vec![map.clone()]),
+            ("r", r#"r.value.split(" ")"#, vec![record.clone()]),
+            ("r", "r.inner.name", vec![record.clone()]),
             ("r", r#"r["name"]"#, vec![map.clone()]),
             ("x", "x % 2 == 0", vec![i(7)]),
             ("x", "x > 3 && x != 7 || !(x < 0)", vec![i(7)]),
@@ -399,7 +414,17 @@ mod tests {
     #[test]
     fn only_single_pure_expressions_are_translated() {
         let engine = rhai::Engine::new();
-        for body in ["let y = x; y", "print(x); x", "x.len()", "to_upper(x)", "x.a.b", "if x { 1 } else { 2 }", "GLOBAL + x"] {
+        for body in [
+            "let y = x; y",
+            "print(x); x",
+            "x.len()",
+            "to_upper(x)",
+            "x.a.len()",
+            "x.split(\" \").len()",
+            "x.a[0].b",
+            "if x { 1 } else { 2 }",
+            "GLOBAL + x",
+        ] {
             let ast = engine.compile(format!("fn f(x) {{ {body} }}")).unwrap();
             assert!(NativeFn::translate(&ast, "f", 1).is_none(), "{body}");
         }
