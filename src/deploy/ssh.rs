@@ -314,6 +314,25 @@ fn last_words(said: &[String]) -> String {
 /// Runs `skitter worker stop -n NAME` on the host (for `deploy --stop`):
 /// the current shipped release's program when the directory has one.
 pub async fn stop_remote(spec: &WorkerSpec, plan: &LaunchPlan, opts: &SshOptions) -> Result<(), LaunchError> {
+    // A connection that drops while `worker stop` runs leaves it unknown
+    // whether the worker stopped: ask again on a fresh one, where a worker
+    // that is no longer running is a stopped one.
+    for attempt in 0..2 {
+        match stop_once(spec, plan, opts).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(stderr)) if attempt > 0 && stderr.contains("is running (no live record") => return Ok(()),
+            Ok(Err(stderr)) => return Err(LaunchError::CommandFailed(stderr)),
+            // Dropped mid-command (not unreachable, refused, ...: those stand).
+            Err(e @ LaunchError::CommandFailed(_)) if attempt == 0 => tracing::warn!("{spec}: {e}; asking again"),
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the second attempt returns")
+}
+
+/// One `worker stop` over ssh: the transport's error, or the command's
+/// outcome (its standard error when it failed).
+async fn stop_once(spec: &WorkerSpec, plan: &LaunchPlan, opts: &SshOptions) -> Result<Result<(), String>, LaunchError> {
     let session = connect(&spec.host, opts).await?;
     let name = quote(&spec.name);
     let line = format!(
@@ -326,11 +345,7 @@ pub async fn stop_remote(spec: &WorkerSpec, plan: &LaunchPlan, opts: &SshOptions
     if let Ok(session) = Arc::try_unwrap(session) {
         let _ = session.close().await;
     }
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(LaunchError::CommandFailed(String::from_utf8_lossy(&out.stderr).trim().to_string()))
-    }
+    Ok(if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_string()) })
 }
 
 #[cfg(test)]
