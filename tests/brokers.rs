@@ -3,7 +3,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::brokers::*;
@@ -14,7 +14,7 @@ use redis::Commands;
 /// A redis-server of our own on `ip`, on a free port, with nothing saved;
 /// killed (by pid) when dropped.
 struct Redis {
-    child: Child,
+    server: Server,
     url: String,
     _dir: tempfile::TempDir,
 }
@@ -31,7 +31,7 @@ impl Redis {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start redis-server (install it: apt-get install redis-server): {e}"));
         let url = format!("redis://{ip}:{port}");
-        let redis = Redis { child, url, _dir: dir };
+        let redis = Redis { server: Server(child), url, _dir: dir };
         let up = wait_until(Duration::from_secs(10), || redis.con_opt().is_some());
         assert!(up, "redis-server on {ip}:{port} did not answer");
         redis
@@ -72,14 +72,7 @@ impl Redis {
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
+        self.server.kill();
     }
 }
 
@@ -187,7 +180,7 @@ fn a_redis_broker_that_dies_fails_the_workflow_naming_it_and_an_unreachable_one_
 /// A nats-server with JetStream of our own on `ip`, storing in a temporary
 /// directory; killed (by pid) when dropped.
 struct Nats {
-    child: Child,
+    server: Server,
     url: String,
     rt: tokio::runtime::Runtime,
     _dir: tempfile::TempDir,
@@ -205,7 +198,7 @@ impl Nats {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start nats-server (install it: apt-get install nats-server): {e}"));
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let nats = Nats { child, url: format!("nats://{ip}:{port}"), rt, _dir: dir };
+        let nats = Nats { server: Server(child), url: format!("nats://{ip}:{port}"), rt, _dir: dir };
         let up = wait_until(Duration::from_secs(10), || nats.rt.block_on(async_nats::connect(nats.url.as_str())).is_ok());
         assert!(up, "nats-server on {ip}:{port} did not answer");
         nats
@@ -251,14 +244,7 @@ impl Nats {
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        self.kill();
+        self.server.kill();
     }
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::brokers::*;
@@ -15,7 +15,7 @@ use common::*;
 /// A broker of our own (its standard input is our pipe: it cannot outlive
 /// the test); killed (by pid) when dropped.
 struct Kafka {
-    child: Child,
+    server: Server,
     broker: String,
 }
 
@@ -52,7 +52,7 @@ impl Kafka {
             let _ = child.kill();
             panic!("scripts/kafka-broker did not start a broker (see its error above)");
         }
-        Kafka { child, broker }
+        Kafka { server: Server(child), broker }
     }
 
     /// Every record of `topic`, in partition order.
@@ -82,14 +82,7 @@ impl Kafka {
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Kafka {
-    fn drop(&mut self) {
-        self.kill();
+        self.server.kill();
     }
 }
 

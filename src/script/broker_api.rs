@@ -26,19 +26,24 @@ fn name(op: &str, what: &str, value: &str) -> RhaiResult<String> {
     Ok(value.to_string())
 }
 
+/// Refuses an option `op` does not know, naming the ones it does.
+fn known_options(op: &str, options: &rhai::Map, known: &[&str]) -> RhaiResult<()> {
+    match options.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(other) => fail(format!("{op}: unknown option `{other}` (options: {})", known.join(", "))),
+        None => Ok(()),
+    }
+}
+
 /// `redis_source`'s options: `group` (default "skitter"), `retry_secs` (default 5).
 fn source(url_text: &str, stream: &str, options: &rhai::Map) -> RhaiResult<SourceSpec> {
     const OP: &str = "redis_source";
-    if let Some(other) = options.keys().find(|k| !matches!(k.as_str(), "group" | "retry_secs")) {
-        return fail(format!("{OP}: unknown option `{other}` (options: group, retry_secs)"));
-    }
-    let group = match options.get("group") {
-        None => "skitter".to_string(),
-        Some(g) if g.is_string() => name(OP, "group", &g.to_string())?,
-        Some(g) => return fail(format!("{OP}: group must be a string, got {}", g.type_name())),
-    };
-    let retry = retry_secs(OP, options)?;
-    Ok(SourceSpec::Redis { url: url(OP, url_text)?, stream: name(OP, "stream", stream)?, group, retry_ms: (retry * 1000.0) as u64 })
+    known_options(OP, options, &["group", "retry_secs"])?;
+    Ok(SourceSpec::Redis {
+        url: url(OP, url_text)?,
+        stream: name(OP, "stream", stream)?,
+        group: option_text(OP, options, "group", "skitter", &[])?,
+        retry_ms: retry_ms(OP, options)?,
+    })
 }
 
 fn nats_url(op: &str, url: &str) -> RhaiResult<String> {
@@ -52,23 +57,17 @@ fn nats_url(op: &str, url: &str) -> RhaiResult<String> {
 /// "skitter"), `retry_secs` (default 5).
 fn nats_source(url: &str, subject: &str, options: &rhai::Map) -> RhaiResult<SourceSpec> {
     const OP: &str = "nats_source";
-    if let Some(other) = options.keys().find(|k| !matches!(k.as_str(), "stream" | "durable" | "retry_secs")) {
-        return fail(format!("{OP}: unknown option `{other}` (options: stream, durable, retry_secs)"));
+    known_options(OP, options, &["stream", "durable", "retry_secs"])?;
+    let (url, subject) = (nats_url(OP, url)?, name(OP, "subject", subject)?);
+    if !options.contains_key("stream") {
+        return fail(format!("{OP}: give the JetStream stream that holds `{subject}`: #{{ stream: \"NAME\" }}"));
     }
-    let text = |key: &str, default: Option<&str>| -> RhaiResult<String> {
-        match (options.get(key), default) {
-            (Some(v), _) if v.is_string() => name(OP, key, &v.to_string()),
-            (Some(v), _) => fail(format!("{OP}: {key} must be a string, got {}", v.type_name())),
-            (None, Some(d)) => Ok(d.to_string()),
-            (None, None) => fail(format!("{OP}: give the JetStream stream that holds `{subject}`: #{{ stream: \"NAME\" }}")),
-        }
-    };
     Ok(SourceSpec::Nats {
-        url: nats_url(OP, url)?,
-        subject: name(OP, "subject", subject)?,
-        stream: text("stream", None)?,
-        durable: text("durable", Some("skitter"))?,
-        retry_ms: (retry_secs(OP, options)? * 1000.0) as u64,
+        url,
+        subject,
+        stream: option_text(OP, options, "stream", "", &[])?,
+        durable: option_text(OP, options, "durable", "skitter", &[])?,
+        retry_ms: retry_ms(OP, options)?,
     })
 }
 
@@ -83,7 +82,9 @@ fn kafka_brokers(op: &str, brokers: &str) -> RhaiResult<String> {
     }
 }
 
-fn option_text<'a>(op: &str, options: &'a rhai::Map, key: &str, default: &'a str, allowed: &[&str]) -> RhaiResult<String> {
+/// A string option: `default` when absent, not empty, one of `allowed`
+/// when that is not empty.
+fn option_text(op: &str, options: &rhai::Map, key: &str, default: &str, allowed: &[&str]) -> RhaiResult<String> {
     let value = match options.get(key) {
         None => return Ok(default.to_string()),
         Some(v) if v.is_string() => v.to_string(),
@@ -100,10 +101,7 @@ fn option_text<'a>(op: &str, options: &'a rhai::Map, key: &str, default: &'a str
 /// (default false), `retry_secs` (default 5).
 fn kafka_source(brokers: &str, topic: &str, options: &rhai::Map) -> RhaiResult<SourceSpec> {
     const OP: &str = "kafka_source";
-    const OPTIONS: [&str; 5] = ["group", "start", "format", "bounded", "retry_secs"];
-    if let Some(other) = options.keys().find(|k| !OPTIONS.contains(&k.as_str())) {
-        return fail(format!("{OP}: unknown option `{other}` (options: {})", OPTIONS.join(", ")));
-    }
+    known_options(OP, options, &["group", "start", "format", "bounded", "retry_secs"])?;
     let start = match option_text(OP, options, "start", "earliest", &["earliest", "latest"])?.as_str() {
         "latest" => KafkaStart::Latest,
         _ => KafkaStart::Earliest,
@@ -124,28 +122,28 @@ fn kafka_source(brokers: &str, topic: &str, options: &rhai::Map) -> RhaiResult<S
         start,
         format,
         bounded,
-        retry_ms: (retry_secs(OP, options)? * 1000.0) as u64,
+        retry_ms: retry_ms(OP, options)?,
     }))
 }
 
 fn kafka_sink(brokers: &str, topic: &str, options: &rhai::Map) -> RhaiResult<Operator> {
     const OP: &str = "kafka_sink";
-    if let Some(other) = options.keys().find(|k| !matches!(k.as_str(), "key" | "value")) {
-        return fail(format!("{OP}: unknown option `{other}` (options: key, value)"));
-    }
+    known_options(OP, options, &["key", "value"])?;
     let field = |f: &str| options.get(f).map(|_| option_text(OP, options, f, "", &[])).transpose();
     let (key, value) = (field("key")?, field("value")?);
     Ok(Operator::KafkaSink(KafkaSink { brokers: kafka_brokers(OP, brokers)?, topic: name(OP, "topic", topic)?, key, value }))
 }
 
-fn retry_secs(op: &str, options: &rhai::Map) -> RhaiResult<f64> {
-    match options.get("retry_secs") {
-        None => Ok(5.0),
+/// `retry_secs` (0 to 3600, default 5) in milliseconds.
+fn retry_ms(op: &str, options: &rhai::Map) -> RhaiResult<u64> {
+    let secs = match options.get("retry_secs") {
+        None => 5.0,
         Some(v) => match v.as_float().ok().or_else(|| v.as_int().ok().map(|n| n as f64)) {
-            Some(s) if (0.0..=3600.0).contains(&s) => Ok(s),
-            _ => fail(format!("{op}: retry_secs must be 0 to 3600 seconds, got {v}")),
+            Some(s) if (0.0..=3600.0).contains(&s) => s,
+            _ => return fail(format!("{op}: retry_secs must be 0 to 3600 seconds, got {v}")),
         },
-    }
+    };
+    Ok((secs * 1000.0) as u64)
 }
 
 fn chain(wf: Workflow, op: Operator) -> RhaiResult<Workflow> {

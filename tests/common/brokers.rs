@@ -2,6 +2,7 @@
 //! stop after a number of records or lose their broker mid-run.
 
 use std::collections::BTreeMap;
+use std::process::Child;
 use std::time::Duration;
 
 use super::node::{run, Node, COOKIE};
@@ -52,4 +53,21 @@ pub fn run_until_read(tmp: &std::path::Path, node: &str, wf: &str, read: usize) 
          let s = stop(r); print(`${{s}} ${{stats(r).read}}`);"
     );
     run(tmp, &["rpc", node, &format!("{{ {script} }}")]).success().stdout().trim().to_string()
+}
+
+/// A broker process a test started: killed (by pid) and reaped when the
+/// test kills it or drops it.
+pub struct Server(pub Child);
+
+impl Server {
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

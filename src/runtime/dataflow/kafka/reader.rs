@@ -303,6 +303,8 @@ async fn follow(
     let mut lost: Option<Instant> = None;
     let mut wait = FETCH_WAIT_MS.0;
     loop {
+        // A send fails only when the reader is gone (its workflow ended):
+        // then there is no one left to tell.
         if end.is_some_and(|end| offset >= end) {
             let _ = send.send(Fetched::Done).await;
             return;
