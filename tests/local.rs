@@ -233,6 +233,17 @@ fn an_operator_error_fails_the_workflow_with_operator_record_and_position() {
     assert_eq!(out.stderr().matches("failed on record").count(), 1, "said once:\n{}", out.stderr());
 }
 
+/// Issue 25: a one-expression closure runs in Rust, but `throw` in it
+/// failed nothing: the thrown strings came out as records.
+#[test]
+fn a_throw_in_a_one_expression_closure_fails_the_workflow() {
+    let wf = "workflow().stream_source([1, 2, 3]).map(|x| throw `bad ${x}`).inspect(\"v\")";
+    let out = Skitter::new().args(["local", "start", "--no-log", "--deploy", wf]).run();
+    out.expect_code(1);
+    out.stderr_has("workflow failed").stderr_has("operator `map_2` failed on record 1").stderr_has("bad 1").stderr_has("line 1");
+    assert!(!out.stdout().contains("v: bad"), "no thrown value is a record:\n{}", out.stdout());
+}
+
 #[test]
 fn an_operator_error_in_a_lib_function_names_the_file() {
     let app = app_with(&[("lib/ops.rhai", "fn risky(x) {\n    if x == 3 { throw \"three is not allowed\"; }\n    x\n}\nfn wf() { workflow().stream_source(1..=5).map(|x| risky(x)).inspect(\"v\") }\n")]);

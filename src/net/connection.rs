@@ -65,6 +65,23 @@ impl Authenticated {
     }
 }
 
+impl<M: DeserializeOwned + Serialize> Link<M> {
+    /// Closes the link without losing what it sent: ends the writing half,
+    /// then reads (and drops) what the peer still sends until it closes
+    /// its end too, at most `limit`. A socket closed while bytes from the
+    /// peer wait unread is reset, and a reset makes the peer's kernel
+    /// discard what the peer had not read yet — the last frames, often
+    /// the goodbye itself.
+    pub async fn close(&mut self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            if self.writer.inner.shutdown().await.is_ok() {
+                while let Ok(Some(_)) = self.reader.read().await {}
+            }
+        })
+        .await;
+    }
+}
+
 /// The reading half of a link.
 pub struct Reader<M> {
     inner: SealedReader,

@@ -209,6 +209,14 @@ impl SealedWriter {
         Ok(())
     }
 
+    /// Ends this direction of the connection once everything queued is
+    /// written: the peer reads what was sent, then the end.
+    pub async fn shutdown(&mut self) -> Result<(), NetError> {
+        self.flush().await?;
+        self.half.shutdown().await?;
+        Ok(())
+    }
+
     /// Writes the handshake's confirmation: an empty sealed record.
     pub async fn confirm(&mut self) -> Result<(), NetError> {
         let mut record = [0u8; 2 + TAG];

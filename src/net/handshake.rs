@@ -152,9 +152,16 @@ fn split(
 
 /// Connects to `addr` and handshakes as `me`, all within [`HANDSHAKE_TIMEOUT`].
 pub async fn dial(addr: &str, me: &Identity) -> Result<Authenticated, NetError> {
+    dial_within(addr, me, HANDSHAKE_TIMEOUT).await
+}
+
+/// [`dial`] that waits up to `limit` for the peer's answer: a member of
+/// the cluster that is stalled (stopped, swapping, paused in a debugger)
+/// for less than the tick time answers late, and is no less alive for it.
+pub async fn dial_within(addr: &str, me: &Identity, limit: Duration) -> Result<Authenticated, NetError> {
     let hello = Hello { protocol: PROTOCOL, version: crate::VERSION.into(), role: me.role, name: me.name.clone() };
     let attempt = async { dial_with(TcpStream::connect(addr).await?, &me.cookie, hello).await };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt).await.map_err(|_| NetError::Timeout(HANDSHAKE_TIMEOUT))?
+    tokio::time::timeout(limit, attempt).await.map_err(|_| NetError::Timeout(limit))?
 }
 
 async fn dial_with(mut stream: TcpStream, cookie: &str, hello: Hello) -> Result<Authenticated, NetError> {

@@ -81,8 +81,13 @@ where
     Fut: Future<Output = ()>,
 {
     let end = run(link, out, stop, bye_on_stop, tick, on_message).await;
-    if matches!(end, LinkEnd::Lost(_)) {
-        crate::net::counters::connection_failed();
+    match end {
+        LinkEnd::Lost(_) => crate::net::counters::connection_failed(),
+        // Our goodbye, and what came before it, must reach the peer's
+        // reader, not only its kernel.
+        LinkEnd::SaidBye => link.close(self::tick()).await,
+        LinkEnd::Stopped if bye_on_stop => link.close(CLOSE_ON_EXIT).await,
+        LinkEnd::Stopped | LinkEnd::PeerSaidBye => {}
     }
     end
 }
@@ -111,7 +116,7 @@ where
             _ = stop.cancelled() => {
                 if bye_on_stop {
                     // Best effort: the process is exiting either way.
-                    let _ = tokio::time::timeout(Duration::from_millis(500), link.writer.write(&M::BYE)).await;
+                    let _ = tokio::time::timeout(CLOSE_ON_EXIT, link.writer.write(&M::BYE)).await;
                 }
                 return LinkEnd::Stopped;
             }
@@ -175,6 +180,9 @@ where
         }
     }
 }
+
+/// How long an exiting node waits for a peer to read its goodbye.
+const CLOSE_ON_EXIT: Duration = Duration::from_millis(500);
 
 /// The most data written in one go before control gets its turn.
 const BATCH: usize = 1024 * 1024;

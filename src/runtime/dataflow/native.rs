@@ -15,7 +15,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use rhai::{ASTNode, Array, Dynamic, Expr, ImmutableString, Map, Stmt, AST};
+use rhai::{ASTFlags, ASTNode, Array, Dynamic, Expr, ImmutableString, Map, Stmt, AST};
 
 /// Functions the tree evaluates itself (Rhai's `split` and `to_string`,
 /// skitter's `words`); a script that defines its own function of one of
@@ -81,7 +81,9 @@ impl NativeFn {
         let [stmt] = roots.as_slice() else { return None };
         let body = match stmt {
             Stmt::Expr(expr) => node(expr, &params)?,
-            Stmt::Return(Some(expr), ..) => node(expr, &params)?,
+            // `throw x` is a `Return` too, flagged BREAK: it fails, and
+            // only Rhai fails it the way Rhai does.
+            Stmt::Return(Some(expr), flags, _) if !flags.contains(ASTFlags::BREAK) => node(expr, &params)?,
             Stmt::FnCall(call, pos) => node(&Expr::FnCall(call.clone(), *pos), &params)?,
             _ => return None,
         };
@@ -424,6 +426,9 @@ mod tests {
             "x.a[0].b",
             "if x { 1 } else { 2 }",
             "GLOBAL + x",
+            // Issue 25: a thrown value is an error, never a result.
+            "throw x",
+            "throw `bad ${x}`",
         ] {
             let ast = engine.compile(format!("fn f(x) {{ {body} }}")).unwrap();
             assert!(NativeFn::translate(&ast, "f", 1).is_none(), "{body}");

@@ -248,7 +248,7 @@ impl Worker {
         }
         // The link ends once it has written the goodbye.
         self.master_link.close();
-        let _ = tokio::time::timeout(Duration::from_millis(200), self.master_link.wait()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.master_link.wait()).await;
     }
 
     /// Aborts every part running here.

@@ -28,11 +28,10 @@ impl Worker {
         loop {
             let msg = match reader.read().await {
                 Ok(Some(msg)) => msg,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::warn!("data link from {peer} closed: {e}");
-                    return;
-                }
+                // Only a goodbye ends a link whose frames all arrived: a
+                // link that ends otherwise may have lost some.
+                Ok(None) => return lost(&peer, part.as_ref(), "it closed the connection without a goodbye".into()),
+                Err(e) => return lost(&peer, part.as_ref(), e.to_string()),
             };
             let DataLinkMsg::Data { id, stage, instance, msg } = msg else {
                 if msg.is_bye() {
@@ -99,6 +98,21 @@ impl Worker {
                 return Err(DataVerdict::Wait);
             }
         }
+    }
+}
+
+/// A data link from `peer` ended before its goodbye: the workflow it
+/// carried (if it carried any yet) fails, naming the peer and why. A link
+/// that carried no data yet fails nothing here; its sender hears the same
+/// end and fails the workflow.
+fn lost(peer: &str, part: Option<&(u64, Arc<Running>)>, why: String) {
+    match part {
+        Some((id, running)) if !running.status().is_done() => {
+            let reason = format!("lost the data link from worker {peer}: {why}");
+            tracing::error!(workflow = id, "{reason}");
+            running.fail(reason);
+        }
+        _ => tracing::warn!("data link from {peer} closed: {why}"),
     }
 }
 

@@ -18,7 +18,7 @@ use crate::net::framing::{encode, MAX_FRAME};
 use crate::net::handshake;
 use crate::net::message::RecordsFrame;
 use crate::net::value::{encoded_len, to_values, Value};
-use crate::net::{ControlMsg, DataLinkMsg, Identity, Link, LinkMessage, WorkerInfo};
+use crate::net::{ControlMsg, DataLinkMsg, Identity, Link, LinkMessage, Reader, WorkerInfo};
 use crate::runtime::dataflow::channel::{self, Unsent};
 use crate::runtime::dataflow::{FlowError, Msg, Remote};
 
@@ -56,7 +56,8 @@ impl WorkerRemote {
         let control = self.control.clone();
         let id = self.id;
         self.handle.spawn(async move {
-            let auth = match handshake::dial(&peer.addr, &identity).await {
+            // A peer stalled for less than the tick time is a peer all the same.
+            let auth = match handshake::dial_within(&peer.addr, &identity, crate::runtime::link::tick()).await {
                 Ok(a) => a,
                 Err(e) => {
                     crate::net::counters::connection_failed();
@@ -88,28 +89,18 @@ impl WorkerRemote {
 /// whether it is alive is told by its heartbeats.
 const DATA_WRITE_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 
-/// Writes the frames queued for a peer until the queue closes; ends with an
-/// error when a write fails or the peer has not said it is alive (it sends
-/// heartbeats back) for a tick time.
+/// Writes the frames queued for a peer until the queue closes, then says
+/// goodbye and waits until the peer has read everything and closed its end:
+/// a connection closed while the peer still has frames to read would be
+/// reset by its kernel, and the frames it had not read yet lost with it.
+/// Ends with an error when a write fails, when the peer closes first, or
+/// when it has not said it is alive (it sends heartbeats back) for a tick
+/// time — while frames are in flight as much as while they are written.
 async fn send_data(link: Link<DataLinkMsg>, rx: &mut mpsc::Receiver<Bytes>) -> Result<(), String> {
-    let Link { mut reader, mut writer, .. } = link;
-    let lost = CancellationToken::new();
-    let silent = lost.clone();
-    let listen = tokio::spawn(async move {
-        let tick = crate::runtime::link::tick();
-        let why = loop {
-            match tokio::time::timeout(tick, reader.read()).await {
-                Err(_) => break format!("it was silent for {} (the tick time)", crate::runtime::log::seconds(tick)),
-                Ok(Ok(Some(msg))) if msg.is_heartbeat() => {}
-                Ok(Ok(Some(other))) => break format!("it sent {} on a data link", other.kind()),
-                Ok(Ok(None)) => break "it closed the connection".to_string(),
-                Ok(Err(e)) => break e.to_string(),
-            }
-        };
-        silent.cancel();
-        why
-    });
-    let result = async {
+    let Link { reader, mut writer, .. } = link;
+    let heard = CancellationToken::new();
+    let listen = tokio::spawn(listen(reader, heard.clone()));
+    let written = async {
         while let Some(frame) = rx.recv().await {
             let mut result = writer.feed_encoded(&frame).await;
             // Send everything queued in one flush.
@@ -121,15 +112,49 @@ async fn send_data(link: Link<DataLinkMsg>, rx: &mut mpsc::Receiver<Bytes>) -> R
             }
             result.and(writer.flush().await).map_err(|e| e.to_string())?;
         }
-        let _ = writer.write(&DataLinkMsg::Bye).await;
-        Ok(())
+        writer.write(&DataLinkMsg::Bye).await.map_err(|e| e.to_string())
     };
+    let peer_end = |joined: Result<PeerEnd, tokio::task::JoinError>| joined.unwrap_or_else(|e| PeerEnd::Lost(e.to_string()));
     tokio::select! {
-        r = result => {
-            listen.abort();
-            r
+        w = written => {
+            w?;
+            // The writer stays open until the peer closes: then nothing of
+            // ours is left unread on either side.
+            match peer_end(listen.await) {
+                PeerEnd::Closed => Ok(()),
+                PeerEnd::Lost(why) => Err(why),
+            }
         }
-        _ = lost.cancelled() => Err(listen.await.unwrap_or_else(|e| e.to_string())),
+        _ = heard.cancelled() => match peer_end(listen.await) {
+            PeerEnd::Closed => Err("it closed the connection before it had every frame".into()),
+            PeerEnd::Lost(why) => Err(why),
+        },
+    }
+}
+
+/// How the receiving end of a data link ended, as its sender heard it.
+#[derive(Debug)]
+enum PeerEnd {
+    /// It closed its end (or said goodbye): it read every frame before.
+    Closed,
+    /// The connection broke or the peer went silent, with why.
+    Lost(String),
+}
+
+/// Reads the heartbeats the receiving end of a data link sends until it
+/// closes or is lost; cancels `ended` then.
+async fn listen(mut reader: Reader<DataLinkMsg>, ended: CancellationToken) -> PeerEnd {
+    let _ended = ended.drop_guard();
+    let tick = crate::runtime::link::tick();
+    loop {
+        match tokio::time::timeout(tick, reader.read()).await {
+            Err(_) => return PeerEnd::Lost(format!("it was silent for {} (the tick time)", crate::runtime::log::seconds(tick))),
+            Ok(Ok(Some(msg))) if msg.is_heartbeat() => {}
+            Ok(Ok(Some(msg))) if msg.is_bye() => return PeerEnd::Closed,
+            Ok(Ok(Some(other))) => return PeerEnd::Lost(format!("it sent {} on a data link", other.kind())),
+            Ok(Ok(None)) => return PeerEnd::Closed,
+            Ok(Err(e)) => return PeerEnd::Lost(e.to_string()),
+        }
     }
 }
 
@@ -249,6 +274,78 @@ pub fn pieces(text: &str, max: usize) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::message::DataMsg;
+    use crate::net::Role;
+
+    /// Two ends of an authenticated data link on loopback.
+    async fn data_link() -> (Link<DataLinkMsg>, Link<DataLinkMsg>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let id = |name: &str| Identity { role: Role::Peer, name: name.into(), cookie: "c".into() };
+        let receiver = id("receiver@h");
+        let accepting = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            handshake::accept(stream, &receiver, &[Role::Peer]).await.map_err(|r| r.error.to_string())
+        });
+        let sender = handshake::dial(&addr, &id("sender@h")).await.unwrap();
+        let receiver = accepting.await.unwrap().unwrap();
+        (sender.into_link(Duration::from_secs(5)), receiver.into_link(Duration::from_secs(5)))
+    }
+
+    fn frame(i: u32) -> Bytes {
+        Bytes::from(encode(&DataLinkMsg::Data {
+            id: 1,
+            stage: 0,
+            instance: i,
+            msg: DataMsg::Records(0, vec![Value::Str("x".repeat(10_000).into())]),
+        }))
+    }
+
+    /// Issue 25: a sender that had written everything closed its socket
+    /// while the receiver's heartbeats sat unread in it; the kernel reset
+    /// the connection, and the receiver's kernel threw away the frames its
+    /// busy reader had not taken yet. The sender now waits until the
+    /// receiver has read the goodbye and closed.
+    #[tokio::test]
+    async fn a_busy_receiver_gets_every_frame_and_the_goodbye() {
+        let (sender, mut receiver) = data_link().await;
+        let (tx, mut rx) = mpsc::channel(LINK_QUEUE);
+        for i in 0..40 {
+            tx.send(frame(i)).await.unwrap();
+        }
+        drop(tx);
+        // The receiver says it is alive, but its operators are busy: it
+        // reads nothing for a while.
+        receiver.writer.write(&DataLinkMsg::Heartbeat).await.unwrap();
+        let sending = tokio::spawn(async move { send_data(sender, &mut rx).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!sending.is_finished(), "the sender waits for the receiver to read and close");
+        let mut got = Vec::new();
+        loop {
+            match receiver.reader.read().await {
+                Ok(Some(DataLinkMsg::Data { instance, .. })) => got.push(instance),
+                Ok(Some(DataLinkMsg::Bye)) => break,
+                other => panic!("after {} frames: {other:?}", got.len()),
+            }
+        }
+        assert_eq!(got, (0..40).collect::<Vec<_>>());
+        drop(receiver);
+        assert_eq!(sending.await.unwrap(), Ok(()));
+    }
+
+    /// A receiver that closes before the goodbye fails the sender's side,
+    /// saying so.
+    #[tokio::test]
+    async fn a_receiver_that_closes_early_is_an_error_for_the_sender() {
+        let (sender, receiver) = data_link().await;
+        let (tx, mut rx) = mpsc::channel(LINK_QUEUE);
+        tx.send(frame(0)).await.unwrap();
+        let sending = tokio::spawn(async move { send_data(sender, &mut rx).await });
+        drop(receiver);
+        let err = tokio::time::timeout(Duration::from_secs(5), sending).await.unwrap().unwrap().unwrap_err();
+        assert!(err.contains("closed the connection") || err.contains("reset"), "{err}");
+        drop(tx);
+    }
 
     #[test]
     fn text_is_cut_at_line_ends_and_nothing_is_lost() {
