@@ -446,3 +446,18 @@ fn everything_the_workers_print_reaches_the_masters_output_before_it_exits() {
     out.success();
     assert_eq!(out.labelled("v").len(), 20000, "{}", out.stderr());
 }
+
+/// Issue 25: 32 workers on one host dial each other all at once from one
+/// address; the gate's limit for strangers turned peers away ("gave way to
+/// newer connections while handshaking") and the word count failed.
+#[test]
+fn thirty_two_workers_on_one_host_count_the_words_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let workers: Vec<Node> = (0..32).map(|i| Node::worker(&format!("sw{i}"), "127.0.0.1", &[], tmp.path())).collect();
+    let app = example("word_count");
+    let mut args = vec!["--app", app.to_str().unwrap()];
+    args.extend(workers.iter().map(|w| w.addr.as_str()));
+    let out = master_run(&args, tmp.path(), COOKIE);
+    out.success();
+    assert_eq!(counts(&out.stdout()), expected_counts());
+}

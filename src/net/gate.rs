@@ -1,9 +1,14 @@
 //! The gate in front of a node's listener. Until a peer has proved the
 //! cookie it is a stranger, and strangers get little: one deadline for the
-//! whole handshake, a bounded number of handshakes at once (in all, and per
-//! address — the oldest gives way to a newcomer), a pause for an address
-//! that keeps failing, a backoff when accepting fails (out of file
-//! descriptors), and log lines counted rather than written one per refusal.
+//! whole handshake, a bounded number of handshakes at once (past it, the
+//! address with the most gives way, oldest first, so that one address
+//! cannot crowd out the others), a pause for an address that keeps
+//! failing, a backoff when accepting fails (out of file descriptors), and
+//! log lines counted rather than written one per refusal. A dialer whose
+//! first flight proved the cookie is no stranger: it leaves the strangers'
+//! count and is never made to give way to them, so the all-to-all dialing
+//! of a large cluster from one address (one host, or many behind one NAT)
+//! is never turned away by a limit meant for strangers.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -17,9 +22,12 @@ use tokio_util::sync::CancellationToken;
 use super::handshake::{self, Identity, HANDSHAKE_TIMEOUT};
 use super::{Authenticated, Role};
 
-/// Handshakes in progress at once, in all and from one address.
-pub const MAX_PENDING: usize = 128;
-pub const MAX_PENDING_PER_ADDR: usize = 16;
+/// Handshakes of strangers in progress at once.
+pub const MAX_PENDING: usize = 256;
+/// Handshakes in progress at once whose dialer proved the cookie (they
+/// finish within a round trip; only replayed first flights linger, until
+/// the handshake deadline). Past it, a proven handshake stays a stranger.
+pub const MAX_PROVEN: usize = 1024;
 /// Failed authentications from one address within [`FAILURE_WINDOW`]
 /// before its connections are closed unheard until the window ends.
 pub const MAX_FAILURES: u32 = 10;
@@ -31,6 +39,8 @@ struct Pending {
     id: u64,
     addr: IpAddr,
     evict: CancellationToken,
+    /// The dialer proved the cookie: it does not give way to strangers.
+    proven: bool,
 }
 
 #[derive(Default)]
@@ -58,6 +68,13 @@ pub struct Ticket {
     pub evicted: CancellationToken,
 }
 
+impl Ticket {
+    /// The dialer proved the cookie.
+    pub fn proven(&self) {
+        self.gate.proven(self.id);
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.gate.state.lock().expect("gate lock").pending.retain(|p| p.id != self.id);
@@ -66,8 +83,9 @@ impl Drop for Ticket {
 
 impl Gate {
     /// A place for a handshake from `addr`, or `None` while the address is
-    /// paused for failing. Past a limit, the oldest handshake (of the
-    /// address, else of all) gives way.
+    /// paused for failing. Past the strangers' limit, the address with the
+    /// most strangers pending (the newcomer's counted) gives way, its
+    /// oldest first.
     pub fn admit(self: &Arc<Self>, addr: IpAddr, now: Instant) -> Option<Ticket> {
         let mut s = self.state.lock().expect("gate lock");
         if let Some(&(since, n)) = s.failures.get(&addr) {
@@ -75,20 +93,37 @@ impl Gate {
                 return None;
             }
         }
-        if s.pending.iter().filter(|p| p.addr == addr).count() >= MAX_PENDING_PER_ADDR {
-            if let Some(i) = s.pending.iter().position(|p| p.addr == addr) {
-                s.pending.remove(i).expect("found").evict.cancel();
+        let strangers = || s.pending.iter().filter(|p| !p.proven);
+        if strangers().count() >= MAX_PENDING {
+            let mut per_addr: HashMap<IpAddr, usize> = HashMap::from([(addr, 1)]);
+            for p in strangers() {
+                *per_addr.entry(p.addr).or_default() += 1;
             }
-        }
-        if s.pending.len() >= MAX_PENDING {
-            if let Some(oldest) = s.pending.pop_front() {
-                oldest.evict.cancel();
+            let crowd = per_addr.iter().max_by_key(|(_, &n)| n).map(|(&a, _)| a).unwrap_or(addr);
+            if let Some(i) = s.pending.iter().position(|p| !p.proven && p.addr == crowd) {
+                s.pending.remove(i).expect("found").evict.cancel();
+            } else {
+                // The newcomer's address is the crowd and has nothing pending
+                // to give: only possible with a limit of zero.
+                return None;
             }
         }
         s.next += 1;
         let (id, evicted) = (s.next, CancellationToken::new());
-        s.pending.push_back(Pending { id, addr, evict: evicted.clone() });
+        s.pending.push_back(Pending { id, addr, evict: evicted.clone(), proven: false });
         Some(Ticket { gate: self.clone(), id, evicted })
+    }
+
+    /// The handshake of `ticket` proved the cookie: it no longer counts
+    /// among strangers nor gives way to them (while fewer than
+    /// [`MAX_PROVEN`] are).
+    fn proven(&self, id: u64) {
+        let mut s = self.state.lock().expect("gate lock");
+        if s.pending.iter().filter(|p| p.proven).count() < MAX_PROVEN {
+            if let Some(p) = s.pending.iter_mut().find(|p| p.id == id) {
+                p.proven = true;
+            }
+        }
     }
 
     /// An address failed to prove the cookie.
@@ -182,7 +217,7 @@ where
                 tokio::spawn(async move {
                     let attempt = tokio::select! {
                         _ = ticket.evicted.cancelled() => Err(format!("{from}: gave way to newer connections while handshaking")),
-                        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::accept(stream, &identity, roles)) => match r {
+                        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::accept_with(stream, &identity, roles, || ticket.proven())) => match r {
                             Err(_) => Err(format!("{from}: the handshake took longer than {}", crate::runtime::log::seconds(HANDSHAKE_TIMEOUT))),
                             Ok(Ok(auth)) => Ok(auth),
                             Ok(Err(rejected)) => {
@@ -218,18 +253,32 @@ mod tests {
     }
 
     #[test]
-    fn an_address_past_its_share_gives_way_oldest_first() {
+    fn past_the_limit_the_address_with_the_most_strangers_gives_way_oldest_first() {
         let gate = Arc::new(Gate::default());
         let now = Instant::now();
-        let tickets: Vec<Ticket> = (0..MAX_PENDING_PER_ADDR).map(|_| gate.admit(ip(2), now).unwrap()).collect();
-        assert!(tickets.iter().all(|t| !t.evicted.is_cancelled()));
-        let newest = gate.admit(ip(2), now).unwrap();
-        assert!(tickets[0].evicted.is_cancelled() && !tickets[1].evicted.is_cancelled() && !newest.evicted.is_cancelled());
-        // Another address is not affected, and dropped tickets free places.
-        let other = gate.admit(ip(3), now).unwrap();
-        assert!(!other.evicted.is_cancelled());
-        drop(tickets);
-        assert_eq!(gate.state.lock().unwrap().pending.len(), 2);
+        let crowd: Vec<Ticket> = (0..MAX_PENDING - 2).map(|_| gate.admit(ip(2), now).unwrap()).collect();
+        let others: Vec<Ticket> = (0..2).map(|_| gate.admit(ip(3), now).unwrap()).collect();
+        assert!(crowd.iter().chain(&others).all(|t| !t.evicted.is_cancelled()), "a burst from one address fits");
+        let newest = gate.admit(ip(3), now).unwrap();
+        assert!(crowd[0].evicted.is_cancelled() && !crowd[1].evicted.is_cancelled(), "the crowd's oldest gives way");
+        assert!(others.iter().all(|t| !t.evicted.is_cancelled()) && !newest.evicted.is_cancelled());
+        assert_eq!(gate.state.lock().unwrap().pending.len(), MAX_PENDING);
+        drop(crowd);
+        assert_eq!(gate.state.lock().unwrap().pending.len(), 3, "dropped tickets free places");
+    }
+
+    /// Issue 25: 32 workers on one host dial each other from one address;
+    /// strangers from that address evicted the ones that had already
+    /// proved the cookie.
+    #[test]
+    fn a_dialer_that_proved_the_cookie_never_gives_way_to_strangers() {
+        let gate = Arc::new(Gate::default());
+        let now = Instant::now();
+        let peers: Vec<Ticket> = (0..64).map(|_| gate.admit(ip(1), now).unwrap()).collect();
+        peers.iter().for_each(Ticket::proven);
+        let strangers: Vec<Ticket> = (0..MAX_PENDING * 2).map(|_| gate.admit(ip(1), now).unwrap()).collect();
+        assert!(peers.iter().all(|t| !t.evicted.is_cancelled()), "proven handshakes stay");
+        assert_eq!(strangers.iter().filter(|t| !t.evicted.is_cancelled()).count(), MAX_PENDING, "strangers stay bounded");
     }
 
     #[test]
@@ -238,7 +287,7 @@ mod tests {
         let now = Instant::now();
         let tickets: Vec<Ticket> = (0..MAX_PENDING).map(|i| gate.admit(ip((i % 200) as u8), now).unwrap()).collect();
         let _late = gate.admit(ip(250), now).unwrap();
-        assert!(tickets[0].evicted.is_cancelled());
+        assert_eq!(tickets.iter().filter(|t| t.evicted.is_cancelled()).count(), 1);
         assert_eq!(gate.state.lock().unwrap().pending.len(), MAX_PENDING);
     }
 

@@ -227,7 +227,13 @@ pub struct Rejected {
 
 /// The listening side; `accepts` says which roles may connect. Bounded in
 /// time by the caller.
-pub async fn accept(mut stream: TcpStream, me: &Identity, accepts: &[Role]) -> Result<Authenticated, Rejected> {
+pub async fn accept(stream: TcpStream, me: &Identity, accepts: &[Role]) -> Result<Authenticated, Rejected> {
+    accept_with(stream, me, accepts, || {}).await
+}
+
+/// [`accept`], calling `proven` as soon as the dialer's first flight
+/// proved that it holds the cookie.
+pub async fn accept_with(mut stream: TcpStream, me: &Identity, accepts: &[Role], proven: impl FnOnce()) -> Result<Authenticated, Rejected> {
     let _ = stream.set_nodelay(true);
     let peer_addr = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let unauthenticated = |error| Rejected { error, unauthenticated: true };
@@ -239,6 +245,7 @@ pub async fn accept(mut stream: TcpStream, me: &Identity, accepts: &[Role]) -> R
         .map_err(|_| unauthenticated(NetError::Handshake(format!("{peer_addr} failed authentication: wrong cookie"))))?;
     // From here the dialer holds the cookie (or replays a first flight, and
     // cannot confirm below).
+    proven();
     let refused = |error| Rejected { error, unauthenticated: false };
     let hello: Hello = super::framing::decode(&payload[..n]).map_err(refused)?;
     let refusal = if hello.protocol != PROTOCOL {

@@ -56,8 +56,7 @@ impl WorkerRemote {
         let control = self.control.clone();
         let id = self.id;
         self.handle.spawn(async move {
-            // A peer stalled for less than the tick time is a peer all the same.
-            let auth = match handshake::dial_within(&peer.addr, &identity, crate::runtime::link::tick()).await {
+            let auth = match dial_peer(&peer.addr, &identity).await {
                 Ok(a) => a,
                 Err(e) => {
                     crate::net::counters::connection_failed();
@@ -81,6 +80,28 @@ impl WorkerRemote {
             Unsent::Ended => FlowError::Ended,
             Unsent::Closed => FlowError::Remote("the link to the master is closed".into()),
         })
+    }
+}
+
+/// Dials a peer of the cluster for a data link. The peer joined the same
+/// master with the same cookie, so a failed attempt is a transient one — a
+/// peer stalled for less than the tick time, a listen backlog overflowing
+/// while a large cluster dials all-to-all — and is tried again, until a
+/// tick time has passed.
+async fn dial_peer(addr: &str, identity: &Identity) -> Result<crate::net::Authenticated, crate::net::NetError> {
+    let deadline = tokio::time::Instant::now() + crate::runtime::link::tick();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match handshake::dial_within(addr, identity, left).await {
+            Ok(auth) => return Ok(auth),
+            Err(e) if tokio::time::Instant::now() + pause >= deadline => return Err(e),
+            Err(e) => {
+                tracing::debug!("dialing {addr} for a data link: {e}; trying again in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
     }
 }
 
