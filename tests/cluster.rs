@@ -313,9 +313,46 @@ fn a_master_without_workers_refuses_to_deploy() {
 fn an_unreachable_worker_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let free = std::net::TcpListener::bind("127.0.0.15:0").unwrap().local_addr().unwrap();
-    let out = master_run(&[&free.to_string()], tmp.path(), COOKIE);
+    let started = Instant::now();
+    let out = master_run(&["--wait-time", "0.5", &free.to_string()], tmp.path(), COOKIE);
     out.expect_code(1);
     out.stderr_has(&format!("cannot reach the worker at {free}"));
+    assert!(started.elapsed() < Duration::from_secs(8), "gave up after --wait-time, not later");
+}
+
+/// Issue 25: a master started before its workers exited at once with
+/// "Connection refused"; it keeps trying until --wait-time.
+#[test]
+fn a_master_started_before_its_workers_waits_for_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = ["127.0.0.116", "127.0.0.117"]
+        .iter()
+        .map(|ip| std::net::TcpListener::bind(format!("{ip}:0")).unwrap().local_addr().unwrap().port())
+        .collect();
+    let addrs = [format!("127.0.0.116:{}", ports[0]), format!("127.0.0.117:{}", ports[1])];
+    let app = example("word_count");
+    let mut master = Node::spawn(
+        &["master", "start", "--no-log", "--listen", "127.0.0.1:0", "--app", app.to_str().unwrap(), &addrs[0], &addrs[1]],
+        tmp.path(),
+        COOKIE,
+        None,
+    );
+    // The master is up and dialing; only now do the workers start.
+    let _w1 = Node::spawn(&["worker", "start", "--no-log", "-n", "w1", "--listen", &addrs[0]], tmp.path(), COOKIE, None);
+    let _w2 = Node::spawn(&["worker", "start", "--no-log", "-n", "w2", "--listen", &addrs[1]], tmp.path(), COOKIE, None);
+    let status = master.wait(Duration::from_secs(30)).expect("the master ends");
+    assert_eq!(status.code(), Some(0), "{}", master.stderr());
+    assert_eq!(counts(&master.stdout()), expected_counts());
+}
+
+#[test]
+fn a_worker_given_twice_is_refused_before_anything_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w1 = Node::worker("w1", "127.0.0.118", &[], tmp.path());
+    let out = master_run(&[&w1.addr, &format!("w1@{}", w1.addr)], tmp.path(), COOKIE);
+    out.expect_code(2).stderr_has(&format!("the worker at {} is given twice", w1.addr));
+    // The worker was never asked, and still runs without a master.
+    assert!(w1.stderr().lines().all(|l| !l.contains("master")), "{}", w1.stderr());
 }
 
 #[test]

@@ -244,6 +244,21 @@ fn a_throw_in_a_one_expression_closure_fails_the_workflow() {
     assert!(!out.stdout().contains("v: bad"), "no thrown value is a record:\n{}", out.stdout());
 }
 
+/// Issue 25: `write_lines` given a directory ran the whole workflow, then
+/// failed at the rename without saying where the output went.
+#[test]
+fn write_lines_to_a_directory_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out");
+    std::fs::create_dir(&target).unwrap();
+    let wf = format!("workflow().stream_source(1..=3).inspect(\"ran\").write_lines({:?})", target.display().to_string());
+    let out = Skitter::new().args(["local", "start", "--no-log", "--deploy", &wf]).run();
+    out.expect_code(1).stderr_has("is a directory").stderr_has(&target.display().to_string());
+    assert!(!out.stdout().contains("ran:"), "nothing ran:\n{}", out.stdout());
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("out")], "nothing written beside it");
+}
+
 #[test]
 fn an_operator_error_in_a_lib_function_names_the_file() {
     let app = app_with(&[("lib/ops.rhai", "fn risky(x) {\n    if x == 3 { throw \"three is not allowed\"; }\n    x\n}\nfn wf() { workflow().stream_source(1..=5).map(|x| risky(x)).inspect(\"v\") }\n")]);

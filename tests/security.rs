@@ -208,3 +208,20 @@ fn runaway_console_code_is_stopped_and_the_node_lives_on() {
     run(tmp.path(), &["rpc", "--timeout", "1", &w.addr, "loop {}"]).expect_code(1).stderr_has("longer than its timeout of 1 s");
     run(tmp.path(), &["rpc", &w.addr, "1 + 1"]).success().stdout_has("2");
 }
+
+/// Issue 25: an empty SKITTER_COOKIE fell back to the cookie file without
+/// a word: a node joined (or refused) the wrong cluster.
+#[test]
+fn an_empty_skitter_cookie_is_refused_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    for value in ["", "  "] {
+        let out = Skitter::new()
+            .args(["worker", "start", "--no-log", "--listen", "127.0.0.1:0"])
+            .env("SKITTER_COOKIE", value)
+            .env("SKITTER_TMP", tmp.path())
+            .env("HOME", tmp.path())
+            .run();
+        out.expect_code(2).stderr_has("SKITTER_COOKIE is set but empty");
+        assert!(!tmp.path().join(".skitter.cookie").exists(), "no cookie file was made");
+    }
+}

@@ -265,6 +265,7 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         shutdown_with_workers: args.shutdown_with_workers,
         listen: "127.0.0.1:0".into(),
         metrics: args.metrics.clone(),
+        wait_time: args.wait_time,
         workers: cluster.addresses(),
     };
     let deployed = DeployedBy {

@@ -51,6 +51,10 @@ pub struct MasterArgs {
     /// on 127.0.0.1; or SKITTER_METRICS).
     #[arg(long, global = true, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,
+    /// Seconds to keep trying to reach the workers given here while they
+    /// are still starting (not listening yet, or not answering).
+    #[arg(long = "wait-time", global = true, value_name = "SECONDS", default_value_t = 10.0)]
+    pub wait_time: f64,
     /// Workers to dial: name@host:port or host:port (or SKITTER_WORKERS).
     #[arg(global = true)]
     pub workers: Vec<String>,
@@ -78,6 +82,7 @@ impl MasterArgs {
         if let Some(m) = &self.metrics {
             args.extend(["--metrics".into(), m.clone()]);
         }
+        args.extend(["--wait-time".into(), self.wait_time.to_string()]);
         args.extend(self.workers.iter().cloned());
         args
     }
@@ -130,6 +135,13 @@ pub fn start(
         }
     }
     let workers = workers.iter().map(|w| peer_addr(w)).collect::<Result<Vec<_>>>()?;
+    if let Some(twice) = workers.iter().enumerate().find_map(|(i, w)| workers[..i].contains(w).then_some(w)) {
+        return Err(Error::Usage(format!("the worker at {twice} is given twice: give each worker once")));
+    }
+    if !(args.wait_time > 0.0 && args.wait_time.is_finite()) {
+        return Err(Error::Usage(format!("--wait-time {}: give a positive number of seconds", args.wait_time)));
+    }
+    let wait = std::time::Duration::from_secs_f64(args.wait_time);
     let explicit_deploy = args.deploy.clone().or_else(|| std::env::var("SKITTER_DEPLOY").ok().filter(|d| !d.trim().is_empty()));
     let deploy = if shell { explicit_deploy } else { explicit_deploy.or_else(|| app.as_ref().and_then(|a| a.config.deploy.clone())) };
     let log_dir = match &deployed {
@@ -170,7 +182,7 @@ pub fn start(
 
     // Dial the workers given here, all at once; every failure is reported.
     let dials = rt.block_on(async {
-        let tasks: Vec<_> = workers.iter().map(|w| tokio::spawn(master.clone().dial(w.clone()))).collect();
+        let tasks: Vec<_> = workers.iter().map(|w| tokio::spawn(master.clone().dial(w.clone(), wait))).collect();
         let mut failures = Vec::new();
         for t in tasks {
             match t.await {

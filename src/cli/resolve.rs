@@ -33,9 +33,15 @@ pub fn cookie_for(flag: Option<&str>, app: Option<&App>) -> Result<String> {
         return Ok(c.to_string());
     }
     if let Ok(c) = std::env::var("SKITTER_COOKIE") {
-        if !c.trim().is_empty() {
-            return Ok(c.trim().to_string());
+        // Set but empty is a mistake (a variable that did not expand, a
+        // secret that was not mounted): falling back to another cookie
+        // would join or refuse the wrong cluster without saying why.
+        if c.trim().is_empty() {
+            return Err(Error::Usage(
+                "SKITTER_COOKIE is set but empty: give it the cluster's cookie, or unset it to use the cookie file".into(),
+            ));
         }
+        return Ok(c.trim().to_string());
     }
     if let Some(app) = app.filter(|a| a.release) {
         let path = app.root.join(crate::release::build::COOKIE_FILE);

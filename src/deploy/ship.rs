@@ -6,6 +6,14 @@
 //! and moves it into `DIR/releases/<vsn>` in one rename. A failure anywhere
 //! (a full disk, a damaged copy, a lost connection) leaves nothing behind
 //! but what was there before, and names itself on the script's stderr.
+//!
+//! Hosts may share `DIR` (NFS home directories on a lab's or an HPC
+//! cluster's machines). The rename happens under a lock (a directory made
+//! with `mkdir`, atomic on every filesystem NFS included); a host that finds
+//! the same release installed by another meanwhile keeps it and discards its
+//! own copy, so a directory that a worker may run from is never moved or
+//! removed for the same release. Staging directories of installs that died
+//! (older than an hour) are removed by the next install.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,9 +31,10 @@ pub const RECEIVE: &str = r#"dir=$1 vsn=$2 sum=$3 size=$4
 rel="$dir/releases"
 [ ! -f "$rel/start_data" ] || { echo "$dir is a release itself (it has releases/start_data): give --working-dir a directory of its own" >&2; exit 6; }
 mkdir -p "$rel" || exit 3
-[ -f "$dir/current" ] || { printf '%s\n' "$vsn" > "$dir/.current.$$" && mv -f "$dir/.current.$$" "$dir/current"; } || exit 3
+me="$(uname -n 2>/dev/null).$$"
+[ -f "$dir/current" ] || { printf '%s\n' "$vsn" > "$dir/.current.$me" && mv -f "$dir/.current.$me" "$dir/current"; } || exit 3
 if [ -f "$rel/$vsn/.sha256" ] && [ "$(cat "$rel/$vsn/.sha256")" = "$sum" ]; then echo have; exit 0; fi
-tmp="$rel/.incoming.$vsn.$$"
+tmp="$rel/.incoming.$vsn.$me"
 rm -rf "$tmp"
 mkdir "$tmp" || exit 3
 trap 'rm -rf "$tmp"' EXIT
@@ -44,8 +53,17 @@ mkdir "$tmp/r" || exit 3
 (cd "$tmp/r" && gzip -dc ../release.tar.gz | tar xf -) || { echo "cannot unpack the release into $rel" >&2; exit 3; }
 [ -x "$tmp/r/bin/skitter" ] || { echo "the unpacked release has no bin/skitter" >&2; exit 4; }
 printf '%s\n' "$sum" > "$tmp/r/.sha256" || { echo "cannot write to $rel" >&2; exit 3; }
-if [ -d "$rel/$vsn" ]; then mv "$rel/$vsn" "$tmp/old" || exit 3; fi
+lock="$rel/.lock.$vsn"
+until mkdir "$lock" 2>/dev/null; do
+  [ -z "$(find "$lock" -maxdepth 0 -mmin +2 2>/dev/null)" ] || rmdir "$lock" 2>/dev/null
+  sleep 0.1 2>/dev/null || sleep 1
+done
+trap 'rm -rf "$tmp"; rmdir "$lock" 2>/dev/null' EXIT
+if [ -f "$rel/$vsn/.sha256" ] && [ "$(cat "$rel/$vsn/.sha256")" = "$sum" ]; then echo installed; exit 0; fi
+if [ -e "$rel/$vsn" ]; then mv "$rel/$vsn" "$rel/.replaced.$vsn.$me" && touch "$rel/.replaced.$vsn.$me" || exit 3; fi
 mv "$tmp/r" "$rel/$vsn" || exit 3
+find "$rel" -maxdepth 1 -name '.incoming.*' -mmin +60 -exec rm -rf {} + 2>/dev/null
+find "$rel" -maxdepth 1 -name '.replaced.*' -mtime +7 -exec rm -rf {} + 2>/dev/null
 echo installed
 "#;
 
@@ -230,5 +248,57 @@ mod tests {
         let (out, err) = receive(&built, &t, &t.sha256, &t.bytes);
         assert!(out.is_empty() && err.contains("is a release itself"), "{out} {err}");
         assert!(!built.join("releases/0.3.0/bin").exists());
+    }
+
+    /// Issue 25: hosts sharing one directory (NFS) install the same release
+    /// at once. One install wins; the others keep it and discard their
+    /// copies; the binary a worker runs is never moved once it is there;
+    /// nothing is left behind.
+    #[test]
+    fn installs_racing_into_one_shared_directory_install_once_and_never_move_it() {
+        use std::os::unix::fs::MetadataExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let tmp = tempfile::tempdir().unwrap();
+        let t = Arc::new(tarball(tmp.path()));
+        let shared = Arc::new(tmp.path().join("shared"));
+        for round in 0..5 {
+            let _ = std::fs::remove_dir_all(&*shared);
+            let done = Arc::new(AtomicBool::new(false));
+            let binary = shared.join("releases/0.3.0/bin/skitter");
+            // A worker starting at any moment must find the binary once it was there.
+            let watch = {
+                let (done, binary) = (done.clone(), binary.clone());
+                std::thread::spawn(move || {
+                    let mut seen: Option<u64> = None;
+                    while !done.load(Ordering::Relaxed) {
+                        match (std::fs::metadata(&binary), seen) {
+                            (Ok(m), None) => seen = Some(m.ino()),
+                            (Ok(m), Some(ino)) => assert_eq!(m.ino(), ino, "the installed release was replaced"),
+                            (Err(e), Some(_)) => panic!("the installed release went away: {e}"),
+                            (Err(_), None) => {}
+                        }
+                    }
+                })
+            };
+            let installs: Vec<_> = (0..6)
+                .map(|_| {
+                    let (t, shared) = (t.clone(), shared.clone());
+                    std::thread::spawn(move || receive(&shared, &t, &t.sha256, &t.bytes))
+                })
+                .collect();
+            for i in installs {
+                let (out, err) = i.join().unwrap();
+                assert!(out == "need\ninstalled\n" || out == "have\n", "round {round}: {out:?} {err}");
+            }
+            done.store(true, Ordering::Relaxed);
+            watch.join().unwrap();
+            assert!(binary.is_file());
+            let mut left: Vec<String> = std::fs::read_dir(shared.join("releases"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            left.sort();
+            assert_eq!(left, vec!["0.3.0"], "round {round}: only the release is left");
+        }
     }
 }

@@ -29,6 +29,10 @@ use crate::runtime::console::{Consoles, Upgrader};
 use crate::runtime::master::Master;
 use crate::script::{App, EngineEnv, Host, Session};
 
+/// How long the master keeps trying to reach a new worker that was started
+/// (it may not listen yet).
+const JOIN_WAIT: Duration = Duration::from_secs(10);
+
 /// The workers of a running deploy, and what it needs to replace them.
 pub struct Cluster {
     pub specs: Vec<WorkerSpec>,
@@ -255,7 +259,7 @@ impl Cluster {
             tracing::warn!("the old workers had not all left the master within 10 s");
         }
         let dials = self.handle.block_on(async {
-            let tasks: Vec<_> = workers.iter().map(|l| tokio::spawn(master.clone().dial(l.addr.clone()))).collect();
+            let tasks: Vec<_> = workers.iter().map(|l| tokio::spawn(master.clone().dial(l.addr.clone(), JOIN_WAIT))).collect();
             let mut failures = Vec::new();
             for (t, l) in tasks.into_iter().zip(&workers) {
                 match t.await {

@@ -20,7 +20,7 @@ use super::dataflow::FlowError;
 use super::link::{self, LinkEnd, Outgoing};
 use crate::net::handshake::{self, HANDSHAKE_TIMEOUT};
 use crate::net::message::ControlRefusal;
-use crate::net::{Authenticated, ControlMsg, Identity, Link, LinkMessage, Role, WorkerInfo, WorkflowSpec};
+use crate::net::{Authenticated, ControlMsg, Identity, Link, LinkMessage, NetError, Role, WorkerInfo, WorkflowSpec};
 use crate::script::{Code, Host, Output, WorkflowRef};
 use crate::workflow::{NodeStats, Operator, Plan, Stats, Status, Workflow};
 
@@ -173,12 +173,27 @@ impl Master {
         .await
     }
 
-    /// Dials a worker at `addr` and waits until it is registered.
-    pub async fn dial(self: Arc<Self>, addr: String) -> Result<(), String> {
-        let auth = handshake::dial(&addr, &self.identity).await.map_err(|e| {
-            crate::net::counters::connection_failed();
-            format!("cannot reach the worker at {addr}: {e}")
-        })?;
+    /// Dials a worker at `addr` and waits until it is registered. A worker
+    /// that is not listening yet (still starting) or does not answer is
+    /// tried again, with a backoff, until `wait` has passed; one that
+    /// answers with a refusal (another cookie, another version) is not.
+    pub async fn dial(self: Arc<Self>, addr: String, wait: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(20);
+        let auth = loop {
+            match handshake::dial(&addr, &self.identity).await {
+                Ok(auth) => break auth,
+                Err(e @ (NetError::Io(_) | NetError::Timeout(_))) if tokio::time::Instant::now() + pause < deadline => {
+                    tracing::debug!("cannot reach the worker at {addr} yet: {e}; trying again in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    crate::net::counters::connection_failed();
+                    return Err(format!("cannot reach the worker at {addr}: {e}"));
+                }
+            }
+        };
         let mut auth: Link<ControlMsg> = auth.into_link(link::tick());
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, auth.reader.read()).await {
             Ok(Ok(Some(ControlMsg::Welcome))) => {}

@@ -66,6 +66,15 @@ impl FileSink {
             path: path.into(),
             error: "not a file name".into(),
         })?;
+        // Checked before the workflow runs, not at the rename after it.
+        if path.is_dir() {
+            return Err(FlowError::File {
+                operator: operator.into(),
+                action: "write",
+                path: path.into(),
+                error: "it is a directory: give a file's path (write_parts writes a directory of parts)".into(),
+            });
+        }
         let temp = path.with_file_name(format!(
             ".{}.{}-{}.skitter-tmp",
             name.to_string_lossy(),
@@ -344,12 +353,20 @@ mod tests {
     fn a_file_that_cannot_be_named_is_kept_as_incomplete_and_the_status_says_why() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.txt");
-        std::fs::create_dir_all(path.join("in the way")).unwrap();
         let sink = FileSink::create("w", &path).unwrap();
+        // A directory that appears at the path while the workflow runs.
+        std::fs::create_dir_all(path.join("in the way")).unwrap();
         sink.write(b"a\n").unwrap();
         let status = settle_for([&*sink], Status::Finished);
         assert!(matches!(&status, Status::Failed(e) if e.contains("cannot rename the output to")), "{status}");
         assert_eq!(std::fs::read_to_string(incomplete(&path)).unwrap(), "a\n");
+    }
+
+    #[test]
+    fn a_directory_at_the_path_is_refused_at_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = FileSink::create("out", dir.path()).err().unwrap().to_string();
+        assert!(err.contains("is a directory"), "{err}");
     }
 
     #[test]
