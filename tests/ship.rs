@@ -107,6 +107,8 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.cmd(&["master", "stop", "-n", "up"]).output();
+        // Workers a failed test left: they run from releases under its directory.
+        let _ = Command::new("pkill").arg("-KILL").arg("-f").arg(self.work.path()).output();
     }
 }
 
@@ -302,4 +304,58 @@ fn upgrade_moves_a_running_cluster_to_the_new_version_and_a_host_that_cannot_sta
     let stop = Outcome(c.deploy(&["--stop", "h1", "h2", "h3", "-n", "up"]).output().unwrap());
     stop.success().stdout_has("stopped the workers on 3 host(s)").stdout_has("stopped the master up@");
     assert!(wait_until(Duration::from_secs(5), || rpc("1").code() != Some(0)), "the master is gone");
+}
+
+/// The executable of every process whose command line holds `marker`.
+fn executables(marker: &str) -> Vec<String> {
+    let out = Command::new("pgrep").args(["-f", "--", marker]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|pid| std::fs::read_link(format!("/proc/{}/exe", pid.trim())).ok())
+        .map(|p| p.display().to_string())
+        .collect()
+}
+
+/// Issue 25: hosts that share one working directory (NFS homes). Both
+/// install the same release into it at once; after the upgrade one worker
+/// ran from `releases/.incoming.0.2.0.<pid>/old/bin/skitter (deleted)`.
+/// Now each release is installed once, nothing is moved from under a
+/// worker, and no staging directory is left.
+#[test]
+fn hosts_sharing_one_directory_deploy_and_upgrade_from_one_install() {
+    let c = Cluster::new();
+    let [v1, v2] = std::thread::scope(|s| {
+        let dir = c.work.path();
+        [s.spawn(move || tarball_of(dir, "0.1.0", true)), s.spawn(move || tarball_of(dir, "0.2.0", true))].map(|b| b.join().unwrap())
+    });
+    for round in 0..3 {
+        let shared = c.work.path().join(format!("shared-{round}"));
+        let name = format!("sh{round}");
+        let mut up = c.cmd(&["deploy", "--no-log", "--ssh-config"]);
+        up.arg(c.sshd.config()).arg("--working-dir").arg(&shared);
+        up.args(["--mode", "daemon", "-n", &name, "--release", v1.to_str().unwrap(), "-d", "endless()"]);
+        up.args([&format!("s{round}a@h1"), &format!("s{round}b@h2")]);
+        Outcome(up.output().unwrap()).success().stdout_has("running as a daemon");
+        let out = Outcome(c.cmd(&["upgrade", "-n", &name, v2.to_str().unwrap(), "h1", "h2"]).output().unwrap());
+        out.success().stdout_has("upgraded word_count from 0.1.0 to 0.2.0 on 2 host(s)");
+        let rpc = |expr: &str| Outcome(c.cmd(&["rpc", &name, expr]).output().unwrap());
+        rpc("workers().len()").success().stdout_has("2");
+        rpc("workflows().filter(|w| w.status == \"running\").len()").success().stdout_has("1");
+        let installed = shared.join("releases/0.2.0/bin/skitter").display().to_string();
+        for worker in [format!("-n s{round}a@h1"), format!("-n s{round}b@h2")] {
+            // This test's workers (their releases are under its directory).
+            let mine = c.work.path().display().to_string();
+            let exes: Vec<String> = executables(&format!("--deployed {worker}")).into_iter().filter(|e| e.starts_with(&mine)).collect();
+            assert!(!exes.is_empty(), "round {round}: {worker} runs");
+            assert!(exes.iter().all(|e| *e == installed), "round {round}: {worker} runs from {exes:?}, not {installed}");
+        }
+        let mut left: Vec<String> =
+            std::fs::read_dir(shared.join("releases")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["0.1.0", "0.2.0"], "round {round}: nothing but the releases");
+        let mut stop = c.cmd(&["deploy", "--no-log", "--ssh-config"]);
+        stop.arg(c.sshd.config()).arg("--working-dir").arg(&shared).args(["--stop", "-n", &name]);
+        stop.args([&format!("s{round}a@h1"), &format!("s{round}b@h2")]);
+        Outcome(stop.output().unwrap()).success();
+    }
 }
