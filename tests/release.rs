@@ -336,8 +336,14 @@ fn bin_app_upgrade_moves_a_running_node_to_the_new_version_with_its_workflows() 
         Skitter::new().args(["release", "--tar", "--path", rel.to_str().unwrap()]).dir(&src).run().success();
         rel.join(format!("word_count-{version}.tar.gz"))
     };
+    // `ticking()` is in 0.1.0 and 0.2.0, not in 0.3.0.
+    let lib = src.join("lib/word_count.rhai");
+    let without_ticking = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(&lib, format!("{without_ticking}\nfn ticking() {{ workflow().stream_source(|n| {{ sleep(0.005); n }}).filter(|n| n % 700 == 0).inspect(\"t\") }}\n")).unwrap();
     let v1 = build("0.1.0");
     let v2 = build("0.2.0");
+    std::fs::write(&lib, &without_ticking).unwrap();
+    let v3 = build("0.3.0");
     let deploy_dir = dir.path().join("srv");
     install_by_hand(&v1, &deploy_dir, "0.1.0");
     let old = deploy_dir.join("releases/0.1.0/bin/word_count");
@@ -358,6 +364,18 @@ fn bin_app_upgrade_moves_a_running_node_to_the_new_version_with_its_workflows() 
     run(&new, &["upgrade", "0.1.0"]).success().stdout_has("from 0.2.0 to 0.1.0");
     run(&old, &["rpc", "runtime_info().app_version"]).success().stdout_has("\"0.1.0\"");
     run(&old, &["upgrade", "9.9.9"]).expect_code(2).stderr_has("9.9.9 is not installed");
+
+    // Issue 25: a release that cannot deploy one of the running workflows
+    // again. Every workflow is tried and the failing one named; the new
+    // daemon is stopped (it was left running, and the old version could not
+    // start beside it); the old version runs again with both workflows.
+    run(&old, &["rpc", "deploy(\"ticking()\")"]).success();
+    let failed = run(&old, &["upgrade", v3.to_str().unwrap()]);
+    failed.expect_code(1).stderr_has("0.3.0 could not start: 1 of 2 workflow(s) could not be deployed again");
+    failed.stderr_has("`ticking()`").stderr_has("runs 0.1.0 again");
+    run(&old, &["rpc", "runtime_info().app_version"]).success().stdout_has("\"0.1.0\"");
+    let running = run(&old, &["rpc", "running_deploys()"]);
+    running.success().stdout_has("ticking()").stdout_has("n % 500 == 0");
 }
 
 /// Stops the release's node when dropped.

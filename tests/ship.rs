@@ -20,6 +20,10 @@ const COOKIE: &str = "ship-test-cookie";
 const ENDLESS: &str =
     "\nfn endless() {\n    workflow().stream_source(|n| { sleep(0.005); n }).filter(|n| n % 500 == 0).inspect(\"k\")\n}\n";
 
+/// `endless()` in a release whose strategy places it on workers tagged
+/// `gpu` only: none of the test's hosts is.
+const ENDLESS_ON_GPUS: &str = "\nfn endless() {\n    workflow().stream_source(|n| { sleep(0.005); n }).map(|n| n).with_strategy(strategy(#{ place: |ws| ws.filter(|w| \"gpu\" in w.tags).map(|w| #{ worker: w.name, instances: 1 }), route: |r, p, n| 0 })).inspect(\"k\")\n}\n";
+
 /// A release tarball of examples/word_count at `version` (with `endless()`
 /// in its lib unless `without_endless`), built under `dir`.
 fn tarball(dir: &Path, version: &str) -> PathBuf {
@@ -27,13 +31,17 @@ fn tarball(dir: &Path, version: &str) -> PathBuf {
 }
 
 fn tarball_of(dir: &Path, version: &str, with_endless: bool) -> PathBuf {
+    tarball_with(dir, version, if with_endless { ENDLESS } else { "" })
+}
+
+/// A release tarball of examples/word_count at `version` with `lib` added
+/// to its code.
+fn tarball_with(dir: &Path, version: &str, lib: &str) -> PathBuf {
     let app = dir.join(format!("app-{version}"));
     copy_dir(&example("word_count"), &app);
-    if with_endless {
-        let lib = app.join("lib/word_count.rhai");
-        let text = std::fs::read_to_string(&lib).unwrap() + ENDLESS;
-        std::fs::write(lib, text).unwrap();
-    }
+    let path = app.join("lib/word_count.rhai");
+    let text = std::fs::read_to_string(&path).unwrap() + lib;
+    std::fs::write(path, text).unwrap();
     let toml = std::fs::read_to_string(app.join("skitter.toml")).unwrap();
     let toml: String =
         toml.lines().map(|l| if l.starts_with("version") { format!("version = \"{version}\"\n") } else { format!("{l}\n") }).collect();
@@ -253,10 +261,10 @@ fn a_full_disk_on_one_host_fails_the_deploy_naming_it_and_leaves_nothing_half_wr
 fn upgrade_moves_a_running_cluster_to_the_new_version_and_a_host_that_cannot_start_it_keeps_the_old() {
     let c = Cluster::new();
     // Built side by side: each is a whole release of this (debug) binary.
-    let [v1, v2, v3, v4] = std::thread::scope(|s| {
+    let [v1, v2, v3, v4, v5] = std::thread::scope(|s| {
         let dir = c.work.path();
-        let built = [("0.1.0", true), ("0.2.0", true), ("0.3.0", true), ("0.4.0", false)]
-            .map(|(v, endless)| s.spawn(move || tarball_of(dir, v, endless)));
+        let built = [("0.1.0", ENDLESS), ("0.2.0", ENDLESS), ("0.3.0", ENDLESS), ("0.4.0", ""), ("0.5.0", ENDLESS_ON_GPUS)]
+            .map(|(v, lib)| s.spawn(move || tarball_with(dir, v, lib)));
         built.map(|b| b.join().unwrap())
     });
     let up = Outcome(
@@ -298,6 +306,14 @@ fn upgrade_moves_a_running_cluster_to_the_new_version_and_a_host_that_cannot_sta
     let refused = Outcome(c.cmd(&["upgrade", "-n", "up", v4.to_str().unwrap()]).output().unwrap());
     refused.expect_code(1).stderr_has("nothing changed").stderr_has("`endless()` fails with the new release");
     rpc("runtime_info().app_version").success().stdout_has("\"0.2.0\"");
+    rpc("workflows().filter(|w| w.status == \"running\").len()").success().stdout_has("1");
+
+    // Issue 25: a workflow the new release cannot place (its strategy wants
+    // workers tagged gpu) was found only after the old workers were gone.
+    // Everything a deploy decides on the master is checked first now.
+    let unplaceable = Outcome(c.cmd(&["upgrade", "-n", "up", v5.to_str().unwrap()]).output().unwrap());
+    unplaceable.expect_code(1).stderr_has("nothing changed").stderr_has("its strategy's place put no instance anywhere");
+    every_node_runs(&c, "0.2.0");
     rpc("workflows().filter(|w| w.status == \"running\").len()").success().stdout_has("1");
 
     // Stopping the deploy stops the workers, then the master left with none.

@@ -188,6 +188,7 @@ fn start_and_redeploy(
         Reply::Value(v) => parse_strings(&v).unwrap_or_default(),
         _ => Vec::new(),
     };
+    let mut failed = Vec::new();
     for expr in expressions {
         if let Some(i) = already.iter().position(|e| e == expr) {
             already.remove(i);
@@ -195,12 +196,21 @@ fn start_and_redeploy(
         }
         match console.eval(&format!("deploy({})", rhai_string(expr)), Some(Duration::from_secs(60)), None) {
             Reply::Value(_) | Reply::Unit => eprintln!("deployed again: {expr}"),
-            Reply::Error { message, .. } => return Err(format!("deploying `{expr}` again: {message}")),
-            other => return Err(format!("deploying `{expr}` again: {other:?}")),
+            Reply::Error { message, .. } => failed.push(format!("`{expr}`: {message}")),
+            other => failed.push(format!("`{expr}`: {other:?}")),
         }
     }
     console.close();
-    Ok(())
+    if failed.is_empty() {
+        return Ok(());
+    }
+    // Every workflow was tried; this release cannot run them all, so the
+    // daemon started here goes (the version that ran comes back in its place).
+    let stopped = match super::node::stop(Some(&app), node) {
+        Ok(_) => String::new(),
+        Err(e) => format!(" (and stopping it failed: {e})"),
+    };
+    Err(format!("{} of {} workflow(s) could not be deployed again{stopped}:\n  {}", failed.len(), expressions.len(), failed.join("\n  ")))
 }
 
 /// The strings of a rendered array of strings (`["a", "b\"c"]`).

@@ -14,6 +14,14 @@
 //! 6. the master loads the new release's code and deploys the workflows'
 //!    expressions again; the downtime ends; `current` names the new
 //!    version on every host.
+//!
+//! Before step 4 every running workflow's expression is evaluated with the
+//! new code and checked as a deploy would check it (placement, tags,
+//! paths), so what the master can refuse is refused while nothing has
+//! stopped. After it, every workflow is tried and each failure named; if
+//! the new workers cannot join or a workflow cannot be deployed again, the
+//! old version comes back on every host with its workflows. What the
+//! cluster's state says (version, workers) is what runs, on every path.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, Weak};
@@ -164,6 +172,10 @@ impl Cluster {
         let (outcome, skipped) = match result {
             Switched::Done(n, skipped) => (Ok(n), skipped),
             Switched::RolledBack(why) => return Err(format!("upgrading to {} failed: {why}", tarball.version)),
+            Switched::Stranded(why) => {
+                // Neither version's workers are joined: the state says so.
+                return Err(format!("upgrading to {} failed: {why}; the cluster has no workers now and stays on {from}", tarball.version));
+            }
             Switched::Failed(why) => (Err(why), Vec::new()),
         };
         // The new version runs on every host from here on.
@@ -204,8 +216,10 @@ impl Cluster {
 
     /// Steps 4 to 6: drain, swap the workers, deploy again. Returns how many
     /// workflows were deployed again and which could not be. When the new
-    /// workers cannot join, the old version comes back: its workers start
-    /// again and its workflows are deployed again with its code.
+    /// workers cannot join, or a workflow cannot be deployed again on them,
+    /// the old version comes back: its workers start again and every
+    /// workflow is deployed again with its code. Every workflow is tried,
+    /// and each one that fails is named with its reason.
     fn switch(
         &self,
         master: &Arc<Master>,
@@ -223,26 +237,57 @@ impl Cluster {
             }
         }
         let skipped: Vec<_> = running.iter().filter(|r| !expressions.iter().any(|(e, _)| e == *r)).copied().collect();
-        if let Err(why) = self.swap_workers(master, new_workers) {
-            // Back to the old version, on every host.
-            let sessions = {
-                let s = self.state.lock().expect("state lock");
-                self.specs.iter().map(|spec| s.launched.iter().find(|l| l.spec == *spec).map(|l| l.session.clone())).collect()
-            };
-            let back = self
-                .handle
-                .block_on(fleet::bring_up_all(&self.specs, &old.plan, &self.opts, None, &Progress::terminal(false), sessions))
-                .map_err(|(f, _)| f.to_string())
-                .and_then(|(workers, _)| self.swap_workers(master, workers))
-                .and_then(|()| redeploy(master, old, &expressions, say));
-            return Switched::RolledBack(match back {
-                Ok(_) => format!("{why}; every host is back on the old version, its workflows deployed again"),
-                Err(e) => format!("{why}; and going back to the old version failed too: {e}"),
-            });
+        let why = match self.swap_workers(master, new_workers) {
+            Err(why) => why,
+            Ok(()) => match redeploy(master, new, &expressions, say) {
+                Ok(n) => return Switched::Done(n, skipped),
+                Err(failed) => {
+                    // The new version runs some of them: stop those too.
+                    for r in master.running() {
+                        let _ = master.stop(r, self.drain);
+                    }
+                    failed
+                }
+            },
+        };
+        self.go_back(master, old, &expressions, why, say)
+    }
+
+    /// Brings the old version back on every host and deploys its workflows
+    /// again, after the new version failed for `why`.
+    fn go_back(
+        &self,
+        master: &Arc<Master>,
+        old: &Side,
+        expressions: &[(crate::script::WorkflowRef, String)],
+        why: String,
+        say: &(dyn Fn(&str) + Send + Sync),
+    ) -> Switched {
+        say(&format!("{why}; going back to the old version"));
+        let sessions = {
+            let s = self.state.lock().expect("state lock");
+            self.specs.iter().map(|spec| s.launched.iter().find(|l| l.spec == *spec).map(|l| l.session.clone())).collect()
+        };
+        let restarted =
+            self.handle.block_on(fleet::bring_up_all(&self.specs, &old.plan, &self.opts, None, &Progress::terminal(false), sessions));
+        let old_workers = match restarted {
+            Ok((workers, _)) => workers,
+            Err((f, _)) => {
+                // The new workers still run (joined, or not): the cluster
+                // is on the new version's workers with nothing deployed.
+                return Switched::Failed(format!("{why}; going back to the old version failed too, its workers could not start:\n  {f}"));
+            }
+        };
+        if let Err(e) = self.swap_workers(master, old_workers) {
+            // Neither version's workers joined: stop what was started, so
+            // nothing runs that the state does not name.
+            let left = std::mem::take(&mut self.state.lock().expect("state lock").launched);
+            self.handle.block_on(fleet::stop_all(left));
+            return Switched::Stranded(format!("{why}; and the old version's workers could not join either: {e}"));
         }
-        match redeploy(master, new, &expressions, say) {
-            Ok(n) => Switched::Done(n, skipped),
-            Err(e) => Switched::Failed(e),
+        match redeploy(master, old, expressions, say) {
+            Ok(_) => Switched::RolledBack(format!("{why}; every host is back on the old version, its workflows deployed again")),
+            Err(e) => Switched::RolledBack(format!("{why}; every host is back on the old version, but {e}")),
         }
     }
 
@@ -289,13 +334,18 @@ struct Side {
 enum Switched {
     /// Workflows deployed again, and those without an expression.
     Done(usize, Vec<crate::script::WorkflowRef>),
-    /// The new workers could not join: the old version is back (or not, said why).
+    /// The new version failed; the old version's workers run again (its
+    /// workflows deployed again, or the reason they were not).
     RolledBack(String),
-    /// The new workers run, but a workflow could not be deployed again.
+    /// The new version failed and the old one could not start again: the
+    /// new version's workers are what runs.
     Failed(String),
+    /// Neither version's workers could join: none run.
+    Stranded(String),
 }
 
-/// Deploys `expressions` again on `master` with `side`'s code.
+/// Deploys `expressions` again on `master` with `side`'s code: every one
+/// is tried. Returns how many were deployed, or every failure, each named.
 fn redeploy(
     master: &Arc<Master>,
     side: &Side,
@@ -304,12 +354,23 @@ fn redeploy(
 ) -> Result<usize, String> {
     let host: Arc<dyn Host> = master.clone();
     let mut session = Session::new(side.env.clone(), Some(host.clone()), side.app.clone(), None).map_err(|e| e.to_string())?;
+    let mut failed = Vec::new();
     for (old, expr) in expressions {
-        let new = session.deploy_expr(host.as_ref(), expr)?;
-        master.succession.replace(*old, new);
-        say(&format!("{old} deployed again as {new}: {expr}"));
+        match session.deploy_expr(host.as_ref(), expr) {
+            Ok(new) => {
+                master.succession.replace(*old, new);
+                say(&format!("{old} deployed again as {new}: {expr}"));
+            }
+            Err(e) => {
+                say(&format!("{old} could not be deployed again: {e}"));
+                failed.push(format!("{old} `{expr}`: {e}"));
+            }
+        }
     }
-    Ok(expressions.len())
+    match failed.len() {
+        0 => Ok(expressions.len()),
+        n => Err(format!("{n} of {} workflow(s) could not be deployed again:\n  {}", expressions.len(), failed.join("\n  "))),
+    }
 }
 
 /// Checks, before anything stops, that every running workflow's
@@ -319,7 +380,10 @@ fn preflight(master: &Arc<Master>, new: &Side) -> Result<(), String> {
     for (r, expr) in master.running_expressions() {
         let value = session.eval(expr.as_str()).map_err(|e| format!("nothing changed: {r}'s `{expr}` fails with the new release: {e}"))?;
         match value.try_cast::<crate::workflow::Workflow>() {
-            Some(wf) => wf.validate().map_err(|e| format!("nothing changed: {r}'s `{expr}` with the new release: {e}"))?,
+            // Everything a deploy decides on the master: placement, tags, paths.
+            Some(wf) => master
+                .check_deploy(&wf, &session.code())
+                .map_err(|e| format!("nothing changed: {r}'s `{expr}` with the new release: {e}"))?,
             None => return Err(format!("nothing changed: {r}'s `{expr}` gives no workflow with the new release")),
         }
     }

@@ -390,38 +390,30 @@ impl Master {
     }
 }
 
-impl Host for Master {
-    fn expressions(&self) -> Option<&crate::script::host::DeployExpressions> {
-        Some(&self.expressions)
-    }
+/// A workflow checked and placed, ready to send.
+struct Prepared {
+    graph: crate::workflow::FlatGraph,
+    workers: Vec<WorkerInfo>,
+    message: ControlMsg,
+}
 
-    fn node_name(&self) -> String {
-        self.name.clone()
-    }
-
-    fn deploy(&self, wf: &Workflow, code: Code, audience: Option<crate::script::Audience>) -> Result<WorkflowRef, String> {
+impl Master {
+    /// Everything a deploy decides before it starts anything: the workflow
+    /// is valid, there are workers, every strategy places its instances,
+    /// and the message fits a frame. `id` names the deploy message.
+    fn prepare(&self, wf: &Workflow, code: &Code, id: u64) -> Result<Prepared, String> {
         wf.validate().map_err(|e| e.to_string())?;
         let graph = wf.flatten();
         let workers = self.coordinator.lock().expect("coordinator lock").place()?;
         let spec = WorkflowSpec::from_graph(&graph)?;
-        let sinks: Vec<String> = graph.nodes.iter().filter(|n| matches!(n.op.base(), Operator::Collect)).map(|n| n.name.clone()).collect();
-        // Files of `write_lines` are written here: a bad path fails the deploy.
-        let mut files = HashMap::new();
-        for (i, node) in graph.nodes.iter().enumerate() {
-            if let Operator::WriteLines(path) = node.op.base() {
-                files.insert(i as u32, FileSink::create(&node.name, path).map_err(|e| e.to_string())?);
-            }
-        }
-        let stats = Stats::new(&graph);
         // Checks the plan here, where errors reach the user.
-        let plan = Plan::new(graph);
+        let plan = Plan::new(graph.clone());
         let slots = workers.iter().map(|w| w.slots).min().unwrap_or(1).max(1);
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let sources: Vec<(String, String)> = code.sources.iter().map(|s| (s.name.clone(), s.text.clone())).collect();
         // Where strategies of the user's put their instances: decided here, once.
         let infos: Vec<rhai::Map> = workers.iter().map(|w| w.to_dynamic().cast::<rhai::Map>()).collect();
         let env = crate::script::EngineEnv::new(None, Arc::new(|_: &str| {}));
-        let placement = super::dataflow::place(&plan, &code, &env, &infos, false).map_err(|e| e.to_string())?;
+        let placement = super::dataflow::place(&plan, code, &env, &infos, false).map_err(|e| e.to_string())?;
         let placement = placement.into_iter().map(|(s, counts)| (s as u32, counts.into_iter().map(|n| n as u32).collect())).collect();
         let message = ControlMsg::Deploy { id, spec, sources, workers: workers.clone(), slots, placement };
         // A message too large for a frame would break the link to every
@@ -435,6 +427,43 @@ impl Host for Master {
                 crate::net::framing::MAX_FRAME >> 20
             ));
         }
+        Ok(Prepared { graph, workers, message })
+    }
+
+    /// What a deploy of `wf` would refuse, found without starting anything
+    /// (an upgrade asks before it stops the running version).
+    pub fn check_deploy(&self, wf: &Workflow, code: &Code) -> Result<(), String> {
+        let Prepared { graph, .. } = self.prepare(wf, code, 0)?;
+        for node in &graph.nodes {
+            if let Operator::WriteLines(path) = node.op.base() {
+                sink::check_path(&node.name, path).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Host for Master {
+    fn expressions(&self) -> Option<&crate::script::host::DeployExpressions> {
+        Some(&self.expressions)
+    }
+
+    fn node_name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn deploy(&self, wf: &Workflow, code: Code, audience: Option<crate::script::Audience>) -> Result<WorkflowRef, String> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let Prepared { graph, workers, message } = self.prepare(wf, &code, id)?;
+        let sinks: Vec<String> = graph.nodes.iter().filter(|n| matches!(n.op.base(), Operator::Collect)).map(|n| n.name.clone()).collect();
+        // Files of `write_lines` are written here: a bad path fails the deploy.
+        let mut files = HashMap::new();
+        for (i, node) in graph.nodes.iter().enumerate() {
+            if let Operator::WriteLines(path) = node.op.base() {
+                files.insert(i as u32, FileSink::create(&node.name, path).map_err(|e| e.to_string())?);
+            }
+        }
+        let stats = Stats::new(&graph);
         let (status, _) = watch::channel(Status::Running);
         let collected = sinks.into_iter().map(|s| (s, Vec::new())).collect();
         let deployed = Deployed {

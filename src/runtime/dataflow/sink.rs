@@ -56,25 +56,31 @@ impl Writer {
     }
 }
 
+/// Whether a file sink can write `path`, checked before anything runs
+/// (not at the rename after it): a file's path, in a directory that exists.
+pub fn check_path(operator: &str, path: &Path) -> Result<(), FlowError> {
+    let refused = |action, error: &str| FlowError::File { operator: operator.into(), action, path: path.into(), error: error.into() };
+    if path.is_dir() {
+        return Err(refused("write", "it is a directory: give a file's path (write_parts writes a directory of parts)"));
+    }
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => Err(refused("create", "its directory does not exist")),
+        _ => Ok(()),
+    }
+}
+
 impl FileSink {
     /// Creates the temporary file for `path`: a bad path fails here, at
     /// deploy. What is written reaches the file within the batch deadline.
     pub fn create(operator: &str, path: &Path) -> Result<Arc<FileSink>, FlowError> {
+        check_path(operator, path)?;
         let name = path.file_name().ok_or_else(|| FlowError::File {
             operator: operator.into(),
             action: "write",
             path: path.into(),
             error: "not a file name".into(),
         })?;
-        // Checked before the workflow runs, not at the rename after it.
-        if path.is_dir() {
-            return Err(FlowError::File {
-                operator: operator.into(),
-                action: "write",
-                path: path.into(),
-                error: "it is a directory: give a file's path (write_parts writes a directory of parts)".into(),
-            });
-        }
+        check_path(operator, path)?;
         let temp = path.with_file_name(format!(
             ".{}.{}-{}.skitter-tmp",
             name.to_string_lossy(),
