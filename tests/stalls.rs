@@ -66,16 +66,18 @@ fn flowing(dir: &Path) -> bool {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum Stalled {
-    /// The n-th worker (0-based; the source runs on one of them).
-    Worker(usize),
-    Master,
+enum Fault {
+    /// SIGSTOP of the n-th worker (0-based; the source runs on one of them).
+    StallWorker(usize, Duration),
+    StallMaster(Duration),
+    /// Every packet to the n-th worker's port dropped (iptables on loopback).
+    PartitionWorker(usize, Duration),
 }
 
 /// Runs the running word count over `lines` lines on a master and
-/// `workers` workers, stalls one node for `stall` once output flows, and
-/// checks that the output is exact.
-fn stall_run(first_ip: u8, workers: usize, lines: usize, stalled: Stalled, stall: Duration) {
+/// `workers` workers, injects `fault` once output flows, and checks that
+/// the output is exact.
+fn fault_run(first_ip: u8, workers: usize, lines: usize, fault: Fault) {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let (input, counts) = words_file(tmp.path(), lines);
@@ -90,42 +92,98 @@ fn stall_run(first_ip: u8, workers: usize, lines: usize, stalled: Stalled, stall
     let started = Instant::now();
     assert!(wait_until(Duration::from_secs(60), || flowing(out_dir.path()) || master.child.try_wait().ok().flatten().is_some()));
     let flowed = started.elapsed();
-    match stalled {
-        Stalled::Worker(i) => nodes[i].stall(stall),
-        Stalled::Master => master.stall(stall),
+    match fault {
+        Fault::StallWorker(i, d) => nodes[i].stall(d),
+        Fault::StallMaster(d) => master.stall(d),
+        Fault::PartitionWorker(i, d) => {
+            let _dropped = Dropped::to(&nodes[i].addr);
+            std::thread::sleep(d);
+        }
     }
     let status = master
         .wait(Duration::from_secs(120))
-        .unwrap_or_else(|| panic!("the master did not end within 120 s of a {stall:?} stall of {stalled:?}:\n{}", master.stderr()));
-    eprintln!("{stalled:?} stalled {stall:?} after {flowed:?}; the run took {:?}", started.elapsed());
-    assert_eq!(status.code(), Some(0), "{stalled:?} stalled {stall:?}:\n{}", master.stderr());
+        .unwrap_or_else(|| panic!("the master did not end within 120 s of {fault:?}:\n{}", master.stderr()));
+    eprintln!("{fault:?} after {flowed:?}; the run took {:?}", started.elapsed());
+    assert_eq!(status.code(), Some(0), "{fault:?}:\n{}", master.stderr());
     let got = sorted_lines(&output);
     let want = running_counts(&counts);
-    assert_eq!(got.len(), want.len(), "{stalled:?} stalled {stall:?}: lines written");
-    assert!(got == want, "{stalled:?} stalled {stall:?}: the output differs from the exact running counts");
+    assert_eq!(got.len(), want.len(), "{fault:?}: lines written");
+    assert!(got == want, "{fault:?}: the output differs from the exact running counts");
+}
+
+/// An iptables rule on loopback that drops every packet to `addr`
+/// (ip:port); removed when dropped, also when the test fails.
+struct Dropped(Vec<String>);
+
+impl Dropped {
+    fn to(addr: &str) -> Dropped {
+        let (ip, port) = addr.rsplit_once(':').unwrap();
+        let rule: Vec<String> = ["OUTPUT", "-p", "tcp", "-d", ip, "--dport", port, "-j", "DROP"].map(String::from).to_vec();
+        let added = Command::new("iptables").arg("-I").args(&rule).output().expect("this test needs iptables (scripts/test installs it)");
+        assert!(added.status.success(), "iptables -I: {}", String::from_utf8_lossy(&added.stderr));
+        Dropped(rule)
+    }
+}
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        let _ = Command::new("iptables").arg("-D").args(&self.0).output();
+    }
 }
 
 const LINES: usize = 100_000;
 
-#[test]
-fn a_stall_of_either_of_two_workers_or_the_master_loses_nothing() {
-    for (i, stalled) in [Stalled::Worker(0), Stalled::Worker(1), Stalled::Master].into_iter().enumerate() {
-        for (j, secs) in [1, 3].into_iter().enumerate() {
-            stall_run(20 + (i * 2 + j) as u8 * 2, 2, LINES, stalled, Duration::from_secs(secs));
-        }
+/// Each node of a master and two workers in turn, stopped for `secs`.
+fn each_of_two_workers_and_the_master_stalled(first_ip: u8, secs: u64) {
+    let d = Duration::from_secs(secs);
+    for (i, fault) in [Fault::StallWorker(0, d), Fault::StallWorker(1, d), Fault::StallMaster(d)].into_iter().enumerate() {
+        fault_run(first_ip + i as u8 * 2, 2, LINES, fault);
+    }
+}
+
+fn each_of_three_workers_stalled(first_ip: u8, secs: u64) {
+    let d = Duration::from_secs(secs);
+    for i in 0..3 {
+        fault_run(first_ip + i as u8 * 3, 3, LINES, Fault::StallWorker(i, d));
     }
 }
 
 #[test]
-fn an_8_second_stall_below_the_tick_time_loses_nothing() {
-    stall_run(40, 2, LINES, Stalled::Worker(0), Duration::from_secs(8));
-    stall_run(42, 2, LINES, Stalled::Worker(1), Duration::from_secs(8));
+fn a_1_second_stall_of_any_node_of_two_workers_loses_nothing() {
+    each_of_two_workers_and_the_master_stalled(20, 1);
 }
 
 #[test]
-fn a_stall_of_one_worker_of_three_loses_nothing() {
-    for (i, stalled) in [Stalled::Worker(0), Stalled::Worker(1), Stalled::Worker(2)].into_iter().enumerate() {
-        stall_run(50 + i as u8 * 3, 3, LINES, stalled, Duration::from_secs(3));
+fn a_3_second_stall_of_any_node_of_two_workers_loses_nothing() {
+    each_of_two_workers_and_the_master_stalled(26, 3);
+}
+
+#[test]
+fn an_8_second_stall_of_any_node_of_two_workers_loses_nothing() {
+    each_of_two_workers_and_the_master_stalled(32, 8);
+}
+
+#[test]
+fn a_1_second_stall_of_one_worker_of_three_loses_nothing() {
+    each_of_three_workers_stalled(40, 1);
+}
+
+#[test]
+fn a_3_second_stall_of_one_worker_of_three_loses_nothing() {
+    each_of_three_workers_stalled(50, 3);
+}
+
+#[test]
+fn an_8_second_stall_of_one_worker_of_three_loses_nothing() {
+    each_of_three_workers_stalled(60, 8);
+}
+
+/// The partition: packets to one worker's port dropped for 3 s,
+/// shorter than the tick time.
+#[test]
+fn a_3_second_partition_of_either_worker_loses_nothing() {
+    for i in 0..2 {
+        fault_run(80 + i as u8 * 2, 2, LINES, Fault::PartitionWorker(i, Duration::from_secs(3)));
     }
 }
 
@@ -139,8 +197,8 @@ fn a_slow_receiver_gets_every_record_of_a_sender_that_finished() {
         let out_dir = tempfile::tempdir().unwrap();
         let (input, counts) = words_file(tmp.path(), 20_000);
         let output = out_dir.path().join("counts.txt");
-        let w1 = Node::worker("w1", &format!("127.0.0.{}", 70 + i * 2), &[], tmp.path());
-        let w2 = Node::worker("w2", &format!("127.0.0.{}", 71 + i * 2), &[], tmp.path());
+        let w1 = Node::worker("w1", &format!("127.0.0.{}", 90 + i * 2), &[], tmp.path());
+        let w2 = Node::worker("w2", &format!("127.0.0.{}", 91 + i * 2), &[], tmp.path());
         // Every 100th record of a word on the slow worker takes 2 ms.
         let wf = format!(
             "workflow().read_lines({:?}).flat_map(|line| line.split(\" \")).keyed_reduce(|w| w, |n, w| {{ if n % 100 == 99 && runtime_info().node.starts_with({slow:?}) {{ sleep(0.002); }} [n + 1, `${{w}} ${{n + 1}}`] }}, 0).write_lines({:?})",
@@ -182,8 +240,8 @@ fn a_data_link_reset_mid_stream_fails_the_workflow_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let output = out_dir.path().join("out.txt");
-    let w1 = Node::worker("w1", "127.0.0.60", &[], tmp.path());
-    let w2 = Node::worker("w2", "127.0.0.61", &[], tmp.path());
+    let w1 = Node::worker("w1", "127.0.0.95", &[], tmp.path());
+    let w2 = Node::worker("w2", "127.0.0.96", &[], tmp.path());
     // An endless keyed workflow: both workers send to both.
     let wf = format!(
         "workflow().stream_source(|n| n).keyed_reduce(|x| x % 64, |n, x| [n + 1, x], 0).write_lines({:?})",
