@@ -1,6 +1,11 @@
-//! The errors a command ends with, and the one place they become exit codes.
+//! The errors a command ends with, and the one place they become exit
+//! codes. Used by `cli` and `shell`, the layers that end commands; it sits
+//! below them and above the layers whose errors it gathers (`script`,
+//! `workflow`).
 
 use std::process::ExitCode;
+
+use colored::Colorize;
 
 use crate::script::app::AppError;
 use crate::script::ScriptError;
@@ -38,3 +43,8 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The red "error:" that starts every error message (plain when not on a terminal).
+pub fn prefix() -> String {
+    "error:".red().bold().to_string()
+}

@@ -228,7 +228,7 @@ async fn stop_on_signal(
     eprintln!("stopping the workflow (records in flight are drained; signal again to abort)");
     tracing::info!("signal received: stopping workflow {}", r.id);
     runtime.request_stop(r).map_err(Error::Failed)?;
-    let deadline = tokio::time::sleep(crate::runtime::STOP_DEADLINE);
+    let deadline = tokio::time::sleep(crate::settings::STOP_DEADLINE);
     tokio::select! {
         _ = watch.wait_for(|s: &Status| s.is_done()) => return Ok(()),
         _ = deadline => runtime.request_abort(r, "the stop did not drain in time").map_err(Error::Failed)?,

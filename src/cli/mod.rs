@@ -1,5 +1,7 @@
 //! The command line: clap definitions (plain records), then one file per mode
 //! that resolves them to a configuration and runs it.
+//!
+//! May use every layer below it; only `main` uses it.
 
 mod console;
 mod deploy;
@@ -17,7 +19,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use colored::Colorize;
 
 use crate::script::App;
 use crate::{Error, Result};
@@ -91,10 +92,7 @@ pub enum Mode {
     },
 }
 
-/// The red "error:" that starts every error message (plain when not on a terminal).
-pub fn error_prefix() -> String {
-    "error:".red().bold().to_string()
-}
+pub use crate::error::prefix as error_prefix;
 
 /// Parses `args` and runs the command.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> Result<ExitCode> {

@@ -11,9 +11,9 @@ use crate::net::cookie;
 use crate::runtime::dataflow::deadline;
 use crate::runtime::link;
 use crate::runtime::node::{alive, node_file_path, read_node_file, NodeRecord};
-use crate::runtime::settings::{self, NodeSettings};
-use crate::script::limits::{self, ScriptLimits};
 use crate::script::App;
+use crate::settings::limits::{self, ScriptLimits};
+use crate::settings::node::{self as settings, NodeSettings};
 use crate::{Error, Result};
 
 /// The cookie: `-c` (with a warning), else SKITTER_COOKIE, else a

@@ -2,6 +2,9 @@
 //! the ssh launcher. A launched worker reads its cookie from its standard
 //! input and exits when that input ends, so a worker never outlives the
 //! channel (and the deploy) that started it.
+//!
+//! May use `release` (the tarballs it ships), `runtime` (the master it drives, the `Upgrader` trait
+//! it implements) and the layers below.
 
 pub mod fleet;
 pub mod ship;

@@ -80,7 +80,7 @@ impl Cluster {
             opts,
             progress,
             local_dir,
-            drain: crate::runtime::STOP_DEADLINE,
+            drain: crate::settings::STOP_DEADLINE,
             handle,
             state: std::sync::Mutex::new(State { plan, launched, version }),
             busy: std::sync::Mutex::new(()),
@@ -187,7 +187,7 @@ impl Cluster {
         if let Some(c) = consoles.upgrade() {
             *c.app.write().expect("app lock") = Some(new_app.clone());
         }
-        crate::runtime::settings::set_app(&new_app.config.name, &new_app.config.version);
+        crate::settings::node::set_app(&new_app.config.name, &new_app.config.version);
         let committed = {
             let s = self.state.lock().expect("state lock");
             self.handle.block_on(fleet::set_current(&s.launched, &new_plan, &tarball.version))

@@ -27,9 +27,9 @@ pub enum NetError {
     Handshake(String),
     #[error("the peer closed the connection")]
     Closed,
-    #[error("the peer took longer than {} to answer", crate::runtime::log::seconds(*.0))]
+    #[error("the peer took longer than {} to answer", crate::settings::seconds(*.0))]
     Timeout(Duration),
-    #[error("the peer stopped reading: a write did not finish within {}", crate::runtime::log::seconds(*.0))]
+    #[error("the peer stopped reading: a write did not finish within {}", crate::settings::seconds(*.0))]
     WriteStalled(Duration),
 }
 

@@ -164,7 +164,7 @@ impl Gate {
             "refused {} more connection{} in the last {} (the first: {first})",
             s.refused,
             if s.refused == 1 { "" } else { "s" },
-            crate::runtime::log::seconds(LOG_INTERVAL),
+            crate::settings::seconds(LOG_INTERVAL),
         );
         s.refused = 0;
         s.last_log = Some(now);
@@ -201,7 +201,7 @@ where
                         // Out of file descriptors, most likely: wait for some to close.
                         backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
                         if let Some(line) = gate.refused(format!("cannot accept connections: {e}"), Instant::now()) {
-                            tracing::warn!("{line} (retrying in {})", crate::runtime::log::seconds(backoff));
+                            tracing::warn!("{line} (retrying in {})", crate::settings::seconds(backoff));
                         }
                         tokio::time::sleep(backoff).await;
                         continue;
@@ -218,7 +218,7 @@ where
                     let attempt = tokio::select! {
                         _ = ticket.evicted.cancelled() => Err(format!("{from}: gave way to newer connections while handshaking")),
                         r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::accept_with(stream, &identity, roles, || ticket.proven())) => match r {
-                            Err(_) => Err(format!("{from}: the handshake took longer than {}", crate::runtime::log::seconds(HANDSHAKE_TIMEOUT))),
+                            Err(_) => Err(format!("{from}: the handshake took longer than {}", crate::settings::seconds(HANDSHAKE_TIMEOUT))),
                             Ok(Ok(auth)) => Ok(auth),
                             Ok(Err(rejected)) => {
                                 if rejected.unauthenticated {

@@ -1,6 +1,9 @@
 //! The wire: values, messages, frames, the encrypting handshake, cookies,
 //! and the gate that keeps unauthenticated peers small. Layered as bytes
 //! <-> sealed records <-> frames <-> typed messages; handlers see messages only.
+//!
+//! May use `script` and `workflow` (the specs and values it carries) and `settings`; never
+//! `runtime`.
 
 pub mod connection;
 pub mod cookie;

@@ -172,9 +172,9 @@ fn node_args_text(app: &App, env: &str) -> Result<String, ReleaseError> {
         c.name, c.version
     );
     out += &line("slots", c.slots.map(|s| s.to_string()).unwrap_or_else(|| "4  (default: one per core)".into()), "SKITTER_SLOTS");
-    out += &line("tick_time", c.tick_time.unwrap_or(crate::runtime::link::DEFAULT_TICK.as_secs_f64()).to_string(), "SKITTER_TICK_TIME");
+    out += &line("tick_time", c.tick_time.unwrap_or(crate::settings::tick::DEFAULT_TICK.as_secs_f64()).to_string(), "SKITTER_TICK_TIME");
     out += &line("log_level", format!("{:?}", c.log_level.as_deref().unwrap_or("info")), "SKITTER_LOG");
-    let deadline = c.batch_deadline_ms.unwrap_or(crate::runtime::dataflow::deadline::DEFAULT.as_secs_f64() * 1000.0);
+    let deadline = c.batch_deadline_ms.unwrap_or(crate::settings::deadline::DEFAULT.as_secs_f64() * 1000.0);
     out += &line("batch_deadline_ms", deadline.to_string(), "SKITTER_BATCH_DEADLINE_MS");
     out += &format!(
         "\n# [limits]\n# max_memory_mb = {}    # SKITTER_MAX_MEMORY_MB (0: three quarters of the host's memory)\n\

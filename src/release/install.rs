@@ -21,9 +21,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::script::app::CONFIG_FILE;
-
-/// The file naming the version that runs, in a deploy directory.
-pub const CURRENT_FILE: &str = "current";
+pub use crate::script::app::CURRENT_FILE;
 /// A complete installed release's checksum file.
 pub const CHECKSUM_FILE: &str = ".sha256";
 

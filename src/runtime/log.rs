@@ -34,7 +34,7 @@ pub fn init(node: &str, log_dir: Option<&Path>) -> Result<(), String> {
         Ok(l) if !l.is_empty() => LevelFilter::from_str(&l)
             .map_err(|_| format!("SKITTER_LOG: `{l}` is not a log level (error, warn, info, debug, trace, off)"))?,
         // log_level of the node's configuration, checked when it was read.
-        _ => super::settings::get().and_then(|s| LevelFilter::from_str(&s.log_level).ok()).unwrap_or(LevelFilter::INFO),
+        _ => crate::settings::node::get().and_then(|s| LevelFilter::from_str(&s.log_level).ok()).unwrap_or(LevelFilter::INFO),
     };
     let file = match log_dir {
         Some(dir) => {
@@ -232,16 +232,7 @@ fn tap_writer() -> TapWriter {
     TapWriter
 }
 
-/// A duration as people write it in messages: `1 s`, `2.5 s`, `300 ms`.
-pub fn seconds(d: std::time::Duration) -> String {
-    if d.as_millis() < 1000 {
-        format!("{} ms", d.as_millis())
-    } else if d.subsec_millis() == 0 {
-        format!("{} s", d.as_secs())
-    } else {
-        format!("{:.1} s", d.as_secs_f64())
-    }
-}
+pub use crate::settings::seconds;
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,9 @@
 //! Runtimes: the local one (master and worker in one process), master and
 //! worker nodes, the coordinator, the dataflow executor they share, node
 //! identity and logging.
+//!
+//! May use `net`, `script`, `workflow` and `settings`; what it needs from above (the upgrade) comes
+//! in through traits.
 
 pub mod console;
 pub mod coordinator;
@@ -12,7 +15,6 @@ pub mod master;
 pub mod metrics;
 pub mod node;
 pub mod printer;
-pub mod settings;
 pub mod succession;
 pub mod worker;
 
@@ -60,7 +62,7 @@ pub(crate) fn unknown_workflow(r: crate::script::WorkflowRef, node: &str, keep: 
 }
 
 /// How long `stop` lets a workflow drain before it aborts it.
-pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
+pub use crate::settings::STOP_DEADLINE;
 
 /// Blocks the calling thread until a workflow's status is final. A runtime
 /// thread must not block on its runtime, so there the status is polled.
@@ -107,7 +109,7 @@ pub(crate) fn stop_then_abort(
     if let Some(s) = wait_at_most(handle, status.clone(), Some(deadline)) {
         return s;
     }
-    abort(format!("the stop did not drain within {}", crate::runtime::log::seconds(deadline)));
+    abort(format!("the stop did not drain within {}", crate::settings::seconds(deadline)));
     wait_until_done(handle, status)
 }
 

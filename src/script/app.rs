@@ -33,7 +33,7 @@ pub struct Config {
     /// Seconds of silence after which a peer counts as gone (default 10).
     pub tick_time: Option<f64>,
     /// Limits for script code.
-    pub limits: Option<super::limits::ScriptLimits>,
+    pub limits: Option<crate::settings::limits::ScriptLimits>,
     /// The level of the node's log file: error, warn, info, debug, trace or off.
     pub log_level: Option<String>,
     /// Milliseconds a record may wait for a batch to fill at each hop, and
@@ -150,6 +150,10 @@ pub struct App {
 
 /// The file naming a release's current version.
 pub const START_DATA: &str = "releases/start_data";
+
+/// The file naming the version that runs, in a deploy directory (beside
+/// its `releases/<version>` directories).
+pub const CURRENT_FILE: &str = "current";
 
 /// What every configuration must hold, whatever its environment.
 fn check(config: &Config, path: &Path) -> Result<(), AppError> {
@@ -269,7 +273,7 @@ impl App {
         }
         let releases = self.root.parent()?;
         let dir = releases.parent()?;
-        (releases.file_name()? == "releases" && dir.join(crate::release::install::CURRENT_FILE).is_file()).then(|| dir.to_path_buf())
+        (releases.file_name()? == "releases" && dir.join(CURRENT_FILE).is_file()).then(|| dir.to_path_buf())
     }
 
     /// Where node records and logs live: a deploy directory's, shared by

@@ -179,7 +179,7 @@ pub fn new_engine(env: &EngineEnv) -> Engine {
         };
         debug_out(&text)
     });
-    let limits = super::limits::current();
+    let limits = crate::settings::limits::current();
     limits.apply(&mut engine);
     let abort = env.abort.clone();
     let memory = limits.memory_bytes();
@@ -187,8 +187,8 @@ pub fn new_engine(env: &EngineEnv) -> Engine {
         if abort.load(Ordering::Relaxed) {
             return Some(INTERRUPTED.into());
         }
-        if ops % super::limits::MEMORY_CHECK_EVERY == 0 && super::limits::resident().is_some_and(|r| r > memory) {
-            return Some(super::limits::over_memory_message(memory).into());
+        if ops % crate::settings::limits::MEMORY_CHECK_EVERY == 0 && crate::settings::limits::resident().is_some_and(|r| r > memory) {
+            return Some(crate::settings::limits::over_memory_message(memory).into());
         }
         None
     });

@@ -132,7 +132,7 @@ pub trait Host: Send + Sync {
         let running: Vec<WorkflowRef> = self.workflows().into_iter().filter(|(_, s)| !s.is_done()).map(|(r, _)| r).collect();
         for r in &running {
             // A workflow that ended meanwhile has nothing left to stop.
-            let _ = self.stop(*r, crate::runtime::STOP_DEADLINE);
+            let _ = self.stop(*r, crate::settings::STOP_DEADLINE);
         }
         running.len()
     }

@@ -1,5 +1,8 @@
 //! Rhai: engine set-up, apps, sessions and the packages scripts see (the
 //! workflow builder, and the runtime API through the [`host::Host`] trait).
+//!
+//! May use `workflow` and `settings`; it reaches a node only through the `Host` trait that
+//! `runtime` implements.
 
 pub mod app;
 pub mod broker_api;
@@ -9,7 +12,6 @@ pub mod docs;
 pub mod emit;
 pub mod engine;
 pub mod host;
-pub mod limits;
 pub mod operator_api;
 pub mod render;
 pub mod runtime_api;

@@ -135,7 +135,7 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
 /// ```",
     )
     .register_into_engine(engine, move |r: WorkflowRef| -> RhaiResult<String> {
-        h.stop(r, crate::runtime::STOP_DEADLINE).map(|s| s.to_string()).or_else(err)
+        h.stop(r, crate::settings::STOP_DEADLINE).map(|s| s.to_string()).or_else(err)
     });
 
     let h = host.clone();
@@ -362,7 +362,7 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
     )
     .register_into_engine(engine, move || -> Map {
         let mut info = h.runtime_info();
-        crate::runtime::settings::add_to(&mut info);
+        crate::settings::node::add_to(&mut info);
         info
     });
 }

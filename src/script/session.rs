@@ -180,10 +180,10 @@ impl Session {
         let before = self.scope.len();
         let result = self.engine.eval_ast_with_scope::<Dynamic>(&mut self.scope, &full);
         self.env.abort.store(false, Ordering::Relaxed);
-        if result.as_ref().is_err_and(|e| eval_error(e, None).message.contains(super::limits::OVER_MEMORY)) {
+        if result.as_ref().is_err_and(|e| eval_error(e, None).message.contains(crate::settings::limits::OVER_MEMORY)) {
             // What the entry built is let go, and its memory given back.
             self.scope.rewind(before);
-            super::limits::give_back_memory();
+            crate::settings::limits::give_back_memory();
         }
         result.map_err(|e| eval_error_in(&e, input, name))
     }
@@ -276,7 +276,7 @@ fn eval_error_in(err: &EvalAltResult, input: Option<&str>, name: Option<&str>) -
     if message == INTERRUPTED || matches!(err, EvalAltResult::ErrorTerminated(..)) {
         return ScriptError { kind: ErrorKind::Interrupted, message: INTERRUPTED.into(), excerpt: None };
     }
-    let message = match super::limits::hint(&message) {
+    let message = match crate::settings::limits::hint(&message) {
         Some(hint) => format!("{message}: {hint}"),
         None => message,
     };

@@ -90,14 +90,7 @@ pub fn with_strategy(op: Operator, s: StrategyValue) -> Result<Operator, String>
 /// Checks a user operator before it goes into a workflow: every input has
 /// its callback.
 pub fn check(op: &Operator) -> RhaiResult<()> {
-    if let Operator::User(u) = op {
-        for (port, f) in u.inputs.iter().zip(&u.on) {
-            if f.is_none() {
-                return fail(format!("operator `{}`: input `{port}` has no callback: add .on(\"{port}\", |record| ...)", u.name));
-            }
-        }
-    }
-    Ok(())
+    op.missing_callback().map_or(Ok(()), fail)
 }
 
 #[export_module]

@@ -76,7 +76,9 @@ fn chain(wf: Workflow, op: Operator) -> RhaiResult<Workflow> {
 fn body(value: Dynamic) -> RhaiResult<Body> {
     if value.is::<Operator>() {
         let op = value.cast::<Operator>();
-        super::user_operator_api::check(&op)?;
+        if let Some(missing) = op.missing_callback() {
+            return fail(missing);
+        }
         return Ok(Body::Op(op));
     }
     if value.is::<Workflow>() {

@@ -4,6 +4,9 @@
 //! with rustyline (on the calling thread; the runtime runs on tokio's); piped
 //! stdin, or a file given with `--script`, is run as one script, like an
 //! app's lib/ file: it shows what it prints, and an error ends it (status 1).
+//!
+//! May use `error` and the layers below (`runtime` for the local session, `net` for remote
+//! consoles, `script`); never `cli`.
 
 pub mod helper;
 pub mod history;
@@ -255,7 +258,7 @@ fn interactive(backend: Rc<RefCell<dyn Backend>>, printer: &Printer, history: Op
                 }
                 if top::wanted(text) {
                     if let Err(e) = top::run(&mut *backend.borrow_mut()) {
-                        eprintln!("{} {e}", crate::cli::error_prefix());
+                        eprintln!("{} {e}", crate::error::prefix());
                     }
                     continue;
                 }

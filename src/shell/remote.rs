@@ -42,7 +42,7 @@ impl Console {
         let auth: Link<ConsoleMsg> = rt
             .block_on(handshake::dial(addr, &identity))
             .map_err(|e| Error::Failed(format!("cannot attach to {addr}: {e}")))?
-            .into_link(crate::runtime::link::tick());
+            .into_link(crate::settings::tick::tick());
         let node = auth.peer_name.clone();
         let (to_node, mut outgoing) = mpsc::unbounded_channel::<ConsoleMsg>();
         let (reply_tx, replies) = std_mpsc::channel();

@@ -1,6 +1,8 @@
 //! The workflow model, operators, strategies and the physical plan. Pure data
 //! and pure functions: no tokio, no sockets, so it is tested in isolation and
 //! shared by every mode.
+//!
+//! May use `settings` only.
 
 pub mod dot;
 pub mod histogram;

@@ -235,6 +235,14 @@ const FILTER_OUT: &[&str] = &["accept", "reject"];
 const KAFKA_OUT: &[&str] = &["out", "reject"];
 
 impl Operator {
+    /// For a user operator with an input that has no callback: what is
+    /// missing, and how to add it. Checked before it goes into a workflow.
+    pub fn missing_callback(&self) -> Option<String> {
+        let Operator::User(u) = self else { return None };
+        let (port, _) = u.inputs.iter().zip(&u.on).find(|(_, f)| f.is_none())?;
+        Some(format!("operator `{}`: input `{port}` has no callback: add .on(\"{port}\", |record| ...)", u.name))
+    }
+
     /// The operator's kind, as used in automatic node names and messages.
     pub fn kind(&self) -> &str {
         match self {

@@ -6,37 +6,24 @@
 //! reach the file within the deadline even when no more come: a thread
 //! writes out what sinks hold past it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use super::sink::FileSink;
+pub use crate::settings::deadline::{get, set, DEFAULT, MAX};
 
-/// The default batch deadline: short against a person's patience, long
-/// against a batch's worth of work (a full batch of 1024 records takes
-/// ~1 ms on the word count), so throughput does not change.
-pub const DEFAULT: Duration = Duration::from_millis(2);
-
-/// The longest batch deadline a node takes: past it, a stream no longer
-/// looks live.
-pub const MAX: Duration = Duration::from_secs(10);
-
-static DEADLINE_US: AtomicU64 = AtomicU64::new(DEFAULT.as_micros() as u64);
-
-/// Sets this process's batch deadline (`batch_deadline_ms` in skitter.toml,
-/// or SKITTER_BATCH_DEADLINE_MS).
-pub fn set(deadline: Duration) {
-    DEADLINE_US.store(deadline.min(MAX).as_micros() as u64, Ordering::Relaxed);
-}
-
-pub fn get() -> Duration {
-    Duration::from_micros(DEADLINE_US.load(Ordering::Relaxed))
+/// What the flushing thread needs of a sink: whether it still writes, and
+/// to write out what waited past the deadline.
+pub trait DueFlush: Send + Sync {
+    fn is_settled(&self) -> bool;
+    /// Writes out what has waited `deadline`; a failure is kept by the
+    /// sink, whose next write reports it.
+    fn flush_due(&self, deadline: Duration);
 }
 
 /// The file sinks of this process, for the thread that writes out what
 /// they hold past the deadline.
 struct Watched {
-    sinks: Mutex<Vec<Weak<FileSink>>>,
+    sinks: Mutex<Vec<Weak<dyn DueFlush>>>,
     added: Condvar,
 }
 
@@ -55,9 +42,9 @@ fn watched() -> &'static Watched {
 
 /// Writes out `sink`'s buffered lines whenever they have waited the deadline,
 /// until the sink is dropped.
-pub fn watch(sink: &Arc<FileSink>) {
+pub fn watch(sink: Weak<dyn DueFlush>) {
     let w = watched();
-    w.sinks.lock().expect("sinks lock").push(Arc::downgrade(sink));
+    w.sinks.lock().expect("sinks lock").push(sink);
     w.added.notify_one();
 }
 
@@ -65,7 +52,7 @@ fn flush_loop(w: &'static Watched) {
     let mut sinks = w.sinks.lock().expect("sinks lock");
     loop {
         // A settled sink writes no more (ended workflows are kept a while).
-        let mut live: Vec<Arc<FileSink>> = Vec::new();
+        let mut live: Vec<Arc<dyn DueFlush>> = Vec::new();
         sinks.retain(|s| match s.upgrade() {
             Some(sink) if !sink.is_settled() => {
                 live.push(sink);

@@ -56,6 +56,9 @@ const CHUNK: usize = 32;
 /// How often an idle `tcp_source` looks up to see whether it should stop.
 const TCP_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// The records each output port of a node emitted.
+pub type Outputs = Vec<Vec<rhai::Dynamic>>;
+
 /// What travels on an edge between stages.
 #[derive(Debug)]
 pub enum Msg {

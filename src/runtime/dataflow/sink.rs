@@ -56,6 +56,16 @@ impl Writer {
     }
 }
 
+impl super::deadline::DueFlush for FileSink {
+    fn is_settled(&self) -> bool {
+        FileSink::is_settled(self)
+    }
+
+    fn flush_due(&self, deadline: Duration) {
+        FileSink::flush_due(self, deadline)
+    }
+}
+
 /// Whether a file sink can write `path`, checked before anything runs
 /// (not at the rename after it): a file's path, in a directory that exists.
 pub fn check_path(operator: &str, path: &Path) -> Result<(), FlowError> {
@@ -100,7 +110,8 @@ impl FileSink {
             writer: Mutex::new(Some(Writer { file: BufWriter::with_capacity(BUFFER, file), since: None, failed: None })),
             written: AtomicU64::new(0),
         });
-        super::deadline::watch(&sink);
+        let watched: Arc<dyn super::deadline::DueFlush> = sink.clone();
+        super::deadline::watch(Arc::downgrade(&watched));
         Ok(sink)
     }
 

@@ -54,9 +54,6 @@ enum Input {
     Keyed(Vec<(Key, Dynamic)>),
 }
 
-/// The records each output port of a node emitted.
-pub type Outputs = Vec<Vec<Dynamic>>;
-
 impl StageRun {
     pub fn run(mut self, calls: &Calls, running: &Running, inbox: &mut mpsc::Receiver<Msg>, expected_ends: usize) -> Result<(), FlowError> {
         if matches!(self.steps[0], Step::Source(_)) {

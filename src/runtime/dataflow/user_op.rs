@@ -6,7 +6,7 @@ use rhai::{Dynamic, ImmutableString};
 
 use super::call::Calls;
 use super::error::{script_error, shown, FlowError};
-use super::stage::Outputs;
+use super::Outputs;
 use crate::workflow::key::{Key, KeyMap};
 use crate::workflow::operator::{Strategy, UserOp};
 

@@ -118,7 +118,7 @@ fn lost(peer: &str, part: Option<&(u64, Arc<Running>)>, why: String) {
 
 /// Writes a heartbeat every beat until `stop`, or until the link breaks.
 async fn heartbeats(mut writer: Writer<DataLinkMsg>, stop: CancellationToken) {
-    let mut beat = tokio::time::interval(crate::runtime::link::heartbeat());
+    let mut beat = tokio::time::interval(crate::settings::tick::heartbeat());
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -89,7 +89,7 @@ impl WorkerRemote {
 /// while a large cluster dials all-to-all — and is tried again, until a
 /// tick time has passed.
 async fn dial_peer(addr: &str, identity: &Identity) -> Result<crate::net::Authenticated, crate::net::NetError> {
-    let deadline = tokio::time::Instant::now() + crate::runtime::link::tick();
+    let deadline = tokio::time::Instant::now() + crate::settings::tick::tick();
     let mut pause = Duration::from_millis(20);
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -166,10 +166,10 @@ enum PeerEnd {
 /// closes or is lost; cancels `ended` then.
 async fn listen(mut reader: Reader<DataLinkMsg>, ended: CancellationToken) -> PeerEnd {
     let _ended = ended.drop_guard();
-    let tick = crate::runtime::link::tick();
+    let tick = crate::settings::tick::tick();
     loop {
         match tokio::time::timeout(tick, reader.read()).await {
-            Err(_) => return PeerEnd::Lost(format!("it was silent for {} (the tick time)", crate::runtime::log::seconds(tick))),
+            Err(_) => return PeerEnd::Lost(format!("it was silent for {} (the tick time)", crate::settings::seconds(tick))),
             Ok(Ok(Some(msg))) if msg.is_heartbeat() => {}
             Ok(Ok(Some(msg))) if msg.is_bye() => return PeerEnd::Closed,
             Ok(Ok(Some(other))) => return PeerEnd::Lost(format!("it sent {} on a data link", other.kind())),

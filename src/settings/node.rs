@@ -7,7 +7,7 @@ use std::sync::RwLock;
 
 use rhai::{Dynamic, Map};
 
-use crate::script::limits::ScriptLimits;
+use super::limits::ScriptLimits;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeSettings {
