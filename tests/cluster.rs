@@ -42,8 +42,11 @@ fn workers_may_come_before_the_command_as_the_usage_line_shows() {
     // Usage: skitter master [OPTIONS] [WORKERS]... [COMMAND]
     let tmp = tempfile::tempdir().unwrap();
     let w1 = Node::worker("w1", "127.0.0.2", &[], tmp.path());
-    let wf = "workflow().stream_source(1..=10).count(|x| x % 2).collect()";
-    run_with_cookie(tmp.path(), COOKIE, &["master", "--no-log", "--listen", "127.0.0.1:0", &w1.addr, "start", "-d", wf]).success();
+    let wf = "workflow().stream_source(1..=10).count(|x| x % 2).inspect(\"c\")";
+    let out = run_with_cookie(tmp.path(), COOKIE, &["master", "--no-log", "--listen", "127.0.0.1:0", &w1.addr, "start", "-d", wf]);
+    let mut got = out.success().labelled("c");
+    got.sort();
+    assert_eq!(got, ["[0, 5]", "[1, 5]"]);
 }
 
 #[test]
@@ -51,7 +54,11 @@ fn a_master_that_finishes_says_goodbye_and_its_workers_exit_4() {
     let tmp = tempfile::tempdir().unwrap();
     let mut w1 = Node::worker("w1", "127.0.0.2", &[], tmp.path());
     let mut w2 = Node::worker("w2", "127.0.0.3", &[], tmp.path());
-    master_run(&["-d", "workflow().stream_source(1..=10).count(|x| x % 2).collect()", &w1.addr, &w2.addr], tmp.path(), COOKIE).success();
+    let out =
+        master_run(&["-d", "workflow().stream_source(1..=10).count(|x| x % 2).inspect(\"c\")", &w1.addr, &w2.addr], tmp.path(), COOKIE);
+    let mut got = out.success().labelled("c");
+    got.sort();
+    assert_eq!(got, ["[0, 5]", "[1, 5]"]);
     for w in [&mut w1, &mut w2] {
         let status = w.wait(Duration::from_secs(5)).expect("the worker exits with its master");
         assert_eq!(status.code(), Some(4));
@@ -144,8 +151,7 @@ fn sigkill_of_the_master_makes_its_workers_exit_4_within_2_seconds() {
     let mut w1 = Node::worker("w1", "127.0.0.7", &[], tmp.path());
     let mut w2 = Node::worker("w2", "127.0.0.8", &[], tmp.path());
     let mut master = Node::spawn(&["master", "start", "--no-log", "--listen", "127.0.0.1:0", &w1.addr, &w2.addr], tmp.path(), COOKIE, None);
-    assert!(master.wait_stderr("Running in master mode", Duration::from_secs(5)));
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(master.wait_stderr("connected to 2 worker(s)", Duration::from_secs(10)), "{}", master.stderr());
     master.kill9();
     let started = Instant::now();
     let s1 = w1.wait(Duration::from_secs(2)).expect("worker 1 still running 2 s after its master died");
@@ -158,7 +164,7 @@ fn a_worker_without_shutdown_with_master_survives_and_joins_a_second_master() {
     let tmp = tempfile::tempdir().unwrap();
     let mut w = Node::worker("w1", "127.0.0.9", &["--no-shutdown-with-master"], tmp.path());
     let mut first = Node::spawn(&["master", "start", "--no-log", "--listen", "127.0.0.1:0", &w.addr], tmp.path(), COOKIE, None);
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(first.wait_stderr("connected to 1 worker(s)", Duration::from_secs(10)), "{}", first.stderr());
     first.kill9();
     assert!(w.wait(Duration::from_millis(1500)).is_none(), "the worker exited with its master:\n{}", w.stderr());
     let app = example("word_count");
@@ -174,6 +180,8 @@ fn a_worker_killed_mid_run_fails_its_workflow_within_2_seconds_and_the_master_st
     let mut w2 = Node::worker("w2", "127.0.0.11", &[], tmp.path());
     let watch = r#"
         let r = deploy(workflow().stream_source(|n| n).map(|x| x + 1).count(|x| x % 5).collect());
+        let t0 = timestamp();
+        while stats(r).read < 5000 && t0.elapsed < 20.0 { sleep(0.005); }
         print("deployed");
         let t = timestamp();
         while status(r) == "running" && t.elapsed < 20.0 { sleep(0.005); }
@@ -191,7 +199,6 @@ fn a_worker_killed_mid_run_fails_its_workflow_within_2_seconds_and_the_master_st
         assert!(Instant::now() < deadline, "never deployed:\n{}\n{}", master.stdout(), master.stderr());
         std::thread::sleep(Duration::from_millis(5));
     }
-    std::thread::sleep(Duration::from_millis(300));
     let killed = Instant::now();
     w2.kill9();
     let status = master.wait(Duration::from_secs(10)).expect("the master's shell ends");
@@ -298,7 +305,11 @@ fn a_record_that_cannot_travel_fails_its_workflow_with_the_reason() {
         assert_eq!(out.stderr().matches(reason).count(), 1, "said once:\n{}", out.stderr());
     }
     // The workers are still there for the next workflow.
-    master_run(&["-d", "workflow().stream_source(1..=100).count(|x| x % 2).collect()", &w1.addr, &w2.addr], tmp.path(), COOKIE).success();
+    let out =
+        master_run(&["-d", "workflow().stream_source(1..=100).count(|x| x % 2).inspect(\"c\")", &w1.addr, &w2.addr], tmp.path(), COOKIE);
+    let mut got = out.success().labelled("c");
+    got.sort();
+    assert_eq!(got, ["[0, 50]", "[1, 50]"]);
 }
 
 #[test]
@@ -402,8 +413,7 @@ fn shutdown_with_workers_makes_the_master_exit_4_when_one_goes() {
         COOKIE,
         None,
     );
-    assert!(master.wait_stderr("Running in master mode", Duration::from_secs(5)));
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(master.wait_stderr("connected to 1 worker(s)", Duration::from_secs(10)), "{}", master.stderr());
     w.kill9();
     let status = master.wait(Duration::from_secs(2)).expect("the master exits within 2 s");
     assert_eq!(status.code(), Some(4), "{}", master.stderr());

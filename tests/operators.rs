@@ -20,9 +20,9 @@ fn running_total() {
 fn tally() {
     operator("tally")
         .strategy(keyed(|w| w))
-        .init(|| 0)
-        .on("in", |w| { this += 1; })
-        .on_end(|| emit("out", this))
+        .init(|| #{ n: 0 })
+        .on("in", |w| { this.word = w; this.n += 1; })
+        .on_end(|| emit("out", [this.word, this.n]))
 }
 
 // Joins two streams by key: pairs found go to `out`, the rest to `unmatched` at the end.
@@ -87,7 +87,7 @@ fn summary() {
 const EXPECTED: &[&str] = &[
     "status finished finished finished finished",
     "totals 100 last 5050",
-    "counts [1, 2, 3]",
+    r#"counts [["a", 3], ["b", 2], ["c", 1]]"#,
     r#"pairs [[1, "ann", "oslo"], [2, "bob", "nice"], [2, "bob", "rome"]]"#,
     r#"alone ["cy", "lima"]"#,
 ];

@@ -90,8 +90,10 @@ fn a_remote_shell_on_a_master_daemon_lists_workers_and_runs_a_word_count() {
     sh.send("\r");
     sh.expect("(\"word_totals\")");
     // A runaway loop on the node is interrupted.
+    let node = recorded_pid(cluster.path(), "master", "m1");
+    let before = cpu_time(node);
     sh.line("loop { }");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_busy(node, before, Duration::from_millis(100));
     sh.send("\x03");
     sh.expect("Interrupted");
     sh.line("6 * 7");

@@ -151,8 +151,9 @@ fn ctrl_c_interrupts_a_runaway_loop_and_keeps_the_session() {
     sh.prompt(1);
     sh.line("let kept = 41;");
     sh.prompt(2);
+    let before = cpu_time(sh.pid() as u32);
     sh.line("loop { }");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_busy(sh.pid() as u32, before, Duration::from_millis(100));
     sh.send("\x03");
     sh.expect("Interrupted");
     sh.prompt(2);

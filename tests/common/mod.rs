@@ -166,3 +166,27 @@ pub fn app_with(files: &[(&str, &str)]) -> tempfile::TempDir {
     }
     dir
 }
+
+/// The CPU time (user and system) process `pid` has used, from /proc.
+pub fn cpu_time(pid: u32) -> std::time::Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let fields: Vec<u64> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().filter_map(|f| f.parse().ok()).collect()).unwrap_or_default();
+    // SAFETY: sysconf with a constant name.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let used = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+    std::time::Duration::from_millis(used * 1000 / ticks)
+}
+
+/// Waits (at most 20 s) until `pid` has used `more` CPU time since it had
+/// used `since`: the busy code it was given runs.
+pub fn wait_busy(pid: u32, since: std::time::Duration, more: std::time::Duration) {
+    assert!(wait_until(std::time::Duration::from_secs(20), || cpu_time(pid) >= since + more), "process {pid} did not get busy");
+}
+
+/// The pid a node recorded in `tmp/` (`skitter master pid` and the like).
+pub fn recorded_pid(tmp: &Path, mode: &str, name: &str) -> u32 {
+    let out = node::run(tmp, &[mode, "pid", "-n", name]);
+    out.stdout().trim().parse().unwrap_or_else(|_| panic!("no pid for {name}: {} {}", out.stdout(), out.stderr()))
+}
