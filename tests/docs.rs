@@ -192,7 +192,7 @@ fn without_host(line: &str) -> String {
     match line.find("skitter_local@") {
         Some(at) => {
             let start = at + "skitter_local@".len();
-            let end = line[start..].find(|c: char| c == ' ' || c == '"').map_or(line.len(), |e| start + e);
+            let end = line[start..].find([' ', '"']).map_or(line.len(), |e| start + e);
             format!("{}HOST{}", &line[..start], &line[end..])
         }
         None => line.to_string(),

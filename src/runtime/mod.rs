@@ -1,12 +1,24 @@
-//! Runtimes: the local one (master and worker in one process), master and
-//! worker nodes, the coordinator, the dataflow executor they share, node
-//! identity and logging.
+//! The nodes and what runs on them, in rooms:
 //!
-//! May use `net`, `script`, `workflow` and `settings`; what it needs from above (the upgrade) comes
-//! in through traits.
+//! - the drivers, one per mode: [`local`] (master and worker in one
+//!   process), [`master`] (with its coordination: the [`master::coordinator`]
+//!   state machine, `step(event) -> actions`, and [`master::succession`] of
+//!   workflows across an upgrade) and [`worker`] (its lifecycle state
+//!   machine, the data links it sends on, `worker/remote.rs`, and receives
+//!   on, `worker/peer.rs`); [`node`] records a running node so that others
+//!   find it by name;
+//! - links between nodes: [`link`] drives a control link (heartbeats, the
+//!   tick time, control before data, a goodbye that reaches the peer);
+//! - the [`dataflow`] executor every driver runs a workflow's part with;
+//! - consoles: [`console`] serves remote shells and `rpc` (and takes an
+//!   upgrade through its `Upgrader` trait, which `deploy` implements),
+//!   [`printer`] brings what workflows print to a terminal;
+//! - watching: [`metrics`] (Prometheus) and [`log`].
+//!
+//! May use `net`, `script`, `workflow` and `settings`; what it needs from
+//! above (the upgrade) comes in through traits.
 
 pub mod console;
-pub mod coordinator;
 pub mod dataflow;
 pub mod link;
 pub mod local;
@@ -15,7 +27,7 @@ pub mod master;
 pub mod metrics;
 pub mod node;
 pub mod printer;
-pub mod succession;
+
 pub mod worker;
 
 pub use local::LocalRuntime;

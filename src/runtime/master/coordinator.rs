@@ -5,8 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::dataflow::running_note;
 use crate::net::WorkerInfo;
+use crate::runtime::dataflow::running_note;
 use crate::workflow::Status;
 
 #[derive(Debug, Clone, PartialEq)]

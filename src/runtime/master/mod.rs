@@ -2,6 +2,9 @@
 //! they print and collect, and notices within two seconds when one goes.
 //! The bookkeeping is the [`Coordinator`]; this is the I/O around it.
 
+pub mod coordinator;
+pub mod succession;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::coordinator::{Action, Coordinator, Event};
+use self::coordinator::{Action, Coordinator, Event};
 use super::dataflow::sink::{self, FileSink};
 use super::dataflow::FlowError;
 use super::link::{self, LinkEnd, Outgoing};
@@ -64,7 +67,7 @@ pub struct Master {
     results_cap: u64,
     expressions: crate::script::host::DeployExpressions,
     /// What an upgrade replaced, for whoever watches a workflow.
-    pub succession: super::succession::Succession,
+    pub succession: self::succession::Succession,
 }
 
 impl Master {
