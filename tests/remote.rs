@@ -253,3 +253,28 @@ fn logs_true_forwards_the_node_log_lines() {
     sh.line("deploy(workflow().stream_source([1]).collect())");
     sh.expect("deployed");
 }
+
+/// Issue 25: an `rpc` whose answer ends the master's workflow (a master
+/// started with --deploy exits once it ended) printed the answer, then
+/// "lost the connection" and exit status 1.
+#[test]
+fn an_rpc_whose_answer_ends_the_masters_run_exits_0_with_the_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = Node::worker("w1", "127.0.0.44", &["--no-shutdown-with-master"], tmp.path());
+    for round in 0..5 {
+        let name = format!("m{round}");
+        let wf = "workflow().stream_source(|n| { sleep(0.001); n }).map(|x| x).collect()";
+        let mut master = Node::spawn(
+            &["master", "start", "--no-log", "-n", &name, "--listen", "127.0.0.45:0", "-d", wf, &w.addr],
+            tmp.path(),
+            COOKIE,
+            None,
+        );
+        assert!(master.wait_stderr("connected to 1 worker(s)", Duration::from_secs(10)), "{}", master.stderr());
+        let out = run(tmp.path(), &["rpc", &name, "stop(workflows()[0].ref)"]);
+        assert_eq!(out.stdout().trim(), "\"stopped\"", "round {round}: {}", out.stderr());
+        out.success();
+        assert!(!out.stderr().contains("lost the connection"), "round {round}: {}", out.stderr());
+        master.wait(Duration::from_secs(10)).expect("the master ends with its workflow");
+    }
+}

@@ -121,7 +121,10 @@ pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     }
     eprintln!("{welcome}");
     let mut session = Session::new(env, Some(runtime.clone()), config.app.clone(), None)?;
-    start(&rt, &runtime, &mut session, config.deploy.as_deref(), &consoles.halt)
+    let code = start(&rt, &runtime, &mut session, config.deploy.as_deref(), &consoles.halt);
+    // An `rpc` whose evaluation ended the workflow (a stop) gets its answer.
+    rt.block_on(consoles.answered(super::master::CONSOLE_ANSWER));
+    code
 }
 
 /// Listens for consoles and records the node's address, so that

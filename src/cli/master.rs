@@ -88,6 +88,10 @@ impl MasterArgs {
     }
 }
 
+/// How long an exiting master waits for the evaluations its consoles asked
+/// for to be answered (a stop that ended its workflow returns at once).
+pub(super) const CONSOLE_ANSWER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How long an exiting master waits for what workers printed to reach its terminal.
 const OUTPUT_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -281,6 +285,8 @@ pub fn start(
             Ok::<Option<Status>, Error>(watch.map(|w| w.borrow().clone()))
         })?;
         let code = master.exit_code();
+        // An `rpc` whose evaluation ended the workflow (a stop) gets its answer.
+        rt.block_on(consoles.answered(CONSOLE_ANSWER));
         master.exit.cancel();
         rt.block_on(master.links_closed(std::time::Duration::from_millis(200)));
         // What the workers printed last is on its way to the terminal.

@@ -28,6 +28,10 @@ pub struct Consoles {
     pub halt: CancellationToken,
     /// What `upgrade(tarball, hosts)` calls: a deploy's master has one.
     pub upgrader: Option<Arc<dyn Upgrader>>,
+    /// Evaluations asked for and not yet answered on their connection: an
+    /// exiting node answers them first (an `rpc stop(..)` that ends a
+    /// master's workflow gets its status, not a closed connection).
+    owed: AtomicU64,
 }
 
 /// Moves a deployed cluster to a new release (see `deploy::upgrade`).
@@ -39,11 +43,28 @@ pub trait Upgrader: Send + Sync {
 
 impl Consoles {
     pub fn new(node: String, host: Option<Arc<dyn Host>>, app: Option<App>, env: EngineEnv) -> Consoles {
-        Consoles { node, host, app: std::sync::RwLock::new(app), env, halt: CancellationToken::new(), upgrader: None }
+        Consoles {
+            node,
+            host,
+            app: std::sync::RwLock::new(app),
+            env,
+            halt: CancellationToken::new(),
+            upgrader: None,
+            owed: AtomicU64::new(0),
+        }
     }
 
     pub fn app(&self) -> Option<App> {
         self.app.read().expect("app lock").clone()
+    }
+
+    /// Waits (at most `limit`) until every evaluation a console asked for
+    /// has been answered: a node about to exit calls it.
+    pub async fn answered(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.owed.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 }
 
@@ -77,6 +98,8 @@ impl Consoles {
             return;
         }
         let mut logs: Option<tokio::sync::broadcast::Receiver<String>> = None;
+        // This connection's share of `owed`, given back however it ends.
+        let mut owed: u64 = 0;
         loop {
             tokio::select! {
                 Some(on) = logs_rx.recv() => logs = on.then(super::log::subscribe),
@@ -89,7 +112,13 @@ impl Consoles {
                             }
                         }
                     }
-                    if auth.writer.write(&msg).await.is_err() {
+                    let answer = matches!(msg, ConsoleMsg::Evaluated { id, .. } if id != 0);
+                    let written = auth.writer.write(&msg).await.is_ok();
+                    if answer && owed > 0 {
+                        owed -= 1;
+                        self.owed.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    if !written {
                         break;
                     }
                 }
@@ -117,6 +146,8 @@ impl Consoles {
                 }
                 read = auth.reader.read() => match read {
                     Ok(Some(ConsoleMsg::Eval { id, code, timeout_ms, script })) => {
+                        owed += 1;
+                        self.owed.fetch_add(1, Ordering::AcqRel);
                         let _ = req_tx.send(Request::Eval { id, code, timeout: timeout_ms.map(Duration::from_millis), script });
                     }
                     Ok(Some(ConsoleMsg::Complete { id, word, method })) => {
@@ -158,6 +189,8 @@ impl Consoles {
         }
         // Stops a running evaluation; the session thread ends when `req_tx` drops.
         interrupt.store(true, Ordering::Relaxed);
+        // Nobody is left to answer.
+        self.owed.fetch_sub(owed, Ordering::AcqRel);
         tracing::info!("console {peer} detached");
     }
 

@@ -27,6 +27,10 @@ pub struct Console {
     next_id: AtomicU64,
     /// Set when we say goodbye: the node closing the connection is expected.
     closing: Arc<std::sync::atomic::AtomicBool>,
+    /// Set for a console that asks one thing (`rpc`): once its answer has
+    /// arrived, the node may go (a master whose workflow that answer ended
+    /// exits) without that being a lost connection.
+    once: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Console {
@@ -58,6 +62,8 @@ impl Console {
         let lost_node = node.clone();
         let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let expected = closing.clone();
+        let once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answered_once = once.clone();
         rt.spawn(async move {
             loop {
                 let lost = match reader.read().await {
@@ -66,6 +72,9 @@ impl Console {
                         continue;
                     }
                     Ok(Some(msg)) => {
+                        if matches!(msg, ConsoleMsg::Evaluated { .. }) && answered_once.load(Ordering::Relaxed) {
+                            expected.store(true, Ordering::Relaxed);
+                        }
                         if reply_tx.send(msg).is_err() {
                             return;
                         }
@@ -80,7 +89,7 @@ impl Console {
                 return;
             }
         });
-        Ok(Console { rt, node, to_node, replies, next_id: AtomicU64::new(1), closing })
+        Ok(Console { rt, node, to_node, replies, next_id: AtomicU64::new(1), closing, once })
     }
 
     pub fn node(&self) -> &str {
@@ -294,6 +303,7 @@ pub fn rpc(addr: &str, cookie: String, code: &str, script: Option<&str>, timeout
     super::init_colors();
     let printer = Printer::default();
     let console = Console::connect(addr, cookie, printer)?;
+    console.once.store(true, Ordering::Relaxed);
     let reply = console.eval(code, timeout, script);
     console.close();
     match reply {
