@@ -261,10 +261,11 @@ fn a_full_disk_on_one_host_fails_the_deploy_naming_it_and_leaves_nothing_half_wr
 fn upgrade_moves_a_running_cluster_to_the_new_version_and_a_host_that_cannot_start_it_keeps_the_old() {
     let c = Cluster::new();
     // Built side by side: each is a whole release of this (debug) binary.
-    let [v1, v2, v3, v4, v5] = std::thread::scope(|s| {
+    let [v1, v2, v3, v4, v5, v6] = std::thread::scope(|s| {
         let dir = c.work.path();
-        let built = [("0.1.0", ENDLESS), ("0.2.0", ENDLESS), ("0.3.0", ENDLESS), ("0.4.0", ""), ("0.5.0", ENDLESS_ON_GPUS)]
-            .map(|(v, lib)| s.spawn(move || tarball_with(dir, v, lib)));
+        let built =
+            [("0.1.0", ENDLESS), ("0.2.0", ENDLESS), ("0.3.0", ENDLESS), ("0.4.0", ""), ("0.5.0", ENDLESS_ON_GPUS), ("0.6.0", ENDLESS)]
+                .map(|(v, lib)| s.spawn(move || tarball_with(dir, v, lib)));
         built.map(|b| b.join().unwrap())
     });
     let up = Outcome(
@@ -315,6 +316,26 @@ fn upgrade_moves_a_running_cluster_to_the_new_version_and_a_host_that_cannot_sta
     unplaceable.expect_code(1).stderr_has("nothing changed").stderr_has("its strategy's place put no instance anywhere");
     every_node_runs(&c, "0.2.0");
     rpc("workflows().filter(|w| w.status == \"running\").len()").success().stdout_has("1");
+
+    // Issue 25: new workers that start but cannot join the master (h2's
+    // copy of 0.6.0 announces an address where nothing listens). The old
+    // version comes back on every host, its workflow deployed again.
+    let stray = c.hosts().join("h2/releases/0.6.0");
+    std::fs::create_dir_all(&stray).unwrap();
+    assert!(Command::new("tar").arg("xzf").arg(&v6).arg("-C").arg(&stray).status().unwrap().success());
+    let sum = Command::new("sha256sum").arg(&v6).output().unwrap();
+    std::fs::write(stray.join(".sha256"), String::from_utf8_lossy(&sum.stdout).split(' ').next().unwrap()).unwrap();
+    std::fs::write(
+        stray.join("bin/skitter"),
+        "#!/bin/sh\necho 'Welcome to skitter! Running in worker mode as stray@h2 at 127.0.0.1:1' >&2\nexec sleep 30\n",
+    )
+    .unwrap();
+    let unjoined = Outcome(c.cmd(&["upgrade", "-n", "up", v6.to_str().unwrap()]).output().unwrap());
+    unjoined.expect_code(1).stderr_has("upgrading to 0.6.0 failed: the master could not join the new workers");
+    unjoined.stderr_has("cannot reach the worker at 127.0.0.1:1").stderr_has("every host is back on the old version");
+    every_node_runs(&c, "0.2.0");
+    rpc("workflows().filter(|w| w.status == \"running\").len()").success().stdout_has("1");
+    rpc("workers().len()").success().stdout_has("3");
 
     // Stopping the deploy stops the workers, then the master left with none.
     let stop = Outcome(c.deploy(&["--stop", "h1", "h2", "h3", "-n", "up"]).output().unwrap());
