@@ -13,6 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -215,19 +216,7 @@ where
                 };
                 let (identity, handle, gate) = (identity.clone(), handle.clone(), gate.clone());
                 tokio::spawn(async move {
-                    let attempt = tokio::select! {
-                        _ = ticket.evicted.cancelled() => Err(format!("{from}: gave way to newer connections while handshaking")),
-                        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::accept_with(stream, &identity, roles, || ticket.proven())) => match r {
-                            Err(_) => Err(format!("{from}: the handshake took longer than {}", crate::settings::seconds(HANDSHAKE_TIMEOUT))),
-                            Ok(Ok(auth)) => Ok(auth),
-                            Ok(Err(rejected)) => {
-                                if rejected.unauthenticated {
-                                    gate.failed(from.ip(), Instant::now());
-                                }
-                                Err(format!("{from}: {}", rejected.error))
-                            }
-                        },
-                    };
+                    let attempt = handshake_at_gate(stream, &identity, roles, &ticket, &gate, from).await;
                     drop(ticket);
                     match attempt {
                         Ok(auth) => handle(auth).await,
@@ -244,9 +233,51 @@ where
     }
 }
 
+/// One handshake through the gate. Strangers get [`HANDSHAKE_TIMEOUT`]; a
+/// dialer that proved the cookie and then stalls (stopped, swapping) before
+/// its confirmation is a member of the cluster, and gets a tick time more:
+/// a stall shorter than the tick time costs nothing, handshakes included.
+async fn handshake_at_gate(
+    stream: tokio::net::TcpStream,
+    identity: &Identity,
+    roles: &[Role],
+    ticket: &Ticket,
+    gate: &Gate,
+    from: std::net::SocketAddr,
+) -> Result<Authenticated, String> {
+    let proved = AtomicBool::new(false);
+    let accepting = handshake::accept_with(stream, identity, roles, || {
+        ticket.proven();
+        proved.store(true, Ordering::Relaxed);
+    });
+    tokio::pin!(accepting);
+    let limit = tokio::time::sleep(HANDSHAKE_TIMEOUT);
+    tokio::pin!(limit);
+    let mut extended = false;
+    loop {
+        tokio::select! {
+            _ = ticket.evicted.cancelled() => return Err(format!("{from}: gave way to newer connections while handshaking")),
+            r = &mut accepting => return r.map_err(|rejected| {
+                if rejected.unauthenticated {
+                    gate.failed(from.ip(), Instant::now());
+                }
+                format!("{from}: {}", rejected.error)
+            }),
+            _ = &mut limit => {
+                if !proved.load(Ordering::Relaxed) || extended {
+                    return Err(format!("{from}: the handshake took longer than {}", crate::settings::seconds(HANDSHAKE_TIMEOUT)));
+                }
+                extended = true;
+                limit.as_mut().reset(tokio::time::Instant::now() + crate::settings::tick::tick());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpListener;
 
     fn ip(last: u8) -> IpAddr {
         IpAddr::from([127, 0, 0, last])
@@ -302,6 +333,33 @@ mod tests {
         assert!(gate.admit(ip(4), now).is_none(), "paused");
         assert!(gate.admit(ip(5), now).is_some(), "only that address");
         assert!(gate.admit(ip(4), now + FAILURE_WINDOW).is_some(), "the window ends");
+    }
+
+    /// Issue 25: a dialer stopped after proving the cookie and before its
+    /// confirmation (an 8 s stall at the wrong moment) was dropped after the
+    /// strangers' 5 s; a member gets a tick time more.
+    #[tokio::test]
+    async fn a_dialer_that_proved_the_cookie_may_stall_before_confirming() {
+        use crate::net::handshake::{dial_pausing, Hello};
+        use crate::net::message::PROTOCOL;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let me = Identity { role: Role::Worker, name: "w@h".into(), cookie: "c".into() };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(listener, stop.clone(), me, &[Role::Peer], move |auth: Authenticated| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(auth.peer_name);
+            }
+        }));
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let hello = Hello { protocol: PROTOCOL, version: crate::VERSION.into(), role: Role::Peer, name: "p@h".into() };
+        let pause = HANDSHAKE_TIMEOUT + Duration::from_secs(2);
+        let _dialer = dial_pausing(stream, "c", hello, pause).await.unwrap();
+        let accepted = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        assert_eq!(accepted.ok().flatten().as_deref(), Some("p@h"), "the member was accepted after its stall");
+        stop.cancel();
     }
 
     #[test]

@@ -164,7 +164,13 @@ pub async fn dial_within(addr: &str, me: &Identity, limit: Duration) -> Result<A
     tokio::time::timeout(limit, attempt).await.map_err(|_| NetError::Timeout(limit))?
 }
 
-async fn dial_with(mut stream: TcpStream, cookie: &str, hello: Hello) -> Result<Authenticated, NetError> {
+async fn dial_with(stream: TcpStream, cookie: &str, hello: Hello) -> Result<Authenticated, NetError> {
+    dial_pausing(stream, cookie, hello, std::time::Duration::ZERO).await
+}
+
+/// [`dial_with`], waiting `pause` between the listener's answer and the
+/// confirmation (tests stand for a dialer stopped right there).
+pub(crate) async fn dial_pausing(mut stream: TcpStream, cookie: &str, hello: Hello, pause: Duration) -> Result<Authenticated, NetError> {
     let _ = stream.set_nodelay(true);
     let peer_addr = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let mut noise = noise(cookie, true)?;
@@ -191,6 +197,9 @@ async fn dial_with(mut stream: TcpStream, cookie: &str, hello: Hello) -> Result<
     match super::framing::decode::<Answer>(&payload[..n])? {
         Answer::Welcome { role, name, .. } => {
             let mut auth = split(stream, noise, role, name, peer_addr)?;
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
             auth.writer.confirm().await?;
             Ok(auth)
         }
