@@ -255,8 +255,14 @@ pub async fn launch(
     };
     // The cookie travels on the channel, never on a command line.
     let mut stdin = child.stdin().take().ok_or_else(|| LaunchError::CommandFailed("no input channel".into()))?;
-    stdin.write_all(format!("{}\n", plan.cookie).as_bytes()).await.map_err(|e| LaunchError::CommandFailed(e.to_string()))?;
-    stdin.flush().await.map_err(|e| LaunchError::CommandFailed(e.to_string()))?;
+    // A command that exits at once (a broken release) closes its input
+    // before the cookie is written: its own last words, read below, say
+    // why better than the broken pipe does.
+    let wrote = match stdin.write_all(format!("{}\n", plan.cookie).as_bytes()).await {
+        Ok(()) => stdin.flush().await,
+        Err(e) => Err(e),
+    };
+    let unwritten = wrote.err().map(|e| e.to_string());
     let stderr = child.stderr().take().ok_or_else(|| LaunchError::CommandFailed("no error channel".into()))?;
     let stdout = child.stdout().take();
     let mut lines = BufReader::new(stderr).lines();
@@ -267,7 +273,11 @@ pub async fn launch(
             Err(_) => return Err(LaunchError::NotReady(format!("no welcome within {:?}{}", opts.wait, last_words(&said)))),
             Ok(Err(e)) => return Err(LaunchError::CommandFailed(e.to_string())),
             Ok(Ok(None)) => {
-                return Err(LaunchError::CommandFailed(if said.is_empty() { "the worker exited".into() } else { said.join(" | ") }))
+                return Err(LaunchError::CommandFailed(match (said.is_empty(), &unwritten) {
+                    (false, _) => said.join(" | "),
+                    (true, Some(e)) => e.clone(),
+                    (true, None) => "the worker exited".into(),
+                }))
             }
             Ok(Ok(Some(line))) => {
                 if let Some(rest) = line.split_once("Running in worker mode as ").map(|(_, r)| r) {
