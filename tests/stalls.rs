@@ -65,6 +65,21 @@ fn flowing(dir: &Path) -> bool {
     std::fs::read_dir(dir).unwrap().flatten().any(|e| e.metadata().map(|m| m.len() > 4096).unwrap_or(false))
 }
 
+/// A master that deploys `wf` on `workers` and runs until it ends.
+fn master_deploying(wf: &str, workers: &[Node], tmp: &Path) -> Node {
+    let mut args = vec!["master", "start", "--no-log", "--listen", "127.0.0.1:0", "--deploy", wf];
+    args.extend(workers.iter().map(|n| n.addr.as_str()));
+    Node::spawn(&args, tmp, COOKIE, None)
+}
+
+/// `output` holds the exact running counts of `counts`, line for line.
+fn assert_running_counts(output: &Path, counts: &BTreeMap<String, u64>, what: &str) {
+    let got = sorted_lines(output);
+    let want = running_counts(counts);
+    assert_eq!(got.len(), want.len(), "{what}: lines written");
+    assert!(got == want, "{what}: the output differs from the exact running counts");
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Fault {
     /// SIGSTOP of the n-th worker (0-based; the source runs on one of them).
@@ -85,10 +100,7 @@ fn fault_run(first_ip: u8, workers: usize, lines: usize, fault: Fault) {
     let nodes: Vec<Node> = (0..workers)
         .map(|i| Node::worker(&format!("w{}", i + 1), &format!("127.0.0.{}", first_ip as usize + i), &[], tmp.path()))
         .collect();
-    let wf = running_word_count(&input, &output);
-    let mut args = vec!["master", "start", "--no-log", "--listen", "127.0.0.1:0", "--deploy", &wf];
-    args.extend(nodes.iter().map(|n| n.addr.as_str()));
-    let mut master = Node::spawn(&args, tmp.path(), COOKIE, None);
+    let mut master = master_deploying(&running_word_count(&input, &output), &nodes, tmp.path());
     let started = Instant::now();
     assert!(wait_until(Duration::from_secs(60), || flowing(out_dir.path()) || master.child.try_wait().ok().flatten().is_some()));
     let flowed = started.elapsed();
@@ -105,10 +117,7 @@ fn fault_run(first_ip: u8, workers: usize, lines: usize, fault: Fault) {
         .unwrap_or_else(|| panic!("the master did not end within 120 s of {fault:?}:\n{}", master.stderr()));
     eprintln!("{fault:?} after {flowed:?}; the run took {:?}", started.elapsed());
     assert_eq!(status.code(), Some(0), "{fault:?}:\n{}", master.stderr());
-    let got = sorted_lines(&output);
-    let want = running_counts(&counts);
-    assert_eq!(got.len(), want.len(), "{fault:?}: lines written");
-    assert!(got == want, "{fault:?}: the output differs from the exact running counts");
+    assert_running_counts(&output, &counts, &format!("{fault:?}"));
 }
 
 /// An iptables rule on loopback that drops every packet to `addr`
@@ -197,26 +206,20 @@ fn a_slow_receiver_gets_every_record_of_a_sender_that_finished() {
         let out_dir = tempfile::tempdir().unwrap();
         let (input, counts) = words_file(tmp.path(), 20_000);
         let output = out_dir.path().join("counts.txt");
-        let w1 = Node::worker("w1", &format!("127.0.0.{}", 90 + i * 2), &[], tmp.path());
-        let w2 = Node::worker("w2", &format!("127.0.0.{}", 91 + i * 2), &[], tmp.path());
+        let workers = [
+            Node::worker("w1", &format!("127.0.0.{}", 90 + i * 2), &[], tmp.path()),
+            Node::worker("w2", &format!("127.0.0.{}", 91 + i * 2), &[], tmp.path()),
+        ];
         // Every 100th record of a word on the slow worker takes 2 ms.
         let wf = format!(
             "workflow().read_lines({:?}).flat_map(|line| line.split(\" \")).keyed_reduce(|w| w, |n, w| {{ if n % 100 == 99 && runtime_info().node.starts_with({slow:?}) {{ sleep(0.002); }} [n + 1, `${{w}} ${{n + 1}}`] }}, 0).write_lines({:?})",
             input.display().to_string(),
             output.display().to_string()
         );
-        let mut master = Node::spawn(
-            &["master", "start", "--no-log", "--listen", "127.0.0.1:0", "--deploy", &wf, &w1.addr, &w2.addr],
-            tmp.path(),
-            COOKIE,
-            None,
-        );
+        let mut master = master_deploying(&wf, &workers, tmp.path());
         let status = master.wait(Duration::from_secs(120)).unwrap_or_else(|| panic!("slow {slow}: the run hangs:\n{}", master.stderr()));
         assert_eq!(status.code(), Some(0), "slow {slow}:\n{}", master.stderr());
-        let got = sorted_lines(&output);
-        let want = running_counts(&counts);
-        assert_eq!(got.len(), want.len(), "slow {slow}: lines written");
-        assert!(got == want, "slow {slow}: the output differs from the exact running counts");
+        assert_running_counts(&output, &counts, &format!("slow {slow}"));
     }
 }
 
@@ -240,19 +243,14 @@ fn a_data_link_reset_mid_stream_fails_the_workflow_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let output = out_dir.path().join("out.txt");
-    let w1 = Node::worker("w1", "127.0.0.95", &[], tmp.path());
-    let w2 = Node::worker("w2", "127.0.0.96", &[], tmp.path());
+    let workers = [Node::worker("w1", "127.0.0.95", &[], tmp.path()), Node::worker("w2", "127.0.0.96", &[], tmp.path())];
+    let (w1, w2) = (&workers[0], &workers[1]);
     // An endless keyed workflow: both workers send to both.
     let wf = format!(
         "workflow().stream_source(|n| n).keyed_reduce(|x| x % 64, |n, x| [n + 1, x], 0).write_lines({:?})",
         output.display().to_string()
     );
-    let mut master = Node::spawn(
-        &["master", "start", "--no-log", "--listen", "127.0.0.1:0", "--deploy", &wf, &w1.addr, &w2.addr],
-        tmp.path(),
-        COOKIE,
-        None,
-    );
+    let mut master = master_deploying(&wf, &workers, tmp.path());
     assert!(wait_until(Duration::from_secs(30), || flowing(out_dir.path())), "{}", master.stderr());
     // The master dialed both workers too: find the socket w1 opened to w2.
     let mut port = None;

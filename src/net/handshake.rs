@@ -164,6 +164,34 @@ pub async fn dial_within(addr: &str, me: &Identity, limit: Duration) -> Result<A
     tokio::time::timeout(limit, attempt).await.map_err(|_| NetError::Timeout(limit))?
 }
 
+/// Dials `addr` until it answers or `wait` has passed. An attempt that
+/// fails in a way `transient` accepts (a node still starting, or stalled)
+/// is tried again after a pause (20 ms, doubling up to 1 s); any other
+/// failure, or the last one, is returned. An attempt may take what is left
+/// of `wait`, and never less than `at_least`.
+pub async fn dial_retrying(
+    addr: &str,
+    me: &Identity,
+    wait: Duration,
+    at_least: Duration,
+    transient: impl Fn(&NetError) -> bool,
+) -> Result<Authenticated, NetError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match dial_within(addr, me, left.max(at_least)).await {
+            Ok(auth) => return Ok(auth),
+            Err(e) if !transient(&e) || tokio::time::Instant::now() + pause >= deadline => return Err(e),
+            Err(e) => {
+                tracing::debug!("dialing {addr}: {e}; trying again in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
 async fn dial_with(stream: TcpStream, cookie: &str, hello: Hello) -> Result<Authenticated, NetError> {
     dial_pausing(stream, cookie, hello, std::time::Duration::ZERO).await
 }

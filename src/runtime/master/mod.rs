@@ -181,22 +181,11 @@ impl Master {
     /// tried again, with a backoff, until `wait` has passed; one that
     /// answers with a refusal (another cookie, another version) is not.
     pub async fn dial(self: Arc<Self>, addr: String, wait: Duration) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut pause = Duration::from_millis(20);
-        let auth = loop {
-            match handshake::dial(&addr, &self.identity).await {
-                Ok(auth) => break auth,
-                Err(e @ (NetError::Io(_) | NetError::Timeout(_))) if tokio::time::Instant::now() + pause < deadline => {
-                    tracing::debug!("cannot reach the worker at {addr} yet: {e}; trying again in {pause:?}");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-                Err(e) => {
-                    crate::net::counters::connection_failed();
-                    return Err(format!("cannot reach the worker at {addr}: {e}"));
-                }
-            }
-        };
+        let transient = |e: &NetError| matches!(e, NetError::Io(_) | NetError::Timeout(_));
+        let auth = handshake::dial_retrying(&addr, &self.identity, wait, HANDSHAKE_TIMEOUT, transient).await.map_err(|e| {
+            crate::net::counters::connection_failed();
+            format!("cannot reach the worker at {addr}: {e}")
+        })?;
         let mut auth: Link<ControlMsg> = auth.into_link(link::tick());
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, auth.reader.read()).await {
             Ok(Ok(Some(ControlMsg::Welcome))) => {}

@@ -84,25 +84,12 @@ impl WorkerRemote {
 }
 
 /// Dials a peer of the cluster for a data link. The peer joined the same
-/// master with the same cookie, so a failed attempt is a transient one — a
-/// peer stalled for less than the tick time, a listen backlog overflowing
+/// master with the same cookie, so every failed attempt is a transient one —
+/// a peer stalled for less than the tick time, a listen backlog overflowing
 /// while a large cluster dials all-to-all — and is tried again, until a
 /// tick time has passed.
 async fn dial_peer(addr: &str, identity: &Identity) -> Result<crate::net::Authenticated, crate::net::NetError> {
-    let deadline = tokio::time::Instant::now() + crate::settings::tick::tick();
-    let mut pause = Duration::from_millis(20);
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match handshake::dial_within(addr, identity, left).await {
-            Ok(auth) => return Ok(auth),
-            Err(e) if tokio::time::Instant::now() + pause >= deadline => return Err(e),
-            Err(e) => {
-                tracing::debug!("dialing {addr} for a data link: {e}; trying again in {pause:?}");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
+    handshake::dial_retrying(addr, identity, crate::settings::tick::tick(), Duration::ZERO, |_| true).await
 }
 
 /// How long a write on a data link may wait. The receiver holds data back
