@@ -321,7 +321,7 @@ mod tests {
     /// overflowed the stack of the thread decoding it, aborting the process.
     #[test]
     fn a_frame_of_deeply_nested_arrays_is_refused_not_a_stack_overflow() {
-        let mut body = vec![0u8, 1, 0, 0, 0, 0, 1]; // Data { id 1, stage 0, instance 0, Records(port 0, len 1) }
+        let mut body = vec![0u8, 1, 0, 0, 0, 0, 0, 1]; // Data { id 1, stage 0, instance 0, from 0, Records(port 0, len 1) }
         for _ in 0..200_000 {
             body.extend([6u8, 1]); // an array of one ...
         }

@@ -9,7 +9,7 @@ use super::value::Value;
 use crate::workflow::NodeStats;
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL: u32 = 6;
+pub const PROTOCOL: u32 = 7;
 
 /// Who is at the other end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +65,8 @@ pub enum DataMsg {
     Records(u32, Vec<Value>),
     Keyed(u32, Vec<(Value, Value)>),
     Counts(Vec<(Value, i64)>),
+    /// Checkpoint `.0`'s barrier.
+    Barrier(u64),
     End,
 }
 
@@ -169,7 +171,8 @@ pub enum ControlRefusal {
 /// A data link from one worker to another: records for one workflow.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum DataLinkMsg {
-    Data { id: u64, stage: u32, instance: u32, msg: DataMsg },
+    /// For instance `instance` of stage `stage`, on its input channel `from`.
+    Data { id: u64, stage: u32, instance: u32, from: u32, msg: DataMsg },
     Heartbeat,
     Bye,
 }
@@ -299,6 +302,7 @@ pub struct RecordsFrame<'a> {
     pub id: u64,
     pub stage: u32,
     pub instance: u32,
+    pub from: u32,
     pub port: u32,
     pub records: &'a [rhai::Dynamic],
 }
@@ -309,10 +313,11 @@ const DATA_VARIANT: u32 = 0;
 impl Serialize for RecordsFrame<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStructVariant;
-        let mut v = s.serialize_struct_variant("DataLinkMsg", DATA_VARIANT, "Data", 4)?;
+        let mut v = s.serialize_struct_variant("DataLinkMsg", DATA_VARIANT, "Data", 5)?;
         v.serialize_field("id", &self.id)?;
         v.serialize_field("stage", &self.stage)?;
         v.serialize_field("instance", &self.instance)?;
+        v.serialize_field("from", &self.from)?;
         v.serialize_field("msg", &RecordsMsg(self.port, self.records))?;
         v.end()
     }
@@ -365,16 +370,16 @@ mod tests {
             rhai::Dynamic::from_array(vec![rhai::Dynamic::from("w"), rhai::Dynamic::from(3_i64)]),
             rhai::Dynamic::UNIT,
         ];
-        let direct = postcard::to_allocvec(&RecordsFrame { id: 7, stage: 2, instance: 5, port: 1, records: &records }).unwrap();
+        let direct = postcard::to_allocvec(&RecordsFrame { id: 7, stage: 2, instance: 5, from: 3, port: 1, records: &records }).unwrap();
         let values = super::super::value::to_values(&records).unwrap();
         let via_values =
-            postcard::to_allocvec(&DataLinkMsg::Data { id: 7, stage: 2, instance: 5, msg: DataMsg::Records(1, values) }).unwrap();
+            postcard::to_allocvec(&DataLinkMsg::Data { id: 7, stage: 2, instance: 5, from: 3, msg: DataMsg::Records(1, values) }).unwrap();
         assert_eq!(direct, via_values);
     }
 
     #[test]
     fn functions_in_records_are_refused_when_encoding() {
         let records = vec![rhai::Dynamic::from(rhai::FnPtr::new("f").unwrap())];
-        assert!(postcard::to_allocvec(&RecordsFrame { id: 1, stage: 0, instance: 0, port: 0, records: &records }).is_err());
+        assert!(postcard::to_allocvec(&RecordsFrame { id: 1, stage: 0, instance: 0, from: 0, port: 0, records: &records }).is_err());
     }
 }

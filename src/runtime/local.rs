@@ -105,7 +105,7 @@ impl Host for LocalRuntime {
         me.insert("slots".into(), rhai::Dynamic::from_int(self.slots as i64));
         let placement = dataflow::place(&plan, &code, &env, &[me], true).map_err(|e| e.to_string())?;
         let layout = dataflow::Layout::local(self.slots).with_placement(placement);
-        let part = dataflow::Part { layout, node: self.node.clone(), settle_here: true };
+        let part = dataflow::Part { layout, node: self.node.clone(), settle_here: true, checkpoints: None };
         let running = dataflow::start(plan, code, part, &env, None).map_err(|e| e.to_string())?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if let Some(notices) = self.notices.lock().expect("notices lock").clone() {

@@ -20,7 +20,7 @@ use crate::workflow::Func;
 /// An instance's inbox, here or on another worker.
 #[derive(Clone)]
 pub enum Inbox {
-    Local(tokio::sync::mpsc::Sender<Msg>),
+    Local(tokio::sync::mpsc::Sender<super::Delivery>),
     Remote { worker: usize, stage: usize, instance: usize },
 }
 
@@ -228,6 +228,8 @@ pub struct Outlet {
     pub targets: Vec<Inbox>,
     /// The target's input port.
     pub port: u32,
+    /// Which of the target's input channels this outlet is.
+    pub from: u32,
     pub remote: Option<Arc<dyn Remote>>,
     /// Since when the oldest record held here has waited.
     pub held_since: Option<Instant>,
@@ -274,12 +276,22 @@ impl Outlet {
         Ok(())
     }
 
+    /// Sends checkpoint `barrier`'s marker to every target, after what is
+    /// held here (flushed by the caller).
+    pub fn barrier(&mut self, running: &Running, barrier: super::Barrier) -> Result<(), FlowError> {
+        self.flush(running, 1)?;
+        for t in 0..self.targets.len() {
+            self.send(running, t, Msg::Barrier(barrier))?;
+        }
+        Ok(())
+    }
+
     fn send(&self, running: &Running, target: usize, msg: Msg) -> Result<(), FlowError> {
         if running.has_ended() {
             return Err(FlowError::Ended);
         }
         match &self.targets[target] {
-            Inbox::Local(to) => channel::send(running.handle(), to, msg, running.ended()).map_err(|why| match why {
+            Inbox::Local(to) => channel::send(running.handle(), to, (self.from, msg), running.ended()).map_err(|why| match why {
                 Unsent::Ended => FlowError::Ended,
                 // An instance here ended before its input did: it failed, and
                 // said why.
@@ -287,7 +299,7 @@ impl Outlet {
             }),
             Inbox::Remote { worker, stage, instance } => {
                 let remote = self.remote.as_ref().ok_or_else(|| FlowError::Internal("a remote instance without a network".into()))?;
-                remote.send(*worker, *stage, *instance, msg, running.ended())
+                remote.send(*worker, *stage, *instance, self.from, msg, running.ended())
             }
         }
     }
@@ -308,7 +320,7 @@ mod tests {
                 Msg::Records(_, r) => (*t, r.len()),
                 Msg::Keyed(_, r) => (*t, r.len()),
                 Msg::Counts(r) => (*t, r.len()),
-                Msg::End => (*t, 0),
+                Msg::End | Msg::Barrier(_) => (*t, 0),
             })
             .collect()
     }

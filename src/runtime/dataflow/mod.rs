@@ -15,6 +15,8 @@
 //! Every record either reaches its sink or the workflow fails with a
 //! [`FlowError`] naming what happened: nothing is dropped quietly.
 
+mod align;
+pub mod barriers;
 mod call;
 pub mod channel;
 pub mod deadline;
@@ -30,6 +32,7 @@ mod placement;
 mod redis;
 mod running;
 pub mod sink;
+pub mod snapshot;
 pub mod source;
 mod stage;
 mod user_op;
@@ -69,9 +72,23 @@ pub enum Msg {
     /// Partial counts per key, for a `count`: the sender combines records of
     /// the same key before they cross.
     Counts(Vec<(Key, i64)>),
+    /// Checkpoint `.0.id`: what the sender sent before it is covered by
+    /// the checkpoint, what follows it is not.
+    Barrier(Barrier),
     /// The sender of one edge has no more records.
     End,
 }
+
+/// A checkpoint's marker in the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Barrier {
+    pub id: u64,
+}
+
+/// What an inbox receives: a message and the input channel it came on
+/// (one channel per upstream instance and edge, numbered by the receiver's
+/// stage: see `wiring::channel_base`).
+pub type Delivery = (u32, Msg);
 
 impl Msg {
     /// The same records, for input port `port` of the target.
@@ -88,8 +105,9 @@ impl Msg {
 /// to the master for what sinks on the master's host receive. Every call
 /// waits while its link is full, but not past `ended`.
 pub trait Remote: Send + Sync {
-    /// Sends to instance `instance` of stage `stage` on worker `worker`.
-    fn send(&self, worker: usize, stage: usize, instance: usize, msg: Msg, ended: &CancellationToken) -> Result<(), FlowError>;
+    /// Sends to instance `instance` of stage `stage` on worker `worker`,
+    /// as its input channel `from`.
+    fn send(&self, worker: usize, stage: usize, instance: usize, from: u32, msg: Msg, ended: &CancellationToken) -> Result<(), FlowError>;
     /// Hands what a `collect()` sink received to the master.
     fn collect(&self, sink: &str, records: &[Dynamic], ended: &CancellationToken) -> Result<(), FlowError>;
     /// Hands lines for the `write_lines` node `node` to the master, which writes the file.

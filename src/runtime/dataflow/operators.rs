@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::call::{Callee, Calls};
 use super::error::{script_error, shown, FlowError};
 use super::sink::{FileSink, Results};
+use super::snapshot::{keyed, NodeState, Taken};
 use super::user_op::UserStep;
 use super::Outputs;
 use super::Remote;
@@ -32,16 +33,21 @@ pub enum Printer {
 }
 
 /// Where a line sink writes: a file this process owns, or the master's
-/// (the node's index names it there).
+/// (the node's index names it there); under checkpoints, lines wait here
+/// for the next barrier, which takes them into the checkpoint, and are
+/// written out when it completes.
 pub enum LineSink {
     File(Arc<FileSink>),
     Remote(Arc<dyn Remote>, usize),
+    Pending(Vec<u8>),
 }
 
-/// Where a `collect()` instance puts records: here, or with the master.
+/// Where a `collect()` instance puts records: here, or with the master;
+/// under checkpoints, they wait for the next barrier as lines do.
 pub enum CollectSink {
     Local(Arc<Results>),
     Remote(Arc<dyn Remote>, String),
+    Pending(Vec<Dynamic>),
 }
 
 /// What a per-record node made of one record.
@@ -149,11 +155,16 @@ impl Step {
                 match sink {
                     LineSink::File(file) => file.write(text.as_bytes())?,
                     LineSink::Remote(remote, node) => remote.write_lines(*node, text, ended).map_err(|e| in_operator(name, e))?,
+                    LineSink::Pending(pending) => pending.extend_from_slice(text.as_bytes()),
                 }
                 Ok(Vec::new())
             }
             Step::Collect(CollectSink::Local(sink)) => {
                 sink.extend(name, batch)?;
+                Ok(Vec::new())
+            }
+            Step::Collect(CollectSink::Pending(pending)) => {
+                pending.extend(batch);
                 Ok(Vec::new())
             }
             Step::RedisSink(writer) => {
@@ -236,12 +247,59 @@ impl Step {
     /// user operator's end callback), per output port.
     pub fn finish(&mut self, calls: &Calls, name: &str) -> Result<Outputs, FlowError> {
         match self {
-            Step::Count { counts } => Ok(vec![std::mem::take(counts)
-                .into_iter()
-                .map(|(k, n)| Dynamic::from_array(vec![k.value, Dynamic::from_int(n)]))
-                .collect()]),
+            // The counts stay: a checkpoint taken at the end keeps them.
+            Step::Count { counts } => {
+                Ok(vec![counts.iter().map(|(k, n)| Dynamic::from_array(vec![k.value.clone(), Dynamic::from_int(*n)])).collect()])
+            }
             Step::User(u) => u.finish(calls, name),
             _ => Ok(Vec::new()),
         }
+    }
+}
+
+impl Step {
+    /// The node's state for a checkpoint: a clone of what it keeps, and
+    /// what a sink was given since the last barrier (moved out).
+    pub fn take(&mut self) -> Taken {
+        match self {
+            Step::KeyedReduce { state, .. } => Taken::Reduce(state.iter().map(|(k, v)| (k.value.clone(), v.clone())).collect()),
+            Step::Count { counts } => Taken::Count(counts.iter().map(|(k, n)| (k.value.clone(), *n)).collect()),
+            Step::User(u) => u.take(),
+            Step::WriteLines(LineSink::Pending(pending)) => Taken::Lines(std::mem::take(pending)),
+            Step::Collect(CollectSink::Pending(pending)) => Taken::Collected(std::mem::take(pending)),
+            _ => Taken::Nothing,
+        }
+    }
+
+    /// Puts back the state a checkpoint saved (output saved with it was
+    /// written out before the restore: it is not pending again).
+    pub fn restore(&mut self, name: &str, state: NodeState) -> Result<(), FlowError> {
+        match (self, state) {
+            (Step::KeyedReduce { state, .. }, NodeState::Reduce(pairs)) => state.extend(keyed(pairs)),
+            (Step::Count { counts }, NodeState::Count(pairs)) => {
+                counts.extend(pairs.into_iter().map(|(k, n)| (Key::new(k.into_dynamic()), n)));
+            }
+            (Step::User(u), NodeState::User { state, keyed: pairs }) => u.restore(state.map(|v| v.into_dynamic()), keyed(pairs)),
+            (_, NodeState::Nothing | NodeState::Lines(_) | NodeState::Collected(_) | NodeState::Position(_)) => {}
+            (_, other) => {
+                return Err(FlowError::Operator {
+                    operator: name.to_string(),
+                    reason: format!("the checkpoint holds a state of another kind for it ({})", kind(&other)),
+                })
+            }
+        }
+        Ok(())
+    }
+}
+
+fn kind(state: &NodeState) -> &'static str {
+    match state {
+        NodeState::Nothing => "none",
+        NodeState::Position(_) => "a source's position",
+        NodeState::Reduce(_) => "a keyed_reduce's",
+        NodeState::Count(_) => "a count's",
+        NodeState::User { .. } => "an operator's `this`",
+        NodeState::Lines(_) => "lines",
+        NodeState::Collected(_) => "collected records",
     }
 }

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use rhai::Array;
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::barriers::{Barriers, PartEvent};
 use super::meter::Meter;
 use super::sink::{settle_all, settle_for, FileSink, Results};
-use super::Msg;
+use super::Delivery;
 use crate::workflow::{NodeStats, Stats, Status};
 
 /// Why a workflow ends before its sources do, other than a graceful stop.
@@ -47,12 +48,26 @@ pub struct Running {
     pub(super) collected: Vec<(String, Arc<Results>)>,
     /// The inboxes of this process's instances, by (stage, instance), for
     /// records arriving from other workers; emptied when the workflow ends.
-    pub(super) inboxes: Mutex<HashMap<(usize, usize), mpsc::Sender<Msg>>>,
+    pub(super) inboxes: Mutex<HashMap<(usize, usize), mpsc::Sender<Delivery>>>,
     /// Files this process writes, settled when the workflow is.
     pub(super) files: Vec<Arc<FileSink>>,
     /// What sources here read and acknowledge once the sinks have settled.
     acks: Mutex<Vec<Arc<dyn super::Acknowledge>>>,
     handle: Handle,
+    /// Checkpoints: where instances hand in what they took (none: off).
+    barriers: Option<Arc<Barriers>>,
+    /// For the checkpoint driver: what the instances hand in, and the
+    /// status the part ends with (the driver publishes it).
+    driver: Mutex<Option<DriverEnds>>,
+    outcome_to: Mutex<Option<oneshot::Sender<Status>>>,
+}
+
+/// What a checkpoint driver takes from a running part.
+pub struct DriverEnds {
+    pub events: mpsc::UnboundedReceiver<PartEvent>,
+    /// The status the part's instances ended with; the driver publishes
+    /// it (`finish`) after the last checkpoint.
+    pub outcome: oneshot::Receiver<Status>,
 }
 
 impl Running {
@@ -82,11 +97,43 @@ impl Running {
             files,
             acks: Mutex::new(Vec::new()),
             handle,
+            barriers: None,
+            driver: Mutex::new(None),
+            outcome_to: Mutex::new(None),
+        }
+    }
+
+    /// Turns checkpoints on: instances hand in to `barriers`, and a driver
+    /// takes what they hand in (see [`Running::driver_ends`]).
+    pub(super) fn with_checkpoints(mut self, barriers: Arc<Barriers>, events: mpsc::UnboundedReceiver<PartEvent>) -> Running {
+        let (tx, rx) = oneshot::channel();
+        self.barriers = Some(barriers);
+        self.driver = Mutex::new(Some(DriverEnds { events, outcome: rx }));
+        self.outcome_to = Mutex::new(Some(tx));
+        self
+    }
+
+    /// Where checkpoints are requested (none: checkpoints are off).
+    pub fn barriers(&self) -> Option<&Arc<Barriers>> {
+        self.barriers.as_ref()
+    }
+
+    /// What the checkpoint driver needs, once.
+    pub fn driver_ends(&self) -> Option<DriverEnds> {
+        self.driver.lock().expect("driver lock").take()
+    }
+
+    /// The part's final status: to the checkpoint driver, which publishes
+    /// it after the last checkpoint, or back (`Some`) to publish now.
+    pub(super) fn hand_over(&self, status: Status) -> Option<Status> {
+        match self.outcome_to.lock().expect("outcome lock").take() {
+            Some(to) => to.send(status).err(),
+            None => Some(status),
         }
     }
 
     /// The inbox of a local instance, for records from the network.
-    pub fn inbox(&self, stage: usize, instance: usize) -> Option<mpsc::Sender<Msg>> {
+    pub fn inbox(&self, stage: usize, instance: usize) -> Option<mpsc::Sender<Delivery>> {
         self.inboxes.lock().expect("inboxes lock").get(&(stage, instance)).cloned()
     }
 

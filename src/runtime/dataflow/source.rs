@@ -2,12 +2,13 @@
 //! hold: a longer line fails the workflow rather than taking the memory.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 
 use rhai::{Dynamic, ImmutableString};
 
 use super::call::Calls;
 use super::error::{script_error, FlowError};
+use super::snapshot::Position;
 use super::{deadline, BATCH, TCP_POLL};
 use crate::workflow::{Func, SourceSpec};
 
@@ -72,7 +73,9 @@ pub struct Lines<R> {
 
 /// Reads a source batch by batch.
 pub enum SourceReader {
-    Items(std::vec::IntoIter<Dynamic>),
+    Items { items: std::iter::Skip<std::vec::IntoIter<Dynamic>>, given: u64 },
+    /// A generator that returned `()`, and where it was.
+    Exhausted(Position),
     Range { next: i64, end: i64, step: i64 },
     Generator { f: Func, n: i64 },
     File(Lines<File>),
@@ -86,20 +89,56 @@ impl SourceReader {
     /// Opens the reader of instance `instance.0` of `instance.1`; a source
     /// that acknowledges what it read registers with `running`, which does
     /// it when the sinks settle.
-    pub fn open(spec: SourceSpec, operator: &str, instance: (usize, usize), running: &super::Running) -> Result<SourceReader, FlowError> {
+    ///
+    /// `at` is where a checkpoint left it: a restored source reads on from there.
+    pub fn open(
+        spec: SourceSpec,
+        operator: &str,
+        instance: (usize, usize),
+        running: &super::Running,
+        at: Option<Position>,
+    ) -> Result<SourceReader, FlowError> {
         let (instance, instances) = instance;
         Ok(match spec {
-            SourceSpec::Items(items) => SourceReader::Items(items.into_iter()),
-            SourceSpec::Range { start, end, step } => SourceReader::Range { next: start, end, step },
-            SourceSpec::Generator(f) => SourceReader::Generator { f, n: 0 },
+            SourceSpec::Items(items) => {
+                let skip = match at {
+                    Some(Position::Items(n)) => n as usize,
+                    _ => 0,
+                };
+                SourceReader::Items { items: items.into_iter().skip(skip), given: skip as u64 }
+            }
+            SourceSpec::Range { start, end, step } => {
+                let next = match at {
+                    Some(Position::Range(next)) => next,
+                    _ => start,
+                };
+                SourceReader::Range { next, end, step }
+            }
+            SourceSpec::Generator(f) => {
+                let n = match at {
+                    Some(Position::Generator(n)) => n,
+                    _ => 0,
+                };
+                SourceReader::Generator { f, n }
+            }
             SourceSpec::Lines { path, max_line } => {
-                let file = File::open(&path).map_err(|e| FlowError::File {
-                    operator: operator.into(),
-                    action: "read",
-                    path: path.clone(),
-                    error: e.to_string(),
-                })?;
-                SourceReader::File(Lines::new(BufReader::with_capacity(256 * 1024, file), max_line, false))
+                let failed = |action, e: std::io::Error| FlowError::File { operator: operator.into(), action, path: path.clone(), error: e.to_string() };
+                let mut file = File::open(&path).map_err(|e| failed("read", e))?;
+                let mut line = 0;
+                if let Some(Position::File { offset, line: at_line }) = at {
+                    let len = file.metadata().map_err(|e| failed("read", e))?.len();
+                    if len < offset {
+                        let shorter = std::io::Error::other(format!(
+                            "it is shorter ({len} bytes) than where the checkpoint left off ({offset}): it was changed since"
+                        ));
+                        return Err(failed("resume reading", shorter));
+                    }
+                    file.seek(SeekFrom::Start(offset)).map_err(|e| failed("resume reading", e))?;
+                    line = at_line;
+                }
+                let mut lines = Lines::new(BufReader::with_capacity(256 * 1024, file), max_line, false);
+                lines.line = line;
+                SourceReader::File(lines)
             }
             SourceSpec::Tcp { host, port, max_line } => {
                 let failed = |e: std::io::Error| FlowError::File {
@@ -145,7 +184,11 @@ impl SourceReader {
     pub fn next_batch(&mut self, calls: &Calls, operator: &str, stopping: &dyn Fn() -> bool) -> Result<Option<Vec<Dynamic>>, FlowError> {
         let mut batch = Vec::with_capacity(BATCH);
         match self {
-            SourceReader::Items(items) => batch.extend(items.by_ref().take(BATCH)),
+            SourceReader::Exhausted(_) => {}
+            SourceReader::Items { items, given } => {
+                batch.extend(items.by_ref().take(BATCH));
+                *given += batch.len() as u64;
+            }
             SourceReader::Range { next, end, step } => {
                 while batch.len() < BATCH && *next < *end {
                     batch.push(Dynamic::from_int(*next));
@@ -157,7 +200,7 @@ impl SourceReader {
                 while batch.len() < BATCH && started.elapsed() < deadline::get() {
                     let v = calls.call(f, [Dynamic::from_int(*n)]).map_err(|e| script_error(operator, None, &e))?;
                     if v.is_unit() {
-                        *self = SourceReader::Items(Vec::new().into_iter());
+                        *self = SourceReader::Exhausted(Position::Generator(*n));
                         break;
                     }
                     batch.push(v);
@@ -178,6 +221,23 @@ impl SourceReader {
             },
         }
         Ok((!batch.is_empty()).then_some(batch))
+    }
+
+    /// Where the reader is, for a checkpoint.
+    pub fn position(&mut self) -> Position {
+        match self {
+            SourceReader::Items { given, .. } => Position::Items(*given),
+            SourceReader::Exhausted(at) => *at,
+            SourceReader::Range { next, .. } => Position::Range(*next),
+            SourceReader::Generator { n, .. } => Position::Generator(*n),
+            SourceReader::File(lines) => {
+                // Batches end at a line's end: nothing of a line is held.
+                let read = lines.reader.stream_position().unwrap_or(0);
+                Position::File { offset: read.saturating_sub(lines.buf.len() as u64), line: lines.line }
+            }
+            SourceReader::Tcp(_) => Position::Unrewindable,
+            SourceReader::Redis(_) | SourceReader::Nats(_) | SourceReader::Kafka(_) => Position::Broker,
+        }
     }
 
     /// Records go to port 1 (`reject`) when they cannot be read as asked,

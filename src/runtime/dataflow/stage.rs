@@ -8,6 +8,8 @@ use std::time::Instant;
 use rhai::Dynamic;
 use tokio::sync::mpsc;
 
+use super::align::{Aligner, Offer};
+use super::barriers::Barriers;
 use super::call::Calls;
 use super::channel;
 use super::deadline;
@@ -16,8 +18,9 @@ use super::exchange::Outlet;
 use super::meter::SAMPLE_EVERY;
 use super::operators::{One, Step};
 use super::running::Running;
+use super::snapshot::{InstanceTaken, Position, Taken};
 use super::source::SourceReader;
-use super::{Msg, BATCH, CHUNK};
+use super::{Barrier, Delivery, Msg, BATCH, CHUNK};
 use crate::workflow::key::Key;
 
 /// Where a node's output port goes.
@@ -44,9 +47,16 @@ pub struct StageRun {
     /// Per node, calls of its per-record function so far: the first and
     /// then one in [`SAMPLE_EVERY`] are timed.
     pub calls: Vec<u32>,
-    /// Which instance of its stage this is, of how many.
+    /// Which stage, and which instance of it this is, of how many.
+    pub stage: usize,
     pub instance: usize,
     pub instances: usize,
+    /// Where checkpoints are gathered (none: checkpoints are off).
+    pub barriers: Option<std::sync::Arc<Barriers>>,
+    /// Restored from a checkpoint: where its source was, and whether it
+    /// had ended (then it only ends again).
+    pub at: Option<Position>,
+    pub done: bool,
 }
 
 enum Input {
@@ -55,7 +65,15 @@ enum Input {
 }
 
 impl StageRun {
-    pub fn run(mut self, calls: &Calls, running: &Running, inbox: &mut mpsc::Receiver<Msg>, expected_ends: usize) -> Result<(), FlowError> {
+    pub fn run(mut self, calls: &Calls, running: &Running, inbox: &mut mpsc::Receiver<Delivery>, expected_ends: usize) -> Result<(), FlowError> {
+        if self.done {
+            // What it made before its end is downstream already.
+            self.report_end();
+            for o in &mut self.outlets {
+                o.end(running)?;
+            }
+            return Ok(());
+        }
         if matches!(self.steps[0], Step::Source(_)) {
             self.run_source(calls, running)?;
         } else {
@@ -71,8 +89,42 @@ impl StageRun {
             }
         }
         self.flush(running, 1)?;
+        // What it holds at its end (the sinks' last lines) is taken before
+        // the end markers leave: the last checkpoint waits for it.
+        self.report_end();
         for o in &mut self.outlets {
             o.end(running)?;
+        }
+        Ok(())
+    }
+
+    /// Hands what the instance holds at its end to the checkpoints.
+    fn report_end(&mut self) {
+        if let Some(barriers) = self.barriers.clone() {
+            let taken = self.take(true);
+            barriers.ended(taken);
+        }
+    }
+
+    /// What every node of the instance keeps, for a checkpoint.
+    fn take(&mut self, done: bool) -> InstanceTaken {
+        let mut nodes: Vec<Taken> = self.steps.iter_mut().map(Step::take).collect();
+        if let Some(at) = self.at {
+            nodes[0] = Taken::Position(at);
+        }
+        InstanceTaken { stage: self.stage, instance: self.instance, done, nodes }
+    }
+
+    /// Checkpoint `barrier`: takes the instance's state, sends everything
+    /// before the barrier on, then the barrier itself.
+    fn pass_barrier(&mut self, running: &Running, barrier: Barrier) -> Result<(), FlowError> {
+        let taken = self.take(false);
+        self.flush(running, 1)?;
+        for o in &mut self.outlets {
+            o.barrier(running, barrier)?;
+        }
+        if let Some(barriers) = &self.barriers {
+            barriers.took(barrier.id, taken);
         }
         Ok(())
     }
@@ -81,26 +133,35 @@ impl StageRun {
         &mut self,
         calls: &Calls,
         running: &Running,
-        inbox: &mut mpsc::Receiver<Msg>,
+        inbox: &mut mpsc::Receiver<Delivery>,
         expected_ends: usize,
     ) -> Result<(), FlowError> {
-        let mut ends = 0;
-        while ends < expected_ends {
-            let msg = channel::recv(running.handle(), inbox, running.ended()).map_err(|_| FlowError::Ended)?;
+        let mut aligner = Aligner::new(expected_ends);
+        while !aligner.all_ended() {
+            let (from, msg) = match aligner.next_held() {
+                Some(held) => held,
+                None => match channel::recv(running.handle(), inbox, running.ended()).map_err(|_| FlowError::Ended)? {
+                    Some(delivery) => delivery,
+                    None => {
+                        let why = format!("{}: an upstream stage ended without an end-of-stream marker", self.names[0]);
+                        return Err(FlowError::Internal(why));
+                    }
+                },
+            };
             if running.has_ended() {
                 return Err(FlowError::Ended);
             }
-            match msg {
-                Some(Msg::Records(port, records)) => self.process(calls, running, port as usize, Input::Records(records))?,
-                Some(Msg::Keyed(port, records)) => self.process(calls, running, port as usize, Input::Keyed(records))?,
-                Some(Msg::Counts(counts)) => {
+            let offer = aligner.offer(from, msg).map_err(|e| FlowError::Internal(format!("{}: {e}", self.names[0])))?;
+            match offer {
+                Offer::Process(Msg::Records(port, records)) => self.process(calls, running, port as usize, Input::Records(records))?,
+                Offer::Process(Msg::Keyed(port, records)) => self.process(calls, running, port as usize, Input::Keyed(records))?,
+                Offer::Process(Msg::Counts(counts)) => {
                     running.count(self.nodes[0], counts.iter().map(|(_, n)| *n as usize).sum(), 0);
                     self.steps[0].add_counts(&self.names[0], counts)?
                 }
-                Some(Msg::End) => ends += 1,
-                None => {
-                    return Err(FlowError::Internal(format!("{}: an upstream stage ended without an end-of-stream marker", self.names[0])))
-                }
+                Offer::Process(Msg::End | Msg::Barrier(_)) => unreachable!("the aligner keeps ends and barriers"),
+                Offer::Aligned(barrier) => self.pass_barrier(running, barrier)?,
+                Offer::Held | Offer::AllEnded => {}
             }
             // Hold records back only while more input is waiting, and not
             // past the batch deadline: an idle stage sends what it has, so
@@ -113,19 +174,29 @@ impl StageRun {
 
     fn run_source(&mut self, calls: &Calls, running: &Running) -> Result<(), FlowError> {
         let Step::Source(spec) = &self.steps[0] else { unreachable!("checked by caller") };
-        let mut reader = SourceReader::open(spec.clone(), &self.names[0], (self.instance, self.instances), running)?;
+        let mut reader = SourceReader::open(spec.clone(), &self.names[0], (self.instance, self.instances), running, self.at)?;
         if self.routes[0].get(1).is_some_and(|targets| !targets.is_empty()) {
             reader.keep_rejects();
         }
         let stopping = || running.stop_requested() || running.has_ended();
+        let mut seen = 0;
         loop {
             if running.has_ended() {
                 return Err(FlowError::Ended);
             }
+            if let Some(id) = self.barriers.as_ref().and_then(|b| b.due(seen)) {
+                seen = id;
+                self.at = Some(reader.position());
+                self.pass_barrier(running, Barrier { id })?;
+            }
             if running.stop_requested() {
+                self.at = Some(reader.position());
                 return Ok(());
             }
-            let Some(batch) = reader.next_batch(calls, &self.names[0], &stopping)? else { return Ok(()) };
+            let Some(batch) = reader.next_batch(calls, &self.names[0], &stopping)? else {
+                self.at = Some(reader.position());
+                return Ok(());
+            };
             let full = batch.len() >= BATCH;
             let rejects = reader.take_rejects();
             running.count(self.nodes[0], 0, batch.len() + rejects.len());

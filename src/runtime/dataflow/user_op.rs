@@ -6,6 +6,7 @@ use rhai::{Dynamic, ImmutableString};
 
 use super::call::Calls;
 use super::error::{script_error, shown, FlowError};
+use super::snapshot::Taken;
 use super::Outputs;
 use crate::workflow::key::{Key, KeyMap};
 use crate::workflow::operator::{Strategy, UserOp};
@@ -109,19 +110,25 @@ impl UserStep {
     pub fn finish(&mut self, calls: &Calls, name: &str) -> Result<Outputs, FlowError> {
         let Some(f) = self.op.on_end.clone() else { return Ok(Vec::new()) };
         let mut out = self.outputs();
-        let mut states: Vec<Dynamic> = if self.is_keyed() {
-            std::mem::take(&mut self.states).into_values().collect()
-        } else {
-            vec![match self.state.take() {
-                Some(s) => s,
-                None => self.initial(calls, name)?,
-            }]
-        };
-        for state in &mut states {
-            let called = crate::script::emit::collect(&mut self.emitted, || calls.call_this(&f, state, []));
-            let _ = called.map_err(|e| script_error(name, None, &e))?;
-            self.sort(name, &mut out, None)?;
+        // The states stay (with what the callback made of them): a
+        // checkpoint taken at the end keeps them.
+        if !self.is_keyed() && self.state.is_none() {
+            self.state = Some(self.initial(calls, name)?);
         }
+        let mut emitted = std::mem::take(&mut self.emitted);
+        let states: Box<dyn Iterator<Item = &mut Dynamic>> =
+            if self.is_keyed() { Box::new(self.states.values_mut()) } else { Box::new(self.state.iter_mut()) };
+        let mut result = Ok(());
+        for state in states {
+            let called = crate::script::emit::collect(&mut emitted, || calls.call_this(&f, state, []));
+            if let Err(e) = called {
+                result = Err(script_error(name, None, &e));
+                break;
+            }
+        }
+        self.emitted = emitted;
+        result?;
+        self.sort(name, &mut out, None)?;
         Ok(out)
     }
 
@@ -130,5 +137,18 @@ impl UserStep {
             operator: name.to_string(),
             reason: format!("no callback for input `{}`", self.op.inputs.get(port).map_or("?", String::as_str)),
         })
+    }
+}
+
+impl UserStep {
+    /// The state for a checkpoint (a clone: the operator goes on with it).
+    pub fn take(&self) -> Taken {
+        Taken::User { state: self.state.clone(), keyed: self.states.iter().map(|(k, v)| (k.value.clone(), v.clone())).collect() }
+    }
+
+    /// Puts back a saved state.
+    pub fn restore(&mut self, state: Option<Dynamic>, keyed: impl Iterator<Item = (Key, Dynamic)>) {
+        self.state = state;
+        self.states.extend(keyed);
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::barriers::Barriers;
 use super::call::{Callee, Calls};
 use super::error::FlowError;
 use super::exchange::{Forward, Hash, Inbox, Outlet, Pusher, Route, Spread};
@@ -15,6 +16,7 @@ use super::layout::Layout;
 use super::operators::{CollectSink, LineSink, Printer, Step};
 use super::running::Running;
 use super::sink::{part_path, FileSink, Results};
+use super::snapshot::{InstanceState, NodeState};
 use super::stage::{StageRun, Target};
 use super::user_op::UserStep;
 use super::{Remote, INBOX_BATCHES};
@@ -31,6 +33,15 @@ pub struct Part {
     /// Whether this process alone decides that its files are complete
     /// (local mode); a worker's files wait for its master's word.
     pub settle_here: bool,
+    /// Checkpoints on (with what to restore), or off.
+    pub checkpoints: Option<Resume>,
+}
+
+/// What instances here start from: their states in the checkpoint a
+/// workflow resumes from (none for a fresh start).
+#[derive(Default, Debug)]
+pub struct Resume {
+    pub states: HashMap<(usize, usize), InstanceState>,
 }
 
 /// What instances are built with, besides the plan.
@@ -41,6 +52,8 @@ struct Sinks {
     parts: HashMap<(usize, usize), Arc<FileSink>>,
     collect_of: HashMap<usize, Arc<Results>>,
     remote: Option<Arc<dyn Remote>>,
+    /// Sinks hold what they are given until a checkpoint takes it.
+    checkpoints: bool,
     env: EngineEnv,
     /// The runtime, for the brokers' asynchronous clients.
     handle: tokio::runtime::Handle,
@@ -63,6 +76,7 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
         parts: HashMap::new(),
         collect_of: HashMap::new(),
         remote: remote.clone(),
+        checkpoints: part.checkpoints.is_some(),
         env: engine_env,
         handle: tokio::runtime::Handle::current(),
     };
@@ -70,8 +84,18 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
     for (i, node) in plan.graph.nodes.iter().enumerate() {
         let here = layout.local_instances(&plan, plan.stage_of[i]);
         match node.op.base() {
+            // Under checkpoints, the driver writes what checkpoints took.
+            Operator::WriteLines(path) if sinks.checkpoints => super::sink::check_path(&node.name, path)?,
             Operator::WriteLines(path) if remote.is_none() => {
                 sinks.files.insert(i, FileSink::create(&node.name, path)?);
+            }
+            Operator::WriteParts(dir) if sinks.checkpoints && !here.is_empty() => {
+                std::fs::create_dir_all(dir).map_err(|e| FlowError::File {
+                    operator: node.name.clone(),
+                    action: "create the directory",
+                    path: dir.clone(),
+                    error: e.to_string(),
+                })?;
             }
             Operator::WriteParts(dir) if !here.is_empty() => {
                 std::fs::create_dir_all(dir).map_err(|e| FlowError::File {
@@ -118,11 +142,21 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
     // A source's stage has an inbox that nothing sends to: no queue to show.
     let heads =
         plan.stages.iter().map(|s| Some(s.nodes[0]).filter(|&n| !matches!(plan.graph.nodes[n].op.base(), Operator::Source(_)))).collect();
-    let running = Arc::new(Running::new(Stats::new(&plan.graph), heads, collected, files, abort_flag, tokio::runtime::Handle::current()));
+    let here: usize = (0..plan.stages.len()).map(|s| layout.local_instances(&plan, s).len()).sum();
+    let mut running = Running::new(Stats::new(&plan.graph), heads, collected, files, abort_flag, tokio::runtime::Handle::current());
+    let mut barriers = None;
+    if part.checkpoints.is_some() {
+        let (b, events) = Barriers::new(here);
+        let b = Arc::new(b);
+        barriers = Some(b.clone());
+        running = running.with_checkpoints(b, events);
+    }
+    let running = Arc::new(running);
+    let mut resume = part.checkpoints.unwrap_or_default();
 
     // An inbox per instance of every stage, here or remote.
     let mut inboxes: Vec<Vec<Inbox>> = Vec::new();
-    let mut receivers: HashMap<(usize, usize), mpsc::Receiver<super::Msg>> = HashMap::new();
+    let mut receivers: HashMap<(usize, usize), mpsc::Receiver<super::Delivery>> = HashMap::new();
     for s in 0..plan.stages.len() {
         let local = layout.local_instances(&plan, s);
         let mut stage_inboxes = Vec::new();
@@ -147,7 +181,14 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
     for s in 0..plan.stages.len() {
         let expected_ends: usize = plan.inputs_of(s).map(|e| layout.instances(&plan, plan.stage_of[e.from])).sum();
         for instance in layout.local_instances(&plan, s) {
-            let stage = stage_run(&plan, s, instance, &layout, &inboxes, &sinks);
+            let mut stage = stage_run(&plan, s, instance, &layout, &inboxes, &sinks);
+            stage.barriers = barriers.clone();
+            if let Some(state) = resume.states.remove(&(s, instance)) {
+                if let Err(e) = restore(&mut stage, state) {
+                    running.fail(e.to_string());
+                    return Err(e);
+                }
+            }
             let inbox = receivers.remove(&(s, instance)).expect("one receiver per instance");
             let (running_here, done, code, env) = (running.clone(), done_tx.clone(), code.clone(), sinks.env.clone());
             let name = format!("skitter:{}", stage.names[0]);
@@ -214,7 +255,11 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
         if settle_here {
             status = watcher.settle_for(status);
         }
-        watcher.finish(status);
+        // Under checkpoints, the driver publishes the status once the last
+        // checkpoint is written.
+        if let Some(status) = watcher.hand_over(status) {
+            watcher.finish(status);
+        }
     });
     Ok(running)
 }
@@ -245,7 +290,43 @@ fn stage_run(plan: &Plan, s: usize, instance: usize, layout: &Layout, inboxes: &
     }
     let calls = vec![0; steps.len()];
     let instances = layout.instances(plan, s);
-    StageRun { names, nodes: stage.nodes.clone(), ports, steps, routes, outlets, calls, instance, instances }
+    StageRun {
+        names,
+        nodes: stage.nodes.clone(),
+        ports,
+        steps,
+        routes,
+        outlets,
+        calls,
+        stage: s,
+        instance,
+        instances,
+        barriers: None,
+        at: None,
+        done: false,
+    }
+}
+
+/// Puts an instance back as a checkpoint saved it.
+fn restore(stage: &mut StageRun, state: InstanceState) -> Result<(), FlowError> {
+    stage.done = state.done;
+    for (i, node) in state.nodes.into_iter().enumerate() {
+        let Some(step) = stage.steps.get_mut(i) else {
+            return Err(FlowError::Internal(format!("{}: the checkpoint holds more nodes than the stage has", stage.names[0])));
+        };
+        match node {
+            NodeState::Position(at) if i == 0 => stage.at = Some(at),
+            other => step.restore(&stage.names[i], other)?,
+        }
+    }
+    Ok(())
+}
+
+/// The number of the first of an edge's input channels at its target: the
+/// target's inputs are numbered edge by edge, an upstream instance each.
+fn channel_base(plan: &Plan, layout: &Layout, edge: &FlatEdge) -> u32 {
+    let target = plan.stage_of[edge.to];
+    plan.inputs_of(target).take_while(|e| !std::ptr::eq(*e, edge)).map(|e| layout.instances(plan, plan.stage_of[e.from]) as u32).sum()
 }
 
 fn step(op: &Operator, n: usize, instance: usize, name: &str, sinks: &Sinks) -> Step {
@@ -266,6 +347,8 @@ fn step(op: &Operator, n: usize, instance: usize, name: &str, sinks: &Sinks) -> 
                 None => Printer::Local(sinks.env.output.clone()),
             },
         },
+        Operator::WriteLines(_) | Operator::WriteParts(_) if sinks.checkpoints => Step::WriteLines(LineSink::Pending(Vec::new())),
+        Operator::Collect if sinks.checkpoints => Step::Collect(CollectSink::Pending(Vec::new())),
         Operator::WriteLines(_) => Step::WriteLines(match (&sinks.remote, sinks.files.get(&n)) {
             (_, Some(file)) => LineSink::File(file.clone()),
             (Some(remote), None) => LineSink::Remote(remote.clone(), n),
@@ -301,6 +384,7 @@ fn outlet(plan: &Plan, e: &FlatEdge, instance: usize, layout: &Layout, inboxes: 
         target_name: target.name.clone(),
         targets: inboxes[target_stage].clone(),
         port: e.to_port as u32,
+        from: channel_base(plan, layout, e) + instance as u32,
         remote,
         held_since: None,
     }
@@ -341,7 +425,7 @@ mod tests {
     }
 
     impl Remote for FakeRemote {
-        fn send(&self, worker: usize, stage: usize, instance: usize, msg: Msg, _: &CancellationToken) -> Result<(), FlowError> {
+        fn send(&self, worker: usize, stage: usize, instance: usize, _: u32, msg: Msg, _: &CancellationToken) -> Result<(), FlowError> {
             if self.refuse {
                 return Err(FlowError::Remote("the data link to worker w1 is closed".into()));
             }
@@ -378,7 +462,7 @@ mod tests {
     fn run(remote: Arc<FakeRemote>) -> (Status, Arc<Running>) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let env = EngineEnv::new(None, Arc::new(|_: &str| {}));
-        let part = Part { layout: Layout::new(2, 0, 1), node: "w0".into(), settle_here: false };
+        let part = Part { layout: Layout::new(2, 0, 1), node: "w0".into(), settle_here: false, checkpoints: None };
         let running = rt.block_on(async { start(plan(), Code::default(), part, &env, Some(remote)).unwrap() });
         let status = crate::runtime::wait_until_done(rt.handle(), running.subscribe());
         (status, running)

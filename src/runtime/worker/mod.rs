@@ -401,7 +401,7 @@ impl Worker {
             data: master.data.clone(),
             handle: tokio::runtime::Handle::current(),
         });
-        let part = dataflow::Part { layout, node: self.config.name.clone(), settle_here: false };
+        let part = dataflow::Part { layout, node: self.config.name.clone(), settle_here: false, checkpoints: None };
         let running = dataflow::start(plan, code, part, &self.config.env, Some(remote)).map_err(|e| e.to_string())?;
         self.parts.lock().expect("parts lock").insert(id, running.clone());
         // Started before its end can be seen.

@@ -33,7 +33,7 @@ impl Worker {
                 Ok(None) => return lost(&peer, part.as_ref(), "it closed the connection without a goodbye".into()),
                 Err(e) => return lost(&peer, part.as_ref(), e.to_string()),
             };
-            let DataLinkMsg::Data { id, stage, instance, msg } = msg else {
+            let DataLinkMsg::Data { id, stage, instance, from, msg } = msg else {
                 if msg.is_bye() {
                     return;
                 }
@@ -73,7 +73,7 @@ impl Worker {
             tokio::select! {
                 biased;
                 _ = running.ended().cancelled() => return,
-                sent = inbox.send(from_wire(msg)) => {
+                sent = inbox.send((from, from_wire(msg))) => {
                     if sent.is_err() && !running.ended().is_cancelled() {
                         running.fail(format!("an instance of stage {stage} ended before its input from {peer} did"));
                         return;
@@ -138,6 +138,7 @@ fn from_wire(msg: DataMsg) -> Msg {
             Msg::Keyed(port, pairs.into_iter().map(|(k, v)| (Key::new(k.into_dynamic()), v.into_dynamic())).collect())
         }
         DataMsg::Counts(counts) => Msg::Counts(counts.into_iter().map(|(k, n)| (Key::new(k.into_dynamic()), n)).collect()),
+        DataMsg::Barrier(id) => Msg::Barrier(crate::runtime::dataflow::Barrier { id }),
         DataMsg::End => Msg::End,
     }
 }

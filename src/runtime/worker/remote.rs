@@ -167,11 +167,11 @@ async fn listen(mut reader: Reader<DataLinkMsg>, ended: CancellationToken) -> Pe
 }
 
 impl Remote for WorkerRemote {
-    fn send(&self, worker: usize, stage: usize, instance: usize, msg: Msg, ended: &CancellationToken) -> Result<(), FlowError> {
+    fn send(&self, worker: usize, stage: usize, instance: usize, from: u32, msg: Msg, ended: &CancellationToken) -> Result<(), FlowError> {
         let (stage, instance) = (stage as u32, instance as u32);
         let frame = match msg {
             Msg::Records(port, records) => {
-                postcard::to_allocvec(&RecordsFrame { id: self.id, stage, instance, port, records: &records }).map_err(
+                postcard::to_allocvec(&RecordsFrame { id: self.id, stage, instance, from, port, records: &records }).map_err(
                     // The encoder keeps no message of its own errors: name
                     // the record that cannot travel, and why.
                     |e| {
@@ -181,7 +181,7 @@ impl Remote for WorkerRemote {
                     },
                 )?
             }
-            other => encode(&DataLinkMsg::Data { id: self.id, stage, instance, msg: to_wire(other)? }),
+            other => encode(&DataLinkMsg::Data { id: self.id, stage, instance, from, msg: to_wire(other)? }),
         };
         if frame.len() > MAX_FRAME {
             return Err(FlowError::Remote(format!(
@@ -229,6 +229,7 @@ fn to_wire(msg: Msg) -> Result<crate::net::message::DataMsg, FlowError> {
             DataMsg::Keyed(port, pairs.iter().map(|(k, v)| Ok((plain(&k.value)?, plain(v)?))).collect::<Result<_, FlowError>>()?)
         }
         Msg::Counts(counts) => DataMsg::Counts(counts.iter().map(|(k, n)| Ok((plain(&k.value)?, *n))).collect::<Result<_, FlowError>>()?),
+        Msg::Barrier(b) => DataMsg::Barrier(b.id),
         Msg::End => DataMsg::End,
     })
 }
@@ -305,6 +306,7 @@ mod tests {
             id: 1,
             stage: 0,
             instance: i,
+            from: 0,
             msg: DataMsg::Records(0, vec![Value::Str("x".repeat(10_000).into())]),
         }))
     }

@@ -1,0 +1,162 @@
+//! What an instance keeps in a checkpoint. An instance takes its state on
+//! its own thread as Rhai values (a cheap clone: strings are shared) and
+//! goes on at once; turning it into plain data and bytes happens elsewhere
+//! ([`InstanceTaken::into_state`]). A restore hands each instance the
+//! [`InstanceState`] it saved.
+
+use rhai::Dynamic;
+use serde::{Deserialize, Serialize};
+
+use crate::net::value::Value;
+use crate::workflow::key::Key;
+
+/// Where a source instance was when it passed a barrier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Position {
+    /// Items of a `stream_source([...])` handed out.
+    Items(u64),
+    /// The next value of a range.
+    Range(i64),
+    /// The index a generator is called with next.
+    Generator(i64),
+    /// A file, resumed at the byte after the last line read.
+    File { offset: u64, line: u64 },
+    /// A connection cannot be read again: what was sent while the workflow
+    /// was down is not read.
+    Unrewindable,
+    /// A broker keeps the position: it is acknowledged once the checkpoint
+    /// is durable, and a restore reads on from there.
+    Broker,
+}
+
+/// One node's part of an instance's state, as taken on its thread.
+#[derive(Clone, Debug)]
+pub enum Taken {
+    /// A node without state (`map`, `filter`, `inspect`, a broker sink).
+    Nothing,
+    Position(Position),
+    Reduce(Vec<(Dynamic, Dynamic)>),
+    Count(Vec<(Dynamic, i64)>),
+    User { state: Option<Dynamic>, keyed: Vec<(Dynamic, Dynamic)> },
+    /// Lines a file sink was given since the last barrier: written out
+    /// when the checkpoint completes.
+    Lines(Vec<u8>),
+    /// Records a `collect()` was given since the last barrier.
+    Collected(Vec<Dynamic>),
+}
+
+/// One node's part of an instance's state, as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum NodeState {
+    Nothing,
+    Position(Position),
+    Reduce(Vec<(Value, Value)>),
+    Count(Vec<(Value, i64)>),
+    User { state: Option<Value>, keyed: Vec<(Value, Value)> },
+    Lines(Vec<u8>),
+    Collected(Vec<Value>),
+}
+
+/// What instance `instance` of stage `stage` took when it passed a
+/// barrier, or when it ended.
+#[derive(Clone, Debug)]
+pub struct InstanceTaken {
+    pub stage: usize,
+    pub instance: usize,
+    /// It had ended: restored, it ends at once (what it made is downstream).
+    pub done: bool,
+    /// Per node of the stage, in order.
+    pub nodes: Vec<Taken>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceState {
+    pub stage: u32,
+    pub instance: u32,
+    pub done: bool,
+    pub nodes: Vec<NodeState>,
+}
+
+/// A state that cannot be saved, naming the operator that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("operator `{operator}`: its state cannot be saved in a checkpoint: {reason}")]
+pub struct Unsaveable {
+    pub operator: String,
+    pub reason: String,
+}
+
+impl InstanceTaken {
+    /// The state as plain data; `names` are the stage's node names.
+    pub fn into_state(self, names: &[String]) -> Result<InstanceState, Unsaveable> {
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        for (i, taken) in self.nodes.into_iter().enumerate() {
+            let name = names.get(i).map_or("?", String::as_str);
+            let plain = |v: &Dynamic| {
+                Value::from_dynamic(v).map_err(|e| Unsaveable { operator: name.to_string(), reason: without_travel(&e.to_string()) })
+            };
+            let pairs = |pairs: Vec<(Dynamic, Dynamic)>| -> Result<Vec<(Value, Value)>, Unsaveable> {
+                pairs.iter().map(|(k, v)| Ok((plain(k)?, plain(v)?))).collect()
+            };
+            nodes.push(match taken {
+                Taken::Nothing => NodeState::Nothing,
+                Taken::Position(p) => NodeState::Position(p),
+                Taken::Reduce(p) => NodeState::Reduce(pairs(p)?),
+                Taken::Count(c) => NodeState::Count(c.iter().map(|(k, n)| Ok((plain(k)?, *n))).collect::<Result<_, Unsaveable>>()?),
+                Taken::User { state, keyed } => {
+                    NodeState::User { state: state.as_ref().map(plain).transpose()?, keyed: pairs(keyed)? }
+                }
+                Taken::Lines(bytes) => NodeState::Lines(bytes),
+                Taken::Collected(records) => NodeState::Collected(records.iter().map(plain).collect::<Result<_, _>>()?),
+            });
+        }
+        Ok(InstanceState { stage: self.stage as u32, instance: self.instance as u32, done: self.done, nodes })
+    }
+}
+
+/// "cannot be sent to another node" reads wrong for a checkpoint.
+fn without_travel(reason: &str) -> String {
+    reason.replace("cannot be sent to another node", "cannot be saved").replace(" travels", " can be")
+}
+
+/// Stored keyed pairs as keys and values again.
+pub fn keyed(pairs: Vec<(Value, Value)>) -> impl Iterator<Item = (Key, Dynamic)> {
+    pairs.into_iter().map(|(k, v)| (Key::new(k.into_dynamic()), v.into_dynamic()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_function_in_a_state_is_refused_naming_the_operator() {
+        let f = Dynamic::from(rhai::FnPtr::new("f").unwrap());
+        let taken = InstanceTaken {
+            stage: 1,
+            instance: 0,
+            done: false,
+            nodes: vec![Taken::Nothing, Taken::User { state: Some(f), keyed: Vec::new() }],
+        };
+        let err = taken.into_state(&["m".into(), "tally".into()]).unwrap_err();
+        assert_eq!(err.operator, "tally");
+        assert!(err.to_string().starts_with("operator `tally`: its state cannot be saved in a checkpoint: a value of type"), "{err}");
+        assert!(err.to_string().contains("cannot be saved"), "{err}");
+    }
+
+    #[test]
+    fn plain_states_round_trip_through_bytes() {
+        let taken = InstanceTaken {
+            stage: 2,
+            instance: 3,
+            done: true,
+            nodes: vec![
+                Taken::Count(vec![(Dynamic::from("a"), 3)]),
+                Taken::Reduce(vec![(Dynamic::from_int(1), Dynamic::from_array(vec![Dynamic::from("x")]))]),
+                Taken::Lines(b"a 3\n".to_vec()),
+                Taken::Position(Position::File { offset: 10, line: 2 }),
+            ],
+        };
+        let state = taken.into_state(&["c".into(), "r".into(), "w".into(), "s".into()]).unwrap();
+        let bytes = postcard::to_allocvec(&state).unwrap();
+        assert_eq!(postcard::from_bytes::<InstanceState>(&bytes).unwrap(), state);
+    }
+}
