@@ -27,6 +27,9 @@ pub struct LocalArgs {
     /// (overrides SKITTER_DEPLOY and the app's `deploy` key).
     #[arg(short = 'd', long, global = true, value_name = "EXPR")]
     pub deploy: Option<String>,
+    /// Deploy the workflow from scratch, not from its last checkpoint.
+    #[arg(long, global = true)]
+    pub fresh: bool,
     /// Do not write the log file logs/<node>.log.
     #[arg(long, global = true)]
     pub no_log: bool,
@@ -52,6 +55,9 @@ impl LocalArgs {
         let mut args = vec!["local".to_string(), "start".into()];
         if let Some(d) = &self.deploy {
             args.extend(["--deploy".into(), d.clone()]);
+        }
+        if self.fresh {
+            args.push("--fresh".into());
         }
         if self.no_log {
             args.push("--no-log".into());
@@ -117,11 +123,11 @@ pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     tracing::info!("{welcome}");
     if command == NodeCommand::StartIex {
         crate::shell::halt_on(rt.handle(), consoles.halt.clone(), runtime.clone());
-        return crate::shell::run_local(rt, runtime, env, config.app, config.shell_deploy, &welcome, script);
+        return crate::shell::run_local(rt, runtime, env, config.app, config.shell_deploy, args.fresh, &welcome, script);
     }
     eprintln!("{welcome}");
     let mut session = Session::new(env, Some(runtime.clone()), config.app.clone(), None)?;
-    let code = start(&rt, &runtime, &mut session, config.deploy.as_deref(), &consoles.halt);
+    let code = start(&rt, &runtime, &mut session, config.deploy.as_deref(), args.fresh, &consoles.halt);
     // An `rpc` whose evaluation ended the workflow (a stop) gets its answer.
     rt.block_on(consoles.answered(super::master::CONSOLE_ANSWER));
     code
@@ -167,10 +173,11 @@ fn start(
     runtime: &Arc<LocalRuntime>,
     session: &mut Session,
     deploy: Option<&str>,
+    fresh: bool,
     halt: &CancellationToken,
 ) -> Result<ExitCode> {
     let workflow = match deploy {
-        Some(expr) => Some(session.deploy_expr(runtime.as_ref(), expr).map_err(Error::Failed)?),
+        Some(expr) => Some(session.deploy_expr(runtime.as_ref(), expr, fresh).map_err(Error::Failed)?),
         None => None,
     };
     let status = rt.block_on(async {

@@ -212,14 +212,14 @@ pub fn start(
 
     let code = if shell {
         crate::shell::halt_on(rt.handle(), consoles.halt.clone(), host.clone());
-        crate::shell::run_local(rt, host, env, app, deploy, &welcome, None).inspect(|_| {
+        crate::shell::run_local(rt, host, env, app, deploy, false, &welcome, None).inspect(|_| {
             master.flush_output(OUTPUT_FLUSH);
             master.exit.cancel();
         })
     } else {
         let mut session = Session::new(env, Some(host.clone()), app, None)?;
         let workflow = match &deploy {
-            Some(expr) => Some(session.deploy_expr(host.as_ref(), expr).map_err(Error::Failed)?),
+            Some(expr) => Some(session.deploy_expr(host.as_ref(), expr, false).map_err(Error::Failed)?),
             None => None,
         };
         let status = rt.block_on(async {

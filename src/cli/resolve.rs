@@ -12,6 +12,7 @@ use crate::runtime::dataflow::deadline;
 use crate::runtime::link;
 use crate::runtime::node::{alive, node_file_path, read_node_file, NodeRecord};
 use crate::script::App;
+use crate::settings::checkpoint::{self, CheckpointSettings};
 use crate::settings::limits::{self, ScriptLimits};
 use crate::settings::node::{self as settings, NodeSettings};
 use crate::{Error, Result};
@@ -188,9 +189,44 @@ pub fn batch_deadline(app: Option<&App>) -> Result<Duration> {
     Ok(d)
 }
 
+/// Checkpoint settings: SKITTER_CHECKPOINT_INTERVAL, SKITTER_CHECKPOINT_DIR
+/// and SKITTER_CHECKPOINTS_KEPT, else skitter.toml's `checkpoint_interval`,
+/// `checkpoint_dir` (relative to the app) and `checkpoints_kept`; the
+/// directory defaults to the app's tmp/checkpoints.
+pub fn checkpoint_settings(app: Option<&App>) -> Result<CheckpointSettings> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let interval = match var("SKITTER_CHECKPOINT_INTERVAL") {
+        Some(v) => {
+            let s: f64 = v.trim().parse().map_err(|_| Error::Usage(format!("SKITTER_CHECKPOINT_INTERVAL={v:?}: give a number of seconds")))?;
+            Some(checkpoint::interval(s).map_err(|e| Error::Usage(format!("SKITTER_CHECKPOINT_INTERVAL: {e}")))?)
+        }
+        None => match app.and_then(|a| a.config.checkpoint_interval) {
+            Some(s) => Some(checkpoint::interval(s).map_err(|e| Error::Usage(format!("checkpoint_interval in skitter.toml: {e}")))?),
+            None => None,
+        },
+    };
+    let dir = var("SKITTER_CHECKPOINT_DIR")
+        .map(PathBuf::from)
+        .or_else(|| app.and_then(|a| a.config.checkpoint_dir.as_ref().map(|d| a.root.join(d))))
+        .or_else(|| app.map(|a| a.root.join("tmp").join("checkpoints")));
+    let kept = match var("SKITTER_CHECKPOINTS_KEPT") {
+        Some(v) => Some(v.trim().parse::<usize>().ok().filter(|&n| n >= 1).ok_or_else(|| {
+            Error::Usage(format!("SKITTER_CHECKPOINTS_KEPT={v:?}: give a number of checkpoints, 1 or more"))
+        })?),
+        None => match app.and_then(|a| a.config.checkpoints_kept) {
+            Some(0) => return Err(Error::Usage("checkpoints_kept in skitter.toml: keep 1 or more".into())),
+            other => other,
+        },
+    };
+    let settings = CheckpointSettings { interval, dir, kept };
+    checkpoint::set(settings.clone());
+    Ok(settings)
+}
+
 /// Resolves and applies what every node needs before it starts, and
 /// records it for `runtime_info()`.
 pub fn node_settings(tick: Option<f64>, slots: Option<usize>, app: Option<&App>) -> Result<()> {
+    checkpoint_settings(app)?;
     let tick = tick_time(tick, app)?;
     let limits = script_limits(app)?;
     let batch_deadline = batch_deadline(app)?;

@@ -356,7 +356,7 @@ fn redeploy(
     let mut session = Session::new(side.env.clone(), Some(host.clone()), side.app.clone(), None).map_err(|e| e.to_string())?;
     let mut failed = Vec::new();
     for (old, expr) in expressions {
-        match session.deploy_expr(host.as_ref(), expr) {
+        match session.deploy_expr(host.as_ref(), expr, false) {
             Ok(new) => {
                 master.succession.replace(*old, new);
                 say(&format!("{old} deployed again as {new}: {expr}"));

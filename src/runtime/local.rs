@@ -8,8 +8,11 @@ use std::sync::{Arc, Mutex};
 use rhai::{Array, Dynamic, Map};
 use tokio::runtime::Handle;
 
+use tokio::sync::{mpsc, oneshot};
+
+use super::checkpoint::{driver, setup};
 use super::dataflow::{self, Running};
-use crate::script::{Code, EngineEnv, Host, Output, WorkflowRef};
+use crate::script::{Code, DeployOptions, EngineEnv, Host, Output, WorkflowRef};
 use crate::workflow::{Plan, Status, Workflow};
 
 pub struct LocalRuntime {
@@ -21,6 +24,8 @@ pub struct LocalRuntime {
     notices: Mutex<Option<Output>>,
     next_id: AtomicU64,
     workflows: Mutex<BTreeMap<u64, Arc<Running>>>,
+    /// Where a running workflow's checkpoint driver takes asks for a checkpoint now.
+    asks: Mutex<BTreeMap<u64, mpsc::UnboundedSender<driver::Ask>>>,
     /// How many ended workflows are kept for `status`, `results` and `stats`.
     keep: usize,
     expressions: crate::script::host::DeployExpressions,
@@ -36,6 +41,7 @@ impl LocalRuntime {
             notices: Mutex::new(None),
             next_id: AtomicU64::new(1),
             workflows: Mutex::new(BTreeMap::new()),
+            asks: Mutex::new(BTreeMap::new()),
             keep: super::keep_workflows(),
             expressions: Default::default(),
         }
@@ -91,7 +97,7 @@ impl Host for LocalRuntime {
         self.node.clone()
     }
 
-    fn deploy(&self, wf: &Workflow, code: Code, audience: Option<crate::script::Audience>) -> Result<WorkflowRef, String> {
+    fn deploy(&self, wf: &Workflow, code: Code, audience: Option<crate::script::Audience>, options: &DeployOptions) -> Result<WorkflowRef, String> {
         wf.validate().map_err(|e| e.to_string())?;
         let plan = Plan::new(wf.flatten());
         let _guard = self.handle.enter();
@@ -105,9 +111,20 @@ impl Host for LocalRuntime {
         me.insert("slots".into(), rhai::Dynamic::from_int(self.slots as i64));
         let placement = dataflow::place(&plan, &code, &env, &[me], true).map_err(|e| e.to_string())?;
         let layout = dataflow::Layout::local(self.slots).with_placement(placement);
-        let part = dataflow::Part { layout, node: self.node.clone(), settle_here: true, checkpoints: None };
+        let mut checkpoints = setup::prepare(&plan, &layout, &self.node, options)?;
+        let resume = checkpoints.as_mut().map(|c| std::mem::take(&mut c.resume));
+        let part = dataflow::Part { layout, node: self.node.clone(), settle_here: true, checkpoints: resume };
         let running = dataflow::start(plan, code, part, &env, None).map_err(|e| e.to_string())?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = checkpoints {
+            (env.output)(&format!("{}\n", c.note));
+            tracing::info!(workflow = id, "{}", c.note);
+            let driver = driver::Driver::new(c.workflow, c.store, c.outputs, running.clone());
+            running.show_checkpoints(driver.stats());
+            let (asks, asked) = mpsc::unbounded_channel();
+            self.asks.lock().expect("asks lock").insert(id, asks);
+            self.handle.spawn(driver.run(asked));
+        }
         if let Some(notices) = self.notices.lock().expect("notices lock").clone() {
             let mut watch = running.subscribe();
             self.handle.spawn(async move {
@@ -127,6 +144,23 @@ impl Host for LocalRuntime {
 
     fn status(&self, r: WorkflowRef) -> Result<Status, String> {
         Ok(self.get(r)?.status())
+    }
+
+    fn checkpoint(&self, r: WorkflowRef) -> Result<u64, String> {
+        let running = self.get(r)?;
+        if running.status().is_done() {
+            return Err(format!("workflow #{} has ended ({})", r.id, running.status()));
+        }
+        let asks = self.asks.lock().expect("asks lock").get(&r.id).cloned();
+        let Some(asks) = asks else { return Err(format!("workflow #{} runs without checkpoints (checkpoint_interval 0)", r.id)) };
+        let (tx, rx) = oneshot::channel();
+        asks.send(tx).map_err(|_| format!("workflow #{} has ended", r.id))?;
+        let answer = if Handle::try_current().is_ok() { tokio::task::block_in_place(|| rx.blocking_recv()) } else { rx.blocking_recv() };
+        answer.map_err(|_| format!("workflow #{} ended before its checkpoint completed", r.id))?
+    }
+
+    fn checkpoints(&self, name: &str) -> Result<Array, String> {
+        setup::listed(name)
     }
 
     fn stop(&self, r: WorkflowRef, deadline: std::time::Duration) -> Result<Status, String> {

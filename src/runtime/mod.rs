@@ -18,6 +18,7 @@
 //! May use `net`, `script`, `workflow` and `settings`; what it needs from
 //! above (the upgrade) comes in through traits.
 
+pub mod checkpoint;
 pub mod console;
 pub mod dataflow;
 pub mod link;

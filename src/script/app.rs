@@ -39,6 +39,13 @@ pub struct Config {
     /// Milliseconds a record may wait for a batch to fill at each hop, and
     /// lines in a file sink's buffer (default 2).
     pub batch_deadline_ms: Option<f64>,
+    /// Seconds between checkpoints (0: off; default: 1 for a workflow with
+    /// an endless source, off otherwise).
+    pub checkpoint_interval: Option<f64>,
+    /// Where checkpoints are kept (default: the app's tmp/checkpoints).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Completed checkpoints kept per workflow (default 3).
+    pub checkpoints_kept: Option<usize>,
     /// The environment these settings are for (dev, test, prod, ...).
     #[serde(skip)]
     pub env: String,

@@ -54,13 +54,52 @@ impl std::fmt::Display for WorkflowRef {
     }
 }
 
+/// How a workflow is deployed: `deploy(wf, #{ name, fresh, checkpoint_interval })`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeployOptions {
+    /// The name its checkpoints are kept under (by default derived from
+    /// what it was deployed from).
+    pub name: Option<String>,
+    /// What the name is derived from when none is given: the deploy
+    /// expression, when there is one.
+    pub expression: Option<String>,
+    /// Start over, not from its last checkpoint.
+    pub fresh: bool,
+    /// Seconds between checkpoints (0: off); `None`: the node's setting.
+    pub checkpoint_interval: Option<f64>,
+}
+
+impl DeployOptions {
+    /// The options a script gave as a map; an unknown key is refused.
+    pub fn from_map(map: &rhai::Map) -> Result<DeployOptions, String> {
+        let mut o = DeployOptions::default();
+        for (k, v) in map {
+            match k.as_str() {
+                "name" => o.name = Some(v.clone().into_string().map_err(|t| format!("`name` must be a string, got {t}"))?),
+                "fresh" => o.fresh = v.as_bool().map_err(|t| format!("`fresh` must be true or false, got {t}"))?,
+                "checkpoint_interval" => {
+                    let s = v.as_float().or_else(|_| v.as_int().map(|i| i as f64)).map_err(|t| format!("`checkpoint_interval` must be seconds, got {t}"))?;
+                    crate::settings::checkpoint::interval(s)?;
+                    o.checkpoint_interval = Some(s);
+                }
+                other => return Err(format!("unknown deploy option `{other}` (options: name, fresh, checkpoint_interval)")),
+            }
+        }
+        Ok(o)
+    }
+}
+
 pub trait Host: Send + Sync {
     /// The node's name, `name@host`.
     fn node_name(&self) -> String;
     /// Places and starts a validated workflow; what it prints goes to
     /// `audience` (the remote console that deployed it) while there is one.
-    fn deploy(&self, wf: &Workflow, code: Code, audience: Option<super::Audience>) -> Result<WorkflowRef, String>;
+    fn deploy(&self, wf: &Workflow, code: Code, audience: Option<super::Audience>, options: &DeployOptions) -> Result<WorkflowRef, String>;
     fn status(&self, r: WorkflowRef) -> Result<Status, String>;
+    /// Takes a checkpoint of a running workflow now; its id once durable.
+    fn checkpoint(&self, r: WorkflowRef) -> Result<u64, String>;
+    /// The completed checkpoints kept for workflow `name`, oldest first.
+    fn checkpoints(&self, name: &str) -> Result<Array, String>;
     /// Stops the workflow gracefully: sources stop, records in flight drain;
     /// what has not drained within `deadline` is aborted. Returns once it is done.
     fn stop(&self, r: WorkflowRef, deadline: std::time::Duration) -> Result<Status, String>;

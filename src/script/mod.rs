@@ -22,5 +22,5 @@ pub mod workflow_api;
 
 pub use app::App;
 pub use engine::{new_engine, Audience, EngineEnv, Output};
-pub use host::{Code, Host, WorkflowRef};
+pub use host::{Code, DeployOptions, Host, WorkflowRef};
 pub use session::{ScriptError, Session};

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FuncRegistration, Map, NativeCallContext, Position};
 
 use super::engine::{Audience, Output};
-use super::host::{Code, Host, WorkflowRef};
+use super::host::{Code, DeployOptions, Host, WorkflowRef};
 
 use crate::workflow::Workflow;
 
@@ -35,37 +35,60 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
     engine.register_fn("==", |a: WorkflowRef, b: WorkflowRef| a == b);
     engine.register_get("id", |r: &mut WorkflowRef| r.id as i64);
 
-    let (h, lib, to) = (host.clone(), code.clone(), audience.clone());
-    reg(
-        "deploy",
-        &["expr: String", "WorkflowRef"],
-        "\
+    for with_options in [false, true] {
+        let (h, lib, to) = (host.clone(), code.clone(), audience.clone());
+        let deploy_expr = move |ctx: NativeCallContext, expr: &str, options: Map| -> RhaiResult<WorkflowRef> {
+            let mut options = DeployOptions::from_map(&options).or_else(|e| err(format!("deploy `{expr}`: {e}")))?;
+            options.expression = Some(expr.to_string());
+            let ast = ctx.engine().compile(expr).or_else(|e| err(format!("deploy `{expr}`: {e}")))?;
+            super::session::define(&lib, &ast, super::host::Source { name: "deploy expression".into(), text: expr.to_string() });
+            let merged = lib.read().expect("code lock").ast.merge(&ast);
+            let value: Dynamic = ctx.engine().eval_ast(&merged).or_else(|e| err(format!("deploy `{expr}`: {e}")))?;
+            let Some(wf) = value.clone().try_cast::<Workflow>() else {
+                return err(format!("deploy `{expr}` returned {} ({value}), not a workflow", value.type_name()));
+            };
+            if let Err(e) = wf.validate() {
+                return err(format!("deploy `{expr}`: {e}"));
+            }
+            let code = lib.read().expect("code lock").clone();
+            let r = h.deploy(&wf, code, to.clone(), &options).or_else(|e| err(format!("deploy `{expr}`: {e}")))?;
+            h.remember_expression(r, expr);
+            Ok(r)
+        };
+        if with_options {
+            reg(
+                "deploy",
+                &["expr: String", "options: Map", "WorkflowRef"],
+                "\
+/// `deploy(expr)` with options: `name` (the name its checkpoints are kept\n\
+/// under; by default derived from the expression), `fresh: true` (start\n\
+/// over rather than from its last checkpoint), `checkpoint_interval`\n\
+/// (seconds; 0 turns checkpoints off).\n\
+///\n\
+/// ```rhai\n\
+/// let r = deploy(\"workflow().stream_source(|n| n).count()\", #{ name: \"ticks\" });\n\
+/// ```",
+            )
+            .register_into_engine(engine, deploy_expr);
+        } else {
+            reg(
+                "deploy",
+                &["expr: String", "WorkflowRef"],
+                "\
 /// Evaluates `expr`, a Rhai expression returning a workflow, and deploys\n\
 /// what it returns. The node remembers the expression: an upgrade to a new\n\
 /// release stops the workflow (drained) and deploys the expression again\n\
-/// with the new release's code.\n\
+/// with the new release's code. A workflow with checkpoints resumes from\n\
+/// the last one of its name (derived from the expression).\n\
 ///\n\
 /// ```rhai\n\
 /// let r = deploy(\"workflow().stream_source([1, 2]).collect()\");\n\
 /// wait(r);\n\
 /// ```",
-    )
-    .register_into_engine(engine, move |ctx: NativeCallContext, expr: &str| -> RhaiResult<WorkflowRef> {
-        let ast = ctx.engine().compile(expr).or_else(|e| err(format!("deploy `{expr}`: {e}")))?;
-        super::session::define(&lib, &ast, super::host::Source { name: "deploy expression".into(), text: expr.to_string() });
-        let merged = lib.read().expect("code lock").ast.merge(&ast);
-        let value: Dynamic = ctx.engine().eval_ast(&merged).or_else(|e| err(format!("deploy `{expr}`: {e}")))?;
-        let Some(wf) = value.clone().try_cast::<Workflow>() else {
-            return err(format!("deploy `{expr}` returned {} ({value}), not a workflow", value.type_name()));
-        };
-        if let Err(e) = wf.validate() {
-            return err(format!("deploy `{expr}`: {e}"));
+            )
+            .register_into_engine(engine, move |ctx: NativeCallContext, expr: &str| deploy_expr(ctx, expr, Map::new()));
         }
-        let code = lib.read().expect("code lock").clone();
-        let r = h.deploy(&wf, code, to.clone()).or_else(|e| err(format!("deploy `{expr}`: {e}")))?;
-        h.remember_expression(r, expr);
-        Ok(r)
-    });
+    }
 
     let h = host.clone();
     reg(
@@ -82,11 +105,35 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
     )
     .register_into_engine(engine, move || -> Array { h.running_expressions().into_iter().map(|(_, e)| e.into()).collect() });
 
-    let h = host.clone();
-    reg(
-        "deploy",
-        &["wf: Workflow", "WorkflowRef"],
-        "\
+    for with_options in [false, true] {
+        let (h, code, audience) = (host.clone(), code.clone(), audience.clone());
+        let deploy = move |wf: Workflow, options: Map| -> RhaiResult<WorkflowRef> {
+            let options = DeployOptions::from_map(&options).or_else(|e| err(format!("deploy: {e}")))?;
+            if let Err(e) = wf.validate() {
+                return err(format!("deploy: {e}"));
+            }
+            let code = code.read().expect("code lock").clone();
+            h.deploy(&wf, code, audience.clone(), &options).or_else(|e| err(format!("deploy: {e}")))
+        };
+        if with_options {
+            reg(
+                "deploy",
+                &["wf: Workflow", "options: Map", "WorkflowRef"],
+                "\
+/// `deploy(wf)` with options: `name` (the name its checkpoints are kept\n\
+/// under), `fresh: true` (start over rather than from its last\n\
+/// checkpoint), `checkpoint_interval` (seconds; 0 turns checkpoints off).\n\
+///\n\
+/// ```rhai\n\
+/// let r = deploy(workflow().stream_source(|n| n).count(), #{ name: \"ticks\", checkpoint_interval: 5 });\n\
+/// ```",
+            )
+            .register_into_engine(engine, deploy);
+        } else {
+            reg(
+                "deploy",
+                &["wf: Workflow", "WorkflowRef"],
+                "\
 /// Validates a workflow and starts it on this node's workers; returns a\n\
 /// reference for `status`, `stop`, `wait` and `results`.\n\
 ///\n\
@@ -95,14 +142,40 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
 /// wait(r);\n\
 /// results(r)   // [10, 20, 30] in some order\n\
 /// ```",
-    )
-    .register_into_engine(engine, move |wf: Workflow| -> RhaiResult<WorkflowRef> {
-        if let Err(e) = wf.validate() {
-            return err(format!("deploy: {e}"));
+            )
+            .register_into_engine(engine, move |wf: Workflow| deploy(wf, Map::new()));
         }
-        let code = code.read().expect("code lock").clone();
-        h.deploy(&wf, code, audience.clone()).or_else(|e| err(format!("deploy: {e}")))
-    });
+    }
+
+    let h = host.clone();
+    reg(
+        "checkpoint",
+        &["r: WorkflowRef", "i64"],
+        "\
+/// Takes a checkpoint of a running workflow now; returns its id once it is\n\
+/// durable (and its output written).\n\
+///\n\
+/// ```rhai\n\
+/// let r = deploy(workflow().stream_source(|n| n).count(), #{ name: \"ticks\" });\n\
+/// let id = checkpoint(r);\n\
+/// ```",
+    )
+    .register_into_engine(engine, move |r: WorkflowRef| -> RhaiResult<i64> { h.checkpoint(r).map(|id| id as i64).or_else(|e| err(format!("checkpoint: {e}"))) });
+
+    let h = host.clone();
+    reg(
+        "checkpoints",
+        &["name: String", "Array"],
+        "\
+/// The completed checkpoints kept for the workflow named `name`, oldest\n\
+/// first: `#{ id, kind, taken, age_s, bytes, duration_ms }` (`kind`:\n\
+/// periodic, savepoint or finished).\n\
+///\n\
+/// ```rhai\n\
+/// checkpoints(\"ticks\")\n\
+/// ```",
+    )
+    .register_into_engine(engine, move |name: &str| -> RhaiResult<Array> { h.checkpoints(name).or_else(|e| err(format!("checkpoints: {e}"))) });
 
     let h = host.clone();
     reg(

@@ -199,7 +199,8 @@ impl Session {
 
     /// Evaluates a `--deploy` expression (not counted as an entry) and
     /// deploys the workflow it returns on `host`; a reference is taken as is.
-    pub fn deploy_expr(&mut self, host: &dyn Host, expr: &str) -> Result<super::WorkflowRef, String> {
+    /// With `fresh`, it starts over rather than from its last checkpoint.
+    pub fn deploy_expr(&mut self, host: &dyn Host, expr: &str, fresh: bool) -> Result<super::WorkflowRef, String> {
         let value = self.eval_named(expr, "--deploy").map_err(|e| format!("--deploy `{expr}`: {e}"))?;
         if value.is::<super::WorkflowRef>() {
             return Ok(value.cast::<super::WorkflowRef>());
@@ -207,7 +208,8 @@ impl Session {
         let Some(wf) = value.clone().try_cast::<crate::workflow::Workflow>() else {
             return Err(format!("--deploy `{expr}` returned {} ({value}), not a workflow", value.type_name()));
         };
-        let r = host.deploy(&wf, self.code(), self.env.audience.clone()).map_err(|e| format!("--deploy `{expr}`: {e}"))?;
+        let options = super::DeployOptions { expression: Some(expr.to_string()), fresh, ..Default::default() };
+        let r = host.deploy(&wf, self.code(), self.env.audience.clone(), &options).map_err(|e| format!("--deploy `{expr}`: {e}"))?;
         host.remember_expression(r, expr);
         Ok(r)
     }

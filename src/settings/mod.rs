@@ -4,6 +4,7 @@
 //! house: it uses no other module of skitter's, so `net`, `script` and
 //! `runtime` all may use it.
 
+pub mod checkpoint;
 pub mod deadline;
 pub mod limits;
 pub mod node;

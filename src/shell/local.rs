@@ -108,6 +108,7 @@ pub fn run_local(
     env: EngineEnv,
     app: Option<App>,
     deploy: Option<String>,
+    fresh: bool,
     welcome: &str,
     script: Option<super::Script>,
 ) -> Result<ExitCode> {
@@ -138,7 +139,7 @@ pub fn run_local(
         }
     }
     if let Some(expr) = deploy {
-        match backend.session_mut().deploy_expr(runtime.as_ref(), &expr) {
+        match backend.session_mut().deploy_expr(runtime.as_ref(), &expr, fresh) {
             Ok(r) => println!("deployed `{expr}` as {}", render::value(&rhai::Dynamic::from(r))),
             Err(e) => eprintln!("{}", render::error(&ScriptError { kind: ErrorKind::Runtime, message: e, excerpt: None })),
         }

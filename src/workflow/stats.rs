@@ -60,6 +60,53 @@ pub struct Stats {
     pub nodes: Vec<NodeStats>,
     /// Seconds the workflow has run: until now, or until it ended.
     pub elapsed: f64,
+    /// Its checkpoints, when they are on.
+    pub checkpoints: Option<CheckpointStats>,
+}
+
+/// A workflow's checkpoints so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointStats {
+    /// The workflow's name, under which its checkpoints are kept.
+    pub name: String,
+    pub completed: u64,
+    /// The last completed checkpoint: its id, how long it took, its size,
+    /// and when it completed (milliseconds since 1970).
+    pub last_id: Option<u64>,
+    pub last_ms: u64,
+    pub bytes: u64,
+    pub last_at_ms: u64,
+    pub failed: u64,
+    /// Why the last failed checkpoint failed.
+    pub last_failure: Option<String>,
+}
+
+impl CheckpointStats {
+    pub fn completed(&mut self, id: u64, took: std::time::Duration) {
+        self.completed += 1;
+        self.last_id = Some(id);
+        self.last_ms = took.as_millis() as u64;
+        self.last_at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    }
+
+    pub fn failed(&mut self, id: u64, reason: &str) {
+        self.failed += 1;
+        self.last_failure = Some(format!("checkpoint {id}: {reason}"));
+    }
+
+    /// As scripts see it: `#{name, completed, last_id, last_ms, bytes, failed, last_failure}`.
+    pub fn to_map(&self) -> rhai::Map {
+        let int = |n: u64| rhai::Dynamic::from_int(n as i64);
+        let mut m = rhai::Map::new();
+        m.insert("name".into(), self.name.clone().into());
+        m.insert("completed".into(), int(self.completed));
+        m.insert("last_id".into(), self.last_id.map(int).unwrap_or(rhai::Dynamic::UNIT));
+        m.insert("last_ms".into(), int(self.last_ms));
+        m.insert("bytes".into(), int(self.bytes));
+        m.insert("failed".into(), int(self.failed));
+        m.insert("last_failure".into(), self.last_failure.clone().map(rhai::Dynamic::from).unwrap_or(rhai::Dynamic::UNIT));
+        m
+    }
 }
 
 impl Stats {
@@ -84,7 +131,7 @@ impl Stats {
             })
             .collect();
         let nodes = vec![NodeStats::default(); graph.nodes.len()];
-        Stats { graph, places, nodes, elapsed: 0.0 }
+        Stats { graph, places, nodes, elapsed: 0.0, checkpoints: None }
     }
 
     /// The graph the nodes are of.
@@ -119,7 +166,8 @@ impl Stats {
     }
 
     /// As scripts see it: `#{read, written, elapsed, operators: #{name:
-    /// #{in, out, errors, queued, queue_capacity, p99_us}}}`.
+    /// #{in, out, errors, queued, queue_capacity, p99_us}}}`, and
+    /// `checkpoints` when they are on.
     pub fn to_map(&self) -> rhai::Map {
         let mut operators = rhai::Map::new();
         for (name, c) in self.names().zip(&self.nodes) {
@@ -138,6 +186,9 @@ impl Stats {
         m.insert("read".into(), rhai::Dynamic::from_int(self.read() as i64));
         m.insert("written".into(), rhai::Dynamic::from_int(self.written() as i64));
         m.insert("operators".into(), rhai::Dynamic::from_map(operators));
+        if let Some(c) = &self.checkpoints {
+            m.insert("checkpoints".into(), rhai::Dynamic::from_map(c.to_map()));
+        }
         m
     }
 }

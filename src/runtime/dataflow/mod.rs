@@ -45,7 +45,7 @@ pub use error::FlowError;
 pub use layout::Layout;
 pub use placement::{place, Placement};
 pub use running::{running_note, Running};
-pub use wiring::{start, Part};
+pub use wiring::{start, Part, Resume};
 
 use crate::workflow::key::Key;
 

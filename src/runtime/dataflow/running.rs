@@ -16,6 +16,7 @@ use super::barriers::{Barriers, PartEvent};
 use super::meter::Meter;
 use super::sink::{settle_all, settle_for, FileSink, Results};
 use super::Delivery;
+use crate::workflow::stats::CheckpointStats;
 use crate::workflow::{NodeStats, Stats, Status};
 
 /// Why a workflow ends before its sources do, other than a graceful stop.
@@ -60,6 +61,8 @@ pub struct Running {
     /// status the part ends with (the driver publishes it).
     driver: Mutex<Option<DriverEnds>>,
     outcome_to: Mutex<Option<oneshot::Sender<Status>>>,
+    /// What the checkpoint driver reports, for the stats.
+    checkpoint_stats: Mutex<Option<Arc<Mutex<CheckpointStats>>>>,
 }
 
 /// What a checkpoint driver takes from a running part.
@@ -100,6 +103,21 @@ impl Running {
             barriers: None,
             driver: Mutex::new(None),
             outcome_to: Mutex::new(None),
+            checkpoint_stats: Mutex::new(None),
+        }
+    }
+
+    /// Where the checkpoint driver keeps its figures.
+    pub fn show_checkpoints(&self, stats: Arc<Mutex<CheckpointStats>>) {
+        *self.checkpoint_stats.lock().expect("checkpoint stats lock") = Some(stats);
+    }
+
+    /// Records a `collect()` sink was given, once the checkpoint that
+    /// covers them is durable.
+    pub fn commit_collected(&self, sink: &str, records: Vec<rhai::Dynamic>) -> Result<(), super::FlowError> {
+        match self.collected.iter().find(|(n, _)| n == sink) {
+            Some((_, results)) => results.extend(sink, records),
+            None => Err(super::FlowError::Internal(format!("no collect() sink named `{sink}` here"))),
         }
     }
 
@@ -247,6 +265,7 @@ impl Running {
         let mut stats = self.stats.clone();
         stats.nodes = self.nodes();
         stats.elapsed = self.elapsed();
+        stats.checkpoints = self.checkpoint_stats.lock().expect("checkpoint stats lock").as_ref().map(|c| c.lock().expect("stats lock").clone());
         stats
     }
 
@@ -304,7 +323,7 @@ impl Running {
     }
 
     /// Publishes the final status.
-    pub(super) fn finish(&self, status: Status) {
+    pub fn finish(&self, status: Status) {
         self.ended_at.lock().expect("ended lock").get_or_insert_with(Instant::now);
         self.status.send_if_modified(|s| {
             if s.is_done() {

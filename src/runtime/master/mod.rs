@@ -435,7 +435,19 @@ impl Master {
     }
 }
 
+/// What a cluster says when asked for checkpoints, until it has them.
+const CLUSTER_CHECKPOINTS: &str =
+    "checkpoints run in local mode only so far: a workflow on a cluster runs without them (see the book's chapter on checkpoints)";
+
 impl Host for Master {
+    fn checkpoint(&self, _: WorkflowRef) -> Result<u64, String> {
+        Err(CLUSTER_CHECKPOINTS.into())
+    }
+
+    fn checkpoints(&self, name: &str) -> Result<rhai::Array, String> {
+        crate::runtime::checkpoint::setup::listed(name)
+    }
+
     fn expressions(&self) -> Option<&crate::script::host::DeployExpressions> {
         Some(&self.expressions)
     }
@@ -444,7 +456,16 @@ impl Host for Master {
         self.name.clone()
     }
 
-    fn deploy(&self, wf: &Workflow, code: Code, audience: Option<crate::script::Audience>) -> Result<WorkflowRef, String> {
+    fn deploy(
+        &self,
+        wf: &Workflow,
+        code: Code,
+        audience: Option<crate::script::Audience>,
+        options: &crate::script::DeployOptions,
+    ) -> Result<WorkflowRef, String> {
+        if options.checkpoint_interval.is_some_and(|s| s > 0.0) || options.name.is_some() {
+            return Err(CLUSTER_CHECKPOINTS.into());
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let Prepared { graph, workers, message } = self.prepare(wf, &code, id)?;
         let sinks: Vec<String> = graph.nodes.iter().filter(|n| matches!(n.op.base(), Operator::Collect)).map(|n| n.name.clone()).collect();

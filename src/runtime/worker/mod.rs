@@ -437,8 +437,17 @@ impl crate::script::Host for Worker {
         _: &crate::workflow::Workflow,
         _: Code,
         _: Option<crate::script::Audience>,
+        _: &crate::script::DeployOptions,
     ) -> Result<crate::script::WorkflowRef, String> {
         Err("this is a worker: deploy from its master".into())
+    }
+
+    fn checkpoint(&self, _: crate::script::WorkflowRef) -> Result<u64, String> {
+        Err("this is a worker: ask its master".into())
+    }
+
+    fn checkpoints(&self, _: &str) -> Result<rhai::Array, String> {
+        Err("this is a worker: checkpoints are kept by its master".into())
     }
 
     fn status(&self, r: crate::script::WorkflowRef) -> Result<Status, String> {
