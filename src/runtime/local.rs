@@ -71,6 +71,8 @@ impl LocalRuntime {
     /// Forgets the oldest ended workflows beyond the history's bound.
     fn trim_history(&self, workflows: &mut BTreeMap<u64, Arc<Running>>) {
         let ended: Vec<u64> = workflows.iter().filter(|(_, r)| r.status().is_done()).map(|(&id, _)| id).collect();
+        let mut asks = self.asks.lock().expect("asks lock");
+        asks.retain(|id, _| workflows.get(id).is_some_and(|r| !r.status().is_done()));
         for id in ended.iter().take(ended.len().saturating_sub(self.keep)) {
             workflows.remove(id);
         }
@@ -148,11 +150,11 @@ impl Host for LocalRuntime {
 
     fn checkpoint(&self, r: WorkflowRef) -> Result<u64, String> {
         let running = self.get(r)?;
+        let asks = self.asks.lock().expect("asks lock").get(&r.id).cloned();
+        let Some(asks) = asks else { return Err(format!("workflow #{} runs without checkpoints (checkpoint_interval 0)", r.id)) };
         if running.status().is_done() {
             return Err(format!("workflow #{} has ended ({})", r.id, running.status()));
         }
-        let asks = self.asks.lock().expect("asks lock").get(&r.id).cloned();
-        let Some(asks) = asks else { return Err(format!("workflow #{} runs without checkpoints (checkpoint_interval 0)", r.id)) };
         let (tx, rx) = oneshot::channel();
         asks.send(tx).map_err(|_| format!("workflow #{} has ended", r.id))?;
         let answer = if Handle::try_current().is_ok() { tokio::task::block_in_place(|| rx.blocking_recv()) } else { rx.blocking_recv() };

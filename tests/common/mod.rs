@@ -27,6 +27,9 @@ pub fn example(name: &str) -> PathBuf {
 pub struct Skitter {
     cmd: Command,
     stdin: Option<String>,
+    /// The run's own state directory: checkpoints of a workflow deployed
+    /// outside an app go there, never where another run finds them.
+    _state: tempfile::TempDir,
 }
 
 impl Skitter {
@@ -38,7 +41,9 @@ impl Skitter {
                 cmd.env_remove(k);
             }
         }
-        Skitter { cmd, stdin: None }
+        let state = tempfile::tempdir().expect("a state directory");
+        cmd.env("XDG_STATE_HOME", state.path());
+        Skitter { cmd, stdin: None, _state: state }
     }
 
     pub fn args<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(mut self, args: I) -> Self {

@@ -1,0 +1,213 @@
+//! Checkpoints in local mode (issue 27): a run killed with SIGKILL at any
+//! moment and run again ends with exactly the output of an undisturbed
+//! run; a stop is a savepoint the next deploy resumes from; a workflow
+//! that changed is refused on resume; a state that cannot be saved fails
+//! the workflow naming its operator.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{wait_until, Skitter, BIN};
+
+/// A running count over a file: every word emits its count so far, and the
+/// totals go to a second file at the end.
+const COUNTS: &str = "workflow().read_lines(\"in.txt\").flat_map(|l| l.split(\" \")).keyed_reduce(|w| w, |c, w| [c + 1, w + \" \" + (c + 1)], 0).write_lines(\"out.txt\")";
+
+/// 100,000 lines of 6 words from a vocabulary of 500.
+fn input(dir: &Path) {
+    let mut text = String::new();
+    let mut x: u64 = 7;
+    for _ in 0..100_000 {
+        let words: Vec<String> = (0..6)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                format!("w{}", (x >> 33) % 500)
+            })
+            .collect();
+        text.push_str(&words.join(" "));
+        text.push('\n');
+    }
+    std::fs::write(dir.join("in.txt"), text).unwrap();
+}
+
+fn local(dir: &Path, checkpoints: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["local", "start", "--no-log", "--slots", "2", "--deploy", COUNTS])
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env("XDG_STATE_HOME", dir)
+        .env("SKITTER_CHECKPOINT_DIR", checkpoints)
+        .env("SKITTER_CHECKPOINT_INTERVAL", "0.05")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn sorted_lines(path: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_to_string(path).unwrap().lines().map(String::from).collect();
+    lines.sort();
+    lines
+}
+
+/// Completed checkpoints in a store directory (manifests in place).
+fn manifests(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .filter(|f| f.path().extension().is_some_and(|e| e == "json"))
+        .map(|f| f.file_name().to_string_lossy().split('.').next().unwrap_or("0").parse::<u64>().unwrap_or(0))
+        .max()
+        .unwrap_or(0) as usize
+}
+
+#[test]
+fn a_run_killed_at_random_moments_and_run_again_writes_exactly_the_undisturbed_output() {
+    let calm = tempfile::tempdir().unwrap();
+    input(calm.path());
+    let out = local(calm.path(), &calm.path().join("ck")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = sorted_lines(&calm.path().join("out.txt"));
+    assert_eq!(want.len(), 600_000, "one line per word");
+
+    let dir = tempfile::tempdir().unwrap();
+    input(dir.path());
+    let ck = dir.path().join("ck");
+    let mut seed = std::process::id() as u64;
+    let mut kills = 0;
+    for _ in 0..3 {
+        let mut child = local(dir.path(), &ck).spawn().unwrap();
+        // Kill it after the next checkpoint, at a random moment of the one after.
+        let before = manifests(&ck);
+        let progressed = wait_until(Duration::from_secs(60), || manifests(&ck) > before || child.try_wait().unwrap().is_some());
+        assert!(progressed, "no checkpoint completed within 60 s");
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        std::thread::sleep(Duration::from_millis((seed >> 33) % 60));
+        if child.try_wait().unwrap().is_none() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            kills += 1;
+        }
+        child.wait().unwrap();
+        // What is in the file is what completed checkpoints covered: no line twice.
+        let lines = sorted_lines(&dir.path().join("out.txt"));
+        let mut unique = lines.clone();
+        unique.dedup();
+        assert_eq!(unique.len(), lines.len(), "a line is in the file twice after a kill");
+    }
+    assert!(kills >= 1, "the run ended before any kill: the test proves nothing");
+    let out = local(dir.path(), &ck).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("resuming `workflow-read-lines-in-txt-"), "{stdout}");
+    assert_eq!(sorted_lines(&dir.path().join("out.txt")), want, "after {kills} kills the output differs from an undisturbed run's");
+
+    // The run finished: the next one starts over, and writes the same file.
+    let out = local(dir.path(), &ck).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("finished in its last run"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(sorted_lines(&dir.path().join("out.txt")), want);
+}
+
+/// Runs a script in local mode with its own checkpoint directory.
+fn script(dir: &Path, text: &str) -> common::Outcome {
+    std::fs::write(dir.join("s.rhai"), text).unwrap();
+    Skitter::new()
+        .args(["local", "--no-log", "--slots", "2", "--script", "s.rhai"])
+        .dir(dir)
+        .env("SKITTER_CHECKPOINT_DIR", dir.join("ck"))
+        .run()
+}
+
+#[test]
+fn a_stop_is_a_savepoint_and_the_next_deploy_carries_every_count_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = r#"
+        fn ticks() { workflow().stream_source(|n| n % 10).count().collect() }
+        fn once() {
+            let r = deploy(ticks(), #{ name: "ticks", checkpoint_interval: 0.1 });
+            let since = timestamp();
+            while stats(r).read < 3000 && since.elapsed < 60.0 { sleep(0.01); }
+            stop(r);
+            let total = 0;
+            for pair in results(r) { total += pair[1]; }
+            [total, stats(r).read]
+        }
+        let a = once();
+        let b = once();
+        print(`first: counted all it read: ${a[0] == a[1]}`);
+        print(`second: counted both runs: ${b[0] == a[1] + b[1]}`);
+        print(`newest: ${checkpoints("ticks")[-1].kind}`);
+    "#;
+    let out = script(dir.path(), run);
+    out.success();
+    let lines: Vec<String> = out.stdout().lines().filter(|l| !l.starts_with("resuming") && !l.starts_with("no checkpoint")).map(String::from).collect();
+    assert_eq!(lines, ["first: counted all it read: true", "second: counted both runs: true", "newest: savepoint"], "{}", out.stdout());
+    assert!(out.stdout().contains("resuming `ticks` from checkpoint"), "{}", out.stdout());
+}
+
+#[test]
+fn a_workflow_that_changed_is_refused_on_resume_naming_the_change_and_fresh_starts_it_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = r#"
+        let r = deploy(workflow().stream_source(|n| n).collect(), #{ name: "g", checkpoint_interval: 0.1 });
+        checkpoint(r);
+        stop(r);
+        try {
+            deploy(workflow().stream_source(|n| n).map(|x| x + 1).collect(), #{ name: "g" });
+        } catch (e) {
+            print(e);
+        }
+        let r = deploy(workflow().stream_source(|n| n).map(|x| x + 1).collect(), #{ name: "g", fresh: true });
+        stop(r);
+        print(status(r));
+    "#;
+    let out = script(dir.path(), run);
+    out.success();
+    let stdout = out.stdout();
+    assert!(
+        stdout.contains(
+            "deploy: workflow `g` changed since its checkpoint 2: operator 2 was `collect_2: collect (in: in; out: )`, now `map_2: map (in: in; out: out)`; deploy with `fresh: true` (or --fresh) to start it over"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("starting `g` fresh"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("stopped"), "{stdout}");
+}
+
+#[test]
+fn a_state_that_cannot_be_saved_fails_the_workflow_naming_its_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = r#"
+        let holder = operator("holder").init(|| |x| x).on("in", |x| emit("out", x));
+        let r = deploy(workflow().stream_source(|n| n).apply(holder).collect(), #{ name: "bad", checkpoint_interval: 0.1 });
+        print(wait(r));
+    "#;
+    let started = Instant::now();
+    let out = script(dir.path(), run);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let stdout = out.stdout();
+    assert!(
+        stdout.contains("failed: checkpoint 1 of `bad`: operator `holder_2`: its state cannot be saved in a checkpoint: a value of type"),
+        "{stdout}{}",
+        out.stderr()
+    );
+}
+
+#[test]
+fn checkpoints_are_off_for_a_workflow_whose_sources_end_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = r#"
+        let r = deploy(workflow().stream_source([1, 2, 3]).collect());
+        wait(r);
+        print(stats(r).checkpoints == ());
+        try { checkpoint(r) } catch (e) { print(e) }
+    "#;
+    let out = script(dir.path(), run);
+    out.success();
+    assert_eq!(out.stdout(), "true\ncheckpoint: workflow #1 runs without checkpoints (checkpoint_interval 0)\n");
+    assert!(!dir.path().join("ck").exists(), "nothing was written");
+}
