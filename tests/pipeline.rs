@@ -92,13 +92,12 @@ fn a_sinks_lines_reach_its_file_within_the_deadline_while_the_source_is_open() {
     for i in 0..3 {
         writeln!(conn, "line {i}").unwrap();
     }
-    // The lines are in the file (under its temporary name until the
-    // workflow ends) while the connection stays open.
-    let temp = || temp_file(dir.path(), "out.txt");
+    // An endless source checkpoints: the lines are in the file once the
+    // checkpoint that covers them completed, while the connection stays open.
     let written = wait_until(Duration::from_secs(20), || {
-        temp().is_some_and(|p| std::fs::read_to_string(p).unwrap_or_default() == "got line 0\ngot line 1\ngot line 2\n")
+        std::fs::read_to_string(&out_path).unwrap_or_default() == "got line 0\ngot line 1\ngot line 2\n"
     });
-    assert!(written, "the lines did not reach the file: {:?}", temp().map(std::fs::read_to_string));
+    assert!(written, "the lines did not reach the file: {:?}", std::fs::read_to_string(&out_path));
     writeln!(conn, "line 3").unwrap();
     drop(conn);
     assert!(node.wait(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", node.stderr());

@@ -119,7 +119,10 @@ impl Host for LocalRuntime {
         let running = dataflow::start(plan, code, part, &env, None).map_err(|e| e.to_string())?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if let Some(c) = checkpoints {
-            (env.output)(&format!("{}\n", c.note));
+            // A resume is news; a start from scratch is not.
+            if c.resumed() {
+                (env.output)(&format!("{}\n", c.note));
+            }
             tracing::info!(workflow = id, "{}", c.note);
             let driver = driver::Driver::new(c.workflow, c.store, c.outputs, running.clone());
             running.show_checkpoints(driver.stats());

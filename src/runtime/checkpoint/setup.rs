@@ -90,6 +90,13 @@ pub fn prepare(plan: &Plan, layout: &Layout, node: &str, options: &DeployOptions
     Ok(Some(Prepared { workflow, store: Arc::new(store), outputs, resume, note }))
 }
 
+impl Prepared {
+    /// Whether it resumes from a checkpoint.
+    pub fn resumed(&self) -> bool {
+        self.workflow.resumed_from > 0
+    }
+}
+
 fn resume_from(found: Found) -> Resume {
     let mut states = HashMap::new();
     for st in found.into_states() {
