@@ -119,9 +119,14 @@ impl Host for LocalRuntime {
         let running = dataflow::start(plan, code, part, &env, None).map_err(|e| e.to_string())?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if let Some(c) = checkpoints {
-            // A resume is news; a start from scratch is not.
+            // A resume is news (for the shell, or on the node's standard
+            // error); a start from scratch is not. What the workflow prints
+            // stays its own.
             if c.resumed() {
-                (env.output)(&format!("{}\n", c.note));
+                match self.notices.lock().expect("notices lock").clone() {
+                    Some(notices) => notices(&c.note),
+                    None => eprintln!("{}", c.note),
+                }
             }
             tracing::info!(workflow = id, "{}", c.note);
             let driver = driver::Driver::new(c.workflow, c.store, c.outputs, running.clone());

@@ -125,6 +125,7 @@ impl Driver {
                             match self.write(id, Kind::Periodic, instances).await {
                                 Ok(w) => {
                                     self.stats.lock().expect("stats lock").bytes = w.bytes;
+                                    self.running.acknowledge_to(id);
                                     next.extend(coordinator.step(Event::Stored { id, at: Instant::now() }));
                                 }
                                 Err(reason) => {
@@ -150,6 +151,7 @@ impl Driver {
                             let began = Instant::now();
                             let status = match self.write(id, kind, last.take().unwrap_or_default()).await {
                                 Ok(_) => {
+                                    self.running.acknowledge_all();
                                     self.stats.lock().expect("stats lock").completed(id, began.elapsed());
                                     answer(&mut waiting, Ok(id));
                                     status

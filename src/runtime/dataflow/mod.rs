@@ -117,10 +117,49 @@ pub trait Remote: Send + Sync {
 }
 
 /// What a source read and records as done once the workflow's sinks have
-/// settled: entries acknowledged, a position saved.
+/// settled (or, under checkpoints, once the checkpoint that covers it is
+/// durable): entries acknowledged, a position saved.
 pub trait Acknowledge: Send + Sync {
     /// Records everything read so far as done; returns how much.
     fn commit(&self) -> Result<u64, String>;
+    /// Notes what was read so far as checkpoint `id`'s (the source passed
+    /// its barrier).
+    fn mark(&self, id: u64);
+    /// Records what was read up to checkpoint `id`'s mark as done (it is
+    /// durable); returns how much.
+    fn commit_to(&self, id: u64) -> Result<u64, String>;
+}
+
+/// The marks of checkpoints not yet durable, each with what a source had
+/// read by then (`T`): the newest mark at or below a durable checkpoint's
+/// is what may be acknowledged.
+#[derive(Debug)]
+pub struct Marks<T>(Vec<(u64, T)>);
+
+impl<T> Default for Marks<T> {
+    fn default() -> Self {
+        Marks(Vec::new())
+    }
+}
+
+impl<T> Marks<T> {
+    pub fn mark(&mut self, id: u64, read: T) {
+        self.0.push((id, read));
+    }
+
+    /// What was read by checkpoint `id` (dropping its mark and older ones).
+    pub fn take_to(&mut self, id: u64) -> Option<T> {
+        let pos = self.0.iter().rposition(|(m, _)| *m <= id)?;
+        self.0.drain(..=pos).last().map(|(_, t)| t)
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.0.iter_mut().map(|(_, t)| t)
+    }
 }
 
 /// Runs `f` to its end from any thread: an instance's, or a task of the
@@ -144,4 +183,21 @@ fn bytes(v: &Dynamic) -> Vec<u8> {
         return b.clone();
     }
     v.to_string().into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Marks;
+
+    #[test]
+    fn a_durable_checkpoint_takes_its_mark_and_the_older_ones() {
+        let mut m = Marks::default();
+        m.mark(1, 10);
+        m.mark(2, 25);
+        m.mark(3, 40);
+        assert_eq!(m.take_to(2), Some(25));
+        assert_eq!(m.take_to(2), None, "taken once");
+        assert_eq!(m.take_to(9), Some(40), "a later checkpoint covers what an earlier mark did");
+        assert_eq!(m.take_to(9), None);
+    }
 }

@@ -41,18 +41,37 @@ pub struct Position {
     handle: Handle,
     /// The last sequence read (0: none).
     read: AtomicU64,
+    /// The last sequence each checkpoint not yet durable covers.
+    marks: std::sync::Mutex<super::Marks<u64>>,
 }
 
 impl Position {
     pub fn new(url: &str, durable: &str, handle: Handle) -> Position {
-        Position { url: url.into(), durable: durable.into(), handle, read: AtomicU64::new(0) }
+        Position { url: url.into(), durable: durable.into(), handle, read: AtomicU64::new(0), marks: Default::default() }
     }
 }
 
 impl super::Acknowledge for Position {
     /// Saves the position: what was read is done with.
     fn commit(&self) -> Result<u64, String> {
-        let seq = self.read.load(Ordering::Relaxed);
+        self.marks.lock().expect("marks lock").clear();
+        self.save(self.read.load(Ordering::Relaxed))
+    }
+
+    fn mark(&self, id: u64) {
+        self.marks.lock().expect("marks lock").mark(id, self.read.load(Ordering::Relaxed));
+    }
+
+    fn commit_to(&self, id: u64) -> Result<u64, String> {
+        match self.marks.lock().expect("marks lock").take_to(id) {
+            Some(seq) => self.save(seq),
+            None => Ok(0),
+        }
+    }
+}
+
+impl Position {
+    fn save(&self, seq: u64) -> Result<u64, String> {
         if seq == 0 {
             return Ok(0);
         }
@@ -92,6 +111,14 @@ pub struct Reader {
     /// Since when the server has not been reachable.
     lost: Option<Instant>,
     position: std::sync::Arc<Position>,
+}
+
+impl Reader {
+    /// Notes what was read so far as checkpoint `id`'s.
+    pub fn mark(&self, id: u64) {
+        use super::Acknowledge;
+        self.position.mark(id);
+    }
 }
 
 impl Reader {

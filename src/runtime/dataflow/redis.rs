@@ -68,23 +68,53 @@ pub struct Acks {
     pub url: String,
     pub stream: String,
     pub group: String,
-    ids: Mutex<Vec<EntryId>>,
+    /// Entries read and not acknowledged, and how many of them each
+    /// checkpoint not yet durable covers.
+    read: Mutex<(Vec<EntryId>, super::Marks<usize>)>,
 }
 
 impl Acks {
     pub fn new(url: &str, stream: &str, group: &str) -> Acks {
-        Acks { url: url.into(), stream: stream.into(), group: group.into(), ids: Mutex::new(Vec::new()) }
+        Acks { url: url.into(), stream: stream.into(), group: group.into(), read: Mutex::default() }
     }
 
     fn add(&self, ids: impl IntoIterator<Item = EntryId>) {
-        self.ids.lock().expect("acks lock").extend(ids);
+        self.read.lock().expect("acks lock").0.extend(ids);
     }
 }
 
 impl super::Acknowledge for Acks {
     /// Acknowledges every entry read so far.
     fn commit(&self) -> Result<u64, String> {
-        let ids = std::mem::take(&mut *self.ids.lock().expect("acks lock"));
+        let ids = {
+            let mut read = self.read.lock().expect("acks lock");
+            read.1.clear();
+            std::mem::take(&mut read.0)
+        };
+        self.acknowledge(ids)
+    }
+
+    fn mark(&self, id: u64) {
+        let mut read = self.read.lock().expect("acks lock");
+        let n = read.0.len();
+        read.1.mark(id, n);
+    }
+
+    fn commit_to(&self, id: u64) -> Result<u64, String> {
+        let ids = {
+            let mut read = self.read.lock().expect("acks lock");
+            let Some(n) = read.1.take_to(id) else { return Ok(0) };
+            for later in read.1.iter_mut() {
+                *later -= n;
+            }
+            read.0.drain(..n).collect::<Vec<_>>()
+        };
+        self.acknowledge(ids)
+    }
+}
+
+impl Acks {
+    fn acknowledge(&self, ids: Vec<EntryId>) -> Result<u64, String> {
         if ids.is_empty() {
             return Ok(0);
         }
@@ -120,6 +150,14 @@ pub struct Reader {
     pending: Option<String>,
     retry: Duration,
     acks: std::sync::Arc<Acks>,
+}
+
+impl Reader {
+    /// Notes what was read so far as checkpoint `id`'s.
+    pub fn mark(&self, id: u64) {
+        use super::Acknowledge;
+        self.acks.mark(id);
+    }
 }
 
 impl Reader {

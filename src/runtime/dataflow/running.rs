@@ -301,6 +301,23 @@ impl Running {
         }
     }
 
+    /// Acknowledges what the sources here read up to checkpoint `id`
+    /// (durable now); a failure is reported, not fatal: those entries are
+    /// read again.
+    pub fn acknowledge_to(&self, id: u64) {
+        for acks in self.acks.lock().expect("acks lock").iter() {
+            if let Err(e) = acks.commit_to(id) {
+                tracing::error!("{e}");
+            }
+        }
+    }
+
+    /// Acknowledges everything the sources here read (the last checkpoint,
+    /// taken once they stopped, is durable).
+    pub fn acknowledge_all(&self) {
+        self.acknowledge();
+    }
+
     /// Gives this process's output files their names (`commit`) or keeps
     /// what they hold as incomplete; returns where partial output was kept.
     /// Committed, what the sources here read is acknowledged.
@@ -316,7 +333,9 @@ impl Running {
     /// then acknowledges what the sources read if the output is complete.
     pub(super) fn settle_for(&self, status: Status) -> Status {
         let status = settle_for(self.files.iter().map(|f| &**f), status);
-        if matches!(status, Status::Finished | Status::Stopped(_)) {
+        // Under checkpoints, what was read is acknowledged once the last
+        // checkpoint is durable, by the driver.
+        if matches!(status, Status::Finished | Status::Stopped(_)) && self.barriers.is_none() {
             self.acknowledge();
         }
         status

@@ -180,7 +180,8 @@ impl SourceReader {
     }
 
     /// The next batch; `None` once the source is exhausted. `stopping` is
-    /// asked while a network source waits, so that a stop is noticed.
+    /// asked while a network source waits, so that a stop or a barrier is
+    /// noticed: it then hands over what it has, maybe nothing.
     pub fn next_batch(&mut self, calls: &Calls, operator: &str, stopping: &dyn Fn() -> bool) -> Result<Option<Vec<Dynamic>>, FlowError> {
         let mut batch = Vec::with_capacity(BATCH);
         match self {
@@ -208,19 +209,34 @@ impl SourceReader {
                 }
             }
             SourceReader::File(lines) => lines.fill(&mut batch, operator, stopping)?,
-            SourceReader::Tcp(lines) => lines.fill(&mut batch, operator, stopping)?,
-            SourceReader::Redis(reader) => batch = poll(|| reader.next_batch(), stopping)?,
-            SourceReader::Nats(reader) => batch = poll(|| reader.next_batch(), stopping)?,
+            // Endless sources hand over what they have (maybe nothing)
+            // whenever `stopping` says so: a stop, or a checkpoint's barrier.
+            SourceReader::Tcp(lines) => {
+                lines.fill(&mut batch, operator, stopping)?;
+                return Ok((!batch.is_empty() || !lines.ended).then_some(batch));
+            }
+            SourceReader::Redis(reader) => return Ok(Some(poll(|| reader.next_batch(), stopping)?)),
+            SourceReader::Nats(reader) => return Ok(Some(poll(|| reader.next_batch(), stopping)?)),
             SourceReader::Kafka(reader) => loop {
                 match reader.next_batch()? {
                     None => return Ok(None),
                     Some(got) if got.is_empty() && !reader.has_rejects() && !stopping() => continue,
-                    // A batch of rejects alone is a batch too.
-                    Some(got) => return Ok((!got.is_empty() || reader.has_rejects()).then_some(got)),
+                    Some(got) => return Ok(Some(got)),
                 }
             },
         }
         Ok((!batch.is_empty()).then_some(batch))
+    }
+
+    /// Checkpoint `id`'s barrier leaves now: a broker source notes what it
+    /// read, to acknowledge it once the checkpoint is durable.
+    pub fn mark(&self, id: u64) {
+        match self {
+            SourceReader::Redis(reader) => reader.mark(id),
+            SourceReader::Nats(reader) => reader.mark(id),
+            SourceReader::Kafka(reader) => reader.mark(id),
+            _ => {}
+        }
     }
 
     /// Where the reader is, for a checkpoint.

@@ -178,14 +178,17 @@ impl StageRun {
         if self.routes[0].get(1).is_some_and(|targets| !targets.is_empty()) {
             reader.keep_rejects();
         }
-        let stopping = || running.stop_requested() || running.has_ended();
-        let mut seen = 0;
+        let seen = std::cell::Cell::new(0);
+        let barriers = self.barriers.clone();
+        let barrier_due = || barriers.as_ref().and_then(|b| b.due(seen.get()));
+        let stopping = || running.stop_requested() || running.has_ended() || barrier_due().is_some();
         loop {
             if running.has_ended() {
                 return Err(FlowError::Ended);
             }
-            if let Some(id) = self.barriers.as_ref().and_then(|b| b.due(seen)) {
-                seen = id;
+            if let Some(id) = barrier_due() {
+                seen.set(id);
+                reader.mark(id);
                 self.at = Some(reader.position());
                 self.pass_barrier(running, Barrier { id })?;
             }
@@ -199,6 +202,9 @@ impl StageRun {
             };
             let full = batch.len() >= BATCH;
             let rejects = reader.take_rejects();
+            if batch.is_empty() && rejects.is_empty() {
+                continue;
+            }
             running.count(self.nodes[0], 0, batch.len() + rejects.len());
             if !batch.is_empty() {
                 self.route(calls, running, 0, 0, batch)?;

@@ -46,6 +46,8 @@ pub struct Position {
     read: Mutex<BTreeMap<i32, i64>>,
     /// Records read since the last commit.
     fresh: std::sync::atomic::AtomicU64,
+    /// The offsets each checkpoint not yet durable covers.
+    marks: Mutex<crate::runtime::dataflow::Marks<BTreeMap<i32, i64>>>,
 }
 
 impl Position {
@@ -58,6 +60,7 @@ impl Position {
             group: spec.group.clone(),
             read: Mutex::default(),
             fresh: Default::default(),
+            marks: Mutex::default(),
         }
     }
 
@@ -72,7 +75,26 @@ impl Position {
 impl crate::runtime::dataflow::Acknowledge for Position {
     /// Commits the offsets after what was read: it is done with.
     fn commit(&self) -> Result<u64, String> {
+        self.marks.lock().expect("marks lock").clear();
         let read = self.read.lock().expect("position lock").clone();
+        self.save(read)
+    }
+
+    fn mark(&self, id: u64) {
+        let read = self.read.lock().expect("position lock").clone();
+        self.marks.lock().expect("marks lock").mark(id, read);
+    }
+
+    fn commit_to(&self, id: u64) -> Result<u64, String> {
+        match self.marks.lock().expect("marks lock").take_to(id) {
+            Some(read) => self.save(read),
+            None => Ok(0),
+        }
+    }
+}
+
+impl Position {
+    fn save(&self, read: BTreeMap<i32, i64>) -> Result<u64, String> {
         if read.is_empty() {
             return Ok(0);
         }
@@ -109,6 +131,14 @@ pub struct Reader {
     /// Records that are not text where text was asked for, kept for the
     /// `reject` port when it is linked (else they fail the workflow).
     rejects: Option<Vec<Dynamic>>,
+}
+
+impl Reader {
+    /// Notes what was read so far as checkpoint `id`'s.
+    pub fn mark(&self, id: u64) {
+        use crate::runtime::dataflow::Acknowledge;
+        self.position.mark(id);
+    }
 }
 
 impl Reader {
