@@ -343,3 +343,45 @@ fn a_nats_server_that_dies_fails_the_workflow_naming_it_and_an_unreachable_one_f
         .expect_code(1)
         .stderr_has("give the JetStream stream");
 }
+
+/// Issue 27: a local node killed (SIGKILL) while a Redis source streams into
+/// a file resumes from its last checkpoint, whatever Redis was told: the
+/// file holds every entry exactly once.
+#[test]
+fn killed_at_any_moment_a_redis_source_into_a_file_resumes_exactly_from_its_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = Redis::start("127.0.0.65");
+    let out = tmp.path().join("out.txt");
+    let wf = format!(
+        "workflow().redis_source(\"{}\", \"lines\", #{{ group: \"g\" }}).map(|e| e.fields.line).write_lines(\"{}\")",
+        redis.url,
+        out.display()
+    );
+    let (got, want) = killed_and_resumed(tmp.path(), &wf, &out, 3, |round| {
+        let more: Vec<String> = (round * 15_000..(round + 1) * 15_000).map(|i| format!("entry {i}")).collect();
+        redis.add_lines("lines", &more);
+        more
+    });
+    assert_eq!(got, want, "every entry once");
+    assert_eq!(redis.pending("lines", "g"), 0, "everything read was acknowledged at the savepoint");
+}
+
+/// The same with a NATS JetStream source.
+#[test]
+fn killed_at_any_moment_a_nats_source_into_a_file_resumes_exactly_from_its_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = Nats::start("127.0.0.66");
+    nats.create_stream("LINES", &["lines.in"]);
+    let out = tmp.path().join("out.txt");
+    let wf = format!(
+        "workflow().nats_source(\"{}\", \"lines.in\", #{{ stream: \"LINES\", durable: \"k\" }}).map(|m| m.value).write_lines(\"{}\")",
+        nats.url,
+        out.display()
+    );
+    let (got, want) = killed_and_resumed(tmp.path(), &wf, &out, 3, |round| {
+        let more: Vec<String> = (round * 3_000..(round + 1) * 3_000).map(|i| format!("message {i}")).collect();
+        nats.publish("lines.in", &more);
+        more
+    });
+    assert_eq!(got, want, "every message once");
+}

@@ -71,3 +71,71 @@ impl Drop for Server {
         self.kill();
     }
 }
+
+/// Issue 27: runs `wf` (an endless broker source streaming into the file
+/// `out`) with `local start` and checkpoints every 50 ms, `rounds` times:
+/// each run gets a batch of new input (`add(round)`, which returns what it
+/// added) and is killed with SIGKILL once part of it reached the file. A
+/// last run takes the rest and is stopped (a savepoint). Returns the
+/// file's lines and the input, both sorted.
+pub fn killed_and_resumed(
+    tmp: &std::path::Path,
+    wf: &str,
+    out: &std::path::Path,
+    rounds: usize,
+    mut add: impl FnMut(usize) -> Vec<String>,
+) -> (Vec<String>, Vec<String>) {
+    use std::process::{Command, Stdio};
+    let start = || {
+        Command::new(super::BIN)
+            .args(["local", "start", "--no-log", "--slots", "2", "--deploy", wf])
+            .current_dir(tmp)
+            .env("XDG_STATE_HOME", tmp)
+            .env("SKITTER_CHECKPOINT_DIR", tmp.join("ck"))
+            .env("SKITTER_CHECKPOINT_INTERVAL", "0.05")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let written = || std::fs::read_to_string(out).map(|t| t.lines().count()).unwrap_or(0);
+    let mut input = Vec::new();
+    for round in 0..rounds {
+        let mut child = start();
+        let before = written();
+        input.extend(add(round));
+        assert!(super::wait_until(Duration::from_secs(60), || written() > before), "round {round}: nothing new reached the file");
+        // SAFETY: kill(2) on the pid of a child this test started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        child.wait().unwrap();
+    }
+    let newest = || newest_checkpoint(&tmp.join("ck"));
+    let before = newest();
+    let mut child = start();
+    // Everything is in the file, and the run is up: it took a checkpoint.
+    let all = super::wait_until(Duration::from_secs(60), || written() >= input.len() && newest() > before);
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "stopped before its endless source ended");
+    let mut got: Vec<String> = std::fs::read_to_string(out).unwrap_or_default().lines().map(String::from).collect();
+    got.sort();
+    input.sort();
+    assert!(all, "the last run did not take every record ({} of {})", got.len(), input.len());
+    (got, input)
+}
+
+/// The id of the newest completed checkpoint in a store directory (0: none).
+pub fn newest_checkpoint(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .filter(|f| f.path().extension().is_some_and(|e| e == "json"))
+        .filter_map(|f| f.file_name().to_string_lossy().split('.').next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}

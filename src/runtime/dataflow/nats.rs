@@ -119,6 +119,11 @@ impl Reader {
         use super::Acknowledge;
         self.position.mark(id);
     }
+
+    /// The last sequence read, for a checkpoint.
+    pub fn last_read(&self) -> String {
+        self.position.read.load(Ordering::Relaxed).to_string()
+    }
 }
 
 impl Reader {
@@ -130,15 +135,23 @@ impl Reader {
         stream: &str,
         retry: Duration,
         position: std::sync::Arc<Position>,
+        covered: Option<String>,
     ) -> Result<Reader, FlowError> {
+        // The checkpoint resumed from says where this run starts, whatever
+        // position was saved.
+        let covered: Option<u64> = covered.and_then(|c| c.parse().ok());
+        if let Some(seq) = covered {
+            position.read.fetch_max(seq, Ordering::Relaxed);
+        }
         let opened = block(handle, async {
             let client = connect(url).await?;
             let js = jetstream::new(client.clone());
             let stream_handle = js.get_stream(stream).await.map_err(|e| format!("stream `{stream}`: {e}"))?;
             let kv = bucket(&js).await?;
-            let saved = match kv.get(position.durable.as_str()).await.map_err(|e| e.to_string())? {
-                Some(bytes) => std::str::from_utf8(&bytes).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0),
-                None => 0,
+            let saved = match (covered, kv.get(position.durable.as_str()).await.map_err(|e| e.to_string())?) {
+                (Some(seq), _) => seq,
+                (None, Some(bytes)) => std::str::from_utf8(&bytes).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0),
+                (None, None) => 0,
             };
             let config = OrderedConfig {
                 filter_subject: subject.to_string(),

@@ -150,6 +150,8 @@ pub struct Reader {
     pending: Option<String>,
     retry: Duration,
     acks: std::sync::Arc<Acks>,
+    /// The last entry read ("": none), for a checkpoint.
+    last: String,
 }
 
 impl Reader {
@@ -157,6 +159,12 @@ impl Reader {
     pub fn mark(&self, id: u64) {
         use super::Acknowledge;
         self.acks.mark(id);
+    }
+
+    /// The last entry read: a consumer reads entries in order, so a
+    /// checkpoint covers every entry up to it.
+    pub fn last_read(&self) -> String {
+        self.last.clone()
     }
 }
 
@@ -169,8 +177,16 @@ impl Reader {
         instance: usize,
         retry: Duration,
         acks: std::sync::Arc<Acks>,
+        covered: Option<String>,
     ) -> Result<Reader, FlowError> {
         let mut con = connect(url).map_err(|e| FlowError::broker(operator, "connect to", url, e.to_string()))?;
+        let consumer_name = consumer(instance);
+        // The checkpoint resumed from covers its entries up to `covered`:
+        // whatever the broker was told, they are done with.
+        if let Some(last) = &covered {
+            acknowledge_up_to(&mut con, stream, group, &consumer_name, last)
+                .map_err(|e| FlowError::broker(operator, "acknowledge what its checkpoint covered on", url, format!("stream `{stream}`: {e}")))?;
+        }
         // A new group starts at the stream's beginning; an existing one where it was.
         match con.xgroup_create_mkstream::<_, _, _, ()>(stream, group, "0") {
             Ok(()) => {}
@@ -183,10 +199,11 @@ impl Reader {
             url: url.into(),
             stream: stream.into(),
             group: group.into(),
-            consumer: consumer(instance),
+            consumer: consumer_name,
             pending: Some("0".into()),
             retry,
             acks,
+            last: covered.unwrap_or_default(),
         })
     }
 
@@ -231,6 +248,9 @@ impl Reader {
             batch.push(self.record(&entry.id, entry.map)?);
             ids.push(id);
         }
+        if let Some(last) = ids.last() {
+            self.last = last.to_string();
+        }
         self.acks.add(ids);
         Ok(batch)
     }
@@ -244,6 +264,18 @@ impl Reader {
         record.insert("id".into(), Dynamic::from(ImmutableString::from(id)));
         record.insert("fields".into(), Dynamic::from_map(map));
         Ok(Dynamic::from_map(record))
+    }
+}
+
+/// Acknowledges the entries pending for `consumer` up to entry `last`.
+fn acknowledge_up_to(con: &mut Connection, stream: &str, group: &str, consumer: &str, last: &str) -> Result<(), RedisError> {
+    loop {
+        let pending: redis::streams::StreamPendingCountReply = con.xpending_consumer_count(stream, group, "-", last, ACK_CHUNK, consumer)?;
+        if pending.ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = pending.ids.iter().map(|p| p.id.as_str()).collect();
+        con.xack::<_, _, _, ()>(stream, group, &ids)?;
     }
 }
 

@@ -11,7 +11,7 @@ use crate::net::value::Value;
 use crate::workflow::key::Key;
 
 /// Where a source instance was when it passed a barrier.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Position {
     /// Items of a `stream_source([...])` handed out.
     Items(u64),
@@ -24,9 +24,11 @@ pub enum Position {
     /// A connection cannot be read again: what was sent while the workflow
     /// was down is not read.
     Unrewindable,
-    /// A broker keeps the position: it is acknowledged once the checkpoint
-    /// is durable, and a restore reads on from there.
-    Broker,
+    /// A broker source's mark: what it had read (the last Redis entry id,
+    /// the NATS sequence, the Kafka offsets). Acknowledged to the broker
+    /// once the checkpoint is durable; a restore reads on from here
+    /// whatever the broker was told.
+    Broker(String),
 }
 
 /// One node's part of an instance's state, as taken on its thread.

@@ -155,7 +155,7 @@ impl SourceReader {
                 let acks = std::sync::Arc::new(super::redis::Acks::new(&url, &stream, &group));
                 running.acknowledge_on_settle(acks.clone());
                 let retry = std::time::Duration::from_millis(retry_ms);
-                SourceReader::Redis(super::redis::Reader::open(operator, &url, &stream, &group, instance, retry, acks)?)
+                SourceReader::Redis(super::redis::Reader::open(operator, &url, &stream, &group, instance, retry, acks, broker_mark(at))?)
             }
             SourceSpec::Nats { url, subject, stream, durable, retry_ms } => {
                 let position = std::sync::Arc::new(super::nats::Position::new(&url, &durable, running.handle().clone()));
@@ -169,12 +169,20 @@ impl SourceReader {
                     &stream,
                     retry,
                     position,
+                    broker_mark(at),
                 )?))
             }
             SourceSpec::Kafka(spec) => {
                 let position = std::sync::Arc::new(super::kafka::Position::new(&spec, running.handle().clone()));
                 running.acknowledge_on_settle(position.clone());
-                SourceReader::Kafka(Box::new(super::kafka::Reader::open(running.handle(), operator, &spec, instance, instances, position)?))
+                SourceReader::Kafka(Box::new(super::kafka::Reader::open(
+                    running.handle(),
+                    operator,
+                    &spec,
+                    (instance, instances),
+                    position,
+                    broker_mark(at),
+                )?))
             }
         })
     }
@@ -243,7 +251,7 @@ impl SourceReader {
     pub fn position(&mut self) -> Position {
         match self {
             SourceReader::Items { given, .. } => Position::Items(*given),
-            SourceReader::Exhausted(at) => *at,
+            SourceReader::Exhausted(at) => at.clone(),
             SourceReader::Range { next, .. } => Position::Range(*next),
             SourceReader::Generator { n, .. } => Position::Generator(*n),
             SourceReader::File(lines) => {
@@ -252,7 +260,9 @@ impl SourceReader {
                 Position::File { offset: read.saturating_sub(lines.buf.len() as u64), line: lines.line }
             }
             SourceReader::Tcp(_) => Position::Unrewindable,
-            SourceReader::Redis(_) | SourceReader::Nats(_) | SourceReader::Kafka(_) => Position::Broker,
+            SourceReader::Redis(reader) => Position::Broker(reader.last_read()),
+            SourceReader::Nats(reader) => Position::Broker(reader.last_read()),
+            SourceReader::Kafka(reader) => Position::Broker(reader.last_read()),
         }
     }
 
@@ -270,6 +280,14 @@ impl SourceReader {
             SourceReader::Kafka(reader) => reader.take_rejects(),
             _ => Vec::new(),
         }
+    }
+}
+
+/// The mark a checkpoint left for a broker source, if any.
+fn broker_mark(at: Option<Position>) -> Option<String> {
+    match at {
+        Some(Position::Broker(mark)) if !mark.is_empty() => Some(mark),
+        _ => None,
     }
 }
 

@@ -109,8 +109,8 @@ impl StageRun {
     /// What every node of the instance keeps, for a checkpoint.
     fn take(&mut self, done: bool) -> InstanceTaken {
         let mut nodes: Vec<Taken> = self.steps.iter_mut().map(Step::take).collect();
-        if let Some(at) = self.at {
-            nodes[0] = Taken::Position(at);
+        if let Some(at) = &self.at {
+            nodes[0] = Taken::Position(at.clone());
         }
         InstanceTaken { stage: self.stage, instance: self.instance, done, nodes }
     }
@@ -174,7 +174,7 @@ impl StageRun {
 
     fn run_source(&mut self, calls: &Calls, running: &Running) -> Result<(), FlowError> {
         let Step::Source(spec) = &self.steps[0] else { unreachable!("checked by caller") };
-        let mut reader = SourceReader::open(spec.clone(), &self.names[0], (self.instance, self.instances), running, self.at)?;
+        let mut reader = SourceReader::open(spec.clone(), &self.names[0], (self.instance, self.instances), running, self.at.clone())?;
         if self.routes[0].get(1).is_some_and(|targets| !targets.is_empty()) {
             reader.keep_rejects();
         }

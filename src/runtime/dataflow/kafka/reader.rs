@@ -139,6 +139,17 @@ impl Reader {
         use crate::runtime::dataflow::Acknowledge;
         self.position.mark(id);
     }
+
+    /// The next offset of each partition read, as `partition:offset,...`.
+    pub fn last_read(&self) -> String {
+        let read = self.position.read.lock().expect("position lock");
+        read.iter().map(|(p, o)| format!("{p}:{o}")).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// Offsets as [`Reader::last_read`] writes them.
+fn parse_offsets(text: &str) -> BTreeMap<i32, i64> {
+    text.split(',').filter_map(|po| po.split_once(':')).filter_map(|(p, o)| Some((p.parse().ok()?, o.parse().ok()?))).collect()
 }
 
 impl Reader {
@@ -149,10 +160,13 @@ impl Reader {
         handle: &Handle,
         operator: &str,
         spec: &KafkaSource,
-        instance: usize,
-        instances: usize,
+        (instance, instances): (usize, usize),
         position: Arc<Position>,
+        covered: Option<String>,
     ) -> Result<Reader, FlowError> {
+        // The checkpoint resumed from says where each partition starts,
+        // whatever offsets the group has committed.
+        let covered = covered.map(|c| parse_offsets(&c)).unwrap_or_default();
         let retry = Duration::from_millis(spec.retry_ms);
         let opening = async {
             let client = client(&spec.brokers, retry).await?;
@@ -165,7 +179,7 @@ impl Reader {
                     .partition_client(spec.topic.as_str(), p, UnknownTopicHandling::Retry)
                     .await
                     .map_err(|e| format!("partition {p}: {e}"))?;
-                let from = match committed.get(&p).copied().flatten() {
+                let from = match covered.get(&p).copied().or(committed.get(&p).copied().flatten()) {
                     Some(offset) => offset,
                     None => {
                         let at = if spec.start == KafkaStart::Latest { OffsetAt::Latest } else { OffsetAt::Earliest };
