@@ -209,3 +209,62 @@ fn checkpoints_are_off_for_a_workflow_whose_sources_end_unless_asked() {
     assert_eq!(out.stdout(), "true\ncheckpoint: workflow #1 runs without checkpoints (checkpoint_interval 0)\n");
     assert!(!dir.path().join("ck").exists(), "nothing was written");
 }
+
+#[test]
+fn stats_and_metrics_show_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(BIN)
+        .args(["local", "start", "--no-log", "--metrics", &port.to_string(), "--deploy", "workflow().stream_source(|n| n % 100).count().collect()"])
+        .current_dir(dir.path())
+        .env("XDG_STATE_HOME", dir.path())
+        .env("SKITTER_CHECKPOINT_INTERVAL", "0.05")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let scrape = || -> String {
+        use std::io::{Read, Write};
+        let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
+        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut response = String::new();
+        let _ = conn.read_to_string(&mut response);
+        response
+    };
+    let completed = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("skitter_checkpoints_completed_total{workflow=\"1\"} "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let mut text = String::new();
+    let seen = wait_until(Duration::from_secs(30), || {
+        text = scrape();
+        completed(&text) >= 3
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    assert!(seen, "{text}");
+    for series in [
+        "skitter_checkpoints_failed_total{workflow=\"1\"} 0",
+        "skitter_checkpoint_last_duration_seconds{workflow=\"1\"} ",
+        "skitter_checkpoint_last_alignment_seconds{workflow=\"1\"} ",
+        "skitter_checkpoint_last_size_bytes{workflow=\"1\"} ",
+    ] {
+        assert!(text.contains(series), "no {series:?} in\n{text}");
+    }
+
+    let run = r#"
+        let r = deploy(workflow().stream_source(|n| n % 100).count().collect(), #{ name: "watched", checkpoint_interval: 0 + 10 });
+        let id = checkpoint(r);
+        let c = stats(r).checkpoints;
+        print(`${c.name} ${c.completed} ${c.last_id == id} ${c.bytes > 0} ${c.failed}`);
+        stop(r);
+    "#;
+    let out = script(dir.path(), run);
+    out.success();
+    assert_eq!(out.stdout(), "watched 1 true true 0\n");
+}

@@ -67,9 +67,45 @@ pub fn render(host: &dyn Host) -> String {
     let running = Family::<Labels, Gauge>::default();
     registry.register("skitter_workflow_running", "1 while a workflow runs, 0 once it ended", running.clone());
 
+    let completed = family(&mut registry, "skitter_checkpoints_completed", "Checkpoints a workflow completed");
+    let failed = family(&mut registry, "skitter_checkpoints_failed", "Checkpoints a workflow gave up or could not write");
+    let last_duration = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    registry.register_with_unit(
+        "skitter_checkpoint_last_duration",
+        "How long the last completed checkpoint took, from its barriers to its manifest",
+        Unit::Seconds,
+        last_duration.clone(),
+    );
+    let last_alignment = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    registry.register_with_unit(
+        "skitter_checkpoint_last_alignment",
+        "The longest an instance waited for its inputs' barriers in the last completed checkpoint",
+        Unit::Seconds,
+        last_alignment.clone(),
+    );
+    let last_size = Family::<Labels, Gauge>::default();
+    registry.register_with_unit("skitter_checkpoint_last_size", "The size of the last completed checkpoint", Unit::Bytes, last_size.clone());
+    let last_at = Family::<Labels, Gauge>::default();
+    registry.register_with_unit(
+        "skitter_checkpoint_last_completed",
+        "When the last checkpoint completed (Unix time)",
+        Unit::Seconds,
+        last_at.clone(),
+    );
+
     for (r, status) in host.workflows() {
         let Ok(stats) = host.stats(r) else { continue };
         let workflow: Labels = vec![("workflow", r.id.to_string())];
+        if let Some(c) = &stats.checkpoints {
+            completed.get_or_create(&workflow).inc_by(c.completed);
+            failed.get_or_create(&workflow).inc_by(c.failed);
+            if c.last_id.is_some() {
+                last_duration.get_or_create(&workflow).set(c.last_ms as f64 / 1000.0);
+                last_alignment.get_or_create(&workflow).set(c.alignment_ms as f64 / 1000.0);
+                last_size.get_or_create(&workflow).set(c.bytes as i64);
+                last_at.get_or_create(&workflow).set((c.last_at_ms / 1000) as i64);
+            }
+        }
         read.get_or_create(&workflow).inc_by(stats.read());
         written.get_or_create(&workflow).inc_by(stats.written());
         running.get_or_create(&workflow).set(i64::from(!status.is_done()));

@@ -76,6 +76,8 @@ pub struct CheckpointStats {
     pub last_ms: u64,
     pub bytes: u64,
     pub last_at_ms: u64,
+    /// The longest an instance waited for all its inputs' barriers in it.
+    pub alignment_ms: u64,
     pub failed: u64,
     /// Why the last failed checkpoint failed.
     pub last_failure: Option<String>,
@@ -89,12 +91,30 @@ impl CheckpointStats {
         self.last_at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     }
 
+    /// One line for `top()`.
+    pub fn summary(&self) -> String {
+        let mut line = match self.last_id {
+            Some(id) => format!(
+                "checkpoints: {} completed, last #{id} took {} ms ({} KiB, aligned in {} ms)",
+                self.completed,
+                self.last_ms,
+                self.bytes.div_ceil(1024),
+                self.alignment_ms
+            ),
+            None => "checkpoints: none completed yet".to_string(),
+        };
+        if self.failed > 0 {
+            line += &format!("; {} failed, last: {}", self.failed, self.last_failure.as_deref().unwrap_or("?"));
+        }
+        line
+    }
+
     pub fn failed(&mut self, id: u64, reason: &str) {
         self.failed += 1;
         self.last_failure = Some(format!("checkpoint {id}: {reason}"));
     }
 
-    /// As scripts see it: `#{name, completed, last_id, last_ms, bytes, failed, last_failure}`.
+    /// As scripts see it: `#{name, completed, last_id, last_ms, bytes, alignment_ms, failed, last_failure}`.
     pub fn to_map(&self) -> rhai::Map {
         let int = |n: u64| rhai::Dynamic::from_int(n as i64);
         let mut m = rhai::Map::new();
@@ -103,6 +123,7 @@ impl CheckpointStats {
         m.insert("last_id".into(), self.last_id.map(int).unwrap_or(rhai::Dynamic::UNIT));
         m.insert("last_ms".into(), int(self.last_ms));
         m.insert("bytes".into(), int(self.bytes));
+        m.insert("alignment_ms".into(), int(self.alignment_ms));
         m.insert("failed".into(), int(self.failed));
         m.insert("last_failure".into(), self.last_failure.clone().map(rhai::Dynamic::from).unwrap_or(rhai::Dynamic::UNIT));
         m

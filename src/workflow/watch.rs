@@ -15,12 +15,14 @@ pub struct Watched {
     /// Seconds it has run when this was taken (the node's clock).
     pub elapsed: f64,
     pub operators: Vec<(String, NodeStats)>,
+    /// Its checkpoints, when they are on.
+    pub checkpoints: Option<super::stats::CheckpointStats>,
 }
 
 impl Watched {
     pub fn new(id: u64, status: String, stats: &Stats) -> Watched {
         let operators = stats.names().map(str::to_string).zip(stats.nodes.iter().cloned()).collect();
-        Watched { id, status, elapsed: stats.elapsed, operators }
+        Watched { id, status, elapsed: stats.elapsed, operators, checkpoints: stats.checkpoints.clone() }
     }
 }
 
@@ -45,6 +47,9 @@ pub fn frame(title: &str, before: &[Watched], now: &[Watched]) -> String {
         let since = previous.map(|p| p.elapsed).unwrap_or(0.0);
         let seconds = wf.elapsed - since;
         out.push_str(&format!("\n#WorkflowRef<{}>  {}  {:.0} s\n", wf.id, wf.status, wf.elapsed));
+        if let Some(c) = &wf.checkpoints {
+            out.push_str(&format!("  {}\n", c.summary()));
+        }
         out.push_str(&format!(
             "  {:<24} {:>9} {:>9} {:>12} {:>12} {:>7} {:>6} {:>9}\n",
             "OPERATOR", "IN/s", "OUT/s", "IN", "OUT", "QUEUE", "ERRORS", "P99"
@@ -85,7 +90,7 @@ mod tests {
 
     fn look(elapsed: f64, records: u64) -> Watched {
         let s = NodeStats { records_in: records, records_out: records / 2, queued: 2, capacity: 8, ..Default::default() };
-        Watched { id: 3, status: "running".into(), elapsed, operators: vec![("filter_2".into(), s)] }
+        Watched { id: 3, status: "running".into(), elapsed, operators: vec![("filter_2".into(), s)], checkpoints: None }
     }
 
     #[test]
@@ -99,6 +104,29 @@ mod tests {
         let row = next.lines().find(|l| l.contains("filter_2")).unwrap();
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(&cells[1..5], &["3000", "1500", "5000", "2500"], "{row}");
+    }
+
+    #[test]
+    fn checkpoints_show_under_their_workflow() {
+        let mut w = look(2.0, 2000);
+        w.checkpoints = Some(crate::workflow::stats::CheckpointStats {
+            name: "orders".into(),
+            completed: 7,
+            last_id: Some(9),
+            last_ms: 12,
+            bytes: 4096,
+            alignment_ms: 3,
+            failed: 2,
+            last_failure: Some("checkpoint 8: it did not complete within 60 s".into()),
+            ..Default::default()
+        });
+        let text = frame("top", &[], &[w]);
+        assert!(
+            text.contains(
+                "  checkpoints: 7 completed, last #9 took 12 ms (4 KiB, aligned in 3 ms); 2 failed, last: checkpoint 8: it did not complete within 60 s\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub struct Driver {
 /// What writing one checkpoint made.
 struct Written {
     bytes: u64,
+    alignment: Duration,
 }
 
 impl Driver {
@@ -124,7 +125,9 @@ impl Driver {
                             gathered.retain(|&k, _| k > id);
                             match self.write(id, Kind::Periodic, instances).await {
                                 Ok(w) => {
-                                    self.stats.lock().expect("stats lock").bytes = w.bytes;
+                                    let mut stats = self.stats.lock().expect("stats lock");
+                                    (stats.bytes, stats.alignment_ms) = (w.bytes, w.alignment.as_millis() as u64);
+                                    drop(stats);
                                     self.running.acknowledge_to(id);
                                     next.extend(coordinator.step(Event::Stored { id, at: Instant::now() }));
                                 }
@@ -150,8 +153,11 @@ impl Driver {
                             let kind = if matches!(status, Status::Finished) { Kind::Finished } else { Kind::Savepoint };
                             let began = Instant::now();
                             let status = match self.write(id, kind, last.take().unwrap_or_default()).await {
-                                Ok(_) => {
+                                Ok(w) => {
                                     self.running.acknowledge_all();
+                                    let mut stats = self.stats.lock().expect("stats lock");
+                                    (stats.bytes, stats.alignment_ms) = (w.bytes, w.alignment.as_millis() as u64);
+                                    drop(stats);
                                     self.stats.lock().expect("stats lock").completed(id, began.elapsed());
                                     answer(&mut waiting, Ok(id));
                                     status
@@ -178,6 +184,7 @@ impl Driver {
         let taken_at_ms = super::now_ms();
         let (wf, store, outputs) = (self.wf.clone(), self.store.clone(), self.outputs.clone());
         let collected = collected_of(&wf, &instances);
+        let alignment = instances.iter().map(|t| t.alignment).max().unwrap_or_default();
         let written = tokio::task::spawn_blocking(move || -> Result<Written, String> {
             let mut states: Vec<InstanceState> = Vec::with_capacity(instances.len());
             for taken in instances {
@@ -206,7 +213,7 @@ impl Driver {
             }
             // Durable: now its output may be seen.
             outputs.lock().expect("outputs lock").write(&marks, &states).map_err(|e| e.to_string())?;
-            Ok(Written { bytes: data.len() as u64 })
+            Ok(Written { bytes: data.len() as u64, alignment })
         })
         .await
         .map_err(|e| format!("the checkpoint writer panicked: {e}"))??;

@@ -116,7 +116,7 @@ mod tests {
     use super::*;
 
     fn taken(stage: usize, done: bool, line: &str) -> InstanceTaken {
-        InstanceTaken { stage, instance: 0, done, nodes: vec![Taken::Lines(line.as_bytes().to_vec())] }
+        InstanceTaken { stage, instance: 0, done, nodes: vec![Taken::Lines(line.as_bytes().to_vec())], alignment: Default::default() }
     }
 
     fn lines(t: &InstanceTaken) -> String {

@@ -69,6 +69,9 @@ pub struct InstanceTaken {
     pub done: bool,
     /// Per node of the stage, in order.
     pub nodes: Vec<Taken>,
+    /// From the first input's barrier to the last one's (zero for a
+    /// source or an instance with one input).
+    pub alignment: std::time::Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -137,6 +140,7 @@ mod tests {
             instance: 0,
             done: false,
             nodes: vec![Taken::Nothing, Taken::User { state: Some(f), keyed: Vec::new() }],
+            alignment: Default::default(),
         };
         let err = taken.into_state(&["m".into(), "tally".into()]).unwrap_err();
         assert_eq!(err.operator, "tally");
@@ -156,6 +160,7 @@ mod tests {
                 Taken::Lines(b"a 3\n".to_vec()),
                 Taken::Position(Position::File { offset: 10, line: 2 }),
             ],
+            alignment: Default::default(),
         };
         let state = taken.into_state(&["c".into(), "r".into(), "w".into(), "s".into()]).unwrap();
         let bytes = postcard::to_allocvec(&state).unwrap();

@@ -3,7 +3,7 @@
 //! channel) or to an outlet for another stage. Records in and out of every
 //! node are counted here, per batch, and the time calls take is sampled.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rhai::Dynamic;
 use tokio::sync::mpsc;
@@ -112,13 +112,15 @@ impl StageRun {
         if let Some(at) = &self.at {
             nodes[0] = Taken::Position(at.clone());
         }
-        InstanceTaken { stage: self.stage, instance: self.instance, done, nodes }
+        InstanceTaken { stage: self.stage, instance: self.instance, done, nodes, alignment: Duration::ZERO }
     }
 
     /// Checkpoint `barrier`: takes the instance's state, sends everything
-    /// before the barrier on, then the barrier itself.
-    fn pass_barrier(&mut self, running: &Running, barrier: Barrier) -> Result<(), FlowError> {
-        let taken = self.take(false);
+    /// before the barrier on, then the barrier itself. `alignment`: how
+    /// long its inputs took to bring the barrier.
+    fn pass_barrier(&mut self, running: &Running, barrier: Barrier, alignment: Duration) -> Result<(), FlowError> {
+        let mut taken = self.take(false);
+        taken.alignment = alignment;
         self.flush(running, 1)?;
         for o in &mut self.outlets {
             o.barrier(running, barrier)?;
@@ -137,6 +139,8 @@ impl StageRun {
         expected_ends: usize,
     ) -> Result<(), FlowError> {
         let mut aligner = Aligner::new(expected_ends);
+        // Since when the barrier being aligned has been arriving.
+        let mut aligning: Option<Instant> = None;
         while !aligner.all_ended() {
             let (from, msg) = match aligner.next_held() {
                 Some(held) => held,
@@ -151,6 +155,9 @@ impl StageRun {
             if running.has_ended() {
                 return Err(FlowError::Ended);
             }
+            if matches!(msg, Msg::Barrier(_)) && aligning.is_none() {
+                aligning = Some(Instant::now());
+            }
             let offer = aligner.offer(from, msg).map_err(|e| FlowError::Internal(format!("{}: {e}", self.names[0])))?;
             match offer {
                 Offer::Process(Msg::Records(port, records)) => self.process(calls, running, port as usize, Input::Records(records))?,
@@ -160,7 +167,10 @@ impl StageRun {
                     self.steps[0].add_counts(&self.names[0], counts)?
                 }
                 Offer::Process(Msg::End | Msg::Barrier(_)) => unreachable!("the aligner keeps ends and barriers"),
-                Offer::Aligned(barrier) => self.pass_barrier(running, barrier)?,
+                Offer::Aligned(barrier) => {
+                    let took = aligning.take().map_or(Duration::ZERO, |t| t.elapsed());
+                    self.pass_barrier(running, barrier, took)?
+                }
                 Offer::Held | Offer::AllEnded => {}
             }
             // Hold records back only while more input is waiting, and not
@@ -190,7 +200,7 @@ impl StageRun {
                 seen.set(id);
                 reader.mark(id);
                 self.at = Some(reader.position());
-                self.pass_barrier(running, Barrier { id })?;
+                self.pass_barrier(running, Barrier { id }, Duration::ZERO)?;
             }
             if running.stop_requested() {
                 self.at = Some(reader.position());
