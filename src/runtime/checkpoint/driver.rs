@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::coordinator::{Action, Coordinator, Event};
-use super::output::Outputs;
+use super::output::{Outputs, Parts};
 use super::store::Store;
 use super::{Kind, Manifest};
 use crate::runtime::dataflow::barriers::PartEvent;
@@ -186,6 +186,7 @@ impl Driver {
         let collected = collected_of(&wf, &instances);
         let alignment = instances.iter().map(|t| t.alignment).max().unwrap_or_default();
         let written = tokio::task::spawn_blocking(move || -> Result<Written, String> {
+            let (instances, parts) = lines_of(instances);
             let mut states: Vec<InstanceState> = Vec::with_capacity(instances.len());
             for taken in instances {
                 let names = wf.names.get(taken.stage).cloned().unwrap_or_default();
@@ -193,7 +194,8 @@ impl Driver {
             }
             states.sort_by_key(|s| (s.stage, s.instance));
             let data = postcard::to_allocvec(&states).map_err(|e| format!("cannot encode the states: {e}"))?;
-            let marks = outputs.lock().expect("outputs lock").marks(&states);
+            let mut outputs = outputs.lock().expect("outputs lock");
+            let (marks, saved) = outputs.marks(&parts);
             let manifest = Manifest {
                 format: super::FORMAT,
                 name: wf.name.clone(),
@@ -203,16 +205,18 @@ impl Driver {
                 duration_ms: began.elapsed().as_millis() as u64,
                 bytes: data.len() as u64,
                 checksum: crc32fast::hash(&data),
+                lines_bytes: saved.iter().map(|p| p.len() as u64).sum(),
+                lines_checksum: super::store::checksum(&saved),
                 graph: wf.graph.clone(),
                 instances: wf.instances.clone(),
                 outputs: marks.clone(),
             };
-            store.put(&manifest, &data).map_err(|e| e.to_string())?;
+            store.put(&manifest, &data, &saved).map_err(|e| e.to_string())?;
             if let Err(e) = store.prune(&wf.name, wf.kept) {
                 tracing::warn!("{e}");
             }
             // Durable: now its output may be seen.
-            outputs.lock().expect("outputs lock").write(&marks, &states).map_err(|e| e.to_string())?;
+            outputs.write_saved(&marks, &saved).map_err(|e| e.to_string())?;
             Ok(Written { bytes: data.len() as u64, alignment })
         })
         .await
@@ -222,6 +226,19 @@ impl Driver {
         }
         Ok(written)
     }
+}
+
+/// The lines sinks were given, moved out of what the instances took.
+fn lines_of(mut instances: Vec<InstanceTaken>) -> (Vec<InstanceTaken>, Parts) {
+    let mut parts = Parts::new();
+    for taken in &mut instances {
+        for (pos, node) in taken.nodes.iter_mut().enumerate() {
+            if let Taken::Lines(bytes) = node {
+                parts.insert((taken.stage, taken.instance, pos), std::mem::take(bytes));
+            }
+        }
+    }
+    (instances, parts)
 }
 
 /// What `collect()` sinks were given, by sink, to add to the results once

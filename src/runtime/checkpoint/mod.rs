@@ -3,9 +3,10 @@
 //! The driver asks the sources for checkpoint N's barrier; barriers flow
 //! with the records (`dataflow::align`), each instance takes its state as
 //! its barrier passes and goes on (`dataflow::barriers`); once every
-//! instance answered, the states are written to a [`store::Store`] with a
-//! [`Manifest`], and only then does the checkpoint's output reach its
-//! files ([`output`]) and brokers learn what was read. A deploy of a
+//! instance answered, the states (and the lines sinks were given, beside
+//! them) are written to a [`store::Store`] with a [`Manifest`], and only
+//! then does the checkpoint's output reach its files ([`output`]) and
+//! brokers learn what was read. A deploy of a
 //! workflow by a name with a checkpoint resumes from it ([`resume`]).
 //!
 //! The parts: [`coordinator`] decides when a checkpoint starts, completes
@@ -68,6 +69,9 @@ pub struct Manifest {
     /// The states' size and checksum (crc32).
     pub bytes: u64,
     pub checksum: u32,
+    /// The sinks' lines it covers (its `.lines` file): size and checksum.
+    pub lines_bytes: u64,
+    pub lines_checksum: u32,
     /// The workflow's operators as the checkpoint knows them ([`shape`]).
     pub graph: Vec<String>,
     /// Instances per stage.

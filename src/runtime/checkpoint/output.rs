@@ -1,10 +1,12 @@
-//! File output under checkpoints: a sink's lines travel inside the
-//! checkpoint that covers them and reach the file only once it is durable.
-//! Each file grows by whole checkpoints: its committed length is recorded
-//! in the manifest (`base`, the length before this checkpoint's part, and
-//! `len`, after it), so writing a checkpoint's part again — after a crash
-//! between the manifest and the file — truncates to `base` and appends the
-//! same bytes: the file never holds a line twice nor loses one.
+//! File output under checkpoints: a sink's lines are saved with the
+//! checkpoint that covers them (in its `.lines` file, beside the states)
+//! and reach their file only once it is durable. Each file grows by whole
+//! checkpoints: its committed length is recorded in the manifest (`base`,
+//! the length before this checkpoint's part, and `len`, after it, with
+//! where its pieces are in the `.lines` file), so writing a checkpoint's
+//! part again — after a crash between the manifest and the file —
+//! truncates to `base` and appends the same bytes: the file never holds a
+//! line twice nor loses one.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -14,7 +16,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::store::sync_dir;
-use crate::runtime::dataflow::snapshot::{InstanceState, NodeState};
 use crate::runtime::dataflow::{sink::part_path, Layout};
 use crate::workflow::{Operator, Plan};
 
@@ -27,7 +28,13 @@ pub struct OutputMark {
     /// The file's length before this checkpoint's part, and after.
     pub base: u64,
     pub len: u64,
+    /// Where its pieces are in the checkpoint's `.lines` file: offset and length.
+    pub pieces: Vec<(u64, u64)>,
 }
+
+/// The lines each sink instance was given for a checkpoint, by (stage,
+/// instance, the sink's place in its stage).
+pub type Parts = HashMap<(usize, usize, usize), Vec<u8>>;
 
 /// A file output goes to, and the instances whose lines go into it, in order.
 #[derive(Clone, Debug)]
@@ -93,42 +100,48 @@ impl Outputs {
         }
     }
 
-    /// Each file's part of a checkpoint of `states`: where it starts and ends.
-    pub fn marks(&self, states: &[InstanceState]) -> Vec<OutputMark> {
-        let parts = parts_of(states);
-        self.files
-            .iter()
-            .map(|f| {
-                let added: usize = f.from.iter().map(|k| parts.get(k).map_or(0, |b| b.len())).sum();
-                OutputMark { node: f.node.clone(), path: f.path.clone(), base: f.committed, len: f.committed + added as u64 }
-            })
-            .collect()
+    /// Each file's part of a checkpoint: where it starts and ends, and the
+    /// pieces to save in the checkpoint's `.lines` file, in that order.
+    pub fn marks<'a>(&self, parts: &'a Parts) -> (Vec<OutputMark>, Vec<&'a [u8]>) {
+        let (mut marks, mut saved, mut at) = (Vec::new(), Vec::new(), 0u64);
+        for f in &self.files {
+            let mut pieces = Vec::new();
+            let mut added = 0u64;
+            for bytes in f.from.iter().filter_map(|k| parts.get(k)).filter(|b| !b.is_empty()) {
+                pieces.push((at, bytes.len() as u64));
+                saved.push(bytes.as_slice());
+                at += bytes.len() as u64;
+                added += bytes.len() as u64;
+            }
+            marks.push(OutputMark { node: f.node.clone(), path: f.path.clone(), base: f.committed, len: f.committed + added, pieces });
+        }
+        (marks, saved)
     }
 
-    /// Writes a checkpoint's part of every file (`marks` from [`Outputs::marks`]).
-    pub fn write(&mut self, marks: &[OutputMark], states: &[InstanceState]) -> Result<(), OutputError> {
-        let parts = parts_of(states);
+    /// Writes a checkpoint's part of every file (`marks` from
+    /// [`Outputs::marks`]); `lines` is the checkpoint's `.lines` file.
+    pub fn write(&mut self, marks: &[OutputMark], lines: &[u8]) -> Result<(), OutputError> {
         for f in &mut self.files {
             let Some(mark) = marks.iter().find(|m| m.path == f.path) else { continue };
-            let pieces: Vec<&[u8]> = f.from.iter().filter_map(|k| parts.get(k).copied()).collect();
+            let pieces: Vec<&[u8]> =
+                mark.pieces.iter().map(|&(at, len)| lines.get(at as usize..(at + len) as usize).unwrap_or_default()).collect();
             write_part(&f.node, &f.path, mark, &pieces)?;
             f.committed = mark.len;
         }
         Ok(())
     }
-}
 
-/// The lines each (stage, instance, node) held in a checkpoint.
-fn parts_of(states: &[InstanceState]) -> HashMap<(usize, usize, usize), &[u8]> {
-    let mut parts = HashMap::new();
-    for st in states {
-        for (pos, node) in st.nodes.iter().enumerate() {
-            if let NodeState::Lines(bytes) = node {
-                parts.insert((st.stage as usize, st.instance as usize, pos), bytes.as_slice());
-            }
+    /// The same, from the pieces as [`Outputs::marks`] listed them.
+    pub fn write_saved(&mut self, marks: &[OutputMark], saved: &[&[u8]]) -> Result<(), OutputError> {
+        let mut next = saved.iter();
+        for f in &mut self.files {
+            let Some(mark) = marks.iter().find(|m| m.path == f.path) else { continue };
+            let pieces: Vec<&[u8]> = mark.pieces.iter().filter_map(|_| next.next().copied()).collect();
+            write_part(&f.node, &f.path, mark, &pieces)?;
+            f.committed = mark.len;
         }
+        Ok(())
     }
-    parts
 }
 
 /// Makes `path` hold its first `mark.base` bytes and then `pieces`, on disk.
@@ -166,7 +179,7 @@ mod tests {
     use super::*;
 
     fn mark(path: &Path, base: u64, len: u64) -> OutputMark {
-        OutputMark { node: "out".into(), path: path.into(), base, len }
+        OutputMark { node: "out".into(), path: path.into(), base, len, pieces: Vec::new() }
     }
 
     #[test]
@@ -182,6 +195,27 @@ mod tests {
         std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"junk\n").unwrap();
         write_part("out", &path, &mark(&path, 6, 8), &[b"d\n"]).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nb\nc\nd\n");
+    }
+
+    /// A checkpoint's part written from memory, and written again from
+    /// its `.lines` file (a restore after a crash), gives the same file.
+    #[test]
+    fn a_part_written_again_from_the_saved_lines_is_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        let outputs = Outputs {
+            files: vec![OutputFile { node: "w".into(), path: path.clone(), from: vec![(1, 0, 0), (1, 1, 0)], committed: 0 }],
+        };
+        let parts: Parts = [((1, 0, 0), b"a\nb\n".to_vec()), ((1, 1, 0), b"c\n".to_vec()), ((9, 9, 9), b"other\n".to_vec())].into();
+        let (marks, saved) = outputs.marks(&parts);
+        assert_eq!(marks[0].len, 6);
+        assert_eq!(saved, [&b"a\nb\n"[..], &b"c\n"[..]]);
+        outputs.clone().write_saved(&marks, &saved).unwrap();
+        let from_memory = std::fs::read(&path).unwrap();
+        std::fs::write(&path, "a\n").unwrap(); // a crash mid-write
+        outputs.clone().write(&marks, &saved.concat()).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), from_memory);
+        assert_eq!(from_memory, b"a\nb\nc\n");
     }
 
     #[test]

@@ -83,7 +83,7 @@ impl Found {
                     st.done = false;
                 }
                 for node in &mut st.nodes {
-                    if matches!(node, NodeState::Lines(_) | NodeState::Collected(_)) {
+                    if matches!(node, NodeState::Collected(_)) {
                         *node = NodeState::Nothing;
                     }
                 }

@@ -78,7 +78,8 @@ pub fn prepare(plan: &Plan, layout: &Layout, node: &str, options: &DeployOptions
     let (resume, note, resumed_from) = match found {
         Ok(found) => {
             // Its output may not all have reached the files before the end.
-            outputs.write(&found.manifest.outputs, &found.states).map_err(|e| e.to_string())?;
+            let lines = store.lines(&found.manifest).map_err(|e| format!("workflow `{name}`: {e}"))?;
+            outputs.write(&found.manifest.outputs, &lines).map_err(|e| e.to_string())?;
             let note = format!("resuming `{name}` from {}", found.describe());
             let id = found.manifest.id;
             (resume_from(found), note, id)

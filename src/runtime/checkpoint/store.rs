@@ -1,7 +1,8 @@
 //! Where checkpoints are kept. [`Store`] is what the runtime needs of a
 //! store; [`DirStore`] keeps them in a directory of the master's host:
-//! `<dir>/<workflow name>/<id>.data` (the states) and `<id>.json` (the
-//! manifest, which names the data's length and checksum). The data is
+//! `<dir>/<workflow name>/<id>.data` (the states), `<id>.lines` (what its
+//! sinks were given) and `<id>.json` (the manifest, which names both files'
+//! lengths and checksums). The data is
 //! written and synced first, then the manifest beside its name, synced,
 //! renamed into place and the directory synced: a checkpoint without its
 //! manifest, or whose data does not match it, was never completed and is
@@ -15,12 +16,15 @@ use super::{Manifest, StoreError};
 
 pub trait Store: Send + Sync {
     /// Writes checkpoint `manifest.id` of workflow `manifest.name`
-    /// durably: once this returns, a restart finds it.
-    fn put(&self, manifest: &Manifest, data: &[u8]) -> Result<(), StoreError>;
+    /// durably, its states and its sinks' lines (in pieces): once this
+    /// returns, a restart finds it.
+    fn put(&self, manifest: &Manifest, data: &[u8], lines: &[&[u8]]) -> Result<(), StoreError>;
     /// The completed checkpoints of workflow `name`, oldest first.
     fn list(&self, name: &str) -> Result<Vec<Manifest>, StoreError>;
     /// The states of a completed checkpoint, checked against its manifest.
     fn data(&self, manifest: &Manifest) -> Result<Vec<u8>, StoreError>;
+    /// The lines of a completed checkpoint, checked against its manifest.
+    fn lines(&self, manifest: &Manifest) -> Result<Vec<u8>, StoreError>;
     /// Removes all but the newest `keep` completed checkpoints of `name`
     /// (never the newest), and what half-written ones left.
     fn prune(&self, name: &str, keep: usize) -> Result<(), StoreError>;
@@ -57,12 +61,37 @@ fn data_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:012}.data"))
 }
 
+fn lines_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:012}.lines"))
+}
+
+/// Reads `path` and checks it against a length and checksum.
+fn checked(path: PathBuf, bytes: u64, checksum: u32) -> Result<Vec<u8>, StoreError> {
+    let data = std::fs::read(&path).map_err(failed("read", &path))?;
+    if data.len() as u64 != bytes || crc32fast::hash(&data) != checksum {
+        return Err(StoreError::Corrupt {
+            path,
+            reason: format!("it holds {} bytes that do not match its manifest ({bytes} bytes and their checksum)", data.len()),
+        });
+    }
+    Ok(data)
+}
+
+/// The crc32 of pieces, as of their concatenation.
+pub fn checksum(pieces: &[&[u8]]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for p in pieces {
+        h.update(p);
+    }
+    h.finalize()
+}
+
 fn manifest_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:012}.json"))
 }
 
 impl Store for DirStore {
-    fn put(&self, manifest: &Manifest, data: &[u8]) -> Result<(), StoreError> {
+    fn put(&self, manifest: &Manifest, data: &[u8], lines: &[&[u8]]) -> Result<(), StoreError> {
         let dir = self.dir(&manifest.name);
         let created = !dir.exists();
         std::fs::create_dir_all(&dir).map_err(failed("create", &dir))?;
@@ -72,6 +101,12 @@ impl Store for DirStore {
         let data_at = data_path(&dir, manifest.id);
         let mut file = File::create(&data_at).map_err(failed("create", &data_at))?;
         file.write_all(data).and_then(|()| file.sync_all()).map_err(failed("write", &data_at))?;
+        let lines_at = lines_path(&dir, manifest.id);
+        let mut file = File::create(&lines_at).map_err(failed("create", &lines_at))?;
+        for piece in lines {
+            file.write_all(piece).map_err(failed("write", &lines_at))?;
+        }
+        file.sync_all().map_err(failed("write", &lines_at))?;
         let text = serde_json::to_vec_pretty(manifest).map_err(|e| StoreError::Corrupt { path: dir.clone(), reason: e.to_string() })?;
         let final_at = manifest_path(&dir, manifest.id);
         let aside = final_at.with_extension("json.tmp");
@@ -106,15 +141,11 @@ impl Store for DirStore {
     }
 
     fn data(&self, manifest: &Manifest) -> Result<Vec<u8>, StoreError> {
-        let path = data_path(&self.dir(&manifest.name), manifest.id);
-        let data = std::fs::read(&path).map_err(failed("read", &path))?;
-        if data.len() as u64 != manifest.bytes || crc32fast::hash(&data) != manifest.checksum {
-            return Err(StoreError::Corrupt {
-                path,
-                reason: format!("it holds {} bytes that do not match its manifest ({} bytes and their checksum)", data.len(), manifest.bytes),
-            });
-        }
-        Ok(data)
+        checked(data_path(&self.dir(&manifest.name), manifest.id), manifest.bytes, manifest.checksum)
+    }
+
+    fn lines(&self, manifest: &Manifest) -> Result<Vec<u8>, StoreError> {
+        checked(lines_path(&self.dir(&manifest.name), manifest.id), manifest.lines_bytes, manifest.lines_checksum)
     }
 
     fn prune(&self, name: &str, keep: usize) -> Result<(), StoreError> {
@@ -127,6 +158,7 @@ impl Store for DirStore {
                 let json = manifest_path(&dir, m.id);
                 std::fs::remove_file(&json).map_err(failed("remove", &json))?;
                 let _ = std::fs::remove_file(data_path(&dir, m.id));
+                let _ = std::fs::remove_file(lines_path(&dir, m.id));
             }
         }
         // Left by checkpoints that never completed (older than the newest).
@@ -159,6 +191,8 @@ mod tests {
             duration_ms: 2,
             bytes: data.len() as u64,
             checksum: crc32fast::hash(data),
+            lines_bytes: 0,
+            lines_checksum: checksum(&[]),
             graph: vec!["src: stream_source".into()],
             instances: vec![1],
             outputs: Vec::new(),
@@ -169,7 +203,7 @@ mod tests {
     fn a_checkpoint_is_read_back_and_only_complete_ones_are_listed() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path().to_path_buf());
-        store.put(&manifest(1, b"one"), b"one").unwrap();
+        store.put(&manifest(1, b"one"), b"one", &[]).unwrap();
         // A checkpoint that died before its manifest was in place.
         std::fs::write(dir.path().join("wf").join(format!("{:012}.data", 2)), b"half").unwrap();
         std::fs::write(dir.path().join("wf").join(format!("{:012}.json.tmp", 2)), b"{").unwrap();
@@ -183,7 +217,7 @@ mod tests {
     fn data_that_does_not_match_its_manifest_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path().to_path_buf());
-        store.put(&manifest(4, b"good"), b"good").unwrap();
+        store.put(&manifest(4, b"good"), b"good", &[]).unwrap();
         std::fs::write(dir.path().join("wf").join(format!("{:012}.data", 4)), b"evil").unwrap();
         let err = store.data(&store.list("wf").unwrap()[0]).unwrap_err();
         assert!(err.to_string().contains("do not match its manifest"), "{err}");
@@ -194,14 +228,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path().to_path_buf());
         for id in 1..=5 {
-            store.put(&manifest(id, b"x"), b"x").unwrap();
+            store.put(&manifest(id, b"x"), b"x", &[]).unwrap();
         }
         std::fs::write(dir.path().join("wf").join(format!("{:012}.data", 3)).with_extension("json.tmp"), b"").unwrap();
         store.prune("wf", 2).unwrap();
         assert_eq!(store.list("wf").unwrap().iter().map(|m| m.id).collect::<Vec<_>>(), [4, 5]);
         let mut files: Vec<String> = std::fs::read_dir(dir.path().join("wf")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         files.sort();
-        assert_eq!(files.len(), 4, "{files:?}");
+        assert_eq!(files.len(), 6, "{files:?}");
         store.prune("wf", 0).unwrap();
         assert_eq!(store.list("wf").unwrap().iter().map(|m| m.id).collect::<Vec<_>>(), [5], "the newest stays");
     }

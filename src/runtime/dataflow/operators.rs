@@ -280,7 +280,7 @@ impl Step {
                 counts.extend(pairs.into_iter().map(|(k, n)| (Key::new(k.into_dynamic()), n)));
             }
             (Step::User(u), NodeState::User { state, keyed: pairs }) => u.restore(state.map(|v| v.into_dynamic()), keyed(pairs)),
-            (_, NodeState::Nothing | NodeState::Lines(_) | NodeState::Collected(_) | NodeState::Position(_)) => {}
+            (_, NodeState::Nothing | NodeState::Collected(_) | NodeState::Position(_)) => {}
             (_, other) => {
                 return Err(FlowError::Operator {
                     operator: name.to_string(),
@@ -299,7 +299,6 @@ fn kind(state: &NodeState) -> &'static str {
         NodeState::Reduce(_) => "a keyed_reduce's",
         NodeState::Count(_) => "a count's",
         NodeState::User { .. } => "an operator's `this`",
-        NodeState::Lines(_) => "lines",
         NodeState::Collected(_) => "collected records",
     }
 }

@@ -55,7 +55,6 @@ pub enum NodeState {
     Reduce(Vec<(Value, Value)>),
     Count(Vec<(Value, i64)>),
     User { state: Option<Value>, keyed: Vec<(Value, Value)> },
-    Lines(Vec<u8>),
     Collected(Vec<Value>),
 }
 
@@ -110,7 +109,8 @@ impl InstanceTaken {
                 Taken::User { state, keyed } => {
                     NodeState::User { state: state.as_ref().map(plain).transpose()?, keyed: pairs(keyed)? }
                 }
-                Taken::Lines(bytes) => NodeState::Lines(bytes),
+                // Lines are saved beside the states (the checkpoint's `.lines`).
+                Taken::Lines(_) => NodeState::Nothing,
                 Taken::Collected(records) => NodeState::Collected(records.iter().map(plain).collect::<Result<_, _>>()?),
             });
         }
