@@ -217,6 +217,10 @@ impl Driver {
             }
             // Durable: now its output may be seen.
             outputs.write_saved(&marks, &saved).map_err(|e| e.to_string())?;
+            drop(saved);
+            for (_, buffer) in parts {
+                crate::runtime::dataflow::snapshot::give_back(buffer);
+            }
             Ok(Written { bytes: data.len() as u64, alignment })
         })
         .await

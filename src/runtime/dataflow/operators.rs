@@ -265,7 +265,13 @@ impl Step {
             Step::KeyedReduce { state, .. } => Taken::Reduce(state.iter().map(|(k, v)| (k.value.clone(), v.clone())).collect()),
             Step::Count { counts } => Taken::Count(counts.iter().map(|(k, n)| (k.value.clone(), *n)).collect()),
             Step::User(u) => u.take(),
-            Step::WriteLines(LineSink::Pending(pending)) => Taken::Lines(std::mem::take(pending)),
+            // The next checkpoint's lines get room for as many as this one's
+            // (growing a buffer by doubling copies it again and again), in a
+            // buffer an earlier checkpoint wrote out when there is one.
+            Step::WriteLines(LineSink::Pending(pending)) => {
+                let room = pending.len() + pending.len() / 8;
+                Taken::Lines(std::mem::replace(pending, super::snapshot::lines_buffer(room)))
+            }
             Step::Collect(CollectSink::Pending(pending)) => Taken::Collected(std::mem::take(pending)),
             _ => Taken::Nothing,
         }
