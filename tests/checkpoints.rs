@@ -268,3 +268,52 @@ fn stats_and_metrics_show_the_last_checkpoint() {
     out.success();
     assert_eq!(out.stdout(), "watched 1 true true 0\n");
 }
+
+/// The master of a 2-worker cluster killed (SIGKILL) at random moments and
+/// started again: the workers join the new master, the workflow resumes
+/// from the last checkpoint, and the file it writes (on the master's host)
+/// is exactly an undisturbed run's.
+#[test]
+fn a_cluster_whose_master_is_killed_resumes_from_its_checkpoint_to_exactly_the_undisturbed_output() {
+    use common::node::{Node, COOKIE};
+    let calm = tempfile::tempdir().unwrap();
+    input(calm.path());
+    let out = local(calm.path(), &calm.path().join("ck")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = sorted_lines(&calm.path().join("out.txt"));
+
+    let dir = tempfile::tempdir().unwrap();
+    input(dir.path());
+    let tmp = dir.path();
+    let ck = tmp.join("ck");
+    let w1 = Node::worker("w1", "127.0.0.96", &["--no-shutdown-with-master"], tmp);
+    let w2 = Node::worker("w2", "127.0.0.97", &["--no-shutdown-with-master"], tmp);
+    let ck_text = ck.to_string_lossy().to_string();
+    let env = [("SKITTER_CHECKPOINT_DIR", ck_text.as_str()), ("SKITTER_CHECKPOINT_INTERVAL", "0.05")];
+    let master_args = |deploy: &str| -> Vec<String> {
+        ["master", "start", "--no-log", "--listen", "127.0.0.1:0", "--deploy", deploy, &w1.addr, &w2.addr].iter().map(|s| s.to_string()).collect()
+    };
+    let deploy = COUNTS.replace("\"in.txt\"", &format!("{:?}", tmp.join("in.txt"))).replace("\"out.txt\"", &format!("{:?}", tmp.join("out.txt")));
+    let args = master_args(&deploy);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut kills = 0;
+    for _ in 0..2 {
+        let mut master = Node::spawn_with_env(&args, tmp, COOKIE, None, &env);
+        let before = manifests(&ck);
+        let progressed = wait_until(Duration::from_secs(60), || manifests(&ck) > before || master.wait(Duration::ZERO).is_some());
+        assert!(progressed, "no checkpoint within 60 s:\n{}", master.stderr());
+        if master.wait(Duration::ZERO).is_none() {
+            master.kill9();
+            kills += 1;
+        }
+    }
+    assert!(kills >= 1, "the run ended before any kill: the test proves nothing");
+    let mut master = Node::spawn_with_env(&args, tmp, COOKIE, None, &env);
+    let status = master.wait(Duration::from_secs(120)).expect("the last master finishes");
+    assert!(status.success(), "{}", master.stderr());
+    assert!(master.stderr().contains("resuming `"), "{}", master.stderr());
+    let got = sorted_lines(&tmp.join("out.txt"));
+    assert_eq!(got.len(), want.len(), "after {kills} kills of the master");
+    assert_eq!(got, want, "after {kills} kills of the master the output differs from an undisturbed run's");
+    drop((w1, w2));
+}

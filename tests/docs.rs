@@ -11,9 +11,22 @@ use skitter::runtime::LocalRuntime;
 use skitter::script::docs::{function_docs, rhai_blocks};
 use skitter::script::{App, EngineEnv, Session};
 
+/// Checkpoints the examples take go to a directory of this run's, emptied
+/// when it starts: an example deployed again must not resume from the
+/// last run's.
+fn checkpoints_of_this_run() {
+    static SET: std::sync::Once = std::sync::Once::new();
+    SET.call_once(|| {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("docs-checkpoints");
+        let _ = std::fs::remove_dir_all(&dir);
+        skitter::settings::checkpoint::set(skitter::settings::checkpoint::CheckpointSettings { dir: Some(dir), ..Default::default() });
+    });
+}
+
 /// Runs `code` as one entry of a fresh session on a local runtime, in the
 /// word count app, with a temp dir as the current directory's stand-in.
 fn run_block(code: &str) -> Result<Vec<String>, String> {
+    checkpoints_of_this_run();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let printed = Arc::new(Mutex::new(Vec::new()));
     let sink = printed.clone();

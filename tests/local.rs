@@ -175,9 +175,11 @@ fn sigterm_stops_local_start_gracefully_and_counts_every_record_read() {
     let wf = "workflow().node(\"src\", stream_source(|n| n)).node(\"c\", count(|x| x % 3)).link(\"src\", \"c\")\
               .node(\"p\", inspect(\"residue\")).link(\"c\", \"p\")\
               .node(\"f\", filter(|x| x == 1000)).link(\"src\", \"f\").node(\"r\", inspect(\"reached\")).link(\"f.accept\", \"r\")";
+    let state = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(BIN)
         .args(["local", "start", "--no-log", "--deploy", wf])
         .env("NO_COLOR", "1")
+        .env("XDG_STATE_HOME", state.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

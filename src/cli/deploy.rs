@@ -260,6 +260,7 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         deploy: args.deploy.clone(),
         name: args.name.clone(),
         cookie: None,
+        fresh: false,
         no_log: args.no_log,
         tick_time: None,
         shutdown_with_workers: args.shutdown_with_workers,

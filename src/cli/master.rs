@@ -34,6 +34,9 @@ pub struct MasterArgs {
     /// The cookie (shows in `ps`: prefer SKITTER_COOKIE or ~/.skitter.cookie).
     #[arg(short = 'c', long, global = true)]
     pub cookie: Option<String>,
+    /// Deploy the workflow from scratch, not from its last checkpoint.
+    #[arg(long, global = true)]
+    pub fresh: bool,
     /// Do not write the log file logs/<node>.log.
     #[arg(long, global = true)]
     pub no_log: bool,
@@ -68,6 +71,9 @@ impl MasterArgs {
             if let Some(v) = value {
                 args.extend([flag.to_string(), v.clone()]);
             }
+        }
+        if self.fresh {
+            args.push("--fresh".into());
         }
         if self.no_log {
             args.push("--no-log".into());
@@ -212,14 +218,14 @@ pub fn start(
 
     let code = if shell {
         crate::shell::halt_on(rt.handle(), consoles.halt.clone(), host.clone());
-        crate::shell::run_local(rt, host, env, app, deploy, false, &welcome, None).inspect(|_| {
+        crate::shell::run_local(rt, host, env, app, deploy, args.fresh, &welcome, None).inspect(|_| {
             master.flush_output(OUTPUT_FLUSH);
             master.exit.cancel();
         })
     } else {
         let mut session = Session::new(env, Some(host.clone()), app, None)?;
         let workflow = match &deploy {
-            Some(expr) => Some(session.deploy_expr(host.as_ref(), expr, false).map_err(Error::Failed)?),
+            Some(expr) => Some(session.deploy_expr(host.as_ref(), expr, args.fresh).map_err(Error::Failed)?),
             None => None,
         };
         let status = rt.block_on(async {

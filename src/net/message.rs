@@ -101,6 +101,9 @@ pub enum ControlMsg {
         workers: Vec<WorkerInfo>,
         slots: u32,
         placement: Vec<(u32, Vec<u32>)>,
+        /// Whether it takes checkpoints (the master coordinates them); the
+        /// states its instances resume from came before, in `Restore`.
+        checkpoints: bool,
     },
     Stop {
         id: u64,
@@ -156,6 +159,34 @@ pub enum ControlMsg {
     /// The worker has settled the files of its part (after `Settle`).
     Settled {
         id: u64,
+    },
+    /// A piece of the worker's part of checkpoint `checkpoint` (`None`:
+    /// what its instances held when they ended); `last` ends it.
+    Snapshot {
+        id: u64,
+        checkpoint: Option<u64>,
+        #[serde(with = "serde_bytes")]
+        chunk: Vec<u8>,
+        last: bool,
+    },
+    // Master -> worker, about checkpoints.
+    /// A piece of the states the worker's part of workflow `id` resumes
+    /// from (sent before its `Deploy`).
+    Restore {
+        id: u64,
+        #[serde(with = "serde_bytes")]
+        chunk: Vec<u8>,
+    },
+    /// Start checkpoint `checkpoint`: the sources here send its barriers.
+    Checkpoint {
+        id: u64,
+        checkpoint: u64,
+    },
+    /// Checkpoint `checkpoint` is durable: acknowledge what the sources
+    /// here read before its barriers (`None`: the last one; everything).
+    Committed {
+        id: u64,
+        checkpoint: Option<u64>,
     },
 }
 
@@ -287,6 +318,7 @@ link_message!(ControlMsg {
     Peers => "peers", Deploy => "deploy", Stop => "stop", Abort => "abort", Settle => "settle", Started => "started",
     Failed => "failed", Done => "done", Output => "output", Collected => "collected", Lines => "lines",
     Progress => "progress", Interrupted => "interrupted", Leaving => "leaving", Settled => "settled",
+    Restore => "restore", Checkpoint => "checkpoint", Committed => "committed", Snapshot => "snapshot",
 });
 link_message!(DataLinkMsg { Data => "data", Heartbeat => "heartbeat", Bye => "bye" });
 link_message!(ConsoleMsg {

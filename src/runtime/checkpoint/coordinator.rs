@@ -134,6 +134,17 @@ impl Coordinator {
         actions
     }
 
+    /// The workflow ended and its last checkpoint takes in whatever was
+    /// in flight: its id. Nothing starts after it.
+    pub fn finish(&mut self) -> u64 {
+        self.ended = true;
+        self.in_flight = None;
+        self.last_after_store = false;
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
     fn last(&mut self) -> Action {
         let id = self.next_id;
         self.next_id += 1;

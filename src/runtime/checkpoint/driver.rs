@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::coordinator::{Action, Coordinator, Event};
-use super::output::{Outputs, Parts};
+use super::output::Outputs;
 use super::store::Store;
-use super::{Kind, Manifest};
+use super::Kind;
+use crate::net::value::Value;
 use crate::runtime::dataflow::barriers::PartEvent;
-use crate::runtime::dataflow::snapshot::{InstanceState, InstanceTaken, Taken};
+use crate::runtime::dataflow::snapshot::InstanceTaken;
 use crate::runtime::dataflow::Running;
 use crate::workflow::stats::CheckpointStats;
 use crate::workflow::Status;
@@ -93,10 +94,15 @@ impl Driver {
                 },
                 status = &mut outcome_rx, if outcome.is_none() => {
                     let status = status.unwrap_or_else(|_| Status::Failed("the workflow's part ended without a status".into()));
-                    // What the instances handed in before they ended.
+                    // What the instances handed in before they ended: a
+                    // checkpoint they all passed is written before the last.
+                    let mut actions = Vec::new();
                     while let Ok(event) = events.try_recv() {
                         match event {
-                            PartEvent::Taken { id, instances } => { gathered.insert(id, instances); }
+                            PartEvent::Taken { id, instances } => {
+                                gathered.insert(id, instances);
+                                actions.extend(coordinator.step(Event::Taken { id, part: 0 }));
+                            }
                             PartEvent::Ended { instances } => last = Some(instances),
                         }
                     }
@@ -108,7 +114,8 @@ impl Driver {
                         self.running.finish(status);
                         return;
                     }
-                    coordinator.step(Event::Ended)
+                    actions.extend(coordinator.step(Event::Ended));
+                    actions
                 }
             };
             while !actions.is_empty() {
@@ -183,83 +190,20 @@ impl Driver {
         let began = Instant::now();
         let taken_at_ms = super::now_ms();
         let (wf, store, outputs) = (self.wf.clone(), self.store.clone(), self.outputs.clone());
-        let collected = collected_of(&wf, &instances);
         let alignment = instances.iter().map(|t| t.alignment).max().unwrap_or_default();
-        let written = tokio::task::spawn_blocking(move || -> Result<Written, String> {
-            let (instances, parts) = lines_of(instances);
-            let mut states: Vec<InstanceState> = Vec::with_capacity(instances.len());
-            for taken in instances {
-                let names = wf.names.get(taken.stage).cloned().unwrap_or_default();
-                states.push(taken.into_state(&names).map_err(|e| e.to_string())?);
-            }
-            states.sort_by_key(|s| (s.stage, s.instance));
-            let data = postcard::to_allocvec(&states).map_err(|e| format!("cannot encode the states: {e}"))?;
+        let written = tokio::task::spawn_blocking(move || -> Result<super::write::Written, String> {
+            let (states, parts) = super::write::split(&wf.names, instances)?;
             let mut outputs = outputs.lock().expect("outputs lock");
-            let (marks, saved) = outputs.marks(&parts);
-            let manifest = Manifest {
-                format: super::FORMAT,
-                name: wf.name.clone(),
-                id,
-                kind,
-                taken_at_ms,
-                duration_ms: began.elapsed().as_millis() as u64,
-                bytes: data.len() as u64,
-                checksum: crc32fast::hash(&data),
-                lines_bytes: saved.iter().map(|p| p.len() as u64).sum(),
-                lines_checksum: super::store::checksum(&saved),
-                graph: wf.graph.clone(),
-                instances: wf.instances.clone(),
-                outputs: marks.clone(),
-            };
-            store.put(&manifest, &data, &saved).map_err(|e| e.to_string())?;
-            if let Err(e) = store.prune(&wf.name, wf.kept) {
-                tracing::warn!("{e}");
-            }
-            // Durable: now its output may be seen.
-            outputs.write_saved(&marks, &saved).map_err(|e| e.to_string())?;
-            drop(saved);
-            for (_, buffer) in parts {
-                crate::runtime::dataflow::snapshot::give_back(buffer);
-            }
-            Ok(Written { bytes: data.len() as u64, alignment })
+            super::write::write(&wf, store.as_ref(), &mut outputs, id, kind, taken_at_ms, began, states, parts)
         })
         .await
         .map_err(|e| format!("the checkpoint writer panicked: {e}"))??;
-        for (node, records) in collected {
+        for (node, records) in written.collected {
+            let records = records.into_iter().map(Value::into_dynamic).collect();
             self.running.commit_collected(&node, records).map_err(|e| e.to_string())?;
         }
-        Ok(written)
+        Ok(Written { bytes: written.bytes, alignment })
     }
-}
-
-/// The lines sinks were given, moved out of what the instances took.
-fn lines_of(mut instances: Vec<InstanceTaken>) -> (Vec<InstanceTaken>, Parts) {
-    let mut parts = Parts::new();
-    for taken in &mut instances {
-        for (pos, node) in taken.nodes.iter_mut().enumerate() {
-            if let Taken::Lines(bytes) = node {
-                parts.insert((taken.stage, taken.instance, pos), std::mem::take(bytes));
-            }
-        }
-    }
-    (instances, parts)
-}
-
-/// What `collect()` sinks were given, by sink, to add to the results once
-/// the checkpoint is durable.
-fn collected_of(wf: &Workflow, instances: &[InstanceTaken]) -> Vec<(String, Vec<rhai::Dynamic>)> {
-    let mut out = Vec::new();
-    for taken in instances {
-        for (pos, node) in taken.nodes.iter().enumerate() {
-            if let Taken::Collected(records) = node {
-                if !records.is_empty() {
-                    let name = wf.names.get(taken.stage).and_then(|n| n.get(pos)).cloned().unwrap_or_default();
-                    out.push((name, records.clone()));
-                }
-            }
-        }
-    }
-    out
 }
 
 fn answer(waiting: &mut Vec<Ask>, result: Result<u64, String>) {

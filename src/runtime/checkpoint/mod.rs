@@ -11,15 +11,19 @@
 //!
 //! The parts: [`coordinator`] decides when a checkpoint starts, completes
 //! or is given up (a state machine, no I/O); [`driver`] runs it for a
-//! workflow in one process; [`store`] keeps checkpoints; [`output`]
-//! writes what they cover; [`resume`] finds where to start.
+//! workflow in one process; [`write`] writes one; [`store`] keeps them;
+//! [`output`] writes what they cover; [`resume`] finds where to start and
+//! [`setup`] prepares a deploy.
 
 pub mod coordinator;
 pub mod driver;
 pub mod output;
+pub mod part;
+pub mod rescale;
 pub mod resume;
 pub mod setup;
 pub mod store;
+pub mod write;
 
 use std::path::PathBuf;
 

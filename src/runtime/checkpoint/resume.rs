@@ -26,8 +26,15 @@ pub struct Found {
 }
 
 /// The checkpoint workflow `name` (of shape `graph`, `instances` per
-/// stage) resumes from; `None` to start from scratch, with why.
-pub fn find(store: &dyn Store, name: &str, graph: &[String], instances: &[u32]) -> Result<Result<Found, String>, ResumeError> {
+/// stage, `names` of each stage's nodes) resumes from; `Err` to start
+/// from scratch, with why.
+pub fn find(
+    store: &dyn Store,
+    name: &str,
+    graph: &[String],
+    instances: &[u32],
+    names: &[Vec<String>],
+) -> Result<Result<Found, String>, ResumeError> {
     let listed = store.list(name).map_err(|error| ResumeError::Store { name: name.into(), error })?;
     let Some(newest) = listed.last() else { return Ok(Err(format!("no checkpoint of `{name}`: starting it"))) };
     if newest.kind == Kind::Finished {
@@ -41,6 +48,8 @@ pub fn find(store: &dyn Store, name: &str, graph: &[String], instances: &[u32]) 
                 let states: Vec<InstanceState> = crate::net::value::decode_bounded(|| postcard::from_bytes(&data))
                     .map_err(|reason| ResumeError::Unreadable { name: name.into(), id: manifest.id, reason })?;
                 check_shape(name, manifest, graph, instances)?;
+                let states = super::rescale::rescale(states, &manifest.instances, instances, names)
+                    .map_err(|change| ResumeError::Changed { name: name.into(), id: manifest.id, change })?;
                 return Ok(Ok(Found { manifest: manifest.clone(), states }));
             }
             Err(e) => {
@@ -64,7 +73,7 @@ fn check_shape(name: &str, m: &Manifest, graph: &[String], instances: &[u32]) ->
         let when = if more == "had" { "then" } else { "now" };
         return Err(changed(format!("it {more} {} operators {when}, not {} (`{which}`)", m.graph.len().max(graph.len()), m.graph.len().min(graph.len()))));
     }
-    if m.instances != instances {
+    if m.instances.len() != instances.len() {
         return Err(changed(format!("its stages ran with {:?} instances, now {:?}", m.instances, instances)));
     }
     Ok(())

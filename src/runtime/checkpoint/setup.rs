@@ -68,12 +68,12 @@ pub fn prepare(plan: &Plan, layout: &Layout, node: &str, options: &DeployOptions
     let store = store();
     let graph = super::shape(plan);
     let instances: Vec<u32> = (0..plan.stages.len()).map(|s| layout.instances(plan, s) as u32).collect();
-    let names = plan.stages.iter().map(|st| st.nodes.iter().map(|&n| plan.graph.nodes[n].name.clone()).collect()).collect();
+    let names = stage_names(plan);
     let mut outputs = Outputs::of(plan, layout, node);
     let found = if options.fresh {
         Err(format!("starting `{name}` fresh"))
     } else {
-        resume::find(&store, &name, &graph, &instances).map_err(|e| e.to_string())?
+        resume::find(&store, &name, &graph, &instances, &names).map_err(|e| e.to_string())?
     };
     let (resume, note, resumed_from) = match found {
         Ok(found) => {
@@ -89,6 +89,11 @@ pub fn prepare(plan: &Plan, layout: &Layout, node: &str, options: &DeployOptions
     let kept = settings::get().kept.unwrap_or(DEFAULT_KEPT);
     let workflow = Workflow { name, graph, instances, names, interval, kept, resumed_from };
     Ok(Some(Prepared { workflow, store: Arc::new(store), outputs, resume, note }))
+}
+
+/// Per stage, its nodes' names.
+pub fn stage_names(plan: &Plan) -> Vec<Vec<String>> {
+    plan.stages.iter().map(|st| st.nodes.iter().map(|&n| plan.graph.nodes[n].name.clone()).collect()).collect()
 }
 
 impl Prepared {

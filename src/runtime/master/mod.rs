@@ -2,6 +2,7 @@
 //! they print and collect, and notices within two seconds when one goes.
 //! The bookkeeping is the [`Coordinator`]; this is the I/O around it.
 
+mod checkpoints;
 pub mod coordinator;
 pub mod succession;
 
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::coordinator::{Action, Coordinator, Event};
+use crate::runtime::checkpoint::coordinator::{Action as CheckpointAction, Event as CheckpointEvent};
 use super::dataflow::sink::{self, FileSink};
 use super::dataflow::FlowError;
 use super::link::{self, LinkEnd, Outgoing};
@@ -43,9 +45,13 @@ struct Deployed {
     /// The remote console that deployed it, for what it prints; gone
     /// (None) once that console has detached.
     audience: Mutex<Option<crate::script::Audience>>,
+    /// Its checkpoints, when it takes them.
+    checkpoints: Option<Arc<checkpoints::ClusterCheckpoints>>,
 }
 
 pub struct Master {
+    /// Itself, for the tasks it starts.
+    me: std::sync::Weak<Master>,
     name: String,
     identity: Identity,
     handle: Handle,
@@ -73,7 +79,8 @@ pub struct Master {
 impl Master {
     pub fn new(name: String, cookie: String, shutdown_with_workers: bool, handle: Handle, output: Output) -> Arc<Master> {
         let output = Arc::new(Mutex::new(output));
-        Arc::new(Master {
+        Arc::new_cyclic(|me| Master {
+            me: me.clone(),
             identity: Identity { role: Role::Master, name: name.clone(), cookie },
             name,
             handle,
@@ -131,10 +138,25 @@ impl Master {
         }
     }
 
-    /// Settles the workflow's files here, then publishes its final status
-    /// and forgets the oldest ended workflows beyond the history's bound.
+    /// Settles the workflow's files here (under checkpoints: writes its
+    /// last checkpoint), then publishes its final status.
     fn set_status(&self, id: u64, status: Status) {
         let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id).cloned() else { return };
+        match (&wf.checkpoints, self.me.upgrade()) {
+            (Some(cp), Some(me)) if matches!(status, Status::Finished | Status::Stopped(_)) => {
+                let cp = cp.clone();
+                self.handle.spawn(async move {
+                    let status = me.last_checkpoint(id, &wf, &cp, status).await;
+                    me.publish_status(id, &wf, status);
+                });
+            }
+            _ => self.publish_status(id, &wf, status),
+        }
+    }
+
+    /// Publishes a workflow's final status and forgets the oldest ended
+    /// workflows beyond the history's bound.
+    fn publish_status(&self, id: u64, wf: &Deployed, status: Status) {
         let status = sink::settle_for(wf.files.values().map(|f| &**f), status);
         wf.ended_at.lock().expect("ended lock").get_or_insert_with(std::time::Instant::now);
         wf.status.send_replace(status.clone());
@@ -313,22 +335,98 @@ impl Master {
                     }),
                 }
             }
-            ControlMsg::Collected { id, sink, values } => {
-                let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id).cloned() else { return };
-                let size = crate::net::value::encoded_len(&values) as u64;
-                let total = wf.collected_bytes.fetch_add(size, Ordering::Relaxed) + size;
-                if total > self.results_cap {
-                    let reason = format!(
-                        "the results of `{sink}` passed the master's cap of {} MiB (SKITTER_RESULTS_CAP_MB): \
-                         write large outputs with write_lines or write_parts",
-                        self.results_cap / (1024 * 1024)
-                    );
-                    wf.collected.lock().expect("collected lock").clear();
-                    return self.step(Event::WorkerFailed { id, worker: self.name.clone(), reason });
-                }
-                wf.collected.lock().expect("collected lock").entry(sink).or_default().extend(crate::net::value::to_dynamics(values));
+            ControlMsg::Snapshot { id, checkpoint, chunk, last } => {
+                let Some(cp) = self.workflows.lock().expect("workflows lock").get(&id).and_then(|wf| wf.checkpoints.clone()) else { return };
+                let actions = cp.piece(worker, checkpoint, chunk, last);
+                self.checkpoint_actions(id, &cp, actions);
             }
+            ControlMsg::Collected { id, sink, values } => self.collected(id, sink, values),
             other => tracing::warn!("unexpected {} from worker {worker}", other.kind()),
+        }
+    }
+
+    /// Records a `collect()` sink gathered, against the cap.
+    fn collected(&self, id: u64, sink: String, values: Vec<crate::net::value::Value>) {
+        let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id).cloned() else { return };
+        let size = crate::net::value::encoded_len(&values) as u64;
+        let total = wf.collected_bytes.fetch_add(size, Ordering::Relaxed) + size;
+        if total > self.results_cap {
+            let reason = format!(
+                "the results of `{sink}` passed the master's cap of {} MiB (SKITTER_RESULTS_CAP_MB): \
+                 write large outputs with write_lines or write_parts",
+                self.results_cap / (1024 * 1024)
+            );
+            wf.collected.lock().expect("collected lock").clear();
+            return self.step(Event::WorkerFailed { id, worker: self.name.clone(), reason });
+        }
+        wf.collected.lock().expect("collected lock").entry(sink).or_default().extend(crate::net::value::to_dynamics(values));
+    }
+
+    /// Carries out what a workflow's checkpoints call for.
+    fn checkpoint_actions(&self, id: u64, cp: &Arc<checkpoints::ClusterCheckpoints>, actions: Vec<CheckpointAction>) {
+        for action in actions {
+            match action {
+                CheckpointAction::Start(n) => {
+                    for w in cp.workers() {
+                        self.send(w, ControlMsg::Checkpoint { id, checkpoint: n });
+                    }
+                }
+                CheckpointAction::Store(n) => {
+                    let (Some(me), cp) = (self.me.upgrade(), cp.clone()) else { return };
+                    self.handle.spawn(async move {
+                        match cp.write(Some(n), crate::runtime::checkpoint::Kind::Periodic).await {
+                            // The last checkpoint took it in.
+                            Ok(None) => {}
+                            Ok(Some((_, collected))) => {
+                                for (sink, values) in collected {
+                                    me.collected(id, sink, values);
+                                }
+                                for w in cp.workers() {
+                                    me.send(w, ControlMsg::Committed { id, checkpoint: Some(n) });
+                                }
+                                let more = cp.step(CheckpointEvent::Stored { id: n, at: std::time::Instant::now() });
+                                me.checkpoint_actions(id, &cp, more);
+                            }
+                            Err(reason) => {
+                                cp.stats.lock().expect("stats lock").failed(n, &reason);
+                                me.step(Event::WorkerFailed { id, worker: me.name.clone(), reason });
+                            }
+                        }
+                    });
+                }
+                CheckpointAction::Completed { id: n, took } => cp.stats.lock().expect("stats lock").completed(n, took),
+                CheckpointAction::GiveUp { id: n, reason } => {
+                    tracing::warn!(workflow = id, "checkpoint {n} given up: {reason}");
+                    cp.stats.lock().expect("stats lock").failed(n, &reason);
+                }
+                // The master writes the last one when the workflow ends (`set_status`).
+                CheckpointAction::StoreLast(_) => {}
+            }
+        }
+    }
+
+    /// The workflow ended well: its workers' parts make its last
+    /// checkpoint (a savepoint when it was stopped); the status it ends with.
+    async fn last_checkpoint(&self, id: u64, wf: &Deployed, cp: &checkpoints::ClusterCheckpoints, status: Status) -> Status {
+        // Every worker sends its part's end before it reports its end.
+        let deadline = tokio::time::Instant::now() + crate::settings::STOP_DEADLINE;
+        while !cp.ends_in() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let kind = if matches!(status, Status::Finished) { crate::runtime::checkpoint::Kind::Finished } else { crate::runtime::checkpoint::Kind::Savepoint };
+        match cp.write(None, kind).await {
+            Ok(None) => status,
+            Ok(Some((_, collected))) => {
+                for (sink, values) in collected {
+                    self.collected(id, sink, values);
+                }
+                for w in cp.workers() {
+                    self.send(w, ControlMsg::Committed { id, checkpoint: None });
+                }
+                let _ = wf;
+                status
+            }
+            Err(reason) => Status::Failed(format!("the last checkpoint: {reason}")),
         }
     }
 
@@ -407,7 +505,7 @@ impl Master {
         let env = crate::script::EngineEnv::new(None, Arc::new(|_: &str| {}));
         let placement = super::dataflow::place(&plan, code, &env, &infos, false).map_err(|e| e.to_string())?;
         let placement = placement.into_iter().map(|(s, counts)| (s as u32, counts.into_iter().map(|n| n as u32).collect())).collect();
-        let message = ControlMsg::Deploy { id, spec, sources, workers: workers.clone(), slots, placement };
+        let message = ControlMsg::Deploy { id, spec, sources, workers: workers.clone(), slots, placement, checkpoints: false };
         // A message too large for a frame would break the link to every
         // worker: refuse it here, saying why.
         let size = crate::net::value::encoded_len(&message);
@@ -435,13 +533,33 @@ impl Master {
     }
 }
 
-/// What a cluster says when asked for checkpoints, until it has them.
-const CLUSTER_CHECKPOINTS: &str =
-    "checkpoints run in local mode only so far: a workflow on a cluster runs without them (see the book's chapter on checkpoints)";
-
 impl Host for Master {
-    fn checkpoint(&self, _: WorkflowRef) -> Result<u64, String> {
-        Err(CLUSTER_CHECKPOINTS.into())
+    fn checkpoint(&self, r: WorkflowRef) -> Result<u64, String> {
+        let wf = self.get(r)?;
+        let Some(cp) = wf.checkpoints.clone() else { return Err(format!("workflow #{} runs without checkpoints (checkpoint_interval 0)", r.id)) };
+        let status = wf.status.borrow().clone();
+        if status.is_done() {
+            return Err(format!("workflow #{} has ended ({status})", r.id));
+        }
+        let before = cp.stats.lock().expect("stats lock").last_id.unwrap_or(0);
+        let target = cp.ask_target();
+        let actions = cp.step(CheckpointEvent::Asked(std::time::Instant::now()));
+        self.checkpoint_actions(r.id, &cp, actions);
+        let deadline = std::time::Instant::now() + crate::runtime::checkpoint::driver::TIMEOUT;
+        loop {
+            let stats = cp.stats.lock().expect("stats lock").clone();
+            match stats.last_id {
+                Some(done) if done >= target && done > before => return Ok(done),
+                _ => {}
+            }
+            if wf.status.borrow().is_done() {
+                return Err(format!("workflow #{} ended before its checkpoint completed", r.id));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!("no checkpoint completed within {}", crate::settings::seconds(crate::runtime::checkpoint::driver::TIMEOUT)));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     fn checkpoints(&self, name: &str) -> Result<rhai::Array, String> {
@@ -463,19 +581,51 @@ impl Host for Master {
         audience: Option<crate::script::Audience>,
         options: &crate::script::DeployOptions,
     ) -> Result<WorkflowRef, String> {
-        if options.checkpoint_interval.is_some_and(|s| s > 0.0) || options.name.is_some() {
-            return Err(CLUSTER_CHECKPOINTS.into());
-        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let Prepared { graph, workers, message } = self.prepare(wf, &code, id)?;
+        let Prepared { graph, workers, mut message } = self.prepare(wf, &code, id)?;
+        let plan = Plan::new(graph.clone());
+        let ControlMsg::Deploy { slots, placement, checkpoints: on, .. } = &mut message else { unreachable!("prepare makes a deploy") };
+        let placed = placement.iter().map(|(s, counts)| (*s as usize, counts.iter().map(|&n| n as usize).collect())).collect();
+        let layout = super::dataflow::Layout::new(workers.len(), 0, *slots as usize).with_placement(placed);
+        let mut prepared = crate::runtime::checkpoint::setup::prepare(&plan, &layout, &self.name, options)?;
+        if prepared.is_some() {
+            if let Some(n) = graph.nodes.iter().find(|n| matches!(n.op.base(), Operator::WriteParts(_))) {
+                return Err(format!(
+                    "operator `{}`: write_parts under checkpoints runs in local mode only so far; on a cluster use write_lines, \
+                     or deploy with checkpoint_interval: 0",
+                    n.name
+                ));
+            }
+        }
+        *on = prepared.is_some();
         let sinks: Vec<String> = graph.nodes.iter().filter(|n| matches!(n.op.base(), Operator::Collect)).map(|n| n.name.clone()).collect();
-        // Files of `write_lines` are written here: a bad path fails the deploy.
+        // Files of `write_lines` are written here: a bad path fails the
+        // deploy. Under checkpoints they grow checkpoint by checkpoint.
         let mut files = HashMap::new();
         for (i, node) in graph.nodes.iter().enumerate() {
             if let Operator::WriteLines(path) = node.op.base() {
-                files.insert(i as u32, FileSink::create(&node.name, path).map_err(|e| e.to_string())?);
+                match prepared {
+                    Some(_) => sink::check_path(&node.name, path).map_err(|e| e.to_string())?,
+                    None => drop(files.insert(i as u32, FileSink::create(&node.name, path).map_err(|e| e.to_string())?)),
+                }
             }
         }
+        // What each worker's instances resume from goes before its deploy.
+        let mut restores: Vec<Vec<crate::runtime::dataflow::snapshot::InstanceState>> = vec![Vec::new(); workers.len()];
+        if let Some(p) = prepared.as_mut() {
+            for (_, st) in std::mem::take(&mut p.resume.states) {
+                restores[layout.worker_of(&plan, st.stage as usize, st.instance as usize)].push(st);
+            }
+            if p.resumed() {
+                match self.notices.lock().expect("notices lock").clone() {
+                    Some(notices) => notices(&p.note),
+                    None => eprintln!("{}", p.note),
+                }
+            }
+            tracing::info!(workflow = id, "{}", p.note);
+        }
+        let checkpoints =
+            prepared.map(|p| Arc::new(checkpoints::ClusterCheckpoints::new(p, workers.iter().map(|w| w.name.clone()).collect())));
         let stats = Stats::new(&graph);
         let (status, _) = watch::channel(Status::Running);
         let collected = sinks.into_iter().map(|s| (s, Vec::new())).collect();
@@ -489,11 +639,33 @@ impl Host for Master {
             started: std::time::Instant::now(),
             ended_at: Mutex::new(None),
             audience: Mutex::new(audience),
+            checkpoints: checkpoints.clone(),
         };
-        self.workflows.lock().expect("workflows lock").insert(id, Arc::new(deployed));
+        let deployed = Arc::new(deployed);
+        self.workflows.lock().expect("workflows lock").insert(id, deployed.clone());
         self.step(Event::Deployed { id, workers: workers.iter().map(|w| w.name.clone()).collect() });
-        for w in &workers {
+        for (w, states) in workers.iter().zip(restores) {
+            if checkpoints.is_some() {
+                let bytes = postcard::to_allocvec(&states).map_err(|e| format!("cannot encode what {} resumes from: {e}", w.name))?;
+                for chunk in crate::runtime::checkpoint::part::pieces(&bytes, super::worker::DATA_CHUNK) {
+                    self.send(&w.name, ControlMsg::Restore { id, chunk: chunk.to_vec() });
+                }
+            }
             self.send(&w.name, message.clone());
+        }
+        if let (Some(cp), Some(me)) = (checkpoints, self.me.upgrade()) {
+            self.handle.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(50));
+                let mut status = deployed.status.subscribe();
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = status.wait_for(|s| s.is_done()) => return,
+                    }
+                    let actions = cp.step(CheckpointEvent::Tick(std::time::Instant::now()));
+                    me.checkpoint_actions(id, &cp, actions);
+                }
+            });
         }
         tracing::info!(workflow = id, workers = workers.len(), "deployed");
         Ok(WorkflowRef { id })
@@ -528,6 +700,7 @@ impl Host for Master {
         }
         let end = wf.ended_at.lock().expect("ended lock").unwrap_or_else(std::time::Instant::now);
         stats.elapsed = end.duration_since(wf.started).as_secs_f64();
+        stats.checkpoints = wf.checkpoints.as_ref().map(|c| c.stats.lock().expect("stats lock").clone());
         Ok(stats)
     }
 

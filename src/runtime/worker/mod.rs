@@ -3,9 +3,12 @@
 //! (exit status 4) unless told to stay. What happens when is decided by
 //! [`Lifecycle`], a state machine with no I/O; this is the I/O around it.
 
+mod checkpoints;
 mod lifecycle;
 mod peer;
 mod remote;
+
+pub use remote::DATA_CHUNK;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -74,6 +77,8 @@ pub struct Worker {
     parts: Mutex<HashMap<u64, Arc<Running>>>,
     /// The cluster's workers, as the master last told us.
     peers: Mutex<Vec<WorkerInfo>>,
+    /// What parts about to be deployed resume from, as it arrives.
+    restores: Mutex<HashMap<u64, Vec<u8>>>,
     /// Notified when a part starts or is let go.
     changed: Notify,
     /// Cancelled once a stopping worker has settled every part.
@@ -95,6 +100,7 @@ impl Worker {
             master_link: TaskTracker::new(),
             parts: Mutex::new(HashMap::new()),
             peers: Mutex::new(Vec::new()),
+            restores: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             left: CancellationToken::new(),
             exit: CancellationToken::new(),
@@ -356,10 +362,29 @@ impl Worker {
     async fn on_master_message(self: &Arc<Self>, msg: ControlMsg) {
         match msg {
             ControlMsg::Peers(peers) => *self.peers.lock().expect("peers lock") = peers,
-            ControlMsg::Deploy { id, spec, sources, workers, slots, placement } => {
+            ControlMsg::Restore { id, chunk } => self.restores.lock().expect("restores lock").entry(id).or_default().extend(chunk),
+            ControlMsg::Checkpoint { id, checkpoint } => {
+                if let Some(b) = self.parts.lock().expect("parts lock").get(&id).and_then(|r| r.barriers().cloned()) {
+                    b.request(checkpoint);
+                }
+            }
+            ControlMsg::Committed { id, checkpoint } => {
+                let Some(running) = self.parts.lock().expect("parts lock").get(&id).cloned() else { return };
+                // Broker clients block: not on the link's task.
+                tokio::task::spawn_blocking(move || match checkpoint {
+                    Some(n) => running.acknowledge_to(n),
+                    None => running.acknowledge_all(),
+                });
+            }
+            ControlMsg::Deploy { id, spec, sources, workers, slots, placement, checkpoints } => {
                 let placement =
                     placement.into_iter().map(|(s, counts)| (s as usize, counts.into_iter().map(|n| n as usize).collect())).collect();
-                match self.start_part(id, spec, sources, workers, slots as usize, placement).await {
+                let resume = self.restores.lock().expect("restores lock").remove(&id);
+                let resume = match checkpoints {
+                    true => Some(resume.unwrap_or_default()),
+                    false => None,
+                };
+                match self.start_part(id, spec, sources, workers, slots as usize, placement, resume).await {
                     Ok(()) => self.to_master(ControlMsg::Started { id }),
                     Err(reason) => {
                         tracing::error!(workflow = id, "cannot start: {reason}");
@@ -382,6 +407,7 @@ impl Worker {
         workers: Vec<WorkerInfo>,
         slots: usize,
         placement: HashMap<usize, Vec<usize>>,
+        resume: Option<Vec<u8>>,
     ) -> Result<(), String> {
         let me = workers.iter().position(|w| w.name == self.config.name).ok_or("this worker is not part of the placement")?;
         let plan = Plan::new(spec.into_graph()?);
@@ -401,8 +427,22 @@ impl Worker {
             data: master.data.clone(),
             handle: tokio::runtime::Handle::current(),
         });
-        let part = dataflow::Part { layout, node: self.config.name.clone(), settle_here: false, checkpoints: None };
+        let checkpoints = match &resume {
+            Some(bytes) if bytes.is_empty() => Some(dataflow::Resume::default()),
+            Some(bytes) => {
+                let states: Vec<dataflow::snapshot::InstanceState> = crate::net::value::decode_bounded(|| postcard::from_bytes(bytes))
+                    .map_err(|e| format!("what this part resumes from does not read: {e}"))?;
+                Some(dataflow::Resume { states: states.into_iter().map(|st| ((st.stage as usize, st.instance as usize), st)).collect() })
+            }
+            None => None,
+        };
+        let names = Arc::new(crate::runtime::checkpoint::setup::stage_names(&plan));
+        let part = dataflow::Part { layout, node: self.config.name.clone(), settle_here: false, checkpoints };
         let running = dataflow::start(plan, code, part, &self.config.env, Some(remote)).map_err(|e| e.to_string())?;
+        if resume.is_some() {
+            let me = self.clone();
+            tokio::spawn(checkpoints::drive(id, running.clone(), names, move |msg| me.to_master(msg)));
+        }
         self.parts.lock().expect("parts lock").insert(id, running.clone());
         // Started before its end can be seen.
         self.step(Event::PartStarted { id }).await;

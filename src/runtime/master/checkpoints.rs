@@ -1,0 +1,182 @@
+//! A cluster workflow's checkpoints, run by its master: the coordinator
+//! says when; workers are told to start one (`Checkpoint`), send their
+//! parts back in pieces (`Snapshot`); once every worker's part is in, the
+//! master writes the checkpoint to its store, then the `write_lines`
+//! output it covers, and tells the workers (`Committed`) so that their
+//! sources acknowledge what they read. When the workflow ends, the parts
+//! the workers sent at their end make the last checkpoint.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::net::value::Value;
+use crate::runtime::checkpoint::coordinator::{Action, Coordinator, Event};
+use crate::runtime::checkpoint::driver::{Workflow, TIMEOUT};
+use crate::runtime::checkpoint::output::{Outputs, Parts};
+use crate::runtime::checkpoint::part::WorkerPart;
+use crate::runtime::checkpoint::setup::Prepared;
+use crate::runtime::checkpoint::store::Store;
+use crate::runtime::checkpoint::{now_ms, Kind};
+use crate::workflow::stats::CheckpointStats;
+
+pub struct ClusterCheckpoints {
+    pub wf: Arc<Workflow>,
+    store: Arc<dyn Store>,
+    outputs: Arc<Mutex<Outputs>>,
+    /// The workers of the workflow, in layout order.
+    workers: Vec<String>,
+    inner: Mutex<Inner>,
+    pub stats: Arc<Mutex<CheckpointStats>>,
+    /// One checkpoint is written at a time.
+    writing: tokio::sync::Mutex<()>,
+}
+
+struct Inner {
+    coordinator: Coordinator,
+    /// Pieces arriving, by (checkpoint, worker); `None`: the parts' ends.
+    arriving: HashMap<(Option<u64>, usize), Vec<u8>>,
+    /// Complete parts, by checkpoint and worker.
+    complete: HashMap<Option<u64>, BTreeMap<usize, Vec<u8>>>,
+    /// When each checkpoint started (for its manifest).
+    started: HashMap<u64, (u64, Instant)>,
+    /// The last checkpoint is written: nothing is written after it.
+    ended: bool,
+}
+
+impl ClusterCheckpoints {
+    pub fn new(prepared: Prepared, workers: Vec<String>) -> ClusterCheckpoints {
+        let wf = prepared.workflow;
+        let coordinator = Coordinator::new(wf.interval, TIMEOUT, workers.len(), wf.resumed_from + 1, Instant::now());
+        ClusterCheckpoints {
+            stats: Arc::new(Mutex::new(CheckpointStats { name: wf.name.clone(), ..Default::default() })),
+            wf: Arc::new(wf),
+            store: prepared.store,
+            outputs: Arc::new(Mutex::new(prepared.outputs)),
+            workers,
+            inner: Mutex::new(Inner {
+                coordinator,
+                arriving: HashMap::new(),
+                complete: HashMap::new(),
+                started: HashMap::new(),
+                ended: false,
+            }),
+            writing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn workers(&self) -> &[String] {
+        &self.workers
+    }
+
+    /// Time passes (or someone asked for one now).
+    pub fn step(&self, event: Event) -> Vec<Action> {
+        let mut inner = self.inner.lock().expect("checkpoints lock");
+        let actions = inner.coordinator.step(event);
+        for a in &actions {
+            if let Action::Start(id) = a {
+                inner.started.insert(*id, (now_ms(), Instant::now()));
+            }
+        }
+        actions
+    }
+
+    /// A piece of `worker`'s part of `checkpoint` (`None`: its end).
+    pub fn piece(&self, worker: &str, checkpoint: Option<u64>, chunk: Vec<u8>, last: bool) -> Vec<Action> {
+        let Some(w) = self.workers.iter().position(|n| n == worker) else { return Vec::new() };
+        let mut inner = self.inner.lock().expect("checkpoints lock");
+        inner.arriving.entry((checkpoint, w)).or_default().extend_from_slice(&chunk);
+        if !last {
+            return Vec::new();
+        }
+        let part = inner.arriving.remove(&(checkpoint, w)).unwrap_or_default();
+        inner.complete.entry(checkpoint).or_default().insert(w, part);
+        match checkpoint {
+            Some(id) => inner.coordinator.step(Event::Taken { id, part: w }),
+            None => Vec::new(),
+        }
+    }
+
+    /// The checkpoint an ask for one now waits for: the one in flight
+    /// took its states before the ask, so the next.
+    pub fn ask_target(&self) -> u64 {
+        let inner = self.inner.lock().expect("checkpoints lock");
+        inner.coordinator.in_flight().map_or(0, |n| n + 1)
+    }
+
+    /// Whether every worker has sent what its instances held at their end.
+    pub fn ends_in(&self) -> bool {
+        let inner = self.inner.lock().expect("checkpoints lock");
+        inner.complete.get(&None).is_some_and(|parts| parts.len() == self.workers.len())
+    }
+
+    /// Writes checkpoint `id` (`None`: the last, of the parts' ends, as
+    /// `kind`) and the output it covers; returns its number and what
+    /// `collect()` sinks were given, by sink, or `None` when the last
+    /// checkpoint was written first and took this one's parts in.
+    pub async fn write(&self, id: Option<u64>, kind: Kind) -> Result<Option<(u64, Vec<(String, Vec<Value>)>)>, String> {
+        let _one = self.writing.lock().await;
+        let (number, parts, (taken_at_ms, began)) = {
+            let mut inner = self.inner.lock().expect("checkpoints lock");
+            if inner.ended {
+                return Ok(None);
+            }
+            match id {
+                Some(n) => {
+                    let parts: Vec<(usize, Vec<Vec<u8>>)> =
+                        inner.complete.remove(&Some(n)).unwrap_or_default().into_iter().map(|(w, b)| (w, vec![b])).collect();
+                    let started = inner.started.remove(&n).unwrap_or((now_ms(), Instant::now()));
+                    (n, parts, started)
+                }
+                None => {
+                    // Every part not written yet, in order, then the ends:
+                    // a worker's lines before a barrier are only in its part
+                    // of that checkpoint.
+                    inner.ended = true;
+                    let number = inner.coordinator.finish();
+                    let mut pending: Vec<Option<u64>> = inner.complete.keys().copied().filter(Option::is_some).collect();
+                    pending.sort();
+                    pending.push(None);
+                    let mut by_worker: BTreeMap<usize, Vec<Vec<u8>>> = BTreeMap::new();
+                    for key in pending {
+                        for (w, bytes) in inner.complete.remove(&key).unwrap_or_default() {
+                            by_worker.entry(w).or_default().push(bytes);
+                        }
+                    }
+                    (number, by_worker.into_iter().collect(), (now_ms(), Instant::now()))
+                }
+            }
+        };
+        if parts.len() != self.workers.len() {
+            return Err(format!("checkpoint {number}: {} of {} workers sent their part", parts.len(), self.workers.len()));
+        }
+        let (wf, store, outputs) = (self.wf.clone(), self.store.clone(), self.outputs.clone());
+        let written = tokio::task::spawn_blocking(move || -> Result<(u64, u64, Vec<(String, Vec<Value>)>), String> {
+            let (mut states, mut lines, mut alignment_ms) = (Vec::new(), Parts::new(), 0);
+            for (w, pieces) in parts {
+                // A worker's parts in order: the states of the last, the lines of all.
+                let mut merged = WorkerPart::default();
+                for bytes in pieces {
+                    let part = WorkerPart::decode(&bytes).map_err(|e| format!("the part of worker {w} does not read: {e}"))?;
+                    alignment_ms = alignment_ms.max(part.alignment_ms);
+                    merged.states = part.states;
+                    merged.lines.extend(part.lines);
+                }
+                merged.add_to(&mut states, &mut lines);
+            }
+            let mut outputs = outputs.lock().expect("outputs lock");
+            let w = crate::runtime::checkpoint::write::write(&wf, store.as_ref(), &mut outputs, number, kind, taken_at_ms, began, states, lines)?;
+            Ok((w.bytes, alignment_ms, w.collected))
+        })
+        .await
+        .map_err(|e| format!("the checkpoint writer panicked: {e}"))?
+        .map_err(|e| format!("checkpoint {number} of `{}`: {e}", self.wf.name))?;
+        let (bytes, alignment_ms, collected) = written;
+        let mut stats = self.stats.lock().expect("stats lock");
+        (stats.bytes, stats.alignment_ms) = (bytes, alignment_ms);
+        if id.is_none() {
+            stats.completed(number, began.elapsed());
+        }
+        Ok(Some((number, collected)))
+    }
+}
