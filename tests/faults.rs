@@ -85,11 +85,14 @@ fn sigkill_of_a_worker_fails_the_run_naming_it_and_leaves_no_complete_looking_fi
     let w1 = Node::worker("w1", "127.0.0.6", &[], tmp.path());
     let mut w2 = Node::worker("w2", "127.0.0.7", &[], tmp.path());
     let wf = format!("workflow().stream_source(|n| n).map(|x| x + 1).write_lines({:?})", path.display().to_string());
-    let mut master = Node::spawn(
+    // Without checkpoints (with them, the file holds what completed
+    // checkpoints covered: tests/checkpoints.rs).
+    let mut master = Node::spawn_with_env(
         &["master", "start", "--no-log", "--listen", "127.0.0.1:0", "--deploy", &wf, &w1.addr, &w2.addr],
         tmp.path(),
         COOKIE,
         None,
+        &[("SKITTER_CHECKPOINT_INTERVAL", "0")],
     );
     // Running: lines reach the master's temporary file.
     wait_for(Duration::from_secs(20), "lines in the temporary file", || {

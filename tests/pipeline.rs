@@ -11,15 +11,6 @@ use std::time::Duration;
 use common::node::Node;
 use common::*;
 
-/// Where a `write_lines` sink of `dir/name` writes until the workflow
-/// ends: its temporary file beside it.
-fn temp_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!(".{name}.")))
-}
-
 #[test]
 fn fused_operators_keep_record_order() {
     // One slot: one instance of each node, so the order is defined. Native
@@ -121,10 +112,9 @@ fn on_a_cluster_the_masters_file_gets_the_lines_within_the_deadline_too() {
     );
     let (mut conn, _) = listener.accept().unwrap();
     writeln!(conn, "a\nb").unwrap();
-    let temp = || temp_file(tmp.path(), "out.txt");
-    let written =
-        wait_until(Duration::from_secs(20), || temp().is_some_and(|p| std::fs::read_to_string(p).unwrap_or_default() == "got a\ngot b\n"));
-    assert!(written, "the lines did not reach the master's file: {:?}\n{}", temp().map(std::fs::read_to_string), master.stderr());
+    // Checkpoint by checkpoint, at its own name.
+    let written = wait_until(Duration::from_secs(20), || std::fs::read_to_string(&out_path).unwrap_or_default() == "got a\ngot b\n");
+    assert!(written, "the lines did not reach the master's file: {:?}\n{}", std::fs::read_to_string(&out_path), master.stderr());
     drop(conn);
     assert!(master.wait(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", master.stderr());
     assert_eq!(std::fs::read_to_string(&out_path).unwrap(), "got a\ngot b\n");

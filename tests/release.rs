@@ -352,6 +352,11 @@ fn bin_app_upgrade_moves_a_running_node_to_the_new_version_with_its_workflows() 
     let _stop = StopNode(old.clone(), dir.path().to_path_buf());
     let endless = "workflow().stream_source(|n| { sleep(0.005); n }).filter(|n| n % 500 == 0).inspect(\"k\")";
     run(&old, &["rpc", &format!("deploy({endless:?})")]).success();
+    // Issue 27: every number once in the file, whatever the upgrades: each
+    // stop is a savepoint the new version's deploy resumes from.
+    let numbers = dir.path().join("numbers.txt");
+    let counting = format!("workflow().stream_source(|n| {{ sleep(0.002); n }}).write_lines({:?})", numbers.display().to_string());
+    run(&old, &["rpc", &format!("deploy({counting:?})")]).success();
     run(&old, &["versions"]).success().stdout_has("* 0.1.0 (current)");
 
     let up = run(&old, &["upgrade", v2.to_str().unwrap()]);
@@ -371,11 +376,17 @@ fn bin_app_upgrade_moves_a_running_node_to_the_new_version_with_its_workflows() 
     // start beside it); the old version runs again with both workflows.
     run(&old, &["rpc", "deploy(\"ticking()\")"]).success();
     let failed = run(&old, &["upgrade", v3.to_str().unwrap()]);
-    failed.expect_code(1).stderr_has("0.3.0 could not start: 1 of 2 workflow(s) could not be deployed again");
+    failed.expect_code(1).stderr_has("0.3.0 could not start: 1 of 3 workflow(s) could not be deployed again");
     failed.stderr_has("`ticking()`").stderr_has("runs 0.1.0 again");
     run(&old, &["rpc", "runtime_info().app_version"]).success().stdout_has("\"0.1.0\"");
     let running = run(&old, &["rpc", "running_deploys()"]);
     running.success().stdout_has("ticking()").stdout_has("n % 500 == 0");
+    run(&old, &["stop"]).success();
+    let text = std::fs::read_to_string(&numbers).unwrap();
+    let mut got: Vec<i64> = text.lines().map(|l| l.parse().unwrap()).collect();
+    got.sort();
+    assert!(got.len() > 10, "the counting workflow ran: {got:?}");
+    assert_eq!(got, (0..got.len() as i64).collect::<Vec<_>>(), "three upgrades lost or repeated a number");
 }
 
 /// Stops the release's node when dropped.

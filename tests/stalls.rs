@@ -67,9 +67,14 @@ fn flowing(dir: &Path) -> bool {
 
 /// A master that deploys `wf` on `workers` and runs until it ends.
 fn master_deploying(wf: &str, workers: &[Node], tmp: &Path) -> Node {
+    master_deploying_with(wf, workers, tmp, &[])
+}
+
+/// [`master_deploying`] with more environment variables.
+fn master_deploying_with(wf: &str, workers: &[Node], tmp: &Path, env: &[(&str, &str)]) -> Node {
     let mut args = vec!["master", "start", "--no-log", "--listen", "127.0.0.1:0", "--deploy", wf];
     args.extend(workers.iter().map(|n| n.addr.as_str()));
-    Node::spawn(&args, tmp, COOKIE, None)
+    Node::spawn_with_env(&args, tmp, COOKIE, None, env)
 }
 
 /// `output` holds the exact running counts of `counts`, line for line.
@@ -250,7 +255,9 @@ fn a_data_link_reset_mid_stream_fails_the_workflow_naming_it() {
         "workflow().stream_source(|n| n).keyed_reduce(|x| x % 64, |n, x| [n + 1, x], 0).write_lines({:?})",
         output.display().to_string()
     );
-    let mut master = master_deploying(&wf, &workers, tmp.path());
+    // Without checkpoints: a failed run leaves nothing at the output path
+    // (with them, what completed checkpoints covered is there, exact).
+    let mut master = master_deploying_with(&wf, &workers, tmp.path(), &[("SKITTER_CHECKPOINT_INTERVAL", "0")]);
     assert!(wait_until(Duration::from_secs(30), || flowing(out_dir.path())), "{}", master.stderr());
     // The master dialed both workers too: find the socket w1 opened to w2.
     let mut port = None;

@@ -41,11 +41,20 @@ pub fn interval_for(plan: &Plan, options: &DeployOptions) -> Result<Duration, St
     Ok(settings::get().interval.unwrap_or(if super::has_endless_source(plan) { DEFAULT_INTERVAL } else { Duration::ZERO }))
 }
 
-/// The name a deployed workflow's checkpoints are kept under.
+/// The name a deployed workflow's checkpoints are kept under: given, or
+/// derived from its deploy expression, or from everything it is (its
+/// operators, their functions and their sources' and sinks' settings: two
+/// workflows that differ only in a file, a group or a function are two).
 pub fn name_for(plan: &Plan, options: &DeployOptions) -> Result<String, String> {
-    match &options.name {
-        Some(name) => super::check_name(name).map(|()| name.clone()),
-        None => Ok(super::derived_name(options.expression.as_deref().unwrap_or(&super::shape(plan).join("\n")))),
+    match (&options.name, &options.expression) {
+        (Some(name), _) => super::check_name(name).map(|()| name.clone()),
+        (None, Some(expr)) => Ok(super::derived_name(expr)),
+        (None, None) => {
+            let spec = crate::net::message::WorkflowSpec::from_graph(&plan.graph)?;
+            let bytes = postcard::to_allocvec(&spec).map_err(|e| format!("cannot name the workflow: {e}"))?;
+            let digest = format!("{:08x}", crc32fast::hash(&bytes));
+            Ok(super::derived_name(&format!("{}\n{digest}", super::shape(plan).join("\n"))))
+        }
     }
 }
 

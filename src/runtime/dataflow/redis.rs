@@ -180,18 +180,18 @@ impl Reader {
         covered: Option<String>,
     ) -> Result<Reader, FlowError> {
         let mut con = connect(url).map_err(|e| FlowError::broker(operator, "connect to", url, e.to_string()))?;
+        // A new group starts at the stream's beginning; an existing one where it was.
+        match con.xgroup_create_mkstream::<_, _, _, ()>(stream, group, "0") {
+            Ok(()) => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(FlowError::broker(operator, "create the group on", url, format!("stream `{stream}`: {e}"))),
+        }
         let consumer_name = consumer(instance);
         // The checkpoint resumed from covers its entries up to `covered`:
         // whatever the broker was told, they are done with.
         if let Some(last) = &covered {
             acknowledge_up_to(&mut con, stream, group, &consumer_name, last)
                 .map_err(|e| FlowError::broker(operator, "acknowledge what its checkpoint covered on", url, format!("stream `{stream}`: {e}")))?;
-        }
-        // A new group starts at the stream's beginning; an existing one where it was.
-        match con.xgroup_create_mkstream::<_, _, _, ()>(stream, group, "0") {
-            Ok(()) => {}
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(FlowError::broker(operator, "create the group on", url, format!("stream `{stream}`: {e}"))),
         }
         Ok(Reader {
             con,
