@@ -215,7 +215,15 @@ fn stats_and_metrics_show_the_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = Command::new(BIN)
-        .args(["local", "start", "--no-log", "--metrics", &port.to_string(), "--deploy", "workflow().stream_source(|n| n % 100).count().collect()"])
+        .args([
+            "local",
+            "start",
+            "--no-log",
+            "--metrics",
+            &port.to_string(),
+            "--deploy",
+            "workflow().stream_source(|n| n % 100).count().collect()",
+        ])
         .current_dir(dir.path())
         .env("XDG_STATE_HOME", dir.path())
         .env("SKITTER_CHECKPOINT_INTERVAL", "0.05")
@@ -291,9 +299,13 @@ fn a_cluster_whose_master_is_killed_resumes_from_its_checkpoint_to_exactly_the_u
     let ck_text = ck.to_string_lossy().to_string();
     let env = [("SKITTER_CHECKPOINT_DIR", ck_text.as_str()), ("SKITTER_CHECKPOINT_INTERVAL", "0.05")];
     let master_args = |deploy: &str| -> Vec<String> {
-        ["master", "start", "--no-log", "--listen", "127.0.0.1:0", "--deploy", deploy, &w1.addr, &w2.addr].iter().map(|s| s.to_string()).collect()
+        ["master", "start", "--no-log", "--listen", "127.0.0.1:0", "--deploy", deploy, &w1.addr, &w2.addr]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     };
-    let deploy = COUNTS.replace("\"in.txt\"", &format!("{:?}", tmp.join("in.txt"))).replace("\"out.txt\"", &format!("{:?}", tmp.join("out.txt")));
+    let deploy =
+        COUNTS.replace("\"in.txt\"", &format!("{:?}", tmp.join("in.txt"))).replace("\"out.txt\"", &format!("{:?}", tmp.join("out.txt")));
     let args = master_args(&deploy);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut kills = 0;

@@ -123,7 +123,15 @@ pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     tracing::info!("{welcome}");
     if command == NodeCommand::StartIex {
         crate::shell::halt_on(rt.handle(), consoles.halt.clone(), runtime.clone());
-        return crate::shell::run_local(rt, runtime, env, config.app, config.shell_deploy, args.fresh, &welcome, script);
+        return crate::shell::run_local(
+            rt,
+            runtime,
+            env,
+            config.app,
+            crate::shell::FirstDeploy::of(config.shell_deploy, args.fresh),
+            &welcome,
+            script,
+        );
     }
     eprintln!("{welcome}");
     let mut session = Session::new(env, Some(runtime.clone()), config.app.clone(), None)?;

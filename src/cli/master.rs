@@ -218,7 +218,7 @@ pub fn start(
 
     let code = if shell {
         crate::shell::halt_on(rt.handle(), consoles.halt.clone(), host.clone());
-        crate::shell::run_local(rt, host, env, app, deploy, args.fresh, &welcome, None).inspect(|_| {
+        crate::shell::run_local(rt, host, env, app, crate::shell::FirstDeploy::of(deploy, args.fresh), &welcome, None).inspect(|_| {
             master.flush_output(OUTPUT_FLUSH);
             master.exit.cancel();
         })

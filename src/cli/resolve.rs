@@ -197,7 +197,8 @@ pub fn checkpoint_settings(app: Option<&App>) -> Result<CheckpointSettings> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     let interval = match var("SKITTER_CHECKPOINT_INTERVAL") {
         Some(v) => {
-            let s: f64 = v.trim().parse().map_err(|_| Error::Usage(format!("SKITTER_CHECKPOINT_INTERVAL={v:?}: give a number of seconds")))?;
+            let s: f64 =
+                v.trim().parse().map_err(|_| Error::Usage(format!("SKITTER_CHECKPOINT_INTERVAL={v:?}: give a number of seconds")))?;
             Some(checkpoint::interval(s).map_err(|e| Error::Usage(format!("SKITTER_CHECKPOINT_INTERVAL: {e}")))?)
         }
         None => match app.and_then(|a| a.config.checkpoint_interval) {
@@ -210,9 +211,13 @@ pub fn checkpoint_settings(app: Option<&App>) -> Result<CheckpointSettings> {
         .or_else(|| app.and_then(|a| a.config.checkpoint_dir.as_ref().map(|d| a.root.join(d))))
         .or_else(|| app.map(|a| a.root.join("tmp").join("checkpoints")));
     let kept = match var("SKITTER_CHECKPOINTS_KEPT") {
-        Some(v) => Some(v.trim().parse::<usize>().ok().filter(|&n| n >= 1).ok_or_else(|| {
-            Error::Usage(format!("SKITTER_CHECKPOINTS_KEPT={v:?}: give a number of checkpoints, 1 or more"))
-        })?),
+        Some(v) => Some(
+            v.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n >= 1)
+                .ok_or_else(|| Error::Usage(format!("SKITTER_CHECKPOINTS_KEPT={v:?}: give a number of checkpoints, 1 or more")))?,
+        ),
         None => match app.and_then(|a| a.config.checkpoints_kept) {
             Some(0) => return Err(Error::Usage("checkpoints_kept in skitter.toml: keep 1 or more".into())),
             other => other,

@@ -180,7 +180,7 @@ fn start(args: WorkerArgs, app: Option<App>, name: String, shell: bool) -> Resul
         });
         let host: Arc<dyn crate::script::Host> = worker.clone();
         crate::shell::halt_on(rt.handle(), consoles.halt.clone(), host.clone());
-        return crate::shell::run_local(rt, host, console_env, app, None, false, &welcome, None);
+        return crate::shell::run_local(rt, host, console_env, app, None, &welcome, None);
     }
     let code = rt.block_on(async {
         let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::Failed(format!("cannot handle signals: {e}")))?;

@@ -203,7 +203,13 @@ pub enum ControlRefusal {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum DataLinkMsg {
     /// For instance `instance` of stage `stage`, on its input channel `from`.
-    Data { id: u64, stage: u32, instance: u32, from: u32, msg: DataMsg },
+    Data {
+        id: u64,
+        stage: u32,
+        instance: u32,
+        from: u32,
+        msg: DataMsg,
+    },
     Heartbeat,
     Bye,
 }

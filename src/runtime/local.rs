@@ -99,7 +99,13 @@ impl Host for LocalRuntime {
         self.node.clone()
     }
 
-    fn deploy(&self, wf: &Workflow, code: Code, audience: Option<crate::script::Audience>, options: &DeployOptions) -> Result<WorkflowRef, String> {
+    fn deploy(
+        &self,
+        wf: &Workflow,
+        code: Code,
+        audience: Option<crate::script::Audience>,
+        options: &DeployOptions,
+    ) -> Result<WorkflowRef, String> {
         wf.validate().map_err(|e| e.to_string())?;
         let plan = Plan::new(wf.flatten());
         let _guard = self.handle.enter();

@@ -84,7 +84,12 @@ pub fn render(host: &dyn Host) -> String {
         last_alignment.clone(),
     );
     let last_size = Family::<Labels, Gauge>::default();
-    registry.register_with_unit("skitter_checkpoint_last_size", "The size of the last completed checkpoint", Unit::Bytes, last_size.clone());
+    registry.register_with_unit(
+        "skitter_checkpoint_last_size",
+        "The size of the last completed checkpoint",
+        Unit::Bytes,
+        last_size.clone(),
+    );
     let last_at = Family::<Labels, Gauge>::default();
     registry.register_with_unit(
         "skitter_checkpoint_last_completed",

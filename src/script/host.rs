@@ -78,7 +78,10 @@ impl DeployOptions {
                 "name" => o.name = Some(v.clone().into_string().map_err(|t| format!("`name` must be a string, got {t}"))?),
                 "fresh" => o.fresh = v.as_bool().map_err(|t| format!("`fresh` must be true or false, got {t}"))?,
                 "checkpoint_interval" => {
-                    let s = v.as_float().or_else(|_| v.as_int().map(|i| i as f64)).map_err(|t| format!("`checkpoint_interval` must be seconds, got {t}"))?;
+                    let s = v
+                        .as_float()
+                        .or_else(|_| v.as_int().map(|i| i as f64))
+                        .map_err(|t| format!("`checkpoint_interval` must be seconds, got {t}"))?;
                     crate::settings::checkpoint::interval(s)?;
                     o.checkpoint_interval = Some(s);
                 }

@@ -160,7 +160,9 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
 /// let id = checkpoint(r);\n\
 /// ```",
     )
-    .register_into_engine(engine, move |r: WorkflowRef| -> RhaiResult<i64> { h.checkpoint(r).map(|id| id as i64).or_else(|e| err(format!("checkpoint: {e}"))) });
+    .register_into_engine(engine, move |r: WorkflowRef| -> RhaiResult<i64> {
+        h.checkpoint(r).map(|id| id as i64).or_else(|e| err(format!("checkpoint: {e}")))
+    });
 
     let h = host.clone();
     reg(
@@ -175,7 +177,9 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
 /// checkpoints(\"ticks\")\n\
 /// ```",
     )
-    .register_into_engine(engine, move |name: &str| -> RhaiResult<Array> { h.checkpoints(name).or_else(|e| err(format!("checkpoints: {e}"))) });
+    .register_into_engine(engine, move |name: &str| -> RhaiResult<Array> {
+        h.checkpoints(name).or_else(|e| err(format!("checkpoints: {e}")))
+    });
 
     let h = host.clone();
     reg(

@@ -99,6 +99,20 @@ fn startup_file() -> Option<PathBuf> {
     home.is_file().then_some(home)
 }
 
+/// What the shell deploys before its first prompt: an expression, from
+/// scratch (`fresh`) or from its last checkpoint.
+pub struct FirstDeploy {
+    pub expr: String,
+    pub fresh: bool,
+}
+
+impl FirstDeploy {
+    /// The first deploy, if an expression was given.
+    pub fn of(expr: Option<String>, fresh: bool) -> Option<FirstDeploy> {
+        expr.map(|expr| FirstDeploy { expr, fresh })
+    }
+}
+
 /// Opens the shell on this node's runtime (local, or a master), deploying
 /// `deploy` first if given; with a script (`--script`, or piped stdin),
 /// runs it instead, then stops what it left running.
@@ -107,8 +121,7 @@ pub fn run_local(
     runtime: Arc<dyn Host>,
     env: EngineEnv,
     app: Option<App>,
-    deploy: Option<String>,
-    fresh: bool,
+    deploy: Option<FirstDeploy>,
     welcome: &str,
     script: Option<super::Script>,
 ) -> Result<ExitCode> {
@@ -138,7 +151,7 @@ pub fn run_local(
             Err(e) => eprintln!("cannot read {}: {e}", file.display()),
         }
     }
-    if let Some(expr) = deploy {
+    if let Some(FirstDeploy { expr, fresh }) = deploy {
         match backend.session_mut().deploy_expr(runtime.as_ref(), &expr, fresh) {
             Ok(r) => println!("deployed `{expr}` as {}", render::value(&rhai::Dynamic::from(r))),
             Err(e) => eprintln!("{}", render::error(&ScriptError { kind: ErrorKind::Runtime, message: e, excerpt: None })),

@@ -30,7 +30,7 @@ use rustyline::{Config, Editor, ExternalPrinter};
 use crate::script::ScriptError;
 use crate::{Error, Result};
 
-pub use local::run_local;
+pub use local::{run_local, FirstDeploy};
 
 /// What an entry gave.
 pub enum Reply {

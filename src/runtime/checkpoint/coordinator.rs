@@ -15,9 +15,15 @@ pub enum Event {
     /// Someone asked for a checkpoint now (`checkpoint(r)`).
     Asked(Instant),
     /// Part `part` has answered for checkpoint `id`.
-    Taken { id: u64, part: usize },
+    Taken {
+        id: u64,
+        part: usize,
+    },
     /// Checkpoint `id` is durable.
-    Stored { id: u64, at: Instant },
+    Stored {
+        id: u64,
+        at: Instant,
+    },
     /// Every instance of the workflow has ended.
     Ended,
 }

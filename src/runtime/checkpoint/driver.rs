@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::coordinator::{Action, Coordinator, Event};
 use super::output::Outputs;
 use super::store::Store;
-use super::Kind;
+use super::{Kind, Workflow};
 use crate::net::value::Value;
 use crate::runtime::dataflow::barriers::PartEvent;
 use crate::runtime::dataflow::snapshot::InstanceTaken;
@@ -25,19 +25,6 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An ask for a checkpoint now: answered with its id once it completed.
 pub type Ask = oneshot::Sender<Result<u64, String>>;
-
-/// What the driver needs to know of its workflow.
-pub struct Workflow {
-    pub name: String,
-    pub graph: Vec<String>,
-    pub instances: Vec<u32>,
-    /// Per stage, its nodes' names (for errors naming an operator).
-    pub names: Vec<Vec<String>>,
-    pub interval: Duration,
-    pub kept: usize,
-    /// The checkpoint it resumed from (0: none).
-    pub resumed_from: u64,
-}
 
 pub struct Driver {
     wf: Arc<Workflow>,
@@ -68,7 +55,8 @@ impl Driver {
         let Some(ends) = self.running.driver_ends() else { return };
         let (mut events, mut outcome_rx) = (ends.events, ends.outcome);
         let mut coordinator = Coordinator::new(self.wf.interval, TIMEOUT, 1, self.wf.resumed_from + 1, Instant::now());
-        let period = if self.wf.interval.is_zero() { Duration::from_millis(100) } else { (self.wf.interval / 4).min(Duration::from_millis(100)) };
+        let period =
+            if self.wf.interval.is_zero() { Duration::from_millis(100) } else { (self.wf.interval / 4).min(Duration::from_millis(100)) };
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut gathered: HashMap<u64, Vec<InstanceTaken>> = HashMap::new();

@@ -26,6 +26,7 @@ pub mod store;
 pub mod write;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +83,19 @@ pub struct Manifest {
     pub instances: Vec<u32>,
     /// The files this checkpoint's output went to.
     pub outputs: Vec<OutputMark>,
+}
+
+/// What checkpoints need to know of a deployed workflow.
+pub struct Workflow {
+    pub name: String,
+    pub graph: Vec<String>,
+    pub instances: Vec<u32>,
+    /// Per stage, its nodes' names (for errors naming an operator).
+    pub names: Vec<Vec<String>>,
+    pub interval: Duration,
+    pub kept: usize,
+    /// The checkpoint it resumed from (0: none).
+    pub resumed_from: u64,
 }
 
 /// Why a checkpoint could not be written or read.

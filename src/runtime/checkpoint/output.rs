@@ -82,7 +82,12 @@ impl Outputs {
                 }),
                 Operator::WriteParts(dir) => {
                     for g in layout.local_instances(plan, s) {
-                        files.push(OutputFile { node: flat.name.clone(), path: part_path(dir, node, g), from: vec![(s, g, pos)], committed: 0 });
+                        files.push(OutputFile {
+                            node: flat.name.clone(),
+                            path: part_path(dir, node, g),
+                            from: vec![(s, g, pos)],
+                            committed: 0,
+                        });
                     }
                 }
                 _ => {}
@@ -146,7 +151,9 @@ impl Outputs {
 
 /// Makes `path` hold its first `mark.base` bytes and then `pieces`, on disk.
 fn write_part(node: &str, path: &Path, mark: &OutputMark, pieces: &[&[u8]]) -> Result<(), OutputError> {
-    let io = |action: &'static str| move |e: std::io::Error| OutputError::Io { node: node.into(), action, path: path.into(), error: e.to_string() };
+    let io = |action: &'static str| {
+        move |e: std::io::Error| OutputError::Io { node: node.into(), action, path: path.into(), error: e.to_string() }
+    };
     let existed = path.exists();
     let mut file: File = OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io("open"))?;
     let found = file.metadata().map_err(io("read"))?.len();
@@ -168,7 +175,12 @@ fn write_part(node: &str, path: &Path, mark: &OutputMark, pieces: &[&[u8]]) -> R
     file.sync_data().map_err(io("sync"))?;
     if !existed {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            sync_dir(dir).map_err(|e| OutputError::Io { node: node.into(), action: "sync the directory of", path: path.into(), error: e.to_string() })?;
+            sync_dir(dir).map_err(|e| OutputError::Io {
+                node: node.into(),
+                action: "sync the directory of",
+                path: path.into(),
+                error: e.to_string(),
+            })?;
         }
     }
     Ok(())
@@ -203,9 +215,8 @@ mod tests {
     fn a_part_written_again_from_the_saved_lines_is_the_same() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.txt");
-        let outputs = Outputs {
-            files: vec![OutputFile { node: "w".into(), path: path.clone(), from: vec![(1, 0, 0), (1, 1, 0)], committed: 0 }],
-        };
+        let outputs =
+            Outputs { files: vec![OutputFile { node: "w".into(), path: path.clone(), from: vec![(1, 0, 0), (1, 1, 0)], committed: 0 }] };
         let parts: Parts = [((1, 0, 0), b"a\nb\n".to_vec()), ((1, 1, 0), b"c\n".to_vec()), ((9, 9, 9), b"other\n".to_vec())].into();
         let (marks, saved) = outputs.marks(&parts);
         assert_eq!(marks[0].len, 6);

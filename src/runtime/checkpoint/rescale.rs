@@ -29,10 +29,7 @@ pub fn rescale(states: Vec<InstanceState>, then: &[u32], now: &[u32], names: &[V
         let name = |pos: usize| names.get(stage as usize).and_then(|n| n.get(pos)).cloned().unwrap_or_else(|| "?".into());
         let done = old.iter().filter(|st| st.done).count();
         if done != 0 && done != old.len() {
-            return Err(format!(
-                "operator `{}` ran with {was} instances, now {is}, and some of them had ended: start it over",
-                name(0)
-            ));
+            return Err(format!("operator `{}` ran with {was} instances, now {is}, and some of them had ended: start it over", name(0)));
         }
         let nodes = old.iter().map(|st| st.nodes.len()).max().unwrap_or(0);
         let mut fresh: Vec<InstanceState> =
@@ -62,7 +59,10 @@ pub fn rescale(states: Vec<InstanceState>, then: &[u32], now: &[u32], names: &[V
                         ))
                     }
                     NodeState::Position(_) => {
-                        return Err(format!("source `{}` ran with {was} instances, now {is}: where each read to cannot be split", name(pos)))
+                        return Err(format!(
+                            "source `{}` ran with {was} instances, now {is}: where each read to cannot be split",
+                            name(pos)
+                        ))
                     }
                 }
             }
@@ -94,7 +94,8 @@ enum Pair {
 
 impl Kind {
     fn state(&self, pairs: Vec<(Value, Pair)>) -> NodeState {
-        let values = || pairs.iter().filter_map(|(k, v)| if let Pair::Value(v) = v { Some((k.clone(), v.clone())) } else { None }).collect();
+        let values =
+            || pairs.iter().filter_map(|(k, v)| if let Pair::Value(v) = v { Some((k.clone(), v.clone())) } else { None }).collect();
         match self {
             Kind::Nothing => NodeState::Nothing,
             Kind::Reduce => NodeState::Reduce(values()),
@@ -118,7 +119,8 @@ mod tests {
     #[test]
     fn keyed_state_moves_with_its_keys_to_the_instance_the_exchange_picks() {
         let words = ["a", "b", "c", "d", "e", "f", "g"];
-        let then = vec![count(0, 0, &[]), count(1, 0, &[("a", 1), ("b", 2), ("c", 3)]), count(1, 1, &[("d", 4), ("e", 5), ("f", 6), ("g", 7)])];
+        let then =
+            vec![count(0, 0, &[]), count(1, 0, &[("a", 1), ("b", 2), ("c", 3)]), count(1, 1, &[("d", 4), ("e", 5), ("f", 6), ("g", 7)])];
         let now = rescale(then, &[1, 2], &[1, 3], &[vec!["src".into()], vec!["m".into(), "c".into()]]).unwrap();
         let stage1: Vec<&InstanceState> = now.iter().filter(|s| s.stage == 1).collect();
         assert_eq!(stage1.len(), 3);
@@ -136,7 +138,12 @@ mod tests {
 
     #[test]
     fn a_state_per_instance_cannot_be_split() {
-        let st = |i| InstanceState { stage: 0, instance: i, done: false, nodes: vec![NodeState::User { state: Some(Value::Int(1)), keyed: vec![] }] };
+        let st = |i| InstanceState {
+            stage: 0,
+            instance: i,
+            done: false,
+            nodes: vec![NodeState::User { state: Some(Value::Int(1)), keyed: vec![] }],
+        };
         let err = rescale(vec![st(0), st(1)], &[2], &[4], &[vec!["tally".into()]]).unwrap_err();
         assert_eq!(err, "operator `tally` keeps a state per instance and ran with 2 instances, now 4: its state cannot be split");
     }

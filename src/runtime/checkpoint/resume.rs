@@ -71,7 +71,11 @@ fn check_shape(name: &str, m: &Manifest, graph: &[String], instances: &[u32]) ->
     if m.graph.len() != graph.len() {
         let (more, which) = if m.graph.len() > graph.len() { ("had", &m.graph[graph.len()]) } else { ("has", &graph[m.graph.len()]) };
         let when = if more == "had" { "then" } else { "now" };
-        return Err(changed(format!("it {more} {} operators {when}, not {} (`{which}`)", m.graph.len().max(graph.len()), m.graph.len().min(graph.len()))));
+        return Err(changed(format!(
+            "it {more} {} operators {when}, not {} (`{which}`)",
+            m.graph.len().max(graph.len()),
+            m.graph.len().min(graph.len())
+        )));
     }
     if m.instances.len() != instances.len() {
         return Err(changed(format!("its stages ran with {:?} instances, now {:?}", m.instances, instances)));

@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::driver::Workflow;
 use super::output::Outputs;
 use super::resume::{self, Found};
 use super::store::{DirStore, Store};
+use super::Workflow;
 use crate::runtime::dataflow::{Layout, Resume};
 use crate::script::DeployOptions;
 use crate::settings::checkpoint::{self as settings, DEFAULT_INTERVAL, DEFAULT_KEPT};

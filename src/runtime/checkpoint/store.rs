@@ -233,7 +233,8 @@ mod tests {
         std::fs::write(dir.path().join("wf").join(format!("{:012}.data", 3)).with_extension("json.tmp"), b"").unwrap();
         store.prune("wf", 2).unwrap();
         assert_eq!(store.list("wf").unwrap().iter().map(|m| m.id).collect::<Vec<_>>(), [4, 5]);
-        let mut files: Vec<String> = std::fs::read_dir(dir.path().join("wf")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut files: Vec<String> =
+            std::fs::read_dir(dir.path().join("wf")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         files.sort();
         assert_eq!(files.len(), 6, "{files:?}");
         store.prune("wf", 0).unwrap();

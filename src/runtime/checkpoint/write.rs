@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
-use super::driver::Workflow;
 use super::output::{Outputs, Parts};
 use super::store::Store;
+use super::Workflow;
 use super::{Kind, Manifest};
 use crate::net::value::Value;
 use crate::runtime::dataflow::snapshot::{InstanceState, InstanceTaken, NodeState, Taken};

@@ -162,6 +162,14 @@ impl<T> Marks<T> {
     }
 }
 
+/// Where a broker source starts: how long a failing broker is retried,
+/// and the mark of the checkpoint it resumes from (none: where the broker
+/// says).
+pub struct BrokerStart {
+    pub retry: std::time::Duration,
+    pub covered: Option<String>,
+}
+
 /// Runs `f` to its end from any thread: an instance's, or a task of the
 /// runtime's (settling), which gives its worker up meanwhile. Broker
 /// clients are async; sources and sinks run on instance threads.

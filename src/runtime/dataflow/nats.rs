@@ -133,10 +133,10 @@ impl Reader {
         url: &str,
         subject: &str,
         stream: &str,
-        retry: Duration,
+        start: super::BrokerStart,
         position: std::sync::Arc<Position>,
-        covered: Option<String>,
     ) -> Result<Reader, FlowError> {
+        let super::BrokerStart { retry, covered } = start;
         // The checkpoint resumed from says where this run starts, whatever
         // position was saved.
         let covered: Option<u64> = covered.and_then(|c| c.parse().ok());

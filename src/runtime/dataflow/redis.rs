@@ -175,10 +175,10 @@ impl Reader {
         stream: &str,
         group: &str,
         instance: usize,
-        retry: Duration,
+        start: super::BrokerStart,
         acks: std::sync::Arc<Acks>,
-        covered: Option<String>,
     ) -> Result<Reader, FlowError> {
+        let super::BrokerStart { retry, covered } = start;
         let mut con = connect(url).map_err(|e| FlowError::broker(operator, "connect to", url, e.to_string()))?;
         // A new group starts at the stream's beginning; an existing one where it was.
         match con.xgroup_create_mkstream::<_, _, _, ()>(stream, group, "0") {
@@ -190,8 +190,9 @@ impl Reader {
         // The checkpoint resumed from covers its entries up to `covered`:
         // whatever the broker was told, they are done with.
         if let Some(last) = &covered {
-            acknowledge_up_to(&mut con, stream, group, &consumer_name, last)
-                .map_err(|e| FlowError::broker(operator, "acknowledge what its checkpoint covered on", url, format!("stream `{stream}`: {e}")))?;
+            acknowledge_up_to(&mut con, stream, group, &consumer_name, last).map_err(|e| {
+                FlowError::broker(operator, "acknowledge what its checkpoint covered on", url, format!("stream `{stream}`: {e}"))
+            })?;
         }
         Ok(Reader {
             con,
@@ -270,7 +271,8 @@ impl Reader {
 /// Acknowledges the entries pending for `consumer` up to entry `last`.
 fn acknowledge_up_to(con: &mut Connection, stream: &str, group: &str, consumer: &str, last: &str) -> Result<(), RedisError> {
     loop {
-        let pending: redis::streams::StreamPendingCountReply = con.xpending_consumer_count(stream, group, "-", last, ACK_CHUNK, consumer)?;
+        let pending: redis::streams::StreamPendingCountReply =
+            con.xpending_consumer_count(stream, group, "-", last, ACK_CHUNK, consumer)?;
         if pending.ids.is_empty() {
             return Ok(());
         }

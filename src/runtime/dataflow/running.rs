@@ -265,7 +265,8 @@ impl Running {
         let mut stats = self.stats.clone();
         stats.nodes = self.nodes();
         stats.elapsed = self.elapsed();
-        stats.checkpoints = self.checkpoint_stats.lock().expect("checkpoint stats lock").as_ref().map(|c| c.lock().expect("stats lock").clone());
+        stats.checkpoints =
+            self.checkpoint_stats.lock().expect("checkpoint stats lock").as_ref().map(|c| c.lock().expect("stats lock").clone());
         stats
     }
 

@@ -39,7 +39,10 @@ pub enum Taken {
     Position(Position),
     Reduce(Vec<(Dynamic, Dynamic)>),
     Count(Vec<(Dynamic, i64)>),
-    User { state: Option<Dynamic>, keyed: Vec<(Dynamic, Dynamic)> },
+    User {
+        state: Option<Dynamic>,
+        keyed: Vec<(Dynamic, Dynamic)>,
+    },
     /// Lines a file sink was given since the last barrier: written out
     /// when the checkpoint completes.
     Lines(Vec<u8>),
@@ -106,9 +109,7 @@ impl InstanceTaken {
                 Taken::Position(p) => NodeState::Position(p),
                 Taken::Reduce(p) => NodeState::Reduce(pairs(p)?),
                 Taken::Count(c) => NodeState::Count(c.iter().map(|(k, n)| Ok((plain(k)?, *n))).collect::<Result<_, Unsaveable>>()?),
-                Taken::User { state, keyed } => {
-                    NodeState::User { state: state.as_ref().map(plain).transpose()?, keyed: pairs(keyed)? }
-                }
+                Taken::User { state, keyed } => NodeState::User { state: state.as_ref().map(plain).transpose()?, keyed: pairs(keyed)? },
                 // Lines are saved beside the states (the checkpoint's `.lines`).
                 Taken::Lines(_) => NodeState::Nothing,
                 Taken::Collected(records) => NodeState::Collected(records.iter().map(plain).collect::<Result<_, _>>()?),

@@ -73,14 +73,24 @@ pub struct Lines<R> {
 
 /// Reads a source batch by batch.
 pub enum SourceReader {
-    Items { items: std::iter::Skip<std::vec::IntoIter<Dynamic>>, given: u64 },
+    Items {
+        items: std::iter::Skip<std::vec::IntoIter<Dynamic>>,
+        given: u64,
+    },
     /// A generator that returned `()`, and where it was.
     Exhausted(Position),
-    Range { next: i64, end: i64, step: i64 },
-    Generator { f: Func, n: i64 },
+    Range {
+        next: i64,
+        end: i64,
+        step: i64,
+    },
+    Generator {
+        f: Func,
+        n: i64,
+    },
     File(Lines<File>),
     Tcp(Lines<std::net::TcpStream>),
-    Redis(super::redis::Reader),
+    Redis(Box<super::redis::Reader>),
     Nats(Box<super::nats::Reader>),
     Kafka(Box<super::kafka::Reader>),
 }
@@ -122,7 +132,12 @@ impl SourceReader {
                 SourceReader::Generator { f, n }
             }
             SourceSpec::Lines { path, max_line } => {
-                let failed = |action, e: std::io::Error| FlowError::File { operator: operator.into(), action, path: path.clone(), error: e.to_string() };
+                let failed = |action, e: std::io::Error| FlowError::File {
+                    operator: operator.into(),
+                    action,
+                    path: path.clone(),
+                    error: e.to_string(),
+                };
                 let mut file = File::open(&path).map_err(|e| failed("read", e))?;
                 let mut line = 0;
                 if let Some(Position::File { offset, line: at_line }) = at {
@@ -155,7 +170,8 @@ impl SourceReader {
                 let acks = std::sync::Arc::new(super::redis::Acks::new(&url, &stream, &group));
                 running.acknowledge_on_settle(acks.clone());
                 let retry = std::time::Duration::from_millis(retry_ms);
-                SourceReader::Redis(super::redis::Reader::open(operator, &url, &stream, &group, instance, retry, acks, broker_mark(at))?)
+                let start = super::BrokerStart { retry, covered: broker_mark(at) };
+                SourceReader::Redis(Box::new(super::redis::Reader::open(operator, &url, &stream, &group, instance, start, acks)?))
             }
             SourceSpec::Nats { url, subject, stream, durable, retry_ms } => {
                 let position = std::sync::Arc::new(super::nats::Position::new(&url, &durable, running.handle().clone()));
@@ -167,9 +183,8 @@ impl SourceReader {
                     &url,
                     &subject,
                     &stream,
-                    retry,
+                    super::BrokerStart { retry, covered: broker_mark(at) },
                     position,
-                    broker_mark(at),
                 )?))
             }
             SourceSpec::Kafka(spec) => {

@@ -65,7 +65,13 @@ enum Input {
 }
 
 impl StageRun {
-    pub fn run(mut self, calls: &Calls, running: &Running, inbox: &mut mpsc::Receiver<Delivery>, expected_ends: usize) -> Result<(), FlowError> {
+    pub fn run(
+        mut self,
+        calls: &Calls,
+        running: &Running,
+        inbox: &mut mpsc::Receiver<Delivery>,
+        expected_ends: usize,
+    ) -> Result<(), FlowError> {
         if self.done {
             // What it made before its end is downstream already.
             self.report_end();

@@ -8,17 +8,25 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::{Deployed, Event as MasterEvent, Master};
 use crate::net::value::Value;
+use crate::net::ControlMsg;
 use crate::runtime::checkpoint::coordinator::{Action, Coordinator, Event};
-use crate::runtime::checkpoint::driver::{Workflow, TIMEOUT};
+use crate::runtime::checkpoint::driver::TIMEOUT;
 use crate::runtime::checkpoint::output::{Outputs, Parts};
 use crate::runtime::checkpoint::part::WorkerPart;
 use crate::runtime::checkpoint::setup::Prepared;
 use crate::runtime::checkpoint::store::Store;
+use crate::runtime::checkpoint::Workflow;
 use crate::runtime::checkpoint::{now_ms, Kind};
+use crate::script::WorkflowRef;
 use crate::workflow::stats::CheckpointStats;
+use crate::workflow::Status;
+
+/// What `collect()` sinks were given, by sink.
+type Collected = Vec<(String, Vec<Value>)>;
 
 pub struct ClusterCheckpoints {
     pub wf: Arc<Workflow>,
@@ -114,7 +122,7 @@ impl ClusterCheckpoints {
     /// `kind`) and the output it covers; returns its number and what
     /// `collect()` sinks were given, by sink, or `None` when the last
     /// checkpoint was written first and took this one's parts in.
-    pub async fn write(&self, id: Option<u64>, kind: Kind) -> Result<Option<(u64, Vec<(String, Vec<Value>)>)>, String> {
+    pub async fn write(&self, id: Option<u64>, kind: Kind) -> Result<Option<(u64, Collected)>, String> {
         let _one = self.writing.lock().await;
         let (number, parts, (taken_at_ms, began)) = {
             let mut inner = self.inner.lock().expect("checkpoints lock");
@@ -151,7 +159,7 @@ impl ClusterCheckpoints {
             return Err(format!("checkpoint {number}: {} of {} workers sent their part", parts.len(), self.workers.len()));
         }
         let (wf, store, outputs) = (self.wf.clone(), self.store.clone(), self.outputs.clone());
-        let written = tokio::task::spawn_blocking(move || -> Result<(u64, u64, Vec<(String, Vec<Value>)>), String> {
+        let written = tokio::task::spawn_blocking(move || -> Result<(u64, u64, Collected), String> {
             let (mut states, mut lines, mut alignment_ms) = (Vec::new(), Parts::new(), 0);
             for (w, pieces) in parts {
                 // A worker's parts in order: the states of the last, the lines of all.
@@ -165,7 +173,17 @@ impl ClusterCheckpoints {
                 merged.add_to(&mut states, &mut lines);
             }
             let mut outputs = outputs.lock().expect("outputs lock");
-            let w = crate::runtime::checkpoint::write::write(&wf, store.as_ref(), &mut outputs, number, kind, taken_at_ms, began, states, lines)?;
+            let w = crate::runtime::checkpoint::write::write(
+                &wf,
+                store.as_ref(),
+                &mut outputs,
+                number,
+                kind,
+                taken_at_ms,
+                began,
+                states,
+                lines,
+            )?;
             Ok((w.bytes, alignment_ms, w.collected))
         })
         .await
@@ -178,5 +196,129 @@ impl ClusterCheckpoints {
             stats.completed(number, began.elapsed());
         }
         Ok(Some((number, collected)))
+    }
+}
+
+impl Master {
+    /// Carries out what a workflow's checkpoints call for.
+    pub(super) fn checkpoint_actions(&self, id: u64, cp: &Arc<ClusterCheckpoints>, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Start(n) => {
+                    for w in cp.workers() {
+                        self.send(w, ControlMsg::Checkpoint { id, checkpoint: n });
+                    }
+                }
+                Action::Store(n) => {
+                    let (Some(me), cp) = (self.me.upgrade(), cp.clone()) else { return };
+                    self.handle.spawn(async move {
+                        match cp.write(Some(n), crate::runtime::checkpoint::Kind::Periodic).await {
+                            // The last checkpoint took it in.
+                            Ok(None) => {}
+                            Ok(Some((_, collected))) => {
+                                for (sink, values) in collected {
+                                    me.collected(id, sink, values);
+                                }
+                                for w in cp.workers() {
+                                    me.send(w, ControlMsg::Committed { id, checkpoint: Some(n) });
+                                }
+                                let more = cp.step(Event::Stored { id: n, at: std::time::Instant::now() });
+                                me.checkpoint_actions(id, &cp, more);
+                            }
+                            Err(reason) => {
+                                cp.stats.lock().expect("stats lock").failed(n, &reason);
+                                me.step(MasterEvent::WorkerFailed { id, worker: me.name.clone(), reason });
+                            }
+                        }
+                    });
+                }
+                Action::Completed { id: n, took } => cp.stats.lock().expect("stats lock").completed(n, took),
+                Action::GiveUp { id: n, reason } => {
+                    tracing::warn!(workflow = id, "checkpoint {n} given up: {reason}");
+                    cp.stats.lock().expect("stats lock").failed(n, &reason);
+                }
+                // The master writes the last one when the workflow ends (`set_status`).
+                Action::StoreLast(_) => {}
+            }
+        }
+    }
+
+    /// The workflow ended well: its workers' parts make its last
+    /// checkpoint (a savepoint when it was stopped); the status it ends with.
+    pub(super) async fn last_checkpoint(&self, id: u64, cp: &ClusterCheckpoints, status: Status) -> Status {
+        // Every worker sends its part's end before it reports its end.
+        let deadline = tokio::time::Instant::now() + crate::settings::STOP_DEADLINE;
+        while !cp.ends_in() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let kind = if matches!(status, Status::Finished) {
+            crate::runtime::checkpoint::Kind::Finished
+        } else {
+            crate::runtime::checkpoint::Kind::Savepoint
+        };
+        match cp.write(None, kind).await {
+            Ok(None) => status,
+            Ok(Some((_, collected))) => {
+                for (sink, values) in collected {
+                    self.collected(id, sink, values);
+                }
+                for w in cp.workers() {
+                    self.send(w, ControlMsg::Committed { id, checkpoint: None });
+                }
+                status
+            }
+            Err(reason) => Status::Failed(format!("the last checkpoint: {reason}")),
+        }
+    }
+
+    /// Ticks a workflow's checkpoints until it has ended.
+    pub(super) fn tick_checkpoints(&self, id: u64, cp: Arc<ClusterCheckpoints>, deployed: &Arc<Deployed>) {
+        let (Some(me), deployed) = (self.me.upgrade(), deployed.clone()) else { return };
+        self.handle.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            let mut status = deployed.status.subscribe();
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = status.wait_for(|s| s.is_done()) => return,
+                }
+                let actions = cp.step(Event::Tick(std::time::Instant::now()));
+                me.checkpoint_actions(id, &cp, actions);
+            }
+        });
+    }
+
+    /// `checkpoint(r)`: one now; its id once it is durable.
+    pub(super) fn checkpoint_now(&self, r: WorkflowRef) -> Result<u64, String> {
+        let wf = self.get(r)?;
+        let Some(cp) = wf.checkpoints.clone() else {
+            return Err(format!("workflow #{} runs without checkpoints (checkpoint_interval 0)", r.id));
+        };
+        let status = wf.status.borrow().clone();
+        if status.is_done() {
+            return Err(format!("workflow #{} has ended ({status})", r.id));
+        }
+        let before = cp.stats.lock().expect("stats lock").last_id.unwrap_or(0);
+        let target = cp.ask_target();
+        let actions = cp.step(Event::Asked(std::time::Instant::now()));
+        self.checkpoint_actions(r.id, &cp, actions);
+        let deadline = std::time::Instant::now() + crate::runtime::checkpoint::driver::TIMEOUT;
+        loop {
+            let stats = cp.stats.lock().expect("stats lock").clone();
+            match stats.last_id {
+                Some(done) if done >= target && done > before => return Ok(done),
+                _ => {}
+            }
+            if wf.status.borrow().is_done() {
+                return Err(format!("workflow #{} ended before its checkpoint completed", r.id));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "no checkpoint completed within {}",
+                    crate::settings::seconds(crate::runtime::checkpoint::driver::TIMEOUT)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }

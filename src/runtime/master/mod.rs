@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::coordinator::{Action, Coordinator, Event};
-use crate::runtime::checkpoint::coordinator::{Action as CheckpointAction, Event as CheckpointEvent};
 use super::dataflow::sink::{self, FileSink};
 use super::dataflow::FlowError;
 use super::link::{self, LinkEnd, Outgoing};
@@ -146,7 +145,7 @@ impl Master {
             (Some(cp), Some(me)) if matches!(status, Status::Finished | Status::Stopped(_)) => {
                 let cp = cp.clone();
                 self.handle.spawn(async move {
-                    let status = me.last_checkpoint(id, &wf, &cp, status).await;
+                    let status = me.last_checkpoint(id, &cp, status).await;
                     me.publish_status(id, &wf, status);
                 });
             }
@@ -336,7 +335,9 @@ impl Master {
                 }
             }
             ControlMsg::Snapshot { id, checkpoint, chunk, last } => {
-                let Some(cp) = self.workflows.lock().expect("workflows lock").get(&id).and_then(|wf| wf.checkpoints.clone()) else { return };
+                let Some(cp) = self.workflows.lock().expect("workflows lock").get(&id).and_then(|wf| wf.checkpoints.clone()) else {
+                    return;
+                };
                 let actions = cp.piece(worker, checkpoint, chunk, last);
                 self.checkpoint_actions(id, &cp, actions);
             }
@@ -360,74 +361,6 @@ impl Master {
             return self.step(Event::WorkerFailed { id, worker: self.name.clone(), reason });
         }
         wf.collected.lock().expect("collected lock").entry(sink).or_default().extend(crate::net::value::to_dynamics(values));
-    }
-
-    /// Carries out what a workflow's checkpoints call for.
-    fn checkpoint_actions(&self, id: u64, cp: &Arc<checkpoints::ClusterCheckpoints>, actions: Vec<CheckpointAction>) {
-        for action in actions {
-            match action {
-                CheckpointAction::Start(n) => {
-                    for w in cp.workers() {
-                        self.send(w, ControlMsg::Checkpoint { id, checkpoint: n });
-                    }
-                }
-                CheckpointAction::Store(n) => {
-                    let (Some(me), cp) = (self.me.upgrade(), cp.clone()) else { return };
-                    self.handle.spawn(async move {
-                        match cp.write(Some(n), crate::runtime::checkpoint::Kind::Periodic).await {
-                            // The last checkpoint took it in.
-                            Ok(None) => {}
-                            Ok(Some((_, collected))) => {
-                                for (sink, values) in collected {
-                                    me.collected(id, sink, values);
-                                }
-                                for w in cp.workers() {
-                                    me.send(w, ControlMsg::Committed { id, checkpoint: Some(n) });
-                                }
-                                let more = cp.step(CheckpointEvent::Stored { id: n, at: std::time::Instant::now() });
-                                me.checkpoint_actions(id, &cp, more);
-                            }
-                            Err(reason) => {
-                                cp.stats.lock().expect("stats lock").failed(n, &reason);
-                                me.step(Event::WorkerFailed { id, worker: me.name.clone(), reason });
-                            }
-                        }
-                    });
-                }
-                CheckpointAction::Completed { id: n, took } => cp.stats.lock().expect("stats lock").completed(n, took),
-                CheckpointAction::GiveUp { id: n, reason } => {
-                    tracing::warn!(workflow = id, "checkpoint {n} given up: {reason}");
-                    cp.stats.lock().expect("stats lock").failed(n, &reason);
-                }
-                // The master writes the last one when the workflow ends (`set_status`).
-                CheckpointAction::StoreLast(_) => {}
-            }
-        }
-    }
-
-    /// The workflow ended well: its workers' parts make its last
-    /// checkpoint (a savepoint when it was stopped); the status it ends with.
-    async fn last_checkpoint(&self, id: u64, wf: &Deployed, cp: &checkpoints::ClusterCheckpoints, status: Status) -> Status {
-        // Every worker sends its part's end before it reports its end.
-        let deadline = tokio::time::Instant::now() + crate::settings::STOP_DEADLINE;
-        while !cp.ends_in() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        let kind = if matches!(status, Status::Finished) { crate::runtime::checkpoint::Kind::Finished } else { crate::runtime::checkpoint::Kind::Savepoint };
-        match cp.write(None, kind).await {
-            Ok(None) => status,
-            Ok(Some((_, collected))) => {
-                for (sink, values) in collected {
-                    self.collected(id, sink, values);
-                }
-                for w in cp.workers() {
-                    self.send(w, ControlMsg::Committed { id, checkpoint: None });
-                }
-                let _ = wf;
-                status
-            }
-            Err(reason) => Status::Failed(format!("the last checkpoint: {reason}")),
-        }
     }
 
     /// Prints what a worker sent: to the console that deployed workflow
@@ -535,31 +468,7 @@ impl Master {
 
 impl Host for Master {
     fn checkpoint(&self, r: WorkflowRef) -> Result<u64, String> {
-        let wf = self.get(r)?;
-        let Some(cp) = wf.checkpoints.clone() else { return Err(format!("workflow #{} runs without checkpoints (checkpoint_interval 0)", r.id)) };
-        let status = wf.status.borrow().clone();
-        if status.is_done() {
-            return Err(format!("workflow #{} has ended ({status})", r.id));
-        }
-        let before = cp.stats.lock().expect("stats lock").last_id.unwrap_or(0);
-        let target = cp.ask_target();
-        let actions = cp.step(CheckpointEvent::Asked(std::time::Instant::now()));
-        self.checkpoint_actions(r.id, &cp, actions);
-        let deadline = std::time::Instant::now() + crate::runtime::checkpoint::driver::TIMEOUT;
-        loop {
-            let stats = cp.stats.lock().expect("stats lock").clone();
-            match stats.last_id {
-                Some(done) if done >= target && done > before => return Ok(done),
-                _ => {}
-            }
-            if wf.status.borrow().is_done() {
-                return Err(format!("workflow #{} ended before its checkpoint completed", r.id));
-            }
-            if std::time::Instant::now() >= deadline {
-                return Err(format!("no checkpoint completed within {}", crate::settings::seconds(crate::runtime::checkpoint::driver::TIMEOUT)));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.checkpoint_now(r)
     }
 
     fn checkpoints(&self, name: &str) -> Result<rhai::Array, String> {
@@ -653,19 +562,8 @@ impl Host for Master {
             }
             self.send(&w.name, message.clone());
         }
-        if let (Some(cp), Some(me)) = (checkpoints, self.me.upgrade()) {
-            self.handle.spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(50));
-                let mut status = deployed.status.subscribe();
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {}
-                        _ = status.wait_for(|s| s.is_done()) => return,
-                    }
-                    let actions = cp.step(CheckpointEvent::Tick(std::time::Instant::now()));
-                    me.checkpoint_actions(id, &cp, actions);
-                }
-            });
+        if let Some(cp) = checkpoints {
+            self.tick_checkpoints(id, cp, &deployed);
         }
         tracing::info!(workflow = id, workers = workers.len(), "deployed");
         Ok(WorkflowRef { id })

@@ -384,7 +384,8 @@ impl Worker {
                     true => Some(resume.unwrap_or_default()),
                     false => None,
                 };
-                match self.start_part(id, spec, sources, workers, slots as usize, placement, resume).await {
+                let order = PartOrder { spec, sources, workers, slots: slots as usize, placement, resume };
+                match self.start_part(id, order).await {
                     Ok(()) => self.to_master(ControlMsg::Started { id }),
                     Err(reason) => {
                         tracing::error!(workflow = id, "cannot start: {reason}");
@@ -399,16 +400,8 @@ impl Worker {
         }
     }
 
-    async fn start_part(
-        self: &Arc<Self>,
-        id: u64,
-        spec: WorkflowSpec,
-        sources: Vec<(String, String)>,
-        workers: Vec<WorkerInfo>,
-        slots: usize,
-        placement: HashMap<usize, Vec<usize>>,
-        resume: Option<Vec<u8>>,
-    ) -> Result<(), String> {
+    async fn start_part(self: &Arc<Self>, id: u64, order: PartOrder) -> Result<(), String> {
+        let PartOrder { spec, sources, workers, slots, placement, resume } = order;
         let me = workers.iter().position(|w| w.name == self.config.name).ok_or("this worker is not part of the placement")?;
         let plan = Plan::new(spec.into_graph()?);
         if placement.iter().any(|(&s, counts)| counts.len() != workers.len() || s >= plan.stages.len()) {
@@ -463,6 +456,17 @@ impl Worker {
         });
         Ok(())
     }
+}
+
+/// What the master's `Deploy` asks this worker to run.
+struct PartOrder {
+    spec: WorkflowSpec,
+    sources: Vec<(String, String)>,
+    workers: Vec<WorkerInfo>,
+    slots: usize,
+    placement: HashMap<usize, Vec<usize>>,
+    /// Checkpoints on, with what the part's instances resume from (encoded).
+    resume: Option<Vec<u8>>,
 }
 
 /// What a console on a worker can ask: about the worker itself; workflows
