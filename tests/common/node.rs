@@ -14,6 +14,8 @@ pub const COOKIE: &str = "test-cookie-5f1b";
 pub fn run_with_cookie(tmp: &Path, cookie: &str, args: &[&str]) -> super::Outcome {
     let out = Command::new(BIN)
         .args(args)
+        // Checkpoints stay with the test, even with an app of the repository.
+        .env("SKITTER_CHECKPOINT_DIR", tmp.join("checkpoints"))
         .env("SKITTER_COOKIE", cookie)
         .env("SKITTER_TMP", tmp)
         .env("HOME", tmp)
@@ -60,6 +62,8 @@ impl Node {
     /// [`Node::spawn`] with more environment variables.
     pub fn spawn_with_env(args: &[&str], tmp: &Path, cookie: &str, stdin: Option<&str>, env: &[(&str, &str)]) -> Node {
         let mut cmd = Command::new(BIN);
+        // Checkpoints stay with the test, even with an app of the repository.
+        cmd.env("SKITTER_CHECKPOINT_DIR", tmp.join("checkpoints"));
         cmd.envs(env.iter().copied());
         cmd.args(args).env("SKITTER_COOKIE", cookie).env("SKITTER_TMP", tmp).env("NO_COLOR", "1").env("HOME", tmp);
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
