@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{wait_until, Skitter, BIN};
+use common::{newest_checkpoint, wait_until, Skitter, BIN};
 
 /// A running count over a file: every word emits its count so far, and the
 /// totals go to a second file at the end.
@@ -53,19 +53,6 @@ fn sorted_lines(path: &Path) -> Vec<String> {
     lines
 }
 
-/// Completed checkpoints in a store directory (manifests in place).
-fn manifests(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
-        .filter(|f| f.path().extension().is_some_and(|e| e == "json"))
-        .map(|f| f.file_name().to_string_lossy().split('.').next().unwrap_or("0").parse::<u64>().unwrap_or(0))
-        .max()
-        .unwrap_or(0) as usize
-}
-
 #[test]
 fn a_run_killed_at_random_moments_and_run_again_writes_exactly_the_undisturbed_output() {
     let calm = tempfile::tempdir().unwrap();
@@ -83,8 +70,8 @@ fn a_run_killed_at_random_moments_and_run_again_writes_exactly_the_undisturbed_o
     for _ in 0..3 {
         let mut child = local(dir.path(), &ck).spawn().unwrap();
         // Kill it after the next checkpoint, at a random moment of the one after.
-        let before = manifests(&ck);
-        let progressed = wait_until(Duration::from_secs(60), || manifests(&ck) > before || child.try_wait().unwrap().is_some());
+        let before = newest_checkpoint(&ck);
+        let progressed = wait_until(Duration::from_secs(60), || newest_checkpoint(&ck) > before || child.try_wait().unwrap().is_some());
         assert!(progressed, "no checkpoint completed within 60 s");
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
         std::thread::sleep(Duration::from_millis((seed >> 33) % 60));
@@ -311,8 +298,8 @@ fn a_cluster_whose_master_is_killed_resumes_from_its_checkpoint_to_exactly_the_u
     let mut kills = 0;
     for _ in 0..2 {
         let mut master = Node::spawn_with_env(&args, tmp, COOKIE, None, &env);
-        let before = manifests(&ck);
-        let progressed = wait_until(Duration::from_secs(60), || manifests(&ck) > before || master.wait(Duration::ZERO).is_some());
+        let before = newest_checkpoint(&ck);
+        let progressed = wait_until(Duration::from_secs(60), || newest_checkpoint(&ck) > before || master.wait(Duration::ZERO).is_some());
         assert!(progressed, "no checkpoint within 60 s:\n{}", master.stderr());
         if master.wait(Duration::ZERO).is_none() {
             master.kill9();

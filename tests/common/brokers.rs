@@ -111,7 +111,7 @@ pub fn killed_and_resumed(
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
         child.wait().unwrap();
     }
-    let newest = || newest_checkpoint(&tmp.join("ck"));
+    let newest = || super::newest_checkpoint(&tmp.join("ck"));
     let before = newest();
     let mut child = start();
     // Everything is in the file, and the run is up: it took a checkpoint.
@@ -125,17 +125,4 @@ pub fn killed_and_resumed(
     input.sort();
     assert!(all, "the last run did not take every record ({} of {})", got.len(), input.len());
     (got, input)
-}
-
-/// The id of the newest completed checkpoint in a store directory (0: none).
-pub fn newest_checkpoint(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
-        .filter(|f| f.path().extension().is_some_and(|e| e == "json"))
-        .filter_map(|f| f.file_name().to_string_lossy().split('.').next()?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0)
 }

@@ -195,3 +195,16 @@ pub fn recorded_pid(tmp: &Path, mode: &str, name: &str) -> u32 {
     let out = node::run(tmp, &[mode, "pid", "-n", name]);
     out.stdout().trim().parse().unwrap_or_else(|_| panic!("no pid for {name}: {} {}", out.stdout(), out.stderr()))
 }
+
+/// The id of the newest completed checkpoint in a store directory (0: none).
+pub fn newest_checkpoint(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .filter(|f| f.path().extension().is_some_and(|e| e == "json"))
+        .filter_map(|f| f.file_name().to_string_lossy().split('.').next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}

@@ -39,10 +39,6 @@ impl DirStore {
         DirStore { root }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn dir(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }

@@ -89,14 +89,6 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
             Operator::WriteLines(path) if remote.is_none() => {
                 sinks.files.insert(i, FileSink::create(&node.name, path)?);
             }
-            Operator::WriteParts(dir) if sinks.checkpoints && !here.is_empty() => {
-                std::fs::create_dir_all(dir).map_err(|e| FlowError::File {
-                    operator: node.name.clone(),
-                    action: "create the directory",
-                    path: dir.clone(),
-                    error: e.to_string(),
-                })?;
-            }
             Operator::WriteParts(dir) if !here.is_empty() => {
                 std::fs::create_dir_all(dir).map_err(|e| FlowError::File {
                     operator: node.name.clone(),
@@ -104,7 +96,8 @@ pub fn start(plan: Plan, code: Code, part: Part, env: &EngineEnv, remote: Option
                     path: dir.clone(),
                     error: e.to_string(),
                 })?;
-                for instance in here {
+                // Under checkpoints, the driver writes what checkpoints took.
+                for instance in here.filter(|_| !sinks.checkpoints) {
                     let file = FileSink::create(&node.name, &part_path(dir, &part.node, instance))?;
                     sinks.parts.insert((i, instance), file);
                 }

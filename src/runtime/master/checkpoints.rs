@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::{Deployed, Event as MasterEvent, Master};
 use crate::net::value::Value;
 use crate::net::ControlMsg;
+use crate::net::WorkerInfo;
 use crate::runtime::checkpoint::coordinator::{Action, Coordinator, Event};
 use crate::runtime::checkpoint::driver::TIMEOUT;
 use crate::runtime::checkpoint::output::{Outputs, Parts};
@@ -21,9 +22,15 @@ use crate::runtime::checkpoint::setup::Prepared;
 use crate::runtime::checkpoint::store::Store;
 use crate::runtime::checkpoint::Workflow;
 use crate::runtime::checkpoint::{now_ms, Kind};
-use crate::script::WorkflowRef;
+use crate::runtime::dataflow::snapshot::InstanceState;
+use crate::runtime::dataflow::Layout;
+use crate::script::{DeployOptions, WorkflowRef};
 use crate::workflow::stats::CheckpointStats;
 use crate::workflow::Status;
+use crate::workflow::{Operator, Plan};
+
+/// What each worker's instances resume from, encoded, in the workers' order.
+type Restores = Vec<Vec<u8>>;
 
 /// What `collect()` sinks were given, by sink.
 type Collected = Vec<(String, Vec<Value>)>;
@@ -200,6 +207,44 @@ impl ClusterCheckpoints {
 }
 
 impl Master {
+    /// A cluster deploy's checkpoints (`None`: off), with what each worker's
+    /// instances resume from, encoded, in the workers' order.
+    pub(super) fn prepare_checkpoints(
+        &self,
+        id: u64,
+        plan: &Plan,
+        layout: &Layout,
+        workers: &[WorkerInfo],
+        options: &DeployOptions,
+    ) -> Result<Option<(Arc<ClusterCheckpoints>, Restores)>, String> {
+        let Some(mut prepared) = crate::runtime::checkpoint::setup::prepare(plan, layout, &self.name, options)? else { return Ok(None) };
+        if let Some(n) = plan.graph.nodes.iter().find(|n| matches!(n.op.base(), Operator::WriteParts(_))) {
+            return Err(format!(
+                "operator `{}`: write_parts under checkpoints runs in local mode only so far; on a cluster use write_lines, \
+                 or deploy with checkpoint_interval: 0",
+                n.name
+            ));
+        }
+        let mut restores: Vec<Vec<InstanceState>> = vec![Vec::new(); workers.len()];
+        for (_, st) in std::mem::take(&mut prepared.resume.states) {
+            restores[layout.worker_of(plan, st.stage as usize, st.instance as usize)].push(st);
+        }
+        let restores = restores
+            .iter()
+            .zip(workers)
+            .map(|(states, w)| postcard::to_allocvec(states).map_err(|e| format!("cannot encode what {} resumes from: {e}", w.name)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if prepared.resumed() {
+            match self.notices.lock().expect("notices lock").clone() {
+                Some(notices) => notices(&prepared.note),
+                None => eprintln!("{}", prepared.note),
+            }
+        }
+        tracing::info!(workflow = id, "{}", prepared.note);
+        let names = workers.iter().map(|w| w.name.clone()).collect();
+        Ok(Some((Arc::new(ClusterCheckpoints::new(prepared, names)), restores)))
+    }
+
     /// Carries out what a workflow's checkpoints call for.
     pub(super) fn checkpoint_actions(&self, id: u64, cp: &Arc<ClusterCheckpoints>, actions: Vec<Action>) {
         for action in actions {

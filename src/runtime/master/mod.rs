@@ -4,6 +4,7 @@
 
 mod checkpoints;
 pub mod coordinator;
+mod prepare;
 pub mod succession;
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,12 +20,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::coordinator::{Action, Coordinator, Event};
+use self::prepare::Prepared;
 use super::dataflow::sink::{self, FileSink};
 use super::dataflow::FlowError;
 use super::link::{self, LinkEnd, Outgoing};
 use crate::net::handshake::{self, HANDSHAKE_TIMEOUT};
 use crate::net::message::ControlRefusal;
-use crate::net::{Authenticated, ControlMsg, Identity, Link, LinkMessage, NetError, Role, WorkerInfo, WorkflowSpec};
+use crate::net::{Authenticated, ControlMsg, Identity, Link, LinkMessage, NetError, Role, WorkerInfo};
 use crate::script::{Code, Host, Output, WorkflowRef};
 use crate::workflow::{NodeStats, Operator, Plan, Stats, Status, Workflow};
 
@@ -413,59 +415,6 @@ impl Master {
     }
 }
 
-/// A workflow checked and placed, ready to send.
-struct Prepared {
-    graph: crate::workflow::FlatGraph,
-    workers: Vec<WorkerInfo>,
-    message: ControlMsg,
-}
-
-impl Master {
-    /// Everything a deploy decides before it starts anything: the workflow
-    /// is valid, there are workers, every strategy places its instances,
-    /// and the message fits a frame. `id` names the deploy message.
-    fn prepare(&self, wf: &Workflow, code: &Code, id: u64) -> Result<Prepared, String> {
-        wf.validate().map_err(|e| e.to_string())?;
-        let graph = wf.flatten();
-        let workers = self.coordinator.lock().expect("coordinator lock").place()?;
-        let spec = WorkflowSpec::from_graph(&graph)?;
-        // Checks the plan here, where errors reach the user.
-        let plan = Plan::new(graph.clone());
-        let slots = workers.iter().map(|w| w.slots).min().unwrap_or(1).max(1);
-        let sources: Vec<(String, String)> = code.sources.iter().map(|s| (s.name.clone(), s.text.clone())).collect();
-        // Where strategies of the user's put their instances: decided here, once.
-        let infos: Vec<rhai::Map> = workers.iter().map(|w| w.to_dynamic().cast::<rhai::Map>()).collect();
-        let env = crate::script::EngineEnv::new(None, Arc::new(|_: &str| {}));
-        let placement = super::dataflow::place(&plan, code, &env, &infos, false).map_err(|e| e.to_string())?;
-        let placement = placement.into_iter().map(|(s, counts)| (s as u32, counts.into_iter().map(|n| n as u32).collect())).collect();
-        let message = ControlMsg::Deploy { id, spec, sources, workers: workers.clone(), slots, placement, checkpoints: false };
-        // A message too large for a frame would break the link to every
-        // worker: refuse it here, saying why.
-        let size = crate::net::value::encoded_len(&message);
-        if size + 64 > crate::net::framing::MAX_FRAME {
-            return Err(format!(
-                "the workflow takes {} MiB to send and a frame holds {} MiB: read large inputs with read_lines rather than \
-                 stream_source of an array",
-                size >> 20,
-                crate::net::framing::MAX_FRAME >> 20
-            ));
-        }
-        Ok(Prepared { graph, workers, message })
-    }
-
-    /// What a deploy of `wf` would refuse, found without starting anything
-    /// (an upgrade asks before it stops the running version).
-    pub fn check_deploy(&self, wf: &Workflow, code: &Code) -> Result<(), String> {
-        let Prepared { graph, .. } = self.prepare(wf, code, 0)?;
-        for node in &graph.nodes {
-            if let Operator::WriteLines(path) = node.op.base() {
-                sink::check_path(&node.name, path).map_err(|e| e.to_string())?;
-            }
-        }
-        Ok(())
-    }
-}
-
 impl Host for Master {
     fn checkpoint(&self, r: WorkflowRef) -> Result<u64, String> {
         self.checkpoint_now(r)
@@ -496,45 +445,20 @@ impl Host for Master {
         let ControlMsg::Deploy { slots, placement, checkpoints: on, .. } = &mut message else { unreachable!("prepare makes a deploy") };
         let placed = placement.iter().map(|(s, counts)| (*s as usize, counts.iter().map(|&n| n as usize).collect())).collect();
         let layout = super::dataflow::Layout::new(workers.len(), 0, *slots as usize).with_placement(placed);
-        let mut prepared = crate::runtime::checkpoint::setup::prepare(&plan, &layout, &self.name, options)?;
-        if prepared.is_some() {
-            if let Some(n) = graph.nodes.iter().find(|n| matches!(n.op.base(), Operator::WriteParts(_))) {
-                return Err(format!(
-                    "operator `{}`: write_parts under checkpoints runs in local mode only so far; on a cluster use write_lines, \
-                     or deploy with checkpoint_interval: 0",
-                    n.name
-                ));
-            }
-        }
-        *on = prepared.is_some();
+        let checkpoints = self.prepare_checkpoints(id, &plan, &layout, &workers, options)?;
+        *on = checkpoints.is_some();
         let sinks: Vec<String> = graph.nodes.iter().filter(|n| matches!(n.op.base(), Operator::Collect)).map(|n| n.name.clone()).collect();
         // Files of `write_lines` are written here: a bad path fails the
         // deploy. Under checkpoints they grow checkpoint by checkpoint.
         let mut files = HashMap::new();
         for (i, node) in graph.nodes.iter().enumerate() {
             if let Operator::WriteLines(path) = node.op.base() {
-                match prepared {
+                match checkpoints {
                     Some(_) => sink::check_path(&node.name, path).map_err(|e| e.to_string())?,
                     None => drop(files.insert(i as u32, FileSink::create(&node.name, path).map_err(|e| e.to_string())?)),
                 }
             }
         }
-        // What each worker's instances resume from goes before its deploy.
-        let mut restores: Vec<Vec<crate::runtime::dataflow::snapshot::InstanceState>> = vec![Vec::new(); workers.len()];
-        if let Some(p) = prepared.as_mut() {
-            for (_, st) in std::mem::take(&mut p.resume.states) {
-                restores[layout.worker_of(&plan, st.stage as usize, st.instance as usize)].push(st);
-            }
-            if p.resumed() {
-                match self.notices.lock().expect("notices lock").clone() {
-                    Some(notices) => notices(&p.note),
-                    None => eprintln!("{}", p.note),
-                }
-            }
-            tracing::info!(workflow = id, "{}", p.note);
-        }
-        let checkpoints =
-            prepared.map(|p| Arc::new(checkpoints::ClusterCheckpoints::new(p, workers.iter().map(|w| w.name.clone()).collect())));
         let stats = Stats::new(&graph);
         let (status, _) = watch::channel(Status::Running);
         let collected = sinks.into_iter().map(|s| (s, Vec::new())).collect();
@@ -548,21 +472,21 @@ impl Host for Master {
             started: std::time::Instant::now(),
             ended_at: Mutex::new(None),
             audience: Mutex::new(audience),
-            checkpoints: checkpoints.clone(),
+            checkpoints: checkpoints.as_ref().map(|(cp, _)| cp.clone()),
         };
         let deployed = Arc::new(deployed);
         self.workflows.lock().expect("workflows lock").insert(id, deployed.clone());
         self.step(Event::Deployed { id, workers: workers.iter().map(|w| w.name.clone()).collect() });
-        for (w, states) in workers.iter().zip(restores) {
-            if checkpoints.is_some() {
-                let bytes = postcard::to_allocvec(&states).map_err(|e| format!("cannot encode what {} resumes from: {e}", w.name))?;
-                for chunk in crate::runtime::checkpoint::part::pieces(&bytes, super::worker::DATA_CHUNK) {
+        for (i, w) in workers.iter().enumerate() {
+            // What its instances resume from goes before its deploy.
+            if let Some((_, restores)) = &checkpoints {
+                for chunk in crate::runtime::checkpoint::part::pieces(&restores[i], super::worker::DATA_CHUNK) {
                     self.send(&w.name, ControlMsg::Restore { id, chunk: chunk.to_vec() });
                 }
             }
             self.send(&w.name, message.clone());
         }
-        if let Some(cp) = checkpoints {
+        if let Some((cp, _)) = checkpoints {
             self.tick_checkpoints(id, cp, &deployed);
         }
         tracing::info!(workflow = id, workers = workers.len(), "deployed");
