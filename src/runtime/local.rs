@@ -119,7 +119,7 @@ impl Host for LocalRuntime {
         me.insert("slots".into(), rhai::Dynamic::from_int(self.slots as i64));
         let placement = dataflow::place(&plan, &code, &env, &[me], true).map_err(|e| e.to_string())?;
         let layout = dataflow::Layout::local(self.slots).with_placement(placement);
-        let mut checkpoints = setup::prepare(&plan, &layout, &self.node, options)?;
+        let mut checkpoints = setup::prepare(&plan, &layout, &self.node, crate::runtime::checkpoint::output::Writes::All, options)?;
         let resume = checkpoints.as_mut().map(|c| std::mem::take(&mut c.resume));
         let part = dataflow::Part { layout, node: self.node.clone(), settle_here: true, checkpoints: resume };
         let running = dataflow::start(plan, code, part, &env, None).map_err(|e| e.to_string())?;

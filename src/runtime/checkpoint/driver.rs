@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::coordinator::{Action, Coordinator, Event};
 use super::output::Outputs;
 use super::store::Store;
+use super::write::Gathered;
 use super::{Kind, Workflow};
 use crate::net::value::Value;
 use crate::runtime::dataflow::barriers::PartEvent;
@@ -116,8 +117,10 @@ impl Driver {
                             }
                         }
                         Action::Store(id) => {
-                            let instances = gathered.remove(&id).unwrap_or_default();
-                            gathered.retain(|&k, _| k > id);
+                            // A checkpoint given up hands its output on to this one.
+                            let mut covered: Vec<u64> = gathered.keys().copied().filter(|&k| k <= id).collect();
+                            covered.sort();
+                            let instances = covered.iter().filter_map(|k| gathered.remove(k)).collect();
                             match self.write(id, Kind::Periodic, instances).await {
                                 Ok(w) => {
                                     let mut stats = self.stats.lock().expect("stats lock");
@@ -147,7 +150,12 @@ impl Driver {
                             let status = outcome.clone().unwrap_or(Status::Finished);
                             let kind = if matches!(status, Status::Finished) { Kind::Finished } else { Kind::Savepoint };
                             let began = Instant::now();
-                            let status = match self.write(id, kind, last.take().unwrap_or_default()).await {
+                            // What no checkpoint wrote goes before the ends.
+                            let mut covered: Vec<u64> = gathered.keys().copied().collect();
+                            covered.sort();
+                            let mut instances: Vec<Vec<InstanceTaken>> = covered.iter().filter_map(|k| gathered.remove(k)).collect();
+                            instances.push(last.take().unwrap_or_default());
+                            let status = match self.write(id, kind, instances).await {
                                 Ok(w) => {
                                     self.running.acknowledge_all();
                                     let mut stats = self.stats.lock().expect("stats lock");
@@ -173,16 +181,18 @@ impl Driver {
         }
     }
 
-    /// Writes checkpoint `id` and then the output it covers; returns its size.
-    async fn write(&self, id: u64, kind: Kind, instances: Vec<InstanceTaken>) -> Result<Written, String> {
+    /// Writes checkpoint `id` of what its instances handed in (after what
+    /// earlier checkpoints, given up, took: their output is this one's);
+    /// returns its size.
+    async fn write(&self, id: u64, kind: Kind, taken: Vec<Vec<InstanceTaken>>) -> Result<Written, String> {
         let began = Instant::now();
         let taken_at_ms = super::now_ms();
         let (wf, store, outputs) = (self.wf.clone(), self.store.clone(), self.outputs.clone());
-        let alignment = instances.iter().map(|t| t.alignment).max().unwrap_or_default();
+        let alignment = taken.last().into_iter().flatten().map(|t| t.alignment).max().unwrap_or_default();
         let written = tokio::task::spawn_blocking(move || -> Result<super::write::Written, String> {
-            let (states, parts) = super::write::split(&wf.names, instances)?;
+            let gathered = taken.into_iter().map(|instances| Gathered::of(&wf.names, instances)).collect::<Result<Vec<_>, _>>()?;
             let mut outputs = outputs.lock().expect("outputs lock");
-            super::write::write(&wf, store.as_ref(), &mut outputs, id, kind, taken_at_ms, began, states, parts)
+            super::write::write(&wf, store.as_ref(), &mut outputs, id, kind, taken_at_ms, began, Gathered::joined(gathered))
         })
         .await
         .map_err(|e| format!("the checkpoint writer panicked: {e}"))??;

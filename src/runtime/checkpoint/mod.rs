@@ -35,7 +35,7 @@ use crate::workflow::{Operator, Plan, SourceSpec};
 pub use output::OutputMark;
 
 /// The manifest's format; bumped when it or the states change shape.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// What a checkpoint is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,14 +74,11 @@ pub struct Manifest {
     /// The states' size and checksum (crc32).
     pub bytes: u64,
     pub checksum: u32,
-    /// The sinks' lines it covers (its `.lines` file): size and checksum.
-    pub lines_bytes: u64,
-    pub lines_checksum: u32,
     /// The workflow's operators as the checkpoint knows them ([`shape`]).
     pub graph: Vec<String>,
     /// Instances per stage.
     pub instances: Vec<u32>,
-    /// The files this checkpoint's output went to.
+    /// The files its output went to, and their lengths with it.
     pub outputs: Vec<OutputMark>,
 }
 

@@ -1,12 +1,11 @@
-//! File output under checkpoints: a sink's lines are saved with the
-//! checkpoint that covers them (in its `.lines` file, beside the states)
-//! and reach their file only once it is durable. Each file grows by whole
-//! checkpoints: its committed length is recorded in the manifest (`base`,
-//! the length before this checkpoint's part, and `len`, after it, with
-//! where its pieces are in the `.lines` file), so writing a checkpoint's
-//! part again — after a crash between the manifest and the file —
-//! truncates to `base` and appends the same bytes: the file never holds a
-//! line twice nor loses one.
+//! File output under checkpoints. A sink's lines wait in memory until the
+//! states of the checkpoint that covers them are durable; then they are
+//! appended to their file and synced, and only then is the checkpoint's
+//! manifest written, recording each file's length. The manifest is the
+//! commit: a resume cuts each file back to the length its checkpoint
+//! recorded (what a checkpoint that never completed appended goes, and is
+//! made again by the replay), so the file never holds a line twice nor
+//! loses one, and every line is written once.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -19,31 +18,45 @@ use super::store::sync_dir;
 use crate::runtime::dataflow::{sink::part_path, Layout};
 use crate::workflow::{Operator, Plan};
 
-/// One file's part in a checkpoint.
+/// One file's length when a checkpoint completed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutputMark {
     /// The sink's name.
     pub node: String,
     pub path: PathBuf,
-    /// The file's length before this checkpoint's part, and after.
-    pub base: u64,
     pub len: u64,
-    /// Where its pieces are in the checkpoint's `.lines` file: offset and length.
-    pub pieces: Vec<(u64, u64)>,
 }
 
 /// The lines each sink instance was given for a checkpoint, by (stage,
 /// instance, the sink's place in its stage).
 pub type Parts = HashMap<(usize, usize, usize), Vec<u8>>;
 
+/// Appends what a later checkpoint's sinks were given after what an
+/// earlier one's were (a checkpoint given up hands its lines on).
+pub fn follow(earlier: &mut Parts, later: Parts) {
+    for (key, bytes) in later {
+        match earlier.get_mut(&key) {
+            Some(before) => before.extend_from_slice(&bytes),
+            None => {
+                earlier.insert(key, bytes);
+            }
+        }
+    }
+}
+
 /// A file output goes to, and the instances whose lines go into it, in order.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct OutputFile {
     node: String,
     path: PathBuf,
     /// (stage, instance, the sink's place in its stage).
     from: Vec<(usize, usize, usize)>,
-    committed: u64,
+    /// Its length with what this process appended.
+    len: u64,
+    /// Its length as of the last completed checkpoint.
+    durable: u64,
+    /// Open once its first part is written.
+    open: Option<File>,
 }
 
 /// Why a checkpoint's output could not be written.
@@ -52,42 +65,47 @@ pub enum OutputError {
     #[error("operator `{node}`: cannot {action} {path}: {error}")]
     Io { node: String, action: &'static str, path: PathBuf, error: String },
     #[error(
-        "operator `{node}`: {path} holds {found} bytes, fewer than the {base} its last checkpoint wrote: it was changed outside skitter; \
+        "operator `{node}`: {path} holds {found} bytes, fewer than the {len} its last checkpoint wrote: it was changed outside skitter; \
          deploy with `fresh: true` to start it over"
     )]
-    Shorter { node: String, path: PathBuf, found: u64, base: u64 },
+    Shorter { node: String, path: PathBuf, found: u64, len: u64 },
+}
+
+/// Which sinks' files a process writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writes {
+    /// Everything (local mode).
+    All,
+    /// `write_lines` files only (a cluster's master).
+    Lines,
+    /// The parts of `write_parts` its instances write (a worker).
+    Parts,
 }
 
 /// The files this process writes for a workflow's sinks under checkpoints.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Outputs {
     files: Vec<OutputFile>,
 }
 
 impl Outputs {
     /// The files of `plan`'s `write_lines` sinks (all their instances
-    /// write one file) and `write_parts` sinks (a file per instance) for
-    /// the instances `layout` puts here.
-    pub fn of(plan: &Plan, layout: &Layout, node: &str) -> Outputs {
+    /// write one file) and `write_parts` sinks (a file per instance) that
+    /// this process writes: `writes` says which, `layout` which instances
+    /// are here, `node` names this process (in part files' names).
+    pub fn of(plan: &Plan, layout: &Layout, node: &str, writes: Writes) -> Outputs {
         let mut files = Vec::new();
         for (n, flat) in plan.graph.nodes.iter().enumerate() {
             let s = plan.stage_of[n];
             let pos = plan.stages[s].nodes.iter().position(|&m| m == n).expect("a node is in its stage");
+            let file = |path: PathBuf, from| OutputFile { node: flat.name.clone(), path, from, len: 0, durable: 0, open: None };
             match flat.op.base() {
-                Operator::WriteLines(path) if layout.me == 0 => files.push(OutputFile {
-                    node: flat.name.clone(),
-                    path: path.clone(),
-                    from: (0..layout.instances(plan, s)).map(|g| (s, g, pos)).collect(),
-                    committed: 0,
-                }),
-                Operator::WriteParts(dir) => {
+                Operator::WriteLines(path) if writes != Writes::Parts => {
+                    files.push(file(path.clone(), (0..layout.instances(plan, s)).map(|g| (s, g, pos)).collect()))
+                }
+                Operator::WriteParts(dir) if writes != Writes::Lines => {
                     for g in layout.local_instances(plan, s) {
-                        files.push(OutputFile {
-                            node: flat.name.clone(),
-                            path: part_path(dir, node, g),
-                            from: vec![(s, g, pos)],
-                            committed: 0,
-                        });
+                        files.push(file(part_path(dir, node, g), vec![(s, g, pos)]));
                     }
                 }
                 _ => {}
@@ -96,83 +114,117 @@ impl Outputs {
         Outputs { files }
     }
 
-    /// Starts from the lengths a checkpoint recorded (a resumed workflow).
-    pub fn resume_at(&mut self, marks: &[OutputMark]) {
-        for f in &mut self.files {
-            if let Some(m) = marks.iter().find(|m| m.path == f.path) {
-                f.committed = m.len;
-            }
-        }
+    /// The files' paths.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().map(|f| f.path.as_path())
     }
 
-    /// Each file's part of a checkpoint: where it starts and ends, and the
-    /// pieces to save in the checkpoint's `.lines` file, in that order.
-    pub fn marks<'a>(&self, parts: &'a Parts) -> (Vec<OutputMark>, Vec<&'a [u8]>) {
-        let (mut marks, mut saved, mut at) = (Vec::new(), Vec::new(), 0u64);
-        for f in &self.files {
-            let mut pieces = Vec::new();
-            let mut added = 0u64;
-            for bytes in f.from.iter().filter_map(|k| parts.get(k)).filter(|b| !b.is_empty()) {
-                pieces.push((at, bytes.len() as u64));
-                saved.push(bytes.as_slice());
-                at += bytes.len() as u64;
-                added += bytes.len() as u64;
-            }
-            marks.push(OutputMark { node: f.node.clone(), path: f.path.clone(), base: f.committed, len: f.committed + added, pieces });
-        }
-        (marks, saved)
-    }
-
-    /// Writes a checkpoint's part of every file (`marks` from
-    /// [`Outputs::marks`]); `lines` is the checkpoint's `.lines` file.
-    pub fn write(&mut self, marks: &[OutputMark], lines: &[u8]) -> Result<(), OutputError> {
+    /// Cuts each file back to the length a checkpoint recorded (a resumed
+    /// workflow): what was appended for a checkpoint that never completed
+    /// goes. A file with no mark starts empty at its first checkpoint.
+    pub fn restore(&mut self, marks: &[OutputMark]) -> Result<(), OutputError> {
         for f in &mut self.files {
             let Some(mark) = marks.iter().find(|m| m.path == f.path) else { continue };
-            let pieces: Vec<&[u8]> =
-                mark.pieces.iter().map(|&(at, len)| lines.get(at as usize..(at + len) as usize).unwrap_or_default()).collect();
-            write_part(&f.node, &f.path, mark, &pieces)?;
-            f.committed = mark.len;
+            (f.len, f.durable) = (mark.len, mark.len);
+            f.open = Some(open_at(&f.node, &f.path, mark.len)?);
         }
         Ok(())
     }
 
-    /// The same, from the pieces as [`Outputs::marks`] listed them.
-    pub fn write_saved(&mut self, marks: &[OutputMark], saved: &[&[u8]]) -> Result<(), OutputError> {
-        let mut next = saved.iter();
+    /// Appends each file's lines of a checkpoint (taking them out of
+    /// `parts`; what no file here takes stays) and makes them durable;
+    /// returns every file's length after it, for the manifest.
+    pub fn append(&mut self, parts: &mut Parts) -> Result<Vec<OutputMark>, OutputError> {
+        let mut marks = Vec::with_capacity(self.files.len());
         for f in &mut self.files {
-            let Some(mark) = marks.iter().find(|m| m.path == f.path) else { continue };
-            let pieces: Vec<&[u8]> = mark.pieces.iter().filter_map(|_| next.next().copied()).collect();
-            write_part(&f.node, &f.path, mark, &pieces)?;
-            f.committed = mark.len;
+            let pieces: Vec<Vec<u8>> = f.from.iter().filter_map(|k| parts.remove(k)).collect();
+            let added: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+            let first = f.open.is_none();
+            if first {
+                f.open = Some(open_at(&f.node, &f.path, f.len)?);
+            }
+            if added > 0 || first {
+                let file = f.open.as_mut().expect("opened above");
+                let io = |action: &'static str| {
+                    let (node, path) = (f.node.clone(), f.path.clone());
+                    move |e: std::io::Error| OutputError::Io { node, action, path, error: e.to_string() }
+                };
+                for piece in &pieces {
+                    file.write_all(piece).map_err(io("write"))?;
+                }
+                file.sync_data().map_err(io("sync"))?;
+            }
+            for piece in pieces {
+                crate::runtime::dataflow::snapshot::give_back(piece);
+            }
+            f.len += added;
+            marks.push(OutputMark { node: f.node.clone(), path: f.path.clone(), len: f.len });
+        }
+        Ok(marks)
+    }
+
+    /// The checkpoint covering what was appended completed.
+    pub fn settle(&mut self) {
+        for f in &mut self.files {
+            f.durable = f.len;
+        }
+    }
+
+    /// Cuts what was appended for a checkpoint that did not complete (the
+    /// workflow failed): each file holds what completed checkpoints wrote.
+    pub fn cut_back(&mut self) -> Result<(), OutputError> {
+        for f in &mut self.files {
+            if let Some(file) = f.open.as_mut().filter(|_| f.len > f.durable) {
+                let io = |e: std::io::Error| OutputError::Io { node: f.node.clone(), action: "cut back", path: f.path.clone(), error: e.to_string() };
+                file.set_len(f.durable).and_then(|()| file.sync_data()).map_err(io)?;
+                use std::io::Seek;
+                file.seek(std::io::SeekFrom::Start(f.durable)).map_err(io)?;
+                f.len = f.durable;
+            }
         }
         Ok(())
     }
 }
 
-/// Makes `path` hold its first `mark.base` bytes and then `pieces`, on disk.
-fn write_part(node: &str, path: &Path, mark: &OutputMark, pieces: &[&[u8]]) -> Result<(), OutputError> {
+/// Whether a deploy resuming from checkpoint `m` writes every file its
+/// output went to (`paths`): a file it does not write would keep what a
+/// checkpoint that never completed appended, and its part would go on in
+/// another file.
+pub fn check_written<'a>(m: &super::Manifest, paths: impl IntoIterator<Item = &'a Path>) -> Result<(), String> {
+    let paths: Vec<&Path> = paths.into_iter().collect();
+    match m.outputs.iter().find(|mark| !paths.contains(&mark.path.as_path())) {
+        None => Ok(()),
+        Some(mark) => Err(format!(
+            "operator `{}`: checkpoint {} of `{}` wrote {}, which this deploy would not write (its instance runs on another node now); \
+             deploy it where it ran, or with `fresh: true` to start it over",
+            mark.node,
+            m.id,
+            m.name,
+            mark.path.display()
+        )),
+    }
+}
+
+/// Opens `path` for appending at byte `len`: a longer file is cut back
+/// (what a checkpoint that never completed appended, or the output of an
+/// earlier run when `len` is 0), a shorter one refused. A file it creates
+/// is made durable in its directory.
+fn open_at(node: &str, path: &Path, len: u64) -> Result<File, OutputError> {
     let io = |action: &'static str| {
         move |e: std::io::Error| OutputError::Io { node: node.into(), action, path: path.into(), error: e.to_string() }
     };
     let existed = path.exists();
     let mut file: File = OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io("open"))?;
     let found = file.metadata().map_err(io("read"))?.len();
-    if found < mark.base {
-        return Err(OutputError::Shorter { node: node.into(), path: path.into(), found, base: mark.base });
+    if found < len {
+        return Err(OutputError::Shorter { node: node.into(), path: path.into(), found, len });
     }
-    if found != mark.base {
-        // What a checkpoint that never completed wrote, or this part written before.
-        file.set_len(mark.base).map_err(io("truncate"))?;
+    if found != len {
+        file.set_len(len).map_err(io("truncate"))?;
+        file.sync_data().map_err(io("sync"))?;
     }
     use std::io::Seek;
-    file.seek(std::io::SeekFrom::Start(mark.base)).map_err(io("write"))?;
-    let mut out = std::io::BufWriter::with_capacity(256 * 1024, &mut file);
-    for piece in pieces {
-        out.write_all(piece).map_err(io("write"))?;
-    }
-    out.flush().map_err(io("write"))?;
-    drop(out);
-    file.sync_data().map_err(io("sync"))?;
+    file.seek(std::io::SeekFrom::Start(len)).map_err(io("seek in"))?;
     if !existed {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             sync_dir(dir).map_err(|e| OutputError::Io {
@@ -183,50 +235,70 @@ fn write_part(node: &str, path: &Path, mark: &OutputMark, pieces: &[&[u8]]) -> R
             })?;
         }
     }
-    Ok(())
+    Ok(file)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn mark(path: &Path, base: u64, len: u64) -> OutputMark {
-        OutputMark { node: "out".into(), path: path.into(), base, len, pieces: Vec::new() }
+    fn outputs(path: &Path, from: Vec<(usize, usize, usize)>) -> Outputs {
+        Outputs { files: vec![OutputFile { node: "w".into(), path: path.into(), from, len: 0, durable: 0, open: None }] }
+    }
+
+    fn mark(path: &Path, len: u64) -> OutputMark {
+        OutputMark { node: "w".into(), path: path.into(), len }
     }
 
     #[test]
-    fn a_part_written_twice_leaves_it_once_and_a_leftover_is_cut() {
+    fn checkpoints_append_their_instances_lines_in_order_and_leave_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.txt");
-        write_part("out", &path, &mark(&path, 0, 2), &[b"a\n"]).unwrap();
-        write_part("out", &path, &mark(&path, 2, 6), &[b"b\n", b"c\n"]).unwrap();
-        // A crash after the manifest: the same part again.
-        write_part("out", &path, &mark(&path, 2, 6), &[b"b\n", b"c\n"]).unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nb\nc\n");
-        // What a checkpoint that never completed appended is cut.
-        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"junk\n").unwrap();
-        write_part("out", &path, &mark(&path, 6, 8), &[b"d\n"]).unwrap();
+        std::fs::write(&path, "an earlier run\n").unwrap();
+        let mut out = outputs(&path, vec![(1, 0, 0), (1, 1, 0)]);
+        let mut parts: Parts = [((1, 1, 0), b"c\n".to_vec()), ((1, 0, 0), b"a\nb\n".to_vec()), ((9, 9, 9), b"other\n".to_vec())].into();
+        assert_eq!(out.append(&mut parts).unwrap(), vec![mark(&path, 6)]);
+        assert_eq!(parts.keys().collect::<Vec<_>>(), [&(9, 9, 9)], "lines of a file elsewhere stay");
+        let mut parts: Parts = [((1, 1, 0), b"d\n".to_vec())].into();
+        assert_eq!(out.append(&mut parts).unwrap(), vec![mark(&path, 8)]);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nb\nc\nd\n");
     }
 
-    /// A checkpoint's part written from memory, and written again from
-    /// its `.lines` file (a restore after a crash), gives the same file.
     #[test]
-    fn a_part_written_again_from_the_saved_lines_is_the_same() {
+    fn a_resume_cuts_what_an_incomplete_checkpoint_appended() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.txt");
-        let outputs =
-            Outputs { files: vec![OutputFile { node: "w".into(), path: path.clone(), from: vec![(1, 0, 0), (1, 1, 0)], committed: 0 }] };
-        let parts: Parts = [((1, 0, 0), b"a\nb\n".to_vec()), ((1, 1, 0), b"c\n".to_vec()), ((9, 9, 9), b"other\n".to_vec())].into();
-        let (marks, saved) = outputs.marks(&parts);
-        assert_eq!(marks[0].len, 6);
-        assert_eq!(saved, [&b"a\nb\n"[..], &b"c\n"[..]]);
-        outputs.clone().write_saved(&marks, &saved).unwrap();
-        let from_memory = std::fs::read(&path).unwrap();
-        std::fs::write(&path, "a\n").unwrap(); // a crash mid-write
-        outputs.clone().write(&marks, &saved.concat()).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), from_memory);
-        assert_eq!(from_memory, b"a\nb\nc\n");
+        let mut out = outputs(&path, vec![(1, 0, 0)]);
+        out.append(&mut [((1, 0, 0), b"a\n".to_vec())].into()).unwrap();
+        // Appended for a checkpoint whose manifest was never written.
+        out.append(&mut [((1, 0, 0), b"b\n".to_vec())].into()).unwrap();
+        let mut again = outputs(&path, vec![(1, 0, 0)]);
+        again.restore(&[mark(&path, 2)]).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\n");
+        again.append(&mut [((1, 0, 0), b"b\n".to_vec())].into()).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nb\n");
+    }
+
+    #[test]
+    fn a_failed_checkpoints_lines_are_cut_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        let mut out = outputs(&path, vec![(1, 0, 0)]);
+        out.append(&mut [((1, 0, 0), b"a\n".to_vec())].into()).unwrap();
+        out.settle();
+        out.append(&mut [((1, 0, 0), b"b\n".to_vec())].into()).unwrap();
+        out.cut_back().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\n");
+        assert_eq!(out.append(&mut [((1, 0, 0), b"c\n".to_vec())].into()).unwrap(), vec![mark(&path, 4)]);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nc\n");
+    }
+
+    #[test]
+    fn given_up_lines_go_before_the_next_checkpoints() {
+        let mut earlier: Parts = [((1, 0, 0), b"a\n".to_vec())].into();
+        follow(&mut earlier, [((1, 0, 0), b"b\n".to_vec()), ((2, 0, 0), b"x\n".to_vec())].into());
+        assert_eq!(earlier[&(1, 0, 0)], b"a\nb\n");
+        assert_eq!(earlier[&(2, 0, 0)], b"x\n");
     }
 
     #[test]
@@ -234,8 +306,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.txt");
         std::fs::write(&path, "a\n").unwrap();
-        let err = write_part("out", &path, &mark(&path, 10, 12), &[b"x\n"]).unwrap_err();
-        assert!(err.to_string().contains("fewer than the 10 its last checkpoint wrote"), "{err}");
+        let err = outputs(&path, vec![(1, 0, 0)]).restore(&[mark(&path, 10)]).unwrap_err();
+        assert!(err.to_string().contains("holds 2 bytes, fewer than the 10 its last checkpoint wrote"), "{err}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\n", "the file is left as it was");
     }
 }

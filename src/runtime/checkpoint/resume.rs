@@ -15,6 +15,11 @@ pub enum ResumeError {
     Changed { name: String, id: u64, change: String },
     #[error("workflow `{name}`: {error}")]
     Store { name: String, error: StoreError },
+    #[error(
+        "workflow `{name}`: checkpoint {id} was written by another version of skitter (checkpoint format {found}, this one reads {reads}); \
+         deploy with `fresh: true` (or --fresh) to start it over"
+    )]
+    Format { name: String, id: u64, found: u32, reads: u32 },
     #[error("workflow `{name}`: checkpoint {id} does not read: {reason}")]
     Unreadable { name: String, id: u64, reason: String },
 }
@@ -39,6 +44,9 @@ pub fn find(
     let Some(newest) = listed.last() else { return Ok(Err(format!("no checkpoint of `{name}`: starting it"))) };
     if newest.kind == Kind::Finished {
         return Ok(Err(format!("`{name}` finished in its last run (checkpoint {}): starting it over", newest.id)));
+    }
+    if newest.format != super::FORMAT {
+        return Err(ResumeError::Format { name: name.into(), id: newest.id, found: newest.format, reads: super::FORMAT });
     }
     check_shape(name, newest, graph, instances)?;
     // The newest whose data reads; a damaged one is passed over, loudly.

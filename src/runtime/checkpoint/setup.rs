@@ -1,16 +1,16 @@
 //! Setting a deployed workflow's checkpoints up: whether it has them, its
-//! name, its store, and where it starts — from its last checkpoint (whose
-//! output is written again first, to the byte) or from scratch.
+//! name, its store, and where it starts — from its last checkpoint (its
+//! files cut back to the lengths it recorded) or from scratch.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::output::Outputs;
+use super::output::{Outputs, Writes};
 use super::resume::{self, Found};
 use super::store::{DirStore, Store};
-use super::Workflow;
+use super::{Manifest, Workflow};
 use crate::runtime::dataflow::{Layout, Resume};
 use crate::script::DeployOptions;
 use crate::settings::checkpoint::{self as settings, DEFAULT_INTERVAL, DEFAULT_KEPT};
@@ -22,6 +22,8 @@ pub struct Prepared {
     pub store: Arc<dyn Store>,
     pub outputs: Outputs,
     pub resume: Resume,
+    /// The checkpoint it resumes from.
+    pub from: Option<Manifest>,
     /// What to tell the user: where it starts.
     pub note: String,
 }
@@ -63,9 +65,9 @@ pub fn store() -> DirStore {
     DirStore::new(settings::get().dir.unwrap_or_else(default_dir))
 }
 
-/// Checkpoints for `plan` laid out as `layout` on node `node`: `None`
-/// when they are off.
-pub fn prepare(plan: &Plan, layout: &Layout, node: &str, options: &DeployOptions) -> Result<Option<Prepared>, String> {
+/// Checkpoints for `plan` laid out as `layout` on node `node`, which
+/// writes the files `writes` says: `None` when they are off.
+pub fn prepare(plan: &Plan, layout: &Layout, node: &str, writes: Writes, options: &DeployOptions) -> Result<Option<Prepared>, String> {
     let interval = interval_for(plan, options)?;
     if interval.is_zero() {
         if options.name.is_some() || options.fresh {
@@ -78,26 +80,28 @@ pub fn prepare(plan: &Plan, layout: &Layout, node: &str, options: &DeployOptions
     let graph = super::shape(plan);
     let instances: Vec<u32> = (0..plan.stages.len()).map(|s| layout.instances(plan, s) as u32).collect();
     let names = stage_names(plan);
-    let mut outputs = Outputs::of(plan, layout, node);
+    let mut outputs = Outputs::of(plan, layout, node, writes);
     let found = if options.fresh {
         Err(format!("starting `{name}` fresh"))
     } else {
         resume::find(&store, &name, &graph, &instances, &names).map_err(|e| e.to_string())?
     };
-    let (resume, note, resumed_from) = match found {
+    let (resume, note, resumed_from, from) = match found {
         Ok(found) => {
-            // Its output may not all have reached the files before the end.
-            let lines = store.lines(&found.manifest).map_err(|e| format!("workflow `{name}`: {e}"))?;
-            outputs.write(&found.manifest.outputs, &lines).map_err(|e| e.to_string())?;
+            if writes == Writes::All {
+                super::output::check_written(&found.manifest, outputs.paths())?;
+            }
+            // What a checkpoint that never completed appended goes.
+            outputs.restore(&found.manifest.outputs).map_err(|e| e.to_string())?;
             let note = format!("resuming `{name}` from {}", found.describe());
-            let id = found.manifest.id;
-            (resume_from(found), note, id)
+            let (id, from) = (found.manifest.id, found.manifest.clone());
+            (resume_from(found), note, id, Some(from))
         }
-        Err(why) => (Resume::default(), why, 0),
+        Err(why) => (Resume::default(), why, 0, None),
     };
     let kept = settings::get().kept.unwrap_or(DEFAULT_KEPT);
     let workflow = Workflow { name, graph, instances, names, interval, kept, resumed_from };
-    Ok(Some(Prepared { workflow, store: Arc::new(store), outputs, resume, note }))
+    Ok(Some(Prepared { workflow, store: Arc::new(store), outputs, resume, from, note }))
 }
 
 /// Per stage, its nodes' names.

@@ -1,12 +1,12 @@
 //! Where checkpoints are kept. [`Store`] is what the runtime needs of a
 //! store; [`DirStore`] keeps them in a directory of the master's host:
-//! `<dir>/<workflow name>/<id>.data` (the states), `<id>.lines` (what its
-//! sinks were given) and `<id>.json` (the manifest, which names both files'
-//! lengths and checksums). The data is
-//! written and synced first, then the manifest beside its name, synced,
-//! renamed into place and the directory synced: a checkpoint without its
-//! manifest, or whose data does not match it, was never completed and is
-//! passed over.
+//! `<dir>/<workflow name>/<id>.data` (the states) and `<id>.json` (the
+//! manifest, which names the data's length and checksum). The data is
+//! written and synced first ([`Store::put_data`]); the output the
+//! checkpoint covers goes to its files; then the manifest is written beside
+//! its name, synced, renamed into place and the directory synced
+//! ([`Store::commit`]): a checkpoint without its manifest, or whose data
+//! does not match it, was never completed and is passed over.
 
 use std::fs::File;
 use std::io::Write;
@@ -15,16 +15,16 @@ use std::path::{Path, PathBuf};
 use super::{Manifest, StoreError};
 
 pub trait Store: Send + Sync {
-    /// Writes checkpoint `manifest.id` of workflow `manifest.name`
-    /// durably, its states and its sinks' lines (in pieces): once this
-    /// returns, a restart finds it.
-    fn put(&self, manifest: &Manifest, data: &[u8], lines: &[&[u8]]) -> Result<(), StoreError>;
+    /// Writes the states of checkpoint `id` of workflow `name` durably
+    /// (not yet a checkpoint: [`Store::commit`] makes it one).
+    fn put_data(&self, name: &str, id: u64, data: &[u8]) -> Result<(), StoreError>;
+    /// Writes the manifest of a checkpoint whose data is in place,
+    /// durably: once this returns, a restart finds the checkpoint.
+    fn commit(&self, manifest: &Manifest) -> Result<(), StoreError>;
     /// The completed checkpoints of workflow `name`, oldest first.
     fn list(&self, name: &str) -> Result<Vec<Manifest>, StoreError>;
     /// The states of a completed checkpoint, checked against its manifest.
     fn data(&self, manifest: &Manifest) -> Result<Vec<u8>, StoreError>;
-    /// The lines of a completed checkpoint, checked against its manifest.
-    fn lines(&self, manifest: &Manifest) -> Result<Vec<u8>, StoreError>;
     /// Removes all but the newest `keep` completed checkpoints of `name`
     /// (never the newest), and what half-written ones left.
     fn prune(&self, name: &str, keep: usize) -> Result<(), StoreError>;
@@ -57,10 +57,6 @@ fn data_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:012}.data"))
 }
 
-fn lines_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:012}.lines"))
-}
-
 /// Reads `path` and checks it against a length and checksum.
 fn checked(path: PathBuf, bytes: u64, checksum: u32) -> Result<Vec<u8>, StoreError> {
     let data = std::fs::read(&path).map_err(failed("read", &path))?;
@@ -73,36 +69,25 @@ fn checked(path: PathBuf, bytes: u64, checksum: u32) -> Result<Vec<u8>, StoreErr
     Ok(data)
 }
 
-/// The crc32 of pieces, as of their concatenation.
-pub fn checksum(pieces: &[&[u8]]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    for p in pieces {
-        h.update(p);
-    }
-    h.finalize()
-}
-
 fn manifest_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:012}.json"))
 }
 
 impl Store for DirStore {
-    fn put(&self, manifest: &Manifest, data: &[u8], lines: &[&[u8]]) -> Result<(), StoreError> {
-        let dir = self.dir(&manifest.name);
+    fn put_data(&self, name: &str, id: u64, data: &[u8]) -> Result<(), StoreError> {
+        let dir = self.dir(name);
         let created = !dir.exists();
         std::fs::create_dir_all(&dir).map_err(failed("create", &dir))?;
         if created {
             sync_dir(&self.root)?;
         }
-        let data_at = data_path(&dir, manifest.id);
+        let data_at = data_path(&dir, id);
         let mut file = File::create(&data_at).map_err(failed("create", &data_at))?;
-        file.write_all(data).and_then(|()| file.sync_all()).map_err(failed("write", &data_at))?;
-        let lines_at = lines_path(&dir, manifest.id);
-        let mut file = File::create(&lines_at).map_err(failed("create", &lines_at))?;
-        for piece in lines {
-            file.write_all(piece).map_err(failed("write", &lines_at))?;
-        }
-        file.sync_all().map_err(failed("write", &lines_at))?;
+        file.write_all(data).and_then(|()| file.sync_all()).map_err(failed("write", &data_at))
+    }
+
+    fn commit(&self, manifest: &Manifest) -> Result<(), StoreError> {
+        let dir = self.dir(&manifest.name);
         let text = serde_json::to_vec_pretty(manifest).map_err(|e| StoreError::Corrupt { path: dir.clone(), reason: e.to_string() })?;
         let final_at = manifest_path(&dir, manifest.id);
         let aside = final_at.with_extension("json.tmp");
@@ -140,10 +125,6 @@ impl Store for DirStore {
         checked(data_path(&self.dir(&manifest.name), manifest.id), manifest.bytes, manifest.checksum)
     }
 
-    fn lines(&self, manifest: &Manifest) -> Result<Vec<u8>, StoreError> {
-        checked(lines_path(&self.dir(&manifest.name), manifest.id), manifest.lines_bytes, manifest.lines_checksum)
-    }
-
     fn prune(&self, name: &str, keep: usize) -> Result<(), StoreError> {
         let dir = self.dir(name);
         let complete = self.list(name)?;
@@ -154,7 +135,6 @@ impl Store for DirStore {
                 let json = manifest_path(&dir, m.id);
                 std::fs::remove_file(&json).map_err(failed("remove", &json))?;
                 let _ = std::fs::remove_file(data_path(&dir, m.id));
-                let _ = std::fs::remove_file(lines_path(&dir, m.id));
             }
         }
         // Left by checkpoints that never completed (older than the newest).
@@ -187,19 +167,22 @@ mod tests {
             duration_ms: 2,
             bytes: data.len() as u64,
             checksum: crc32fast::hash(data),
-            lines_bytes: 0,
-            lines_checksum: checksum(&[]),
             graph: vec!["src: stream_source".into()],
             instances: vec![1],
             outputs: Vec::new(),
         }
     }
 
+    fn put(store: &DirStore, m: &Manifest, data: &[u8]) {
+        store.put_data(&m.name, m.id, data).unwrap();
+        store.commit(m).unwrap();
+    }
+
     #[test]
     fn a_checkpoint_is_read_back_and_only_complete_ones_are_listed() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path().to_path_buf());
-        store.put(&manifest(1, b"one"), b"one", &[]).unwrap();
+        put(&store, &manifest(1, b"one"), b"one");
         // A checkpoint that died before its manifest was in place.
         std::fs::write(dir.path().join("wf").join(format!("{:012}.data", 2)), b"half").unwrap();
         std::fs::write(dir.path().join("wf").join(format!("{:012}.json.tmp", 2)), b"{").unwrap();
@@ -213,7 +196,7 @@ mod tests {
     fn data_that_does_not_match_its_manifest_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path().to_path_buf());
-        store.put(&manifest(4, b"good"), b"good", &[]).unwrap();
+        put(&store, &manifest(4, b"good"), b"good");
         std::fs::write(dir.path().join("wf").join(format!("{:012}.data", 4)), b"evil").unwrap();
         let err = store.data(&store.list("wf").unwrap()[0]).unwrap_err();
         assert!(err.to_string().contains("do not match its manifest"), "{err}");
@@ -224,7 +207,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path().to_path_buf());
         for id in 1..=5 {
-            store.put(&manifest(id, b"x"), b"x", &[]).unwrap();
+            put(&store, &manifest(id, b"x"), b"x");
         }
         std::fs::write(dir.path().join("wf").join(format!("{:012}.data", 3)).with_extension("json.tmp"), b"").unwrap();
         store.prune("wf", 2).unwrap();
@@ -232,7 +215,7 @@ mod tests {
         let mut files: Vec<String> =
             std::fs::read_dir(dir.path().join("wf")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         files.sort();
-        assert_eq!(files.len(), 6, "{files:?}");
+        assert_eq!(files.len(), 4, "{files:?}");
         store.prune("wf", 0).unwrap();
         assert_eq!(store.list("wf").unwrap().iter().map(|m| m.id).collect::<Vec<_>>(), [5], "the newest stays");
     }

@@ -7,6 +7,7 @@
 //! the workers sent at their end make the last checkpoint.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,18 +17,18 @@ use crate::net::ControlMsg;
 use crate::net::WorkerInfo;
 use crate::runtime::checkpoint::coordinator::{Action, Coordinator, Event};
 use crate::runtime::checkpoint::driver::TIMEOUT;
-use crate::runtime::checkpoint::output::{Outputs, Parts};
-use crate::runtime::checkpoint::part::WorkerPart;
+use crate::runtime::checkpoint::output::{check_written, Outputs, Writes};
+use crate::runtime::checkpoint::part::{WorkerPart, WorkerRestore};
+use crate::runtime::checkpoint::write::Gathered;
 use crate::runtime::checkpoint::setup::Prepared;
 use crate::runtime::checkpoint::store::Store;
 use crate::runtime::checkpoint::Workflow;
 use crate::runtime::checkpoint::{now_ms, Kind};
-use crate::runtime::dataflow::snapshot::InstanceState;
 use crate::runtime::dataflow::Layout;
 use crate::script::{DeployOptions, WorkflowRef};
 use crate::workflow::stats::CheckpointStats;
 use crate::workflow::Status;
-use crate::workflow::{Operator, Plan};
+use crate::workflow::Plan;
 
 /// What each worker's instances resume from, encoded, in the workers' order.
 type Restores = Vec<Vec<u8>>;
@@ -136,48 +137,44 @@ impl ClusterCheckpoints {
             if inner.ended {
                 return Ok(None);
             }
-            match id {
-                Some(n) => {
-                    let parts: Vec<(usize, Vec<Vec<u8>>)> =
-                        inner.complete.remove(&Some(n)).unwrap_or_default().into_iter().map(|(w, b)| (w, vec![b])).collect();
-                    let started = inner.started.remove(&n).unwrap_or((now_ms(), Instant::now()));
-                    (n, parts, started)
-                }
+            // The parts of this checkpoint and of those before it not
+            // written (given up, or in flight at the end), in order: a
+            // worker's lines before a barrier are only in its part of that
+            // checkpoint. The last one takes the parts' ends too.
+            let mut covered: Vec<Option<u64>> = inner.complete.keys().copied().filter(|k| k.is_some() && (id.is_none() || *k <= id)).collect();
+            covered.sort();
+            let (number, started) = match id {
+                Some(n) => (n, inner.started.remove(&n).unwrap_or((now_ms(), Instant::now()))),
                 None => {
-                    // Every part not written yet, in order, then the ends:
-                    // a worker's lines before a barrier are only in its part
-                    // of that checkpoint.
                     inner.ended = true;
-                    let number = inner.coordinator.finish();
-                    let mut pending: Vec<Option<u64>> = inner.complete.keys().copied().filter(Option::is_some).collect();
-                    pending.sort();
-                    pending.push(None);
-                    let mut by_worker: BTreeMap<usize, Vec<Vec<u8>>> = BTreeMap::new();
-                    for key in pending {
-                        for (w, bytes) in inner.complete.remove(&key).unwrap_or_default() {
-                            by_worker.entry(w).or_default().push(bytes);
-                        }
-                    }
-                    (number, by_worker.into_iter().collect(), (now_ms(), Instant::now()))
+                    covered.push(None);
+                    (inner.coordinator.finish(), (now_ms(), Instant::now()))
+                }
+            };
+            let mut by_worker: BTreeMap<usize, Vec<Vec<u8>>> = BTreeMap::new();
+            for key in covered {
+                for (w, bytes) in inner.complete.remove(&key).unwrap_or_default() {
+                    by_worker.entry(w).or_default().push(bytes);
                 }
             }
+            (number, by_worker, started)
         };
+        // Every worker's part of the checkpoint itself (or its end) is in.
         if parts.len() != self.workers.len() {
             return Err(format!("checkpoint {number}: {} of {} workers sent their part", parts.len(), self.workers.len()));
         }
         let (wf, store, outputs) = (self.wf.clone(), self.store.clone(), self.outputs.clone());
         let written = tokio::task::spawn_blocking(move || -> Result<(u64, u64, Collected), String> {
-            let (mut states, mut lines, mut alignment_ms) = (Vec::new(), Parts::new(), 0);
+            let (mut gathered, mut alignment_ms) = (Gathered::default(), 0);
             for (w, pieces) in parts {
-                // A worker's parts in order: the states of the last, the lines of all.
-                let mut merged = WorkerPart::default();
+                // A worker's parts in order: the states of the last, the output of all.
+                let mut merged = Vec::new();
                 for bytes in pieces {
                     let part = WorkerPart::decode(&bytes).map_err(|e| format!("the part of worker {w} does not read: {e}"))?;
                     alignment_ms = alignment_ms.max(part.alignment_ms);
-                    merged.states = part.states;
-                    merged.lines.extend(part.lines);
+                    merged.push(part.into_gathered(&wf.names));
                 }
-                merged.add_to(&mut states, &mut lines);
+                gathered.add(Gathered::joined(merged));
             }
             let mut outputs = outputs.lock().expect("outputs lock");
             let w = crate::runtime::checkpoint::write::write(
@@ -188,8 +185,7 @@ impl ClusterCheckpoints {
                 kind,
                 taken_at_ms,
                 began,
-                states,
-                lines,
+                gathered,
             )?;
             Ok((w.bytes, alignment_ms, w.collected))
         })
@@ -217,22 +213,28 @@ impl Master {
         workers: &[WorkerInfo],
         options: &DeployOptions,
     ) -> Result<Option<(Arc<ClusterCheckpoints>, Restores)>, String> {
-        let Some(mut prepared) = crate::runtime::checkpoint::setup::prepare(plan, layout, &self.name, options)? else { return Ok(None) };
-        if let Some(n) = plan.graph.nodes.iter().find(|n| matches!(n.op.base(), Operator::WriteParts(_))) {
-            return Err(format!(
-                "operator `{}`: write_parts under checkpoints runs in local mode only so far; on a cluster use write_lines, \
-                 or deploy with checkpoint_interval: 0",
-                n.name
-            ));
+        let Some(mut prepared) = crate::runtime::checkpoint::setup::prepare(plan, layout, &self.name, Writes::Lines, options)? else {
+            return Ok(None);
+        };
+        // The master writes the `write_lines` files, each worker its parts.
+        let mut paths: Vec<PathBuf> = prepared.outputs.paths().map(PathBuf::from).collect();
+        for (i, w) in workers.iter().enumerate() {
+            let here = Layout { me: i, ..layout.clone() };
+            paths.extend(Outputs::of(plan, &here, &w.name, Writes::Parts).paths().map(PathBuf::from));
         }
-        let mut restores: Vec<Vec<InstanceState>> = vec![Vec::new(); workers.len()];
+        let restored = prepared.from.as_ref().map(|m| m.outputs.clone()).unwrap_or_default();
+        if let Some(m) = &prepared.from {
+            check_written(m, paths.iter().map(PathBuf::as_path))?;
+        }
+        let mut restores: Vec<WorkerRestore> =
+            (0..workers.len()).map(|_| WorkerRestore { states: Vec::new(), outputs: restored.clone() }).collect();
         for (_, st) in std::mem::take(&mut prepared.resume.states) {
-            restores[layout.worker_of(plan, st.stage as usize, st.instance as usize)].push(st);
+            restores[layout.worker_of(plan, st.stage as usize, st.instance as usize)].states.push(st);
         }
         let restores = restores
             .iter()
             .zip(workers)
-            .map(|(states, w)| postcard::to_allocvec(states).map_err(|e| format!("cannot encode what {} resumes from: {e}", w.name)))
+            .map(|(r, w)| postcard::to_allocvec(r).map_err(|e| format!("cannot encode what {} resumes from: {e}", w.name)))
             .collect::<Result<Vec<_>, _>>()?;
         if prepared.resumed() {
             match self.notices.lock().expect("notices lock").clone() {

@@ -1,26 +1,40 @@
 //! A worker's side of its master's checkpoints: what its instances hand
 //! in for a checkpoint, or at their end, goes to the master in pieces on
-//! the control link; the part's status is published once its end is sent
-//! (so the master has it before the part's end is reported).
+//! the control link, after the lines of the worker's own files
+//! (`write_parts`) are appended to them; the part's status is published
+//! once its end is sent (so the master has it before the part's end is
+//! reported).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::net::ControlMsg;
+use crate::runtime::checkpoint::output::Outputs;
 use crate::runtime::checkpoint::part::{pieces, WorkerPart};
 use crate::runtime::dataflow::barriers::PartEvent;
 use crate::runtime::dataflow::Running;
 use crate::workflow::Status;
 
 /// Sends what the instances of workflow `id`'s part hand in to the master
-/// (`send`); `names`: per stage, its nodes' names.
-pub async fn drive(id: u64, running: Arc<Running>, names: Arc<Vec<Vec<String>>>, send: impl Fn(ControlMsg) + Send + Sync + 'static) {
+/// (`send`); `names`: per stage, its nodes' names; `outputs`: the files
+/// this worker writes.
+pub async fn drive(
+    id: u64,
+    running: Arc<Running>,
+    names: Arc<Vec<Vec<String>>>,
+    outputs: Outputs,
+    send: impl Fn(ControlMsg) + Send + Sync + 'static,
+) {
+    let outputs = Arc::new(Mutex::new(outputs));
     let Some(ends) = running.driver_ends() else { return };
     let (mut events, mut outcome) = (ends.events, ends.outcome);
     let send = Arc::new(send);
     let forward = |checkpoint: Option<u64>, instances| {
-        let (names, send) = (names.clone(), send.clone());
+        let (names, send, outputs) = (names.clone(), send.clone(), outputs.clone());
         async move {
-            let encoded = tokio::task::spawn_blocking(move || WorkerPart::of(&names, instances).and_then(|p| p.encode()))
+            let encoded = tokio::task::spawn_blocking(move || {
+                let mut outputs = outputs.lock().expect("outputs lock");
+                WorkerPart::of(&names, instances, &mut outputs).and_then(|p| p.encode())
+            })
                 .await
                 .map_err(|e| format!("the part's encoder panicked: {e}"))?;
             let bytes = encoded?;

@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::dataflow::{self, Layout, Running};
+use crate::runtime::checkpoint::output::{Outputs, Writes};
+use crate::runtime::checkpoint::part::WorkerRestore;
 use super::link::{self, LinkEnd, Outgoing};
 use crate::net::framing::encode;
 use crate::net::handshake::{self, HANDSHAKE_TIMEOUT};
@@ -420,21 +422,27 @@ impl Worker {
             data: master.data.clone(),
             handle: tokio::runtime::Handle::current(),
         });
-        let checkpoints = match &resume {
-            Some(bytes) if bytes.is_empty() => Some(dataflow::Resume::default()),
+        let (checkpoints, outputs) = match &resume {
             Some(bytes) => {
-                let states: Vec<dataflow::snapshot::InstanceState> = crate::net::value::decode_bounded(|| postcard::from_bytes(bytes))
-                    .map_err(|e| format!("what this part resumes from does not read: {e}"))?;
-                Some(dataflow::Resume { states: states.into_iter().map(|st| ((st.stage as usize, st.instance as usize), st)).collect() })
+                let restore: WorkerRestore = match bytes.is_empty() {
+                    true => WorkerRestore::default(),
+                    false => crate::net::value::decode_bounded(|| postcard::from_bytes(bytes))
+                        .map_err(|e| format!("what this part resumes from does not read: {e}"))?,
+                };
+                // This worker's part files, cut back to where the checkpoint left them.
+                let mut outputs = Outputs::of(&plan, &layout, &self.config.name, Writes::Parts);
+                outputs.restore(&restore.outputs).map_err(|e| e.to_string())?;
+                let states = restore.states.into_iter().map(|st| ((st.stage as usize, st.instance as usize), st)).collect();
+                (Some(dataflow::Resume { states }), Some(outputs))
             }
-            None => None,
+            None => (None, None),
         };
         let names = Arc::new(crate::runtime::checkpoint::setup::stage_names(&plan));
         let part = dataflow::Part { layout, node: self.config.name.clone(), settle_here: false, checkpoints };
         let running = dataflow::start(plan, code, part, &self.config.env, Some(remote)).map_err(|e| e.to_string())?;
-        if resume.is_some() {
+        if let Some(outputs) = outputs {
             let me = self.clone();
-            tokio::spawn(checkpoints::drive(id, running.clone(), names, move |msg| me.to_master(msg)));
+            tokio::spawn(checkpoints::drive(id, running.clone(), names, outputs, move |msg| me.to_master(msg)));
         }
         self.parts.lock().expect("parts lock").insert(id, running.clone());
         // Started before its end can be seen.
