@@ -385,3 +385,74 @@ fn killed_at_any_moment_a_nats_source_into_a_file_resumes_exactly_from_its_check
     });
     assert_eq!(got, want, "every message once");
 }
+
+/// Issue 27: on a cluster, a Redis source was acknowledged by each worker
+/// as soon as its own files were named — before the master named the
+/// `write_lines` file, and even when a worker could not name its own (it
+/// only logged that, and the workflow read `finished`). Input whose output
+/// never reached its file was acknowledged and never read again. Now
+/// nothing is acknowledged until every file is in place; a file that
+/// cannot be named fails the workflow, naming it, and the next run reads
+/// the same entries again. (Checkpoints off: the path without them.)
+#[test]
+fn a_cluster_acknowledges_its_input_only_once_every_file_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = Redis::start("127.0.0.67");
+    let input = lines(0, 400);
+    redis.add_lines("lines", &input);
+    let w1 = Node::worker("w1", "127.0.0.68", &[], tmp.path());
+    let w2 = Node::worker("w2", "127.0.0.69", &[], tmp.path());
+    let master =
+        Node::spawn(&["master", "start", "--no-log", "-n", "m1", "--listen", "127.0.0.70:0", &w1.addr, &w2.addr], tmp.path(), COOKIE, None);
+    assert!(master.wait_stderr("connected to 2 worker(s)", Duration::from_secs(10)), "{}", master.stderr());
+    let out = tmp.path().join("out.txt");
+    let parts = tmp.path().join("parts");
+    let source = format!("workflow().redis_source(\"{}\", \"lines\", #{{ group: \"g\" }}).map(|e| e.fields.line)", redis.url);
+    // Runs `wf` until it read every entry, lets `block` put something in a
+    // file's way, stops it: its status.
+    let run_blocked = |wf: &str, block: &dyn Fn()| -> String {
+        let deploy = format!("deploy({wf}, #{{ checkpoint_interval: 0 }}).id");
+        let id = run(tmp.path(), &["rpc", "m1", &deploy]).success().stdout().trim().to_string();
+        let r = format!("workflows()[{id} - 1].ref");
+        let read = wait_until(Duration::from_secs(30), || run(tmp.path(), &["rpc", "m1", &format!("stats({r}).read")]).stdout().trim() == "400");
+        assert!(read, "the workflow did not read the 400 entries");
+        block();
+        run(tmp.path(), &["rpc", "m1", &format!("print(stop({r}))")]).success().stdout().trim().to_string()
+    };
+
+    // The master's file cannot be named: a directory took its name.
+    let status = run_blocked(&format!("{source}.write_lines({:?})", out), &|| {
+        std::fs::create_dir_all(out.join("in-the-way")).unwrap();
+    });
+    assert!(status.starts_with("failed"), "{status}");
+    assert!(status.contains(&format!("cannot rename the output to {}", out.display())), "{status}");
+    assert_eq!(redis.pending("lines", "g"), 400, "nothing is acknowledged while the output is not in place");
+    std::fs::remove_dir_all(&out).unwrap();
+
+    // A worker's part cannot be named.
+    std::fs::create_dir_all(&parts).unwrap();
+    let status = run_blocked(&format!("{source}.write_parts({:?})", parts), &|| {
+        // Each part is written as `.<name>.<pid>-<n>.skitter-tmp` until it is named.
+        for entry in std::fs::read_dir(&parts).unwrap() {
+            let file = entry.unwrap().file_name().to_string_lossy().to_string();
+            if let Some((name, _)) = file.strip_suffix(".skitter-tmp").and_then(|f| f.rsplit_once('.')) {
+                std::fs::create_dir_all(parts.join(name.trim_start_matches('.')).join("in-the-way")).unwrap();
+            }
+        }
+    });
+    assert!(status.starts_with("failed: worker w"), "{status}");
+    assert!(status.contains(" could not name the files of its part: "), "{status}");
+    assert!(status.contains("cannot rename the output to"), "{status}");
+    assert_eq!(redis.pending("lines", "g"), 400, "nothing is acknowledged while a worker's part is not in place");
+    std::fs::remove_dir_all(&parts).unwrap();
+
+    // The entries were not lost: the next run reads them all again.
+    let status = run_blocked(&format!("{source}.write_lines({:?})", out), &|| {});
+    assert_eq!(status, "stopped");
+    let mut got: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(String::from).collect();
+    let mut want = input.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(redis.pending("lines", "g"), 0, "acknowledged once every file is in place");
+}

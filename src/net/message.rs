@@ -9,7 +9,7 @@ use super::value::Value;
 use crate::workflow::NodeStats;
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL: u32 = 7;
+pub const PROTOCOL: u32 = 8;
 
 /// Who is at the other end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,9 +156,12 @@ pub enum ControlMsg {
     },
     /// The worker is stopping: stop (drain) its workflows first.
     Leaving,
-    /// The worker has settled the files of its part (after `Settle`).
+    /// The worker has settled the files of its part (after `Settle`);
+    /// `error`: why it could not name them (the workflow fails, and what
+    /// its sources read is not acknowledged).
     Settled {
         id: u64,
+        error: Option<String>,
     },
     /// A piece of the worker's part of checkpoint `checkpoint` (`None`:
     /// what its instances held when they ended); `last` ends it.

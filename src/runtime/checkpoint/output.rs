@@ -55,8 +55,42 @@ struct OutputFile {
     len: u64,
     /// Its length as of the last completed checkpoint.
     durable: u64,
-    /// Open once its first part is written.
+    /// Open once its first part is written (or it is restored), and
+    /// claimed for this writer while it is.
     open: Option<File>,
+}
+
+impl Drop for OutputFile {
+    fn drop(&mut self) {
+        if self.open.take().is_some() {
+            release(&self.path);
+        }
+    }
+}
+
+/// The files this process's [`Outputs`] write: one writer per file (a
+/// part that ended still finishing its last append, when a new one
+/// resumes, is waited for).
+static WRITING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// How long a file another workflow here writes is waited for.
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Claims `path` for one writer in this process.
+fn claim(node: &str, path: &Path) -> Result<(), OutputError> {
+    let deadline = std::time::Instant::now() + CLAIM_WAIT;
+    loop {
+        let mut writing = WRITING.lock().expect("writing lock");
+        if !writing.iter().any(|p| p == path) {
+            writing.push(path.to_path_buf());
+            return Ok(());
+        }
+        drop(writing);
+        if std::time::Instant::now() >= deadline {
+            return Err(OutputError::Busy { node: node.into(), path: path.into() });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// Why a checkpoint's output could not be written.
@@ -69,6 +103,8 @@ pub enum OutputError {
          deploy with `fresh: true` to start it over"
     )]
     Shorter { node: String, path: PathBuf, found: u64, len: u64 },
+    #[error("operator `{node}`: another workflow of this node writes {path} under checkpoints")]
+    Busy { node: String, path: PathBuf },
 }
 
 /// Which sinks' files a process writes.
@@ -126,7 +162,10 @@ impl Outputs {
         for f in &mut self.files {
             let Some(mark) = marks.iter().find(|m| m.path == f.path) else { continue };
             (f.len, f.durable) = (mark.len, mark.len);
-            f.open = Some(open_at(&f.node, &f.path, mark.len)?);
+            if f.open.take().is_some() {
+                release(&f.path);
+            }
+            f.open = Some(open_claimed(&f.node, &f.path, mark.len)?);
         }
         Ok(())
     }
@@ -141,7 +180,7 @@ impl Outputs {
             let added: u64 = pieces.iter().map(|p| p.len() as u64).sum();
             let first = f.open.is_none();
             if first {
-                f.open = Some(open_at(&f.node, &f.path, f.len)?);
+                f.open = Some(open_claimed(&f.node, &f.path, f.len)?);
             }
             if added > 0 || first {
                 let file = f.open.as_mut().expect("opened above");
@@ -205,6 +244,16 @@ pub fn check_written<'a>(m: &super::Manifest, paths: impl IntoIterator<Item = &'
     }
 }
 
+/// [`open_at`] for one writer.
+fn open_claimed(node: &str, path: &Path, len: u64) -> Result<File, OutputError> {
+    claim(node, path)?;
+    open_at(node, path, len).inspect_err(|_| release(path))
+}
+
+fn release(path: &Path) {
+    WRITING.lock().expect("writing lock").retain(|p| p != path);
+}
+
 /// Opens `path` for appending at byte `len`: a longer file is cut back
 /// (what a checkpoint that never completed appended, or the output of an
 /// earlier run when `len` is 0), a shorter one refused. A file it creates
@@ -226,14 +275,14 @@ fn open_at(node: &str, path: &Path, len: u64) -> Result<File, OutputError> {
     use std::io::Seek;
     file.seek(std::io::SeekFrom::Start(len)).map_err(io("seek in"))?;
     if !existed {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            sync_dir(dir).map_err(|e| OutputError::Io {
-                node: node.into(),
-                action: "sync the directory of",
-                path: path.into(),
-                error: e.to_string(),
-            })?;
-        }
+        // Its name is durable once its directory is ("" is the working one).
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        sync_dir(dir).map_err(|e| OutputError::Io {
+            node: node.into(),
+            action: "sync the directory of",
+            path: path.into(),
+            error: e.to_string(),
+        })?;
     }
     Ok(file)
 }
@@ -291,6 +340,27 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\n");
         assert_eq!(out.append(&mut [((1, 0, 0), b"c\n".to_vec())].into()).unwrap(), vec![mark(&path, 4)]);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nc\n");
+    }
+
+    #[test]
+    fn a_file_has_one_writer_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        let mut first = outputs(&path, vec![(1, 0, 0)]);
+        first.append(&mut [((1, 0, 0), b"a\n".to_vec())].into()).unwrap();
+        first.settle();
+        let path2 = path.clone();
+        let second = std::thread::spawn(move || {
+            let mut second = outputs(&path2, vec![(1, 0, 0)]);
+            second.restore(&[mark(&path2, 2)]).unwrap();
+            second.append(&mut [((1, 0, 0), b"b\n".to_vec())].into()).unwrap()
+        });
+        // The first writer finishing its last append, then gone.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        first.append(&mut [((1, 0, 0), b"late\n".to_vec())].into()).unwrap();
+        drop(first);
+        assert_eq!(second.join().unwrap(), vec![mark(&path, 4)]);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nb\n", "the second writer cut what the first appended late");
     }
 
     #[test]

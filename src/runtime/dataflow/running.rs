@@ -321,13 +321,10 @@ impl Running {
 
     /// Gives this process's output files their names (`commit`) or keeps
     /// what they hold as incomplete; returns where partial output was kept.
-    /// Committed, what the sources here read is acknowledged.
+    /// What the sources read is acknowledged later, once the whole
+    /// workflow's output is in place ([`Running::acknowledge_all`]).
     pub fn settle_files(&self, commit: bool) -> Result<Option<String>, String> {
-        let settled = settle_all(self.files.iter().map(|f| &**f), commit);
-        if commit && settled.is_ok() {
-            self.acknowledge();
-        }
-        settled
+        settle_all(self.files.iter().map(|f| &**f), commit)
     }
 
     /// Settles this process's files for the final `status` (local mode),

@@ -184,7 +184,10 @@ impl FileSink {
         if commit {
             let named = flushed
                 .map_err(|e| self.io_error("write", e))
-                .and_then(|()| std::fs::rename(&self.temp, &self.path).map_err(|e| self.io_error("rename the output to", e)));
+                .and_then(|()| std::fs::rename(&self.temp, &self.path).map_err(|e| self.io_error("rename the output to", e)))
+                // The new name is durable once its directory is: before
+                // anything the output covers is acknowledged.
+                .and_then(|()| sync_dir_of(&self.path).map_err(|e| self.io_error("sync the directory of", e)));
             if let Err(e) = named {
                 // Best effort: the error names the file either way.
                 let _ = std::fs::rename(&self.temp, &incomplete);
@@ -310,6 +313,12 @@ pub fn settle_for<'a>(files: impl IntoIterator<Item = &'a FileSink>, status: Sta
         (Ok(Some(note)), Status::Aborted(detail)) => Status::Aborted(format!("{detail} ({note})")),
         (_, status) => status,
     }
+}
+
+/// Makes the entries of `path`'s directory durable.
+fn sync_dir_of(path: &Path) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The part file instance `instance` of a `write_parts` sink writes on

@@ -50,10 +50,12 @@ pub enum Event {
         id: u64,
         reason: String,
     },
-    /// A worker named (or kept as incomplete) the files of its part.
+    /// A worker named (or kept as incomplete) the files of its part;
+    /// `error`: why it could not.
     WorkerSettled {
         id: u64,
         worker: String,
+        error: Option<String>,
     },
     /// These workers are being replaced (an upgrade): when they go, the
     /// master stays, whatever `--shutdown-with-workers` says.
@@ -239,10 +241,16 @@ impl Coordinator {
                 wf.stop = Some(reason);
                 wf.workers.iter().filter(|w| !wf.reported.contains(*w)).map(|w| Action::Stop { worker: w.clone(), id }).collect()
             }
-            Event::WorkerSettled { id, worker } => {
+            Event::WorkerSettled { id, worker, error } => {
                 let Some(wf) = self.workflows.get_mut(&id) else { return Vec::new() };
-                let Some((_, waiting)) = wf.settling.as_mut() else { return Vec::new() };
+                let Some((status, waiting)) = wf.settling.as_mut() else { return Vec::new() };
                 waiting.remove(&worker);
+                if let Some(error) = error {
+                    // The first failure names what failed.
+                    if !matches!(status, Status::Failed(_)) {
+                        *status = Status::Failed(format!("worker {worker} could not name the files of its part: {error}"));
+                    }
+                }
                 self.end_if_settled(id)
             }
             Event::AbortRequested { id, reason } => {
@@ -358,6 +366,11 @@ impl Coordinator {
         }
     }
 
+    /// The workers a workflow ran on.
+    pub fn workers_of(&self, id: u64) -> Vec<String> {
+        self.workflows.get(&id).map(|wf| wf.workers.clone()).unwrap_or_default()
+    }
+
     /// Forgets an ended workflow (the master keeps a bounded history).
     pub fn forget(&mut self, id: u64) {
         if self.workflows.get(&id).is_some_and(|wf| wf.status.is_done()) {
@@ -418,8 +431,27 @@ mod tests {
         assert_eq!(settles(&actions), vec![("a".into(), true), ("b".into(), true)]);
         // Finished once every worker's files are in place, not before.
         assert!(statuses(&actions).is_empty());
-        assert!(c.step(Event::WorkerSettled { id: 1, worker: "b".into() }).is_empty());
-        assert_eq!(statuses(&c.step(Event::WorkerSettled { id: 1, worker: "a".into() })), vec![Status::Finished]);
+        assert!(c.step(Event::WorkerSettled { id: 1, worker: "b".into(), error: None }).is_empty());
+        assert_eq!(statuses(&c.step(Event::WorkerSettled { id: 1, worker: "a".into(), error: None })), vec![Status::Finished]);
+    }
+
+    /// Issue 27: a worker whose rename failed said so only in its log, and
+    /// the workflow read `finished`.
+    #[test]
+    fn a_worker_that_cannot_name_its_files_fails_the_workflow_naming_why() {
+        let mut c = Coordinator::new(false);
+        joined(&mut c, &["a", "b"]);
+        c.step(Event::Deployed { id: 1, workers: vec!["a".into(), "b".into()] });
+        c.step(Event::WorkerDone { id: 1, worker: "a".into() });
+        c.step(Event::WorkerDone { id: 1, worker: "b".into() });
+        let error = Some("cannot rename the output to out/part-b-1: Permission denied".to_string());
+        assert!(c.step(Event::WorkerSettled { id: 1, worker: "b".into(), error }).is_empty());
+        assert_eq!(
+            statuses(&c.step(Event::WorkerSettled { id: 1, worker: "a".into(), error: None })),
+            vec![Status::Failed(
+                "worker b could not name the files of its part: cannot rename the output to out/part-b-1: Permission denied".into()
+            )]
+        );
     }
 
     #[test]
@@ -429,7 +461,7 @@ mod tests {
         c.step(Event::Deployed { id: 1, workers: vec!["a".into(), "b".into()] });
         c.step(Event::WorkerDone { id: 1, worker: "a".into() });
         c.step(Event::WorkerDone { id: 1, worker: "b".into() });
-        c.step(Event::WorkerSettled { id: 1, worker: "a".into() });
+        c.step(Event::WorkerSettled { id: 1, worker: "a".into(), error: None });
         let actions = c.step(Event::WorkerLeft { name: "b".into(), reason: "killed".into() });
         assert!(matches!(statuses(&actions).as_slice(), [Status::Failed(r)] if r.contains("before naming the files")), "{actions:?}");
         let mut c = Coordinator::new(false);
@@ -437,9 +469,9 @@ mod tests {
         c.step(Event::Deployed { id: 2, workers: vec!["a".into(), "b".into()] });
         c.step(Event::WorkerDone { id: 2, worker: "a".into() });
         c.step(Event::WorkerDone { id: 2, worker: "b".into() });
-        c.step(Event::WorkerSettled { id: 2, worker: "a".into() });
+        c.step(Event::WorkerSettled { id: 2, worker: "a".into(), error: None });
         assert!(statuses(&c.step(Event::WorkerLeft { name: "a".into(), reason: "it stopped".into() })).is_empty());
-        assert_eq!(statuses(&c.step(Event::WorkerSettled { id: 2, worker: "b".into() })), vec![Status::Finished]);
+        assert_eq!(statuses(&c.step(Event::WorkerSettled { id: 2, worker: "b".into(), error: None })), vec![Status::Finished]);
     }
 
     #[test]
@@ -449,7 +481,7 @@ mod tests {
         c.step(Event::Deployed { id: 7, workers: vec!["a".into()] });
         assert_eq!(c.step(Event::StopRequested { id: 7, reason: None }), vec![Action::Stop { worker: "a".into(), id: 7 }]);
         assert!(statuses(&c.step(Event::WorkerDone { id: 7, worker: "a".into() })).is_empty());
-        assert_eq!(statuses(&c.step(Event::WorkerSettled { id: 7, worker: "a".into() })), vec![Status::Stopped(None)]);
+        assert_eq!(statuses(&c.step(Event::WorkerSettled { id: 7, worker: "a".into(), error: None })), vec![Status::Stopped(None)]);
     }
 
     #[test]
@@ -463,8 +495,8 @@ mod tests {
         assert_eq!(c.place().unwrap().iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), vec!["a"]);
         c.step(Event::WorkerDone { id: 3, worker: "w8".into() });
         c.step(Event::WorkerDone { id: 3, worker: "a".into() });
-        c.step(Event::WorkerSettled { id: 3, worker: "w8".into() });
-        let actions = c.step(Event::WorkerSettled { id: 3, worker: "a".into() });
+        c.step(Event::WorkerSettled { id: 3, worker: "w8".into(), error: None });
+        let actions = c.step(Event::WorkerSettled { id: 3, worker: "a".into(), error: None });
         assert_eq!(statuses(&actions), vec![Status::Stopped(Some("worker w8 left".into()))]);
         // Its goodbye after that fails nothing.
         let actions = c.step(Event::WorkerLeft { name: "w8".into(), reason: "it stopped".into() });
@@ -505,7 +537,7 @@ mod tests {
         c.step(Event::WorkerDone { id: 6, worker: "a".into() });
         c.forget(6);
         assert!(c.workflows.contains_key(&6), "a workflow whose files are being named is kept");
-        c.step(Event::WorkerSettled { id: 6, worker: "a".into() });
+        c.step(Event::WorkerSettled { id: 6, worker: "a".into(), error: None });
         c.forget(6);
         assert!(!c.workflows.contains_key(&6));
     }

@@ -159,6 +159,14 @@ impl Master {
     /// workflows beyond the history's bound.
     fn publish_status(&self, id: u64, wf: &Deployed, status: Status) {
         let status = sink::settle_for(wf.files.values().map(|f| &**f), status);
+        if wf.checkpoints.is_none() && matches!(status, Status::Finished | Status::Stopped(_)) {
+            // Every file is in place, here and on every worker: what the
+            // sources read may be acknowledged now, not before.
+            let workers = self.coordinator.lock().expect("coordinator lock").workers_of(id);
+            for w in workers {
+                self.send(&w, ControlMsg::Committed { id, checkpoint: None });
+            }
+        }
         wf.ended_at.lock().expect("ended lock").get_or_insert_with(std::time::Instant::now);
         wf.status.send_replace(status.clone());
         match &status {
@@ -310,7 +318,7 @@ impl Master {
     fn on_worker_message(&self, worker: &str, msg: ControlMsg) {
         match msg {
             ControlMsg::Started { .. } => {}
-            ControlMsg::Settled { id } => self.step(Event::WorkerSettled { id, worker: worker.to_string() }),
+            ControlMsg::Settled { id, error } => self.step(Event::WorkerSettled { id, worker: worker.to_string(), error }),
             ControlMsg::Done { id } => self.step(Event::WorkerDone { id, worker: worker.to_string() }),
             ControlMsg::Failed { id, reason } => self.step(Event::WorkerFailed { id, worker: worker.to_string(), reason }),
             ControlMsg::Interrupted { id, operators } => self.step(Event::WorkerInterrupted { id, worker: worker.to_string(), operators }),

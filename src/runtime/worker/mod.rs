@@ -45,6 +45,8 @@ const MASTER_DATA_QUEUE: usize = 16;
 /// How long a stopping worker waits, past the stop deadline, for its
 /// workflows to drain and settle before it aborts them.
 const LEAVE_SLACK: Duration = Duration::from_secs(5);
+/// Settled parts kept waiting for their master's word to acknowledge.
+const UNACKNOWLEDGED_KEPT: usize = 64;
 
 pub struct WorkerConfig {
     pub name: String,
@@ -81,6 +83,9 @@ pub struct Worker {
     peers: Mutex<Vec<WorkerInfo>>,
     /// What parts about to be deployed resume from, as it arrives.
     restores: Mutex<HashMap<u64, Vec<u8>>>,
+    /// Parts whose files are named, until the master says the workflow's
+    /// output is complete and what they read may be acknowledged.
+    unacknowledged: Mutex<std::collections::VecDeque<(u64, Arc<Running>)>>,
     /// Notified when a part starts or is let go.
     changed: Notify,
     /// Cancelled once a stopping worker has settled every part.
@@ -103,6 +108,7 @@ impl Worker {
             parts: Mutex::new(HashMap::new()),
             peers: Mutex::new(Vec::new()),
             restores: Mutex::new(HashMap::new()),
+            unacknowledged: Mutex::new(Default::default()),
             changed: Notify::new(),
             left: CancellationToken::new(),
             exit: CancellationToken::new(),
@@ -198,19 +204,33 @@ impl Worker {
     }
 
     /// Names a part's files or keeps them as incomplete, and lets it go.
+    /// What its sources read is acknowledged only once the master says the
+    /// whole workflow's output is in place (`Committed`).
     fn settle(&self, id: u64, commit: bool) {
         let Some(r) = self.parts.lock().expect("parts lock").remove(&id) else { return };
         self.changed.notify_waiters();
-        match r.settle_files(commit) {
-            Ok(None) => {}
-            Ok(Some(note)) => tracing::warn!(workflow = id, "{note}"),
+        let error = match r.settle_files(commit) {
+            Ok(note) => {
+                if let Some(note) = note {
+                    tracing::warn!(workflow = id, "{note}");
+                }
+                if commit {
+                    let mut waiting = self.unacknowledged.lock().expect("unacknowledged lock");
+                    // Never acknowledged: read again, which is safe.
+                    while waiting.len() >= UNACKNOWLEDGED_KEPT {
+                        waiting.pop_front();
+                    }
+                    waiting.push_back((id, r));
+                }
+                None
+            }
             Err(e) => {
                 tracing::error!(workflow = id, "{e}");
-                self.to_master(ControlMsg::Output { id: None, text: format!("error: worker {}: {e}\n", self.config.name) });
+                Some(e)
             }
-        }
+        };
         // The master publishes a complete workflow's status once its files are in place.
-        self.to_master(ControlMsg::Settled { id });
+        self.to_master(ControlMsg::Settled { id, error });
     }
 
     /// Serves the listener and, if configured, dials the master. Returns
@@ -371,12 +391,19 @@ impl Worker {
                 }
             }
             ControlMsg::Committed { id, checkpoint } => {
-                let Some(running) = self.parts.lock().expect("parts lock").get(&id).cloned() else { return };
-                // Broker clients block: not on the link's task.
-                tokio::task::spawn_blocking(move || match checkpoint {
-                    Some(n) => running.acknowledge_to(n),
-                    None => running.acknowledge_all(),
-                });
+                let settled = {
+                    let mut waiting = self.unacknowledged.lock().expect("unacknowledged lock");
+                    let at = waiting.iter().position(|(w, _)| *w == id);
+                    at.and_then(|i| waiting.remove(i)).map(|(_, r)| r)
+                };
+                let Some(running) = settled.or_else(|| self.parts.lock().expect("parts lock").get(&id).cloned()) else { return };
+                match checkpoint {
+                    // Broker clients block: not on the link's task.
+                    Some(n) => drop(tokio::task::spawn_blocking(move || running.acknowledge_to(n))),
+                    // The workflow's end: acknowledged before the link reads
+                    // on (a master that quits next takes this worker with it).
+                    None => tokio::task::block_in_place(|| running.acknowledge_all()),
+                }
             }
             ControlMsg::Deploy { id, spec, sources, workers, slots, placement, checkpoints } => {
                 let placement =
