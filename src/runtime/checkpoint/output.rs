@@ -321,6 +321,7 @@ mod tests {
         out.append(&mut [((1, 0, 0), b"a\n".to_vec())].into()).unwrap();
         // Appended for a checkpoint whose manifest was never written.
         out.append(&mut [((1, 0, 0), b"b\n".to_vec())].into()).unwrap();
+        drop(out);
         let mut again = outputs(&path, vec![(1, 0, 0)]);
         again.restore(&[mark(&path, 2)]).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\n");
