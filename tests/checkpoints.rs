@@ -135,6 +135,34 @@ fn a_stop_is_a_savepoint_and_the_next_deploy_carries_every_count_on() {
     assert!(out.stderr().contains("resuming `ticks` from checkpoint"), "{}", out.stderr());
 }
 
+/// Issue 27: a redeploy (every upgrade does one) wrote `write_lines(path)`
+/// from scratch and renamed it over the committed file, while the input of
+/// the earlier output was acknowledged. Now a stopped workflow deployed
+/// again appends: the file holds both runs' lines, each once.
+#[test]
+fn a_redeploy_keeps_the_output_of_the_run_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = r#"
+        fn once() {
+            let wf = workflow().stream_source(|n| n).map(|n| `${n}`).write_lines("out.txt");
+            let r = deploy(wf, #{ name: "seq", checkpoint_interval: 0.1 });
+            let since = timestamp();
+            while stats(r).read < 2000 && since.elapsed < 60.0 { sleep(0.01); }
+            stop(r);
+            stats(r).read
+        }
+        print(once() + once());
+    "#;
+    let out = script(dir.path(), run);
+    out.success();
+    let read: usize = out.stdout().trim().parse().unwrap();
+    assert!(read >= 4000, "{read}");
+    // Two instances of `map` write it: in order per instance.
+    let mut got: Vec<usize> = std::fs::read_to_string(dir.path().join("out.txt")).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+    got.sort();
+    assert!(got.iter().copied().eq(0..read), "the file does not hold 0..{read} once each: {} lines", got.len());
+}
+
 #[test]
 fn a_workflow_that_changed_is_refused_on_resume_naming_the_change_and_fresh_starts_it_over() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,12 +1,17 @@
 //! A worker's side of its master's checkpoints: what its instances hand
-//! in for a checkpoint, or at their end, goes to the master in pieces on
-//! the control link, after the lines of the worker's own files
-//! (`write_parts`) are appended to them; the part's status is published
-//! once its end is sent (so the master has it before the part's end is
-//! reported).
+//! in for a checkpoint, or at their end, goes to the master in pieces of
+//! 1 MiB on the link's bounded data queue (a big state waits for the link,
+//! it does not pile up in memory), after the lines of the worker's own
+//! files (`write_parts`) are appended to them; the part's status is
+//! published once its end is sent (so the master has it before the part's
+//! end is reported, which goes behind it on the same queue).
 
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::net::framing::encode;
 use crate::net::ControlMsg;
 use crate::runtime::checkpoint::output::Outputs;
 use crate::runtime::checkpoint::part::{pieces, WorkerPart};
@@ -15,19 +20,16 @@ use crate::runtime::dataflow::Running;
 use crate::workflow::Status;
 
 /// Sends what the instances of workflow `id`'s part hand in to the master
-/// (`send`); `names`: per stage, its nodes' names; `outputs`: the files
-/// this worker writes.
-pub async fn drive(
-    id: u64,
-    running: Arc<Running>,
-    names: Arc<Vec<Vec<String>>>,
-    outputs: Outputs,
-    send: impl Fn(ControlMsg) + Send + Sync + 'static,
-) {
+/// (on `data`, its link's data queue); `names`: per stage, its nodes'
+/// names; `outputs`: the files this worker writes.
+pub async fn drive(id: u64, running: Arc<Running>, names: Arc<Vec<Vec<String>>>, outputs: Outputs, data: mpsc::Sender<Bytes>) {
     let outputs = Arc::new(Mutex::new(outputs));
     let Some(ends) = running.driver_ends() else { return };
     let (mut events, mut outcome) = (ends.events, ends.outcome);
-    let send = Arc::new(send);
+    let send = move |msg: ControlMsg| {
+        let data = data.clone();
+        async move { data.send(Bytes::from(encode(&msg))).await.map_err(|_| "the link to the master closed".to_string()) }
+    };
     let forward = |checkpoint: Option<u64>, instances| {
         let (names, send, outputs) = (names.clone(), send.clone(), outputs.clone());
         async move {
@@ -40,10 +42,10 @@ pub async fn drive(
             let bytes = encoded?;
             let count = bytes.len().div_ceil(super::remote::DATA_CHUNK).max(1);
             for (i, chunk) in pieces(&bytes, super::remote::DATA_CHUNK).enumerate() {
-                send(ControlMsg::Snapshot { id, checkpoint, chunk: chunk.to_vec(), last: i + 1 == count });
+                send(ControlMsg::Snapshot { id, checkpoint, chunk: chunk.to_vec(), last: i + 1 == count }).await?;
             }
             if bytes.is_empty() {
-                send(ControlMsg::Snapshot { id, checkpoint, chunk: Vec::new(), last: true });
+                send(ControlMsg::Snapshot { id, checkpoint, chunk: Vec::new(), last: true }).await?;
             }
             Ok::<(), String>(())
         }

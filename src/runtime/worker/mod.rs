@@ -468,8 +468,7 @@ impl Worker {
         let part = dataflow::Part { layout, node: self.config.name.clone(), settle_here: false, checkpoints };
         let running = dataflow::start(plan, code, part, &self.config.env, Some(remote)).map_err(|e| e.to_string())?;
         if let Some(outputs) = outputs {
-            let me = self.clone();
-            tokio::spawn(checkpoints::drive(id, running.clone(), names, outputs, move |msg| me.to_master(msg)));
+            tokio::spawn(checkpoints::drive(id, running.clone(), names, outputs, master.data.clone()));
         }
         self.parts.lock().expect("parts lock").insert(id, running.clone());
         // Started before its end can be seen.
