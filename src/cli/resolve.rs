@@ -13,6 +13,7 @@ use crate::runtime::link;
 use crate::runtime::node::{alive, node_file_path, read_node_file, NodeRecord};
 use crate::script::App;
 use crate::settings::checkpoint::{self, CheckpointSettings};
+use crate::settings::restart::{self, RestartPolicy};
 use crate::settings::limits::{self, ScriptLimits};
 use crate::settings::node::{self as settings, NodeSettings};
 use crate::{Error, Result};
@@ -228,10 +229,39 @@ pub fn checkpoint_settings(app: Option<&App>) -> Result<CheckpointSettings> {
     Ok(settings)
 }
 
+/// How failed workflows restart: SKITTER_RESTART_ATTEMPTS,
+/// SKITTER_RESTART_DELAY and SKITTER_RESTART_WITHIN, else skitter.toml's
+/// `restart_attempts`, `restart_delay` and `restart_within`.
+pub fn restart_settings(app: Option<&App>) -> Result<RestartPolicy> {
+    let setting = |var: &str, key: &str, from_app: Option<f64>| -> Result<Option<(f64, String)>> {
+        match std::env::var(var).ok().filter(|v| !v.trim().is_empty()) {
+            Some(v) => {
+                let n = v.trim().parse::<f64>().map_err(|_| Error::Usage(format!("{var}={v:?}: give a number")))?;
+                Ok(Some((n, var.to_string())))
+            }
+            None => Ok(from_app.map(|n| (n, format!("{key} in skitter.toml")))),
+        }
+    };
+    let config = app.map(|a| &a.config);
+    let mut policy = RestartPolicy::default();
+    if let Some((n, from)) = setting("SKITTER_RESTART_ATTEMPTS", "restart_attempts", config.and_then(|c| c.restart_attempts))? {
+        policy.attempts = restart::attempts(n).map_err(|e| Error::Usage(format!("{from}: {e}")))?;
+    }
+    if let Some((s, from)) = setting("SKITTER_RESTART_DELAY", "restart_delay", config.and_then(|c| c.restart_delay))? {
+        policy.delay = restart::seconds("a restart delay", s).map_err(|e| Error::Usage(format!("{from}: {e}")))?;
+    }
+    if let Some((s, from)) = setting("SKITTER_RESTART_WITHIN", "restart_within", config.and_then(|c| c.restart_within))? {
+        policy.within = restart::seconds("a restart window", s).map_err(|e| Error::Usage(format!("{from}: {e}")))?;
+    }
+    restart::set(policy);
+    Ok(policy)
+}
+
 /// Resolves and applies what every node needs before it starts, and
 /// records it for `runtime_info()`.
 pub fn node_settings(tick: Option<f64>, slots: Option<usize>, app: Option<&App>) -> Result<()> {
     checkpoint_settings(app)?;
+    restart_settings(app)?;
     let tick = tick_time(tick, app)?;
     let limits = script_limits(app)?;
     let batch_deadline = batch_deadline(app)?;

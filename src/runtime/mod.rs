@@ -28,6 +28,7 @@ pub mod master;
 pub mod metrics;
 pub mod node;
 pub mod printer;
+pub mod restart;
 
 pub mod worker;
 

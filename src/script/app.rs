@@ -46,6 +46,13 @@ pub struct Config {
     pub checkpoint_dir: Option<PathBuf>,
     /// Completed checkpoints kept per workflow (default 3).
     pub checkpoints_kept: Option<usize>,
+    /// How often a failed workflow with checkpoints restarts (default 10
+    /// within `restart_within`; 0: never).
+    pub restart_attempts: Option<f64>,
+    /// Seconds before the first restart (default 0.2; doubled for each next).
+    pub restart_delay: Option<f64>,
+    /// Seconds in which `restart_attempts` are counted (default 600).
+    pub restart_within: Option<f64>,
     /// The environment these settings are for (dev, test, prod, ...).
     #[serde(skip)]
     pub env: String,

@@ -54,7 +54,8 @@ impl std::fmt::Display for WorkflowRef {
     }
 }
 
-/// How a workflow is deployed: `deploy(wf, #{ name, fresh, checkpoint_interval })`.
+/// How a workflow is deployed: `deploy(wf, #{ name, fresh, checkpoint_interval,
+/// restart_attempts, restart_delay, restart_within })`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DeployOptions {
     /// The name its checkpoints are kept under (by default derived from
@@ -67,6 +68,10 @@ pub struct DeployOptions {
     pub fresh: bool,
     /// Seconds between checkpoints (0: off); `None`: the node's setting.
     pub checkpoint_interval: Option<f64>,
+    /// How it restarts when a run fails; `None`: the node's settings.
+    pub restart_attempts: Option<u32>,
+    pub restart_delay: Option<std::time::Duration>,
+    pub restart_within: Option<std::time::Duration>,
 }
 
 impl DeployOptions {
@@ -85,10 +90,35 @@ impl DeployOptions {
                     crate::settings::checkpoint::interval(s)?;
                     o.checkpoint_interval = Some(s);
                 }
-                other => return Err(format!("unknown deploy option `{other}` (options: name, fresh, checkpoint_interval)")),
+                "restart_attempts" => o.restart_attempts = Some(crate::settings::restart::attempts(number(k, v)?)?),
+                "restart_delay" => o.restart_delay = Some(crate::settings::restart::seconds("a restart_delay", number(k, v)?)?),
+                "restart_within" => o.restart_within = Some(crate::settings::restart::seconds("a restart_within", number(k, v)?)?),
+                other => {
+                    return Err(format!(
+                        "unknown deploy option `{other}` (options: name, fresh, checkpoint_interval, restart_attempts, restart_delay, \
+                         restart_within)"
+                    ))
+                }
             }
         }
         Ok(o)
+    }
+}
+
+/// A deploy option's number.
+fn number(key: &str, v: &rhai::Dynamic) -> Result<f64, String> {
+    v.as_float().or_else(|_| v.as_int().map(|i| i as f64)).map_err(|t| format!("`{key}` must be a number, got {t}"))
+}
+
+impl DeployOptions {
+    /// How a workflow deployed with these options restarts.
+    pub fn restart_policy(&self) -> crate::settings::restart::RestartPolicy {
+        let node = crate::settings::restart::get();
+        crate::settings::restart::RestartPolicy {
+            attempts: self.restart_attempts.unwrap_or(node.attempts),
+            within: self.restart_within.unwrap_or(node.within),
+            delay: self.restart_delay.unwrap_or(node.delay),
+        }
     }
 }
 

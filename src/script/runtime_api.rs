@@ -63,7 +63,10 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
 /// `deploy(expr)` with options: `name` (the name its checkpoints are kept\n\
 /// under; by default derived from the expression), `fresh: true` (start\n\
 /// over rather than from its last checkpoint), `checkpoint_interval`\n\
-/// (seconds; 0 turns checkpoints off).\n\
+/// (seconds; 0 turns checkpoints off), `restart_attempts`,\n\
+/// `restart_delay`, `restart_within` (how a failed run restarts from its\n\
+/// last checkpoint on a cluster: default 10 times within 600 s, after\n\
+/// 0.2 s, doubled each time; 0 attempts: never).\n\
 ///\n\
 /// ```rhai\n\
 /// let r = deploy(\"workflow().stream_source(|n| n).count()\", #{ name: \"ticks\" });\n\
@@ -122,7 +125,9 @@ pub fn register(engine: &mut Engine, host: Arc<dyn Host>, code: Arc<RwLock<Code>
                 "\
 /// `deploy(wf)` with options: `name` (the name its checkpoints are kept\n\
 /// under), `fresh: true` (start over rather than from its last\n\
-/// checkpoint), `checkpoint_interval` (seconds; 0 turns checkpoints off).\n\
+/// checkpoint), `checkpoint_interval` (seconds; 0 turns checkpoints off),\n\
+/// `restart_attempts`, `restart_delay`, `restart_within` (how a failed\n\
+/// run restarts from its last checkpoint on a cluster).\n\
 ///\n\
 /// ```rhai\n\
 /// let r = deploy(workflow().stream_source(|n| n).count(), #{ name: \"ticks\", checkpoint_interval: 5 });\n\

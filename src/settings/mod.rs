@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod deadline;
 pub mod limits;
 pub mod node;
+pub mod restart;
 pub mod tick;
 
 use std::time::Duration;

@@ -10,6 +10,7 @@ pub mod key;
 pub mod model;
 pub mod operator;
 pub mod plan;
+pub mod recovery;
 pub mod stats;
 pub mod status;
 pub mod watch;

@@ -62,6 +62,8 @@ pub struct Stats {
     pub elapsed: f64,
     /// Its checkpoints, when they are on.
     pub checkpoints: Option<CheckpointStats>,
+    /// Its recoveries, when it can recover (checkpoints on, on a cluster).
+    pub recovery: Option<super::recovery::RecoveryStats>,
 }
 
 /// A workflow's checkpoints so far.
@@ -152,7 +154,7 @@ impl Stats {
             })
             .collect();
         let nodes = vec![NodeStats::default(); graph.nodes.len()];
-        Stats { graph, places, nodes, elapsed: 0.0, checkpoints: None }
+        Stats { graph, places, nodes, elapsed: 0.0, checkpoints: None, recovery: None }
     }
 
     /// The graph the nodes are of.
@@ -209,6 +211,9 @@ impl Stats {
         m.insert("operators".into(), rhai::Dynamic::from_map(operators));
         if let Some(c) = &self.checkpoints {
             m.insert("checkpoints".into(), rhai::Dynamic::from_map(c.to_map()));
+        }
+        if let Some(r) = &self.recovery {
+            m.insert("recovery".into(), rhai::Dynamic::from_map(r.to_map()));
         }
         m
     }

@@ -6,6 +6,10 @@ use std::fmt;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Status {
     Running,
+    /// A run failed (a worker was lost, an operator raised an error) and
+    /// the workflow is starting again from its last checkpoint: which
+    /// attempt, and why (`attempt 2, worker w1@h1 went away: ...`).
+    Recovering(String),
     /// Every source was exhausted and every record was processed.
     Finished,
     /// Stopped on request before its sources ended; records already read
@@ -22,7 +26,7 @@ pub enum Status {
 
 impl Status {
     pub fn is_done(&self) -> bool {
-        !matches!(self, Status::Running)
+        !matches!(self, Status::Running | Status::Recovering(_))
     }
 
     /// Whether the workflow ended before its sources did (stopped or aborted).
@@ -35,6 +39,7 @@ impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Status::Running => f.write_str("running"),
+            Status::Recovering(what) => write!(f, "recovering ({what})"),
             Status::Finished => f.write_str("finished"),
             Status::Stopped(None) => f.write_str("stopped"),
             Status::Stopped(Some(reason)) => write!(f, "stopped: {reason}"),

@@ -12,8 +12,14 @@ pub const COOKIE: &str = "test-cookie-5f1b";
 
 /// Runs `skitter ARGS` to the end with `cookie`, `tmp` as its tmp/ and home.
 pub fn run_with_cookie(tmp: &Path, cookie: &str, args: &[&str]) -> super::Outcome {
+    run_with_env(tmp, cookie, args, &[])
+}
+
+/// [`run_with_cookie`] with more environment variables.
+pub fn run_with_env(tmp: &Path, cookie: &str, args: &[&str], env: &[(&str, &str)]) -> super::Outcome {
     let out = Command::new(BIN)
         .args(args)
+        .envs(env.iter().copied())
         // Checkpoints stay with the test, even with an app of the repository.
         .env("SKITTER_CHECKPOINT_DIR", tmp.join("checkpoints"))
         .env("SKITTER_COOKIE", cookie)

@@ -264,7 +264,10 @@ impl Master {
                             Ok(None) => {}
                             Ok(Some((_, collected))) => {
                                 for (sink, values) in collected {
-                                    me.collected(id, sink, values);
+                                    // Durable: results, even if the run has failed since.
+                                    if let Some(wf) = me.deployed_of(id) {
+                                        me.collected(id, &wf, sink, values);
+                                    }
                                 }
                                 for w in cp.workers() {
                                     me.send(w, ControlMsg::Committed { id, checkpoint: Some(n) });
@@ -307,7 +310,9 @@ impl Master {
             Ok(None) => status,
             Ok(Some((_, collected))) => {
                 for (sink, values) in collected {
-                    self.collected(id, sink, values);
+                    if let Some(wf) = self.deployed_of(id) {
+                        self.collected(id, &wf, sink, values);
+                    }
                 }
                 for w in cp.workers() {
                     self.send(w, ControlMsg::Committed { id, checkpoint: None });
@@ -329,6 +334,10 @@ impl Master {
                     _ = tick.tick() => {}
                     _ = status.wait_for(|s| s.is_done()) => return,
                 }
+                if !deployed.checkpoints().is_some_and(|c| Arc::ptr_eq(&c, &cp)) {
+                    // Its run failed: it recovers with other checkpoints.
+                    return;
+                }
                 let actions = cp.step(Event::Tick(std::time::Instant::now()));
                 me.checkpoint_actions(id, &cp, actions);
             }
@@ -338,7 +347,7 @@ impl Master {
     /// `checkpoint(r)`: one now; its id once it is durable.
     pub(super) fn checkpoint_now(&self, r: WorkflowRef) -> Result<u64, String> {
         let wf = self.get(r)?;
-        let Some(cp) = wf.checkpoints.clone() else {
+        let Some(cp) = wf.checkpoints() else {
             return Err(format!("workflow #{} runs without checkpoints (checkpoint_interval 0)", r.id));
         };
         let status = wf.status.borrow().clone();
@@ -348,7 +357,7 @@ impl Master {
         let before = cp.stats.lock().expect("stats lock").last_id.unwrap_or(0);
         let target = cp.ask_target();
         let actions = cp.step(Event::Asked(std::time::Instant::now()));
-        self.checkpoint_actions(r.id, &cp, actions);
+        self.checkpoint_actions(wf.run(), &cp, actions);
         let deadline = std::time::Instant::now() + crate::runtime::checkpoint::driver::TIMEOUT;
         loop {
             let stats = cp.stats.lock().expect("stats lock").clone();

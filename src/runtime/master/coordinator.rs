@@ -111,6 +111,8 @@ struct Placed {
     /// Complete: the status it ends with, once these workers have named
     /// their files (so that files are in place when the status says so).
     settling: Option<(Status, BTreeSet<String>)>,
+    /// Why it failed, in the order the reasons came.
+    failures: Vec<String>,
 }
 
 impl Placed {
@@ -214,6 +216,7 @@ impl Coordinator {
                     abort: None,
                     interrupted: Vec::new(),
                     settling: None,
+                    failures: Vec::new(),
                 };
                 self.workflows.insert(id, placed);
                 Vec::new()
@@ -227,6 +230,9 @@ impl Coordinator {
                     return self.reported(id, worker, Vec::new());
                 }
                 if wf.status.is_done() {
+                    // Failing after it failed: kept, the root cause may be here.
+                    wf.failures.push(format!("on {worker}: {reason}"));
+                    wf.reported.insert(worker);
                     return Vec::new();
                 }
                 wf.reported.insert(worker.clone());
@@ -280,6 +286,12 @@ impl Coordinator {
         let retired = self.retiring.remove(&name);
         let mut actions = vec![Action::Log(format!("worker {name} went away: {reason}"))];
         let why = format!("worker {name} went away: {reason}");
+        // Failed already, maybe because it went: the root cause is here.
+        for wf in self.workflows.values_mut().filter(|wf| matches!(wf.status, Status::Failed(_)) && wf.workers.contains(&name)) {
+            if !wf.reported.contains(&name) {
+                wf.failures.push(why.clone());
+            }
+        }
         let ids: Vec<u64> =
             self.workflows.iter().filter(|(_, wf)| !wf.status.is_done() && wf.workers.contains(&name)).map(|(&id, _)| id).collect();
         for id in ids {
@@ -309,6 +321,7 @@ impl Coordinator {
     fn fail(&mut self, id: u64, reason: String, culprit: &str) -> Vec<Action> {
         let Some(wf) = self.workflows.get_mut(&id) else { return Vec::new() };
         wf.status = Status::Failed(reason.clone());
+        wf.failures.push(reason.clone());
         wf.settling = None;
         let mut actions = vec![Action::SetStatus { id, status: wf.status.clone() }];
         for w in wf.workers.iter().filter(|w| *w != culprit && self.workers.contains_key(*w)) {
@@ -364,6 +377,23 @@ impl Coordinator {
                 Vec::new()
             }
         }
+    }
+
+    /// Whether every worker of run `id` that is still here has reported
+    /// its part's end.
+    pub fn ended_where_alive(&self, id: u64) -> bool {
+        self.workflows
+            .get(&id)
+            .is_none_or(|wf| wf.workers.iter().all(|w| wf.reported.contains(w) || !self.workers.contains_key(w)))
+    }
+
+    /// Why run `id` failed: the first reason that is not a link the
+    /// failure broke (a part that fails closes its data links, and the
+    /// parts it sent to may report that first), else the first.
+    pub fn root_cause(&self, id: u64) -> Option<String> {
+        let failures = &self.workflows.get(&id)?.failures;
+        let consequence = |r: &&String| r.contains("data link to worker") || r.contains("data link from worker");
+        failures.iter().find(|r| !consequence(r)).or(failures.first()).cloned()
     }
 
     /// The workers a workflow ran on.
@@ -437,6 +467,18 @@ mod tests {
 
     /// Issue 27: a worker whose rename failed said so only in its log, and
     /// the workflow read `finished`.
+    #[test]
+    fn the_root_cause_of_a_failure_is_not_a_link_it_broke() {
+        let mut c = Coordinator::new(false);
+        joined(&mut c, &["a", "b"]);
+        c.step(Event::Deployed { id: 1, workers: vec!["a".into(), "b".into()] });
+        let broke = "lost the data link from worker b: it closed the connection without a goodbye".to_string();
+        c.step(Event::WorkerFailed { id: 1, worker: "a".into(), reason: broke });
+        c.step(Event::WorkerFailed { id: 1, worker: "b".into(), reason: "operator `m` failed on record 3: poison".into() });
+        assert_eq!(c.root_cause(1).unwrap(), "on b: operator `m` failed on record 3: poison");
+        assert!(c.ended_where_alive(1));
+    }
+
     #[test]
     fn a_worker_that_cannot_name_its_files_fails_the_workflow_naming_why() {
         let mut c = Coordinator::new(false);

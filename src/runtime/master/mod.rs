@@ -5,10 +5,12 @@
 mod checkpoints;
 pub mod coordinator;
 mod prepare;
+mod recovery;
+mod run;
 pub mod succession;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +22,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::coordinator::{Action, Coordinator, Event};
-use self::prepare::Prepared;
 use super::dataflow::sink::{self, FileSink};
 use super::dataflow::FlowError;
 use super::link::{self, LinkEnd, Outgoing};
@@ -31,6 +32,12 @@ use crate::script::{Code, Host, Output, WorkflowRef};
 use crate::workflow::{NodeStats, Operator, Plan, Stats, Status, Workflow};
 
 struct Deployed {
+    /// Its id, the user's; the first run's.
+    id: u64,
+    /// Its current run: messages of any other are refused.
+    run: AtomicU64,
+    /// Stopped or aborted by the user: a failure then does not restart it.
+    ending: AtomicBool,
     status: watch::Sender<Status>,
     collected: Mutex<BTreeMap<String, Vec<Dynamic>>>,
     /// Encoded bytes of what `collect()` sinks gathered, against the cap.
@@ -40,14 +47,37 @@ struct Deployed {
     files: HashMap<u32, Arc<FileSink>>,
     /// What each worker last reported of its part, and the workflow's nodes.
     nodes: Mutex<HashMap<String, Vec<NodeStats>>>,
-    stats: Stats,
+    /// What the workflow's runs before this one counted, and its nodes.
+    stats: Mutex<Stats>,
     started: std::time::Instant,
     ended_at: Mutex<Option<std::time::Instant>>,
     /// The remote console that deployed it, for what it prints; gone
     /// (None) once that console has detached.
     audience: Mutex<Option<crate::script::Audience>>,
-    /// Its checkpoints, when it takes them.
-    checkpoints: Option<Arc<checkpoints::ClusterCheckpoints>>,
+    /// The current run's checkpoints, when it takes them.
+    checkpoints: Mutex<Option<Arc<checkpoints::ClusterCheckpoints>>>,
+    /// What runs it again after a failure (with checkpoints).
+    recovery: Option<recovery::Recovery>,
+}
+
+impl Deployed {
+    fn run(&self) -> u64 {
+        self.run.load(Ordering::Relaxed)
+    }
+
+    fn checkpoints(&self) -> Option<Arc<checkpoints::ClusterCheckpoints>> {
+        self.checkpoints.lock().expect("checkpoints lock").clone()
+    }
+
+    /// Adds what the workers of the run that ended counted to the
+    /// workflow's counts, for the next run to count on.
+    fn fold_nodes(&self) {
+        let nodes: Vec<Vec<NodeStats>> = self.nodes.lock().expect("nodes lock").drain().map(|(_, n)| n).collect();
+        let mut stats = self.stats.lock().expect("stats lock");
+        for n in &nodes {
+            stats.add(n);
+        }
+    }
 }
 
 pub struct Master {
@@ -59,7 +89,13 @@ pub struct Master {
     coordinator: Mutex<Coordinator>,
     links: Mutex<HashMap<String, mpsc::UnboundedSender<ControlMsg>>>,
     workflows: Mutex<BTreeMap<u64, Arc<Deployed>>>,
+    /// Each run: the workflow it runs.
+    runs: Mutex<HashMap<u64, u64>>,
     next_id: AtomicU64,
+    /// Run ids, which workers know workflows by: unique to this master's
+    /// life (its start time in their high bits), so that a worker that
+    /// outlives one master never mistakes its runs for the next one's.
+    next_run: AtomicU64,
     output: Arc<Mutex<Output>>,
     /// What workers print, on its own thread: never behind a slow terminal.
     printer: super::printer::Printer,
@@ -77,6 +113,12 @@ pub struct Master {
     pub succession: self::succession::Succession,
 }
 
+/// The first run id of a master started now.
+fn first_run() -> u64 {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    ((ms & 0xFFFF_FFFF_FFFF) << 16) + 1
+}
+
 impl Master {
     pub fn new(name: String, cookie: String, shutdown_with_workers: bool, handle: Handle, output: Output) -> Arc<Master> {
         let output = Arc::new(Mutex::new(output));
@@ -88,7 +130,9 @@ impl Master {
             coordinator: Mutex::new(Coordinator::new(shutdown_with_workers)),
             links: Mutex::new(HashMap::new()),
             workflows: Mutex::new(BTreeMap::new()),
+            runs: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            next_run: AtomicU64::new(first_run()),
             printer: super::printer::Printer::start(output.clone()),
             output,
             notices: Mutex::new(None),
@@ -139,34 +183,65 @@ impl Master {
         }
     }
 
-    /// Settles the workflow's files here (under checkpoints: writes its
-    /// last checkpoint), then publishes its final status.
-    fn set_status(&self, id: u64, status: Status) {
-        let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id).cloned() else { return };
-        match (&wf.checkpoints, self.me.upgrade()) {
+    /// The workflow run `run` belongs to, whatever run is current.
+    fn deployed_of(&self, run: u64) -> Option<Arc<Deployed>> {
+        let id = self.runs.lock().expect("runs lock").get(&run).copied()?;
+        self.workflows.lock().expect("workflows lock").get(&id).cloned()
+    }
+
+    /// The workflow whose current run is `run`; a message of an older run
+    /// (fenced) finds none, and is counted.
+    fn current(&self, run: u64) -> Option<Arc<Deployed>> {
+        let wf = self.deployed_of(run)?;
+        if wf.run() == run {
+            return Some(wf);
+        }
+        if let Some(r) = &wf.recovery {
+            r.stats.lock().expect("recovery lock").fenced += 1;
+        }
+        tracing::debug!(workflow = wf.id, "refused a message of run {run}: the workflow runs as {} now", wf.run());
+        None
+    }
+
+    /// Run `run` ended. Settles the workflow's files here (under
+    /// checkpoints: writes its last checkpoint), then publishes its final
+    /// status; a failed run of a workflow that can recover runs again.
+    fn set_status(&self, run: u64, status: Status) {
+        let Some(wf) = self.deployed_of(run) else { return };
+        if wf.run() != run {
+            tracing::debug!(workflow = wf.id, "run {run} ended ({status}) after the workflow moved on to run {}", wf.run());
+            return;
+        }
+        if let Status::Failed(reason) = status {
+            if let Some(status) = self.recover(run, &wf, reason) {
+                self.publish_status(run, &wf, status);
+            }
+            return;
+        }
+        match (wf.checkpoints(), self.me.upgrade()) {
             (Some(cp), Some(me)) if matches!(status, Status::Finished | Status::Stopped(_)) => {
-                let cp = cp.clone();
                 self.handle.spawn(async move {
-                    let status = me.last_checkpoint(id, &cp, status).await;
-                    me.publish_status(id, &wf, status);
+                    let status = me.last_checkpoint(run, &cp, status).await;
+                    me.publish_status(run, &wf, status);
                 });
             }
-            _ => self.publish_status(id, &wf, status),
+            _ => self.publish_status(run, &wf, status),
         }
     }
 
     /// Publishes a workflow's final status and forgets the oldest ended
     /// workflows beyond the history's bound.
-    fn publish_status(&self, id: u64, wf: &Deployed, status: Status) {
+    fn publish_status(&self, run: u64, wf: &Deployed, status: Status) {
         let status = sink::settle_for(wf.files.values().map(|f| &**f), status);
-        if wf.checkpoints.is_none() && matches!(status, Status::Finished | Status::Stopped(_)) {
+        if wf.checkpoints().is_none() && matches!(status, Status::Finished | Status::Stopped(_)) {
             // Every file is in place, here and on every worker: what the
             // sources read may be acknowledged now, not before.
-            let workers = self.coordinator.lock().expect("coordinator lock").workers_of(id);
+            let workers = self.coordinator.lock().expect("coordinator lock").workers_of(run);
             for w in workers {
-                self.send(&w, ControlMsg::Committed { id, checkpoint: None });
+                self.send(&w, ControlMsg::Committed { id: run, checkpoint: None });
             }
         }
+        let id = wf.id;
         wf.ended_at.lock().expect("ended lock").get_or_insert_with(std::time::Instant::now);
         wf.status.send_replace(status.clone());
         match &status {
@@ -182,7 +257,13 @@ impl Master {
         let ended: Vec<u64> = workflows.iter().filter(|(_, w)| w.status.borrow().is_done()).map(|(&id, _)| id).collect();
         for old in ended.iter().take(ended.len().saturating_sub(self.keep)) {
             workflows.remove(old);
-            self.coordinator.lock().expect("coordinator lock").forget(*old);
+            let mut runs = self.runs.lock().expect("runs lock");
+            let mut coordinator = self.coordinator.lock().expect("coordinator lock");
+            coordinator.forget(*old);
+            for (run, _) in runs.iter().filter(|(_, id)| *id == old) {
+                coordinator.forget(*run);
+            }
+            runs.retain(|_, id| id != old);
         }
     }
 
@@ -324,12 +405,12 @@ impl Master {
             ControlMsg::Interrupted { id, operators } => self.step(Event::WorkerInterrupted { id, worker: worker.to_string(), operators }),
             ControlMsg::Output { id, text } => self.print(id, text),
             ControlMsg::Progress { id, nodes } => {
-                if let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id) {
+                if let Some(wf) = self.current(id) {
                     wf.nodes.lock().expect("nodes lock").insert(worker.to_string(), nodes);
                 }
             }
             ControlMsg::Lines { id, node, text } => {
-                let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id).cloned() else { return };
+                let Some(wf) = self.current(id) else { return };
                 // A slow disk holds this link, not the runtime's threads.
                 match tokio::task::block_in_place(|| wf.files.get(&node).map(|f| f.write(text.as_bytes()))) {
                     Some(Ok(())) => {}
@@ -345,20 +426,21 @@ impl Master {
                 }
             }
             ControlMsg::Snapshot { id, checkpoint, chunk, last } => {
-                let Some(cp) = self.workflows.lock().expect("workflows lock").get(&id).and_then(|wf| wf.checkpoints.clone()) else {
-                    return;
-                };
+                let Some(cp) = self.current(id).and_then(|wf| wf.checkpoints()) else { return };
                 let actions = cp.piece(worker, checkpoint, chunk, last);
                 self.checkpoint_actions(id, &cp, actions);
             }
-            ControlMsg::Collected { id, sink, values } => self.collected(id, sink, values),
+            ControlMsg::Collected { id, sink, values } => {
+                if let Some(wf) = self.current(id) {
+                    self.collected(id, &wf, sink, values)
+                }
+            }
             other => tracing::warn!("unexpected {} from worker {worker}", other.kind()),
         }
     }
 
     /// Records a `collect()` sink gathered, against the cap.
-    fn collected(&self, id: u64, sink: String, values: Vec<crate::net::value::Value>) {
-        let Some(wf) = self.workflows.lock().expect("workflows lock").get(&id).cloned() else { return };
+    fn collected(&self, id: u64, wf: &Deployed, sink: String, values: Vec<crate::net::value::Value>) {
         let size = crate::net::value::encoded_len(&values) as u64;
         let total = wf.collected_bytes.fetch_add(size, Ordering::Relaxed) + size;
         if total > self.results_cap {
@@ -376,7 +458,7 @@ impl Master {
     /// Prints what a worker sent: to the console that deployed workflow
     /// `id` while it is attached, else to this node's output.
     fn print(&self, id: Option<u64>, text: String) {
-        let deployed = id.and_then(|id| self.workflows.lock().expect("workflows lock").get(&id).cloned());
+        let deployed = id.and_then(|id| self.deployed_of(id));
         if let Some(wf) = deployed {
             let mut audience = wf.audience.lock().expect("audience lock");
             if let Some(to) = audience.as_ref() {
@@ -399,11 +481,15 @@ impl Master {
     }
 
     pub fn request_stop(&self, r: WorkflowRef) {
-        self.step(Event::StopRequested { id: r.id, reason: None });
+        let Ok(wf) = self.get(r) else { return };
+        wf.ending.store(true, Ordering::Relaxed);
+        self.step(Event::StopRequested { id: wf.run(), reason: None });
     }
 
     pub fn request_abort(&self, r: WorkflowRef, reason: &str) {
-        self.step(Event::AbortRequested { id: r.id, reason: reason.to_string() });
+        let Ok(wf) = self.get(r) else { return };
+        wf.ending.store(true, Ordering::Relaxed);
+        self.step(Event::AbortRequested { id: wf.run(), reason: reason.to_string() });
     }
 
     /// Workflows still running.
@@ -448,56 +534,40 @@ impl Host for Master {
         options: &crate::script::DeployOptions,
     ) -> Result<WorkflowRef, String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let Prepared { graph, workers, mut message } = self.prepare(wf, &code, id)?;
-        let plan = Plan::new(graph.clone());
-        let ControlMsg::Deploy { slots, placement, checkpoints: on, .. } = &mut message else { unreachable!("prepare makes a deploy") };
-        let placed = placement.iter().map(|(s, counts)| (*s as usize, counts.iter().map(|&n| n as usize).collect())).collect();
-        let layout = super::dataflow::Layout::new(workers.len(), 0, *slots as usize).with_placement(placed);
-        let checkpoints = self.prepare_checkpoints(id, &plan, &layout, &workers, options)?;
-        *on = checkpoints.is_some();
+        let run = self.next_run.fetch_add(1, Ordering::Relaxed);
+        wf.validate().map_err(|e| e.to_string())?;
+        let graph = wf.flatten();
         let sinks: Vec<String> = graph.nodes.iter().filter(|n| matches!(n.op.base(), Operator::Collect)).map(|n| n.name.clone()).collect();
+        let checkpointed = crate::runtime::checkpoint::setup::interval_for(&Plan::new(graph.clone()), options)? > Duration::ZERO;
         // Files of `write_lines` are written here: a bad path fails the
         // deploy. Under checkpoints they grow checkpoint by checkpoint.
         let mut files = HashMap::new();
         for (i, node) in graph.nodes.iter().enumerate() {
             if let Operator::WriteLines(path) = node.op.base() {
-                match checkpoints {
-                    Some(_) => sink::check_path(&node.name, path).map_err(|e| e.to_string())?,
-                    None => drop(files.insert(i as u32, FileSink::create(&node.name, path).map_err(|e| e.to_string())?)),
+                match checkpointed {
+                    true => sink::check_path(&node.name, path).map_err(|e| e.to_string())?,
+                    false => drop(files.insert(i as u32, FileSink::create(&node.name, path).map_err(|e| e.to_string())?)),
                 }
             }
         }
-        let stats = Stats::new(&graph);
         let (status, _) = watch::channel(Status::Running);
-        let collected = sinks.into_iter().map(|s| (s, Vec::new())).collect();
-        let deployed = Deployed {
+        let deployed = Arc::new(Deployed {
+            id,
+            run: AtomicU64::new(run),
+            ending: AtomicBool::new(false),
             status,
-            collected: Mutex::new(collected),
+            collected: Mutex::new(sinks.into_iter().map(|s| (s, Vec::new())).collect()),
             collected_bytes: AtomicU64::new(0),
             files,
             nodes: Mutex::new(HashMap::new()),
-            stats,
+            stats: Mutex::new(Stats::new(&graph)),
             started: std::time::Instant::now(),
             ended_at: Mutex::new(None),
             audience: Mutex::new(audience),
-            checkpoints: checkpoints.as_ref().map(|(cp, _)| cp.clone()),
-        };
-        let deployed = Arc::new(deployed);
-        self.workflows.lock().expect("workflows lock").insert(id, deployed.clone());
-        self.step(Event::Deployed { id, workers: workers.iter().map(|w| w.name.clone()).collect() });
-        for (i, w) in workers.iter().enumerate() {
-            // What its instances resume from goes before its deploy.
-            if let Some((_, restores)) = &checkpoints {
-                for chunk in crate::runtime::checkpoint::part::pieces(&restores[i], super::worker::DATA_CHUNK) {
-                    self.send(&w.name, ControlMsg::Restore { id, chunk: chunk.to_vec() });
-                }
-            }
-            self.send(&w.name, message.clone());
-        }
-        if let Some((cp, _)) = checkpoints {
-            self.tick_checkpoints(id, cp, &deployed);
-        }
-        tracing::info!(workflow = id, workers = workers.len(), "deployed");
+            checkpoints: Mutex::new(None),
+            recovery: checkpointed.then(|| recovery::Recovery::new(wf, &code, options)),
+        });
+        self.start_run(run, &deployed, wf, code, options)?;
         Ok(WorkflowRef { id })
     }
 
@@ -524,13 +594,14 @@ impl Host for Master {
 
     fn stats(&self, r: WorkflowRef) -> Result<Stats, String> {
         let wf = self.get(r)?;
-        let mut stats = wf.stats.clone();
+        let mut stats = wf.stats.lock().expect("stats lock").clone();
         for nodes in wf.nodes.lock().expect("nodes lock").values() {
             stats.add(nodes);
         }
         let end = wf.ended_at.lock().expect("ended lock").unwrap_or_else(std::time::Instant::now);
         stats.elapsed = end.duration_since(wf.started).as_secs_f64();
-        stats.checkpoints = wf.checkpoints.as_ref().map(|c| c.stats.lock().expect("stats lock").clone());
+        stats.checkpoints = wf.checkpoints().map(|c| c.stats.lock().expect("stats lock").clone());
+        stats.recovery = wf.recovery.as_ref().map(|r| r.stats.lock().expect("recovery lock").clone());
         Ok(stats)
     }
 

@@ -484,7 +484,7 @@ impl Worker {
                 Status::Finished | Status::Stopped(_) => Outcome::Completed,
                 Status::Failed(reason) => Outcome::Failed(reason),
                 Status::Aborted(_) => Outcome::Aborted(running.interrupted_operators()),
-                Status::Running => unreachable!("waited until done"),
+                Status::Running | Status::Recovering(_) => unreachable!("waited until done"),
             };
             me.step(Event::PartEnded { id, outcome }).await;
         });

@@ -1,0 +1,135 @@
+//! Recovery (issue 28): a cluster workflow with checkpoints whose worker
+//! is lost — killed, or stalled past the tick time — runs again from its
+//! last checkpoint on the workers that remain, and ends with exactly the
+//! output of an undisturbed run; a record that fails every time exhausts
+//! the restarts and fails the workflow naming it.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::node::{run, Node, COOKIE};
+use common::{newest_checkpoint, wait_until};
+
+/// A running count over a file: every word emits its count so far.
+const COUNTS: &str = "workflow().read_lines(IN).flat_map(|l| l.split(\" \")).keyed_reduce(|w| w, |c, w| [c + 1, w + \" \" + (c + 1)], 0).write_lines(OUT)";
+
+/// 60,000 lines of 6 words from a vocabulary of 500.
+fn input(path: &Path) {
+    let mut text = String::new();
+    let mut x: u64 = 11;
+    for _ in 0..60_000 {
+        let words: Vec<String> = (0..6)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                format!("w{}", (x >> 33) % 500)
+            })
+            .collect();
+        text.push_str(&words.join(" "));
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// What the running count over `input` writes: every word's counts 1..=n.
+fn expected(input: &Path) -> Vec<String> {
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    let mut lines = Vec::new();
+    for w in std::fs::read_to_string(input).unwrap().split_whitespace() {
+        let c = counts.entry(w.to_string()).or_default();
+        *c += 1;
+        lines.push(format!("{w} {c}"));
+    }
+    lines.sort();
+    lines
+}
+
+fn sorted_lines(path: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_to_string(path).unwrap().lines().map(String::from).collect();
+    lines.sort();
+    lines
+}
+
+/// `workers` workers and a master running the count with a checkpoint
+/// every 50 ms; `lose(workers, seed)` takes one away once a checkpoint
+/// is in. The master finishes the workflow anyway: its output is exact.
+fn lose_a_worker(workers: usize, lose: impl Fn(&mut [Node], u64)) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path();
+    input(&tmp.join("in.txt"));
+    let names: Vec<String> = (1..=workers).map(|i| format!("w{i}")).collect();
+    let mut nodes: Vec<Node> =
+        names.iter().enumerate().map(|(i, n)| Node::worker(n, &format!("127.0.0.{}", 110 + i), &["--no-shutdown-with-master"], tmp)).collect();
+    let deploy = COUNTS.replace("IN", &format!("{:?}", tmp.join("in.txt"))).replace("OUT", &format!("{:?}", tmp.join("out.txt")));
+    let mut args = vec!["master", "start", "--no-log", "--listen", "127.0.0.1:0", "--deploy", &deploy];
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    args.extend(addrs.iter().map(String::as_str));
+    let ck = tmp.join("checkpoints");
+    let mut master = Node::spawn_with_env(&args, tmp, COOKIE, None, &[("SKITTER_CHECKPOINT_INTERVAL", "0.05"), ("SKITTER_TICK_TIME", "2")]);
+    let progressed = wait_until(Duration::from_secs(60), || newest_checkpoint(&ck) > 0 || master.wait(Duration::ZERO).is_some());
+    assert!(progressed, "no checkpoint within 60 s:\n{}", master.stderr());
+    assert!(master.wait(Duration::ZERO).is_none(), "the workflow ended before a worker was lost: the test proves nothing");
+    let seed = std::process::id() as u64;
+    lose(&mut nodes, seed);
+    let status = master.wait(Duration::from_secs(120)).expect("the master finishes the workflow");
+    let stderr = master.stderr();
+    assert!(status.success(), "{stderr}");
+    let got = sorted_lines(&tmp.join("out.txt"));
+    let want = expected(&tmp.join("in.txt"));
+    assert_eq!(got.len(), want.len(), "{stderr}");
+    assert!(got == want, "the output differs from an undisturbed run's:\n{stderr}");
+    stderr
+}
+
+/// Kills (SIGKILL) one of the workers, chosen by `seed`, at a random
+/// moment of the next checkpoint.
+fn kill_one(nodes: &mut [Node], seed: u64) {
+    let seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    std::thread::sleep(Duration::from_millis((seed >> 33) % 40));
+    let n = nodes.len();
+    nodes[((seed >> 40) as usize) % n].kill9();
+}
+
+#[test]
+fn a_worker_killed_mid_run_is_recovered_from_on_the_other_and_the_output_is_exact() {
+    let stderr = lose_a_worker(2, kill_one);
+    assert!(stderr.contains("resuming `"), "{stderr}");
+}
+
+#[test]
+fn a_worker_of_three_killed_mid_run_is_recovered_from_on_the_others_and_the_output_is_exact() {
+    lose_a_worker(3, kill_one);
+}
+
+/// A worker stopped (SIGSTOP) past the tick time is lost to the master; the
+/// workflow goes on without it. When it continues, what its run sends is
+/// of a run given up: refused.
+#[test]
+fn a_worker_stalled_past_the_tick_time_is_recovered_from_and_fenced_when_it_returns() {
+    lose_a_worker(2, |nodes, _| nodes[1].stall(Duration::from_millis(4000)));
+}
+
+/// A record that fails every time: the workflow restarts from its last
+/// checkpoint as often as it may, then fails naming the record's error
+/// every time.
+#[test]
+fn a_poison_record_exhausts_the_restarts_and_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path();
+    let w1 = Node::worker("w1", "127.0.0.120", &[], tmp);
+    let w2 = Node::worker("w2", "127.0.0.121", &[], tmp);
+    let master =
+        Node::spawn(&["master", "start", "--no-log", "-n", "m1", "--listen", "127.0.0.122:0", &w1.addr, &w2.addr], tmp, COOKIE, None);
+    assert!(master.wait_stderr("connected to 2 worker(s)", Duration::from_secs(10)), "{}", master.stderr());
+    let script = "let r = deploy(workflow().stream_source(|n| n).map(|n| if n == 3000 { throw `poison ${n}` } else { n }).count(), \
+                  #{ name: \"poison\", checkpoint_interval: 0.05, restart_attempts: 2, restart_delay: 0.05 }); \
+                  print(wait(r)); print(stats(r).recovery.restarts);";
+    let out = run(tmp, &["rpc", "m1", &format!("{{ {script} }}")]).success().stdout();
+    let mut lines = out.lines();
+    let status = lines.next().unwrap_or_default();
+    assert!(status.starts_with("failed: "), "{out}");
+    assert!(status.contains("(restarted 2 times within 600 s"), "{out}");
+    assert_eq!(status.matches("poison 3000").count(), 4, "the error, and once for each of its 3 failures: {out}");
+    assert_eq!(lines.next(), Some("2"), "{out}");
+}
