@@ -124,9 +124,13 @@ fn a_poison_record_exhausts_the_restarts_and_fails_naming_it() {
     assert!(master.wait_stderr("connected to 2 worker(s)", Duration::from_secs(10)), "{}", master.stderr());
     let script = "let r = deploy(workflow().stream_source(|n| n).map(|n| if n == 3000 { throw `poison ${n}` } else { n }).count(), \
                   #{ name: \"poison\", checkpoint_interval: 0.05, restart_attempts: 2, restart_delay: 0.05 }); \
+                  let seen = status(r); while seen == \"running\" { sleep(0.001); seen = status(r); } print(seen); \
                   print(wait(r)); print(stats(r).recovery.restarts);";
     let out = run(tmp, &["rpc", "m1", &format!("{{ {script} }}")]).success().stdout();
     let mut lines = out.lines();
+    let recovering = lines.next().unwrap_or_default();
+    assert!(recovering.starts_with("recovering (attempt 1, on w"), "{out}");
+    assert!(recovering.contains("poison 3000"), "{out}");
     let status = lines.next().unwrap_or_default();
     assert!(status.starts_with("failed: "), "{out}");
     assert!(status.contains("(restarted 2 times within 600 s"), "{out}");

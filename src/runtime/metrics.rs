@@ -98,6 +98,16 @@ pub fn render(host: &dyn Host) -> String {
         last_at.clone(),
     );
 
+    let restarts = family(&mut registry, "skitter_workflow_restarts", "Runs a workflow started again from its last checkpoint");
+    let fenced = family(&mut registry, "skitter_workflow_fenced_messages", "Late messages of a workflow's runs given up, refused");
+    let last_recovery = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    registry.register_with_unit(
+        "skitter_workflow_last_recovery",
+        "How long the last recovery took, from the failure to the new run deployed",
+        Unit::Seconds,
+        last_recovery.clone(),
+    );
+
     for (r, status) in host.workflows() {
         let Ok(stats) = host.stats(r) else { continue };
         let workflow: Labels = vec![("workflow", r.id.to_string())];
@@ -109,6 +119,13 @@ pub fn render(host: &dyn Host) -> String {
                 last_alignment.get_or_create(&workflow).set(c.alignment_ms as f64 / 1000.0);
                 last_size.get_or_create(&workflow).set(c.bytes as i64);
                 last_at.get_or_create(&workflow).set((c.last_at_ms / 1000) as i64);
+            }
+        }
+        if let Some(rec) = &stats.recovery {
+            restarts.get_or_create(&workflow).inc_by(rec.restarts);
+            fenced.get_or_create(&workflow).inc_by(rec.fenced);
+            if let Some(ms) = rec.last_recovery_ms {
+                last_recovery.get_or_create(&workflow).set(ms as f64 / 1000.0);
             }
         }
         read.get_or_create(&workflow).inc_by(stats.read());

@@ -17,12 +17,14 @@ pub struct Watched {
     pub operators: Vec<(String, NodeStats)>,
     /// Its checkpoints, when they are on.
     pub checkpoints: Option<super::stats::CheckpointStats>,
+    /// Its recoveries, when it can recover.
+    pub recovery: Option<super::recovery::RecoveryStats>,
 }
 
 impl Watched {
     pub fn new(id: u64, status: String, stats: &Stats) -> Watched {
         let operators = stats.names().map(str::to_string).zip(stats.nodes.iter().cloned()).collect();
-        Watched { id, status, elapsed: stats.elapsed, operators, checkpoints: stats.checkpoints.clone() }
+        Watched { id, status, elapsed: stats.elapsed, operators, checkpoints: stats.checkpoints.clone(), recovery: stats.recovery.clone() }
     }
 }
 
@@ -49,6 +51,9 @@ pub fn frame(title: &str, before: &[Watched], now: &[Watched]) -> String {
         out.push_str(&format!("\n#WorkflowRef<{}>  {}  {:.0} s\n", wf.id, wf.status, wf.elapsed));
         if let Some(c) = &wf.checkpoints {
             out.push_str(&format!("  {}\n", c.summary()));
+        }
+        if let Some(line) = wf.recovery.as_ref().and_then(|r| r.summary()) {
+            out.push_str(&format!("  {line}\n"));
         }
         out.push_str(&format!(
             "  {:<24} {:>9} {:>9} {:>12} {:>12} {:>7} {:>6} {:>9}\n",
@@ -90,7 +95,7 @@ mod tests {
 
     fn look(elapsed: f64, records: u64) -> Watched {
         let s = NodeStats { records_in: records, records_out: records / 2, queued: 2, capacity: 8, ..Default::default() };
-        Watched { id: 3, status: "running".into(), elapsed, operators: vec![("filter_2".into(), s)], checkpoints: None }
+        Watched { id: 3, status: "running".into(), elapsed, operators: vec![("filter_2".into(), s)], checkpoints: None, recovery: None }
     }
 
     #[test]

@@ -405,7 +405,8 @@ impl Master {
             ControlMsg::Interrupted { id, operators } => self.step(Event::WorkerInterrupted { id, worker: worker.to_string(), operators }),
             ControlMsg::Output { id, text } => self.print(id, text),
             ControlMsg::Progress { id, nodes } => {
-                if let Some(wf) = self.current(id) {
+                // A run given up reports its counts until its parts end: not late data.
+                if let Some(wf) = self.deployed_of(id).filter(|wf| wf.run() == id) {
                     wf.nodes.lock().expect("nodes lock").insert(worker.to_string(), nodes);
                 }
             }
