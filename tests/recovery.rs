@@ -137,3 +137,48 @@ fn a_poison_record_exhausts_the_restarts_and_fails_naming_it() {
     assert_eq!(status.matches("poison 3000").count(), 4, "the error, and once for each of its 3 failures: {out}");
     assert_eq!(lines.next(), Some("2"), "{out}");
 }
+
+/// iptables rules on loopback that drop every packet to and from `ip`
+/// (a worker's own address: its links to the master and the data links
+/// other workers open to it); removed when dropped, also when the test
+/// fails.
+struct Partition(Vec<Vec<String>>);
+
+impl Partition {
+    fn of(addr: &str) -> Partition {
+        let (ip, _) = addr.rsplit_once(':').unwrap();
+        let rules: Vec<Vec<String>> =
+            [["OUTPUT", "-d", ip, "-j", "DROP"], ["OUTPUT", "-s", ip, "-j", "DROP"]].iter().map(|r| r.map(String::from).to_vec()).collect();
+        let mut partition = Partition(Vec::new());
+        for rule in rules {
+            let added = std::process::Command::new("iptables")
+                .arg("-I")
+                .args(&rule)
+                .output()
+                .expect("this test needs iptables (scripts/test installs it)");
+            assert!(added.status.success(), "iptables -I: {}", String::from_utf8_lossy(&added.stderr));
+            partition.0.push(rule);
+        }
+        partition
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        for rule in &self.0 {
+            let _ = std::process::Command::new("iptables").arg("-D").args(rule).output();
+        }
+    }
+}
+
+/// A worker cut off (every packet to and from its address dropped) for
+/// 15 s: the master counts it gone after its tick time and the workflow
+/// recovers on the other worker; what the cut-off worker's run still sends
+/// the other worker is of a run given up, and refused. The output is exact.
+#[test]
+fn a_worker_partitioned_for_15_seconds_is_recovered_from_and_its_old_run_fenced() {
+    lose_a_worker(2, |nodes, _| {
+        let _cut = Partition::of(&nodes[1].addr);
+        std::thread::sleep(Duration::from_secs(15));
+    });
+}
