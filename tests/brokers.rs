@@ -414,7 +414,8 @@ fn a_cluster_acknowledges_its_input_only_once_every_file_is_named() {
         let deploy = format!("deploy({wf}, #{{ checkpoint_interval: 0 }}).id");
         let id = run(tmp.path(), &["rpc", "m1", &deploy]).success().stdout().trim().to_string();
         let r = format!("workflows()[{id} - 1].ref");
-        let read = wait_until(Duration::from_secs(30), || run(tmp.path(), &["rpc", "m1", &format!("stats({r}).read")]).stdout().trim() == "400");
+        let read =
+            wait_until(Duration::from_secs(30), || run(tmp.path(), &["rpc", "m1", &format!("stats({r}).read")]).stdout().trim() == "400");
         assert!(read, "the workflow did not read the 400 entries");
         block();
         run(tmp.path(), &["rpc", "m1", &format!("print(stop({r}))")]).success().stdout().trim().to_string()

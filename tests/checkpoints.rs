@@ -402,7 +402,8 @@ fn an_output_files_name_is_made_durable_by_syncing_its_directory() {
     std::fs::write(dir.path().join("in.txt"), "a\nb\n").unwrap();
     // Without checkpoints: written aside, renamed, then the directory synced.
     let trace = traced(dir.path(), "workflow().read_lines(\"in.txt\").write_lines(\"out.txt\")", &[]);
-    let renamed = trace.lines().position(|l| l.contains("rename") && l.contains("out.txt\"")).unwrap_or_else(|| panic!("no rename:\n{trace}"));
+    let renamed =
+        trace.lines().position(|l| l.contains("rename") && l.contains("out.txt\"")).unwrap_or_else(|| panic!("no rename:\n{trace}"));
     let dir_synced = |l: &str| l.contains("fsync(") && l.contains(&format!("<{}>)", real.display()));
     assert!(trace.lines().skip(renamed + 1).any(dir_synced), "the directory is not synced after the rename:\n{trace}");
     assert_eq!(std::fs::read_to_string(dir.path().join("out.txt")).unwrap(), "a\nb\n");
@@ -410,12 +411,10 @@ fn an_output_files_name_is_made_durable_by_syncing_its_directory() {
     // With checkpoints: the file is created at the first checkpoint, and its
     // directory synced before the checkpoint's manifest is renamed into place.
     std::fs::remove_file(dir.path().join("out.txt")).unwrap();
-    let trace = traced(
-        dir.path(),
-        "workflow().read_lines(\"in.txt\").write_lines(\"out.txt\")",
-        &[("SKITTER_CHECKPOINT_INTERVAL", "0.05")],
-    );
-    let manifest = trace.lines().position(|l| l.contains("rename") && l.contains(".json\"")).unwrap_or_else(|| panic!("no manifest:\n{trace}"));
+    let trace =
+        traced(dir.path(), "workflow().read_lines(\"in.txt\").write_lines(\"out.txt\")", &[("SKITTER_CHECKPOINT_INTERVAL", "0.05")]);
+    let manifest =
+        trace.lines().position(|l| l.contains("rename") && l.contains(".json\"")).unwrap_or_else(|| panic!("no manifest:\n{trace}"));
     assert!(trace.lines().take(manifest).any(dir_synced), "the directory is not synced before the manifest:\n{trace}");
     assert_eq!(std::fs::read_to_string(dir.path().join("out.txt")).unwrap(), "a\nb\n");
 }

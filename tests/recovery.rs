@@ -13,13 +13,14 @@ use common::node::{run, Node, COOKIE};
 use common::{newest_checkpoint, wait_until};
 
 /// A running count over a file: every word emits its count so far.
-const COUNTS: &str = "workflow().read_lines(IN).flat_map(|l| l.split(\" \")).keyed_reduce(|w| w, |c, w| [c + 1, w + \" \" + (c + 1)], 0).write_lines(OUT)";
+const COUNTS: &str =
+    "workflow().read_lines(IN).flat_map(|l| l.split(\" \")).keyed_reduce(|w| w, |c, w| [c + 1, w + \" \" + (c + 1)], 0).write_lines(OUT)";
 
-/// 60,000 lines of 6 words from a vocabulary of 500.
+/// 150,000 lines of 6 words from a vocabulary of 500.
 fn input(path: &Path) {
     let mut text = String::new();
     let mut x: u64 = 11;
-    for _ in 0..60_000 {
+    for _ in 0..150_000 {
         let words: Vec<String> = (0..6)
             .map(|_| {
                 x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -54,13 +55,18 @@ fn sorted_lines(path: &Path) -> Vec<String> {
 /// `workers` workers and a master running the count with a checkpoint
 /// every 50 ms; `lose(workers, seed)` takes one away once a checkpoint
 /// is in. The master finishes the workflow anyway: its output is exact.
-fn lose_a_worker(workers: usize, lose: impl Fn(&mut [Node], u64)) -> String {
+/// Workers listen on 127.0.0.`ip`, `ip + 1`, ...: each test its own
+/// addresses (the partition test drops every packet of one).
+fn lose_a_worker(workers: usize, ip: usize, lose: impl Fn(&mut [Node], u64)) -> String {
     let dir = tempfile::tempdir().unwrap();
     let tmp = dir.path();
     input(&tmp.join("in.txt"));
     let names: Vec<String> = (1..=workers).map(|i| format!("w{i}")).collect();
-    let mut nodes: Vec<Node> =
-        names.iter().enumerate().map(|(i, n)| Node::worker(n, &format!("127.0.0.{}", 110 + i), &["--no-shutdown-with-master"], tmp)).collect();
+    let mut nodes: Vec<Node> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| Node::worker(n, &format!("127.0.0.{}", ip + i), &["--no-shutdown-with-master"], tmp))
+        .collect();
     let deploy = COUNTS.replace("IN", &format!("{:?}", tmp.join("in.txt"))).replace("OUT", &format!("{:?}", tmp.join("out.txt")));
     let mut args = vec!["master", "start", "--no-log", "--listen", "127.0.0.1:0", "--deploy", &deploy];
     let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
@@ -69,7 +75,7 @@ fn lose_a_worker(workers: usize, lose: impl Fn(&mut [Node], u64)) -> String {
     let mut master = Node::spawn_with_env(&args, tmp, COOKIE, None, &[("SKITTER_CHECKPOINT_INTERVAL", "0.05"), ("SKITTER_TICK_TIME", "2")]);
     let progressed = wait_until(Duration::from_secs(60), || newest_checkpoint(&ck) > 0 || master.wait(Duration::ZERO).is_some());
     assert!(progressed, "no checkpoint within 60 s:\n{}", master.stderr());
-    assert!(master.wait(Duration::ZERO).is_none(), "the workflow ended before a worker was lost: the test proves nothing");
+    assert!(master.wait(Duration::ZERO).is_none(), "the workflow ended before a worker was lost: the test proves nothing:\n{}", master.stderr());
     let seed = std::process::id() as u64;
     lose(&mut nodes, seed);
     let status = master.wait(Duration::from_secs(120)).expect("the master finishes the workflow");
@@ -93,13 +99,13 @@ fn kill_one(nodes: &mut [Node], seed: u64) {
 
 #[test]
 fn a_worker_killed_mid_run_is_recovered_from_on_the_other_and_the_output_is_exact() {
-    let stderr = lose_a_worker(2, kill_one);
+    let stderr = lose_a_worker(2, 110, kill_one);
     assert!(stderr.contains("resuming `"), "{stderr}");
 }
 
 #[test]
 fn a_worker_of_three_killed_mid_run_is_recovered_from_on_the_others_and_the_output_is_exact() {
-    lose_a_worker(3, kill_one);
+    lose_a_worker(3, 113, kill_one);
 }
 
 /// A worker stopped (SIGSTOP) past the tick time is lost to the master; the
@@ -107,7 +113,7 @@ fn a_worker_of_three_killed_mid_run_is_recovered_from_on_the_others_and_the_outp
 /// of a run given up: refused.
 #[test]
 fn a_worker_stalled_past_the_tick_time_is_recovered_from_and_fenced_when_it_returns() {
-    lose_a_worker(2, |nodes, _| nodes[1].stall(Duration::from_millis(4000)));
+    lose_a_worker(2, 117, |nodes, _| nodes[1].stall(Duration::from_millis(4000)));
 }
 
 /// A record that fails every time: the workflow restarts from its last
@@ -177,8 +183,120 @@ impl Drop for Partition {
 /// the other worker is of a run given up, and refused. The output is exact.
 #[test]
 fn a_worker_partitioned_for_15_seconds_is_recovered_from_and_its_old_run_fenced() {
-    lose_a_worker(2, |nodes, _| {
+    lose_a_worker(2, 130, |nodes, _| {
         let _cut = Partition::of(&nodes[1].addr);
         std::thread::sleep(Duration::from_secs(15));
     });
+}
+
+/// The master of 2 workers killed (SIGKILL) mid-run, and started again
+/// with `--recover` and no deploy: it deploys the workflow it ran again
+/// from its last checkpoint, and the output is exact. Once the workflow
+/// finished, nothing is left to recover.
+#[test]
+fn a_master_killed_and_started_with_recover_resumes_what_it_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path();
+    input(&tmp.join("in.txt"));
+    let stay = ["--no-shutdown-with-master"];
+    let w1 = Node::worker("w1", "127.0.0.123", &stay, tmp);
+    let w2 = Node::worker("w2", "127.0.0.124", &stay, tmp);
+    let deploy = COUNTS.replace("IN", &format!("{:?}", tmp.join("in.txt"))).replace("OUT", &format!("{:?}", tmp.join("out.txt")));
+    let env = [("SKITTER_CHECKPOINT_INTERVAL", "0.05")];
+    let ck = tmp.join("checkpoints");
+    let mut first = Node::spawn_with_env(
+        &["master", "start", "--no-log", "-n", "m", "--listen", "127.0.0.1:0", "--deploy", &deploy, &w1.addr, &w2.addr],
+        tmp,
+        COOKIE,
+        None,
+        &env,
+    );
+    let progressed = wait_until(Duration::from_secs(60), || newest_checkpoint(&ck) > 0 || first.wait(Duration::ZERO).is_some());
+    assert!(progressed, "no checkpoint within 60 s:\n{}", first.stderr());
+    assert!(first.wait(Duration::ZERO).is_none(), "the workflow ended before the master was killed: the test proves nothing");
+    first.kill9();
+
+    let again = Node::spawn_with_env(
+        &["master", "start", "--no-log", "-n", "m", "--recover", "--listen", "127.0.0.1:0", &w1.addr, &w2.addr],
+        tmp,
+        COOKIE,
+        None,
+        &env,
+    );
+    let finished =
+        wait_until(Duration::from_secs(120), || run(tmp, &["rpc", "m", "status(workflows()[0].ref)"]).stdout().contains("finished"));
+    assert!(finished, "the recovered workflow did not finish:\n{}", again.stderr());
+    let stderr = again.stderr();
+    assert!(stderr.contains("recovered `workflow-read-lines-"), "{stderr}");
+    assert!(stderr.contains("resuming `workflow-read-lines-"), "{stderr}");
+    let got = sorted_lines(&tmp.join("out.txt"));
+    let want = expected(&tmp.join("in.txt"));
+    assert_eq!(got.len(), want.len(), "{stderr}");
+    assert!(got == want, "the output differs from an undisturbed run's:\n{stderr}");
+    let left: Vec<_> = walk(&ck).into_iter().filter(|p| p.ends_with("running.bin")).collect();
+    assert!(left.is_empty(), "a finished workflow is still recorded as running: {left:?}");
+    drop(again);
+
+    // A master started with --recover when nothing ran says so.
+    let idle = Node::spawn_with_env(
+        &["master", "start", "--no-log", "-n", "m2", "--recover", "--listen", "127.0.0.1:0", &w1.addr],
+        tmp,
+        COOKIE,
+        None,
+        &env,
+    );
+    assert!(idle.wait_stderr("nothing to recover: no workflow was running", Duration::from_secs(10)), "{}", idle.stderr());
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Workers that joined their master dial it again when it dies (for the
+/// rejoin wait): a master killed and started again on its address with
+/// `--recover` gets them back, and the workflow resumes on them.
+#[test]
+fn workers_rejoin_a_master_that_comes_back_and_the_workflow_resumes_on_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path();
+    input(&tmp.join("in.txt"));
+    let port = std::net::TcpListener::bind("127.0.0.126:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.126:{port}");
+    let deploy = COUNTS.replace("IN", &format!("{:?}", tmp.join("in.txt"))).replace("OUT", &format!("{:?}", tmp.join("out.txt")));
+    let env = [("SKITTER_CHECKPOINT_INTERVAL", "0.05")];
+    let ck = tmp.join("checkpoints");
+    // Deployed once both workers joined.
+    let script = format!("while workers().len() < 2 {{ sleep(0.01); }} deploy({deploy}); ()");
+    let mut first = Node::spawn_with_env(&["master", "start", "--no-log", "-n", "m", "--listen", &listen], tmp, COOKIE, None, &env);
+    let workers: Vec<Node> = ["w1", "w2"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let ip = format!("127.0.0.{}", 127 + i);
+            Node::spawn(&["worker", "start", "--no-log", "-n", n, "--listen", &format!("{ip}:0"), &listen], tmp, COOKIE, None)
+        })
+        .collect();
+    run(tmp, &["rpc", "m", &format!("{{ {script} }}")]).success();
+    let progressed = wait_until(Duration::from_secs(60), || newest_checkpoint(&ck) > 0);
+    assert!(progressed, "no checkpoint within 60 s:\n{}", first.stderr());
+    first.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    let again = Node::spawn_with_env(&["master", "start", "--no-log", "-n", "m", "--recover", "--listen", &listen], tmp, COOKIE, None, &env);
+    let finished = wait_until(Duration::from_secs(120), || {
+        run(tmp, &["rpc", "m", "status(workflows()[0].ref)"]).stdout().contains("finished")
+    });
+    assert!(finished, "the recovered workflow did not finish:\n{}", again.stderr());
+    assert!(again.stderr().contains("recovered `"), "{}", again.stderr());
+    let got = sorted_lines(&tmp.join("out.txt"));
+    assert!(got == expected(&tmp.join("in.txt")), "the output differs from an undisturbed run's:\n{}", again.stderr());
+    drop(workers);
 }

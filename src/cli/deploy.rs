@@ -261,6 +261,7 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         name: args.name.clone(),
         cookie: None,
         fresh: false,
+        recover: false,
         no_log: args.no_log,
         tick_time: None,
         shutdown_with_workers: args.shutdown_with_workers,

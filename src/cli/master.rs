@@ -37,6 +37,11 @@ pub struct MasterArgs {
     /// Deploy the workflow from scratch, not from its last checkpoint.
     #[arg(long, global = true)]
     pub fresh: bool,
+    /// Deploy again, each from its last checkpoint, the workflows this
+    /// master ran when it was killed or exited (recorded in its checkpoint
+    /// directory), once a worker is connected.
+    #[arg(long, global = true)]
+    pub recover: bool,
     /// Do not write the log file logs/<node>.log.
     #[arg(long, global = true)]
     pub no_log: bool,
@@ -74,6 +79,9 @@ impl MasterArgs {
         }
         if self.fresh {
             args.push("--fresh".into());
+        }
+        if self.recover {
+            args.push("--recover".into());
         }
         if self.no_log {
             args.push("--no-log".into());
@@ -216,6 +224,10 @@ pub fn start(
     let tmp = deployed.as_ref().map(|d| d.tmp.clone()).unwrap_or_else(|| tmp_dir(app.as_ref()));
     let _record = NodeFile::write(&tmp, &name, &addr).map_err(|e| Error::Failed(format!("cannot write the node file: {e}")))?;
 
+    if args.recover {
+        recover(&rt, &master, wait);
+    }
+
     let code = if shell {
         crate::shell::halt_on(rt.handle(), consoles.halt.clone(), host.clone());
         crate::shell::run_local(rt, host, env, app, crate::shell::FirstDeploy::of(deploy, args.fresh), &welcome, None).inspect(|_| {
@@ -308,4 +320,40 @@ pub fn start(
         }
     };
     code
+}
+
+/// `--recover`: once workers are connected — the first within `wait`, and
+/// then as long as more keep joining (rejoining workers dial again every
+/// 2 s at most) — deploys again the workflows the master ran before, and
+/// says what became of each.
+fn recover(rt: &tokio::runtime::Runtime, master: &Arc<Master>, wait: std::time::Duration) {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + wait;
+    let (mut seen, mut since) = (0, Instant::now());
+    while Instant::now() < deadline {
+        let now = master.worker_names().len();
+        if now != seen {
+            (seen, since) = (now, Instant::now());
+        }
+        if seen > 0 && since.elapsed() >= Duration::from_millis(2500) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let recovered = rt.block_on(async { tokio::task::block_in_place(|| master.recover_recorded()) });
+    if recovered.is_empty() {
+        eprintln!("nothing to recover: no workflow was running");
+    }
+    for (name, result) in recovered {
+        match result {
+            Ok(r) => {
+                tracing::info!("recovered `{name}` as {r}");
+                eprintln!("recovered `{name}` as {r}");
+            }
+            Err(e) => {
+                tracing::error!("cannot recover `{name}`: {e}");
+                eprintln!("error: cannot recover `{name}`: {e}");
+            }
+        }
+    }
 }

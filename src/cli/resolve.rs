@@ -13,9 +13,9 @@ use crate::runtime::link;
 use crate::runtime::node::{alive, node_file_path, read_node_file, NodeRecord};
 use crate::script::App;
 use crate::settings::checkpoint::{self, CheckpointSettings};
-use crate::settings::restart::{self, RestartPolicy};
 use crate::settings::limits::{self, ScriptLimits};
 use crate::settings::node::{self as settings, NodeSettings};
+use crate::settings::restart::{self, RestartPolicy};
 use crate::{Error, Result};
 
 /// The cookie: `-c` (with a warning), else SKITTER_COOKIE, else a

@@ -84,7 +84,10 @@ mod tests {
         assert_eq!(r.failed("b".into(), t), Decision::Restart { attempt: 2, delay: Duration::from_millis(200) });
         assert_eq!(r.failed("c".into(), t), Decision::Restart { attempt: 3, delay: Duration::from_millis(400) });
         let Decision::Fail(why) = r.failed("d".into(), t) else { panic!("a fourth failure within the window gives up") };
-        assert_eq!(why, "d (restarted 3 times within 60 s, each time from its last checkpoint, and gave up; it failed: 1. a; 2. b; 3. c; 4. d)");
+        assert_eq!(
+            why,
+            "d (restarted 3 times within 60 s, each time from its last checkpoint, and gave up; it failed: 1. a; 2. b; 3. c; 4. d)"
+        );
         assert_eq!(r.total, 3);
     }
 

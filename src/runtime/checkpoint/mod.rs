@@ -21,6 +21,7 @@ pub mod output;
 pub mod part;
 pub mod rescale;
 pub mod resume;
+pub mod running;
 pub mod setup;
 pub mod store;
 pub mod write;

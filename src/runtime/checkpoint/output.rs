@@ -220,7 +220,12 @@ impl Outputs {
     pub fn cut_back(&mut self) -> Result<(), OutputError> {
         for f in &mut self.files {
             if let Some(file) = f.open.as_mut().filter(|_| f.len > f.durable) {
-                let io = |e: std::io::Error| OutputError::Io { node: f.node.clone(), action: "cut back", path: f.path.clone(), error: e.to_string() };
+                let io = |e: std::io::Error| OutputError::Io {
+                    node: f.node.clone(),
+                    action: "cut back",
+                    path: f.path.clone(),
+                    error: e.to_string(),
+                };
                 file.set_len(f.durable).and_then(|()| file.sync_data()).map_err(io)?;
                 use std::io::Seek;
                 file.seek(std::io::SeekFrom::Start(f.durable)).map_err(io)?;

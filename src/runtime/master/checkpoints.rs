@@ -19,16 +19,16 @@ use crate::runtime::checkpoint::coordinator::{Action, Coordinator, Event};
 use crate::runtime::checkpoint::driver::TIMEOUT;
 use crate::runtime::checkpoint::output::{check_written, Outputs, Writes};
 use crate::runtime::checkpoint::part::{WorkerPart, WorkerRestore};
-use crate::runtime::checkpoint::write::Gathered;
 use crate::runtime::checkpoint::setup::Prepared;
 use crate::runtime::checkpoint::store::Store;
+use crate::runtime::checkpoint::write::Gathered;
 use crate::runtime::checkpoint::Workflow;
 use crate::runtime::checkpoint::{now_ms, Kind};
 use crate::runtime::dataflow::Layout;
 use crate::script::{DeployOptions, WorkflowRef};
 use crate::workflow::stats::CheckpointStats;
-use crate::workflow::Status;
 use crate::workflow::Plan;
+use crate::workflow::Status;
 
 /// What each worker's instances resume from, encoded, in the workers' order.
 type Restores = Vec<Vec<u8>>;
@@ -141,7 +141,8 @@ impl ClusterCheckpoints {
             // written (given up, or in flight at the end), in order: a
             // worker's lines before a barrier are only in its part of that
             // checkpoint. The last one takes the parts' ends too.
-            let mut covered: Vec<Option<u64>> = inner.complete.keys().copied().filter(|k| k.is_some() && (id.is_none() || *k <= id)).collect();
+            let mut covered: Vec<Option<u64>> =
+                inner.complete.keys().copied().filter(|k| k.is_some() && (id.is_none() || *k <= id)).collect();
             covered.sort();
             let (number, started) = match id {
                 Some(n) => (n, inner.started.remove(&n).unwrap_or((now_ms(), Instant::now()))),
@@ -177,16 +178,8 @@ impl ClusterCheckpoints {
                 gathered.add(Gathered::joined(merged));
             }
             let mut outputs = outputs.lock().expect("outputs lock");
-            let w = crate::runtime::checkpoint::write::write(
-                &wf,
-                store.as_ref(),
-                &mut outputs,
-                number,
-                kind,
-                taken_at_ms,
-                began,
-                gathered,
-            )?;
+            let w =
+                crate::runtime::checkpoint::write::write(&wf, store.as_ref(), &mut outputs, number, kind, taken_at_ms, began, gathered)?;
             Ok((w.bytes, alignment_ms, w.collected))
         })
         .await

@@ -382,9 +382,7 @@ impl Coordinator {
     /// Whether every worker of run `id` that is still here has reported
     /// its part's end.
     pub fn ended_where_alive(&self, id: u64) -> bool {
-        self.workflows
-            .get(&id)
-            .is_none_or(|wf| wf.workers.iter().all(|w| wf.reported.contains(w) || !self.workers.contains_key(w)))
+        self.workflows.get(&id).is_none_or(|wf| wf.workers.iter().all(|w| wf.reported.contains(w) || !self.workers.contains_key(w)))
     }
 
     /// Why run `id` failed: the first reason that is not a link the

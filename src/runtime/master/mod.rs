@@ -29,7 +29,7 @@ use crate::net::handshake::{self, HANDSHAKE_TIMEOUT};
 use crate::net::message::ControlRefusal;
 use crate::net::{Authenticated, ControlMsg, Identity, Link, LinkMessage, NetError, Role, WorkerInfo};
 use crate::script::{Code, Host, Output, WorkflowRef};
-use crate::workflow::{NodeStats, Operator, Plan, Stats, Status, Workflow};
+use crate::workflow::{NodeStats, Stats, Status, Workflow};
 
 struct Deployed {
     /// Its id, the user's; the first run's.
@@ -96,6 +96,9 @@ pub struct Master {
     /// life (its start time in their high bits), so that a worker that
     /// outlives one master never mistakes its runs for the next one's.
     next_run: AtomicU64,
+    /// Stopping every workflow because the master is exiting: they stay
+    /// recorded as running, for `--recover`.
+    exiting: AtomicBool,
     output: Arc<Mutex<Output>>,
     /// What workers print, on its own thread: never behind a slow terminal.
     printer: super::printer::Printer,
@@ -133,6 +136,7 @@ impl Master {
             runs: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             next_run: AtomicU64::new(first_run()),
+            exiting: AtomicBool::new(false),
             printer: super::printer::Printer::start(output.clone()),
             output,
             notices: Mutex::new(None),
@@ -242,6 +246,11 @@ impl Master {
             }
         }
         let id = wf.id;
+        if let Some(r) = wf.recovery.as_ref().filter(|_| !self.exiting.load(Ordering::Relaxed)) {
+            if let Some(name) = r.name.lock().expect("name lock").as_deref() {
+                crate::runtime::checkpoint::running::remove(name);
+            }
+        }
         wf.ended_at.lock().expect("ended lock").get_or_insert_with(std::time::Instant::now);
         wf.status.send_replace(status.clone());
         match &status {
@@ -534,42 +543,20 @@ impl Host for Master {
         audience: Option<crate::script::Audience>,
         options: &crate::script::DeployOptions,
     ) -> Result<WorkflowRef, String> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let run = self.next_run.fetch_add(1, Ordering::Relaxed);
         wf.validate().map_err(|e| e.to_string())?;
-        let graph = wf.flatten();
-        let sinks: Vec<String> = graph.nodes.iter().filter(|n| matches!(n.op.base(), Operator::Collect)).map(|n| n.name.clone()).collect();
-        let checkpointed = crate::runtime::checkpoint::setup::interval_for(&Plan::new(graph.clone()), options)? > Duration::ZERO;
-        // Files of `write_lines` are written here: a bad path fails the
-        // deploy. Under checkpoints they grow checkpoint by checkpoint.
-        let mut files = HashMap::new();
-        for (i, node) in graph.nodes.iter().enumerate() {
-            if let Operator::WriteLines(path) = node.op.base() {
-                match checkpointed {
-                    true => sink::check_path(&node.name, path).map_err(|e| e.to_string())?,
-                    false => drop(files.insert(i as u32, FileSink::create(&node.name, path).map_err(|e| e.to_string())?)),
-                }
-            }
+        self.deploy_graph(wf.flatten(), code, audience, options)
+    }
+
+    /// The master exits: its workflows stop (each a savepoint), and stay
+    /// recorded as running: a master started again with `--recover`
+    /// resumes them.
+    fn stop_all(&self) -> usize {
+        self.exiting.store(true, Ordering::Relaxed);
+        let running: Vec<WorkflowRef> = self.workflows().into_iter().filter(|(_, s)| !s.is_done()).map(|(r, _)| r).collect();
+        for r in &running {
+            let _ = self.stop(*r, crate::settings::STOP_DEADLINE);
         }
-        let (status, _) = watch::channel(Status::Running);
-        let deployed = Arc::new(Deployed {
-            id,
-            run: AtomicU64::new(run),
-            ending: AtomicBool::new(false),
-            status,
-            collected: Mutex::new(sinks.into_iter().map(|s| (s, Vec::new())).collect()),
-            collected_bytes: AtomicU64::new(0),
-            files,
-            nodes: Mutex::new(HashMap::new()),
-            stats: Mutex::new(Stats::new(&graph)),
-            started: std::time::Instant::now(),
-            ended_at: Mutex::new(None),
-            audience: Mutex::new(audience),
-            checkpoints: Mutex::new(None),
-            recovery: checkpointed.then(|| recovery::Recovery::new(wf, &code, options)),
-        });
-        self.start_run(run, &deployed, wf, code, options)?;
-        Ok(WorkflowRef { id })
+        running.len()
     }
 
     fn status(&self, r: WorkflowRef) -> Result<Status, String> {

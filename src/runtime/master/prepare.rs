@@ -24,7 +24,12 @@ impl Master {
     /// and the message fits a frame. `id` names the deploy message.
     pub(super) fn prepare(&self, wf: &Workflow, code: &Code, id: u64) -> Result<Prepared, String> {
         wf.validate().map_err(|e| e.to_string())?;
-        let graph = wf.flatten();
+        self.prepare_graph(wf.flatten(), code, id)
+    }
+
+    /// [`Master::prepare`] of a workflow validated and flattened before
+    /// (a run after its first, a workflow recovered after a restart).
+    pub(super) fn prepare_graph(&self, graph: crate::workflow::FlatGraph, code: &Code, id: u64) -> Result<Prepared, String> {
         let workers = self.coordinator.lock().expect("coordinator lock").place()?;
         let spec = WorkflowSpec::from_graph(&graph)?;
         // Checks the plan here, where errors reach the user.

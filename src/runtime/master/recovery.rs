@@ -15,7 +15,7 @@ use crate::runtime::restart::{Decision, Restarts};
 use crate::script::{Code, DeployOptions};
 use crate::workflow::recovery::RecoveryStats;
 use crate::workflow::stats::CheckpointStats;
-use crate::workflow::{Status, Workflow};
+use crate::workflow::{FlatGraph, Status};
 
 /// How long a restart waits for a worker when none is left.
 pub const RESTART_WAIT: Duration = Duration::from_secs(2);
@@ -26,7 +26,7 @@ const QUIET_WAIT: Duration = Duration::from_secs(5);
 
 /// What deploys a workflow again, and its restarts so far.
 pub(super) struct Recovery {
-    pub(super) wf: Workflow,
+    pub(super) graph: FlatGraph,
     pub(super) code: Code,
     /// Its deploy options, never `fresh`: a restart resumes.
     pub(super) options: DeployOptions,
@@ -34,17 +34,20 @@ pub(super) struct Recovery {
     pub(super) stats: Mutex<RecoveryStats>,
     /// What the failed run's checkpoints counted, for the next run's.
     pub(super) carried: Mutex<Option<CheckpointStats>>,
+    /// The name its checkpoints (and its record as running) are kept under.
+    pub(super) name: Mutex<Option<String>>,
 }
 
 impl Recovery {
-    pub(super) fn new(wf: &Workflow, code: &Code, options: &DeployOptions) -> Recovery {
+    pub(super) fn new(graph: &FlatGraph, code: &Code, options: &DeployOptions) -> Recovery {
         Recovery {
-            wf: wf.clone(),
+            graph: graph.clone(),
             code: code.clone(),
             options: DeployOptions { fresh: false, ..options.clone() },
             restarts: Mutex::new(Restarts::new(options.restart_policy())),
             stats: Mutex::new(RecoveryStats::default()),
             carried: Mutex::new(None),
+            name: Mutex::new(None),
         }
     }
 }
@@ -111,7 +114,7 @@ impl Master {
                 return self.publish_status(old, &wf, status);
             }
             let run = self.next_run.fetch_add(1, Ordering::Relaxed);
-            match self.start_run(run, &wf, &recovery.wf, recovery.code.clone(), &recovery.options) {
+            match self.start_run(run, &wf, &recovery.graph, recovery.code.clone(), &recovery.options) {
                 Ok(resumed_from) => {
                     let mut stats = recovery.stats.lock().expect("recovery lock");
                     stats.restarts += 1;
@@ -125,5 +128,38 @@ impl Master {
                 Err(e) => reason = format!("it could not start again: {e}"),
             }
         }
+    }
+}
+
+impl Master {
+    /// `--recover`: deploys again every workflow this master's checkpoint
+    /// directory records as running (its previous life was killed, or
+    /// exited while they ran), each from its last checkpoint; what each
+    /// became, by name.
+    pub fn recover_recorded(&self) -> Vec<(String, Result<crate::script::WorkflowRef, String>)> {
+        let mut recovered = Vec::new();
+        for record in crate::runtime::checkpoint::running::listed() {
+            let record = match record {
+                Ok(r) => r,
+                Err(e) => {
+                    recovered.push((String::new(), Err(e)));
+                    continue;
+                }
+            };
+            let name = record.name.clone();
+            let store = crate::runtime::checkpoint::setup::store();
+            let finished = crate::runtime::checkpoint::store::Store::list(&store, &name)
+                .ok()
+                .and_then(|l| l.last().map(|m| m.kind == crate::runtime::checkpoint::Kind::Finished))
+                .unwrap_or(false);
+            if finished {
+                // It finished before the record could go.
+                crate::runtime::checkpoint::running::remove(&name);
+                continue;
+            }
+            let deployed = record.into_parts().and_then(|(graph, code, options)| self.deploy_graph(graph, code, None, &options));
+            recovered.push((name, deployed));
+        }
+        recovered
     }
 }

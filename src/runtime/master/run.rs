@@ -3,15 +3,24 @@
 //! worker's instances resume from sent before the deploy itself. A
 //! workflow's first run starts at its deploy; later ones when it recovers.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use super::coordinator::Event;
 use super::prepare::Prepared;
+use super::recovery::Recovery;
 use super::{Deployed, Master};
 use crate::net::ControlMsg;
+use crate::runtime::checkpoint::running;
+use crate::runtime::dataflow::sink::{self, FileSink};
 use crate::script::Code;
-use crate::workflow::{Plan, Workflow};
+use crate::script::WorkflowRef;
+use crate::workflow::{FlatGraph, Plan};
+use crate::workflow::{Operator, Stats, Status};
 
 impl Master {
     /// Places run `run` of `deployed` on the workers there are and starts
@@ -21,11 +30,11 @@ impl Master {
         &self,
         run: u64,
         deployed: &Arc<Deployed>,
-        wf: &Workflow,
+        graph: &FlatGraph,
         code: Code,
         options: &crate::script::DeployOptions,
     ) -> Result<Option<u64>, String> {
-        let Prepared { graph, workers, mut message } = self.prepare(wf, &code, run)?;
+        let Prepared { graph, workers, mut message } = self.prepare_graph(graph.clone(), &code, run)?;
         let plan = Plan::new(graph);
         let ControlMsg::Deploy { slots, placement, checkpoints: on, .. } = &mut message else { unreachable!("prepare makes a deploy") };
         let placed = placement.iter().map(|(s, counts)| (*s as usize, counts.iter().map(|&n| n as usize).collect())).collect();
@@ -59,5 +68,58 @@ impl Master {
         }
         tracing::info!(workflow = deployed.id, run, workers = workers.len(), "deployed");
         Ok(resumed_from)
+    }
+
+    /// Deploys a validated, flattened workflow: its first run. One with
+    /// checkpoints is recorded as running in its checkpoint directory,
+    /// for a master that restarts (`--recover`), until it ends.
+    pub(super) fn deploy_graph(
+        &self,
+        graph: FlatGraph,
+        code: Code,
+        audience: Option<crate::script::Audience>,
+        options: &crate::script::DeployOptions,
+    ) -> Result<WorkflowRef, String> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let run = self.next_run.fetch_add(1, Ordering::Relaxed);
+        let sinks: Vec<String> = graph.nodes.iter().filter(|n| matches!(n.op.base(), Operator::Collect)).map(|n| n.name.clone()).collect();
+        let checkpointed = crate::runtime::checkpoint::setup::interval_for(&Plan::new(graph.clone()), options)? > Duration::ZERO;
+        // Files of `write_lines` are written here: a bad path fails the
+        // deploy. Under checkpoints they grow checkpoint by checkpoint.
+        let mut files = HashMap::new();
+        for (i, node) in graph.nodes.iter().enumerate() {
+            if let Operator::WriteLines(path) = node.op.base() {
+                match checkpointed {
+                    true => sink::check_path(&node.name, path).map_err(|e| e.to_string())?,
+                    false => drop(files.insert(i as u32, FileSink::create(&node.name, path).map_err(|e| e.to_string())?)),
+                }
+            }
+        }
+        let (status, _) = watch::channel(Status::Running);
+        let deployed = Arc::new(Deployed {
+            id,
+            run: AtomicU64::new(run),
+            ending: AtomicBool::new(false),
+            status,
+            collected: Mutex::new(sinks.into_iter().map(|s| (s, Vec::new())).collect()),
+            collected_bytes: AtomicU64::new(0),
+            files,
+            nodes: Mutex::new(HashMap::new()),
+            stats: Mutex::new(Stats::new(&graph)),
+            started: std::time::Instant::now(),
+            ended_at: Mutex::new(None),
+            audience: Mutex::new(audience),
+            checkpoints: Mutex::new(None),
+            recovery: checkpointed.then(|| Recovery::new(&graph, &code, options)),
+        });
+        self.start_run(run, &deployed, &graph, code.clone(), options)?;
+        if let (Some(cp), Some(r)) = (deployed.checkpoints(), &deployed.recovery) {
+            *r.name.lock().expect("name lock") = Some(cp.wf.name.clone());
+            let record = running::Running::of(&cp.wf.name, &graph, &code, options)?;
+            if let Err(e) = running::write(&record) {
+                tracing::warn!(workflow = id, "{e}: a master started again with --recover will not resume it");
+            }
+        }
+        Ok(WorkflowRef { id })
     }
 }

@@ -37,8 +37,8 @@ pub async fn drive(id: u64, running: Arc<Running>, names: Arc<Vec<Vec<String>>>,
                 let mut outputs = outputs.lock().expect("outputs lock");
                 WorkerPart::of(&names, instances, &mut outputs).and_then(|p| p.encode())
             })
-                .await
-                .map_err(|e| format!("the part's encoder panicked: {e}"))?;
+            .await
+            .map_err(|e| format!("the part's encoder panicked: {e}"))?;
             let bytes = encoded?;
             let count = bytes.len().div_ceil(super::remote::DATA_CHUNK).max(1);
             for (i, chunk) in pieces(&bytes, super::remote::DATA_CHUNK).enumerate() {

@@ -23,13 +23,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::dataflow::{self, Layout, Running};
-use crate::runtime::checkpoint::output::{Outputs, Writes};
-use crate::runtime::checkpoint::part::WorkerRestore;
 use super::link::{self, LinkEnd, Outgoing};
 use crate::net::framing::encode;
 use crate::net::handshake::{self, HANDSHAKE_TIMEOUT};
 use crate::net::message::ControlRefusal;
 use crate::net::{Authenticated, ControlMsg, Identity, Link, LinkMessage, Role, WorkerInfo, WorkflowSpec};
+use crate::runtime::checkpoint::output::{Outputs, Writes};
+use crate::runtime::checkpoint::part::WorkerRestore;
 use crate::script::host::Source;
 use crate::script::{Code, EngineEnv};
 use crate::workflow::{Plan, Status};
@@ -45,6 +45,16 @@ const MASTER_DATA_QUEUE: usize = 16;
 /// How long a stopping worker waits, past the stop deadline, for its
 /// workflows to drain and settle before it aborts them.
 const LEAVE_SLACK: Duration = Duration::from_secs(5);
+/// How long a worker that joined its master dials it again once it is
+/// gone: SKITTER_REJOIN_WAIT seconds, default 60.
+fn rejoin_wait() -> Duration {
+    std::env::var("SKITTER_REJOIN_WAIT")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(Duration::from_secs(60), Duration::from_secs_f64)
+}
+
 /// Settled parts kept waiting for their master's word to acknowledge.
 const UNACKNOWLEDGED_KEPT: usize = 64;
 
@@ -239,13 +249,16 @@ impl Worker {
         if let Some(addr) = self.config.master.clone() {
             let me = self.clone();
             tokio::spawn(async move {
-                match handshake::dial(&addr, &me.identity).await {
+                let mut lost = match handshake::dial(&addr, &me.identity).await {
                     Ok(auth) => me.clone().master_link(auth.into_link(link::tick()), true).await,
                     Err(e) => {
                         tracing::error!("cannot join the master at {addr}: {e}");
                         eprintln!("error: cannot join the master at {addr}: {e}");
-                        me.quit(1);
+                        return me.quit(1);
                     }
+                };
+                while let Some(reason) = lost {
+                    lost = me.clone().rejoin(&addr, reason).await;
                 }
             });
         }
@@ -256,7 +269,7 @@ impl Worker {
             async move {
                 match auth.peer_role {
                     Role::Console => consoles.serve(auth).await,
-                    Role::Master => me.master_link(auth.into_link(link::tick()), false).await,
+                    Role::Master => drop(me.master_link(auth.into_link(link::tick()), false).await),
                     _ => me.peer_link(auth.into_link(link::tick())).await,
                 }
             }
@@ -286,20 +299,24 @@ impl Worker {
         }
     }
 
-    async fn master_link(self: Arc<Self>, mut auth: Link<ControlMsg>, dialed: bool) {
+    /// Serves the link to a master until it ends; returns why when this
+    /// worker dialed it and lost it (it dials again).
+    async fn master_link(self: Arc<Self>, mut auth: Link<ControlMsg>, dialed: bool) -> Option<String> {
         let _open = self.master_link.token();
         let master = auth.peer_name.clone();
         if dialed {
             // We asked to join: introduce ourselves, then hear the verdict.
             if auth.writer.write(&ControlMsg::Register(self.info())).await.is_err() {
-                return self.quit(1);
+                self.quit(1);
+                return None;
             }
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, auth.reader.read()).await {
                 Ok(Ok(Some(ControlMsg::Welcome))) => {}
                 Ok(Ok(Some(ControlMsg::Refuse(why)))) => {
                     tracing::error!("the master {master} refused this worker: {why}");
                     eprintln!("error: the master {master} refused this worker: {why}");
-                    return self.quit(1);
+                    self.quit(1);
+                    return None;
                 }
                 other => {
                     let what = match other {
@@ -310,7 +327,8 @@ impl Worker {
                     };
                     tracing::error!("the master {master} did not welcome this worker: {what}");
                     eprintln!("error: the master {master} did not welcome this worker: {what}");
-                    return self.quit(1);
+                    self.quit(1);
+                    return None;
                 }
             }
         } else {
@@ -319,12 +337,12 @@ impl Worker {
                 tracing::warn!("refused master {}: {}", handshake::quoted(&master), ControlRefusal::HasMaster);
                 // Best effort: the refused master learns why, or sees the link close.
                 let _ = auth.writer.write(&ControlMsg::Refuse(ControlRefusal::HasMaster)).await;
-                return;
+                return None;
             }
             if auth.writer.write(&ControlMsg::Welcome).await.is_err()
                 || auth.writer.write(&ControlMsg::Register(self.info())).await.is_err()
             {
-                return;
+                return None;
             }
         }
         let (control, control_rx) = mpsc::unbounded_channel();
@@ -332,7 +350,7 @@ impl Worker {
         {
             let mut slot = self.master.lock().expect("master lock");
             if slot.is_some() {
-                return;
+                return None;
             }
             *slot = Some(MasterLink { control, data });
         }
@@ -357,7 +375,7 @@ impl Worker {
         .await;
         *self.master.lock().expect("master lock") = None;
         let (reason, said_bye) = match end {
-            LinkEnd::Stopped | LinkEnd::SaidBye => return,
+            LinkEnd::Stopped | LinkEnd::SaidBye => return None,
             LinkEnd::PeerSaidBye => ("the master quit".to_string(), true),
             LinkEnd::Lost(reason) => (reason, false),
         };
@@ -373,12 +391,54 @@ impl Worker {
             tracing::warn!("master {master} went away: {reason}");
         }
         self.step(Event::MasterLost { reason: reason.clone() }).await;
+        if dialed && !said_bye && self.config.master.is_some() {
+            // It may come back (restarted, `--recover`): `run` dials it again for a while.
+            return Some(reason);
+        }
         if shutting_down {
             eprintln!("the master {master} went away ({reason}): shutting down");
             self.quit(4);
         } else {
             tracing::info!("waiting for a new master");
         }
+        None
+    }
+
+    /// Dials the master at `addr`, gone for `reason`, again and again (every
+    /// 0.1 s at first, every 2 s at most) for the rejoin wait, and serves
+    /// the link once it answers (returning why when it is lost again); else
+    /// gives up: exits 4, or, with `--no-shutdown-with-master`, waits to be
+    /// dialed.
+    async fn rejoin(self: Arc<Self>, addr: &str, reason: String) -> Option<String> {
+        let wait = rejoin_wait();
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut delay = Duration::from_millis(100);
+        tracing::info!("the master at {addr} went away ({reason}): dialing it again for {}", crate::settings::seconds(wait));
+        loop {
+            if self.exit.is_cancelled() {
+                return None;
+            }
+            if let Ok(auth) = handshake::dial(addr, &self.identity).await {
+                tracing::info!("rejoining the master at {addr}");
+                return self.master_link(auth.into_link(link::tick()), true).await;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(delay.min(deadline - tokio::time::Instant::now())).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+        if self.config.shutdown_with_master {
+            tracing::warn!(target: crate::runtime::log::REPORTED, "the master at {addr} went away: {reason}");
+            eprintln!(
+                "the master at {addr} went away ({reason}) and did not come back within {}: shutting down",
+                crate::settings::seconds(wait)
+            );
+            self.quit(4);
+        } else {
+            tracing::info!("waiting for a new master");
+        }
+        None
     }
 
     async fn on_master_message(self: &Arc<Self>, msg: ControlMsg) {
