@@ -131,7 +131,7 @@ fn a_poison_record_exhausts_the_restarts_and_fails_naming_it() {
     let script = "let r = deploy(workflow().stream_source(|n| n).map(|n| if n == 3000 { throw `poison ${n}` } else { n }).count(), \
                   #{ name: \"poison\", checkpoint_interval: 0.05, restart_attempts: 2, restart_delay: 0.05 }); \
                   let seen = status(r); while seen == \"running\" { sleep(0.001); seen = status(r); } print(seen); \
-                  print(wait(r)); print(stats(r).recovery.restarts);";
+                  print(wait(r)); let rec = stats(r).recovery; print(`${rec.restarts} ${rec.replayed > 0}`);";
     let out = run(tmp, &["rpc", "m1", &format!("{{ {script} }}")]).success().stdout();
     let mut lines = out.lines();
     let recovering = lines.next().unwrap_or_default();
@@ -141,7 +141,7 @@ fn a_poison_record_exhausts_the_restarts_and_fails_naming_it() {
     assert!(status.starts_with("failed: "), "{out}");
     assert!(status.contains("(restarted 2 times within 600 s"), "{out}");
     assert_eq!(status.matches("poison 3000").count(), 4, "the error, and once for each of its 3 failures: {out}");
-    assert_eq!(lines.next(), Some("2"), "{out}");
+    assert_eq!(lines.next(), Some("2 true"), "restarted twice, reading again what came after the checkpoint: {out}");
 }
 
 /// iptables rules on loopback that drop every packet to and from `ip`

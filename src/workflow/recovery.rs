@@ -16,6 +16,10 @@ pub struct RecoveryStats {
     pub last_checkpoint: Option<u64>,
     /// Messages of runs given up that arrived late and were refused.
     pub fenced: u64,
+    /// Records read again, in all restarts: what the failed runs read
+    /// after the checkpoint the next run resumed from (about: counted from
+    /// when its barriers left the sources).
+    pub replayed: u64,
 }
 
 impl RecoveryStats {
@@ -28,13 +32,16 @@ impl RecoveryStats {
         if let (Some(ms), Some(reason)) = (self.last_recovery_ms, &self.last_reason) {
             line += &format!(", last in {ms} ms after: {reason}");
         }
+        if self.replayed > 0 {
+            line += &format!("; {} record(s) read again", self.replayed);
+        }
         if self.fenced > 0 {
             line += &format!("; {} late message(s) of old runs refused", self.fenced);
         }
         Some(line)
     }
 
-    /// As scripts see it: `#{restarts, last_reason, last_recovery_ms, last_checkpoint, fenced}`.
+    /// As scripts see it: `#{restarts, last_reason, last_recovery_ms, last_checkpoint, fenced, replayed}`.
     pub fn to_map(&self) -> rhai::Map {
         let int = |n: u64| rhai::Dynamic::from_int(n as i64);
         let mut m = rhai::Map::new();
@@ -43,6 +50,7 @@ impl RecoveryStats {
         m.insert("last_recovery_ms".into(), self.last_recovery_ms.map(int).unwrap_or(rhai::Dynamic::UNIT));
         m.insert("last_checkpoint".into(), self.last_checkpoint.map(int).unwrap_or(rhai::Dynamic::UNIT));
         m.insert("fenced".into(), int(self.fenced));
+        m.insert("replayed".into(), int(self.replayed));
         m
     }
 }

@@ -46,6 +46,8 @@ pub struct ClusterCheckpoints {
     pub stats: Arc<Mutex<CheckpointStats>>,
     /// One checkpoint is written at a time.
     writing: tokio::sync::Mutex<()>,
+    /// Records read when each checkpoint started, in all runs so far.
+    pub read_at: Mutex<BTreeMap<u64, u64>>,
 }
 
 struct Inner {
@@ -78,6 +80,7 @@ impl ClusterCheckpoints {
                 ended: false,
             }),
             writing: tokio::sync::Mutex::new(()),
+            read_at: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -245,6 +248,11 @@ impl Master {
         for action in actions {
             match action {
                 Action::Start(n) => {
+                    // What was read when its barriers left: what a restart
+                    // from it reads again is what was read since.
+                    if let Some(wf) = self.current(id) {
+                        cp.read_at.lock().expect("read lock").insert(n, wf.read());
+                    }
                     for w in cp.workers() {
                         self.send(w, ControlMsg::Checkpoint { id, checkpoint: n });
                     }

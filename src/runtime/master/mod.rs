@@ -69,6 +69,15 @@ impl Deployed {
         self.checkpoints.lock().expect("checkpoints lock").clone()
     }
 
+    /// Records its sources read, in every run so far.
+    fn read(&self) -> u64 {
+        let mut stats = self.stats.lock().expect("stats lock").clone();
+        for nodes in self.nodes.lock().expect("nodes lock").values() {
+            stats.add(nodes);
+        }
+        stats.read()
+    }
+
     /// Adds what the workers of the run that ended counted to the
     /// workflow's counts, for the next run to count on.
     fn fold_nodes(&self) {

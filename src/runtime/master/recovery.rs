@@ -81,14 +81,17 @@ impl Master {
         while !self.coordinator.lock().expect("coordinator lock").ended_where_alive(old) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        let mut read_at = std::collections::BTreeMap::new();
         if let Some(cp) = checkpoints {
             while Arc::strong_count(&cp) > 1 && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             *recovery.carried.lock().expect("carried lock") = Some(cp.stats.lock().expect("stats lock").clone());
+            read_at = std::mem::take(&mut *cp.read_at.lock().expect("read lock"));
         }
         // What the failed run's workers counted stays counted.
         wf.fold_nodes();
+        let read = wf.read();
         let mut reason = self.coordinator.lock().expect("coordinator lock").root_cause(old).unwrap_or(first);
         loop {
             let decision = recovery.restarts.lock().expect("restarts lock").failed(reason.clone(), Instant::now());
@@ -120,9 +123,17 @@ impl Master {
                     stats.restarts += 1;
                     stats.last_recovery_ms = Some(failed_at.elapsed().as_millis() as u64);
                     stats.last_checkpoint = resumed_from;
+                    let since = resumed_from.and_then(|n| read_at.get(&n).copied()).unwrap_or(0);
+                    stats.replayed += read.saturating_sub(since);
                     drop(stats);
+                    if let Some(cp) = wf.checkpoints() {
+                        // The new run's checkpoints carry on from the old ones' reads.
+                        cp.read_at.lock().expect("read lock").extend(read_at.range(..=resumed_from.unwrap_or(0)).map(|(k, v)| (*k, *v)));
+                    }
                     wf.status.send_replace(Status::Running);
-                    tracing::info!(workflow = wf.id, run, "run {run} started from checkpoint {resumed_from:?}");
+                    let workers = self.coordinator.lock().expect("coordinator lock").workers_of(run).join(", ");
+                    let from = resumed_from.map_or("its start".to_string(), |n| format!("checkpoint {n}"));
+                    tracing::warn!(workflow = wf.id, "run {run} started from {from} on {workers} ({:?} after the failure)", failed_at.elapsed());
                     return;
                 }
                 Err(e) => reason = format!("it could not start again: {e}"),
