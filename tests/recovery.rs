@@ -75,7 +75,11 @@ fn lose_a_worker(workers: usize, ip: usize, lose: impl Fn(&mut [Node], u64)) -> 
     let mut master = Node::spawn_with_env(&args, tmp, COOKIE, None, &[("SKITTER_CHECKPOINT_INTERVAL", "0.05"), ("SKITTER_TICK_TIME", "2")]);
     let progressed = wait_until(Duration::from_secs(60), || newest_checkpoint(&ck) > 0 || master.wait(Duration::ZERO).is_some());
     assert!(progressed, "no checkpoint within 60 s:\n{}", master.stderr());
-    assert!(master.wait(Duration::ZERO).is_none(), "the workflow ended before a worker was lost: the test proves nothing:\n{}", master.stderr());
+    assert!(
+        master.wait(Duration::ZERO).is_none(),
+        "the workflow ended before a worker was lost: the test proves nothing:\n{}",
+        master.stderr()
+    );
     let seed = std::process::id() as u64;
     lose(&mut nodes, seed);
     let status = master.wait(Duration::from_secs(120)).expect("the master finishes the workflow");
@@ -190,8 +194,8 @@ fn a_worker_partitioned_for_15_seconds_is_recovered_from_and_its_old_run_fenced(
 }
 
 /// The master of 2 workers killed (SIGKILL) mid-run, and started again
-/// with `--recover` and no deploy: it deploys the workflow it ran again
-/// from its last checkpoint, and the output is exact. Once the workflow
+/// with `--recover` (and the same `--deploy`): it deploys the workflow it
+/// ran again from its last checkpoint, once, and the output is exact. Once the workflow
 /// finished, nothing is left to recover.
 #[test]
 fn a_master_killed_and_started_with_recover_resumes_what_it_ran() {
@@ -216,18 +220,20 @@ fn a_master_killed_and_started_with_recover_resumes_what_it_ran() {
     assert!(first.wait(Duration::ZERO).is_none(), "the workflow ended before the master was killed: the test proves nothing");
     first.kill9();
 
-    let again = Node::spawn_with_env(
-        &["master", "start", "--no-log", "-n", "m", "--recover", "--listen", "127.0.0.1:0", &w1.addr, &w2.addr],
+    // Its --deploy as well: the workflow recovered is the one it names,
+    // not deployed twice; the master follows it to its end.
+    let mut again = Node::spawn_with_env(
+        &["master", "start", "--no-log", "-n", "m", "--recover", "--deploy", &deploy, "--listen", "127.0.0.1:0", &w1.addr, &w2.addr],
         tmp,
         COOKIE,
         None,
         &env,
     );
-    let finished =
-        wait_until(Duration::from_secs(120), || run(tmp, &["rpc", "m", "status(workflows()[0].ref)"]).stdout().contains("finished"));
-    assert!(finished, "the recovered workflow did not finish:\n{}", again.stderr());
+    let status = again.wait(Duration::from_secs(120)).expect("the master follows the recovered workflow to its end");
     let stderr = again.stderr();
+    assert!(status.success(), "{stderr}");
     assert!(stderr.contains("recovered `workflow-read-lines-"), "{stderr}");
+    assert!(stderr.contains("was recovered: --deploy does not deploy it again"), "{stderr}");
     assert!(stderr.contains("resuming `workflow-read-lines-"), "{stderr}");
     let got = sorted_lines(&tmp.join("out.txt"));
     let want = expected(&tmp.join("in.txt"));
@@ -290,10 +296,10 @@ fn workers_rejoin_a_master_that_comes_back_and_the_workflow_resumes_on_them() {
     assert!(progressed, "no checkpoint within 60 s:\n{}", first.stderr());
     first.kill9();
     std::thread::sleep(Duration::from_millis(300));
-    let again = Node::spawn_with_env(&["master", "start", "--no-log", "-n", "m", "--recover", "--listen", &listen], tmp, COOKIE, None, &env);
-    let finished = wait_until(Duration::from_secs(120), || {
-        run(tmp, &["rpc", "m", "status(workflows()[0].ref)"]).stdout().contains("finished")
-    });
+    let again =
+        Node::spawn_with_env(&["master", "start", "--no-log", "-n", "m", "--recover", "--listen", &listen], tmp, COOKIE, None, &env);
+    let finished =
+        wait_until(Duration::from_secs(120), || run(tmp, &["rpc", "m", "status(workflows()[0].ref)"]).stdout().contains("finished"));
     assert!(finished, "the recovered workflow did not finish:\n{}", again.stderr());
     assert!(again.stderr().contains("recovered `"), "{}", again.stderr());
     let got = sorted_lines(&tmp.join("out.txt"));

@@ -224,9 +224,22 @@ pub fn start(
     let tmp = deployed.as_ref().map(|d| d.tmp.clone()).unwrap_or_else(|| tmp_dir(app.as_ref()));
     let _record = NodeFile::write(&tmp, &name, &addr).map_err(|e| Error::Failed(format!("cannot write the node file: {e}")))?;
 
-    if args.recover {
-        recover(&rt, &master, wait);
-    }
+    let recovered = if args.recover { recover(&rt, &master, wait) } else { Vec::new() };
+    // A workflow recovered is the one its expression would deploy: not twice.
+    let recovered_deploy = deploy.as_deref().and_then(|expr| {
+        let name = crate::runtime::checkpoint::derived_name(expr);
+        recovered.iter().find_map(|(n, r)| match r {
+            Ok(r) if *n == name => Some((name.clone(), *r)),
+            _ => None,
+        })
+    });
+    let deploy = match &recovered_deploy {
+        Some((name, _)) => {
+            eprintln!("`{name}` was recovered: --deploy does not deploy it again");
+            None
+        }
+        None => deploy,
+    };
 
     let code = if shell {
         crate::shell::halt_on(rt.handle(), consoles.halt.clone(), host.clone());
@@ -236,9 +249,10 @@ pub fn start(
         })
     } else {
         let mut session = Session::new(env, Some(host.clone()), app, None)?;
-        let workflow = match &deploy {
-            Some(expr) => Some(session.deploy_expr(host.as_ref(), expr, args.fresh).map_err(Error::Failed)?),
-            None => None,
+        let workflow = match (&deploy, &recovered_deploy) {
+            (Some(expr), _) => Some(session.deploy_expr(host.as_ref(), expr, args.fresh).map_err(Error::Failed)?),
+            (None, Some((_, r))) => Some(*r),
+            (None, None) => None,
         };
         let status = rt.block_on(async {
             let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::Failed(format!("cannot handle signals: {e}")))?;
@@ -326,7 +340,11 @@ pub fn start(
 /// then as long as more keep joining (rejoining workers dial again every
 /// 2 s at most) — deploys again the workflows the master ran before, and
 /// says what became of each.
-fn recover(rt: &tokio::runtime::Runtime, master: &Arc<Master>, wait: std::time::Duration) {
+fn recover(
+    rt: &tokio::runtime::Runtime,
+    master: &Arc<Master>,
+    wait: std::time::Duration,
+) -> Vec<(String, std::result::Result<crate::script::WorkflowRef, String>)> {
     use std::time::{Duration, Instant};
     let deadline = Instant::now() + wait;
     let (mut seen, mut since) = (0, Instant::now());
@@ -344,7 +362,7 @@ fn recover(rt: &tokio::runtime::Runtime, master: &Arc<Master>, wait: std::time::
     if recovered.is_empty() {
         eprintln!("nothing to recover: no workflow was running");
     }
-    for (name, result) in recovered {
+    for (name, result) in &recovered {
         match result {
             Ok(r) => {
                 tracing::info!("recovered `{name}` as {r}");
@@ -356,4 +374,5 @@ fn recover(rt: &tokio::runtime::Runtime, master: &Arc<Master>, wait: std::time::
             }
         }
     }
+    recovered
 }

@@ -100,7 +100,8 @@ pub fn render(host: &dyn Host) -> String {
 
     let restarts = family(&mut registry, "skitter_workflow_restarts", "Runs a workflow started again from its last checkpoint");
     let fenced = family(&mut registry, "skitter_workflow_fenced_messages", "Late messages of a workflow's runs given up, refused");
-    let replayed = family(&mut registry, "skitter_workflow_replayed_records", "Records a workflow read again after restarts from checkpoints");
+    let replayed =
+        family(&mut registry, "skitter_workflow_replayed_records", "Records a workflow read again after restarts from checkpoints");
     let last_recovery = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     registry.register_with_unit(
         "skitter_workflow_last_recovery",

@@ -133,7 +133,11 @@ impl Master {
                     wf.status.send_replace(Status::Running);
                     let workers = self.coordinator.lock().expect("coordinator lock").workers_of(run).join(", ");
                     let from = resumed_from.map_or("its start".to_string(), |n| format!("checkpoint {n}"));
-                    tracing::warn!(workflow = wf.id, "run {run} started from {from} on {workers} ({:?} after the failure)", failed_at.elapsed());
+                    tracing::warn!(
+                        workflow = wf.id,
+                        "run {run} started from {from} on {workers} ({:?} after the failure)",
+                        failed_at.elapsed()
+                    );
                     return;
                 }
                 Err(e) => reason = format!("it could not start again: {e}"),
