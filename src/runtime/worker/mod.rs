@@ -45,6 +45,38 @@ const MASTER_DATA_QUEUE: usize = 16;
 /// How long a stopping worker waits, past the stop deadline, for its
 /// workflows to drain and settle before it aborts them.
 const LEAVE_SLACK: Duration = Duration::from_secs(5);
+/// How a link to a master began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Joining {
+    /// The master dialed this worker.
+    Dialing,
+    /// This worker dialed its master.
+    Dialed,
+    /// This worker dialed its master again after losing it.
+    Rejoining,
+}
+
+/// How a link to a master ended.
+#[derive(Debug)]
+enum MasterEnd {
+    /// For good: the master quit, this worker is exiting, or it was refused.
+    Done,
+    /// Lost, on a link this worker dialed: it dials again.
+    Lost(String),
+    /// A rejoin the master refused (it may still hold the old link).
+    Refused(String),
+}
+
+impl MasterEnd {
+    /// Why it was lost, when this worker should dial again.
+    fn lost(self) -> Option<String> {
+        match self {
+            MasterEnd::Lost(reason) => Some(reason),
+            _ => None,
+        }
+    }
+}
+
 /// How long a worker that joined its master dials it again once it is
 /// gone: SKITTER_REJOIN_WAIT seconds, default 60.
 fn rejoin_wait() -> Duration {
@@ -250,7 +282,7 @@ impl Worker {
             let me = self.clone();
             tokio::spawn(async move {
                 let mut lost = match handshake::dial(&addr, &me.identity).await {
-                    Ok(auth) => me.clone().master_link(auth.into_link(link::tick()), true).await,
+                    Ok(auth) => me.clone().master_link(auth.into_link(link::tick()), Joining::Dialed).await.lost(),
                     Err(e) => {
                         tracing::error!("cannot join the master at {addr}: {e}");
                         eprintln!("error: cannot join the master at {addr}: {e}");
@@ -269,7 +301,7 @@ impl Worker {
             async move {
                 match auth.peer_role {
                     Role::Console => consoles.serve(auth).await,
-                    Role::Master => drop(me.master_link(auth.into_link(link::tick()), false).await),
+                    Role::Master => drop(me.master_link(auth.into_link(link::tick()), Joining::Dialing).await),
                     _ => me.peer_link(auth.into_link(link::tick())).await,
                 }
             }
@@ -301,22 +333,28 @@ impl Worker {
 
     /// Serves the link to a master until it ends; returns why when this
     /// worker dialed it and lost it (it dials again).
-    async fn master_link(self: Arc<Self>, mut auth: Link<ControlMsg>, dialed: bool) -> Option<String> {
+    async fn master_link(self: Arc<Self>, mut auth: Link<ControlMsg>, joining: Joining) -> MasterEnd {
         let _open = self.master_link.token();
         let master = auth.peer_name.clone();
+        let dialed = joining != Joining::Dialing;
         if dialed {
             // We asked to join: introduce ourselves, then hear the verdict.
             if auth.writer.write(&ControlMsg::Register(self.info())).await.is_err() {
+                if joining == Joining::Rejoining {
+                    return MasterEnd::Refused("the link closed before it registered".into());
+                }
                 self.quit(1);
-                return None;
+                return MasterEnd::Done;
             }
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, auth.reader.read()).await {
                 Ok(Ok(Some(ControlMsg::Welcome))) => {}
+                // Its old link may not have ended on its side yet: try again.
+                Ok(Ok(Some(ControlMsg::Refuse(why)))) if joining == Joining::Rejoining => return MasterEnd::Refused(why.to_string()),
                 Ok(Ok(Some(ControlMsg::Refuse(why)))) => {
                     tracing::error!("the master {master} refused this worker: {why}");
                     eprintln!("error: the master {master} refused this worker: {why}");
                     self.quit(1);
-                    return None;
+                    return MasterEnd::Done;
                 }
                 other => {
                     let what = match other {
@@ -325,10 +363,13 @@ impl Worker {
                         Ok(Err(e)) => e.to_string(),
                         Err(_) => format!("no answer within {}", super::log::seconds(HANDSHAKE_TIMEOUT)),
                     };
+                    if joining == Joining::Rejoining {
+                        return MasterEnd::Refused(what);
+                    }
                     tracing::error!("the master {master} did not welcome this worker: {what}");
                     eprintln!("error: the master {master} did not welcome this worker: {what}");
                     self.quit(1);
-                    return None;
+                    return MasterEnd::Done;
                 }
             }
         } else {
@@ -337,12 +378,12 @@ impl Worker {
                 tracing::warn!("refused master {}: {}", handshake::quoted(&master), ControlRefusal::HasMaster);
                 // Best effort: the refused master learns why, or sees the link close.
                 let _ = auth.writer.write(&ControlMsg::Refuse(ControlRefusal::HasMaster)).await;
-                return None;
+                return MasterEnd::Done;
             }
             if auth.writer.write(&ControlMsg::Welcome).await.is_err()
                 || auth.writer.write(&ControlMsg::Register(self.info())).await.is_err()
             {
-                return None;
+                return MasterEnd::Done;
             }
         }
         let (control, control_rx) = mpsc::unbounded_channel();
@@ -350,7 +391,7 @@ impl Worker {
         {
             let mut slot = self.master.lock().expect("master lock");
             if slot.is_some() {
-                return None;
+                return MasterEnd::Done;
             }
             *slot = Some(MasterLink { control, data });
         }
@@ -375,7 +416,7 @@ impl Worker {
         .await;
         *self.master.lock().expect("master lock") = None;
         let (reason, said_bye) = match end {
-            LinkEnd::Stopped | LinkEnd::SaidBye => return None,
+            LinkEnd::Stopped | LinkEnd::SaidBye => return MasterEnd::Done,
             LinkEnd::PeerSaidBye => ("the master quit".to_string(), true),
             LinkEnd::Lost(reason) => (reason, false),
         };
@@ -393,7 +434,7 @@ impl Worker {
         self.step(Event::MasterLost { reason: reason.clone() }).await;
         if dialed && !said_bye && self.config.master.is_some() {
             // It may come back (restarted, `--recover`): `run` dials it again for a while.
-            return Some(reason);
+            return MasterEnd::Lost(reason);
         }
         if shutting_down {
             eprintln!("the master {master} went away ({reason}): shutting down");
@@ -401,7 +442,7 @@ impl Worker {
         } else {
             tracing::info!("waiting for a new master");
         }
-        None
+        MasterEnd::Done
     }
 
     /// Dials the master at `addr`, gone for `reason`, again and again (every
@@ -420,7 +461,10 @@ impl Worker {
             }
             if let Ok(auth) = handshake::dial(addr, &self.identity).await {
                 tracing::info!("rejoining the master at {addr}");
-                return self.master_link(auth.into_link(link::tick()), true).await;
+                match self.clone().master_link(auth.into_link(link::tick()), Joining::Rejoining).await {
+                    MasterEnd::Refused(why) => tracing::info!("the master at {addr} did not take this worker back yet: {why}"),
+                    end => return end.lost(),
+                }
             }
             if tokio::time::Instant::now() >= deadline {
                 break;
