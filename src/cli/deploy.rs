@@ -66,6 +66,10 @@ pub struct DeployArgs {
     /// Workers keep running when the master goes (they still end with the deploy's ssh channel).
     #[arg(long)]
     pub no_shutdown_with_master: bool,
+    /// Deploy again, each from its last checkpoint, the workflows the
+    /// master ran when it was killed or exited (a daemon always does).
+    #[arg(long)]
+    pub recover: bool,
     /// The ssh configuration file (users, ports, keys of the hosts).
     #[arg(long, value_name = "FILE")]
     pub ssh_config: Option<PathBuf>,
@@ -104,6 +108,7 @@ impl DeployArgs {
             ("--no-log", self.no_log),
             ("--shutdown-with-workers", self.shutdown_with_workers),
             ("--no-shutdown-with-master", self.no_shutdown_with_master),
+            ("--recover", self.recover),
             ("--accept-new-host-keys", self.accept_new_host_keys),
         ] {
             if on {
@@ -168,8 +173,9 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         }
     }
     if !args.stop && mode.starts_with("daemon") {
-        // The daemon owns the ssh channels: it runs the whole deploy.
-        let mut start = args.start_args();
+        // The daemon owns the ssh channels: it runs the whole deploy; when
+        // it is started again, it resumes what its master ran.
+        let mut start = DeployArgs { recover: true, ..args.clone() }.start_args();
         if let Some(t) = &tarball {
             let path = std::path::absolute(&t.path).unwrap_or(t.path.clone());
             start.extend(["--release".into(), path.display().to_string()]);
@@ -261,7 +267,7 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         name: args.name.clone(),
         cookie: None,
         fresh: false,
-        recover: false,
+        recover: args.recover,
         no_log: args.no_log,
         tick_time: None,
         shutdown_with_workers: args.shutdown_with_workers,

@@ -346,6 +346,10 @@ fn recover(
     wait: std::time::Duration,
 ) -> Vec<(String, std::result::Result<crate::script::WorkflowRef, String>)> {
     use std::time::{Duration, Instant};
+    if crate::runtime::checkpoint::running::listed().is_empty() {
+        eprintln!("nothing to recover: no workflow was running");
+        return Vec::new();
+    }
     let deadline = Instant::now() + wait;
     let (mut seen, mut since) = (0, Instant::now());
     while Instant::now() < deadline {
