@@ -306,3 +306,29 @@ fn workers_rejoin_a_master_that_comes_back_and_the_workflow_resumes_on_them() {
     assert!(got == expected(&tmp.join("in.txt")), "the output differs from an undisturbed run's:\n{}", again.stderr());
     drop(workers);
 }
+
+/// A worker the master dialed, cut off past the tick time, is dropped from
+/// the cluster; once it can be reached again the master dials it back.
+#[test]
+fn a_master_dials_a_worker_it_lost_again_once_it_can_be_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path();
+    let stay = ["--no-shutdown-with-master"];
+    let w1 = Node::worker("w1", "127.0.0.132", &stay, tmp);
+    let w2 = Node::worker("w2", "127.0.0.133", &stay, tmp);
+    let master = Node::spawn_with_env(
+        &["master", "start", "--no-log", "-n", "mr", "--listen", "127.0.0.134:0", &w1.addr, &w2.addr],
+        tmp,
+        COOKIE,
+        None,
+        &[("SKITTER_TICK_TIME", "2")],
+    );
+    assert!(master.wait_stderr("connected to 2 worker(s)", Duration::from_secs(10)), "{}", master.stderr());
+    let workers = || run(tmp, &["rpc", "mr", "workers().len()"]).stdout().trim().to_string();
+    {
+        let _cut = Partition::of(&w2.addr);
+        assert!(wait_until(Duration::from_secs(20), || workers() == "1"), "the master kept a worker it cannot reach:\n{}", master.stderr());
+    }
+    assert!(wait_until(Duration::from_secs(30), || workers() == "2"), "the worker did not come back:\n{}", master.stderr());
+    assert!(master.stderr().contains("closing the link to w2@"), "{}", master.stderr());
+}

@@ -394,6 +394,11 @@ impl Coordinator {
         failures.iter().find(|r| !consequence(r)).or(failures.first()).cloned()
     }
 
+    /// Whether worker `name` is being replaced (an upgrade): its going is expected.
+    pub fn is_retiring(&self, name: &str) -> bool {
+        self.retiring.contains(name)
+    }
+
     /// The workers a workflow ran on.
     pub fn workers_of(&self, id: u64) -> Vec<String> {
         self.workflows.get(&id).map(|wf| wf.workers.clone()).unwrap_or_default()

@@ -89,6 +89,9 @@ impl Deployed {
     }
 }
 
+/// A worker to dial again: its name and the address it was dialed at.
+type Redial = (String, String);
+
 pub struct Master {
     /// Itself, for the tasks it starts.
     me: std::sync::Weak<Master>,
@@ -119,6 +122,8 @@ pub struct Master {
     link_tasks: TaskTracker,
     /// How many ended workflows are kept.
     keep: usize,
+    /// Workers this master dialed and lost, to dial again (by `serve`).
+    redials: (mpsc::UnboundedSender<Redial>, Mutex<Option<mpsc::UnboundedReceiver<Redial>>>),
     results_cap: u64,
     expressions: crate::script::host::DeployExpressions,
     /// What an upgrade replaced, for whoever watches a workflow.
@@ -153,6 +158,10 @@ impl Master {
             exit_code: AtomicU8::new(0),
             link_tasks: TaskTracker::new(),
             keep: super::keep_workflows(),
+            redials: {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (tx, Mutex::new(Some(rx)))
+            },
             results_cap: super::results_cap(),
             expressions: Default::default(),
             succession: Default::default(),
@@ -287,6 +296,15 @@ impl Master {
 
     /// Accepts workers that dial in, and consoles.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, consoles: Arc<super::console::Consoles>) {
+        if let Some(mut redials) = self.redials.1.lock().expect("redials lock").take() {
+            let me = Arc::downgrade(&self);
+            self.handle.spawn(async move {
+                while let Some((name, addr)) = redials.recv().await {
+                    let Some(master) = me.upgrade() else { return };
+                    tokio::spawn(master.redial(name, addr));
+                }
+            });
+        }
         let me = self.clone();
         crate::net::gate::serve(
             listener,
@@ -298,7 +316,7 @@ impl Master {
                 async move {
                     match auth.peer_role {
                         Role::Console => consoles.serve(auth).await,
-                        _ => me.worker_link_inner(auth.into_link(link::tick()), None).await,
+                        _ => me.worker_link_inner(auth.into_link(link::tick()), None, None).await,
                     }
                 }
             },
@@ -327,8 +345,27 @@ impl Master {
         }
         let (registered_tx, registered_rx) = tokio::sync::oneshot::channel();
         let me = self.clone();
-        tokio::spawn(async move { me.worker_link_inner(auth, Some(registered_tx)).await });
+        let at = addr.clone();
+        tokio::spawn(async move { me.worker_link_inner(auth, Some(registered_tx), Some(at)).await });
         registered_rx.await.map_err(|_| format!("the worker at {addr} left before registering"))?
+    }
+
+    /// Dials a lost worker again (every 0.1 s at first, every 2 s at most)
+    /// for the rejoin wait, until it is back or this master exits.
+    async fn redial(self: Arc<Self>, name: String, addr: String) {
+        let deadline = tokio::time::Instant::now() + super::worker::rejoin_wait();
+        let mut delay = Duration::from_millis(100);
+        while tokio::time::Instant::now() < deadline && !self.exit.is_cancelled() {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+            if self.worker_names().contains(&name) {
+                return;
+            }
+            if self.clone().dial(addr.clone(), Duration::from_millis(500)).await.is_ok() {
+                tracing::info!("worker {name} is back at {addr}");
+                return;
+            }
+        }
     }
 
     /// Waits (at most `limit`) until what workers printed has reached the terminal.
@@ -344,10 +381,13 @@ impl Master {
         let _ = tokio::time::timeout(limit, self.link_tasks.wait()).await;
     }
 
+    /// Serves a worker's link until it ends. `dialed`: the address this
+    /// master dialed it at, to dial again if the link is lost.
     async fn worker_link_inner(
         self: Arc<Self>,
         mut auth: Link<ControlMsg>,
         registered: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+        dialed: Option<String>,
     ) {
         let _open = self.link_tasks.token();
         let info: WorkerInfo = match tokio::time::timeout(HANDSHAKE_TIMEOUT, auth.reader.read()).await {
@@ -402,16 +442,22 @@ impl Master {
             },
         )
         .await;
-        let reason = match end {
-            LinkEnd::Stopped | LinkEnd::SaidBye => "the master quit".to_string(),
-            LinkEnd::PeerSaidBye => "it stopped".to_string(),
+        let (reason, lost) = match end {
+            LinkEnd::Stopped | LinkEnd::SaidBye => ("the master quit".to_string(), false),
+            LinkEnd::PeerSaidBye => ("it stopped".to_string(), false),
             LinkEnd::Lost(reason) => {
                 tracing::warn!("closing the link to {name}: {reason}");
-                reason
+                (reason, true)
             }
         };
         self.links.lock().expect("links lock").remove(&name);
-        self.step(Event::WorkerLeft { name, reason });
+        let retiring = self.coordinator.lock().expect("coordinator lock").is_retiring(&name);
+        self.step(Event::WorkerLeft { name: name.clone(), reason });
+        if let (true, false, Some(addr)) = (lost, retiring, dialed) {
+            // Cut off or stalled, it may come back: a worker started with
+            // --no-shutdown-with-master waits to be dialed again.
+            let _ = self.redials.0.send((name, addr));
+        }
     }
 
     fn on_worker_message(&self, worker: &str, msg: ControlMsg) {

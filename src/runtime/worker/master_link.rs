@@ -49,7 +49,7 @@ impl MasterEnd {
 
 /// How long a worker that joined its master dials it again once it is
 /// gone: SKITTER_REJOIN_WAIT seconds, default 60.
-pub(super) fn rejoin_wait() -> Duration {
+pub(crate) fn rejoin_wait() -> Duration {
     std::env::var("SKITTER_REJOIN_WAIT")
         .ok()
         .and_then(|v| v.trim().parse::<f64>().ok())

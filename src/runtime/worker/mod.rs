@@ -34,6 +34,7 @@ use crate::script::host::Source;
 use crate::script::{Code, EngineEnv};
 use crate::workflow::{Plan, Status};
 use lifecycle::{Action, Event, Lifecycle, Outcome, Report};
+pub(crate) use master_link::rejoin_wait;
 use master_link::Joining;
 use remote::WorkerRemote;
 
