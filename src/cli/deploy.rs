@@ -67,7 +67,7 @@ pub struct DeployArgs {
     #[arg(long)]
     pub no_shutdown_with_master: bool,
     /// Deploy again, each from its last checkpoint, the workflows the
-    /// master ran when it was killed or exited (a daemon always does).
+    /// master ran when it was killed or exited.
     #[arg(long)]
     pub recover: bool,
     /// The ssh configuration file (users, ports, keys of the hosts).
@@ -173,9 +173,8 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         }
     }
     if !args.stop && mode.starts_with("daemon") {
-        // The daemon owns the ssh channels: it runs the whole deploy; when
-        // it is started again, it resumes what its master ran.
-        let mut start = DeployArgs { recover: true, ..args.clone() }.start_args();
+        // The daemon owns the ssh channels: it runs the whole deploy.
+        let mut start = args.start_args();
         if let Some(t) = &tarball {
             let path = std::path::absolute(&t.path).unwrap_or(t.path.clone());
             start.extend(["--release".into(), path.display().to_string()]);
