@@ -332,3 +332,22 @@ fn a_master_dials_a_worker_it_lost_again_once_it_can_be_reached() {
     assert!(wait_until(Duration::from_secs(30), || workers() == "2"), "the worker did not come back:\n{}", master.stderr());
     assert!(master.stderr().contains("closing the link to w2@"), "{}", master.stderr());
 }
+
+/// Two runs of one name would write the same checkpoints and files: a
+/// second deploy of a running workflow's name is refused, naming it.
+#[test]
+fn a_workflow_already_running_under_a_name_is_not_deployed_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path();
+    let w1 = Node::worker("w1", "127.0.0.135", &[], tmp);
+    let master = Node::spawn(&["master", "start", "--no-log", "-n", "md", "--listen", "127.0.0.136:0", &w1.addr], tmp, COOKIE, None);
+    assert!(master.wait_stderr("connected to 1 worker(s)", Duration::from_secs(10)), "{}", master.stderr());
+    let wf = "workflow().stream_source(|n| n).count()";
+    run(tmp, &["rpc", "md", &format!("deploy({wf}, #{{ name: \"dup\" }}); ()")]).success();
+    let again = run(tmp, &["rpc", "md", &format!("deploy({wf}, #{{ name: \"dup\" }})")]);
+    again
+        .expect_code(1)
+        .stderr_has("workflow `dup` is already running here as ")
+        .stderr_has(": stop it first, or deploy this one under another name");
+    run(tmp, &["rpc", "md", "workflows().len()"]).success().stdout_has("1");
+}

@@ -557,6 +557,15 @@ impl Master {
         self.step(Event::AbortRequested { id: wf.run(), reason: reason.to_string() });
     }
 
+    /// The workflow not ended whose checkpoints are kept under `name`.
+    fn running_named(&self, name: &str) -> Option<WorkflowRef> {
+        let workflows = self.workflows.lock().expect("workflows lock");
+        workflows.values().find_map(|wf| {
+            let same = wf.recovery.as_ref().is_some_and(|r| r.name.lock().expect("name lock").as_deref() == Some(name));
+            (same && !wf.status.borrow().is_done()).then_some(WorkflowRef { id: wf.id })
+        })
+    }
+
     /// Workflows still running.
     pub fn running(&self) -> Vec<WorkflowRef> {
         self.workflows().into_iter().filter(|(_, s)| !s.is_done()).map(|(r, _)| r).collect()

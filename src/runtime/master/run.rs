@@ -83,7 +83,17 @@ impl Master {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let run = self.next_run.fetch_add(1, Ordering::Relaxed);
         let sinks: Vec<String> = graph.nodes.iter().filter(|n| matches!(n.op.base(), Operator::Collect)).map(|n| n.name.clone()).collect();
-        let checkpointed = crate::runtime::checkpoint::setup::interval_for(&Plan::new(graph.clone()), options)? > Duration::ZERO;
+        let plan = Plan::new(graph.clone());
+        let checkpointed = crate::runtime::checkpoint::setup::interval_for(&plan, options)? > Duration::ZERO;
+        if checkpointed {
+            // Two runs of one name would write the same checkpoints and files.
+            let name = crate::runtime::checkpoint::setup::name_for(&plan, options)?;
+            if let Some(other) = self.running_named(&name) {
+                return Err(format!(
+                    "workflow `{name}` is already running here as {other}: stop it first, or deploy this one under another name"
+                ));
+            }
+        }
         // Files of `write_lines` are written here: a bad path fails the
         // deploy. Under checkpoints they grow checkpoint by checkpoint.
         let mut files = HashMap::new();
