@@ -10,27 +10,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{newest_checkpoint, wait_until, Skitter, BIN};
+use common::{newest_checkpoint, wait_until, words_input, Skitter, BIN};
 
 /// A running count over a file: every word emits its count so far, and the
 /// totals go to a second file at the end.
 const COUNTS: &str = "workflow().read_lines(\"in.txt\").flat_map(|l| l.split(\" \")).keyed_reduce(|w| w, |c, w| [c + 1, w + \" \" + (c + 1)], 0).write_lines(\"out.txt\")";
 
-/// 100,000 lines of 6 words from a vocabulary of 500.
+/// 100,000 lines of 6 words from a vocabulary of 500, as `in.txt` of `dir`.
 fn input(dir: &Path) {
-    let mut text = String::new();
-    let mut x: u64 = 7;
-    for _ in 0..100_000 {
-        let words: Vec<String> = (0..6)
-            .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                format!("w{}", (x >> 33) % 500)
-            })
-            .collect();
-        text.push_str(&words.join(" "));
-        text.push('\n');
-    }
-    std::fs::write(dir.join("in.txt"), text).unwrap();
+    words_input(&dir.join("in.txt"), 100_000, 7);
 }
 
 fn local(dir: &Path, checkpoints: &Path) -> Command {

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::node::{run, Node, COOKIE};
-use common::{newest_checkpoint, wait_until};
+use common::{newest_checkpoint, wait_until, words_input};
 
 /// A running count over a file: every word emits its count so far.
 const COUNTS: &str =
@@ -18,19 +18,7 @@ const COUNTS: &str =
 
 /// 150,000 lines of 6 words from a vocabulary of 500.
 fn input(path: &Path) {
-    let mut text = String::new();
-    let mut x: u64 = 11;
-    for _ in 0..150_000 {
-        let words: Vec<String> = (0..6)
-            .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                format!("w{}", (x >> 33) % 500)
-            })
-            .collect();
-        text.push_str(&words.join(" "));
-        text.push('\n');
-    }
-    std::fs::write(path, text).unwrap();
+    words_input(path, 150_000, 11);
 }
 
 /// What the running count over `input` writes: every word's counts 1..=n.

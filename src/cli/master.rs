@@ -346,7 +346,8 @@ fn recover(
     wait: std::time::Duration,
 ) -> Vec<(String, std::result::Result<crate::script::WorkflowRef, String>)> {
     use std::time::{Duration, Instant};
-    if crate::runtime::checkpoint::running::listed().is_empty() {
+    let records = crate::runtime::checkpoint::running::listed();
+    if records.is_empty() {
         eprintln!("nothing to recover: no workflow was running");
         return Vec::new();
     }
@@ -362,10 +363,7 @@ fn recover(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let recovered = rt.block_on(async { tokio::task::block_in_place(|| master.recover_recorded()) });
-    if recovered.is_empty() {
-        eprintln!("nothing to recover: no workflow was running");
-    }
+    let recovered = rt.block_on(async { tokio::task::block_in_place(|| master.recover_recorded(records)) });
     for (name, result) in &recovered {
         match result {
             Ok(r) => {

@@ -208,3 +208,21 @@ pub fn newest_checkpoint(dir: &std::path::Path) -> u64 {
         .max()
         .unwrap_or(0)
 }
+
+/// Writes `lines` lines of 6 words from a vocabulary of 500 to `path`,
+/// the same for the same `seed`: input for the running-count tests.
+pub fn words_input(path: &Path, lines: usize, seed: u64) {
+    let mut text = String::new();
+    let mut x = seed;
+    for _ in 0..lines {
+        let words: Vec<String> = (0..6)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                format!("w{}", (x >> 33) % 500)
+            })
+            .collect();
+        text.push_str(&words.join(" "));
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}

@@ -121,54 +121,40 @@ pub fn write(
     states.sort_by_key(|s| (s.stage, s.instance));
     let data = postcard::to_allocvec(&states).map_err(|e| format!("cannot encode the states: {e}"))?;
     store.put_data(&wf.name, id, &data).map_err(|e| e.to_string())?;
-    let committed = commit(wf, store, outputs, id, kind, taken_at_ms, began, &data, &mut parts, elsewhere);
-    if committed.is_err() {
-        // Nothing half-written: the files hold what completed checkpoints wrote.
-        if let Err(e) = outputs.cut_back() {
-            tracing::error!("{e}");
+    // The output, then the manifest: the manifest is the commit.
+    let commit = || -> Result<(), String> {
+        let mut marks = outputs.append(&mut parts).map_err(|e| e.to_string())?;
+        if let Some(&(stage, instance, _)) = parts.keys().next() {
+            return Err(format!("lines of instance {instance} of stage {stage} have no file to go to here"));
         }
+        marks.extend(elsewhere);
+        let manifest = Manifest {
+            format: super::FORMAT,
+            name: wf.name.clone(),
+            id,
+            kind,
+            taken_at_ms,
+            duration_ms: began.elapsed().as_millis() as u64,
+            bytes: data.len() as u64,
+            checksum: crc32fast::hash(&data),
+            graph: wf.graph.clone(),
+            instances: wf.instances.clone(),
+            outputs: marks,
+        };
+        store.commit(&manifest).map_err(|e| e.to_string())
+    };
+    if let Err(e) = commit() {
+        // Nothing half-written: the files hold what completed checkpoints wrote.
+        if let Err(cut) = outputs.cut_back() {
+            tracing::error!("{cut}");
+        }
+        return Err(e);
     }
-    committed?;
     outputs.settle();
     if let Err(e) = store.prune(&wf.name, wf.kept) {
         tracing::warn!("{e}");
     }
     Ok(Written { bytes: data.len() as u64, collected })
-}
-
-/// The output, then the manifest.
-#[allow(clippy::too_many_arguments)]
-fn commit(
-    wf: &Workflow,
-    store: &dyn Store,
-    outputs: &mut Outputs,
-    id: u64,
-    kind: Kind,
-    taken_at_ms: u64,
-    began: Instant,
-    data: &[u8],
-    parts: &mut Parts,
-    elsewhere: Vec<OutputMark>,
-) -> Result<(), String> {
-    let mut marks = outputs.append(parts).map_err(|e| e.to_string())?;
-    if let Some(&(stage, instance, _)) = parts.keys().next() {
-        return Err(format!("lines of instance {instance} of stage {stage} have no file to go to here"));
-    }
-    marks.extend(elsewhere);
-    let manifest = Manifest {
-        format: super::FORMAT,
-        name: wf.name.clone(),
-        id,
-        kind,
-        taken_at_ms,
-        duration_ms: began.elapsed().as_millis() as u64,
-        bytes: data.len() as u64,
-        checksum: crc32fast::hash(data),
-        graph: wf.graph.clone(),
-        instances: wf.instances.clone(),
-        outputs: marks,
-    };
-    store.commit(&manifest).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

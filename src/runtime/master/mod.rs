@@ -4,6 +4,7 @@
 
 mod checkpoints;
 pub mod coordinator;
+mod deployed;
 mod prepare;
 mod recovery;
 mod run;
@@ -22,72 +23,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::coordinator::{Action, Coordinator, Event};
-use super::dataflow::sink::{self, FileSink};
+use self::deployed::Deployed;
+use super::dataflow::sink;
 use super::dataflow::FlowError;
 use super::link::{self, LinkEnd, Outgoing};
 use crate::net::handshake::{self, HANDSHAKE_TIMEOUT};
 use crate::net::message::ControlRefusal;
 use crate::net::{Authenticated, ControlMsg, Identity, Link, LinkMessage, NetError, Role, WorkerInfo};
 use crate::script::{Code, Host, Output, WorkflowRef};
-use crate::workflow::{NodeStats, Stats, Status, Workflow};
-
-struct Deployed {
-    /// Its id, the user's; the first run's.
-    id: u64,
-    /// Its current run: messages of any other are refused.
-    run: AtomicU64,
-    /// Stopped or aborted by the user: a failure then does not restart it.
-    ending: AtomicBool,
-    status: watch::Sender<Status>,
-    collected: Mutex<BTreeMap<String, Vec<Dynamic>>>,
-    /// Encoded bytes of what `collect()` sinks gathered, against the cap.
-    collected_bytes: AtomicU64,
-    /// The files of `write_lines` nodes, by node: written here, on the
-    /// master's host, whatever worker the records come from.
-    files: HashMap<u32, Arc<FileSink>>,
-    /// What each worker last reported of its part, and the workflow's nodes.
-    nodes: Mutex<HashMap<String, Vec<NodeStats>>>,
-    /// What the workflow's runs before this one counted, and its nodes.
-    stats: Mutex<Stats>,
-    started: std::time::Instant,
-    ended_at: Mutex<Option<std::time::Instant>>,
-    /// The remote console that deployed it, for what it prints; gone
-    /// (None) once that console has detached.
-    audience: Mutex<Option<crate::script::Audience>>,
-    /// The current run's checkpoints, when it takes them.
-    checkpoints: Mutex<Option<Arc<checkpoints::ClusterCheckpoints>>>,
-    /// What runs it again after a failure (with checkpoints).
-    recovery: Option<recovery::Recovery>,
-}
-
-impl Deployed {
-    fn run(&self) -> u64 {
-        self.run.load(Ordering::Relaxed)
-    }
-
-    fn checkpoints(&self) -> Option<Arc<checkpoints::ClusterCheckpoints>> {
-        self.checkpoints.lock().expect("checkpoints lock").clone()
-    }
-
-    /// Records its sources read, in every run so far.
-    fn read(&self) -> u64 {
-        let mut stats = self.stats.lock().expect("stats lock").clone();
-        for nodes in self.nodes.lock().expect("nodes lock").values() {
-            stats.add(nodes);
-        }
-        stats.read()
-    }
-
-    /// Adds what the workers of the run that ended counted to the
-    /// workflow's counts, for the next run to count on.
-    fn fold_nodes(&self) {
-        let nodes: Vec<Vec<NodeStats>> = self.nodes.lock().expect("nodes lock").drain().map(|(_, n)| n).collect();
-        let mut stats = self.stats.lock().expect("stats lock");
-        for n in &nodes {
-            stats.add(n);
-        }
-    }
-}
+use crate::workflow::{Stats, Status, Workflow};
 
 /// A worker to dial again: its name and the address it was dialed at.
 type Redial = (String, String);
@@ -203,26 +147,6 @@ impl Master {
                 Action::Log(line) => tracing::info!("{line}"),
             }
         }
-    }
-
-    /// The workflow run `run` belongs to, whatever run is current.
-    fn deployed_of(&self, run: u64) -> Option<Arc<Deployed>> {
-        let id = self.runs.lock().expect("runs lock").get(&run).copied()?;
-        self.workflows.lock().expect("workflows lock").get(&id).cloned()
-    }
-
-    /// The workflow whose current run is `run`; a message of an older run
-    /// (fenced) finds none, and is counted.
-    fn current(&self, run: u64) -> Option<Arc<Deployed>> {
-        let wf = self.deployed_of(run)?;
-        if wf.run() == run {
-            return Some(wf);
-        }
-        if let Some(r) = &wf.recovery {
-            r.stats.lock().expect("recovery lock").fenced += 1;
-        }
-        tracing::debug!(workflow = wf.id, "refused a message of run {run}: the workflow runs as {} now", wf.run());
-        None
     }
 
     /// Run `run` ended. Settles the workflow's files here (under
@@ -555,15 +479,6 @@ impl Master {
         let Ok(wf) = self.get(r) else { return };
         wf.ending.store(true, Ordering::Relaxed);
         self.step(Event::AbortRequested { id: wf.run(), reason: reason.to_string() });
-    }
-
-    /// The workflow not ended whose checkpoints are kept under `name`.
-    fn running_named(&self, name: &str) -> Option<WorkflowRef> {
-        let workflows = self.workflows.lock().expect("workflows lock");
-        workflows.values().find_map(|wf| {
-            let same = wf.recovery.as_ref().is_some_and(|r| r.name.lock().expect("name lock").as_deref() == Some(name));
-            (same && !wf.status.borrow().is_done()).then_some(WorkflowRef { id: wf.id })
-        })
     }
 
     /// Workflows still running.

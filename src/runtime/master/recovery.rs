@@ -151,9 +151,13 @@ impl Master {
     /// directory records as running (its previous life was killed, or
     /// exited while they ran), each from its last checkpoint; what each
     /// became, by name.
-    pub fn recover_recorded(&self) -> Vec<(String, Result<crate::script::WorkflowRef, String>)> {
+    /// `records`: [`crate::runtime::checkpoint::running::listed`].
+    pub fn recover_recorded(
+        &self,
+        records: Vec<Result<crate::runtime::checkpoint::running::Running, String>>,
+    ) -> Vec<(String, Result<crate::script::WorkflowRef, String>)> {
         let mut recovered = Vec::new();
-        for record in crate::runtime::checkpoint::running::listed() {
+        for record in records {
             let record = match record {
                 Ok(r) => r,
                 Err(e) => {
