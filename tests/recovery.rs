@@ -108,6 +108,56 @@ fn a_worker_stalled_past_the_tick_time_is_recovered_from_and_fenced_when_it_retu
     lose_a_worker(2, 117, |nodes, _| nodes[1].stall(Duration::from_millis(4000)));
 }
 
+/// A worker stalled past the tick time comes back (the master dials it
+/// again) while the parts of the run given up may still be ending there:
+/// what it sends of that run on its new link is refused and counted, and
+/// it is told to abort it; the run that replaced it on the other worker
+/// ends exact. Whether a late report makes it onto the new link is a race
+/// (the one fencing is for: the part fails as soon as the worker sees its
+/// old link closed, which may come just after it rejoined), so the stall
+/// is repeated, each time with a workflow of its own, until one is fenced.
+#[test]
+fn a_worker_back_holding_a_run_given_up_has_its_late_reports_refused_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path();
+    let w1 = Node::worker("w1", "127.0.0.140", &["--no-shutdown-with-master"], tmp);
+    let w2 = Node::worker("w2", "127.0.0.141", &["--no-shutdown-with-master"], tmp);
+    let args = ["master", "start", "--no-log", "-n", "m3", "--listen", "127.0.0.142:0", &w1.addr, &w2.addr];
+    let master = Node::spawn_with_env(&args, tmp, COOKIE, None, &[("SKITTER_TICK_TIME", "2")]);
+    assert!(master.wait_stderr("connected to 2 worker(s)", Duration::from_secs(10)), "{}", master.stderr());
+    let mut rounds = Vec::new();
+    for round in 1..=5 {
+        // On w1, the operator sleeps through the stall (what operators
+        // print with no console to take it reaches a terminal).
+        let script = "{ let r = deploy(workflow().stream_source(0..1000)\
+                        .map(|n| { if runtime_info().node.starts_with(\"w1@\") { print(`asleep in ROUND`); sleep(40.0) } n }).collect(), \
+                        #{ name: \"fence-ROUND\", checkpoint_interval: 0.05, restart_delay: 0.05 }); \
+                      print(wait(r)); print(results(r).len()); \
+                      let t = timestamp(); while workers().len() < 2 && t.elapsed < 30.0 { sleep(0.05); } \
+                      let t = timestamp(); while stats(r).recovery.fenced == 0 && t.elapsed < 5.0 { sleep(0.05); } \
+                      let rec = stats(r).recovery; print(`${rec.restarts} ${workers().len()} ${rec.fenced > 0}`); }"
+            .replace("ROUND", &round.to_string());
+        let mut rpc = Node::launch(&["rpc", "m3", &script], tmp, COOKIE, None, &[]);
+        let asleep = format!("asleep in {round}");
+        let printed = wait_until(Duration::from_secs(20), || (master.stdout() + &w1.stdout()).contains(&asleep));
+        assert!(printed, "{}{}\n{}", rpc.stdout(), rpc.stderr(), master.stderr());
+        w1.stall(Duration::from_millis(3500));
+        let status = rpc.wait(Duration::from_secs(60)).expect("the script ends");
+        let out = rpc.stdout();
+        assert!(status.success(), "{out}{}\n{}", rpc.stderr(), master.stderr());
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[..2], ["finished", "1000"], "the run on w2 alone is exact: {out}\n{}", master.stderr());
+        rounds.push(lines[2].to_string());
+        if lines[2] == "1 2 true" {
+            let stderr = master.stderr();
+            let fenced = stderr.lines().find(|l| l.contains(" came back still running run ")).unwrap_or_default();
+            assert!(fenced.contains("worker w1@") && fenced.contains("told it to abort that run"), "{stderr}");
+            return;
+        }
+    }
+    panic!("no late report of w1 was refused in 5 stalls (restarts, workers, fenced): {rounds:?}\n{}", master.stderr());
+}
+
 /// A record that fails every time: the workflow restarts from its last
 /// checkpoint as often as it may, then fails naming the record's error
 /// every time.
@@ -120,7 +170,7 @@ fn a_poison_record_exhausts_the_restarts_and_fails_naming_it() {
     let master =
         Node::spawn(&["master", "start", "--no-log", "-n", "m1", "--listen", "127.0.0.122:0", &w1.addr, &w2.addr], tmp, COOKIE, None);
     assert!(master.wait_stderr("connected to 2 worker(s)", Duration::from_secs(10)), "{}", master.stderr());
-    let script = "let r = deploy(workflow().stream_source(|n| n).map(|n| if n == 3000 { throw `poison ${n}` } else { n }).count(), \
+    let script = "let r = deploy(workflow().stream_source(|n| n).map(|n| if n == 3000 { throw `poison ${n}` } else { n }).collect(), \
                   #{ name: \"poison\", checkpoint_interval: 0.05, restart_attempts: 2, restart_delay: 0.05 }); \
                   let seen = status(r); while seen == \"running\" { sleep(0.001); seen = status(r); } print(seen); \
                   print(wait(r)); let rec = stats(r).recovery; print(`${rec.restarts} ${rec.replayed > 0}`);";
@@ -240,6 +290,58 @@ fn a_master_killed_and_started_with_recover_resumes_what_it_ran() {
         &env,
     );
     assert!(idle.wait_stderr("nothing to recover: no workflow was running", Duration::from_secs(10)), "{}", idle.stderr());
+}
+
+/// Stops the daemon a test started, even when the test fails.
+struct Daemon<'a> {
+    tmp: &'a Path,
+    name: &'a str,
+}
+
+impl Drop for Daemon<'_> {
+    fn drop(&mut self) {
+        let pid = run(self.tmp, &["master", "pid", "-n", self.name]).stdout();
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            // SAFETY: kill(2) on the pid the daemon recorded.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// `master restart` is the same master again: the workflows it ran when
+/// it was stopped resume from their last checkpoints.
+#[test]
+fn a_master_restarted_resumes_the_workflows_it_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path();
+    let stay = ["--no-shutdown-with-master"];
+    let w1 = Node::worker("w1", "127.0.0.143", &stay, tmp);
+    let w2 = Node::worker("w2", "127.0.0.144", &stay, tmp);
+    let env = [("SKITTER_CHECKPOINT_INTERVAL", "0.05")];
+    let ck = tmp.join("checkpoints");
+    let args = |command: &'static str| vec!["master", command, "--no-log", "-n", "rm", "--listen", "127.0.0.145:0", &w1.addr, &w2.addr];
+    let _daemon = Daemon { tmp, name: "rm" };
+    common::node::run_with_env(tmp, COOKIE, &args("daemon"), &env).success();
+    // Deployed from a console: nothing but the record of it running brings it back.
+    let deploy =
+        "deploy(workflow().stream_source(|n| n).keyed_reduce(|n| n % 10, |c, n| [c + 1, c + 1], 0).count(), #{ name: \"counts\" })";
+    run(tmp, &["rpc", "rm", deploy]).success();
+    assert!(wait_until(Duration::from_secs(60), || newest_checkpoint(&ck) > 0), "no checkpoint within 60 s");
+    let first = newest_checkpoint(&ck);
+    common::node::run_with_env(tmp, COOKIE, &args("restart"), &env).success();
+    let log = || {
+        let out = walk(tmp)
+            .into_iter()
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("rm") && n.to_string_lossy().ends_with(".out")));
+        out.map(|p| std::fs::read_to_string(p).unwrap_or_default()).unwrap_or_default()
+    };
+    assert!(wait_until(Duration::from_secs(30), || log().contains("recovered `counts` as ")), "{}", log());
+    let text = log();
+    let resumed = text.lines().find(|l| l.contains("resuming `")).unwrap_or_default().to_string();
+    let from: u64 = resumed.split("from checkpoint ").nth(1).and_then(|r| r.split_whitespace().next()?.parse().ok()).unwrap_or(0);
+    assert!(from >= first, "resumed from checkpoint {from}, older than {first}, which completed before the restart: {text}");
+    assert!(wait_until(Duration::from_secs(30), || newest_checkpoint(&ck) > from), "the resumed run takes no checkpoint: {}", log());
+    run(tmp, &["master", "stop", "-n", "rm"]).success();
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

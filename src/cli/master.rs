@@ -39,7 +39,8 @@ pub struct MasterArgs {
     pub fresh: bool,
     /// Deploy again, each from its last checkpoint, the workflows this
     /// master ran when it was killed or exited (recorded in its checkpoint
-    /// directory), once a worker is connected.
+    /// directory), once a worker is connected. `restart` does, unless
+    /// given --fresh.
     #[arg(long, global = true)]
     pub recover: bool,
     /// Do not write the log file logs/<node>.log.
@@ -109,11 +110,16 @@ pub(super) const CONSOLE_ANSWER: std::time::Duration = std::time::Duration::from
 /// How long an exiting master waits for what workers printed to reach its terminal.
 const OUTPUT_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
-pub fn run(args: MasterArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
+pub fn run(mut args: MasterArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let app = find_app_optional(app_dir)?;
     let name = node_name(args.name.as_deref().or(std::env::var("SKITTER_NODE").ok().as_deref()), "skitter_master");
     let command = args.command.unwrap_or(NodeCommand::Start);
     if let Some(what) = command.manage() {
+        // The same master again: it resumes what it ran (a stop keeps
+        // its workflows recorded as running), unless told to start over.
+        if what == node::Manage::Restart && !args.fresh {
+            args.recover = true;
+        }
         return node::manage(what, app.as_ref(), app_dir, &name, args.cookie.as_deref(), args.start_args());
     }
     start(args, app, name, command == NodeCommand::StartIex, None, None)

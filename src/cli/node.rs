@@ -139,6 +139,7 @@ impl NodeCommand {
 }
 
 /// The commands every node mode has for managing a node by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Manage {
     Pid,
     Stop,

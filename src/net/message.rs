@@ -193,6 +193,19 @@ pub enum ControlMsg {
     },
 }
 
+impl ControlMsg {
+    /// The run a worker's report is about.
+    pub fn report_of(&self) -> Option<u64> {
+        use ControlMsg::*;
+        match self {
+            Started { id } | Failed { id, .. } | Done { id } | Collected { id, .. } | Lines { id, .. } | Progress { id, .. } => Some(*id),
+            Interrupted { id, .. } | Settled { id, .. } | Snapshot { id, .. } => Some(*id),
+            Output { id, .. } => *id,
+            _ => None,
+        }
+    }
+}
+
 /// Why a master refused a worker, or a worker a master.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ControlRefusal {

@@ -65,8 +65,9 @@ impl Node {
         Node::spawn_with_env(args, tmp, cookie, stdin, &[])
     }
 
-    /// [`Node::spawn`] with more environment variables.
-    pub fn spawn_with_env(args: &[&str], tmp: &Path, cookie: &str, stdin: Option<&str>, env: &[(&str, &str)]) -> Node {
+    /// Starts `skitter <args>`, reading what it writes as it goes (a
+    /// client, say); [`Node::spawn`] waits for a node to be ready.
+    pub fn launch(args: &[&str], tmp: &Path, cookie: &str, stdin: Option<&str>, env: &[(&str, &str)]) -> Node {
         let mut cmd = Command::new(BIN);
         // Checkpoints stay with the test, even with an app of the repository.
         cmd.env("SKITTER_CHECKPOINT_DIR", tmp.join("checkpoints"));
@@ -84,7 +85,12 @@ impl Node {
         let stderr = Arc::new(Mutex::new(String::new()));
         let stdout = Arc::new(Mutex::new(String::new()));
         let readers = vec![drain(child.stderr.take().unwrap(), stderr.clone()), drain(child.stdout.take().unwrap(), stdout.clone())];
-        let mut node = Node { child, name: String::new(), addr: String::new(), stderr, stdout, readers };
+        Node { child, name: String::new(), addr: String::new(), stderr, stdout, readers }
+    }
+
+    /// [`Node::spawn`] with more environment variables.
+    pub fn spawn_with_env(args: &[&str], tmp: &Path, cookie: &str, stdin: Option<&str>, env: &[(&str, &str)]) -> Node {
+        let mut node = Node::launch(args, tmp, cookie, stdin, env);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let text = node.stderr.lock().unwrap().clone() + node.stdout.lock().unwrap().as_str();

@@ -5,6 +5,7 @@
 mod checkpoints;
 pub mod coordinator;
 mod deployed;
+pub mod fence;
 mod prepare;
 mod recovery;
 mod run;
@@ -43,6 +44,8 @@ pub struct Master {
     identity: Identity,
     handle: Handle,
     coordinator: Mutex<Coordinator>,
+    /// Which worker link may speak for which run.
+    fence: Mutex<self::fence::Fence>,
     links: Mutex<HashMap<String, mpsc::UnboundedSender<ControlMsg>>>,
     workflows: Mutex<BTreeMap<u64, Arc<Deployed>>>,
     /// Each run: the workflow it runs.
@@ -89,6 +92,7 @@ impl Master {
             name,
             handle,
             coordinator: Mutex::new(Coordinator::new(shutdown_with_workers)),
+            fence: Mutex::new(self::fence::Fence::default()),
             links: Mutex::new(HashMap::new()),
             workflows: Mutex::new(BTreeMap::new()),
             runs: Mutex::new(HashMap::new()),
@@ -125,6 +129,11 @@ impl Master {
     }
 
     fn step(&self, event: Event) {
+        match &event {
+            Event::WorkerJoined(info) => self.fence.lock().expect("fence lock").joined(&info.name),
+            Event::Deployed { id, workers } => self.fence.lock().expect("fence lock").deployed(*id, workers),
+            _ => {}
+        }
         let actions = self.coordinator.lock().expect("coordinator lock").step(event);
         for action in actions {
             match action {
@@ -385,6 +394,12 @@ impl Master {
     }
 
     fn on_worker_message(&self, worker: &str, msg: ControlMsg) {
+        if let Some(id) = msg.report_of() {
+            let verdict = self.fence.lock().expect("fence lock").heard(id, worker);
+            if let self::fence::Verdict::Refuse { first } = verdict {
+                return self.refuse_late(worker, id, msg.kind(), first);
+            }
+        }
         match msg {
             ControlMsg::Started { .. } => {}
             ControlMsg::Settled { id, error } => self.step(Event::WorkerSettled { id, worker: worker.to_string(), error }),
@@ -425,6 +440,25 @@ impl Master {
                 }
             }
             other => tracing::warn!("unexpected {} from worker {worker}", other.kind()),
+        }
+    }
+
+    /// `worker` came back holding run `id`, placed on its previous link:
+    /// what it sends of it is refused and counted, and (`first`) it is
+    /// told to abort the run's instances it still has.
+    fn refuse_late(&self, worker: &str, id: u64, kind: &str, first: bool) {
+        let wf = self.deployed_of(id);
+        if let Some(r) = wf.as_ref().and_then(|wf| wf.recovery.as_ref()) {
+            r.stats.lock().expect("recovery lock").fenced += 1;
+        }
+        if first {
+            let workflow = wf.map_or(0, |wf| wf.id);
+            tracing::warn!(
+                workflow,
+                "worker {worker} came back still running run {id} of its previous link: refused its {kind}, and told it to abort that run"
+            );
+            let reason = format!("run {id} was given up while this worker was away");
+            self.send(worker, ControlMsg::Abort { id, reason });
         }
     }
 
