@@ -9,7 +9,7 @@ use super::value::Value;
 use crate::workflow::NodeStats;
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL: u32 = 8;
+pub const PROTOCOL: u32 = 9;
 
 /// Who is at the other end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +67,8 @@ pub enum DataMsg {
     Counts(Vec<(Value, i64)>),
     /// Checkpoint `.0`'s barrier.
     Barrier(u64),
+    /// The sender's watermark (event time, seconds).
+    Watermark(f64),
     End,
 }
 

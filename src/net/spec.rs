@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::value::{NotPlainData, Value};
 use crate::workflow::model::{FlatEdge, FlatGraph, FlatNode};
+use crate::workflow::operator::{Fold, WindowOp};
 use crate::workflow::operator::{Place, Restrategized, Strategy, UserOp};
+use crate::workflow::time::{EventTime, WindowSpec};
 use crate::workflow::{Func, KafkaSink, KafkaSource, Operator, SourceSpec};
 
 /// A function as it travels: its name and captured values.
@@ -40,6 +42,19 @@ pub enum OpSpec {
     NatsSink { url: String, subject: String },
     Kafka(KafkaSource),
     KafkaSink(KafkaSink),
+    EventTime { ts: FuncSpec, out_of_order: f64 },
+    Window(Box<WindowSpecOp>),
+}
+
+/// A `window` or `window_count` as it travels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WindowSpecOp {
+    pub spec: WindowSpec,
+    pub key: Option<FuncSpec>,
+    /// init, fold, merge.
+    pub fold: Option<(FuncSpec, FuncSpec, Option<FuncSpec>)>,
+    pub lateness: f64,
+    pub ts: Option<FuncSpec>,
 }
 
 /// The strategy given to a built-in operator.
@@ -128,6 +143,17 @@ impl WorkflowSpec {
                 Operator::WriteLines(p) => OpSpec::WriteLines(p.display().to_string()),
                 Operator::WriteParts(p) => OpSpec::WriteParts(p.display().to_string()),
                 Operator::Collect => OpSpec::Collect,
+                Operator::EventTime(e) => OpSpec::EventTime { ts: func_spec(&e.ts)?, out_of_order: e.out_of_order },
+                Operator::Window(w) => OpSpec::Window(Box::new(WindowSpecOp {
+                    spec: w.spec,
+                    key: w.key.as_ref().map(func_spec).transpose()?,
+                    fold: match &w.fold {
+                        Some(f) => Some((func_spec(&f.init)?, func_spec(&f.fold)?, f.merge.as_ref().map(func_spec).transpose()?)),
+                        None => None,
+                    },
+                    lateness: w.lateness,
+                    ts: w.ts.as_ref().map(func_spec).transpose()?,
+                })),
                 Operator::Source(SourceSpec::Redis { url, stream, group, retry_ms }) => {
                     OpSpec::Redis { url: url.clone(), stream: stream.clone(), group: group.clone(), retry_ms: *retry_ms }
                 }
@@ -209,6 +235,15 @@ fn operator(spec: OpSpec) -> Result<Operator, String> {
         OpSpec::WriteLines(p) => Operator::WriteLines(p.into()),
         OpSpec::WriteParts(p) => Operator::WriteParts(p.into()),
         OpSpec::Collect => Operator::Collect,
+        OpSpec::EventTime { ts, out_of_order } => Operator::EventTime(Box::new(EventTime { ts: func(ts)?, out_of_order })),
+        OpSpec::Window(w) => {
+            let fold = match w.fold {
+                Some((init, fold, merge)) => Some(Fold { init: func(init)?, fold: func(fold)?, merge: merge.map(func).transpose()? }),
+                None => None,
+            };
+            let ts = w.ts.map(func).transpose()?;
+            Operator::Window(Box::new(WindowOp { spec: w.spec, key: w.key.map(func).transpose()?, fold, lateness: w.lateness, ts }))
+        }
         OpSpec::Redis { url, stream, group, retry_ms } => Operator::Source(SourceSpec::Redis { url, stream, group, retry_ms }),
         OpSpec::RedisSink { url, stream } => Operator::RedisSink { url, stream },
         OpSpec::Nats { url, subject, stream, durable, retry_ms } => {

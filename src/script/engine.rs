@@ -109,6 +109,7 @@ fn workflow_package() -> SharedModule {
             module.combine_flatten(rhai::exported_module!(operator_api::api));
             module.combine_flatten(rhai::exported_module!(user_operator_api::api));
             module.combine_flatten(rhai::exported_module!(super::broker_api::api));
+            module.combine_flatten(rhai::exported_module!(super::time_api::api));
             module.into()
         })
         .clone()
@@ -130,6 +131,7 @@ pub fn new_engine(env: &EngineEnv) -> Engine {
     engine.register_type_with_name::<crate::workflow::Workflow>("Workflow");
     engine.register_type_with_name::<crate::workflow::Operator>("Operator");
     engine.register_type_with_name::<user_operator_api::StrategyValue>("Strategy");
+    engine.register_type_with_name::<crate::workflow::time::WindowSpec>("WindowSpec");
 
     let priv_dir = env.priv_dir.clone();
     rhai::FuncRegistration::new("priv_path")

@@ -17,6 +17,7 @@ pub mod render;
 pub mod runtime_api;
 pub mod session;
 pub mod shell_api;
+pub mod time_api;
 pub mod user_operator_api;
 pub mod workflow_api;
 

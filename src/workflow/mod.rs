@@ -13,6 +13,7 @@ pub mod plan;
 pub mod recovery;
 pub mod stats;
 pub mod status;
+pub mod time;
 pub mod watch;
 
 pub use model::{Body, FlatGraph, Workflow, WorkflowError};

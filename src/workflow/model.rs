@@ -358,6 +358,7 @@ impl Workflow {
         let mut graph = FlatGraph::default();
         let mut index = HashMap::new();
         self.flatten_into("", &mut graph, &mut index);
+        graph.find_event_times();
         graph
     }
 
@@ -450,6 +451,33 @@ pub struct FlatEdge {
 }
 
 impl FlatGraph {
+    /// Gives every window the time function of the nearest `event_time`
+    /// upstream of it (none: it windows on the time records arrive).
+    fn find_event_times(&mut self) {
+        for w in 0..self.nodes.len() {
+            if !matches!(&self.nodes[w].op, Operator::Window(op) if op.ts.is_none()) {
+                continue;
+            }
+            let mut seen = vec![false; self.nodes.len()];
+            let mut queue = std::collections::VecDeque::from([w]);
+            let mut found = None;
+            while let Some(n) = queue.pop_front() {
+                if let (Operator::EventTime(e), true) = (&self.nodes[n].op, n != w) {
+                    found = Some(e.ts.clone());
+                    break;
+                }
+                for e in self.edges.iter().filter(|e| e.to == n) {
+                    if !std::mem::replace(&mut seen[e.from], true) {
+                        queue.push_back(e.from);
+                    }
+                }
+            }
+            if let Operator::Window(op) = &mut self.nodes[w].op {
+                op.ts = found;
+            }
+        }
+    }
+
     /// Node ids in an order where every edge goes forward.
     pub fn topological_order(&self) -> Vec<usize> {
         let mut indegree = vec![0usize; self.nodes.len()];

@@ -215,6 +215,35 @@ pub enum Operator {
     User(Box<UserOp>),
     /// A built-in operator with a strategy given to it (`with_strategy`).
     With(Box<Restrategized>),
+    /// Stamps records with their event time and sends watermarks on.
+    EventTime(Box<super::time::EventTime>),
+    /// Keyed windows over event time (`window`, `window_count`).
+    Window(Box<WindowOp>),
+}
+
+/// `window(spec, key_fn, init_fn, fold_fn)` or `window_count(spec, key_fn)`.
+#[derive(Clone, Debug)]
+pub struct WindowOp {
+    pub spec: super::time::WindowSpec,
+    /// The record's key (none: the record is its own key).
+    pub key: Option<Func>,
+    /// What each window folds its records into (none: it counts them).
+    pub fold: Option<Fold>,
+    /// Seconds a window stays open past its end for late records, each of
+    /// which emits it again.
+    pub lateness: f64,
+    /// The record's time: the function of the `event_time` upstream,
+    /// found when the workflow is flattened.
+    pub ts: Option<Func>,
+}
+
+/// A window's value: `init()`, then `fold(value, record)` per record;
+/// `merge(a, b)` joins two sessions a record bridges.
+#[derive(Clone, Debug)]
+pub struct Fold {
+    pub init: Func,
+    pub fold: Func,
+    pub merge: Option<Func>,
 }
 
 /// A built-in operator and the strategy it was given.
@@ -233,6 +262,7 @@ const NONE: &[&str] = &[];
 const OUT: &[&str] = &["out"];
 const FILTER_OUT: &[&str] = &["accept", "reject"];
 const KAFKA_OUT: &[&str] = &["out", "reject"];
+const WINDOW_OUT: &[&str] = &["out", "late"];
 
 impl Operator {
     /// For a user operator with an input that has no callback: what is
@@ -266,6 +296,9 @@ impl Operator {
             Operator::RedisSink { .. } => "redis_sink",
             Operator::NatsSink { .. } => "nats_sink",
             Operator::KafkaSink(_) => "kafka_sink",
+            Operator::EventTime(_) => "event_time",
+            Operator::Window(w) if w.fold.is_none() => "window_count",
+            Operator::Window(_) => "window",
         }
     }
 
@@ -291,6 +324,7 @@ impl Operator {
             Operator::With(w) => w.op.out_ports(),
             Operator::Filter(_) => FILTER_OUT.to_vec(),
             Operator::Source(SourceSpec::Kafka(_)) => KAFKA_OUT.to_vec(),
+            Operator::Window(_) => WINDOW_OUT.to_vec(),
             Operator::WriteLines(_)
             | Operator::WriteParts(_)
             | Operator::Collect
@@ -307,7 +341,7 @@ impl Operator {
             Operator::Source(_) => Strategy::Source,
             Operator::User(u) => u.strategy,
             Operator::With(w) => w.strategy,
-            Operator::KeyedReduce { .. } | Operator::Count { .. } => Strategy::Keyed,
+            Operator::KeyedReduce { .. } | Operator::Count { .. } | Operator::Window(_) => Strategy::Keyed,
             _ => Strategy::ImmutableLocal,
         }
     }
@@ -336,6 +370,7 @@ impl Operator {
         match self {
             Operator::KeyedReduce { key, .. } => Some(key),
             Operator::Count { key } => key.as_ref(),
+            Operator::Window(w) => w.key.as_ref(),
             Operator::User(u) => u.key.as_ref(),
             Operator::With(w) => w.key.as_ref().or_else(|| w.op.key_func()),
             _ => None,
@@ -348,6 +383,11 @@ impl Operator {
             Operator::Source(SourceSpec::Generator(f)) | Operator::Map(f) | Operator::FlatMap(f) | Operator::Filter(f) => vec![f],
             Operator::KeyedReduce { key, reduce, .. } => vec![key, reduce],
             Operator::Count { key } => key.iter().collect(),
+            Operator::EventTime(e) => vec![&e.ts],
+            Operator::Window(w) => {
+                let fold = w.fold.iter().flat_map(|f| [&f.init, &f.fold].into_iter().chain(&f.merge));
+                w.key.iter().chain(fold).chain(&w.ts).collect()
+            }
             Operator::User(u) => {
                 let place = match &u.place {
                     Some(Place::Func(f)) => Some(f),
@@ -387,6 +427,8 @@ impl fmt::Display for Operator {
             Operator::Print(label) => write!(f, "inspect({label:?})"),
             Operator::WriteLines(p) => write!(f, "write_lines({})", p.display()),
             Operator::WriteParts(p) => write!(f, "write_parts({})", p.display()),
+            Operator::EventTime(e) => write!(f, "event_time({}, out of order {} s)", e.ts.name(), e.out_of_order),
+            Operator::Window(w) => write!(f, "{}({})", self.kind(), w.spec),
             other => write!(f, "{}", other.kind()),
         }
     }

@@ -58,6 +58,20 @@ pub fn rescale(states: Vec<InstanceState>, then: &[u32], now: &[u32], names: &[V
                             name(pos)
                         ))
                     }
+                    NodeState::Time(max) => {
+                        // Each instance's own; the earliest holds every one back.
+                        kind = Kind::Time(match kind {
+                            Kind::Time(m) => m.min(max),
+                            _ => max,
+                        });
+                    }
+                    NodeState::Windows(w) => {
+                        kind = Kind::Windows(match kind {
+                            Kind::Windows(m) => m.min(w.watermark),
+                            _ => w.watermark,
+                        });
+                        pairs.extend(w.windows.into_iter().map(|(k, s, e, v, f)| (k, Pair::Window(s, e, v, f))));
+                    }
                     NodeState::Position(_) => {
                         return Err(format!(
                             "source `{}` ran with {was} instances, now {is}: where each read to cannot be split",
@@ -85,11 +99,14 @@ enum Kind {
     Reduce,
     Count,
     User,
+    Time(f64),
+    Windows(f64),
 }
 
 enum Pair {
     Value(Value),
     Count(i64),
+    Window(f64, f64, Value, bool),
 }
 
 impl Kind {
@@ -100,6 +117,14 @@ impl Kind {
             Kind::Nothing => NodeState::Nothing,
             Kind::Reduce => NodeState::Reduce(values()),
             Kind::User => NodeState::User { state: None, keyed: values() },
+            Kind::Time(max) => NodeState::Time(*max),
+            Kind::Windows(watermark) => NodeState::Windows(crate::runtime::dataflow::snapshot::WindowState {
+                watermark: *watermark,
+                windows: pairs
+                    .iter()
+                    .filter_map(|(k, v)| if let Pair::Window(s, e, v, f) = v { Some((k.clone(), *s, *e, v.clone(), *f)) } else { None })
+                    .collect(),
+            }),
             Kind::Count => NodeState::Count(
                 pairs.iter().filter_map(|(k, v)| if let Pair::Count(n) = v { Some((k.clone(), *n)) } else { None }).collect(),
             ),

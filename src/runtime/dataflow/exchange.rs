@@ -286,6 +286,15 @@ impl Outlet {
         Ok(())
     }
 
+    /// Sends watermark `wm` to every target, after what is held here.
+    pub fn watermark(&mut self, running: &Running, wm: f64) -> Result<(), FlowError> {
+        self.flush(running, 1)?;
+        for t in 0..self.targets.len() {
+            self.send(running, t, Msg::Watermark(wm))?;
+        }
+        Ok(())
+    }
+
     fn send(&self, running: &Running, target: usize, msg: Msg) -> Result<(), FlowError> {
         if running.has_ended() {
             return Err(FlowError::Ended);
@@ -320,7 +329,7 @@ mod tests {
                 Msg::Records(_, r) => (*t, r.len()),
                 Msg::Keyed(_, r) => (*t, r.len()),
                 Msg::Counts(r) => (*t, r.len()),
-                Msg::End | Msg::Barrier(_) => (*t, 0),
+                Msg::End | Msg::Barrier(_) | Msg::Watermark(_) => (*t, 0),
             })
             .collect()
     }

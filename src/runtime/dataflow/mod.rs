@@ -36,6 +36,7 @@ pub mod snapshot;
 pub mod source;
 mod stage;
 mod user_op;
+mod window;
 mod wiring;
 
 use rhai::Dynamic;
@@ -75,6 +76,9 @@ pub enum Msg {
     /// Checkpoint `.0.id`: what the sender sent before it is covered by
     /// the checkpoint, what follows it is not.
     Barrier(Barrier),
+    /// The sender's watermark: no record it sends from now on has an
+    /// earlier event time (as far as it knows).
+    Watermark(f64),
     /// The sender of one edge has no more records.
     End,
 }

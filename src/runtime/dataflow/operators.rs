@@ -75,6 +75,8 @@ pub enum Step {
     NatsSink(super::nats::Writer),
     KafkaSink(super::kafka::Writer),
     User(UserStep),
+    EventTime(super::window::EventTimeStep),
+    Window(Box<super::window::WindowStep>),
 }
 
 impl Step {
@@ -86,7 +88,7 @@ impl Step {
 
     pub fn is_keyed(&self) -> bool {
         match self {
-            Step::Count { .. } | Step::KeyedReduce { .. } => true,
+            Step::Count { .. } | Step::KeyedReduce { .. } | Step::Window(_) => true,
             Step::User(u) => u.is_keyed(),
             _ => false,
         }
@@ -184,7 +186,11 @@ impl Step {
                 Ok(Vec::new())
             }
             Step::User(u) if !u.is_keyed() => u.apply(calls, name, port, batch),
-            Step::KeyedReduce { .. } | Step::Count { .. } | Step::User(_) => {
+            Step::EventTime(e) => {
+                e.apply(calls, name, &batch)?;
+                Ok(vec![batch])
+            }
+            Step::KeyedReduce { .. } | Step::Count { .. } | Step::User(_) | Step::Window(_) => {
                 // Keyed nodes are stage heads and get keyed input; a
                 // record that comes without its key is its own key.
                 let pairs = batch.into_iter().map(|r| (Key::new(r.clone()), r)).collect();
@@ -204,6 +210,7 @@ impl Step {
                 Ok(Vec::new())
             }
             Step::User(u) => u.apply_keyed(calls, name, port, pairs),
+            Step::Window(w) => w.apply_keyed(calls, name, pairs),
             Step::KeyedReduce { reduce, initial, state } => {
                 let mut out = Vec::new();
                 for (key, rec) in pairs {
@@ -252,7 +259,24 @@ impl Step {
                 Ok(vec![counts.iter().map(|(k, n)| Dynamic::from_array(vec![k.value.clone(), Dynamic::from_int(*n)])).collect()])
             }
             Step::User(u) => u.finish(calls, name),
+            Step::Window(w) => Ok(w.finish()),
             _ => Ok(Vec::new()),
+        }
+    }
+
+    /// The watermark moved to `wm` before this node: what it emits now.
+    pub fn on_watermark(&mut self, wm: f64) -> Outputs {
+        match self {
+            Step::Window(w) => w.on_watermark(wm),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The watermark this node makes (an `event_time`'s), if it makes one.
+    pub fn watermark(&self) -> Option<f64> {
+        match self {
+            Step::EventTime(e) => Some(e.watermark()),
+            _ => None,
         }
     }
 }
@@ -273,6 +297,8 @@ impl Step {
                 Taken::Lines(std::mem::replace(pending, super::snapshot::lines_buffer(room)))
             }
             Step::Collect(CollectSink::Pending(pending)) => Taken::Collected(std::mem::take(pending)),
+            Step::EventTime(e) => e.take(),
+            Step::Window(w) => w.take(),
             _ => Taken::Nothing,
         }
     }
@@ -286,6 +312,11 @@ impl Step {
                 counts.extend(pairs.into_iter().map(|(k, n)| (Key::new(k.into_dynamic()), n)));
             }
             (Step::User(u), NodeState::User { state, keyed: pairs }) => u.restore(state.map(|v| v.into_dynamic()), keyed(pairs)),
+            (Step::EventTime(e), NodeState::Time(max)) => e.restore(max),
+            (Step::Window(w), NodeState::Windows(state)) => w.restore(super::snapshot::WindowState {
+                watermark: state.watermark,
+                windows: state.windows.into_iter().map(|(k, s, e, v, f)| (k.into_dynamic(), s, e, v.into_dynamic(), f)).collect(),
+            }),
             (_, NodeState::Nothing | NodeState::Collected(_) | NodeState::Position(_)) => {}
             (_, other) => {
                 return Err(FlowError::Operator {
@@ -306,5 +337,7 @@ fn kind(state: &NodeState) -> &'static str {
         NodeState::Count(_) => "a count's",
         NodeState::User { .. } => "an operator's `this`",
         NodeState::Collected(_) => "collected records",
+        NodeState::Time(_) => "an event_time's",
+        NodeState::Windows(_) => "a window's",
     }
 }

@@ -48,6 +48,21 @@ pub enum Taken {
     Lines(Vec<u8>),
     /// Records a `collect()` was given since the last barrier.
     Collected(Vec<Dynamic>),
+    /// The largest time an `event_time` saw.
+    Time(f64),
+    /// A window operator's watermark and open windows.
+    Windows {
+        watermark: f64,
+        windows: Vec<(Dynamic, f64, f64, Dynamic, bool)>,
+    },
+}
+
+/// A window operator's watermark and its open windows: key, start, end,
+/// value, and whether it was emitted already (kept for late records).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WindowState<V> {
+    pub watermark: f64,
+    pub windows: Vec<(V, f64, f64, V, bool)>,
 }
 
 /// One node's part of an instance's state, as stored.
@@ -59,6 +74,8 @@ pub enum NodeState {
     Count(Vec<(Value, i64)>),
     User { state: Option<Value>, keyed: Vec<(Value, Value)> },
     Collected(Vec<Value>),
+    Time(f64),
+    Windows(WindowState<Value>),
 }
 
 /// What instance `instance` of stage `stage` took when it passed a
@@ -113,6 +130,14 @@ impl InstanceTaken {
                 // Lines are saved beside the states (the checkpoint's `.lines`).
                 Taken::Lines(_) => NodeState::Nothing,
                 Taken::Collected(records) => NodeState::Collected(records.iter().map(plain).collect::<Result<_, _>>()?),
+                Taken::Time(max) => NodeState::Time(max),
+                Taken::Windows { watermark, windows } => NodeState::Windows(WindowState {
+                    watermark,
+                    windows: windows
+                        .iter()
+                        .map(|(k, s, e, v, f)| Ok((plain(k)?, *s, *e, plain(v)?, *f)))
+                        .collect::<Result<_, Unsaveable>>()?,
+                }),
             });
         }
         Ok(InstanceState { stage: self.stage as u32, instance: self.instance as u32, done: self.done, nodes })

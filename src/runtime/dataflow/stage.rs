@@ -20,6 +20,7 @@ use super::operators::{One, Step};
 use super::running::Running;
 use super::snapshot::{InstanceTaken, Position, Taken};
 use super::source::SourceReader;
+use super::window::Watermarks;
 use super::{Barrier, Delivery, Msg, BATCH, CHUNK};
 use crate::workflow::key::Key;
 
@@ -57,6 +58,10 @@ pub struct StageRun {
     /// had ended (then it only ends again).
     pub at: Option<Position>,
     pub done: bool,
+    /// Where event time is in this instance.
+    pub time: Watermarks,
+    /// Whether a node of the stage makes the watermark (`event_time`).
+    pub makes_time: bool,
 }
 
 enum Input {
@@ -164,13 +169,31 @@ impl StageRun {
             if matches!(msg, Msg::Barrier(_)) && aligning.is_none() {
                 aligning = Some(Instant::now());
             }
+            if matches!(msg, Msg::End) && !self.makes_time {
+                // An input that ended holds no window back.
+                if let Some(wm) = self.time.ended(from) {
+                    self.advance(calls, running, wm)?;
+                }
+            }
             let offer = aligner.offer(from, msg).map_err(|e| FlowError::Internal(format!("{}: {e}", self.names[0])))?;
             match offer {
-                Offer::Process(Msg::Records(port, records)) => self.process(calls, running, port as usize, Input::Records(records))?,
-                Offer::Process(Msg::Keyed(port, records)) => self.process(calls, running, port as usize, Input::Keyed(records))?,
+                Offer::Process(Msg::Records(port, records)) => {
+                    self.process(calls, running, port as usize, Input::Records(records))?;
+                    self.made_time(calls, running)?
+                }
+                Offer::Process(Msg::Keyed(port, records)) => {
+                    self.process(calls, running, port as usize, Input::Keyed(records))?;
+                    self.made_time(calls, running)?
+                }
                 Offer::Process(Msg::Counts(counts)) => {
                     running.count(self.nodes[0], counts.iter().map(|(_, n)| *n as usize).sum(), 0);
                     self.steps[0].add_counts(&self.names[0], counts)?
+                }
+                Offer::Process(Msg::Watermark(wm)) => {
+                    // A stage with an `event_time` makes its own.
+                    if let Some(wm) = self.time.input(from, wm).filter(|_| !self.makes_time) {
+                        self.advance(calls, running, wm)?;
+                    }
                 }
                 Offer::Process(Msg::End | Msg::Barrier(_)) => unreachable!("the aligner keeps ends and barriers"),
                 Offer::Aligned(barrier) => {
@@ -228,8 +251,44 @@ impl StageRun {
             if !rejects.is_empty() {
                 self.route(calls, running, 0, 1, rejects)?;
             }
+            self.made_time(calls, running)?;
             self.flush(running, if full { BATCH } else { 1 })?;
         }
+    }
+
+    /// After a batch: the watermark the stage's `event_time` makes, on
+    /// its way when it moved.
+    fn made_time(&mut self, calls: &Calls, running: &Running) -> Result<(), FlowError> {
+        if !self.makes_time {
+            return Ok(());
+        }
+        let made = self.steps.iter().filter_map(Step::watermark).fold(f64::INFINITY, f64::min);
+        match self.time.made(made) {
+            Some(wm) => self.advance(calls, running, wm),
+            None => Ok(()),
+        }
+    }
+
+    /// The instance's watermark moved to `wm`: every node, in order, emits
+    /// what it closes (windows), then the watermark follows what was sent
+    /// on every outlet.
+    fn advance(&mut self, calls: &Calls, running: &Running, wm: f64) -> Result<(), FlowError> {
+        for i in 0..self.steps.len() {
+            let outputs = self.steps[i].on_watermark(wm);
+            let emitted: usize = outputs.iter().map(Vec::len).sum();
+            if emitted > 0 {
+                running.count(self.nodes[i], 0, emitted);
+            }
+            for (port, out) in outputs.into_iter().enumerate() {
+                if !out.is_empty() {
+                    self.route(calls, running, i, port, out)?;
+                }
+            }
+        }
+        for o in &mut self.outlets {
+            o.watermark(running, wm)?;
+        }
+        Ok(())
     }
 
     /// Sends the batches of at least `min` records, and whatever has

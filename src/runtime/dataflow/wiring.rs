@@ -283,7 +283,11 @@ fn stage_run(plan: &Plan, s: usize, instance: usize, layout: &Layout, inboxes: &
     }
     let calls = vec![0; steps.len()];
     let instances = layout.instances(plan, s);
+    let makes_time = steps.iter().any(|s| matches!(s, Step::EventTime(_)));
+    let channels: usize = plan.inputs_of(s).map(|e| layout.instances(plan, plan.stage_of[e.from])).sum();
     StageRun {
+        time: super::window::Watermarks::new(channels),
+        makes_time,
         names,
         nodes: stage.nodes.clone(),
         ports,
@@ -356,6 +360,19 @@ fn step(op: &Operator, n: usize, instance: usize, name: &str, sinks: &Sinks) -> 
         Operator::NatsSink { url, subject } => Step::NatsSink(super::nats::Writer::new(&sinks.handle, url, subject)),
         Operator::KafkaSink(spec) => Step::KafkaSink(super::kafka::Writer::new(&sinks.handle, spec)),
         Operator::User(op) => Step::User(UserStep::new(op)),
+        Operator::EventTime(e) => Step::EventTime(super::window::EventTimeStep::new(Callee::new(e.ts.clone(), 1), e.out_of_order)),
+        Operator::Window(w) => {
+            let folding = match &w.fold {
+                None => super::window::Folding::Count,
+                Some(f) => super::window::Folding::Fold(Box::new(super::window::FoldFns {
+                    init: Callee::new(f.init.clone(), 0),
+                    fold: Callee::new(f.fold.clone(), 2),
+                    merge: f.merge.clone().map(|m| Callee::new(m, 2)),
+                })),
+            };
+            let ts = w.ts.clone().map(|f| Callee::new(f, 1));
+            Step::Window(Box::new(super::window::WindowStep::new(w.spec, folding, ts, w.lateness)))
+        }
     }
 }
 
