@@ -56,6 +56,7 @@ pub mod api {
     use super::*;
 
     pub type WindowSpec = crate::workflow::time::WindowSpec;
+    pub type Operator = crate::workflow::Operator;
 
     /// Back-to-back windows of `size` seconds, aligned to the epoch.
     ///
@@ -174,5 +175,62 @@ pub mod api {
     #[rhai_fn(name = "window_count", return_raw)]
     pub fn chain_window_count_with(wf: Workflow, spec: WindowSpec, key_fn: Dynamic, options: rhai::Map) -> RhaiResult<Workflow> {
         chain(wf, window_op("window_count", spec, key_fn, None, &options)?)
+    }
+
+    /// `event_time` as an operator, for `node`.
+    ///
+    /// ```rhai
+    /// let wf = workflow().node("time", event_time(|e| e.ts, #{ out_of_order: 1.0 }));
+    /// ```
+    #[rhai_fn(name = "event_time", return_raw)]
+    pub fn event_time_op(ts_fn: Dynamic, options: rhai::Map) -> RhaiResult<Operator> {
+        known("event_time", &options, &["out_of_order"])?;
+        let out_of_order = options.get("out_of_order").map(|v| secs("event_time", "out_of_order", v)).transpose()?.unwrap_or(0.0);
+        Ok(Operator::EventTime(Box::new(EventTime { ts: func("event_time", "time function", ts_fn)?, out_of_order })))
+    }
+
+    /// `event_time(ts_fn, #{})` as an operator, for `node`.
+    #[rhai_fn(name = "event_time", return_raw)]
+    pub fn event_time_op_in_order(ts_fn: Dynamic) -> RhaiResult<Operator> {
+        event_time_op(ts_fn, rhai::Map::new())
+    }
+
+    /// `window` as an operator, for `node` (its ports: `in`; `out`, `late`).
+    ///
+    /// ```rhai
+    /// let wf = workflow().node("w", window(tumbling(60), |e| e.user, || 0, |n, e| n + 1));
+    /// ```
+    #[rhai_fn(name = "window", return_raw)]
+    pub fn window_node(spec: WindowSpec, key_fn: Dynamic, init_fn: Dynamic, fold_fn: Dynamic) -> RhaiResult<Operator> {
+        window_node_with(spec, key_fn, init_fn, fold_fn, rhai::Map::new())
+    }
+
+    /// `window` with options, as an operator.
+    #[rhai_fn(name = "window", return_raw)]
+    pub fn window_node_with(
+        spec: WindowSpec,
+        key_fn: Dynamic,
+        init_fn: Dynamic,
+        fold_fn: Dynamic,
+        options: rhai::Map,
+    ) -> RhaiResult<Operator> {
+        let fold = Fold { init: func("window", "init function", init_fn)?, fold: func("window", "fold function", fold_fn)?, merge: None };
+        window_op("window", spec, key_fn, Some(fold), &options)
+    }
+
+    /// `window_count` as an operator, for `node` (its ports: `in`; `out`, `late`).
+    ///
+    /// ```rhai
+    /// let wf = workflow().node("per_minute", window_count(tumbling(60), |e| e.user));
+    /// ```
+    #[rhai_fn(name = "window_count", return_raw)]
+    pub fn window_count_node(spec: WindowSpec, key_fn: Dynamic) -> RhaiResult<Operator> {
+        window_op("window_count", spec, key_fn, None, &rhai::Map::new())
+    }
+
+    /// `window_count` with options, as an operator.
+    #[rhai_fn(name = "window_count", return_raw)]
+    pub fn window_count_node_with(spec: WindowSpec, key_fn: Dynamic, options: rhai::Map) -> RhaiResult<Operator> {
+        window_op("window_count", spec, key_fn, None, &options)
     }
 }

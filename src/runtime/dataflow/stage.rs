@@ -91,7 +91,13 @@ impl StageRun {
             self.run_inbox(calls, running, inbox, expected_ends)?;
         }
         for i in 0..self.steps.len() {
-            let outputs = self.steps[i].finish(calls, &self.names[i])?;
+            // A workflow stopped under checkpoints keeps its open windows
+            // in its last checkpoint, for the next deploy to close.
+            let keep_open = running.stop_requested() && self.barriers.is_some();
+            let outputs = match &self.steps[i] {
+                Step::Window(_) if keep_open => Vec::new(),
+                _ => self.steps[i].finish(calls, &self.names[i])?,
+            };
             running.count(self.nodes[i], 0, outputs.iter().map(Vec::len).sum());
             for (port, out) in outputs.into_iter().enumerate() {
                 if !out.is_empty() {

@@ -254,8 +254,9 @@ impl WindowStep {
         let mut fired = false;
         let windows = self.keys.remove(key).unwrap_or_default();
         let mut kept = Vec::with_capacity(windows.len() + 1);
-        // Sessions this record touches join it, earliest first.
-        let (mut touching, others): (Vec<Win>, Vec<Win>) = windows.into_iter().partition(|w| w.start <= end && start <= w.end);
+        // Sessions this record's overlaps join it, earliest first (one
+        // that ends where this one starts is apart: a window's end is not in it).
+        let (mut touching, others): (Vec<Win>, Vec<Win>) = windows.into_iter().partition(|w| w.start < end && start < w.end);
         touching.sort_by(|a, b| a.start.total_cmp(&b.start));
         for w in touching {
             start = start.min(w.start);

@@ -1,0 +1,252 @@
+//! Event time and windows, against results computed here from the same
+//! events: tumbling, sliding and session windows over input out of order
+//! (by less than `out_of_order`, so nothing is late), locally and on a
+//! master with two workers; late records on `late` or, within the allowed
+//! lateness, re-emitting their window; a stopped and resumed workflow
+//! emits every window once.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::node::{run, Node, COOKIE};
+use common::Skitter;
+
+/// `n` events `(time in ms, user)`, in the order they arrive: each is
+/// delayed by up to 1.9 s, so the order is off by less than 2 s.
+fn events(n: usize, seed: u64) -> Vec<(i64, String)> {
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state >> 33
+    };
+    let mut t = 0i64;
+    let mut out: Vec<(i64, i64, String)> = (0..n)
+        .map(|_| {
+            t += (next() % 40) as i64; // ms between events
+            let user = format!("u{}", next() % 7);
+            let arrives = t + (next() % 1900) as i64;
+            (arrives, t, user)
+        })
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, t, u)| (t, u)).collect()
+}
+
+fn write_events(path: &Path, events: &[(i64, String)]) {
+    let text: String = events.iter().map(|(t, u)| format!("{}.{:03},{u}\n", t / 1000, t % 1000)).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+/// What the workflow reads: `#{ ts, user }` per line.
+fn source(path: &Path) -> String {
+    format!("workflow().read_lines({path:?}).map(|l| {{ let p = l.split(\",\"); #{{ ts: parse_float(p[0]), user: p[1] }} }})")
+}
+
+/// A window as the test prints it (times in ms, as the windows are whole ms).
+fn line(key: &str, start_ms: i64, end_ms: i64, value: i64) -> String {
+    format!("{key} {start_ms} {end_ms} {value}")
+}
+
+/// What the workflow maps each window to, the same way.
+const AS_LINE: &str = ".map(|w| `${w.key} ${(w.start * 1000.0).round().to_int()} ${(w.end * 1000.0).round().to_int()} ${w.value}`)";
+
+/// A session as a line: its last event's time is its end less the gap.
+const SESSION_AS_LINE: &str =
+    ".map(|w| `${w.key} ${(w.start * 1000.0).round().to_int()} ${((w.end - 0.3005) * 1000.0).round().to_int()} ${w.value}`)";
+
+fn tumbling_expected(events: &[(i64, String)], size_ms: i64) -> Vec<String> {
+    let mut counts: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for (t, u) in events {
+        *counts.entry((u.clone(), t.div_euclid(size_ms) * size_ms)).or_default() += 1;
+    }
+    sorted(counts.into_iter().map(|((u, s), n)| line(&u, s, s + size_ms, n)).collect())
+}
+
+/// Sliding windows summing the events' milliseconds within their second.
+fn sliding_expected(events: &[(i64, String)], size_ms: i64, slide_ms: i64) -> Vec<String> {
+    let mut sums: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for (t, u) in events {
+        let mut start = t.div_euclid(slide_ms) * slide_ms;
+        while start > t - size_ms {
+            *sums.entry((u.clone(), start)).or_default() += t % 1000;
+            start -= slide_ms;
+        }
+    }
+    sorted(sums.into_iter().map(|((u, s), n)| line(&u, s, s + size_ms, n)).collect())
+}
+
+/// Sessions with a gap of 300.5 ms (no two events are that far apart to
+/// the ms: no tie), each as its first event, its last, and how many.
+fn session_expected(events: &[(i64, String)]) -> Vec<String> {
+    let mut by_user: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (t, u) in events {
+        by_user.entry(u.clone()).or_default().push(*t);
+    }
+    let mut out = Vec::new();
+    for (u, mut times) in by_user {
+        times.sort();
+        let (mut start, mut last, mut n) = (times[0], times[0], 0);
+        for t in times {
+            if t > last + 300 {
+                out.push(line(&u, start, last, n));
+                (start, n) = (t, 0);
+            }
+            last = t;
+            n += 1;
+        }
+        out.push(line(&u, start, last, n));
+    }
+    sorted(out)
+}
+
+fn sorted(mut lines: Vec<String>) -> Vec<String> {
+    lines.sort();
+    lines
+}
+
+/// The three kinds of windows as one script, each collected and printed
+/// as sorted lines after a `== name` header.
+fn script(path: &Path) -> String {
+    let src = source(path);
+    let run = |name: &str, windows: &str, as_line: &str| {
+        format!(
+            "{{ let r = deploy({src}.event_time(|e| e.ts, #{{ out_of_order: 2.0 }}){windows}{as_line}.collect()); \
+             let s = wait(r); if s != \"finished\" {{ throw `{name}: ${{s}}` }} \
+             let lines = results(r); lines.sort(); print(\"== {name}\"); for l in lines {{ print(l) }} }}"
+        )
+    };
+    [
+        run("tumbling", ".window_count(tumbling(10), |e| e.user)", AS_LINE),
+        run("sliding", ".window(sliding(6, 2), |e| e.user, || 0, |sum, e| sum + (e.ts * 1000.0).round().to_int() % 1000)", AS_LINE),
+        run("session", ".window(session(0.3005), |e| e.user, || 0, |n, e| n + 1, #{ merge: |a, b| a + b })", SESSION_AS_LINE),
+    ]
+    .join("\n")
+}
+
+fn sections(out: &str) -> BTreeMap<String, Vec<String>> {
+    let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current = String::new();
+    for l in out.lines() {
+        match l.strip_prefix("== ") {
+            Some(name) => current = name.to_string(),
+            None => got.entry(current.clone()).or_default().push(l.to_string()),
+        }
+    }
+    for lines in got.values_mut() {
+        lines.sort();
+    }
+    got
+}
+
+fn check(out: &str, events: &[(i64, String)]) {
+    let got = sections(out);
+    let want = [
+        ("tumbling", tumbling_expected(events, 10_000)),
+        ("sliding", sliding_expected(events, 6_000, 2_000)),
+        ("session", session_expected(events)),
+    ];
+    for (name, want) in want {
+        let got = got.get(name).cloned().unwrap_or_default();
+        assert!(want.len() > 10, "{name}: the test's input makes too few windows to prove anything");
+        assert_eq!(got.len(), want.len(), "{name}: {} windows, expected {}", got.len(), want.len());
+        assert!(got == want, "{name}: the windows differ from the ones computed here: first {:?} vs {:?}", got.first(), want.first());
+    }
+}
+
+#[test]
+fn tumbling_sliding_and_session_windows_are_exact_over_out_of_order_input_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.txt");
+    let events = events(20_000, 7);
+    write_events(&path, &events);
+    let out = Skitter::new().args(["eval", &script(&path)]).run();
+    out.success();
+    check(&out.stdout(), &events);
+}
+
+#[test]
+fn tumbling_sliding_and_session_windows_are_exact_on_a_master_and_two_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path();
+    let path = tmp.join("events.txt");
+    let events = events(20_000, 11);
+    write_events(&path, &events);
+    let w1 = Node::worker("w1", "127.0.0.150", &[], tmp);
+    let w2 = Node::worker("w2", "127.0.0.151", &[], tmp);
+    let master =
+        Node::spawn(&["master", "start", "--no-log", "-n", "mw", "--listen", "127.0.0.152:0", &w1.addr, &w2.addr], tmp, COOKIE, None);
+    assert!(master.wait_stderr("connected to 2 worker(s)", Duration::from_secs(10)), "{}", master.stderr());
+    let out = run(tmp, &["rpc", "mw", &format!("{{ {} }}", script(&path))]);
+    out.success();
+    check(&out.stdout(), &events);
+}
+
+/// Records in order, then (after a pause, so that the watermark has moved
+/// past the first window) one from the first window, long closed: it is
+/// late. Without lateness it leaves on `late`; with enough it updates its
+/// window, which is emitted again.
+#[test]
+fn a_late_record_goes_to_late_or_within_the_allowed_lateness_emits_its_window_again() {
+    let events = "stream_source(|n| if n < 5000 { #{ ts: n / 100.0, k: \"a\" } } \
+        else if n == 5000 { sleep(0.3); #{ ts: 49.995, k: \"a\" } } else if n == 5001 { #{ ts: 0.5, k: \"a\" } } else { () })";
+    let script = format!(
+        "let wf = workflow().node(\"src\", {events}).node(\"time\", event_time(|e| e.ts)).link(\"src\", \"time\"); \
+         let r = deploy(wf.node(\"w\", window_count(tumbling(10), |e| e.k)).link(\"time\", \"w\") \
+            .node(\"ok\", collect()).link(\"w.out\", \"ok\").node(\"late\", collect()).link(\"w.late\", \"late\")); \
+         print(wait(r)); print(results(r, \"late\")); print(results(r, \"ok\").filter(|w| w.start == 0)); \
+         let r = deploy(workflow().{events}.event_time(|e| e.ts).window_count(tumbling(10), |e| e.k, #{{ allowed_lateness: 1000 }}).collect()); \
+         print(wait(r)); print(results(r).filter(|w| w.start == 0).map(|w| w.value));"
+    );
+    let out = Skitter::new().args(["eval", &script]).run();
+    out.success();
+    let lines: Vec<String> = out.stdout().lines().map(str::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "finished",
+            "[#{\"k\": \"a\", \"ts\": 0.5}]",
+            "[#{\"end\": 10, \"key\": \"a\", \"start\": 0, \"value\": 1000}]",
+            "finished",
+            "[1000, 1001]",
+        ],
+        "{}",
+        out.stderr()
+    );
+}
+
+/// An endless stream of 100 events a second (of event time) per key, in
+/// windows of one second, stopped and deployed again twice: the windows
+/// open at each stop stay in its checkpoint and close in the next run, so
+/// every window is written once, with all of its 100 events.
+#[test]
+fn a_stopped_and_resumed_workflow_emits_every_window_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.txt");
+    let deploy = format!(
+        "deploy(workflow().stream_source(|n| #{{ ts: n / 100.0, k: n % 2 }}).event_time(|e| e.ts)\
+         .window_count(tumbling(1), |e| e.k).map(|w| `${{w.key}} ${{w.start}} ${{w.value}}`).write_lines({out:?}), \
+         #{{ name: \"windows\", checkpoint_interval: 0.05 }})"
+    );
+    let script = format!(
+        "for round in 0..3 {{ let r = {deploy}; let t = timestamp(); \
+         while stats(r).checkpoints.completed < 3 && t.elapsed < 30.0 {{ sleep(0.01) }} stop(r); print(wait(r)); }}"
+    );
+    let run = Skitter::new().args(["eval", &script]).run();
+    run.success();
+    assert_eq!(run.stdout().lines().collect::<Vec<_>>(), ["stopped", "stopped", "stopped"], "{}", run.stderr());
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut seen = BTreeMap::new();
+    for l in text.lines() {
+        let mut parts = l.split(' ');
+        let (k, start, value) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+        assert!(seen.insert((k.to_string(), start.to_string()), value.to_string()).is_none(), "window {k} {start} written twice:\n{text}");
+    }
+    assert!(seen.len() > 6, "too few windows closed to prove anything:\n{text}");
+    // Keys 0 and 1 take turns: a second holds 50 of each.
+    for ((k, start), value) in &seen {
+        assert_eq!(value, "50", "window {k} {start} holds {value} events, not 50:\n{text}");
+    }
+}
