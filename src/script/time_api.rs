@@ -117,6 +117,10 @@ pub mod api {
     }
 
     /// `event_time(ts_fn, #{})`: records in order of their time.
+    ///
+    /// ```rhai
+    /// let wf = workflow().stream_source([#{ ts: 1 }, #{ ts: 2 }]).event_time(|r| r.ts).collect();
+    /// ```
     #[rhai_fn(name = "event_time", return_raw)]
     pub fn chain_event_time_in_order(wf: Workflow, ts_fn: Dynamic) -> RhaiResult<Workflow> {
         chain_event_time(wf, ts_fn, rhai::Map::new())
@@ -144,6 +148,13 @@ pub mod api {
     }
 
     /// `window(spec, key_fn, init_fn, fold_fn)` with options.
+    ///
+    /// ```rhai
+    /// let wf = workflow().stream_source([#{ ts: 1, user: "a" }, #{ ts: 2, user: "a" }])
+    ///     .event_time(|r| r.ts)
+    ///     .window(session(60), |r| r.user, || [], |seen, r| seen + [r.ts], #{ merge: |a, b| a + b, allowed_lateness: 5 })
+    ///     .collect();
+    /// ```
     #[rhai_fn(name = "window", return_raw)]
     pub fn chain_window_with(
         wf: Workflow,
@@ -172,6 +183,13 @@ pub mod api {
     }
 
     /// `window_count(spec, key_fn)` with options (`allowed_lateness`).
+    ///
+    /// ```rhai
+    /// let wf = workflow().stream_source([#{ ts: 1, user: "a" }])
+    ///     .event_time(|r| r.ts)
+    ///     .window_count(tumbling(10), |r| r.user, #{ allowed_lateness: 30 })
+    ///     .collect();
+    /// ```
     #[rhai_fn(name = "window_count", return_raw)]
     pub fn chain_window_count_with(wf: Workflow, spec: WindowSpec, key_fn: Dynamic, options: rhai::Map) -> RhaiResult<Workflow> {
         chain(wf, window_op("window_count", spec, key_fn, None, &options)?)
@@ -190,6 +208,10 @@ pub mod api {
     }
 
     /// `event_time(ts_fn, #{})` as an operator, for `node`.
+    ///
+    /// ```rhai
+    /// let wf = workflow().node("time", event_time(|e| e.ts));
+    /// ```
     #[rhai_fn(name = "event_time", return_raw)]
     pub fn event_time_op_in_order(ts_fn: Dynamic) -> RhaiResult<Operator> {
         event_time_op(ts_fn, rhai::Map::new())
@@ -206,6 +228,10 @@ pub mod api {
     }
 
     /// `window` with options, as an operator.
+    ///
+    /// ```rhai
+    /// let wf = workflow().node("w", window(session(30), |e| e.user, || 0, |n, e| n + 1, #{ merge: |a, b| a + b }));
+    /// ```
     #[rhai_fn(name = "window", return_raw)]
     pub fn window_node_with(
         spec: WindowSpec,
@@ -229,6 +255,10 @@ pub mod api {
     }
 
     /// `window_count` with options, as an operator.
+    ///
+    /// ```rhai
+    /// let wf = workflow().node("w", window_count(tumbling(60), |e| e.user, #{ allowed_lateness: 10 }));
+    /// ```
     #[rhai_fn(name = "window_count", return_raw)]
     pub fn window_count_node_with(spec: WindowSpec, key_fn: Dynamic, options: rhai::Map) -> RhaiResult<Operator> {
         window_op("window_count", spec, key_fn, None, &options)
