@@ -37,6 +37,19 @@ fn spec(r: Result<WindowSpec, crate::workflow::time::WindowSpecError>) -> RhaiRe
     r.or_else(|e| fail(e.to_string()))
 }
 
+/// `event_time(ts_fn, options)` as an operator.
+fn event_time(ts_fn: Dynamic, options: &rhai::Map) -> RhaiResult<Operator> {
+    known("event_time", options, &["out_of_order"])?;
+    let out_of_order = options.get("out_of_order").map(|v| secs("event_time", "out_of_order", v)).transpose()?.unwrap_or(0.0);
+    Ok(Operator::EventTime(Box::new(EventTime { ts: func("event_time", "time function", ts_fn)?, out_of_order })))
+}
+
+/// `window(spec, key_fn, init_fn, fold_fn, options)` as an operator.
+fn window(spec: WindowSpec, key: Dynamic, init: Dynamic, fold: Dynamic, options: &rhai::Map) -> RhaiResult<Operator> {
+    let fold = Fold { init: func("window", "init function", init)?, fold: func("window", "fold function", fold)?, merge: None };
+    window_op("window", spec, key, Some(fold), options)
+}
+
 fn window_op(op: &str, spec: WindowSpec, key: Dynamic, fold: Option<Fold>, options: &rhai::Map) -> RhaiResult<Operator> {
     known(op, options, &["allowed_lateness", "merge"])?;
     let lateness = options.get("allowed_lateness").map(|v| secs(op, "allowed_lateness", v)).transpose()?.unwrap_or(0.0);
@@ -110,10 +123,7 @@ pub mod api {
     /// ```
     #[rhai_fn(name = "event_time", return_raw)]
     pub fn chain_event_time(wf: Workflow, ts_fn: Dynamic, options: rhai::Map) -> RhaiResult<Workflow> {
-        known("event_time", &options, &["out_of_order"])?;
-        let out_of_order = options.get("out_of_order").map(|v| secs("event_time", "out_of_order", v)).transpose()?.unwrap_or(0.0);
-        let ts = func("event_time", "time function", ts_fn)?;
-        chain(wf, Operator::EventTime(Box::new(EventTime { ts, out_of_order })))
+        chain(wf, super::event_time(ts_fn, &options)?)
     }
 
     /// `event_time(ts_fn, #{})`: records in order of their time.
@@ -164,8 +174,7 @@ pub mod api {
         fold_fn: Dynamic,
         options: rhai::Map,
     ) -> RhaiResult<Workflow> {
-        let fold = Fold { init: func("window", "init function", init_fn)?, fold: func("window", "fold function", fold_fn)?, merge: None };
-        chain(wf, window_op("window", spec, key_fn, Some(fold), &options)?)
+        chain(wf, super::window(spec, key_fn, init_fn, fold_fn, &options)?)
     }
 
     /// Counts each key's records per window of `spec`, natively, and emits
@@ -202,9 +211,7 @@ pub mod api {
     /// ```
     #[rhai_fn(name = "event_time", return_raw)]
     pub fn event_time_op(ts_fn: Dynamic, options: rhai::Map) -> RhaiResult<Operator> {
-        known("event_time", &options, &["out_of_order"])?;
-        let out_of_order = options.get("out_of_order").map(|v| secs("event_time", "out_of_order", v)).transpose()?.unwrap_or(0.0);
-        Ok(Operator::EventTime(Box::new(EventTime { ts: func("event_time", "time function", ts_fn)?, out_of_order })))
+        super::event_time(ts_fn, &options)
     }
 
     /// `event_time(ts_fn, #{})` as an operator, for `node`.
@@ -240,8 +247,7 @@ pub mod api {
         fold_fn: Dynamic,
         options: rhai::Map,
     ) -> RhaiResult<Operator> {
-        let fold = Fold { init: func("window", "init function", init_fn)?, fold: func("window", "fold function", fold_fn)?, merge: None };
-        window_op("window", spec, key_fn, Some(fold), &options)
+        super::window(spec, key_fn, init_fn, fold_fn, &options)
     }
 
     /// `window_count` as an operator, for `node` (its ports: `in`; `out`, `late`).

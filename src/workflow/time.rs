@@ -64,30 +64,19 @@ impl WindowSpec {
     }
 
     /// The fixed windows time `t` falls in, as `(start, end)`, earliest
-    /// first; a session's is `[t, t + gap)`, to merge with its neighbours.
-    pub fn windows(&self, t: f64) -> Vec<(f64, f64)> {
-        match *self {
-            WindowSpec::Tumbling { size } => {
-                let start = (t / size).floor() * size;
-                vec![(start, start + size)]
-            }
-            WindowSpec::Sliding { size, slide } => {
-                // Every start k * slide with start <= t < start + size.
-                let last = (t / slide).floor();
-                let first = ((t - size) / slide).floor() + 1.0;
-                let mut out = Vec::new();
-                let mut k = first;
-                while k <= last {
-                    let start = k * slide;
-                    if start <= t && t < start + size {
-                        out.push((start, start + size));
-                    }
-                    k += 1.0;
-                }
-                out
-            }
-            WindowSpec::Session { gap } => vec![(t, t + gap)],
-        }
+    /// first (none for a session: a key's sessions depend on its records).
+    /// No allocation: it runs per record.
+    pub fn windows(&self, t: f64) -> impl Iterator<Item = (f64, f64)> {
+        // Tumbling is sliding by its own size; a session has no fixed one.
+        let (size, slide) = match *self {
+            WindowSpec::Tumbling { size } => (size, size),
+            WindowSpec::Sliding { size, slide } => (size, slide),
+            WindowSpec::Session { .. } => (0.0, 1.0),
+        };
+        // Every start k * slide with start <= t < start + size.
+        let first = ((t - size) / slide).floor() as i64 + 1;
+        let last = (t / slide).floor() as i64;
+        (first..=last).map(move |k| (k as f64 * slide, k as f64 * slide + size)).filter(move |&(start, end)| start <= t && t < end)
     }
 
     pub fn is_session(&self) -> bool {
@@ -121,19 +110,19 @@ mod tests {
     #[test]
     fn a_time_falls_in_one_tumbling_window_from_the_epoch() {
         let w = WindowSpec::tumbling(10.0).unwrap();
-        assert_eq!(w.windows(25.0), vec![(20.0, 30.0)]);
-        assert_eq!(w.windows(30.0), vec![(30.0, 40.0)], "a window's end is not in it");
-        assert_eq!(w.windows(-1.0), vec![(-10.0, 0.0)]);
+        assert_eq!(w.windows(25.0).collect::<Vec<_>>(), vec![(20.0, 30.0)]);
+        assert_eq!(w.windows(30.0).collect::<Vec<_>>(), vec![(30.0, 40.0)], "a window's end is not in it");
+        assert_eq!(w.windows(-1.0).collect::<Vec<_>>(), vec![(-10.0, 0.0)]);
     }
 
     #[test]
     fn a_time_falls_in_every_sliding_window_that_covers_it() {
         let w = WindowSpec::sliding(10.0, 5.0).unwrap();
-        assert_eq!(w.windows(12.0), vec![(5.0, 15.0), (10.0, 20.0)]);
-        assert_eq!(w.windows(10.0), vec![(5.0, 15.0), (10.0, 20.0)]);
+        assert_eq!(w.windows(12.0).collect::<Vec<_>>(), vec![(5.0, 15.0), (10.0, 20.0)]);
+        assert_eq!(w.windows(10.0).collect::<Vec<_>>(), vec![(5.0, 15.0), (10.0, 20.0)]);
         let w = WindowSpec::sliding(3.0, 1.0).unwrap();
-        assert_eq!(w.windows(2.5), vec![(0.0, 3.0), (1.0, 4.0), (2.0, 5.0)]);
-        assert_eq!(WindowSpec::sliding(5.0, 5.0).unwrap().windows(7.0), vec![(5.0, 10.0)]);
+        assert_eq!(w.windows(2.5).collect::<Vec<_>>(), vec![(0.0, 3.0), (1.0, 4.0), (2.0, 5.0)]);
+        assert_eq!(WindowSpec::sliding(5.0, 5.0).unwrap().windows(7.0).collect::<Vec<_>>(), vec![(5.0, 10.0)]);
     }
 
     #[test]

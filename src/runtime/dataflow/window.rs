@@ -144,33 +144,6 @@ impl WindowStep {
         }
     }
 
-    fn fresh(&self, calls: &Calls, name: &str) -> Result<Dynamic, FlowError> {
-        match &self.folding {
-            Folding::Count => Ok(Dynamic::from_int(0)),
-            Folding::Fold(f) => calls.call_with(&f.init, []).map_err(|e| script_error(name, None, &e)),
-        }
-    }
-
-    fn add(&self, calls: &Calls, name: &str, value: Dynamic, rec: &Dynamic) -> Result<Dynamic, FlowError> {
-        match &self.folding {
-            Folding::Count => Ok(Dynamic::from_int(value.as_int().unwrap_or(0) + 1)),
-            Folding::Fold(f) => calls.call_owned(&f.fold, [value, rec.clone()]).map_err(|e| script_error(name, Some(rec), &e)),
-        }
-    }
-
-    fn merge(&self, calls: &Calls, name: &str, a: Dynamic, b: Dynamic) -> Result<Dynamic, FlowError> {
-        match &self.folding {
-            Folding::Count => Ok(Dynamic::from_int(a.as_int().unwrap_or(0) + b.as_int().unwrap_or(0))),
-            Folding::Fold(f) => match &f.merge {
-                Some(merge) => calls.call_owned(merge, [a, b]).map_err(|e| script_error(name, None, &e)),
-                None => Err(FlowError::Operator {
-                    operator: name.to_string(),
-                    reason: "a record joined two sessions, and the window has no merge function: give #{ merge: |a, b| ... }".into(),
-                }),
-            },
-        }
-    }
-
     /// Folds keyed records into their windows; returns what leaves now
     /// (windows a late record updated; records too late, on `late`).
     pub fn apply_keyed(&mut self, calls: &Calls, name: &str, pairs: Vec<(Key, Dynamic)>) -> Result<Outputs, FlowError> {
@@ -212,22 +185,21 @@ impl WindowStep {
                 continue;
             }
             accepted = true;
-            let at = self.keys.get(key).and_then(|ws| ws.iter().position(|w| w.start == start));
-            let value = match at {
-                Some(i) => std::mem::take(&mut self.keys.get_mut(key).expect("found")[i].value),
-                None => self.fresh(calls, name)?,
-            };
-            let value = self.add(calls, name, value, rec)?;
-            let windows = self.keys.entry(key.clone()).or_default();
-            let win = match at {
+            if !self.keys.contains_key(key) {
+                self.keys.insert(key.clone(), Vec::new());
+            }
+            let Self { keys, folding, ends, .. } = self;
+            let windows = keys.get_mut(key).expect("inserted");
+            let win = match windows.iter().position(|w| w.start == start) {
                 Some(i) => &mut windows[i],
                 None => {
-                    windows.push(Win { start, end, value: Dynamic::UNIT, fired: false });
-                    self.ends.entry(At(end)).or_default().push(key.clone());
+                    let value = fresh(folding, calls, name)?;
+                    ends.entry(At(end)).or_default().push(key.clone());
+                    windows.push(Win { start, end, value, fired: false });
                     windows.last_mut().expect("pushed")
                 }
             };
-            win.value = value;
+            win.value = add(folding, calls, name, std::mem::take(&mut win.value), rec)?;
             if win.fired {
                 out.push(result(&key.value, win));
             }
@@ -249,8 +221,7 @@ impl WindowStep {
         if !self.open(end) {
             return Ok(false);
         }
-        let fresh = self.fresh(calls, name)?;
-        let mut value = self.add(calls, name, fresh, rec)?;
+        let mut value = add(&self.folding, calls, name, fresh(&self.folding, calls, name)?, rec)?;
         let mut fired = false;
         let windows = self.keys.remove(key).unwrap_or_default();
         let mut kept = Vec::with_capacity(windows.len() + 1);
@@ -262,7 +233,7 @@ impl WindowStep {
             start = start.min(w.start);
             end = end.max(w.end);
             fired |= w.fired;
-            value = self.merge(calls, name, w.value, value)?;
+            value = merge(&self.folding, calls, name, w.value, value)?;
         }
         kept.extend(others);
         let win = Win { start, end, value, fired };
@@ -336,6 +307,36 @@ impl WindowStep {
             at.entry(At(if fired { end + self.lateness } else { end })).or_default().push(key.clone());
             self.keys.entry(key).or_default().push(Win { start, end, value, fired });
         }
+    }
+}
+
+/// A new window's value.
+fn fresh(folding: &Folding, calls: &Calls, name: &str) -> Result<Dynamic, FlowError> {
+    match folding {
+        Folding::Count => Ok(Dynamic::from_int(0)),
+        Folding::Fold(f) => calls.call_with(&f.init, []).map_err(|e| script_error(name, None, &e)),
+    }
+}
+
+/// `value` with `rec` folded in.
+fn add(folding: &Folding, calls: &Calls, name: &str, value: Dynamic, rec: &Dynamic) -> Result<Dynamic, FlowError> {
+    match folding {
+        Folding::Count => Ok(Dynamic::from_int(value.as_int().unwrap_or(0) + 1)),
+        Folding::Fold(f) => calls.call_owned(&f.fold, [value, rec.clone()]).map_err(|e| script_error(name, Some(rec), &e)),
+    }
+}
+
+/// Two sessions' values joined.
+fn merge(folding: &Folding, calls: &Calls, name: &str, a: Dynamic, b: Dynamic) -> Result<Dynamic, FlowError> {
+    match folding {
+        Folding::Count => Ok(Dynamic::from_int(a.as_int().unwrap_or(0) + b.as_int().unwrap_or(0))),
+        Folding::Fold(f) => match &f.merge {
+            Some(merge) => calls.call_owned(merge, [a, b]).map_err(|e| script_error(name, None, &e)),
+            None => Err(FlowError::Operator {
+                operator: name.to_string(),
+                reason: "a record joined two sessions, and the window has no merge function: give #{ merge: |a, b| ... }".into(),
+            }),
+        },
     }
 }
 
