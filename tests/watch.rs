@@ -207,3 +207,24 @@ fn metrics_of_a_master_add_up_its_workers() {
     assert_eq!(sample(&scrape(&metrics), "skitter_workers"), Some(2.0));
     scrape_during_and_after(tmp.path(), "m1", &metrics);
 }
+
+/// A window's event time and its late records, on /metrics.
+#[test]
+fn metrics_show_a_windows_event_time_and_its_late_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node =
+        Node::spawn(&["local", "start", "--no-log", "--listen", "127.0.0.160:0", "--metrics", "127.0.0.160:0"], tmp.path(), COOKIE, None);
+    let metrics = metrics_addr(&node);
+    // In order to 49.995 s, then one from the first window (see the late
+    // record test in windows.rs).
+    let wf = "let r = deploy(workflow().stream_source(|n| if n < 5000 { #{ ts: n / 100.0 } } else if n == 5000 { #{ ts: 49.995 } } \
+              else if n == 5001 { sleep(0.3); #{ ts: 0.5 } } else { () }).event_time(|e| e.ts).window_count(tumbling(10), |e| \"all\").name(\"w\").collect()); \
+              wait(r); r.id";
+    let id = common::node::run(tmp.path(), &["rpc", "skitter_local", wf]).success().stdout().trim().to_string();
+    let w = format!("{{workflow=\"{id}\",operator=\"w\"}}");
+    let text = scrape(&metrics);
+    assert_eq!(sample(&text, &format!("skitter_operator_late_records_total{w}")), Some(1.0), "{text}");
+    let wm = sample(&text, &format!("skitter_operator_watermark_seconds{w}")).unwrap_or(0.0);
+    assert!(wm > 10.0 && wm <= 49.995, "the window's event time is past its first window: {text}");
+    assert!(sample(&text, &format!("skitter_operator_watermark_lag_seconds{w}")).unwrap() > 1e9, "1970 is long ago: {text}");
+}

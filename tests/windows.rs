@@ -184,19 +184,22 @@ fn tumbling_sliding_and_session_windows_are_exact_on_a_master_and_two_workers() 
     check(&out.stdout(), &events);
 }
 
-/// Records in order, then (after a pause, so that the watermark has moved
-/// past the first window) one from the first window, long closed: it is
-/// late. Without lateness it leaves on `late`; with enough it updates its
-/// window, which is emitted again.
+/// Records in order, then one from the first window, long closed: it is
+/// late (the generator runs as two instances, taking turns; the late
+/// record's instance has sent watermarks past the first window in its
+/// earlier batches, and the pause before it lets the other one end). Without lateness it leaves on `late`; with enough it updates its
+/// window, which is emitted again. `stats` counts it, and shows the
+/// window's event time.
 #[test]
 fn a_late_record_goes_to_late_or_within_the_allowed_lateness_emits_its_window_again() {
     let events = "stream_source(|n| if n < 5000 { #{ ts: n / 100.0, k: \"a\" } } \
-        else if n == 5000 { sleep(0.3); #{ ts: 49.995, k: \"a\" } } else if n == 5001 { #{ ts: 0.5, k: \"a\" } } else { () })";
+        else if n == 5000 { #{ ts: 49.995, k: \"a\" } } else if n == 5001 { sleep(0.3); #{ ts: 0.5, k: \"a\" } } else { () })";
     let script = format!(
         "let wf = workflow().node(\"src\", {events}).node(\"time\", event_time(|e| e.ts)).link(\"src\", \"time\"); \
          let r = deploy(wf.node(\"w\", window_count(tumbling(10), |e| e.k)).link(\"time\", \"w\") \
             .node(\"ok\", collect()).link(\"w.out\", \"ok\").node(\"late\", collect()).link(\"w.late\", \"late\")); \
          print(wait(r)); print(results(r, \"late\")); print(results(r, \"ok\").filter(|w| w.start == 0)); \
+         let w = stats(r).operators.w; print(`late ${{w.late}}, event time past the first window: ${{w.watermark > 10.0}}, lag ${{w.lag > 0}}`); \
          let r = deploy(workflow().{events}.event_time(|e| e.ts).window_count(tumbling(10), |e| e.k, #{{ allowed_lateness: 1000 }}).collect()); \
          print(wait(r)); print(results(r).filter(|w| w.start == 0).map(|w| w.value));"
     );
@@ -209,6 +212,7 @@ fn a_late_record_goes_to_late_or_within_the_allowed_lateness_emits_its_window_ag
             "finished",
             "[#{\"k\": \"a\", \"ts\": 0.5}]",
             "[#{\"end\": 10, \"key\": \"a\", \"start\": 0, \"value\": 1000}]",
+            "late 1, event time past the first window: true, lag true",
             "finished",
             "[1000, 1001]",
         ],

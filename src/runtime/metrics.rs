@@ -62,6 +62,21 @@ pub fn render(host: &dyn Host) -> String {
         Unit::Seconds,
         p99.clone(),
     );
+    let watermark = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    registry.register_with_unit(
+        "skitter_operator_watermark",
+        "An operator's event time: the earliest watermark of its instances, since the epoch",
+        Unit::Seconds,
+        watermark.clone(),
+    );
+    let lag = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    registry.register_with_unit(
+        "skitter_operator_watermark_lag",
+        "How far an operator's event time is behind the clock",
+        Unit::Seconds,
+        lag.clone(),
+    );
+    let late = family(&mut registry, "skitter_operator_late_records", "Records later than their windows");
     let read = family(&mut registry, "skitter_workflow_records_read", "Records a workflow's sources emitted");
     let written = family(&mut registry, "skitter_workflow_records_written", "Records a workflow's sinks took");
     let running = Family::<Labels, Gauge>::default();
@@ -145,6 +160,11 @@ pub fn render(host: &dyn Host) -> String {
             }
             if let Some(us) = node.p99_us() {
                 p99.get_or_create(&labels).set(us / 1e6);
+            }
+            if let (Some(wm), Some(behind)) = (node.watermark_ms, node.lag()) {
+                watermark.get_or_create(&labels).set(wm as f64 / 1000.0);
+                lag.get_or_create(&labels).set(behind);
+                late.get_or_create(&labels).inc_by(node.late);
             }
         }
     }

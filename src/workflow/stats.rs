@@ -25,6 +25,11 @@ pub struct NodeStats {
     /// Time in the operator per record: sampled 1 record in 64 for
     /// per-record operators, a batch's average for the others.
     pub time: Histogram,
+    /// Its event time (milliseconds since the epoch): the earliest
+    /// watermark of its instances, once event time reaches it.
+    pub watermark_ms: Option<i64>,
+    /// Records later than their windows (a window's `late` port).
+    pub late: u64,
 }
 
 impl NodeStats {
@@ -36,6 +41,17 @@ impl NodeStats {
         self.queued += other.queued;
         self.capacity += other.capacity;
         self.time.add(&other.time);
+        self.watermark_ms = match (self.watermark_ms, other.watermark_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.late += other.late;
+    }
+
+    /// How far its event time is behind the clock, in seconds.
+    pub fn lag(&self) -> Option<f64> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64;
+        self.watermark_ms.map(|wm| (now - wm) as f64 / 1000.0)
     }
 
     /// The 99th percentile of the time per record, in microseconds.
@@ -189,7 +205,8 @@ impl Stats {
     }
 
     /// As scripts see it: `#{read, written, elapsed, operators: #{name:
-    /// #{in, out, errors, queued, queue_capacity, p99_us}}}`, and
+    /// #{in, out, errors, queued, queue_capacity, p99_us}}}` (with
+    /// `watermark`, `lag` and `late` for operators on event time), and
     /// `checkpoints` when they are on.
     pub fn to_map(&self) -> rhai::Map {
         let mut operators = rhai::Map::new();
@@ -202,6 +219,13 @@ impl Stats {
             m.insert("queued".into(), int(c.queued));
             m.insert("queue_capacity".into(), int(c.capacity));
             m.insert("p99_us".into(), c.p99_us().map(rhai::Dynamic::from_float).unwrap_or(rhai::Dynamic::UNIT));
+            if let Some(wm) = c.watermark_ms {
+                m.insert("watermark".into(), rhai::Dynamic::from_float(wm as f64 / 1000.0));
+                m.insert("lag".into(), c.lag().map(rhai::Dynamic::from_float).unwrap_or(rhai::Dynamic::UNIT));
+            }
+            if c.late > 0 {
+                m.insert("late".into(), int(c.late));
+            }
             operators.insert(name.into(), rhai::Dynamic::from_map(m));
         }
         let mut m = rhai::Map::new();

@@ -76,6 +76,12 @@ pub fn frame(title: &str, before: &[Watched], now: &[Watched]) -> String {
                 p99
             ));
         }
+        for (name, s) in &wf.operators {
+            if let Some(behind) = s.lag() {
+                let late = if s.late > 0 { format!(", {} late", s.late) } else { String::new() };
+                out.push_str(&format!("  event time of {name}: {behind:.1} s behind the clock{late}\n"));
+            }
+        }
     }
     out
 }
@@ -96,6 +102,23 @@ mod tests {
     fn look(elapsed: f64, records: u64) -> Watched {
         let s = NodeStats { records_in: records, records_out: records / 2, queued: 2, capacity: 8, ..Default::default() };
         Watched { id: 3, status: "running".into(), elapsed, operators: vec![("filter_2".into(), s)], checkpoints: None, recovery: None }
+    }
+
+    #[test]
+    fn an_operator_on_event_time_shows_how_far_behind_the_clock_it_is_and_its_late_records() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let s = NodeStats { watermark_ms: Some(now - 90_000), late: 3, ..Default::default() };
+        let w = Watched {
+            id: 3,
+            status: "running".into(),
+            elapsed: 1.0,
+            operators: vec![("per_minute".into(), s)],
+            checkpoints: None,
+            recovery: None,
+        };
+        let text = frame("top", &[], &[w]);
+        let line = text.lines().find(|l| l.contains("event time of per_minute")).unwrap_or_default();
+        assert!(line.contains(": 90.") && line.ends_with("s behind the clock, 3 late"), "{text}");
     }
 
     #[test]

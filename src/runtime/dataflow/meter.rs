@@ -17,6 +17,10 @@ pub struct Meter {
     records_out: AtomicU64,
     errors: AtomicU64,
     time: Box<[AtomicU64]>,
+    late: AtomicU64,
+    /// Each instance's watermark (ms), once it has one: set once per batch
+    /// at most, never per record.
+    watermarks: std::sync::Mutex<Vec<(usize, i64)>>,
 }
 
 impl Default for Meter {
@@ -26,6 +30,8 @@ impl Default for Meter {
             records_out: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             time: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            late: AtomicU64::new(0),
+            watermarks: std::sync::Mutex::new(Vec::new()),
         }
     }
 }
@@ -50,6 +56,20 @@ impl Meter {
         self.time[bucket(ns)].fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn late(&self, records: usize) {
+        self.late.fetch_add(records as u64, Ordering::Relaxed);
+    }
+
+    /// Instance `instance` is at watermark `wm` (seconds).
+    pub fn watermark(&self, instance: usize, wm: f64) {
+        let ms = (wm * 1000.0).floor() as i64;
+        let mut all = self.watermarks.lock().expect("watermarks lock");
+        match all.iter_mut().find(|(i, _)| *i == instance) {
+            Some(slot) => slot.1 = ms,
+            None => all.push((instance, ms)),
+        }
+    }
+
     /// What it holds now (no queue: that is the stage's).
     pub fn read(&self) -> NodeStats {
         NodeStats {
@@ -59,6 +79,8 @@ impl Meter {
             queued: 0,
             capacity: 0,
             time: Histogram::from_dense(self.time.iter().map(|b| b.load(Ordering::Relaxed))),
+            watermark_ms: self.watermarks.lock().expect("watermarks lock").iter().map(|(_, ms)| *ms).min(),
+            late: self.late.load(Ordering::Relaxed),
         }
     }
 }

@@ -272,6 +272,11 @@ impl Step {
         }
     }
 
+    /// The output port of records too late for the node's windows.
+    pub fn late_port(&self) -> Option<usize> {
+        matches!(self, Step::Window(_)).then_some(1)
+    }
+
     /// The watermark this node makes (an `event_time`'s), if it makes one.
     pub fn watermark(&self) -> Option<f64> {
         match self {

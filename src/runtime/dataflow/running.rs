@@ -230,6 +230,18 @@ impl Running {
         self.meters[node].count(records_in, records_out);
     }
 
+    /// Instance `instance` of flat node `node` is at watermark `wm`.
+    pub(super) fn watermark(&self, node: usize, instance: usize, wm: f64) {
+        self.meters[node].watermark(instance, wm);
+    }
+
+    /// Counts records flat node `node` found too late for their windows.
+    pub(super) fn late(&self, node: usize, records: usize) {
+        if records > 0 {
+            self.meters[node].late(records);
+        }
+    }
+
     /// Records the time per record of a call of flat node `node`.
     pub(super) fn time(&self, node: usize, per_record: Duration) {
         self.meters[node].time(per_record);

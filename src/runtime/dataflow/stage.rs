@@ -280,6 +280,7 @@ impl StageRun {
     /// on every outlet.
     fn advance(&mut self, calls: &Calls, running: &Running, wm: f64) -> Result<(), FlowError> {
         for i in 0..self.steps.len() {
+            running.watermark(self.nodes[i], self.instance, wm);
             let outputs = self.steps[i].on_watermark(wm);
             let emitted: usize = outputs.iter().map(Vec::len).sum();
             if emitted > 0 {
@@ -319,6 +320,9 @@ impl StageRun {
                 let received = pairs.len();
                 let began = Instant::now();
                 let outputs = self.steps[0].apply_keyed(calls, &self.names[0], port, pairs)?;
+                if let Some(late) = self.steps[0].late_port() {
+                    running.late(self.nodes[0], outputs.get(late).map_or(0, Vec::len));
+                }
                 running.time(self.nodes[0], began.elapsed() / received.max(1) as u32);
                 running.count(self.nodes[0], received, outputs.iter().map(Vec::len).sum());
                 for (out_port, out) in outputs.into_iter().enumerate() {
