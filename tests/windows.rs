@@ -102,6 +102,14 @@ fn session_expected(events: &[(i64, String)]) -> Vec<String> {
     sorted(out)
 }
 
+/// A timer 5 s after each event, once per user and time.
+fn timers_expected(events: &[(i64, String)]) -> Vec<String> {
+    let mut lines: Vec<String> = events.iter().map(|(t, u)| format!("{u} {}", t + 5000)).collect();
+    lines.sort();
+    lines.dedup();
+    lines
+}
+
 fn sorted(mut lines: Vec<String>) -> Vec<String> {
     lines.sort();
     lines
@@ -122,6 +130,12 @@ fn script(path: &Path) -> String {
         run("tumbling", ".window_count(tumbling(10), |e| e.user)", AS_LINE),
         run("sliding", ".window(sliding(6, 2), |e| e.user, || 0, |sum, e| sum + (e.ts * 1000.0).round().to_int() % 1000)", AS_LINE),
         run("session", ".window(session(0.3005), |e| e.user, || 0, |n, e| n + 1, #{ merge: |a, b| a + b })", SESSION_AS_LINE),
+        run(
+            "timers",
+            ".apply(operator(\"remind\").strategy(keyed(|e| e.user)).init(|| \"\")\
+               .on(\"in\", |e| { this = e.user; timer(e.ts + 5); }).on_timer(|t| emit(\"out\", [this, t])))",
+            ".map(|p| `${p[0]} ${(p[1] * 1000.0).round().to_int()}`)",
+        ),
     ]
     .join("\n")
 }
@@ -147,6 +161,7 @@ fn check(out: &str, events: &[(i64, String)]) {
         ("tumbling", tumbling_expected(events, 10_000)),
         ("sliding", sliding_expected(events, 6_000, 2_000)),
         ("session", session_expected(events)),
+        ("timers", timers_expected(events)),
     ];
     for (name, want) in want {
         let got = got.get(name).cloned().unwrap_or_default();
@@ -253,4 +268,80 @@ fn a_stopped_and_resumed_workflow_emits_every_window_once() {
     for ((k, start), value) in &seen {
         assert_eq!(value, "50", "window {k} {start} holds {value} events, not 50:\n{text}");
     }
+}
+
+/// A keyed operator sets a timer 5 s after each of its key's events (twice
+/// each: one timer); `on_timer` runs once per key and time, in time order,
+/// with the key's state, once event time has passed it (or at the end).
+#[test]
+fn timers_fire_once_per_key_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.txt");
+    let events = events(3000, 5);
+    write_events(&path, &events);
+    let script = format!(
+        "let op = operator(\"remind\").strategy(keyed(|e| e.user)).init(|| \"\") \
+             .on(\"in\", |e| {{ this = e.user; timer(e.ts + 5); timer(e.ts + 5); }}) \
+             .on_timer(|t| emit(\"out\", `${{this}} ${{(t * 1000.0).round().to_int()}}`)); \
+         let r = deploy({}.event_time(|e| e.ts, #{{ out_of_order: 2.0 }}).apply(op).collect()); \
+         print(wait(r)); for l in results(r) {{ print(l) }}",
+        source(&path)
+    );
+    let out = Skitter::new().args(["eval", &script]).run();
+    out.success();
+    let stdout = out.stdout();
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("finished"), "{stdout}");
+    let mut got: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for l in lines {
+        let (user, t) = l.split_once(' ').unwrap();
+        got.entry(user.to_string()).or_default().push(t.parse().unwrap());
+    }
+    let mut want: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (t, u) in &events {
+        want.entry(u.clone()).or_default().push(t + 5000);
+    }
+    for times in want.values_mut() {
+        times.sort();
+        times.dedup();
+    }
+    assert_eq!(got.len(), want.len(), "{stdout}");
+    for (user, times) in &want {
+        assert_eq!(got.get(user), Some(times), "{user}'s timers fired otherwise: once each, in time order");
+    }
+}
+
+/// Timers set before a stop fire after the workflow is deployed again:
+/// they are in its checkpoint. Stopped twice, then run to the end of its
+/// input, a workflow fires every timer once.
+#[test]
+fn timers_are_kept_by_a_stop_and_fire_after_the_next_deploy() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.txt");
+    let deploy = format!(
+        "deploy(workflow().stream_source(|n| if n < 2000000 {{ #{{ ts: n / 100.0 }} }} else {{ () }}).event_time(|e| e.ts)\
+         .apply(operator(\"ticks\").init(|| 0).on(\"in\", |e| {{ if e.ts == e.ts.floor() {{ timer(e.ts + 0.5) }} }}).on_timer(|t| emit(\"out\", t)))\
+         .write_lines({out:?}), #{{ name: \"ticks\", checkpoint_interval: 0.05 }})"
+    );
+    let script = format!(
+        "for round in 0..2 {{ let r = {deploy}; let t = timestamp(); \
+         while stats(r).checkpoints.completed < 3 && t.elapsed < 30.0 {{ sleep(0.01) }} stop(r); print(wait(r)); }} \
+         let r = {deploy}; print(wait(r));"
+    );
+    let run = Skitter::new().args(["eval", &script]).run();
+    run.success();
+    assert_eq!(run.stdout().lines().collect::<Vec<_>>(), ["stopped", "stopped", "finished"], "{}", run.stderr());
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut fired: Vec<f64> = text.lines().map(|l| l.parse().unwrap()).collect();
+    // Two instances write in turns: in time order, every second's timer
+    // (at s + 0.5) fired once, none skipped: 0.5, 1.5, ..., 19999.5.
+    fired.sort_by(f64::total_cmp);
+    let want: Vec<f64> = (0..20_000).map(|s| s as f64 + 0.5).collect();
+    assert!(
+        fired == want,
+        "{} timers fired, {} expected; first difference at {:?}",
+        fired.len(),
+        want.len(),
+        fired.iter().zip(&want).position(|(a, b)| a != b)
+    );
 }

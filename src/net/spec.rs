@@ -34,7 +34,7 @@ pub enum OpSpec {
     WriteLines(String),
     WriteParts(String),
     Collect,
-    User(UserOpSpec),
+    User(Box<UserOpSpec>),
     With(Box<OpSpec>, WithSpec),
     Redis { url: String, stream: String, group: String, retry_ms: u64 },
     RedisSink { url: String, stream: String },
@@ -77,6 +77,7 @@ pub struct UserOpSpec {
     pub init: Option<FuncSpec>,
     pub on: Vec<Option<FuncSpec>>,
     pub on_end: Option<FuncSpec>,
+    pub on_timer: Option<FuncSpec>,
     pub place: Option<PlaceSpec>,
     pub route: Option<FuncSpec>,
 }
@@ -168,7 +169,7 @@ impl WorkflowSpec {
                 Operator::NatsSink { url, subject } => OpSpec::NatsSink { url: url.clone(), subject: subject.clone() },
                 Operator::Source(SourceSpec::Kafka(k)) => OpSpec::Kafka(k.clone()),
                 Operator::KafkaSink(k) => OpSpec::KafkaSink(k.clone()),
-                Operator::User(u) => OpSpec::User(UserOpSpec {
+                Operator::User(u) => OpSpec::User(Box::new(UserOpSpec {
                     name: u.name.clone(),
                     inputs: u.inputs.clone(),
                     outputs: u.outputs.clone(),
@@ -177,9 +178,10 @@ impl WorkflowSpec {
                     init: u.init.as_ref().map(func_spec).transpose()?,
                     on: u.on.iter().map(|f| f.as_ref().map(func_spec).transpose()).collect::<Result<_, _>>()?,
                     on_end: u.on_end.as_ref().map(func_spec).transpose()?,
+                    on_timer: u.on_timer.as_ref().map(func_spec).transpose()?,
                     place: place_spec(&u.place)?,
                     route: u.route.as_ref().map(func_spec).transpose()?,
-                }),
+                })),
             })
         }
         let nodes = graph
@@ -261,6 +263,7 @@ fn operator(spec: OpSpec) -> Result<Operator, String> {
             init: u.init.map(func).transpose()?,
             on: u.on.into_iter().map(|f| f.map(func).transpose()).collect::<Result<_, _>>()?,
             on_end: u.on_end.map(func).transpose()?,
+            on_timer: u.on_timer.map(func).transpose()?,
             place: place_of(u.place)?,
             route: u.route.map(func).transpose()?,
         })),

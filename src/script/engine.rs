@@ -164,6 +164,7 @@ pub fn new_engine(env: &EngineEnv) -> Engine {
         });
 
     super::emit::register(&mut engine);
+    super::timer::register(&mut engine);
     if let Some(info) = env.operator_info.clone() {
         rhai::FuncRegistration::new("runtime_info")
             .with_comments(["/// In an operator's code: the node it runs on (`node`, `mode`)."])

@@ -18,6 +18,7 @@ pub mod runtime_api;
 pub mod session;
 pub mod shell_api;
 pub mod time_api;
+pub mod timer;
 pub mod user_operator_api;
 pub mod workflow_api;
 

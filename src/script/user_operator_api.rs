@@ -194,6 +194,22 @@ pub mod api {
         Ok(Operator::User(u))
     }
 
+    /// The callback of the timers its callbacks set with `timer(t)`: called
+    /// with `t` once event time (the watermark) reaches it, `this` bound
+    /// to the state of the key that set it (or the instance's).
+    ///
+    /// ```rhai
+    /// let idle = operator("idle").strategy(keyed(|r| r.user)).init(|| 0)
+    ///     .on("in", |r| { this = r.ts; timer(r.ts + 300); })
+    ///     .on_timer(|t| if this + 300 <= t { emit("out", t) });
+    /// ```
+    #[rhai_fn(name = "on_timer", return_raw)]
+    pub fn on_timer(op: crate::workflow::Operator, f: Dynamic) -> RhaiResult<crate::workflow::Operator> {
+        let mut u = user(op, "on_timer")?;
+        u.on_timer = Some(func("on_timer", "callback", f)?);
+        Ok(Operator::User(u))
+    }
+
     /// How the operator's instances are distributed: `immutable_local()`
     /// (the default: an instance per slot of every worker, records stay
     /// where they are), `keyed(|r| key)` (state per key, records routed by

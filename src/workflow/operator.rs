@@ -59,6 +59,8 @@ pub struct UserOp {
     pub on: Vec<Option<Func>>,
     /// Runs once all inputs have ended (once per key under a keyed strategy).
     pub on_end: Option<Func>,
+    /// Runs when event time reaches a time a callback asked for with `timer(t)`.
+    pub on_timer: Option<Func>,
     /// Where the instances go (otherwise: as the strategy says).
     pub place: Option<Place>,
     /// `route(record, port, instances)`: which instance gets a record
@@ -77,6 +79,7 @@ impl UserOp {
             init: None,
             on: vec![None],
             on_end: None,
+            on_timer: None,
             place: None,
             route: None,
         }
@@ -393,7 +396,15 @@ impl Operator {
                     Some(Place::Func(f)) => Some(f),
                     _ => None,
                 };
-                u.key.iter().chain(&u.init).chain(u.on.iter().flatten()).chain(&u.on_end).chain(place).chain(&u.route).collect()
+                u.key
+                    .iter()
+                    .chain(&u.init)
+                    .chain(u.on.iter().flatten())
+                    .chain(&u.on_end)
+                    .chain(&u.on_timer)
+                    .chain(place)
+                    .chain(&u.route)
+                    .collect()
             }
             Operator::With(w) => {
                 let place = match &w.place {

@@ -52,7 +52,12 @@ pub fn rescale(states: Vec<InstanceState>, then: &[u32], now: &[u32], names: &[V
                         kind = Kind::User;
                         pairs.extend(keyed.into_iter().map(|(k, v)| (k, Pair::Value(v))));
                     }
-                    NodeState::User { state: Some(_), .. } => {
+                    NodeState::UserTimed { state: None, keyed, timers } if timers.iter().all(|(k, _)| k.is_some()) => {
+                        kind = Kind::User;
+                        pairs.extend(keyed.into_iter().map(|(k, v)| (k, Pair::Value(v))));
+                        pairs.extend(timers.into_iter().filter_map(|(k, t)| Some((k?, Pair::Timer(t)))));
+                    }
+                    NodeState::User { state: Some(_), .. } | NodeState::UserTimed { .. } => {
                         return Err(format!(
                             "operator `{}` keeps a state per instance and ran with {was} instances, now {is}: its state cannot be split",
                             name(pos)
@@ -107,6 +112,8 @@ enum Pair {
     Value(Value),
     Count(i64),
     Window(f64, f64, Value, bool),
+    /// A key's timer, at this time.
+    Timer(f64),
 }
 
 impl Kind {
@@ -116,7 +123,15 @@ impl Kind {
         match self {
             Kind::Nothing => NodeState::Nothing,
             Kind::Reduce => NodeState::Reduce(values()),
-            Kind::User => NodeState::User { state: None, keyed: values() },
+            Kind::User => {
+                let timers: Vec<(Option<Value>, f64)> =
+                    pairs.iter().filter_map(|(k, v)| if let Pair::Timer(t) = v { Some((Some(k.clone()), *t)) } else { None }).collect();
+                if timers.is_empty() {
+                    NodeState::User { state: None, keyed: values() }
+                } else {
+                    NodeState::UserTimed { state: None, keyed: values(), timers }
+                }
+            }
             Kind::Time(max) => NodeState::Time(*max),
             Kind::Windows(watermark) => NodeState::Windows(crate::runtime::dataflow::snapshot::WindowState {
                 watermark: *watermark,

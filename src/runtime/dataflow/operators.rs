@@ -14,6 +14,7 @@ use super::snapshot::{keyed, NodeState, Taken};
 use super::user_op::UserStep;
 use super::Outputs;
 use super::Remote;
+use crate::net::value::Value;
 use crate::script::Output;
 use crate::workflow::key::{Key, KeyMap};
 use crate::workflow::SourceSpec;
@@ -259,16 +260,17 @@ impl Step {
                 Ok(vec![counts.iter().map(|(k, n)| Dynamic::from_array(vec![k.value.clone(), Dynamic::from_int(*n)])).collect()])
             }
             Step::User(u) => u.finish(calls, name),
-            Step::Window(w) => Ok(w.finish()),
             _ => Ok(Vec::new()),
         }
     }
 
-    /// The watermark moved to `wm` before this node: what it emits now.
-    pub fn on_watermark(&mut self, wm: f64) -> Outputs {
+    /// The watermark moved to `wm` before this node (infinite: its input
+    /// ended): what it emits now (windows it closes, timers that fire).
+    pub fn on_watermark(&mut self, calls: &Calls, name: &str, wm: f64) -> Result<Outputs, FlowError> {
         match self {
-            Step::Window(w) => w.on_watermark(wm),
-            _ => Vec::new(),
+            Step::Window(w) => Ok(w.on_watermark(wm)),
+            Step::User(u) => u.on_watermark(calls, name, wm),
+            _ => Ok(Vec::new()),
         }
     }
 
@@ -316,7 +318,13 @@ impl Step {
             (Step::Count { counts }, NodeState::Count(pairs)) => {
                 counts.extend(pairs.into_iter().map(|(k, n)| (Key::new(k.into_dynamic()), n)));
             }
-            (Step::User(u), NodeState::User { state, keyed: pairs }) => u.restore(state.map(|v| v.into_dynamic()), keyed(pairs)),
+            (Step::User(u), NodeState::User { state, keyed: pairs }) => {
+                u.restore(state.map(|v| v.into_dynamic()), keyed(pairs), Vec::new())
+            }
+            (Step::User(u), NodeState::UserTimed { state, keyed: pairs, timers }) => {
+                let timers = timers.into_iter().map(|(k, t)| (k.map(Value::into_dynamic), t)).collect();
+                u.restore(state.map(|v| v.into_dynamic()), keyed(pairs), timers)
+            }
             (Step::EventTime(e), NodeState::Time(max)) => e.restore(max),
             (Step::Window(w), NodeState::Windows(state)) => w.restore(super::snapshot::WindowState {
                 watermark: state.watermark,
@@ -340,7 +348,7 @@ fn kind(state: &NodeState) -> &'static str {
         NodeState::Position(_) => "a source's position",
         NodeState::Reduce(_) => "a keyed_reduce's",
         NodeState::Count(_) => "a count's",
-        NodeState::User { .. } => "an operator's `this`",
+        NodeState::User { .. } | NodeState::UserTimed { .. } => "an operator's `this`",
         NodeState::Collected(_) => "collected records",
         NodeState::Time(_) => "an event_time's",
         NodeState::Windows(_) => "a window's",

@@ -42,6 +42,8 @@ pub enum Taken {
     User {
         state: Option<Dynamic>,
         keyed: Vec<(Dynamic, Dynamic)>,
+        /// Timers set: the key (none: the instance) and the time.
+        timers: Vec<(Option<Dynamic>, f64)>,
     },
     /// Lines a file sink was given since the last barrier: written out
     /// when the checkpoint completes.
@@ -72,10 +74,20 @@ pub enum NodeState {
     Position(Position),
     Reduce(Vec<(Value, Value)>),
     Count(Vec<(Value, i64)>),
-    User { state: Option<Value>, keyed: Vec<(Value, Value)> },
+    User {
+        state: Option<Value>,
+        keyed: Vec<(Value, Value)>,
+    },
     Collected(Vec<Value>),
     Time(f64),
     Windows(WindowState<Value>),
+    /// A user operator's state with the timers it set (a checkpoint of one
+    /// without timers is `User`, as before timers existed).
+    UserTimed {
+        state: Option<Value>,
+        keyed: Vec<(Value, Value)>,
+        timers: Vec<(Option<Value>, f64)>,
+    },
 }
 
 /// What instance `instance` of stage `stage` took when it passed a
@@ -126,7 +138,14 @@ impl InstanceTaken {
                 Taken::Position(p) => NodeState::Position(p),
                 Taken::Reduce(p) => NodeState::Reduce(pairs(p)?),
                 Taken::Count(c) => NodeState::Count(c.iter().map(|(k, n)| Ok((plain(k)?, *n))).collect::<Result<_, Unsaveable>>()?),
-                Taken::User { state, keyed } => NodeState::User { state: state.as_ref().map(plain).transpose()?, keyed: pairs(keyed)? },
+                Taken::User { state, keyed, timers } if timers.is_empty() => {
+                    NodeState::User { state: state.as_ref().map(plain).transpose()?, keyed: pairs(keyed)? }
+                }
+                Taken::User { state, keyed, timers } => NodeState::UserTimed {
+                    state: state.as_ref().map(plain).transpose()?,
+                    keyed: pairs(keyed)?,
+                    timers: timers.iter().map(|(k, t)| Ok((k.as_ref().map(plain).transpose()?, *t))).collect::<Result<_, Unsaveable>>()?,
+                },
                 // Lines are saved beside the states (the checkpoint's `.lines`).
                 Taken::Lines(_) => NodeState::Nothing,
                 Taken::Collected(records) => NodeState::Collected(records.iter().map(plain).collect::<Result<_, _>>()?),
@@ -193,7 +212,7 @@ mod tests {
             stage: 1,
             instance: 0,
             done: false,
-            nodes: vec![Taken::Nothing, Taken::User { state: Some(f), keyed: Vec::new() }],
+            nodes: vec![Taken::Nothing, Taken::User { state: Some(f), keyed: Vec::new(), timers: Vec::new() }],
             alignment: Default::default(),
         };
         let err = taken.into_state(&["m".into(), "tally".into()]).unwrap_err();

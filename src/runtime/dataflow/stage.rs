@@ -91,19 +91,16 @@ impl StageRun {
             self.run_inbox(calls, running, inbox, expected_ends)?;
         }
         for i in 0..self.steps.len() {
-            // A workflow stopped under checkpoints keeps its open windows
-            // in its last checkpoint, for the next deploy to close.
-            let keep_open = running.stop_requested() && self.barriers.is_some();
-            let outputs = match &self.steps[i] {
-                Step::Window(_) if keep_open => Vec::new(),
-                _ => self.steps[i].finish(calls, &self.names[i])?,
-            };
-            running.count(self.nodes[i], 0, outputs.iter().map(Vec::len).sum());
-            for (port, out) in outputs.into_iter().enumerate() {
-                if !out.is_empty() {
-                    self.route(calls, running, i, port, out)?;
-                }
+            // The end of the input is the end of time: every window closes
+            // and every timer fires — except in a workflow stopped under
+            // checkpoints, which keeps them in its last checkpoint for the
+            // next deploy.
+            if !(running.stop_requested() && self.barriers.is_some()) {
+                let outputs = self.steps[i].on_watermark(calls, &self.names[i], f64::INFINITY)?;
+                self.emit(calls, running, i, outputs)?;
             }
+            let outputs = self.steps[i].finish(calls, &self.names[i])?;
+            self.emit(calls, running, i, outputs)?;
         }
         self.flush(running, 1)?;
         // What it holds at its end (the sinks' last lines) is taken before
@@ -281,19 +278,26 @@ impl StageRun {
     fn advance(&mut self, calls: &Calls, running: &Running, wm: f64) -> Result<(), FlowError> {
         for i in 0..self.steps.len() {
             running.watermark(self.nodes[i], self.instance, wm);
-            let outputs = self.steps[i].on_watermark(wm);
-            let emitted: usize = outputs.iter().map(Vec::len).sum();
-            if emitted > 0 {
-                running.count(self.nodes[i], 0, emitted);
-            }
-            for (port, out) in outputs.into_iter().enumerate() {
-                if !out.is_empty() {
-                    self.route(calls, running, i, port, out)?;
-                }
-            }
+            let outputs = self.steps[i].on_watermark(calls, &self.names[i], wm)?;
+            self.emit(calls, running, i, outputs)?;
         }
         for o in &mut self.outlets {
             o.watermark(running, wm)?;
+        }
+        Ok(())
+    }
+
+    /// Counts and sends on what node `i` emitted outside its input (at a
+    /// watermark, at its end).
+    fn emit(&mut self, calls: &Calls, running: &Running, i: usize, outputs: super::Outputs) -> Result<(), FlowError> {
+        let emitted: usize = outputs.iter().map(Vec::len).sum();
+        if emitted > 0 {
+            running.count(self.nodes[i], 0, emitted);
+        }
+        for (port, out) in outputs.into_iter().enumerate() {
+            if !out.is_empty() {
+                self.route(calls, running, i, port, out)?;
+            }
         }
         Ok(())
     }

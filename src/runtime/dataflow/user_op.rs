@@ -2,11 +2,14 @@
 //! key), a callback per input port called with `this` bound to the state,
 //! and what the callbacks `emit` sorted onto the output ports.
 
+use std::collections::{BTreeMap, HashSet};
+
 use rhai::{Dynamic, ImmutableString};
 
 use super::call::Calls;
 use super::error::{script_error, shown, FlowError};
 use super::snapshot::Taken;
+use super::window::At;
 use super::Outputs;
 use crate::workflow::key::{Key, KeyMap};
 use crate::workflow::operator::{Strategy, UserOp};
@@ -18,11 +21,25 @@ pub struct UserStep {
     /// Under a keyed strategy: the state of each key seen.
     states: KeyMap<Dynamic>,
     emitted: Vec<(ImmutableString, Dynamic)>,
+    /// Times a callback asked for with `timer(t)`, while it ran.
+    asked: Vec<f64>,
+    /// Timers set: per time, the keys (none: the instance) to call back.
+    timers: BTreeMap<At, Vec<Option<Key>>>,
+    /// The same, to set each key's timer at a time once.
+    set: HashSet<(u64, Option<Key>)>,
 }
 
 impl UserStep {
     pub fn new(op: &UserOp) -> UserStep {
-        UserStep { op: Box::new(op.clone()), state: None, states: KeyMap::default(), emitted: Vec::new() }
+        UserStep {
+            op: Box::new(op.clone()),
+            state: None,
+            states: KeyMap::default(),
+            emitted: Vec::new(),
+            asked: Vec::new(),
+            timers: BTreeMap::new(),
+            set: HashSet::new(),
+        }
     }
 
     pub fn is_keyed(&self) -> bool {
@@ -71,11 +88,12 @@ impl UserStep {
         let mut out = self.outputs();
         let mut result = Ok(());
         for rec in batch {
-            let called = crate::script::emit::collect(&mut self.emitted, || calls.call_this(&f, &mut state, [rec.clone()]));
+            let called = self.call(|| calls.call_this(&f, &mut state, [rec.clone()]));
             if let Err(e) = called {
                 result = Err(script_error(name, Some(&rec), &e));
                 break;
             }
+            self.set_timers(None);
             if let Err(e) = self.sort(name, &mut out, Some(&rec)) {
                 result = Err(e);
                 break;
@@ -94,12 +112,16 @@ impl UserStep {
                 Some(s) => s,
                 None => {
                     let initial = self.initial(calls, name)?;
-                    self.states.entry(key).or_insert(initial)
+                    self.states.entry(key.clone()).or_insert(initial)
                 }
             };
-            let called = crate::script::emit::collect(&mut self.emitted, || calls.call_this(&f, state, [rec.clone()]));
+            let (emitted, asked) = (&mut self.emitted, &mut self.asked);
+            let called = crate::script::timer::collect(asked, || {
+                crate::script::emit::collect(emitted, || calls.call_this(&f, state, [rec.clone()]))
+            });
             // What a callback returns is not used: its records go out by `emit`.
             let _ = called.map_err(|e| script_error(name, Some(&rec), &e))?;
+            self.set_timers(Some(&key));
             self.sort(name, &mut out, Some(&rec))?;
         }
         Ok(out)
@@ -132,6 +154,58 @@ impl UserStep {
         Ok(out)
     }
 
+    /// Runs a callback, collecting what it emits and the timers it asks for.
+    fn call<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        let (emitted, asked) = (&mut self.emitted, &mut self.asked);
+        crate::script::timer::collect(asked, || crate::script::emit::collect(emitted, f))
+    }
+
+    /// Sets the timers the last callback asked for, for `key` (or the instance).
+    fn set_timers(&mut self, key: Option<&Key>) {
+        for t in self.asked.drain(..) {
+            if self.set.insert((t.to_bits(), key.cloned())) {
+                self.timers.entry(At(t)).or_default().push(key.cloned());
+            }
+        }
+    }
+
+    /// Event time reached `wm`: calls `on_timer(t)` for every timer set at
+    /// or before it, in the order of their times, with the state of the
+    /// key that set it (or the instance's).
+    pub fn on_watermark(&mut self, calls: &Calls, name: &str, wm: f64) -> Result<Outputs, FlowError> {
+        let mut out = self.outputs();
+        let Some(f) = self.op.on_timer.clone() else { return Ok(Vec::new()) };
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > wm {
+                break;
+            }
+            let (At(t), keys) = entry.remove_entry();
+            let at = super::window::bound(t);
+            for key in keys {
+                self.set.remove(&(t.to_bits(), key.clone()));
+                let mut state = match &key {
+                    Some(k) => match self.states.remove(k) {
+                        Some(s) => s,
+                        None => self.initial(calls, name)?,
+                    },
+                    None => match self.state.take() {
+                        Some(s) => s,
+                        None => self.initial(calls, name)?,
+                    },
+                };
+                let called = self.call(|| calls.call_this(&f, &mut state, [at.clone()]));
+                match &key {
+                    Some(k) => drop(self.states.insert(k.clone(), state)),
+                    None => self.state = Some(state),
+                }
+                let _ = called.map_err(|e| script_error(name, None, &e))?; // what it returns is not used
+                self.set_timers(key.as_ref());
+                self.sort(name, &mut out, None)?;
+            }
+        }
+        Ok(out)
+    }
+
     fn callback(&self, name: &str, port: usize) -> Result<crate::workflow::Func, FlowError> {
         self.op.on.get(port).cloned().flatten().ok_or_else(|| FlowError::Operator {
             operator: name.to_string(),
@@ -143,12 +217,20 @@ impl UserStep {
 impl UserStep {
     /// The state for a checkpoint (a clone: the operator goes on with it).
     pub fn take(&self) -> Taken {
-        Taken::User { state: self.state.clone(), keyed: self.states.iter().map(|(k, v)| (k.value.clone(), v.clone())).collect() }
+        Taken::User {
+            state: self.state.clone(),
+            keyed: self.states.iter().map(|(k, v)| (k.value.clone(), v.clone())).collect(),
+            timers: self.timers.iter().flat_map(|(t, keys)| keys.iter().map(move |k| (k.as_ref().map(|k| k.value.clone()), t.0))).collect(),
+        }
     }
 
     /// Puts back a saved state.
-    pub fn restore(&mut self, state: Option<Dynamic>, keyed: impl Iterator<Item = (Key, Dynamic)>) {
+    pub fn restore(&mut self, state: Option<Dynamic>, keyed: impl Iterator<Item = (Key, Dynamic)>, timers: Vec<(Option<Dynamic>, f64)>) {
         self.state = state;
         self.states.extend(keyed);
+        for (key, t) in timers {
+            self.asked.push(t);
+            self.set_timers(key.map(Key::new).as_ref());
+        }
     }
 }

@@ -18,7 +18,7 @@ use crate::workflow::time::{seconds, WindowSpec};
 
 /// A time as a key that sorts (times are finite).
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct At(f64);
+pub(super) struct At(pub(super) f64);
 
 impl Eq for At {}
 
@@ -49,7 +49,7 @@ fn now() -> f64 {
 }
 
 /// A window bound as scripts see it: an integer when it is one.
-fn bound(t: f64) -> Dynamic {
+pub(super) fn bound(t: f64) -> Dynamic {
     if t.fract() == 0.0 && t.abs() < 9.0e15 {
         Dynamic::from_int(t as i64)
     } else {
@@ -282,12 +282,6 @@ impl WindowStep {
             }
         }
         vec![out]
-    }
-
-    /// Every input ended: every window not emitted yet is, in the order
-    /// they end.
-    pub fn finish(&mut self) -> Outputs {
-        self.on_watermark(f64::INFINITY)
     }
 
     pub fn take(&self) -> Taken {
