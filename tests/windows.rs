@@ -345,3 +345,79 @@ fn timers_are_kept_by_a_stop_and_fire_after_the_next_deploy() {
         fired.iter().zip(&want).position(|(a, b)| a != b)
     );
 }
+
+/// Two inputs to one window: a connection that sends times 0 to 29 and
+/// then nothing (the connection stays open), and a stream that goes on.
+/// The window's event time is the earlier of the two: held at 29 by the
+/// silent input — unless its `event_time` has `idle`, after which the
+/// stream alone moves it on.
+#[test]
+fn an_idle_input_does_not_hold_windows_back() {
+    let held = |idle: &str| -> f64 {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let feeder = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            for t in 0..30 {
+                writeln!(conn, "{t}").unwrap();
+            }
+            conn.flush().unwrap();
+            // Silent, and open until the workflow is aborted.
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut conn, &mut rest);
+        });
+        let script = format!(
+            "let ts = |x| x; \
+             let wf = workflow().node(\"a\", tcp_source(\"127.0.0.1\", {port})).node(\"p\", map(|l| parse_float(l))).link(\"a\", \"p\") \
+                 .node(\"ta\", event_time(ts, #{{ {idle} }})).link(\"p\", \"ta\") \
+                 .node(\"b\", stream_source(|n| {{ sleep(0.01); n / 10.0 }})).node(\"tb\", event_time(ts, #{{ {idle} }})).link(\"b\", \"tb\") \
+                 .node(\"w\", window_count(tumbling(1), |x| \"all\")).link(\"ta\", \"w\").link(\"tb\", \"w\").node(\"out\", collect()).link(\"w\", \"out\"); \
+             let r = deploy(wf); let t = timestamp(); \
+             let ahead = || {{ let tb = stats(r).operators.tb; \"watermark\" in tb && tb.watermark >= 40.0 }}; \
+             while !ahead.call() && t.elapsed < 30.0 {{ sleep(0.05) }} \
+             let w = stats(r).operators.w; print(if \"watermark\" in w {{ w.watermark }} else {{ -1.0 }}); abort(r);"
+        );
+        let out = Skitter::new().args(["eval", &script]).run();
+        out.success();
+        feeder.join().unwrap();
+        out.stdout().lines().next().and_then(|l| l.parse().ok()).unwrap_or_else(|| panic!("{}{}", out.stdout(), out.stderr()))
+    };
+    let without = held("");
+    assert!(without <= 29.0, "the silent input holds the window at 29, not {without}");
+    let with = held("idle: 0.3");
+    assert!(with >= 35.0, "idle for 0.3 s, the silent input holds nothing back: the window is at {with}");
+}
+
+/// On processing time, a window closes on the clock and a `timer_after`
+/// fires, while the input (a connection that sent 10 lines) is still open.
+#[test]
+fn windows_on_processing_time_and_clock_timers_fire_while_the_input_is_open() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let feeder = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        for i in 0..10 {
+            writeln!(conn, "{i}").unwrap();
+        }
+        conn.flush().unwrap();
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut conn, &mut rest);
+    });
+    let script = format!(
+        "let batch = operator(\"batch\").init(|| 0).on(\"in\", |l| {{ this += 1; if this == 1 {{ timer_after(0.2) }} }}) \
+             .on_timer(|t| {{ emit(\"out\", this); this = 0; }}); \
+         let wf = workflow().node(\"a\", tcp_source(\"127.0.0.1\", {port})) \
+             .node(\"w\", window_count(tumbling(0.3), |l| \"all\")).link(\"a\", \"w\").node(\"windows\", collect()).link(\"w\", \"windows\") \
+             .node(\"b\", batch).link(\"a\", \"b\").node(\"batches\", collect()).link(\"b\", \"batches\"); \
+         let r = deploy(wf); let t = timestamp(); \
+         let out = || {{ let o = stats(r).operators; [o.w.out, o.b.out] }}; \
+         while (out.call()[0] == 0 || out.call()[1] == 0) && t.elapsed < 20.0 {{ sleep(0.02) }} \
+         print(`${{status(r)}} ${{out.call()}}`); abort(r);"
+    );
+    let out = Skitter::new().args(["eval", &script]).run();
+    out.success();
+    feeder.join().unwrap();
+    assert_eq!(out.stdout().lines().next(), Some("running [1, 1]"), "{}{}", out.stdout(), out.stderr());
+}

@@ -69,6 +69,8 @@ pub enum DataMsg {
     Barrier(u64),
     /// The sender's watermark (event time, seconds).
     Watermark(f64),
+    /// The sender is idle: it holds no watermark back until its next one.
+    Idle,
     End,
 }
 

@@ -42,7 +42,7 @@ pub enum OpSpec {
     NatsSink { url: String, subject: String },
     Kafka(KafkaSource),
     KafkaSink(KafkaSink),
-    EventTime { ts: FuncSpec, out_of_order: f64 },
+    EventTime { ts: FuncSpec, out_of_order: f64, idle: Option<f64> },
     Window(Box<WindowSpecOp>),
 }
 
@@ -144,7 +144,7 @@ impl WorkflowSpec {
                 Operator::WriteLines(p) => OpSpec::WriteLines(p.display().to_string()),
                 Operator::WriteParts(p) => OpSpec::WriteParts(p.display().to_string()),
                 Operator::Collect => OpSpec::Collect,
-                Operator::EventTime(e) => OpSpec::EventTime { ts: func_spec(&e.ts)?, out_of_order: e.out_of_order },
+                Operator::EventTime(e) => OpSpec::EventTime { ts: func_spec(&e.ts)?, out_of_order: e.out_of_order, idle: e.idle },
                 Operator::Window(w) => OpSpec::Window(Box::new(WindowSpecOp {
                     spec: w.spec,
                     key: w.key.as_ref().map(func_spec).transpose()?,
@@ -237,7 +237,7 @@ fn operator(spec: OpSpec) -> Result<Operator, String> {
         OpSpec::WriteLines(p) => Operator::WriteLines(p.into()),
         OpSpec::WriteParts(p) => Operator::WriteParts(p.into()),
         OpSpec::Collect => Operator::Collect,
-        OpSpec::EventTime { ts, out_of_order } => Operator::EventTime(Box::new(EventTime { ts: func(ts)?, out_of_order })),
+        OpSpec::EventTime { ts, out_of_order, idle } => Operator::EventTime(Box::new(EventTime { ts: func(ts)?, out_of_order, idle })),
         OpSpec::Window(w) => {
             let fold = match w.fold {
                 Some((init, fold, merge)) => Some(Fold { init: func(init)?, fold: func(fold)?, merge: merge.map(func).transpose()? }),

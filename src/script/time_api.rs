@@ -39,9 +39,10 @@ fn spec(r: Result<WindowSpec, crate::workflow::time::WindowSpecError>) -> RhaiRe
 
 /// `event_time(ts_fn, options)` as an operator.
 fn event_time(ts_fn: Dynamic, options: &rhai::Map) -> RhaiResult<Operator> {
-    known("event_time", options, &["out_of_order"])?;
+    known("event_time", options, &["out_of_order", "idle"])?;
     let out_of_order = options.get("out_of_order").map(|v| secs("event_time", "out_of_order", v)).transpose()?.unwrap_or(0.0);
-    Ok(Operator::EventTime(Box::new(EventTime { ts: func("event_time", "time function", ts_fn)?, out_of_order })))
+    let idle = options.get("idle").map(|v| secs("event_time", "idle", v)).transpose()?;
+    Ok(Operator::EventTime(Box::new(EventTime { ts: func("event_time", "time function", ts_fn)?, out_of_order, idle })))
 }
 
 /// `window(spec, key_fn, init_fn, fold_fn, options)` as an operator.
@@ -112,7 +113,9 @@ pub mod api {
     /// Gives records their event time, `ts_fn(record)` in seconds since
     /// the epoch (a float or an integer), and sends watermarks on: the
     /// largest time seen minus `out_of_order` seconds (default 0). Windows
-    /// downstream close when the watermark passes their end.
+    /// downstream close when the watermark passes their end. With `idle:
+    /// seconds`, an instance that has had no record for that long holds
+    /// no window back until its next one.
     /// Strategy: immutable-local.
     ///
     /// ```rhai

@@ -89,6 +89,11 @@ pub enum WorkflowError {
     NoSource,
     #[error("the workflow is empty")]
     Empty,
+    #[error(
+        "window `{window}` reads each record's time with the function of the event_time before it, but `{first}` and `{other}` have \
+         different ones: map the records to one shape and give both the same closure (`let ts = |r| r.ts;`)"
+    )]
+    MixedEventTimes { window: String, first: String, other: String },
 }
 
 impl fmt::Display for Workflow {
@@ -350,7 +355,10 @@ impl Workflow {
                 }
             }
         }
-        Ok(())
+        match flat.mixed_event_times() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Replaces every nested workflow by its nodes, named `outer/inner`.
@@ -451,31 +459,60 @@ pub struct FlatEdge {
 }
 
 impl FlatGraph {
-    /// Gives every window the time function of the nearest `event_time`
-    /// upstream of it (none: it windows on the time records arrive).
+    /// The `event_time` nodes upstream of node `n` with no other
+    /// `event_time` between them and it.
+    fn event_times_before(&self, n: usize) -> Vec<usize> {
+        let mut seen = vec![false; self.nodes.len()];
+        let mut queue = std::collections::VecDeque::from([n]);
+        let mut found = Vec::new();
+        while let Some(m) = queue.pop_front() {
+            for e in self.edges.iter().filter(|e| e.to == m) {
+                if std::mem::replace(&mut seen[e.from], true) {
+                    continue;
+                }
+                match &self.nodes[e.from].op {
+                    Operator::EventTime(_) => found.push(e.from),
+                    _ => queue.push_back(e.from),
+                }
+            }
+        }
+        found
+    }
+
+    /// Gives every window the time function of the `event_time`s upstream
+    /// of it (none: it windows on the time records arrive). Two of them
+    /// with different functions are refused by `Workflow::validate`.
     fn find_event_times(&mut self) {
         for w in 0..self.nodes.len() {
             if !matches!(&self.nodes[w].op, Operator::Window(op) if op.ts.is_none()) {
                 continue;
             }
-            let mut seen = vec![false; self.nodes.len()];
-            let mut queue = std::collections::VecDeque::from([w]);
-            let mut found = None;
-            while let Some(n) = queue.pop_front() {
-                if let (Operator::EventTime(e), true) = (&self.nodes[n].op, n != w) {
-                    found = Some(e.ts.clone());
-                    break;
-                }
-                for e in self.edges.iter().filter(|e| e.to == n) {
-                    if !std::mem::replace(&mut seen[e.from], true) {
-                        queue.push_back(e.from);
-                    }
-                }
-            }
+            let found = self.event_times_before(w).first().and_then(|&e| match &self.nodes[e].op {
+                Operator::EventTime(t) => Some(t.ts.clone()),
+                _ => None,
+            });
             if let Operator::Window(op) = &mut self.nodes[w].op {
                 op.ts = found;
             }
         }
+    }
+
+    /// A window whose inputs come through `event_time`s with different time
+    /// functions: it reads each record's time with one function.
+    fn mixed_event_times(&self) -> Option<WorkflowError> {
+        self.nodes.iter().enumerate().filter(|(_, n)| matches!(n.op, Operator::Window(_))).find_map(|(w, node)| {
+            let times = self.event_times_before(w);
+            let name = |e: usize| match &self.nodes[e].op {
+                Operator::EventTime(t) => format!("{}{:?}", t.ts.name, t.ts.curry),
+                _ => String::new(),
+            };
+            let other = times.iter().find(|&&e| name(e) != name(times[0]))?;
+            Some(WorkflowError::MixedEventTimes {
+                window: node.name.clone(),
+                first: self.nodes[times[0]].name.clone(),
+                other: self.nodes[*other].name.clone(),
+            })
+        })
     }
 
     /// Node ids in an order where every edge goes forward.

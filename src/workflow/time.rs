@@ -15,6 +15,9 @@ pub struct EventTime {
     pub ts: Func,
     /// How far behind the largest time seen the watermark stays.
     pub out_of_order: f64,
+    /// Seconds without a record after which an instance holds no window
+    /// back until its next record (none: it always holds them).
+    pub idle: Option<f64>,
 }
 
 /// How records are grouped in time.

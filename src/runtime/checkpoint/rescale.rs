@@ -52,10 +52,10 @@ pub fn rescale(states: Vec<InstanceState>, then: &[u32], now: &[u32], names: &[V
                         kind = Kind::User;
                         pairs.extend(keyed.into_iter().map(|(k, v)| (k, Pair::Value(v))));
                     }
-                    NodeState::UserTimed { state: None, keyed, timers } if timers.iter().all(|(k, _)| k.is_some()) => {
+                    NodeState::UserTimed { state: None, keyed, timers } if timers.iter().all(|(k, ..)| k.is_some()) => {
                         kind = Kind::User;
                         pairs.extend(keyed.into_iter().map(|(k, v)| (k, Pair::Value(v))));
-                        pairs.extend(timers.into_iter().filter_map(|(k, t)| Some((k?, Pair::Timer(t)))));
+                        pairs.extend(timers.into_iter().filter_map(|(k, t, clock)| Some((k?, Pair::Timer(t, clock)))));
                     }
                     NodeState::User { state: Some(_), .. } | NodeState::UserTimed { .. } => {
                         return Err(format!(
@@ -112,8 +112,8 @@ enum Pair {
     Value(Value),
     Count(i64),
     Window(f64, f64, Value, bool),
-    /// A key's timer, at this time.
-    Timer(f64),
+    /// A key's timer, at this time, of the clock or of event time.
+    Timer(f64, bool),
 }
 
 impl Kind {
@@ -124,8 +124,10 @@ impl Kind {
             Kind::Nothing => NodeState::Nothing,
             Kind::Reduce => NodeState::Reduce(values()),
             Kind::User => {
-                let timers: Vec<(Option<Value>, f64)> =
-                    pairs.iter().filter_map(|(k, v)| if let Pair::Timer(t) = v { Some((Some(k.clone()), *t)) } else { None }).collect();
+                let timers: Vec<(Option<Value>, f64, bool)> = pairs
+                    .iter()
+                    .filter_map(|(k, v)| if let Pair::Timer(t, clock) = v { Some((Some(k.clone()), *t, *clock)) } else { None })
+                    .collect();
                 if timers.is_empty() {
                     NodeState::User { state: None, keyed: values() }
                 } else {

@@ -47,6 +47,40 @@ pub fn recv<T>(handle: &Handle, rx: &mut mpsc::Receiver<T>, ended: &Cancellation
     }
 }
 
+/// What [`recv_until`] got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Got<T> {
+    Msg(T),
+    /// Every sender is gone.
+    Closed,
+    /// The deadline passed first.
+    Timeout,
+}
+
+/// [`recv`], waiting no later than `deadline` (none: as long as it takes).
+pub fn recv_until<T>(
+    handle: &Handle,
+    rx: &mut mpsc::Receiver<T>,
+    ended: &CancellationToken,
+    deadline: Option<std::time::Instant>,
+) -> Result<Got<T>, Unsent> {
+    let Some(deadline) = deadline else {
+        return recv(handle, rx, ended).map(|m| m.map_or(Got::Closed, Got::Msg));
+    };
+    match rx.try_recv() {
+        Ok(msg) => Ok(Got::Msg(msg)),
+        Err(TryRecvError::Disconnected) => Ok(Got::Closed),
+        Err(TryRecvError::Empty) => handle.block_on(async {
+            tokio::select! {
+                biased;
+                _ = ended.cancelled() => Err(Unsent::Ended),
+                msg = rx.recv() => Ok(msg.map_or(Got::Closed, Got::Msg)),
+                _ = tokio::time::sleep_until(deadline.into()) => Ok(Got::Timeout),
+            }
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +107,19 @@ mod tests {
         let waiting = std::thread::spawn(move || recv(&h, &mut rx, &e));
         ended.cancel();
         assert_eq!(waiting.join().unwrap(), Err(Unsent::Ended));
+    }
+
+    #[test]
+    fn a_receiver_with_a_deadline_wakes_at_it() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let (tx, mut rx) = mpsc::channel::<u32>(1);
+        let ended = CancellationToken::new();
+        let soon = std::time::Instant::now() + std::time::Duration::from_millis(20);
+        assert_eq!(recv_until(rt.handle(), &mut rx, &ended, Some(soon)), Ok(Got::Timeout));
+        tx.try_send(7).unwrap();
+        assert_eq!(recv_until(rt.handle(), &mut rx, &ended, Some(soon)), Ok(Got::Msg(7)));
+        drop(tx);
+        assert_eq!(recv_until(rt.handle(), &mut rx, &ended, None), Ok(Got::Closed));
     }
 
     #[test]

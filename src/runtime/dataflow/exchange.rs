@@ -221,6 +221,13 @@ impl Pusher {
 }
 
 /// The sending side of one edge to another stage.
+/// What an outlet tells its targets about event time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Time {
+    Watermark(f64),
+    Idle,
+}
+
 pub struct Outlet {
     pub pusher: Pusher,
     /// The node whose key function the pusher calls (the target).
@@ -286,11 +293,19 @@ impl Outlet {
         Ok(())
     }
 
-    /// Sends watermark `wm` to every target, after what is held here.
-    pub fn watermark(&mut self, running: &Running, wm: f64) -> Result<(), FlowError> {
+    /// Sends a watermark (or that the sender is idle) to every target,
+    /// after what is held here.
+    pub fn time(&mut self, running: &Running, time: Time) -> Result<(), FlowError> {
         self.flush(running, 1)?;
         for t in 0..self.targets.len() {
-            self.send(running, t, Msg::Watermark(wm))?;
+            self.send(
+                running,
+                t,
+                match time {
+                    Time::Watermark(wm) => Msg::Watermark(wm),
+                    Time::Idle => Msg::Idle,
+                },
+            )?;
         }
         Ok(())
     }
@@ -329,7 +344,7 @@ mod tests {
                 Msg::Records(_, r) => (*t, r.len()),
                 Msg::Keyed(_, r) => (*t, r.len()),
                 Msg::Counts(r) => (*t, r.len()),
-                Msg::End | Msg::Barrier(_) | Msg::Watermark(_) => (*t, 0),
+                Msg::End | Msg::Barrier(_) | Msg::Watermark(_) | Msg::Idle => (*t, 0),
             })
             .collect()
     }

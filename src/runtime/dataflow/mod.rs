@@ -79,6 +79,9 @@ pub enum Msg {
     /// The sender's watermark: no record it sends from now on has an
     /// earlier event time (as far as it knows).
     Watermark(f64),
+    /// The sender's `event_time` has seen no record for its `idle`
+    /// seconds: it holds no window back until its next watermark.
+    Idle,
     /// The sender of one edge has no more records.
     End,
 }

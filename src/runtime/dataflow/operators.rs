@@ -274,6 +274,45 @@ impl Step {
         }
     }
 
+    /// When the node wants the clock's attention (seconds since the epoch):
+    /// a timer of the clock, a window on processing time ending, an
+    /// `event_time` going idle.
+    pub fn wake(&self) -> Option<f64> {
+        match self {
+            Step::User(u) => u.wake(),
+            Step::Window(w) => w.wake(),
+            Step::EventTime(e) => e.wake(),
+            _ => None,
+        }
+    }
+
+    /// The clock reached `now`: what the node emits (timers of the clock
+    /// that fire, windows on processing time that close).
+    pub fn on_clock(&mut self, calls: &Calls, name: &str, now: f64) -> Result<Outputs, FlowError> {
+        match self {
+            Step::User(u) => u.on_clock(calls, name, now),
+            Step::Window(w) => Ok(w.on_clock(now)),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Whether the node (an `event_time`) has had no record for its `idle`
+    /// seconds by `now` (once, until it has one again).
+    pub fn idle_due(&mut self, now: f64) -> bool {
+        match self {
+            Step::EventTime(e) => e.idle_due(now),
+            _ => false,
+        }
+    }
+
+    /// Whether the node (an `event_time`) had records again since it was idle.
+    pub fn resumed(&mut self) -> bool {
+        match self {
+            Step::EventTime(e) => e.take_resumed(),
+            _ => false,
+        }
+    }
+
     /// The output port of records too late for the node's windows.
     pub fn late_port(&self) -> Option<usize> {
         matches!(self, Step::Window(_)).then_some(1)
@@ -322,7 +361,7 @@ impl Step {
                 u.restore(state.map(|v| v.into_dynamic()), keyed(pairs), Vec::new())
             }
             (Step::User(u), NodeState::UserTimed { state, keyed: pairs, timers }) => {
-                let timers = timers.into_iter().map(|(k, t)| (k.map(Value::into_dynamic), t)).collect();
+                let timers = timers.into_iter().map(|(k, t, clock)| (k.map(Value::into_dynamic), t, clock)).collect();
                 u.restore(state.map(|v| v.into_dynamic()), keyed(pairs), timers)
             }
             (Step::EventTime(e), NodeState::Time(max)) => e.restore(max),

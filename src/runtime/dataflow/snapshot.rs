@@ -42,8 +42,9 @@ pub enum Taken {
     User {
         state: Option<Dynamic>,
         keyed: Vec<(Dynamic, Dynamic)>,
-        /// Timers set: the key (none: the instance) and the time.
-        timers: Vec<(Option<Dynamic>, f64)>,
+        /// Timers set: the key (none: the instance), the time, and whether
+        /// it is of the clock (else of event time).
+        timers: Vec<(Option<Dynamic>, f64, bool)>,
     },
     /// Lines a file sink was given since the last barrier: written out
     /// when the checkpoint completes.
@@ -86,7 +87,7 @@ pub enum NodeState {
     UserTimed {
         state: Option<Value>,
         keyed: Vec<(Value, Value)>,
-        timers: Vec<(Option<Value>, f64)>,
+        timers: Vec<(Option<Value>, f64, bool)>,
     },
 }
 
@@ -144,7 +145,10 @@ impl InstanceTaken {
                 Taken::User { state, keyed, timers } => NodeState::UserTimed {
                     state: state.as_ref().map(plain).transpose()?,
                     keyed: pairs(keyed)?,
-                    timers: timers.iter().map(|(k, t)| Ok((k.as_ref().map(plain).transpose()?, *t))).collect::<Result<_, Unsaveable>>()?,
+                    timers: timers
+                        .iter()
+                        .map(|(k, t, c)| Ok((k.as_ref().map(plain).transpose()?, *t, *c)))
+                        .collect::<Result<_, Unsaveable>>()?,
                 },
                 // Lines are saved beside the states (the checkpoint's `.lines`).
                 Taken::Lines(_) => NodeState::Nothing,

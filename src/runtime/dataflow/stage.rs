@@ -14,7 +14,7 @@ use super::call::Calls;
 use super::channel;
 use super::deadline;
 use super::error::FlowError;
-use super::exchange::Outlet;
+use super::exchange::{Outlet, Time};
 use super::meter::SAMPLE_EVERY;
 use super::operators::{One, Step};
 use super::running::Running;
@@ -156,11 +156,19 @@ impl StageRun {
         // Since when the barrier being aligned has been arriving.
         let mut aligning: Option<Instant> = None;
         while !aligner.all_ended() {
+            // Waiting for input, but not past when a node wants the clock.
+            let wake = self.wake().map(|at| Instant::now() + Duration::from_secs_f64((at - super::window::now()).max(0.0)));
             let (from, msg) = match aligner.next_held() {
                 Some(held) => held,
-                None => match channel::recv(running.handle(), inbox, running.ended()).map_err(|_| FlowError::Ended)? {
-                    Some(delivery) => delivery,
-                    None => {
+                None => match channel::recv_until(running.handle(), inbox, running.ended(), wake).map_err(|_| FlowError::Ended)? {
+                    channel::Got::Msg(delivery) => delivery,
+                    channel::Got::Timeout => {
+                        self.clock(calls, running)?;
+                        let min = if inbox.is_empty() { 1 } else { BATCH };
+                        self.flush(running, min)?;
+                        continue;
+                    }
+                    channel::Got::Closed => {
                         let why = format!("{}: an upstream stage ended without an end-of-stream marker", self.names[0]);
                         return Err(FlowError::Internal(why));
                     }
@@ -192,6 +200,11 @@ impl StageRun {
                     running.count(self.nodes[0], counts.iter().map(|(_, n)| *n as usize).sum(), 0);
                     self.steps[0].add_counts(&self.names[0], counts)?
                 }
+                Offer::Process(Msg::Idle) => {
+                    if let Some(wm) = self.time.idle(from).filter(|_| !self.makes_time) {
+                        self.advance(calls, running, wm)?;
+                    }
+                }
                 Offer::Process(Msg::Watermark(wm)) => {
                     // A stage with an `event_time` makes its own.
                     if let Some(wm) = self.time.input(from, wm).filter(|_| !self.makes_time) {
@@ -205,6 +218,7 @@ impl StageRun {
                 }
                 Offer::Held | Offer::AllEnded => {}
             }
+            self.clock(calls, running)?;
             // Hold records back only while more input is waiting, and not
             // past the batch deadline: an idle stage sends what it has, so
             // a slow stream still flows.
@@ -245,6 +259,8 @@ impl StageRun {
             let full = batch.len() >= BATCH;
             let rejects = reader.take_rejects();
             if batch.is_empty() && rejects.is_empty() {
+                self.clock(calls, running)?;
+                self.flush(running, 1)?;
                 continue;
             }
             running.count(self.nodes[0], 0, batch.len() + rejects.len());
@@ -255,6 +271,7 @@ impl StageRun {
                 self.route(calls, running, 0, 1, rejects)?;
             }
             self.made_time(calls, running)?;
+            self.clock(calls, running)?;
             self.flush(running, if full { BATCH } else { 1 })?;
         }
     }
@@ -266,10 +283,40 @@ impl StageRun {
             return Ok(());
         }
         let made = self.steps.iter().filter_map(Step::watermark).fold(f64::INFINITY, f64::min);
+        let resumed = self.steps.iter_mut().fold(false, |r, s| s.resumed() | r);
         match self.time.made(made) {
             Some(wm) => self.advance(calls, running, wm),
+            // Back from idle: its watermark holds the others back again.
+            None if resumed => self.outlets.iter_mut().try_for_each(|o| o.time(running, Time::Watermark(self.time.current()))),
             None => Ok(()),
         }
+    }
+
+    /// When a node of the stage wants the clock's attention.
+    fn wake(&self) -> Option<f64> {
+        self.steps.iter().filter_map(Step::wake).reduce(f64::min)
+    }
+
+    /// Gives the clock to the nodes when one wanted it by now: timers of
+    /// the clock fire, windows on processing time close, an `event_time`
+    /// with no record for its `idle` seconds says so downstream.
+    fn clock(&mut self, calls: &Calls, running: &Running) -> Result<(), FlowError> {
+        let Some(wake) = self.wake() else { return Ok(()) };
+        let now = super::window::now();
+        if wake > now {
+            return Ok(());
+        }
+        for i in 0..self.steps.len() {
+            let outputs = self.steps[i].on_clock(calls, &self.names[i], now)?;
+            self.emit(calls, running, i, outputs)?;
+        }
+        let idle = self.steps.iter_mut().fold(false, |r, s| s.idle_due(now) | r);
+        if idle {
+            for o in &mut self.outlets {
+                o.time(running, Time::Idle)?;
+            }
+        }
+        Ok(())
     }
 
     /// The instance's watermark moved to `wm`: every node, in order, emits
@@ -282,7 +329,7 @@ impl StageRun {
             self.emit(calls, running, i, outputs)?;
         }
         for o in &mut self.outlets {
-            o.watermark(running, wm)?;
+            o.time(running, Time::Watermark(wm))?;
         }
         Ok(())
     }

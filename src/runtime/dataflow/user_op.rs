@@ -11,6 +11,7 @@ use super::error::{script_error, shown, FlowError};
 use super::snapshot::Taken;
 use super::window::At;
 use super::Outputs;
+use crate::script::timer::Asked;
 use crate::workflow::key::{Key, KeyMap};
 use crate::workflow::operator::{Strategy, UserOp};
 
@@ -21,12 +22,13 @@ pub struct UserStep {
     /// Under a keyed strategy: the state of each key seen.
     states: KeyMap<Dynamic>,
     emitted: Vec<(ImmutableString, Dynamic)>,
-    /// Times a callback asked for with `timer(t)`, while it ran.
-    asked: Vec<f64>,
-    /// Timers set: per time, the keys (none: the instance) to call back.
-    timers: BTreeMap<At, Vec<Option<Key>>>,
+    /// Timers a callback asked for, while it ran.
+    asked: Vec<Asked>,
+    /// Timers set, of event time ([0]) and of the clock ([1]): per time,
+    /// the keys (none: the instance) to call back.
+    timers: [BTreeMap<At, Vec<Option<Key>>>; 2],
     /// The same, to set each key's timer at a time once.
-    set: HashSet<(u64, Option<Key>)>,
+    set: HashSet<(u64, bool, Option<Key>)>,
 }
 
 impl UserStep {
@@ -37,7 +39,7 @@ impl UserStep {
             states: KeyMap::default(),
             emitted: Vec::new(),
             asked: Vec::new(),
-            timers: BTreeMap::new(),
+            timers: [BTreeMap::new(), BTreeMap::new()],
             set: HashSet::new(),
         }
     }
@@ -162,27 +164,44 @@ impl UserStep {
 
     /// Sets the timers the last callback asked for, for `key` (or the instance).
     fn set_timers(&mut self, key: Option<&Key>) {
-        for t in self.asked.drain(..) {
-            if self.set.insert((t.to_bits(), key.cloned())) {
-                self.timers.entry(At(t)).or_default().push(key.cloned());
+        for Asked { at, clock } in self.asked.drain(..) {
+            if self.set.insert((at.to_bits(), clock, key.cloned())) {
+                self.timers[clock as usize].entry(At(at)).or_default().push(key.cloned());
             }
         }
     }
 
-    /// Event time reached `wm`: calls `on_timer(t)` for every timer set at
-    /// or before it, in the order of their times, with the state of the
-    /// key that set it (or the instance's).
+    /// Event time reached `wm`: calls `on_timer(t)` for every timer of
+    /// event time set at or before it.
     pub fn on_watermark(&mut self, calls: &Calls, name: &str, wm: f64) -> Result<Outputs, FlowError> {
+        self.fire(calls, name, false, wm)
+    }
+
+    /// The clock reached `now`: calls `on_timer(t)` for every timer of the
+    /// clock due by then.
+    pub fn on_clock(&mut self, calls: &Calls, name: &str, now: f64) -> Result<Outputs, FlowError> {
+        self.fire(calls, name, true, now)
+    }
+
+    /// When the next timer of the clock is due.
+    pub fn wake(&self) -> Option<f64> {
+        self.timers[1].keys().next().map(|at| at.0)
+    }
+
+    /// Calls `on_timer(t)` for every timer (of the clock, or of event time)
+    /// set at or before `upto`, in the order of their times, with the state
+    /// of the key that set it (or the instance's).
+    fn fire(&mut self, calls: &Calls, name: &str, clock: bool, upto: f64) -> Result<Outputs, FlowError> {
         let mut out = self.outputs();
         let Some(f) = self.op.on_timer.clone() else { return Ok(Vec::new()) };
-        while let Some(entry) = self.timers.first_entry() {
-            if entry.key().0 > wm {
+        while let Some(entry) = self.timers[clock as usize].first_entry() {
+            if entry.key().0 > upto {
                 break;
             }
             let (At(t), keys) = entry.remove_entry();
             let at = super::window::bound(t);
             for key in keys {
-                self.set.remove(&(t.to_bits(), key.clone()));
+                self.set.remove(&(t.to_bits(), clock, key.clone()));
                 let mut state = match &key {
                     Some(k) => match self.states.remove(k) {
                         Some(s) => s,
@@ -220,16 +239,27 @@ impl UserStep {
         Taken::User {
             state: self.state.clone(),
             keyed: self.states.iter().map(|(k, v)| (k.value.clone(), v.clone())).collect(),
-            timers: self.timers.iter().flat_map(|(t, keys)| keys.iter().map(move |k| (k.as_ref().map(|k| k.value.clone()), t.0))).collect(),
+            timers: self
+                .timers
+                .iter()
+                .enumerate()
+                .flat_map(|(clock, timers)| timers.iter().map(move |(t, keys)| (clock == 1, t.0, keys)))
+                .flat_map(|(clock, t, keys)| keys.iter().map(move |k| (k.as_ref().map(|k| k.value.clone()), t, clock)))
+                .collect(),
         }
     }
 
     /// Puts back a saved state.
-    pub fn restore(&mut self, state: Option<Dynamic>, keyed: impl Iterator<Item = (Key, Dynamic)>, timers: Vec<(Option<Dynamic>, f64)>) {
+    pub fn restore(
+        &mut self,
+        state: Option<Dynamic>,
+        keyed: impl Iterator<Item = (Key, Dynamic)>,
+        timers: Vec<(Option<Dynamic>, f64, bool)>,
+    ) {
         self.state = state;
         self.states.extend(keyed);
-        for (key, t) in timers {
-            self.asked.push(t);
+        for (key, at, clock) in timers {
+            self.asked.push(Asked { at, clock });
             self.set_timers(key.map(Key::new).as_ref());
         }
     }

@@ -43,8 +43,9 @@ fn time_of(calls: &Calls, ts: &Callee, name: &str, rec: &Dynamic) -> Result<f64,
     })
 }
 
-/// Wall-clock time, for windows with no `event_time` upstream.
-fn now() -> f64 {
+/// Wall-clock time in seconds since the epoch: windows with no
+/// `event_time` upstream, idleness, processing-time timers.
+pub(super) fn now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
@@ -62,14 +63,42 @@ pub struct EventTimeStep {
     ts: Callee,
     out_of_order: f64,
     max: f64,
+    /// Seconds without a record after which it says it is idle.
+    idle: Option<f64>,
+    /// When it last had a record (wall clock), and whether it said it is idle.
+    last: f64,
+    is_idle: bool,
+    /// It had records again since it said it was idle.
+    resumed: bool,
 }
 
 impl EventTimeStep {
-    pub fn new(ts: Callee, out_of_order: f64) -> EventTimeStep {
-        EventTimeStep { ts, out_of_order, max: f64::NEG_INFINITY }
+    pub fn new(ts: Callee, out_of_order: f64, idle: Option<f64>) -> EventTimeStep {
+        EventTimeStep { ts, out_of_order, max: f64::NEG_INFINITY, idle, last: now(), is_idle: false, resumed: false }
+    }
+
+    /// When it will be idle, if it is not yet.
+    pub fn wake(&self) -> Option<f64> {
+        self.idle.filter(|_| !self.is_idle).map(|idle| self.last + idle)
+    }
+
+    /// Whether it became idle by `now` (once until its next record).
+    pub fn idle_due(&mut self, now: f64) -> bool {
+        let due = self.wake().is_some_and(|at| at <= now);
+        self.is_idle |= due;
+        due
+    }
+
+    /// Whether it had records again since it was idle (once).
+    pub fn take_resumed(&mut self) -> bool {
+        std::mem::take(&mut self.resumed)
     }
 
     pub fn apply(&mut self, calls: &Calls, name: &str, batch: &[Dynamic]) -> Result<(), FlowError> {
+        if !batch.is_empty() && self.idle.is_some() {
+            self.last = now();
+            self.resumed |= std::mem::take(&mut self.is_idle);
+        }
         for rec in batch {
             let t = time_of(calls, &self.ts, name, rec)?;
             if t > self.max {
@@ -163,6 +192,20 @@ impl WindowStep {
             }
         }
         Ok(vec![out, late])
+    }
+
+    /// On processing time (no `event_time` upstream): when the next window
+    /// ends, by the clock.
+    pub fn wake(&self) -> Option<f64> {
+        self.ts.is_none().then(|| self.ends.keys().next().map(|at| at.0)).flatten()
+    }
+
+    /// On processing time: the clock is the watermark.
+    pub fn on_clock(&mut self, now: f64) -> Outputs {
+        if self.ts.is_some() {
+            return Vec::new();
+        }
+        self.on_watermark(now)
     }
 
     /// Whether a window ending at `end` still takes records.
@@ -350,19 +393,34 @@ fn result(key: &Dynamic, w: &Win) -> Dynamic {
 #[derive(Debug)]
 pub struct Watermarks {
     inputs: Vec<f64>,
+    /// Channels whose `event_time` said it is idle (until its next watermark).
+    idle: Vec<bool>,
     current: f64,
 }
 
 impl Watermarks {
     pub fn new(channels: usize) -> Watermarks {
-        Watermarks { inputs: vec![f64::NEG_INFINITY; channels], current: f64::NEG_INFINITY }
+        Watermarks { inputs: vec![f64::NEG_INFINITY; channels], idle: vec![false; channels], current: f64::NEG_INFINITY }
     }
 
     /// Channel `channel` brought watermark `wm`: the instance's, when it moved.
     pub fn input(&mut self, channel: u32, wm: f64) -> Option<f64> {
         let slot = self.inputs.get_mut(channel as usize)?;
         *slot = slot.max(wm);
-        self.moved(self.inputs.iter().copied().fold(f64::INFINITY, f64::min))
+        self.idle[channel as usize] = false;
+        self.earliest()
+    }
+
+    /// Channel `channel` is idle: it holds nothing back until its next
+    /// watermark (unless every channel is idle).
+    pub fn idle(&mut self, channel: u32) -> Option<f64> {
+        *self.idle.get_mut(channel as usize)? = true;
+        self.earliest()
+    }
+
+    fn earliest(&mut self) -> Option<f64> {
+        let active = self.inputs.iter().zip(&self.idle).filter(|(_, idle)| !**idle).map(|(wm, _)| *wm);
+        self.moved(active.fold(f64::INFINITY, f64::min))
     }
 
     /// Channel `channel` ended.
@@ -371,6 +429,11 @@ impl Watermarks {
     }
 
     /// The instance's `event_time` made watermark `wm`.
+    /// Where the instance is.
+    pub fn current(&self) -> f64 {
+        self.current
+    }
+
     pub fn made(&mut self, wm: f64) -> Option<f64> {
         self.moved(wm)
     }
@@ -398,5 +461,15 @@ mod tests {
         assert_eq!(w.input(1, 12.0), Some(10.0));
         assert_eq!(w.ended(0), Some(12.0));
         assert_eq!(w.ended(1), None, "every input ended: the end flushes, not a watermark");
+    }
+
+    #[test]
+    fn an_idle_input_holds_nothing_back_until_it_speaks_again() {
+        let mut w = Watermarks::new(2);
+        assert_eq!(w.input(0, 10.0), None);
+        assert_eq!(w.idle(1), Some(10.0), "channel 1 is idle: channel 0 alone counts");
+        assert_eq!(w.input(0, 20.0), Some(20.0));
+        assert_eq!(w.input(1, 15.0), None, "back, behind: the watermark does not go back");
+        assert_eq!(w.input(0, 30.0), Some(15.0), "and it holds the others back again");
     }
 }

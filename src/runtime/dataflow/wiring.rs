@@ -360,7 +360,7 @@ fn step(op: &Operator, n: usize, instance: usize, name: &str, sinks: &Sinks) -> 
         Operator::NatsSink { url, subject } => Step::NatsSink(super::nats::Writer::new(&sinks.handle, url, subject)),
         Operator::KafkaSink(spec) => Step::KafkaSink(super::kafka::Writer::new(&sinks.handle, spec)),
         Operator::User(op) => Step::User(UserStep::new(op)),
-        Operator::EventTime(e) => Step::EventTime(super::window::EventTimeStep::new(Callee::new(e.ts.clone(), 1), e.out_of_order)),
+        Operator::EventTime(e) => Step::EventTime(super::window::EventTimeStep::new(Callee::new(e.ts.clone(), 1), e.out_of_order, e.idle)),
         Operator::Window(w) => {
             let folding = match &w.fold {
                 None => super::window::Folding::Count,

@@ -140,6 +140,7 @@ fn from_wire(msg: DataMsg) -> Msg {
         DataMsg::Counts(counts) => Msg::Counts(counts.into_iter().map(|(k, n)| (Key::new(k.into_dynamic()), n)).collect()),
         DataMsg::Barrier(id) => Msg::Barrier(crate::runtime::dataflow::Barrier { id }),
         DataMsg::Watermark(wm) => Msg::Watermark(wm),
+        DataMsg::Idle => Msg::Idle,
         DataMsg::End => Msg::End,
     }
 }

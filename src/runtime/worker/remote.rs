@@ -231,6 +231,7 @@ fn to_wire(msg: Msg) -> Result<crate::net::message::DataMsg, FlowError> {
         Msg::Counts(counts) => DataMsg::Counts(counts.iter().map(|(k, n)| Ok((plain(&k.value)?, *n))).collect::<Result<_, FlowError>>()?),
         Msg::Barrier(b) => DataMsg::Barrier(b.id),
         Msg::Watermark(wm) => DataMsg::Watermark(wm),
+        Msg::Idle => DataMsg::Idle,
         Msg::End => DataMsg::End,
     })
 }
