@@ -470,6 +470,7 @@ mod tests {
         assert_eq!(w.idle(1), Some(10.0), "channel 1 is idle: channel 0 alone counts");
         assert_eq!(w.input(0, 20.0), Some(20.0));
         assert_eq!(w.input(1, 15.0), None, "back, behind: the watermark does not go back");
-        assert_eq!(w.input(0, 30.0), Some(15.0), "and it holds the others back again");
+        assert_eq!(w.input(0, 30.0), None, "and it holds the others back again");
+        assert_eq!(w.input(1, 25.0), Some(25.0));
     }
 }
