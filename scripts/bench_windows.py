@@ -128,3 +128,30 @@ def figures(bin_path, data, lib, n, runs):
     bw = [med for name, med, _ in rows if name.startswith("bytewax")]
     if bw:
         print(f"\nskitter windows against bytewax's best configuration: {min(bw) / windows[0]:.1f}x")
+
+
+def latency(bin_path, sender, rate=10_000, seconds=3.0):
+    """Events at `rate` per second (each line its send time, the event
+    time) through tcp_source -> event_time -> window_count(tumbling(0.01))
+    -> inspect, in local mode: how long after a window's end its result is
+    printed. The watermark passes the end with the first event at or after
+    it (1 in 10,000 s later at this rate), so this is the time from the
+    watermark passing the end to the result, plus at most that gap.
+    Returns (p50, p99, max) in seconds, and how many windows."""
+    total = int(rate * seconds)
+    snd = subprocess.Popen([sys.executable, "-c", sender, str(rate), str(total)], stdout=subprocess.PIPE, text=True)
+    port = int(snd.stdout.readline())
+    expr = (f'workflow().tcp_source("127.0.0.1", {port}).map(|l| parse_int(l) / 1000000000.0).event_time(|t| t)'
+            '.window_count(tumbling(0.01), |t| "all").map(|w| w.end).inspect("t")')
+    proc = subprocess.Popen([bin_path, "local", "start", "--no-log", "--deploy", expr], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, bufsize=1, env=dict(os.environ, SKITTER_CHECKPOINT_INTERVAL="0"))
+    lat = []
+    for line in proc.stdout:
+        now = time.perf_counter_ns() / 1e9
+        if line.startswith("t: "):
+            lat.append(now - float(line[3:].strip()))
+    snd.wait()
+    proc.wait()
+    # The last windows close at the end of the input, not on a watermark.
+    lat = sorted(lat[:-2])
+    return lat[len(lat) // 2], lat[int(len(lat) * 0.99)], lat[-1], len(lat)
