@@ -155,3 +155,27 @@ def latency(bin_path, sender, rate=10_000, seconds=3.0):
     # The last windows close at the end of the input, not on a watermark.
     lat = sorted(lat[:-2])
     return lat[len(lat) // 2], lat[int(len(lat) * 0.99)], lat[-1], len(lat)
+
+
+def memory(bin_path, minutes):
+    """An endless keyed window count (1,000 keys, 1 s windows of one event
+    each, event time running about 1,000 times faster than the clock; the
+    results are dropped, not kept) for `minutes`: the node's resident
+    memory 5 s in and then every tenth of the run, in MB."""
+    expr = ('workflow().stream_source(|n| #{ ts: n / 1000.0, k: n % 1000 }).event_time(|e| e.ts)'
+            '.window_count(tumbling(1), |e| e.k).filter(|w| w.value > 1).collect()')
+    proc = subprocess.Popen([bin_path, "local", "start", "--no-log", "--deploy", expr], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=dict(os.environ, SKITTER_CHECKPOINT_INTERVAL="0"))
+
+    def rss():
+        with open(f"/proc/{proc.pid}/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024
+
+    time.sleep(5)
+    samples = [rss()]
+    for _ in range(10):
+        time.sleep(minutes * 6)
+        samples.append(rss())
+    proc.terminate()
+    proc.wait()
+    return samples
