@@ -76,7 +76,7 @@ pub enum Step {
     NatsSink(super::nats::Writer),
     KafkaSink(super::kafka::Writer),
     User(UserStep),
-    EventTime(super::window::EventTimeStep),
+    EventTime(super::event_time::EventTimeStep),
     Window(Box<super::window::WindowStep>),
 }
 

@@ -14,13 +14,13 @@ use super::call::Calls;
 use super::channel;
 use super::deadline;
 use super::error::FlowError;
-use super::exchange::{Outlet, Time};
+use super::event_time::Watermarks;
+use super::exchange::Outlet;
 use super::meter::SAMPLE_EVERY;
 use super::operators::{One, Step};
 use super::running::Running;
 use super::snapshot::{InstanceTaken, Position, Taken};
 use super::source::SourceReader;
-use super::window::Watermarks;
 use super::{Barrier, Delivery, Msg, BATCH, CHUNK};
 use crate::workflow::key::Key;
 
@@ -276,79 +276,6 @@ impl StageRun {
         }
     }
 
-    /// After a batch: the watermark the stage's `event_time` makes, on
-    /// its way when it moved.
-    fn made_time(&mut self, calls: &Calls, running: &Running) -> Result<(), FlowError> {
-        if !self.makes_time {
-            return Ok(());
-        }
-        let made = self.steps.iter().filter_map(Step::watermark).fold(f64::INFINITY, f64::min);
-        let resumed = self.steps.iter_mut().fold(false, |r, s| s.resumed() | r);
-        match self.time.made(made) {
-            Some(wm) => self.advance(calls, running, wm),
-            // Back from idle: its watermark holds the others back again.
-            None if resumed => self.outlets.iter_mut().try_for_each(|o| o.time(running, Time::Watermark(self.time.current()))),
-            None => Ok(()),
-        }
-    }
-
-    /// When a node of the stage wants the clock's attention.
-    fn wake(&self) -> Option<f64> {
-        self.steps.iter().filter_map(Step::wake).reduce(f64::min)
-    }
-
-    /// Gives the clock to the nodes when one wanted it by now: timers of
-    /// the clock fire, windows on processing time close, an `event_time`
-    /// with no record for its `idle` seconds says so downstream.
-    fn clock(&mut self, calls: &Calls, running: &Running) -> Result<(), FlowError> {
-        let Some(wake) = self.wake() else { return Ok(()) };
-        let now = super::window::now();
-        if wake > now {
-            return Ok(());
-        }
-        for i in 0..self.steps.len() {
-            let outputs = self.steps[i].on_clock(calls, &self.names[i], now)?;
-            self.emit(calls, running, i, outputs)?;
-        }
-        let idle = self.steps.iter_mut().fold(false, |r, s| s.idle_due(now) | r);
-        if idle {
-            for o in &mut self.outlets {
-                o.time(running, Time::Idle)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The instance's watermark moved to `wm`: every node, in order, emits
-    /// what it closes (windows), then the watermark follows what was sent
-    /// on every outlet.
-    fn advance(&mut self, calls: &Calls, running: &Running, wm: f64) -> Result<(), FlowError> {
-        for i in 0..self.steps.len() {
-            running.watermark(self.nodes[i], self.instance, wm);
-            let outputs = self.steps[i].on_watermark(calls, &self.names[i], wm)?;
-            self.emit(calls, running, i, outputs)?;
-        }
-        for o in &mut self.outlets {
-            o.time(running, Time::Watermark(wm))?;
-        }
-        Ok(())
-    }
-
-    /// Counts and sends on what node `i` emitted outside its input (at a
-    /// watermark, at its end).
-    fn emit(&mut self, calls: &Calls, running: &Running, i: usize, outputs: super::Outputs) -> Result<(), FlowError> {
-        let emitted: usize = outputs.iter().map(Vec::len).sum();
-        if emitted > 0 {
-            running.count(self.nodes[i], 0, emitted);
-        }
-        for (port, out) in outputs.into_iter().enumerate() {
-            if !out.is_empty() {
-                self.route(calls, running, i, port, out)?;
-            }
-        }
-        Ok(())
-    }
-
     /// Sends the batches of at least `min` records, and whatever has
     /// waited the batch deadline.
     fn flush(&mut self, running: &Running, min: usize) -> Result<(), FlowError> {
@@ -558,7 +485,14 @@ impl StageRun {
     }
 
     /// Delivers a batch produced outside `process` (by a source or at the end).
-    fn route(&mut self, calls: &Calls, running: &Running, node: usize, port: usize, records: Vec<Dynamic>) -> Result<(), FlowError> {
+    pub(super) fn route(
+        &mut self,
+        calls: &Calls,
+        running: &Running,
+        node: usize,
+        port: usize,
+        records: Vec<Dynamic>,
+    ) -> Result<(), FlowError> {
         let mut pending: Vec<Vec<Dynamic>> = vec![Vec::new(); self.steps.len()];
         self.deliver(calls, node, port, records, &mut pending)?;
         self.run_nodes(calls, running, node + 1, &mut pending)

@@ -286,7 +286,7 @@ fn stage_run(plan: &Plan, s: usize, instance: usize, layout: &Layout, inboxes: &
     let makes_time = steps.iter().any(|s| matches!(s, Step::EventTime(_)));
     let channels: usize = plan.inputs_of(s).map(|e| layout.instances(plan, plan.stage_of[e.from])).sum();
     StageRun {
-        time: super::window::Watermarks::new(channels),
+        time: super::event_time::Watermarks::new(channels),
         makes_time,
         names,
         nodes: stage.nodes.clone(),
@@ -360,7 +360,9 @@ fn step(op: &Operator, n: usize, instance: usize, name: &str, sinks: &Sinks) -> 
         Operator::NatsSink { url, subject } => Step::NatsSink(super::nats::Writer::new(&sinks.handle, url, subject)),
         Operator::KafkaSink(spec) => Step::KafkaSink(super::kafka::Writer::new(&sinks.handle, spec)),
         Operator::User(op) => Step::User(UserStep::new(op)),
-        Operator::EventTime(e) => Step::EventTime(super::window::EventTimeStep::new(Callee::new(e.ts.clone(), 1), e.out_of_order, e.idle)),
+        Operator::EventTime(e) => {
+            Step::EventTime(super::event_time::EventTimeStep::new(Callee::new(e.ts.clone(), 1), e.out_of_order, e.idle))
+        }
         Operator::Window(w) => {
             let folding = match &w.fold {
                 None => super::window::Folding::Count,
