@@ -421,3 +421,55 @@ fn windows_on_processing_time_and_clock_timers_fire_while_the_input_is_open() {
     feeder.join().unwrap();
     assert_eq!(out.stdout().lines().next(), Some("running [1, 1]"), "{}{}", out.stdout(), out.stderr());
 }
+
+/// Killed (SIGKILL) at random moments after a checkpoint and run again,
+/// a window count over out-of-order events writes every window once,
+/// with exactly its events: windows and watermarks come back from the
+/// checkpoint, and the file from its length then.
+#[test]
+fn a_window_count_killed_at_random_moments_and_run_again_writes_every_window_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.txt");
+    let events = events(300_000, 13);
+    write_events(&path, &events);
+    let out = dir.path().join("out.txt");
+    let deploy = format!(
+        "{}.event_time(|e| e.ts, #{{ out_of_order: 2.0 }}).window_count(tumbling(10), |e| e.user){AS_LINE}.write_lines({out:?})",
+        source(&path)
+    );
+    let ck = dir.path().join("ck");
+    let local = || {
+        let mut cmd = std::process::Command::new(common::BIN);
+        cmd.args(["local", "start", "--no-log", "--slots", "2", "--deploy", &deploy])
+            .current_dir(dir.path())
+            .env("SKITTER_CHECKPOINT_DIR", &ck)
+            .env("SKITTER_CHECKPOINT_INTERVAL", "0.05")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let mut seed = std::process::id() as u64;
+    let mut kills = 0;
+    for _ in 0..3 {
+        let mut child = local().spawn().unwrap();
+        let before = common::newest_checkpoint(&ck);
+        let progressed =
+            common::wait_until(Duration::from_secs(60), || common::newest_checkpoint(&ck) > before || child.try_wait().unwrap().is_some());
+        assert!(progressed, "no checkpoint completed within 60 s");
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        std::thread::sleep(Duration::from_millis((seed >> 33) % 60));
+        if child.try_wait().unwrap().is_none() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(kills >= 1, "the run ended before any kill: the test proves nothing");
+    let done = local().output().unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let got = sorted(std::fs::read_to_string(&out).unwrap().lines().map(String::from).collect());
+    let want = tumbling_expected(&events, 10_000);
+    assert_eq!(got.len(), want.len(), "after {kills} kills: {} windows written, {} expected", got.len(), want.len());
+    assert!(got == want, "after {kills} kills the windows differ from the ones computed here");
+}
