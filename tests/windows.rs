@@ -442,6 +442,8 @@ fn a_window_count_killed_at_random_moments_and_run_again_writes_every_window_onc
         let mut cmd = std::process::Command::new(common::BIN);
         cmd.args(["local", "start", "--no-log", "--slots", "2", "--deploy", &deploy])
             .current_dir(dir.path())
+            // Its node's records stay in the test's directory.
+            .env("XDG_STATE_HOME", dir.path())
             .env("SKITTER_CHECKPOINT_DIR", &ck)
             .env("SKITTER_CHECKPOINT_INTERVAL", "0.05")
             .stdin(std::process::Stdio::null())
