@@ -19,6 +19,12 @@ pub fn collect<R>(out: &mut Vec<(ImmutableString, Dynamic)>, f: impl FnOnce() ->
     result
 }
 
+/// Runs `f` with the records the running callback emitted so far, to
+/// add to (`None` outside a callback, where `emit` fails).
+pub fn with_collected<R>(f: impl FnOnce(Option<&mut Vec<(ImmutableString, Dynamic)>>) -> R) -> R {
+    EMITTED.with(|e| f(e.borrow_mut().as_mut()))
+}
+
 /// The native `emit`: pushes to the collecting instance, or fails outside one.
 pub fn emit(port: ImmutableString, value: Dynamic) -> Result<(), Box<EvalAltResult>> {
     EMITTED.with(|e| match e.borrow_mut().as_mut() {

@@ -36,7 +36,7 @@ pub struct Callee {
 /// How a [`Callee`] is called.
 struct How {
     /// Its translation, when its body runs in Rust.
-    native: Option<NativeFn>,
+    native: Option<Box<NativeFn>>,
     /// Whether it is a script function of the AST (else a native one).
     script: bool,
 }
@@ -89,7 +89,10 @@ impl Calls {
         f.how.get_or_init(|| {
             let arity = f.func.curry.len() + f.arity;
             let script = self.is_script(&f.func.name, arity);
-            let native = (self.native && script).then(|| NativeFn::translate(&self.ast, &f.func.name, arity)).flatten();
+            let native = (self.native && script)
+                .then(|| NativeFn::translate(&self.ast, &f.func.name, f.func.curry.len(), arity))
+                .flatten()
+                .map(Box::new);
             How { native, script }
         })
     }
@@ -122,9 +125,26 @@ impl Calls {
 }
 
 impl Calls {
-    /// Calls the script function (or closure) `f` with `this` bound to
-    /// `state`: an operator's callback.
+    /// Calls the callback `f` with `this` bound to `state`: in Rust when
+    /// its body allows it (what it emits goes where `emit` would send it),
+    /// else in Rhai.
     pub fn call_this<const N: usize>(
+        &self,
+        f: &Callee,
+        state: &mut Dynamic,
+        args: [Dynamic; N],
+    ) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
+        debug_assert_eq!(f.arity, N, "`{}` is called with the arguments it was made for", f.func.name);
+        if let Some(native) = &self.how(f).native {
+            let done = crate::script::emit::with_collected(|emitted| native.eval_this(&f.func.curry, &args.each_ref(), state, emitted));
+            if let Some(value) = done {
+                return Ok(value);
+            }
+        }
+        self.call_this_in_rhai(&f.func, state, args)
+    }
+
+    fn call_this_in_rhai<const N: usize>(
         &self,
         f: &Func,
         state: &mut Dynamic,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use rhai::{Dynamic, ImmutableString};
 
-use super::call::Calls;
+use super::call::{Callee, Calls};
 use super::error::{script_error, shown, FlowError};
 use super::snapshot::Taken;
 use super::window::At;
@@ -17,6 +17,10 @@ use crate::workflow::operator::{Strategy, UserOp};
 
 pub struct UserStep {
     op: Box<UserOp>,
+    /// The callbacks of the input ports, the end and timers, resolved on first call.
+    on: Vec<Option<Callee>>,
+    on_end: Option<Callee>,
+    on_timer: Option<Callee>,
     /// The instance's state, made on first use.
     state: Option<Dynamic>,
     /// Under a keyed strategy: the state of each key seen.
@@ -35,6 +39,9 @@ impl UserStep {
     pub fn new(op: &UserOp) -> UserStep {
         UserStep {
             op: Box::new(op.clone()),
+            on: op.on.iter().map(|f| f.clone().map(|f| Callee::new(f, 1))).collect(),
+            on_end: op.on_end.clone().map(|f| Callee::new(f, 0)),
+            on_timer: op.on_timer.clone().map(|f| Callee::new(f, 1)),
             state: None,
             states: KeyMap::default(),
             emitted: Vec::new(),
@@ -82,7 +89,7 @@ impl UserStep {
 
     /// Runs the callback of input `port` on each record, with the instance's state.
     pub fn apply(&mut self, calls: &Calls, name: &str, port: usize, batch: Vec<Dynamic>) -> Result<Outputs, FlowError> {
-        let f = self.callback(name, port)?;
+        self.callback(name, port)?;
         let mut state = match self.state.take() {
             Some(s) => s,
             None => self.initial(calls, name)?,
@@ -90,7 +97,8 @@ impl UserStep {
         let mut out = self.outputs();
         let mut result = Ok(());
         for rec in batch {
-            let called = self.call(|| calls.call_this(&f, &mut state, [rec.clone()]));
+            let f = self.on[port].as_ref().expect("checked above");
+            let called = collecting(&mut self.emitted, &mut self.asked, || calls.call_this(f, &mut state, [rec.clone()]));
             if let Err(e) = called {
                 result = Err(script_error(name, Some(&rec), &e));
                 break;
@@ -107,7 +115,7 @@ impl UserStep {
 
     /// The same under a keyed strategy: each record meets its key's state.
     pub fn apply_keyed(&mut self, calls: &Calls, name: &str, port: usize, pairs: Vec<(Key, Dynamic)>) -> Result<Outputs, FlowError> {
-        let f = self.callback(name, port)?;
+        self.callback(name, port)?;
         let mut out = self.outputs();
         for (key, rec) in pairs {
             let state = match self.states.get_mut(&key) {
@@ -117,10 +125,8 @@ impl UserStep {
                     self.states.entry(key.clone()).or_insert(initial)
                 }
             };
-            let (emitted, asked) = (&mut self.emitted, &mut self.asked);
-            let called = crate::script::timer::collect(asked, || {
-                crate::script::emit::collect(emitted, || calls.call_this(&f, state, [rec.clone()]))
-            });
+            let f = self.on[port].as_ref().expect("checked above");
+            let called = collecting(&mut self.emitted, &mut self.asked, || calls.call_this(f, state, [rec.clone()]));
             // What a callback returns is not used: its records go out by `emit`.
             let _ = called.map_err(|e| script_error(name, Some(&rec), &e))?;
             self.set_timers(Some(&key));
@@ -132,7 +138,9 @@ impl UserStep {
     /// Once every input has ended: the end callback, with the instance's
     /// state, or once per key with that key's state.
     pub fn finish(&mut self, calls: &Calls, name: &str) -> Result<Outputs, FlowError> {
-        let Some(f) = self.op.on_end.clone() else { return Ok(Vec::new()) };
+        if self.on_end.is_none() {
+            return Ok(Vec::new());
+        }
         let mut out = self.outputs();
         // The states stay (with what the callback made of them): a
         // checkpoint taken at the end keeps them.
@@ -144,7 +152,8 @@ impl UserStep {
             if self.is_keyed() { Box::new(self.states.values_mut()) } else { Box::new(self.state.iter_mut()) };
         let mut result = Ok(());
         for state in states {
-            let called = crate::script::emit::collect(&mut emitted, || calls.call_this(&f, state, []));
+            let f = self.on_end.as_ref().expect("checked above");
+            let called = crate::script::emit::collect(&mut emitted, || calls.call_this(f, state, []));
             if let Err(e) = called {
                 result = Err(script_error(name, None, &e));
                 break;
@@ -154,12 +163,6 @@ impl UserStep {
         result?;
         self.sort(name, &mut out, None)?;
         Ok(out)
-    }
-
-    /// Runs a callback, collecting what it emits and the timers it asks for.
-    fn call<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        let (emitted, asked) = (&mut self.emitted, &mut self.asked);
-        crate::script::timer::collect(asked, || crate::script::emit::collect(emitted, f))
     }
 
     /// Sets the timers the last callback asked for, for `key` (or the instance).
@@ -193,7 +196,9 @@ impl UserStep {
     /// of the key that set it (or the instance's).
     fn fire(&mut self, calls: &Calls, name: &str, clock: bool, upto: f64) -> Result<Outputs, FlowError> {
         let mut out = self.outputs();
-        let Some(f) = self.op.on_timer.clone() else { return Ok(Vec::new()) };
+        if self.on_timer.is_none() {
+            return Ok(Vec::new());
+        }
         while let Some(entry) = self.timers[clock as usize].first_entry() {
             if entry.key().0 > upto {
                 break;
@@ -212,7 +217,8 @@ impl UserStep {
                         None => self.initial(calls, name)?,
                     },
                 };
-                let called = self.call(|| calls.call_this(&f, &mut state, [at.clone()]));
+                let f = self.on_timer.as_ref().expect("checked above");
+                let called = collecting(&mut self.emitted, &mut self.asked, || calls.call_this(f, &mut state, [at.clone()]));
                 match &key {
                     Some(k) => drop(self.states.insert(k.clone(), state)),
                     None => self.state = Some(state),
@@ -225,12 +231,21 @@ impl UserStep {
         Ok(out)
     }
 
-    fn callback(&self, name: &str, port: usize) -> Result<crate::workflow::Func, FlowError> {
-        self.op.on.get(port).cloned().flatten().ok_or_else(|| FlowError::Operator {
-            operator: name.to_string(),
-            reason: format!("no callback for input `{}`", self.op.inputs.get(port).map_or("?", String::as_str)),
-        })
+    /// Checks input `port` has a callback.
+    fn callback(&self, name: &str, port: usize) -> Result<(), FlowError> {
+        match self.on.get(port) {
+            Some(Some(_)) => Ok(()),
+            _ => Err(FlowError::Operator {
+                operator: name.to_string(),
+                reason: format!("no callback for input `{}`", self.op.inputs.get(port).map_or("?", String::as_str)),
+            }),
+        }
     }
+}
+
+/// Runs a callback, collecting what it emits and the timers it asks for.
+fn collecting<R>(emitted: &mut Vec<(ImmutableString, Dynamic)>, asked: &mut Vec<Asked>, f: impl FnOnce() -> R) -> R {
+    crate::script::timer::collect(asked, || crate::script::emit::collect(emitted, f))
 }
 
 impl UserStep {
