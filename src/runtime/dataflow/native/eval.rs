@@ -87,6 +87,9 @@ impl<'a> Cx<'a> {
 }
 
 pub fn block(b: &Block, cx: &mut Cx) -> Flow<Dynamic> {
+    if let [Statement::Expr(node)] = b.0.as_slice() {
+        return eval(node, cx);
+    }
     let mut last = Dynamic::UNIT;
     for s in &b.0 {
         last = statement(s, cx)?;
@@ -192,6 +195,14 @@ fn at<R>(v: &Dynamic, path: &[Key], f: &mut dyn FnMut(&Dynamic) -> Option<R>) ->
     }
 }
 
+/// `v[i]`: an array's element, a map's entry, a string's character.
+fn element(v: &Dynamic, i: &Dynamic) -> Option<Dynamic> {
+    if let Some(a) = v.read_lock::<Array>() {
+        return Some(a[position(a.len(), i)?].flatten_clone());
+    }
+    at(v, &[Key::Index(i.clone())], &mut |x| Some(x.flatten_clone()))
+}
+
 /// The value at `path` in `v`.
 fn read(v: &Dynamic, path: &[Key]) -> Option<Dynamic> {
     at(v, path, &mut |x| Some(x.flatten_clone()))
@@ -292,7 +303,7 @@ pub fn eval(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
             Dynamic::from_map(map)
         }
         Node::Interpolated(parts) => {
-            let mut text = String::new();
+            let mut text = String::with_capacity(32);
             for part in parts {
                 match cx.peek(part) {
                     Some(v) => up(push_shown(&mut text, v))?,
@@ -338,6 +349,16 @@ pub fn eval(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
                 }
             }
             value
+        }
+        // One step from a value read in place (`p[0]`, `r.name`): no path to build.
+        Node::Index(c, i) if cx.peek(c).is_some() && !matches!(**i, Node::Block(_) | Node::If(_) | Node::Switch(_)) => {
+            let owned = if cx.peek(i).is_some() { None } else { Some(eval(i, cx)?) };
+            let index = up(owned.as_ref().or_else(|| cx.peek(i)))?;
+            up(element(up(cx.peek(c))?, index))?
+        }
+        Node::Field(c, name) if cx.peek(c).is_some() => {
+            let m = up(up(cx.peek(c))?.read_lock::<Map>())?;
+            up(m.get(name.as_str()))?.flatten_clone()
         }
         Node::Field(..) | Node::Index(..) => {
             let mut steps = Vec::new();

@@ -39,7 +39,8 @@ use tree::{Block, Translator};
 #[derive(Debug)]
 pub struct NativeFn {
     body: Block,
-    /// Parameters (captured values first) and variables.
+    /// Parameters (captured values first) and variables; none when the
+    /// body has no variable and writes no argument.
     slots: usize,
     /// Arguments the body writes: copied into their slots first.
     written: BTreeSet<usize>,
@@ -76,7 +77,8 @@ impl NativeFn {
             let mut t = Translator::new(&params, curry, written.clone(), emit);
             let block = t.body(&body)?;
             if t.written == written {
-                return Some(NativeFn { body: block, slots: t.slots, written, spare: RefCell::new(Vec::new()) });
+                let slots = if t.slots == params.len() && written.is_empty() { 0 } else { t.slots };
+                return Some(NativeFn { body: block, slots, written, spare: RefCell::new(Vec::new()) });
             }
             written = t.written;
         }
@@ -107,8 +109,11 @@ impl NativeFn {
         this: Option<&mut Dynamic>,
         emitted: Option<&mut Vec<(ImmutableString, Dynamic)>>,
     ) -> Option<Dynamic> {
-        let mut frame = self.spare.try_borrow_mut().map(|mut f| std::mem::take(&mut *f)).unwrap_or_default();
-        frame.resize(self.slots, Dynamic::UNIT);
+        let mut frame = Vec::new();
+        if self.slots > 0 {
+            frame = self.spare.try_borrow_mut().map(|mut f| std::mem::take(&mut *f)).unwrap_or_default();
+            frame.resize(self.slots, Dynamic::UNIT);
+        }
         let mut cx = Cx::new(curry, args, frame, this, emitted.is_some());
         for &i in &self.written {
             cx.frame[i] = cx.param(i).flatten_clone();
@@ -125,10 +130,12 @@ impl NativeFn {
                 out.extend(sent);
             }
         }
-        let mut frame = std::mem::take(&mut cx.frame);
-        frame.clear();
-        if let Ok(mut spare) = self.spare.try_borrow_mut() {
-            *spare = frame;
+        if self.slots > 0 {
+            let mut frame = std::mem::take(&mut cx.frame);
+            frame.clear();
+            if let Ok(mut spare) = self.spare.try_borrow_mut() {
+                *spare = frame;
+            }
         }
         result
     }

@@ -86,6 +86,10 @@ fn kind(v: &Dynamic) -> Kind {
 
 /// `a op b`.
 pub fn binary(op: Op, a: &Dynamic, b: &Dynamic) -> Option<Dynamic> {
+    // The commonest first.
+    if let (Ok(x), Ok(y)) = (a.as_int(), b.as_int()) {
+        return int(op, x, y);
+    }
     // A captured variable is shared: its value is read now.
     if a.is_shared() || b.is_shared() {
         return binary(op, &a.flatten_clone(), &b.flatten_clone());
