@@ -9,7 +9,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use rhai::{Array, Dynamic, ImmutableString, Map};
 
 use super::methods::call;
-use super::ops::{binary, negate, push_shown};
+use super::ops::{binary, negate, push_shown, Op};
 use super::tree::{Block, Node, Place, Root, Statement, Step, Switch};
 
 pub enum Exit {
@@ -295,12 +295,32 @@ pub fn eval(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
             }
             Dynamic::from_array(array)
         }
+        // Every key has its entry: the map is built from them at once.
+        Node::Map(template, entries) if template.len() == entries.len() => {
+            let mut pairs = Vec::with_capacity(entries.len());
+            for (key, value) in entries {
+                pairs.push((rhai::Identifier::from(key.as_str()), eval(value, cx)?));
+            }
+            Dynamic::from_map(pairs.into_iter().collect())
+        }
         Node::Map(template, entries) => {
             let mut map = (**template).clone();
             for (key, value) in entries {
                 map.insert(key.as_str().into(), eval(value, cx)?);
             }
             Dynamic::from_map(map)
+        }
+        // `a + b + c ...`: once the sum is a string, each further operand is
+        // appended to one buffer (Rhai makes a string per `+`, same text).
+        Node::Binary(Op::Add, a, _) if matches!(**a, Node::Binary(Op::Add, ..)) => {
+            let mut operands = Vec::with_capacity(4);
+            let mut n = node;
+            while let Node::Binary(Op::Add, a, b) = n {
+                operands.push(&**b);
+                n = a;
+            }
+            operands.push(n);
+            sum(&operands, cx)?
         }
         Node::Interpolated(parts) => {
             let mut text = String::with_capacity(32);
@@ -394,6 +414,32 @@ pub fn eval(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
         }
         Node::Switch(x) => switch(x, cx)?,
         Node::Fail => return Err(Exit::GiveUp),
+    })
+}
+
+/// The sum of `operands` (last first), left to right.
+fn sum(operands: &[&Node], cx: &mut Cx) -> Flow<Dynamic> {
+    let mut rest = operands.iter().rev();
+    let first = rest.next().expect("a sum has operands");
+    let mut acc = eval(first, cx)?;
+    let mut text: Option<String> = None;
+    for operand in rest {
+        let owned = if cx.peek(operand).is_some() { None } else { Some(eval(operand, cx)?) };
+        let v = up(owned.as_ref().or_else(|| cx.peek(operand)))?;
+        match &mut text {
+            Some(t) => up(push_shown(t, v))?,
+            None if acc.is_string() => {
+                let mut t = String::with_capacity(64);
+                t.push_str(&up(acc.read_lock::<ImmutableString>())?);
+                up(push_shown(&mut t, v))?;
+                text = Some(t);
+            }
+            None => acc = up(binary(Op::Add, &acc, v))?,
+        }
+    }
+    Ok(match text {
+        Some(t) => Dynamic::from(ImmutableString::from(t)),
+        None => acc,
     })
 }
 
