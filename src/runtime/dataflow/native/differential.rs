@@ -194,7 +194,7 @@ fn typed(g: &mut Gen, ty: Ty, vars: &[(&str, Ty)], depth: usize) -> String {
             2 => "r.tags[0]".into(),
             _ => g.pick(&[r#""a""#, r#"" ""#, r#""""#, r#""x,y""#, r#""Zoë""#]).into(),
         },
-        Ty::Str => match g.below(8) {
+        Ty::Str => match g.below(9) {
             0 | 1 => format!("{} + {}", typed(g, Ty::Str, vars, d), typed_any(g, &[Ty::Int, Ty::Float, Ty::Str, Ty::Bool], vars, d)),
             2 => format!(
                 "`${{{}}}:${{{}}}`",
@@ -212,7 +212,9 @@ fn typed(g: &mut Gen, ty: Ty, vars: &[(&str, Ty)], depth: usize) -> String {
                 typed(g, Ty::Str, vars, d),
                 typed(g, Ty::Str, vars, d)
             ),
-            _ => format!("{}.to_string()", typed_any(g, &[Ty::Int, Ty::Float, Ty::Bool], vars, d)),
+            7 => format!("{}.to_string()", typed_any(g, &[Ty::Int, Ty::Float, Ty::Bool], vars, d)),
+            // A function of the script (see `HELPERS`).
+            _ => format!("{}({}, {})", g.pick(&["shout", "label"]), typed(g, Ty::Str, vars, d), typed(g, Ty::Int, vars, d)),
         },
         Ty::Bool if leaf => g.pick(&["true", "false", "(r.age > 30)", "(n == 7)"]).into(),
         Ty::Bool => match g.below(6) {
@@ -233,6 +235,12 @@ fn typed(g: &mut Gen, ty: Ty, vars: &[(&str, Ty)], depth: usize) -> String {
         },
     }
 }
+
+/// Functions of the script the typed bodies call.
+const HELPERS: &str = r#"
+fn shout(s, n) { let t = s.to_upper(); if n > 3 { t + "!" } else { t } }
+fn label(s, n) { switch n { 0 => "none", 1 | 2 => `${s}:few`, _ => shout(s, n) + n } }
+"#;
 
 /// A random body of statements as users write them, over a record `r` and an integer `n`.
 fn typed_body(g: &mut Gen) -> String {
@@ -375,7 +383,7 @@ fn run_typed(seed: u64, cases: usize) -> usize {
     let mut answered = 0;
     for _ in 0..cases {
         let body = typed_body(&mut g);
-        let ast = match engine.compile(format!("fn f(r, n) {{ {body} }}")) {
+        let ast = match engine.compile(format!("{HELPERS} fn f(r, n) {{ {body} }}")) {
             Ok(ast) => ast,
             Err(e) => panic!("fn f(r, n) {{ {body} }} compiles: {e}"),
         };

@@ -9,7 +9,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use rhai::{Array, Dynamic, ImmutableString, Map};
 
 use super::methods::call;
-use super::ops::{binary, negate, push_shown, Op};
+use super::ops::{binary, negate, op_assign, push_shown, Op};
 use super::tree::{Block, Node, Place, Root, Statement, Step, Switch};
 
 pub enum Exit {
@@ -109,7 +109,7 @@ fn statement(s: &Statement, cx: &mut Cx) -> Flow<Dynamic> {
                 None => value,
                 Some(op) => {
                     let current = up(read(root(place, cx)?, &path))?;
-                    up(binary(*op, &current, &value))?
+                    up(op_assign(*op, &current, &value))?
                 }
             };
             let old = up(assign(root_mut(place, cx)?, &path, value))?;
@@ -395,13 +395,26 @@ pub fn eval(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
             up(read(up(owned.as_ref().or_else(|| cx.peek(root)))?, &path))?
         }
         Node::Call(builtin, args) => {
-            let (recv, rest) = args.split_first().expect("a call has a receiver");
-            let mut values = Vec::with_capacity(rest.len());
-            for a in rest {
+            // At most three values (receiver and arguments): on the stack,
+            // and read in place where they can be.
+            let mut owned: [Option<Dynamic>; 3] = [None, None, None];
+            for (a, slot) in args.iter().zip(owned.iter_mut()) {
+                if cx.peek(a).is_none() {
+                    *slot = Some(eval(a, cx)?);
+                }
+            }
+            let mut values: [&Dynamic; 3] = [&Dynamic::UNIT; 3];
+            for (i, a) in args.iter().enumerate() {
+                values[i] = up(owned[i].as_ref().or_else(|| cx.peek(a)))?;
+            }
+            up(call(*builtin, values[0], &values[1..args.len()]))?
+        }
+        Node::Script(f, args) => {
+            let mut values = Vec::with_capacity(args.len());
+            for a in args {
                 values.push(eval(a, cx)?);
             }
-            let owned = if cx.peek(recv).is_some() { None } else { Some(eval(recv, cx)?) };
-            up(call(*builtin, up(owned.as_ref().or_else(|| cx.peek(recv)))?, &values))?
+            up(f.call(&values.iter().collect::<Vec<_>>()))?
         }
         Node::Block(b) => block(b, cx)?,
         Node::If(x) => {

@@ -100,11 +100,11 @@ fn char_index(s: &str, at: usize) -> INT {
 }
 
 /// `b(recv, args...)`.
-pub fn call(b: Builtin, recv: &Dynamic, args: &[Dynamic]) -> Option<Dynamic> {
+pub fn call(b: Builtin, recv: &Dynamic, args: &[&Dynamic]) -> Option<Dynamic> {
     if recv.is_shared() {
         return call(b, &recv.flatten_clone(), args);
     }
-    let arg = |i: usize| args.get(i);
+    let arg = |i: usize| args.get(i).copied();
     match b {
         Builtin::Len => {
             if let Some(s) = string(recv) {

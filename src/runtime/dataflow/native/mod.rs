@@ -57,6 +57,21 @@ impl NativeFn {
         if ast.iter_functions().any(|f| Builtin::is_name(f.name)) {
             return None;
         }
+        Self::translate_in(ast, name, curry, arity, Vec::new())
+    }
+
+    /// A script function called by one being translated (`stack`): up to
+    /// a few calls deep, and never one already being translated.
+    fn nested(ast: &AST, name: &str, arity: usize, stack: &[(ImmutableString, usize)]) -> Option<NativeFn> {
+        const DEEPEST: usize = 8;
+        if stack.len() >= DEEPEST || stack.iter().any(|(n, a)| n.as_str() == name && *a == arity) {
+            return None;
+        }
+        Self::translate_in(ast, name, 0, arity, stack.to_vec())
+    }
+
+    fn translate_in(ast: &AST, name: &str, curry: usize, arity: usize, mut stack: Vec<(ImmutableString, usize)>) -> Option<NativeFn> {
+        stack.push((name.into(), arity));
         let emit = !ast.iter_functions().any(|f| f.name == "emit");
         let params: Vec<ImmutableString> =
             ast.iter_functions().find(|f| f.name == name && f.params.len() == arity)?.params.iter().map(|p| (*p).into()).collect();
@@ -74,7 +89,7 @@ impl NativeFn {
         // reads translated before that must see the copy, so translate again.
         let mut written = BTreeSet::new();
         loop {
-            let mut t = Translator::new(&params, curry, written.clone(), emit);
+            let mut t = Translator::new(ast, stack.clone(), &params, curry, written.clone(), emit);
             let block = t.body(&body)?;
             if t.written == written {
                 let slots = if t.slots == params.len() && written.is_empty() { 0 } else { t.slots };
@@ -100,6 +115,11 @@ impl NativeFn {
         emitted: Option<&mut Vec<(ImmutableString, Dynamic)>>,
     ) -> Option<Dynamic> {
         self.run(curry, args, Some(state), emitted)
+    }
+
+    /// A call from another translated function: no `this`, no `emit`.
+    fn call(&self, args: &[&Dynamic]) -> Option<Dynamic> {
+        self.run(&[], args, None, None)
     }
 
     fn run(

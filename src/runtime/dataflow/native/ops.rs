@@ -157,6 +157,15 @@ pub fn binary(op: Op, a: &Dynamic, b: &Dynamic) -> Option<Dynamic> {
     })
 }
 
+/// `a op= b`: as `a = a op b`, but for Rhai's own `char += string`, which
+/// keeps the character when the string is empty.
+pub fn op_assign(op: Op, a: &Dynamic, b: &Dynamic) -> Option<Dynamic> {
+    if op == Op::Add && a.is_char() && b.is_string() && b.read_lock::<ImmutableString>()?.is_empty() {
+        return Some(a.clone());
+    }
+    binary(op, a, b)
+}
+
 fn int(op: Op, x: INT, y: INT) -> Option<Dynamic> {
     Some(Dynamic::from_int(match op {
         Op::Add => x.checked_add(y)?,

@@ -102,10 +102,14 @@ fn what_rhai_alone_can_run_is_not_translated() {
         "x?.a",
         "x.trim()",
         "g(x)",
+        "fact(x)",
         "let y = if x { emit(\"out\", 1); 1 } else { 2 }; y",
         "let y = { x = 2; 3 }; y",
     ] {
-        let ast = engine.compile(format!("fn g(x) {{ x }} fn f(x) {{ {body} }}")).unwrap();
+        // `g` is left to Rhai (it prints); `fact` calls itself.
+        let ast = engine
+            .compile(format!("fn g(x) {{ print(x); x }} fn fact(n) {{ if n < 2 {{ 1 }} else {{ n * fact(n - 1) }} }} fn f(x) {{ {body} }}"))
+            .unwrap();
         assert!(NativeFn::translate(&ast, "f", 0, 1).is_none(), "{body}");
     }
     // A script's own `split` (or `len`, `emit`...) is the one called.
@@ -139,6 +143,9 @@ fn statements_run_in_rust_and_agree_with_rhai() {
         ("x", "x == 0.3 && x < 1 && 1 > x && x != 0.31", vec![f(0.1 + 0.2)]),
         ("m", "[m.keys(), m.values(), \"name\" in m, m.len(), m.name ?? 1]", vec![rec()]),
         ("a", "let b = a; b.push(3); b[0] = 9; b[-1] += 1; [a, b, 3 in b]", vec![Dynamic::from_array(vec![i(1)])]),
+        // Found by `differential`: `char += ""` keeps the character.
+        ("x, y", "y += x; y", vec![s(""), Dynamic::from_char('é')]),
+        ("x, y", "y += x; y", vec![s("a"), Dynamic::from_char('é')]),
         ("x", "x.sub_string(1, 2) + x[0] + x[-1]", vec![s("héllo")]),
     ];
     for (params, body, args) in cases {

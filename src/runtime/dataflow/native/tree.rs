@@ -32,6 +32,8 @@ pub enum Node {
     Field(Box<Node>, ImmutableString),
     /// A built-in called on its receiver (the first) and arguments.
     Call(Builtin, Vec<Node>),
+    /// A function of the script, itself translated.
+    Script(Box<super::NativeFn>, Vec<Node>),
     Block(Block),
     If(Box<(Node, Block, Block)>),
     Switch(Box<Switch>),
@@ -87,6 +89,10 @@ pub struct Switch {
 
 /// What translating needs to know of the script and the function.
 pub struct Translator<'a> {
+    ast: &'a rhai::AST,
+    /// The script functions being translated, the outermost first (a
+    /// function that calls itself stays Rhai's).
+    pub stack: Vec<(ImmutableString, usize)>,
     params: &'a [ImmutableString],
     /// How many leading parameters are captured values (shared: never written).
     curry: usize,
@@ -104,8 +110,15 @@ pub struct Translator<'a> {
 }
 
 impl<'a> Translator<'a> {
-    pub fn new(params: &'a [ImmutableString], curry: usize, written: BTreeSet<usize>, emit: bool) -> Translator<'a> {
-        Translator { params, curry, written, emit, effects: true, vars: Vec::new(), slots: params.len() }
+    pub fn new(
+        ast: &'a rhai::AST,
+        stack: Vec<(ImmutableString, usize)>,
+        params: &'a [ImmutableString],
+        curry: usize,
+        written: BTreeSet<usize>,
+        emit: bool,
+    ) -> Translator<'a> {
+        Translator { ast, stack, params, curry, written, emit, effects: true, vars: Vec::new(), slots: params.len() }
     }
 
     pub fn body(&mut self, stmts: &[Stmt]) -> Option<Block> {
@@ -266,7 +279,13 @@ impl<'a> Translator<'a> {
                     (name, 2, true) if Op::of(name).is_some() => {
                         Node::Binary(Op::of(name)?, Box::new(self.expr(&args[0])?), Box::new(self.expr(&args[1])?))
                     }
-                    (name, n, _) => Node::Call(Builtin::of(name, n)?, self.exprs(args)?),
+                    (name, n, _) => match Builtin::of(name, n) {
+                        Some(builtin) => Node::Call(builtin, self.exprs(args)?),
+                        None => {
+                            let f = super::NativeFn::nested(self.ast, name, n, &self.stack)?;
+                            Node::Script(Box::new(f), self.exprs(args)?)
+                        }
+                    },
                 }
             }
             Expr::Dot(..) | Expr::Index(..) => {
