@@ -252,3 +252,17 @@ fn a_workflow_names_its_own_ports_and_is_an_operator() {
     eval(app.path(), r#"evens().output("odd", "check.accept")"#).expect_code(1).stderr_has("already has a port named `odd`");
     eval(app.path(), r#"evens().output("x", "nowhere.out")"#).expect_code(1).stderr_has("no node named `nowhere`");
 }
+
+/// Issue 30: a callback that runs in Rust (no Rhai operation counter) is
+/// still stopped when the node's memory passes its limit, naming it.
+#[test]
+fn a_state_grown_by_a_callback_run_in_rust_stops_at_the_memory_limit() {
+    let hoard = r#"workflow().stream_source(0..6000000).apply(operator("hoard").init(|| []).on("in", |x| { this.push("some text to keep " + x); }))"#;
+    Skitter::new()
+        .args(["local", "start", "--no-log", "--deploy", hoard])
+        .env("SKITTER_MAX_MEMORY_MB", "200")
+        .run()
+        .expect_code(1)
+        .stderr_has("operator `hoard_2` failed on record")
+        .stderr_has("memory passed its limit of 200 MiB");
+}

@@ -24,7 +24,16 @@ pub struct Calls {
     /// size of values, which the tree does not check.
     native: bool,
     scope: std::cell::RefCell<rhai::Scope<'static>>,
+    /// Calls run in Rust since the last look at the process's memory, and
+    /// the limit: Rhai looks every so many operations, the tree every
+    /// [`NATIVE_MEMORY_CHECK_EVERY`] calls (a state that grows by `push`
+    /// runs in Rust and must stop at the limit all the same).
+    native_calls: std::cell::Cell<u32>,
+    memory: u64,
 }
+
+/// How many calls run in Rust between two looks at resident memory.
+const NATIVE_MEMORY_CHECK_EVERY: u32 = 4096;
 
 /// A function an operator calls per record, resolved on its first call.
 pub struct Callee {
@@ -61,7 +70,16 @@ impl Calls {
             *scripts.entry(f.name.to_string()).or_default() |= arity_bit(f.params.len());
         }
         let native = engine.max_string_size() == 0 && engine.max_array_size() == 0 && engine.max_map_size() == 0;
-        Ok(Calls { engine, ast, scripts, native, scope: std::cell::RefCell::new(rhai::Scope::new()) })
+        let memory = crate::settings::limits::current().memory_bytes();
+        Ok(Calls {
+            engine,
+            ast,
+            scripts,
+            native,
+            scope: std::cell::RefCell::new(rhai::Scope::new()),
+            native_calls: std::cell::Cell::new(0),
+            memory,
+        })
     }
 
     fn is_script(&self, name: &str, arity: usize) -> bool {
@@ -72,7 +90,7 @@ impl Calls {
     /// when it can, else in Rhai on copies.
     pub fn call_with<const N: usize>(&self, f: &Callee, args: [&Dynamic; N]) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
         match self.native(f, &args) {
-            Some(value) => Ok(value),
+            Some(value) => self.counted(value),
             None => self.call_as(&f.func, self.how(f).script, args.map(Dynamic::clone)),
         }
     }
@@ -80,8 +98,23 @@ impl Calls {
     /// Calls `f` on arguments it may consume: in Rust when it can, else in Rhai.
     pub fn call_owned<const N: usize>(&self, f: &Callee, args: [Dynamic; N]) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
         match self.native(f, &args.each_ref()) {
-            Some(value) => Ok(value),
+            Some(value) => self.counted(value),
             None => self.call_as(&f.func, self.how(f).script, args),
+        }
+    }
+
+    /// A value computed in Rust; every so many, the process's memory is
+    /// checked against the limit, as Rhai checks it while it runs.
+    fn counted(&self, value: Dynamic) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
+        let n = self.native_calls.get() + 1;
+        if n < NATIVE_MEMORY_CHECK_EVERY {
+            self.native_calls.set(n);
+            return Ok(value);
+        }
+        self.native_calls.set(0);
+        match crate::settings::limits::resident() {
+            Some(r) if r > self.memory => Err(crate::settings::limits::over_memory_message(self.memory).into()),
+            _ => Ok(value),
         }
     }
 
@@ -138,7 +171,7 @@ impl Calls {
         if let Some(native) = &self.how(f).native {
             let done = crate::script::emit::with_collected(|emitted| native.eval_this(&f.func.curry, &args.each_ref(), state, emitted));
             if let Some(value) = done {
-                return Ok(value);
+                return self.counted(value);
             }
         }
         self.call_this_in_rhai(&f.func, state, args)
@@ -174,5 +207,75 @@ impl<const N: usize> rhai::FuncArgs for CallArgs<'_, N> {
     fn parse<A: Extend<Dynamic>>(self, args: &mut A) {
         args.extend(self.curry.iter().cloned());
         args.extend(self.args);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use rhai::{Dynamic, Engine, Scope};
+
+    /// The routes a call per record can take, timed (ns per call). Not a
+    /// check: `cargo test --release --lib call::tests::routes -- --ignored
+    /// --nocapture` prints them (issue 30's note has the figures).
+    #[test]
+    #[ignore]
+    fn routes() {
+        const N: usize = 200_000;
+        let mut engine = Engine::new();
+        engine.set_max_strings_interned(0);
+        let ast = engine
+            .compile(
+                r#"
+                fn f(p) { p[0] }
+                fn batch(xs) { let out = []; for p in xs { out.push(f(p)); } out }
+                fn batch_map(xs) { xs.map(f) }
+                "#,
+            )
+            .unwrap();
+        let rec = Dynamic::from_array(vec![Dynamic::from("w"), Dynamic::from_int(3)]);
+        let records: Vec<Dynamic> = (0..N).map(|_| rec.clone()).collect();
+        let time = |what: &str, f: &mut dyn FnMut()| {
+            let start = Instant::now();
+            f();
+            eprintln!("{what}: {:.0} ns per record", start.elapsed().as_nanos() as f64 / N as f64);
+        };
+        let mut scope = Scope::new();
+        let native = super::NativeFn::translate(&ast, "f", 0, 1).unwrap();
+        time("the tree (the function run in Rust)", &mut || {
+            for r in &records {
+                native.eval(&[], &[r]).unwrap();
+            }
+        });
+        time("call_fn_with_options per record (today's route)", &mut || {
+            for r in &records {
+                let options = rhai::CallFnOptions::new().eval_ast(false).rewind_scope(true);
+                let _: Dynamic = engine.call_fn_with_options(options, &mut scope, &ast, "f", (r.clone(),)).unwrap();
+            }
+        });
+        time("FnPtr::call per record", &mut || {
+            let f = rhai::FnPtr::new("f").unwrap();
+            for r in &records {
+                let _: Dynamic = f.call(&engine, &ast, (r.clone(),)).unwrap();
+            }
+        });
+        for batch in [64, 1024] {
+            time(&format!("one call per batch of {batch}, a loop in Rhai calling f"), &mut || {
+                for chunk in records.chunks(batch) {
+                    let options = rhai::CallFnOptions::new().eval_ast(false).rewind_scope(true);
+                    let _: Dynamic =
+                        engine.call_fn_with_options(options, &mut scope, &ast, "batch", (Dynamic::from_array(chunk.to_vec()),)).unwrap();
+                }
+            });
+            time(&format!("one call per batch of {batch}, Rhai's array map(f)"), &mut || {
+                for chunk in records.chunks(batch) {
+                    let options = rhai::CallFnOptions::new().eval_ast(false).rewind_scope(true);
+                    let _: Dynamic = engine
+                        .call_fn_with_options(options, &mut scope, &ast, "batch_map", (Dynamic::from_array(chunk.to_vec()),))
+                        .unwrap();
+                }
+            });
+        }
     }
 }
