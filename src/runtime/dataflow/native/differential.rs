@@ -336,7 +336,8 @@ fn run_callbacks(seed: u64, cases: usize) -> usize {
     for _ in 0..cases {
         let mut stmts = String::new();
         for _ in 0..1 + g.below(4) {
-            stmts += &match g.below(5) {
+            stmts += &match g.below(6) {
+                5 => format!("for v in {} {{ if v == x {{ continue; }} emit(\"seen\", v); }} ", g.pick(&["this.seen", "0..this.n", "x"])),
                 0 => format!("this.n {} {}; ", g.pick(&["=", "+=", "-="]), expr(&mut g, &["x", "this.n"], 1)),
                 1 => format!("this.seen.push({}); ", expr(&mut g, &["x"], 1)),
                 2 => format!("this[{}] = {}; ", g.pick(&[r#""k""#, r#""n""#, "x"]), expr(&mut g, &["x"], 1)),

@@ -10,13 +10,20 @@ use rhai::{Array, Dynamic, ImmutableString, Map};
 
 use super::methods::call;
 use super::ops::{binary, negate, op_assign, push_shown, Op};
-use super::tree::{Block, Node, Place, Root, Statement, Step, Switch};
+use super::tree::{Block, Loop, Node, Over, Place, Root, Statement, Step, Switch};
 
 pub enum Exit {
     /// Rhai must run the function: an error, or a value the tree does not take.
     GiveUp,
     Return(Dynamic),
+    Break,
+    Continue,
 }
+
+/// Loop turns one call may take before it is left to Rhai, whose
+/// operation counter stops a runaway loop (an interrupted workflow, the
+/// memory limit): a loop per record is short.
+const TURNS: u32 = 10_000;
 
 pub type Flow<T> = Result<T, Exit>;
 
@@ -48,11 +55,13 @@ pub struct Cx<'a> {
     undo: Vec<Undo>,
     /// What `emit` sent, when the call may emit.
     pub emitted: Option<Vec<(ImmutableString, Dynamic)>>,
+    /// Loop turns taken.
+    turns: u32,
 }
 
 impl<'a> Cx<'a> {
     pub fn new(curry: &'a [Dynamic], args: &'a [&'a Dynamic], frame: Vec<Dynamic>, this: Option<&'a mut Dynamic>, emits: bool) -> Cx<'a> {
-        Cx { curry, args, frame, this, undo: Vec::new(), emitted: emits.then(Vec::new) }
+        Cx { curry, args, frame, this, undo: Vec::new(), emitted: emits.then(Vec::new), turns: 0 }
     }
 
     pub fn param(&self, i: usize) -> &'a Dynamic {
@@ -135,8 +144,77 @@ fn statement(s: &Statement, cx: &mut Cx) -> Flow<Dynamic> {
         }
         Statement::Expr(node) => return eval(node, cx),
         Statement::Return(node) => return Err(Exit::Return(eval(node, cx)?)),
+        Statement::For(l) => run_loop(l, cx)?,
+        Statement::Break => return Err(Exit::Break),
+        Statement::Continue => return Err(Exit::Continue),
     }
     Ok(Dynamic::UNIT)
+}
+
+/// A `for` loop: each turn binds the variable (and the counter) and runs
+/// the body; `break` ends it, `continue` goes on with the next turn.
+fn run_loop(l: &Loop, cx: &mut Cx) -> Flow<()> {
+    let turn = |cx: &mut Cx, i: usize, value: Dynamic| -> Flow<bool> {
+        cx.turns += 1;
+        if cx.turns > TURNS {
+            return Err(Exit::GiveUp);
+        }
+        cx.frame[l.var] = value;
+        if let Some(c) = l.counter {
+            cx.frame[c] = Dynamic::from_int(i as rhai::INT);
+        }
+        match block(&l.body, cx) {
+            Ok(_) | Err(Exit::Continue) => Ok(true),
+            Err(Exit::Break) => Ok(false),
+            Err(e) => Err(e),
+        }
+    };
+    match &l.over {
+        Over::Range(from, to, inclusive) => {
+            let from = up(eval(from, cx)?.as_int().ok())?;
+            let to = up(eval(to, cx)?.as_int().ok())?;
+            let end = if *inclusive { to.checked_add(1) } else { Some(to) };
+            let end = up(end)?;
+            for (i, n) in (from..end).enumerate() {
+                if !turn(cx, i, Dynamic::from_int(n))? {
+                    break;
+                }
+            }
+        }
+        Over::Value(over) => {
+            let over = eval(over, cx)?;
+            // A range of constants is a value (`1..=3` folded).
+            let range = if let Some(r) = over.read_lock::<std::ops::Range<rhai::INT>>() {
+                Some(r.clone())
+            } else if let Some(r) = over.read_lock::<std::ops::RangeInclusive<rhai::INT>>() {
+                Some(*r.start()..up(r.end().checked_add(1))?)
+            } else {
+                None
+            };
+            if let Some(range) = range {
+                for (i, n) in range.enumerate() {
+                    if !turn(cx, i, Dynamic::from_int(n))? {
+                        break;
+                    }
+                }
+            } else if over.is_array() {
+                let items = up(over.into_array().ok())?;
+                for (i, item) in items.into_iter().enumerate() {
+                    if !turn(cx, i, item)? {
+                        break;
+                    }
+                }
+            } else {
+                let text = up(over.into_immutable_string().ok())?;
+                for (i, c) in text.chars().enumerate() {
+                    if !turn(cx, i, Dynamic::from_char(c))? {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn keys(path: &[Step], cx: &mut Cx) -> Flow<Vec<Key>> {

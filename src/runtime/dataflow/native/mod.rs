@@ -140,7 +140,7 @@ impl NativeFn {
         }
         let result = match eval::block(&self.body, &mut cx) {
             Ok(v) | Err(Exit::Return(v)) => Some(v),
-            Err(Exit::GiveUp) => {
+            Err(Exit::GiveUp | Exit::Break | Exit::Continue) => {
                 cx.undo();
                 None
             }

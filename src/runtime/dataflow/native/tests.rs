@@ -80,6 +80,8 @@ fn what_the_tree_cannot_decide_is_left_to_rhai() {
         // A thrown value is an error, never a result (issue 25).
         ("x", "throw x", vec![i(1)]),
         ("x", "if x > 0 { throw `bad ${x}` } x", vec![i(1)]),
+        // A long loop: Rhai's operation counter watches it (interrupts, memory).
+        ("x", "let s = 0; for i in 0..x { s += i; } s", vec![i(20_000)]),
         // Values the tree does not take.
         ("a, b", "a + b", vec![Dynamic::from_array(vec![]), i(1)]),
         ("x", "`${x}`", vec![Dynamic::from_array(vec![i(2)])]),
@@ -97,7 +99,7 @@ fn what_rhai_alone_can_run_is_not_translated() {
     for body in [
         "print(x); x",
         "GLOBAL + x",
-        "for i in x { } x",
+        "for i in x { print(i); } x",
         "while x { }",
         "x?.a",
         "x.trim()",
@@ -143,6 +145,16 @@ fn statements_run_in_rust_and_agree_with_rhai() {
         ("x", "x == 0.3 && x < 1 && 1 > x && x != 0.31", vec![f(0.1 + 0.2)]),
         ("m", "[m.keys(), m.values(), \"name\" in m, m.len(), m.name ?? 1]", vec![rec()]),
         ("a", "let b = a; b.push(3); b[0] = 9; b[-1] += 1; [a, b, 3 in b]", vec![Dynamic::from_array(vec![i(1)])]),
+        (
+            "a",
+            "let s = 0; for x in a { if x == 2 { continue; } if x > 5 { break; } s += x; } s",
+            vec![Dynamic::from_array(vec![i(1), i(2), i(3), i(9), i(4)])],
+        ),
+        (
+            "x",
+            "let out = []; for (c, i) in x { out.push(`${i}${c}`); } for n in 1..=3 { out.push(n); } for n in 3..1 { out.push(n); } out",
+            vec![s("hé")],
+        ),
         // Found by `differential`: `char += ""` keeps the character.
         ("x, y", "y += x; y", vec![s(""), Dynamic::from_char('é')]),
         ("x, y", "y += x; y", vec![s("a"), Dynamic::from_char('é')]),

@@ -55,6 +55,27 @@ pub enum Statement {
     Emit(Node, Node),
     Expr(Node),
     Return(Node),
+    /// `for x in over { body }`, or `for (x, i) in ...`.
+    For(Box<Loop>),
+    Break,
+    Continue,
+}
+
+#[derive(Debug)]
+pub struct Loop {
+    pub var: usize,
+    pub counter: Option<usize>,
+    pub over: Over,
+    pub body: Block,
+}
+
+/// What a `for` goes over.
+#[derive(Debug)]
+pub enum Over {
+    /// `a..b` or `a..=b` (inclusive).
+    Range(Node, Node, bool),
+    /// An array's elements or a string's characters.
+    Value(Node),
 }
 
 /// Where an assignment writes: a variable or `this`, then fields and indexes.
@@ -166,6 +187,32 @@ impl<'a> Translator<'a> {
             Stmt::Block(b) => Statement::Expr(Node::Block(self.block(b.statements())?)),
             Stmt::If(x, _) => Statement::Expr(self.branch(&x.expr, &x.body, &x.branch)?),
             Stmt::Switch(x, _) => Statement::Expr(self.switch(&x.0, &x.1)?),
+            Stmt::For(x, _) => {
+                let (var, counter, flow) = &**x;
+                let over = match &flow.expr {
+                    Expr::FnCall(call, _)
+                        if call.op_token.is_some() && call.args.len() == 2 && matches!(call.name.as_str(), ".." | "..=") =>
+                    {
+                        Over::Range(self.expr(&call.args[0])?, self.expr(&call.args[1])?, call.name.as_str() == "..=")
+                    }
+                    e => Over::Value(self.expr(e)?),
+                };
+                let depth = self.vars.len();
+                let slot = |t: &mut Self, name: &ImmutableString| {
+                    let slot = t.slots;
+                    t.slots += 1;
+                    t.vars.push((name.clone(), slot));
+                    slot
+                };
+                let var = slot(self, &var.name);
+                let counter = counter.as_ref().map(|c| slot(self, &c.name));
+                let body = self.block(flow.body.statements());
+                self.vars.truncate(depth);
+                Statement::For(Box::new(Loop { var, counter, over, body: body? }))
+            }
+            // `break` and `continue` without a value (BREAK marks `break`).
+            Stmt::BreakLoop(None, flags, _) if flags.contains(ASTFlags::BREAK) => Statement::Break,
+            Stmt::BreakLoop(None, ..) => Statement::Continue,
             Stmt::Return(_, flags, _) if flags.contains(ASTFlags::BREAK) => Statement::Expr(Node::Fail),
             Stmt::Return(Some(e), ..) => Statement::Return(self.expr(e)?),
             Stmt::Return(None, ..) => Statement::Return(Node::Const(Dynamic::UNIT)),
