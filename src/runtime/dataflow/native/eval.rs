@@ -12,10 +12,13 @@ use super::methods::call;
 use super::ops::{binary, negate, op_assign, push_shown, Op};
 use super::tree::{Block, Loop, Node, Over, Place, Root, Statement, Step, Switch};
 
+/// Why evaluation left a block early. Without data, so that a step's
+/// `Flow<Dynamic>` fits in two registers (the value `return` gives waits
+/// in [`Cx::returned`]).
 pub enum Exit {
     /// Rhai must run the function: an error, or a value the tree does not take.
     GiveUp,
-    Return(Dynamic),
+    Return,
     Break,
     Continue,
 }
@@ -57,11 +60,13 @@ pub struct Cx<'a> {
     pub emitted: Option<Vec<(ImmutableString, Dynamic)>>,
     /// Loop turns taken.
     turns: u32,
+    /// The value of the `return` that ended the call.
+    pub returned: Option<Dynamic>,
 }
 
 impl<'a> Cx<'a> {
     pub fn new(curry: &'a [Dynamic], args: &'a [&'a Dynamic], frame: Vec<Dynamic>, this: Option<&'a mut Dynamic>, emits: bool) -> Cx<'a> {
-        Cx { curry, args, frame, this, undo: Vec::new(), emitted: emits.then(Vec::new), turns: 0 }
+        Cx { curry, args, frame, this, undo: Vec::new(), emitted: emits.then(Vec::new), turns: 0, returned: None }
     }
 
     pub fn param(&self, i: usize) -> &'a Dynamic {
@@ -143,7 +148,10 @@ fn statement(s: &Statement, cx: &mut Cx) -> Flow<Dynamic> {
             up(cx.emitted.as_mut())?.push((port, value));
         }
         Statement::Expr(node) => return eval(node, cx),
-        Statement::Return(node) => return Err(Exit::Return(eval(node, cx)?)),
+        Statement::Return(node) => {
+            cx.returned = Some(eval(node, cx)?);
+            return Err(Exit::Return);
+        }
         Statement::For(l) => run_loop(l, cx)?,
         Statement::Break => return Err(Exit::Break),
         Statement::Continue => return Err(Exit::Continue),
@@ -569,3 +577,6 @@ fn switch(s: &Switch, cx: &mut Cx) -> Flow<Dynamic> {
         None => Ok(Dynamic::UNIT),
     }
 }
+
+// A step's result is returned in registers.
+const _: () = assert!(std::mem::size_of::<Flow<Dynamic>>() == 16);

@@ -139,7 +139,8 @@ impl NativeFn {
             cx.frame[i] = cx.param(i).flatten_clone();
         }
         let result = match eval::block(&self.body, &mut cx) {
-            Ok(v) | Err(Exit::Return(v)) => Some(v),
+            Ok(v) => Some(v),
+            Err(Exit::Return) => cx.returned.take(),
             Err(Exit::GiveUp | Exit::Break | Exit::Continue) => {
                 cx.undo();
                 None
