@@ -383,11 +383,11 @@ pub fn eval(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
         }
         // Every key has its entry: the map is built from them at once.
         Node::Map(template, entries) if template.len() == entries.len() => {
-            let mut pairs = Vec::with_capacity(entries.len());
+            let mut map = Map::new();
             for (key, value) in entries {
-                pairs.push((rhai::Identifier::from(key.as_str()), eval(value, cx)?));
+                map.insert(key.as_str().into(), eval(value, cx)?);
             }
-            Dynamic::from_map(pairs.into_iter().collect())
+            Dynamic::from_map(map)
         }
         Node::Map(template, entries) => {
             let mut map = (**template).clone();

@@ -304,8 +304,11 @@ impl<'a> Translator<'a> {
             Expr::DynamicConstant(d, _) => Node::Const((**d).clone()),
             Expr::Array(items, _) => Node::Array(self.exprs(items)?),
             Expr::Map(x, _) => {
-                let entries =
+                let mut entries =
                     x.0.iter().map(|(k, e)| Some((ImmutableString::from(k.name.as_str()), self.expr(e)?))).collect::<Option<Vec<_>>>()?;
+                // In the map's order (values are pure: the order they are
+                // computed in does not matter), so building it is a few appends.
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
                 Node::Map(Box::new(x.1.clone()), entries)
             }
             Expr::InterpolatedString(parts, _) => Node::Interpolated(self.exprs(parts)?),
