@@ -103,6 +103,15 @@ impl Calls {
         }
     }
 
+    /// Calls `f` on a state it may consume and a record the caller keeps
+    /// (for its errors): the record is copied only when Rhai runs `f`.
+    pub fn call_on_state(&self, f: &Callee, state: Dynamic, rec: &Dynamic) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
+        match self.native(f, &[&state, rec]) {
+            Some(value) => self.counted(value),
+            None => self.call_as(&f.func, self.how(f).script, [state, rec.clone()]),
+        }
+    }
+
     /// A value computed in Rust; every so many, the process's memory is
     /// checked against the limit, as Rhai checks it while it runs.
     fn counted(&self, value: Dynamic) -> Result<Dynamic, Box<rhai::EvalAltResult>> {

@@ -216,7 +216,7 @@ impl Step {
                 let mut out = Vec::new();
                 for (key, rec) in pairs {
                     let current = state.remove(&key).unwrap_or_else(|| initial.clone());
-                    let result = calls.call_owned(reduce, [current, rec.clone()]).map_err(|e| script_error(name, Some(&rec), &e))?;
+                    let result = calls.call_on_state(reduce, current, &rec).map_err(|e| script_error(name, Some(&rec), &e))?;
                     match result.try_cast::<Array>() {
                         Some(pair) if pair.len() == 2 => {
                             let mut pair = pair.into_iter();

@@ -294,7 +294,7 @@ fn fresh(folding: &Folding, calls: &Calls, name: &str) -> Result<Dynamic, FlowEr
 fn add(folding: &Folding, calls: &Calls, name: &str, value: Dynamic, rec: &Dynamic) -> Result<Dynamic, FlowError> {
     match folding {
         Folding::Count => Ok(Dynamic::from_int(value.as_int().unwrap_or(0) + 1)),
-        Folding::Fold(f) => calls.call_owned(&f.fold, [value, rec.clone()]).map_err(|e| script_error(name, Some(rec), &e)),
+        Folding::Fold(f) => calls.call_on_state(&f.fold, value, rec).map_err(|e| script_error(name, Some(rec), &e)),
     }
 }
 
