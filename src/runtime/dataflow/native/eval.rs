@@ -554,10 +554,9 @@ fn switch(s: &Switch, cx: &mut Cx) -> Flow<Dynamic> {
     if !(value.is_int() || value.is_string() || value.is_char() || value.is_bool()) {
         return Err(Exit::GiveUp);
     }
-    // As Rhai's hasher: seeded when the process set a seed (skitter does).
-    let mut hasher = match rhai::config::hashing::get_hashing_seed() {
-        Some([a, b, c, d]) if (a | b | c | d) != 0 => ahash::RandomState::with_seeds(*a, *b, *c, *d).build_hasher(),
-        _ => ahash::AHasher::default(),
+    let mut hasher = match &s.hashing {
+        Some(seeded) => seeded.build_hasher(),
+        None => ahash::AHasher::default(),
     };
     value.hash(&mut hasher);
     if let Some(arms) = s.cases.get(&hasher.finish()) {

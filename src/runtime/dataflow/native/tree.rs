@@ -106,6 +106,16 @@ pub struct Switch {
     pub cases: HashMap<u64, Vec<usize>>,
     pub ranges: Vec<RangeCase>,
     pub default: Option<usize>,
+    /// Rhai's hasher: seeded when the process set a seed (skitter sets one),
+    /// else ahash's fixed keys (`None`).
+    pub hashing: Option<ahash::RandomState>,
+}
+
+fn rhai_hashing() -> Option<ahash::RandomState> {
+    match rhai::config::hashing::get_hashing_seed() {
+        Some([a, b, c, d]) if (a | b | c | d) != 0 => Some(ahash::RandomState::with_seeds(*a, *b, *c, *d)),
+        _ => None,
+    }
 }
 
 /// What translating needs to know of the script and the function.
@@ -231,7 +241,14 @@ impl<'a> Translator<'a> {
         let value = self.expr(value)?;
         let arms = cases.expressions.iter().map(|b| Some((self.expr(&b.lhs)?, self.arm(&b.rhs)?))).collect::<Option<Vec<_>>>()?;
         let by_hash = cases.cases.iter().map(|(h, list)| (*h, list.blocks.to_vec())).collect();
-        Some(Node::Switch(Box::new(Switch { value, arms, cases: by_hash, ranges: cases.ranges.to_vec(), default: cases.def_case })))
+        Some(Node::Switch(Box::new(Switch {
+            value,
+            arms,
+            cases: by_hash,
+            ranges: cases.ranges.to_vec(),
+            default: cases.def_case,
+            hashing: rhai_hashing(),
+        })))
     }
 
     /// A `switch` arm: a block in it is in the switch's place (statement or expression).
