@@ -414,12 +414,14 @@ fn windows_on_processing_time_and_clock_timers_fire_while_the_input_is_open() {
          let r = deploy(wf); let t = timestamp(); \
          let out = || {{ let o = stats(r).operators; [o.w.out, o.b.out] }}; \
          while (out.call()[0] == 0 || out.call()[1] == 0) && t.elapsed < 20.0 {{ sleep(0.02) }} \
-         print(`${{status(r)}} ${{out.call()}}`); abort(r);"
+         print(`${{status(r)}} ${{out.call().map(|n| n >= 1)}}`); abort(r);"
     );
     let out = Skitter::new().args(["eval", &script]).run();
     out.success();
     feeder.join().unwrap();
-    assert_eq!(out.stdout().lines().next(), Some("running [1, 1]"), "{}{}", out.stdout(), out.stderr());
+    // A window and a batch came out while the input is open (lines that
+    // arrive in two reads on a loaded machine make two batches: also right).
+    assert_eq!(out.stdout().lines().next(), Some("running [true, true]"), "{}{}", out.stdout(), out.stderr());
 }
 
 /// Killed (SIGKILL) at random moments after a checkpoint and run again,
