@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use rhai::{Dynamic, Engine, FnPtr, AST};
 
 use super::error::FlowError;
-use super::native::NativeFn;
+use super::native::{NativeFn, NotUndone};
 use crate::script::{new_engine, Code, EngineEnv};
 use crate::workflow::Func;
 
@@ -179,8 +179,12 @@ impl Calls {
         debug_assert_eq!(f.arity, N, "`{}` is called with the arguments it was made for", f.func.name);
         if let Some(native) = &self.how(f).native {
             let done = crate::script::emit::with_collected(|emitted| native.eval_this(&f.func.curry, &args.each_ref(), state, emitted));
-            if let Some(value) = done {
-                return self.counted(value);
+            match done {
+                Ok(Some(value)) => return self.counted(value),
+                Ok(None) => {}
+                Err(NotUndone) => {
+                    return Err(format!("internal: `{}` gave up in Rust and its changes to `this` could not be undone", f.func.name).into())
+                }
             }
         }
         self.call_this_in_rhai(&f.func, state, args)

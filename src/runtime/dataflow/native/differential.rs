@@ -301,6 +301,15 @@ fn shown(v: &Dynamic) -> String {
     format!("{v:?}")
 }
 
+/// Checks that Rhai's `f` gives `got` (the tree's value) on `args`, not an error.
+fn agree(engine: &Engine, ast: &rhai::AST, got: &Dynamic, args: [Dynamic; 2], what: impl Fn() -> String) {
+    let on = format!("on {:?}, {:?}", args[0], args[1]);
+    match engine.call_fn::<Dynamic>(&mut Scope::new(), ast, "f", args.to_vec()) {
+        Ok(want) => assert_eq!(shown(got), shown(&want), "{} {on}", what()),
+        Err(e) => panic!("{} {on}: the tree gave {got:?}, Rhai failed: {e}", what()),
+    }
+}
+
 /// Runs `cases` functions on generated arguments; returns how many the
 /// tree answered itself.
 fn run(seed: u64, cases: usize) -> usize {
@@ -316,11 +325,7 @@ fn run(seed: u64, cases: usize) -> usize {
             let (x, y) = (value(&mut g, &engine), value(&mut g, &engine));
             let Some(got) = native.eval(&[], &[&x, &y]) else { continue };
             answered += 1;
-            let want = engine.call_fn::<Dynamic>(&mut Scope::new(), &ast, "f", (x.clone(), y.clone()));
-            match want {
-                Ok(want) => assert_eq!(shown(&got), shown(&want), "fn f(x, y) {{ {body} }} on x = {x:?}, y = {y:?}"),
-                Err(e) => panic!("fn f(x, y) {{ {body} }} on x = {x:?}, y = {y:?}: the tree gave {got:?}, Rhai failed: {e}"),
-            }
+            agree(&engine, &ast, &got, [x, y], || format!("fn f(x, y) {{ {body} }}"));
         }
     }
     answered
@@ -354,7 +359,7 @@ fn run_callbacks(seed: u64, cases: usize) -> usize {
         ]));
         let mut mine = state.clone();
         let mut sent = Vec::new();
-        let got = native.eval_this(&[], &[&x], &mut mine, Some(&mut sent));
+        let got = native.eval_this(&[], &[&x], &mut mine, Some(&mut sent)).expect("a give-up is undone");
         if got.is_none() {
             assert_eq!(shown(&mine), shown(&state), "fn cb(x) {{ {stmts} }} on {x:?} gave up and left this as it was");
             assert!(sent.is_empty(), "fn cb(x) {{ {stmts} }} gave up and emitted nothing");
@@ -393,11 +398,7 @@ fn run_typed(seed: u64, cases: usize) -> usize {
             let (r, n) = (record(&mut g, &engine), Dynamic::from_int([0, 7, 3, -1][g.below(4)]));
             let Some(got) = native.eval(&[], &[&r, &n]) else { continue };
             answered += 1;
-            let want = engine.call_fn::<Dynamic>(&mut Scope::new(), &ast, "f", (r.clone(), n.clone()));
-            match want {
-                Ok(want) => assert_eq!(shown(&got), shown(&want), "fn f(r, n) {{ {body} }} on r = {r:?}, n = {n:?}"),
-                Err(e) => panic!("fn f(r, n) {{ {body} }} on r = {r:?}, n = {n:?}: the tree gave {got:?}, Rhai failed: {e}"),
-            }
+            agree(&engine, &ast, &got, [r, n], || format!("fn f(r, n) {{ {body} }}"));
         }
     }
     answered

@@ -76,16 +76,20 @@ impl<'a> Cx<'a> {
         }
     }
 
-    /// Puts `this` back as it was before the call.
-    pub fn undo(&mut self) {
-        let Some(this) = self.this.as_deref_mut() else { return };
+    /// Puts `this` back as it was before the call; false if a change could
+    /// not be found again (each succeeded along its path, so each undo
+    /// should find it: false is a fault of the tree, never silent).
+    pub fn undo(&mut self) -> bool {
+        let Some(this) = self.this.as_deref_mut() else { return true };
+        let mut all = true;
         while let Some(undo) = self.undo.pop() {
-            // Each change succeeded along its path, so each undo finds it.
-            let _ = match undo {
+            let undone = match undo {
                 Undo::Restore(path, old) => restore(this, &path, old),
-                Undo::Pop(path) => at_mut(this, &path, &mut |v| Some(v.write_lock::<Array>()?.pop().map(|_| ()))).flatten(),
+                Undo::Pop(path) => at_mut(this, &path, &mut |v| v.write_lock::<Array>()?.pop().map(|_| ())),
             };
+            all &= undone.is_some();
         }
+        all
     }
 
     /// A value read in place: an argument, a variable, `this`, a constant.

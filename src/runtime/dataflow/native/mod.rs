@@ -35,6 +35,11 @@ use eval::{Cx, Exit};
 use methods::Builtin;
 use tree::{Block, Translator};
 
+/// A callback gave up and its changes to `this` could not be undone: Rhai
+/// must not run it on a state half changed.
+#[derive(Debug)]
+pub struct NotUndone;
+
 /// A script function translated into a tree.
 #[derive(Debug)]
 pub struct NativeFn {
@@ -102,24 +107,26 @@ impl NativeFn {
     /// The function's value for its captured values `curry` and `args`,
     /// or `None` where Rhai must decide.
     pub fn eval(&self, curry: &[Dynamic], args: &[&Dynamic]) -> Option<Dynamic> {
-        self.run(curry, args, None, None)
+        // Without `this` there is nothing to undo.
+        self.run(curry, args, None, None).ok().flatten()
     }
 
     /// The same for a callback, with `this` bound to `state` and what it
     /// emits appended to `emitted` (both untouched when it gives up).
+    /// Fails if it gave up and could not put `state` back.
     pub fn eval_this(
         &self,
         curry: &[Dynamic],
         args: &[&Dynamic],
         state: &mut Dynamic,
         emitted: Option<&mut Vec<(ImmutableString, Dynamic)>>,
-    ) -> Option<Dynamic> {
+    ) -> Result<Option<Dynamic>, NotUndone> {
         self.run(curry, args, Some(state), emitted)
     }
 
     /// A call from another translated function: no `this`, no `emit`.
     fn call(&self, args: &[&Dynamic]) -> Option<Dynamic> {
-        self.run(&[], args, None, None)
+        self.run(&[], args, None, None).ok().flatten()
     }
 
     fn run(
@@ -128,7 +135,7 @@ impl NativeFn {
         args: &[&Dynamic],
         this: Option<&mut Dynamic>,
         emitted: Option<&mut Vec<(ImmutableString, Dynamic)>>,
-    ) -> Option<Dynamic> {
+    ) -> Result<Option<Dynamic>, NotUndone> {
         let mut frame = Vec::new();
         if self.slots > 0 {
             frame = self.spare.try_borrow_mut().map(|mut f| std::mem::take(&mut *f)).unwrap_or_default();
@@ -142,7 +149,9 @@ impl NativeFn {
             Ok(v) => Some(v),
             Err(Exit::Return) => cx.returned.take(),
             Err(Exit::GiveUp | Exit::Break | Exit::Continue) => {
-                cx.undo();
+                if !cx.undo() {
+                    return Err(NotUndone);
+                }
                 None
             }
         };
@@ -158,6 +167,6 @@ impl NativeFn {
                 *spare = frame;
             }
         }
-        result
+        Ok(result)
     }
 }

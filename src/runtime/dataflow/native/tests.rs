@@ -183,15 +183,15 @@ fn a_callback_changes_this_and_emits_and_a_give_up_undoes_both() {
     let native = NativeFn::translate(&ast, "cb", 0, 1).expect("translated");
     let mut state = Dynamic::from_map(Map::from_iter([("n".into(), Dynamic::from_int(0)), ("seen".into(), Dynamic::from_array(vec![]))]));
     let mut sent = Vec::new();
-    assert!(native.eval_this(&[], &[&Dynamic::from_int(2)], &mut state, Some(&mut sent)).is_some());
+    assert!(native.eval_this(&[], &[&Dynamic::from_int(2)], &mut state, Some(&mut sent)).expect("undone").is_some());
     assert_eq!(format!("{state:?}"), "#{\"last\": 2, \"n\": 1, \"seen\": [2]}");
     assert_eq!(format!("{sent:?}"), "[(\"out\", [2, 1])]");
     let before = format!("{state:?}");
-    assert!(native.eval_this(&[], &[&Dynamic::from_int(9)], &mut state, Some(&mut sent)).is_none());
+    assert!(native.eval_this(&[], &[&Dynamic::from_int(9)], &mut state, Some(&mut sent)).expect("undone").is_none());
     assert_eq!(format!("{state:?}"), before, "the state is as it was");
     assert_eq!(sent.len(), 1, "nothing more was emitted");
     // Outside an operator, `emit` is Rhai's to fail.
-    assert!(native.eval_this(&[], &[&Dynamic::from_int(2)], &mut state, None).is_none());
+    assert!(native.eval_this(&[], &[&Dynamic::from_int(2)], &mut state, None).expect("undone").is_none());
     assert_eq!(format!("{state:?}"), before);
 }
 
