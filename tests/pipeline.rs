@@ -144,3 +144,20 @@ fn the_batch_deadline_comes_from_skitter_toml_or_the_environment_and_is_checked(
     shown(Some("soon")).expect_code(2).stderr_has("SKITTER_BATCH_DEADLINE_MS=\"soon\": give a number of milliseconds");
     shown(Some("20000")).expect_code(2).stderr_has("give 0 to 10000 milliseconds");
 }
+
+/// A generator source ends when its function returns `()`, and only then:
+/// a batch deadline that passes before its first call — a deadline of 0
+/// here, a pause of its thread on a busy machine — hands over a short
+/// batch. (It once ended the stream there, silently: a run that said
+/// `finished` had read a third of its input.)
+#[test]
+fn a_stream_source_ends_only_when_its_function_returns_unit() {
+    for deadline in ["0", "2"] {
+        let run = Skitter::new()
+            .env("SKITTER_BATCH_DEADLINE_MS", deadline)
+            .args(["eval", "let r = deploy(workflow().stream_source(|n| if n < 3000 { n } else { () }).collect()); print(wait(r)); let got = results(r); print(`${got.len()} ${got.reduce(|s, x| s + x, 0)}`);"])
+            .run();
+        run.success();
+        assert_eq!(run.stdout(), "finished\n3000 4498500\n", "batch deadline {deadline} ms: {}", run.stderr());
+    }
+}

@@ -220,8 +220,11 @@ impl SourceReader {
                 }
             }
             SourceReader::Generator { f, n } => {
+                // At least one call a batch, and only `()` ends the stream:
+                // a deadline past before the first call (this thread paused,
+                // a deadline of 0) hands over a short batch, never an end.
                 let started = std::time::Instant::now();
-                while batch.len() < BATCH && started.elapsed() < deadline::get() {
+                loop {
                     let v = calls.call(f, [Dynamic::from_int(*n)]).map_err(|e| script_error(operator, None, &e))?;
                     if v.is_unit() {
                         *self = SourceReader::Exhausted(Position::Generator(*n));
@@ -229,9 +232,17 @@ impl SourceReader {
                     }
                     batch.push(v);
                     *n += 1;
+                    if batch.len() >= BATCH || started.elapsed() >= deadline::get() {
+                        break;
+                    }
                 }
             }
-            SourceReader::File(lines) => lines.fill(&mut batch, operator, stopping)?,
+            SourceReader::File(lines) => {
+                // Only the end of the file ends it, not a batch that came
+                // back empty while a barrier or a stop was asked for.
+                lines.fill(&mut batch, operator, stopping)?;
+                return Ok((!batch.is_empty() || !lines.ended).then_some(batch));
+            }
             // Endless sources hand over what they have (maybe nothing)
             // whenever `stopping` says so: a stop, or a checkpoint's barrier.
             SourceReader::Tcp(lines) => {
