@@ -143,7 +143,7 @@ fn wait_for_file(path: &Path) -> String {
 fn a_wrong_cookie_is_refused_on_both_sides() {
     let tmp = tempfile::tempdir().unwrap();
     let w = Node::worker("w1", "127.0.0.6", &[], tmp.path());
-    let out = master_run(&["-d", "workflow().stream_source([1]).inspect()", &w.addr], tmp.path(), "not-the-cookie");
+    let out = master_run(&["-d", "workflow().stream_source([1]).inspect()", &w.addr], tmp.path(), "not-the-cookie-3f8a1d6c9e2b7405");
     out.expect_code(1);
     out.stderr_has("wrong cookie");
     assert!(w.wait_stderr("wrong cookie", Duration::from_secs(5)), "worker side:\n{}", w.stderr());

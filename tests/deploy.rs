@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::sshd::Sshd;
 use common::*;
 
-const COOKIE: &str = "deploy-test-cookie";
+const COOKIE: &str = "deploy-test-cookie-8c1d4f7a2b9e6035";
 
 fn deploy(sshd: &Sshd, work: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);

@@ -78,7 +78,7 @@ fn a_sinks_lines_reach_its_file_within_the_deadline_while_the_source_is_open() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let wf = format!("workflow().tcp_source(\"127.0.0.1\", {port}).map(|l| `got ${{l}}`).write_lines(\"{}\")", out_path.display());
-    let mut node = Node::spawn(&["local", "start", "--no-log", "--deploy", &wf], dir.path(), "c", None);
+    let mut node = Node::spawn(&["local", "start", "--no-log", "--deploy", &wf], dir.path(), common::node::COOKIE, None);
     let (mut conn, _) = listener.accept().unwrap();
     for i in 0..3 {
         writeln!(conn, "line {i}").unwrap();

@@ -164,7 +164,7 @@ fn a_wrong_cookie_is_refused() {
     assert!(node.wait_stderr("Running in local mode", Duration::from_secs(5)));
     let out = Outcome(
         Command::new(BIN)
-            .args(["rpc", &node.addr, "1 + 1", "-c", "wrong"])
+            .args(["rpc", &node.addr, "1 + 1", "-c", "wrong-cookie-7d2a9f4e1b8c3a60"])
             .env("SKITTER_TMP", tmp.path())
             .env("HOME", tmp.path())
             .output()

@@ -176,7 +176,7 @@ fn a_worker_stopped_for_3_s_mid_run_stays_and_its_workflow_finishes_exactly() {
 #[test]
 fn a_daemon_shows_no_cookie_to_ps() {
     let tmp = tempfile::tempdir().unwrap();
-    let secret = "a-secret-cookie-9e2d";
+    let secret = "a-secret-cookie-9e2d-4b7f1a8c3e6d2095";
     let run_plain = |args: &[&str]| {
         let mut all = args.to_vec();
         all.extend(["-c", secret]);
@@ -224,4 +224,29 @@ fn an_empty_skitter_cookie_is_refused_naming_it() {
         out.expect_code(2).stderr_has("SKITTER_COOKIE is set but empty");
         assert!(!tmp.path().join(".skitter.cookie").exists(), "no cookie file was made");
     }
+}
+
+/// Issue 31: a cookie anyone could guess offline from one recorded
+/// handshake is refused, from every source, saying how to make one — and
+/// no node starts with it.
+#[test]
+fn a_weak_cookie_is_refused_saying_how_to_make_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let start = ["worker", "start", "--no-log", "--listen", "127.0.0.1:0"];
+    let advice = "make one with `head -c 32 /dev/urandom | base64`";
+    let out = Skitter::new().args(start).env("SKITTER_COOKIE", "hunter2").env("SKITTER_TMP", tmp.path()).env("HOME", tmp.path()).run();
+    out.expect_code(2).stderr_has("the cookie from SKITTER_COOKIE is too weak").stderr_has(advice);
+    let mut with_flag = start.to_vec();
+    with_flag.extend(["-c", " short-cookie-2024 "]);
+    let out = Skitter::new().args(&with_flag).env_remove("SKITTER_COOKIE").env("SKITTER_TMP", tmp.path()).env("HOME", tmp.path()).run();
+    out.expect_code(2).stderr_has("the cookie from -c is too weak").stderr_has(advice);
+    let file = tmp.path().join(".skitter.cookie");
+    std::fs::write(&file, "password\n").unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = Skitter::new().args(start).env_remove("SKITTER_COOKIE").env("SKITTER_TMP", tmp.path()).env("HOME", tmp.path()).run();
+    out.expect_code(2).stderr_has(&format!("the cookie from cookie file {} is too weak", file.display())).stderr_has(advice);
+    // A cookie as the advice makes it is taken, padded with spaces or not.
+    let strong = " lK3+9aZ/qWe7Rty1Ui0oPAsD4fGh6jKl8zXc2vBn5mM= ";
+    let node = Node::spawn(&["worker", "start", "--no-log", "--listen", "127.0.0.52:0"], tmp.path(), strong, None);
+    common::node::run_with_cookie(tmp.path(), strong.trim(), &["rpc", &node.addr, "6 * 7"]).success().stdout_has("42");
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::sshd::Sshd;
 use common::*;
 
-const COOKIE: &str = "ship-test-cookie";
+const COOKIE: &str = "ship-test-cookie-2e7b9d4a1c8f3065";
 
 /// What `endless()` is in the releases built here: a workflow that runs
 /// until it is stopped, built by the app's code.

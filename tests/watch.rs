@@ -185,7 +185,7 @@ fn metrics_of_a_local_node_match_the_records_processed() {
     assert!(metrics.starts_with("127.0.0.47:"), "{metrics}");
     scrape_during_and_after(tmp.path(), "skitter_local", &metrics);
     // A refused handshake is counted.
-    common::node::run_with_cookie(tmp.path(), "wrong", &["rpc", "skitter_local", "1"]).expect_code(1);
+    common::node::run_with_cookie(tmp.path(), "wrong-cookie-7d2a9f4e1b8c3a60", &["rpc", "skitter_local", "1"]).expect_code(1);
     let text = scrape(&metrics);
     assert!(sample(&text, "skitter_handshake_failures_total").unwrap() >= 1.0, "{text}");
     assert_eq!(sample(&text, "skitter_workers"), Some(1.0), "{text}");

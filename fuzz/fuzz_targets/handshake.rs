@@ -6,5 +6,6 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    assert!(skitter::net::handshake::open_first_flight("fuzz-cookie", data).is_err());
+    let cookie = skitter::net::cookie::Cookie::new("fuzz-cookie-0123456789abcdef0123456789abcdef", "the fuzz target").unwrap();
+    assert!(skitter::net::handshake::open_first_flight(&cookie.psk(), data).is_err());
 });

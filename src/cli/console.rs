@@ -59,14 +59,14 @@ pub fn remote(args: RemoteArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let app = find_app_optional(app_dir)?;
     let addr = resolve_node(&args.node, app.as_ref(), "skitter_local")?;
     let cookie = resolve_cookie(args.cookie.as_deref())?;
-    crate::shell::remote::attach(&addr, cookie, None)
+    crate::shell::remote::attach(&addr, &cookie, None)
 }
 
 /// `skitter <mode> remote`: attaches to the node of that mode named with -n.
 pub fn remote_mode(name: &str, app: Option<&App>, cookie: Option<&str>) -> Result<ExitCode> {
     let addr = resolve_node(name, app, name)?;
     let cookie = resolve_cookie(cookie)?;
-    crate::shell::remote::attach(&addr, cookie, None)
+    crate::shell::remote::attach(&addr, &cookie, None)
 }
 
 pub fn rpc(args: RpcArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
@@ -79,8 +79,8 @@ pub fn rpc(args: RpcArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let timeout = (args.timeout > 0.0).then(|| std::time::Duration::from_secs_f64(args.timeout));
     let script = args.file.as_deref().map(crate::shell::Script::read).transpose()?;
     match (&script, &args.expr) {
-        (Some(s), _) => crate::shell::remote::rpc(&addr, cookie, &s.text, Some(&s.name), timeout),
-        (None, Some(expr)) => crate::shell::remote::rpc(&addr, cookie, expr, None, timeout),
+        (Some(s), _) => crate::shell::remote::rpc(&addr, &cookie, &s.text, Some(&s.name), timeout),
+        (None, Some(expr)) => crate::shell::remote::rpc(&addr, &cookie, expr, None, timeout),
         (None, None) => Err(Error::Usage("give an expression or --file FILE".into())),
     }
 }

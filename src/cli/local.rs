@@ -160,7 +160,7 @@ fn serve_consoles(
     let listener =
         rt.block_on(tokio::net::TcpListener::bind(listen)).map_err(|e| Error::Failed(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(|e| Error::Failed(e.to_string()))?.to_string();
-    let identity = Identity { role: Role::Local, name: config.node.clone(), cookie };
+    let identity = Identity::new(Role::Local, config.node.clone(), &cookie);
     rt.spawn(crate::runtime::console::serve_consoles(listener, identity, consoles));
     // Without the record, `remote NODE-NAME` cannot find this node; an
     // address still works, so this is worth a warning, not a failure.

@@ -11,6 +11,7 @@ use super::find_app_optional;
 use super::node::{self, NodeCommand};
 use super::resolve::{cookie as resolve_cookie, peer_addr, tmp_dir};
 use crate::deploy::upgrade::Cluster;
+use crate::net::Cookie;
 use crate::runtime::console::Consoles;
 use crate::runtime::log;
 use crate::runtime::master::Master;
@@ -144,7 +145,7 @@ pub fn start(
     app: Option<App>,
     name: String,
     shell: bool,
-    cookie: Option<String>,
+    cookie: Option<Cookie>,
     deployed: Option<DeployedBy>,
 ) -> Result<ExitCode> {
     super::resolve::node_settings(args.tick_time, None, app.as_ref())?;
@@ -189,7 +190,7 @@ pub fn start(
     if !shell {
         eprintln!("{welcome}");
     }
-    let master = Master::new(name.clone(), cookie, args.shutdown_with_workers, rt.handle().clone(), stdout_output());
+    let master = Master::new(name.clone(), &cookie, args.shutdown_with_workers, rt.handle().clone(), stdout_output());
     let priv_dir = deployed.as_ref().and_then(|d| d.priv_dir.clone()).or_else(|| app.as_ref().map(App::priv_dir));
     let env = EngineEnv::new(priv_dir, stdout_output());
     let host: Arc<dyn Host> = master.clone();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use colored::Colorize;
 
-use crate::net::cookie;
+use crate::net::cookie::{self, Cookie};
 use crate::runtime::dataflow::deadline;
 use crate::runtime::link;
 use crate::runtime::node::{alive, node_file_path, read_node_file, NodeRecord};
@@ -21,18 +21,18 @@ use crate::{Error, Result};
 /// The cookie: `-c` (with a warning), else SKITTER_COOKIE, else a
 /// release's `releases/COOKIE` when there is one, else the cookie file
 /// `~/.skitter.cookie` (made on first use, mode 0600).
-pub fn cookie(flag: Option<&str>) -> Result<String> {
+pub fn cookie(flag: Option<&str>) -> Result<Cookie> {
     cookie_for(flag, App::current_release().and_then(|r| r.ok()).as_ref())
 }
 
 /// [`cookie`] for a given app (a release may have its own cookie file).
-pub fn cookie_for(flag: Option<&str>, app: Option<&App>) -> Result<String> {
+pub fn cookie_for(flag: Option<&str>, app: Option<&App>) -> Result<Cookie> {
     if let Some(c) = flag {
         eprintln!("{} a cookie given with -c shows in `ps`; prefer SKITTER_COOKIE or the cookie file", "warning:".yellow().bold());
-        if c.is_empty() {
+        if c.trim().is_empty() {
             return Err(Error::Usage("the cookie given with -c is empty".into()));
         }
-        return Ok(c.to_string());
+        return Cookie::new(c, "-c").map_err(|e| Error::Usage(e.to_string()));
     }
     if let Ok(c) = std::env::var("SKITTER_COOKIE") {
         // Set but empty is a mistake (a variable that did not expand, a
@@ -43,7 +43,7 @@ pub fn cookie_for(flag: Option<&str>, app: Option<&App>) -> Result<String> {
                 "SKITTER_COOKIE is set but empty: give it the cluster's cookie, or unset it to use the cookie file".into(),
             ));
         }
-        return Ok(c.trim().to_string());
+        return Cookie::new(&c, "SKITTER_COOKIE").map_err(|e| Error::Usage(e.to_string()));
     }
     if let Some(app) = app.filter(|a| a.release) {
         let path = app.root.join(crate::release::build::COOKIE_FILE);

@@ -13,6 +13,7 @@ use clap::Args;
 use super::find_app_optional;
 use super::resolve::{cookie as resolve_cookie, node_addr, record};
 use crate::net::message::Reply;
+use crate::net::Cookie;
 use crate::release::install::{self, Tarball};
 use crate::runtime::node::node_name;
 use crate::script::App;
@@ -59,7 +60,7 @@ pub fn run(args: UpgradeArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let code = format!("upgrade({}, [{}])", rhai_string(&path.display().to_string()), hosts.join(", "));
     // What the master says as it goes is printed as it comes. No timeout:
     // an upgrade is never cut off half-way.
-    let console = Console::connect(&addr, cookie, Printer::default())?;
+    let console = Console::connect(&addr, &cookie, Printer::default())?;
     let reply = console.eval(&code, None, None);
     console.close();
     match reply {
@@ -131,7 +132,7 @@ fn upgrade_node(args: &UpgradeArgs, app: Option<App>, node: &str) -> Result<Exit
     }
     let cookie = resolve_cookie(args.cookie.as_deref())?;
     let addr = record(Some(&app), node)?.addr;
-    let console = Console::connect(&addr, cookie.clone(), Printer::default())?;
+    let console = Console::connect(&addr, &cookie, Printer::default())?;
     let running = match console.eval("running_deploys()", Some(Duration::from_secs(30)), None) {
         Reply::Value(v) => parse_strings(&v).ok_or_else(|| Error::Failed(format!("{node} answered {v} for its running workflows")))?,
         other => return Err(Error::Failed(format!("cannot ask {node} for its running workflows: {other:?}"))),
@@ -166,7 +167,7 @@ fn start_and_redeploy(
     name: &str,
     args: &UpgradeArgs,
     node: &str,
-    cookie: &str,
+    cookie: &Cookie,
     expressions: &[String],
 ) -> std::result::Result<(), String> {
     let out = Command::new(root.join("bin").join(name))
@@ -183,7 +184,7 @@ fn start_and_redeploy(
     }
     let app = App::load_release(root).map_err(|e| e.to_string())?;
     let addr = record(Some(&app), node).map_err(|e| e.to_string())?.addr;
-    let console = Console::connect(&addr, cookie.to_string(), Printer::default()).map_err(|e| e.to_string())?;
+    let console = Console::connect(&addr, cookie, Printer::default()).map_err(|e| e.to_string())?;
     let mut already = match console.eval("running_deploys()", Some(Duration::from_secs(30)), None) {
         Reply::Value(v) => parse_strings(&v).unwrap_or_default(),
         _ => Vec::new(),

@@ -11,6 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::find_app_optional;
 use super::node::{self, NodeCommand};
 use super::resolve::{cookie as resolve_cookie, peer_addr, tmp_dir};
+use crate::net::Cookie;
 use crate::runtime::console::Consoles;
 use crate::runtime::log;
 use crate::runtime::node::{node_name, NodeFile};
@@ -127,11 +128,10 @@ fn start(args: WorkerArgs, app: Option<App>, name: String, shell: bool) -> Resul
     let cookie = if args.deployed {
         let mut line = String::new();
         std::io::stdin().read_line(&mut line).map_err(|e| Error::Failed(format!("cannot read the cookie from stdin: {e}")))?;
-        let cookie = line.trim().to_string();
-        if cookie.is_empty() {
+        if line.trim().is_empty() {
             return Err(Error::Usage("--deployed: no cookie on stdin".into()));
         }
-        cookie
+        Cookie::new(&line, "stdin (--deployed)").map_err(|e| Error::Usage(e.to_string()))?
     } else {
         resolve_cookie(args.cookie.as_deref())?
     };

@@ -35,7 +35,7 @@ pub struct LaunchPlan {
     /// Where workers run; `%h` stands for the host, `%n` for the worker's
     /// node name (several workers on one machine, each with its own).
     pub working_dir: String,
-    pub cookie: String,
+    pub cookie: crate::net::Cookie,
     pub no_log: bool,
     pub shutdown_with_master: bool,
     /// The shipped release the workers run from: through its
@@ -258,7 +258,7 @@ pub async fn launch(
     // A command that exits at once (a broken release) closes its input
     // before the cookie is written: its own last words, read below, say
     // why better than the broken pipe does.
-    let wrote = match stdin.write_all(format!("{}\n", plan.cookie).as_bytes()).await {
+    let wrote = match stdin.write_all(format!("{}\n", plan.cookie.expose()).as_bytes()).await {
         Ok(()) => stdin.flush().await,
         Err(e) => Err(e),
     };

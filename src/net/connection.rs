@@ -31,6 +31,10 @@ pub enum NetError {
     Timeout(Duration),
     #[error("the peer stopped reading: a write did not finish within {}", crate::settings::seconds(*.0))]
     WriteStalled(Duration),
+    /// An earlier write failed or was cut off mid-record: what the peer
+    /// would read next is a fragment, so nothing more is written.
+    #[error("an earlier write on this connection failed part way: it takes no more")]
+    Poisoned,
 }
 
 /// A connection whose peer proved it knows the cookie, not yet given a link.

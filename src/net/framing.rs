@@ -170,15 +170,33 @@ pub struct SealedWriter {
     /// Frames (length-prefixed) not yet sealed.
     plain: Vec<u8>,
     wire: Vec<u8>,
+    /// A write failed, or was cancelled (a deadline) part way through a
+    /// record: set before each write and cleared after it succeeds.
+    poisoned: bool,
 }
 
 impl SealedWriter {
     pub fn new(half: OwnedWriteHalf, keys: Keys) -> SealedWriter {
-        SealedWriter { half, keys, nonce: 0, plain: Vec::with_capacity(64 * 1024), wire: Vec::with_capacity(64 * 1024) }
+        SealedWriter { half, keys, nonce: 0, plain: Vec::with_capacity(64 * 1024), wire: Vec::with_capacity(64 * 1024), poisoned: false }
+    }
+
+    /// Writes sealed bytes whole, or poisons the writer: a record cut off
+    /// part way would make the peer read the next one as tampered with.
+    async fn write_sealed(half: &mut OwnedWriteHalf, poisoned: &mut bool, bytes: &[u8]) -> Result<(), NetError> {
+        if *poisoned {
+            return Err(NetError::Poisoned);
+        }
+        *poisoned = true;
+        half.write_all(bytes).await?;
+        *poisoned = false;
+        Ok(())
     }
 
     /// Queues a frame; writes once enough is queued.
     pub async fn feed(&mut self, body: &[u8]) -> Result<(), NetError> {
+        if self.poisoned {
+            return Err(NetError::Poisoned);
+        }
         if body.len() > MAX_FRAME {
             return Err(NetError::Malformed(format!("a frame of {} bytes is larger than the limit of {MAX_FRAME}", body.len())));
         }
@@ -205,8 +223,7 @@ impl SealedWriter {
             self.wire.truncate(at + 2 + n);
         }
         self.plain.clear();
-        self.half.write_all(&self.wire).await?;
-        Ok(())
+        Self::write_sealed(&mut self.half, &mut self.poisoned, &self.wire).await
     }
 
     /// Ends this direction of the connection once everything queued is
@@ -223,7 +240,7 @@ impl SealedWriter {
         let n = self.keys.write_message(self.nonce, &[], &mut record[2..]).map_err(|e| NetError::Crypto(e.to_string()))?;
         self.nonce += 1;
         record[..2].copy_from_slice(&(n as u16).to_be_bytes());
-        self.half.write_all(&record).await?;
+        Self::write_sealed(&mut self.half, &mut self.poisoned, &record).await?;
         Ok(())
     }
 }

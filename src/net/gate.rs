@@ -344,10 +344,10 @@ mod tests {
         use crate::net::message::PROTOCOL;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let me = Identity { role: Role::Worker, name: "w@h".into(), cookie: "c".into() };
+        let me = Identity::new(Role::Worker, "w@h", &crate::net::Cookie::for_tests("c"));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let stop = CancellationToken::new();
-        tokio::spawn(serve(listener, stop.clone(), me, &[Role::Peer], move |auth: Authenticated| {
+        tokio::spawn(serve(listener, stop.clone(), me.clone(), &[Role::Peer], move |auth: Authenticated| {
             let tx = tx.clone();
             async move {
                 let _ = tx.send(auth.peer_name);
@@ -356,7 +356,7 @@ mod tests {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let hello = Hello { protocol: PROTOCOL, version: crate::VERSION.into(), role: Role::Peer, name: "p@h".into() };
         let pause = HANDSHAKE_TIMEOUT + Duration::from_secs(2);
-        let _dialer = dial_pausing(stream, "c", hello, pause).await.unwrap();
+        let _dialer = dial_pausing(stream, &me.psk, hello, pause).await.unwrap();
         let accepted = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
         assert_eq!(accepted.ok().flatten().as_deref(), Some("p@h"), "the member was accepted after its stall");
         stop.cancel();

@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::connection::Authenticated;
+use super::cookie::{Cookie, Psk};
 use super::framing::{SealedReader, SealedWriter};
 use super::message::{Role, PROTOCOL};
 use super::NetError;
@@ -35,12 +36,19 @@ pub const MAX_NAME: usize = 255;
 /// How long a whole handshake may take, from connect to confirmation.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Who this end is, for the handshake.
-#[derive(Clone)]
+/// Who this end is, for the handshake: the key its cookie gives, never
+/// the cookie itself.
+#[derive(Clone, Debug)]
 pub struct Identity {
     pub role: Role,
     pub name: String,
-    pub cookie: String,
+    pub psk: Psk,
+}
+
+impl Identity {
+    pub fn new(role: Role, name: impl Into<String>, cookie: &Cookie) -> Identity {
+        Identity { role, name: name.into(), psk: cookie.psk() }
+    }
 }
 
 /// The dialer's first words (sealed).
@@ -70,22 +78,22 @@ pub enum Refusal {
     Name,
 }
 
-/// The pre-shared key: HKDF-SHA256 of the cookie.
-fn psk(cookie: &str) -> [u8; 32] {
-    let mut key = [0u8; 32];
-    hkdf::Hkdf::<sha2::Sha256>::new(Some(b"skitter cookie"), cookie.as_bytes())
-        .expand(b"skitter noise psk 1", &mut key)
-        .expect("32 bytes is a valid HKDF length");
-    key
-}
-
-fn noise(cookie: &str, initiator: bool) -> Result<snow::HandshakeState, NetError> {
-    let key = psk(cookie);
+fn noise(psk: &Psk, initiator: bool) -> Result<snow::HandshakeState, NetError> {
     let builder = snow::Builder::new(PATTERN.parse().expect("a valid Noise pattern"))
-        .psk(0, &key)
+        .psk(0, &psk.0)
         .and_then(|b| b.prologue(PROLOGUE))
         .map_err(|e| NetError::Crypto(e.to_string()))?;
     if initiator { builder.build_initiator() } else { builder.build_responder() }.map_err(|e| NetError::Crypto(e.to_string()))
+}
+
+/// The roles a listener may have for a dialer in `role`.
+fn answers(role: Role) -> &'static [Role] {
+    match role {
+        Role::Master | Role::Peer => &[Role::Worker],
+        Role::Worker => &[Role::Master],
+        Role::Console => &[Role::Master, Role::Worker, Role::Local],
+        Role::Local => &[],
+    }
 }
 
 /// Whether a name is one a node may have: printable, not too long.
@@ -160,7 +168,7 @@ pub async fn dial(addr: &str, me: &Identity) -> Result<Authenticated, NetError> 
 /// for less than the tick time answers late, and is no less alive for it.
 pub async fn dial_within(addr: &str, me: &Identity, limit: Duration) -> Result<Authenticated, NetError> {
     let hello = Hello { protocol: PROTOCOL, version: crate::VERSION.into(), role: me.role, name: me.name.clone() };
-    let attempt = async { dial_with(TcpStream::connect(addr).await?, &me.cookie, hello).await };
+    let attempt = async { dial_with(TcpStream::connect(addr).await?, &me.psk, hello).await };
     tokio::time::timeout(limit, attempt).await.map_err(|_| NetError::Timeout(limit))?
 }
 
@@ -192,16 +200,17 @@ pub async fn dial_retrying(
     }
 }
 
-async fn dial_with(stream: TcpStream, cookie: &str, hello: Hello) -> Result<Authenticated, NetError> {
-    dial_pausing(stream, cookie, hello, std::time::Duration::ZERO).await
+async fn dial_with(stream: TcpStream, psk: &Psk, hello: Hello) -> Result<Authenticated, NetError> {
+    dial_pausing(stream, psk, hello, std::time::Duration::ZERO).await
 }
 
 /// [`dial_with`], waiting `pause` between the listener's answer and the
 /// confirmation (tests stand for a dialer stopped right there).
-pub(crate) async fn dial_pausing(mut stream: TcpStream, cookie: &str, hello: Hello, pause: Duration) -> Result<Authenticated, NetError> {
+pub(crate) async fn dial_pausing(mut stream: TcpStream, psk: &Psk, hello: Hello, pause: Duration) -> Result<Authenticated, NetError> {
     let _ = stream.set_nodelay(true);
     let peer_addr = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-    let mut noise = noise(cookie, true)?;
+    let hello_role = hello.role;
+    let mut noise = noise(psk, true)?;
     let mut buf = vec![0u8; MAX_HANDSHAKE];
     let n = noise.write_message(&super::framing::encode(&hello), &mut buf).map_err(|e| NetError::Crypto(e.to_string()))?;
     send(&mut stream, &buf[..n]).await?;
@@ -224,6 +233,17 @@ pub(crate) async fn dial_pausing(mut stream: TcpStream, cookie: &str, hello: Hel
     })?;
     match super::framing::decode::<Answer>(&payload[..n])? {
         Answer::Welcome { role, name, .. } => {
+            // The listener must be what this dialer dials: a master for a
+            // worker, a worker for a master or a peer, any node for a console.
+            if !answers(hello_role).contains(&role) || !valid_name(&name) {
+                return Err(NetError::Refused {
+                    peer: format!("{} at {peer_addr}", quoted(&name)),
+                    reason: format!(
+                        "mode mismatch: a {hello_role} dials a {}, and this is a {role}",
+                        answers(hello_role).iter().map(Role::to_string).collect::<Vec<_>>().join(" or ")
+                    ),
+                });
+            }
             let mut auth = split(stream, noise, role, name, peer_addr)?;
             if !pause.is_zero() {
                 tokio::time::sleep(pause).await;
@@ -244,11 +264,11 @@ pub(crate) async fn dial_pausing(mut stream: TcpStream, cookie: &str, hello: Hel
 }
 
 /// Opens a first flight as a listener would: the fuzz target's entry.
-pub fn open_first_flight(cookie: &str, msg: &[u8]) -> Result<Hello, NetError> {
+pub fn open_first_flight(psk: &Psk, msg: &[u8]) -> Result<Hello, NetError> {
     if msg.len() > MAX_HANDSHAKE {
         return Err(NetError::Malformed("too long".into()));
     }
-    let mut noise = noise(cookie, false)?;
+    let mut noise = noise(psk, false)?;
     let mut payload = vec![0u8; msg.len()];
     let n = noise.read_message(msg, &mut payload).map_err(|_| NetError::Handshake("wrong cookie".into()))?;
     super::framing::decode(&payload[..n])
@@ -275,7 +295,7 @@ pub async fn accept_with(mut stream: TcpStream, me: &Identity, accepts: &[Role],
     let peer_addr = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let unauthenticated = |error| Rejected { error, unauthenticated: true };
     let first = receive(&mut stream).await.map_err(unauthenticated)?;
-    let mut noise = noise(&me.cookie, false).map_err(unauthenticated)?;
+    let mut noise = noise(&me.psk, false).map_err(unauthenticated)?;
     let mut payload = vec![0u8; first.len()];
     let n = noise
         .read_message(&first, &mut payload)
@@ -319,7 +339,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     fn id(role: Role, name: &str, cookie: &str) -> Identity {
-        Identity { role, name: name.into(), cookie: cookie.into() }
+        Identity::new(role, name, &Cookie::for_tests(cookie))
     }
 
     async fn listen(me: Identity, accepts: &'static [Role]) -> (String, tokio::task::JoinHandle<Result<Authenticated, Rejected>>) {
@@ -383,12 +403,28 @@ mod tests {
         assert!(!s.unauthenticated && s.error.to_string().contains("mode mismatch"));
     }
 
+    /// Issue 31: the dialer checks what it reached, too: a worker that
+    /// dials a worker (a wrong --master address) or a master that dials a
+    /// master is refused before any message, naming both roles.
+    #[tokio::test]
+    async fn a_dialer_refuses_a_listener_in_the_wrong_role() {
+        for (listener, dialer) in [(Role::Worker, Role::Worker), (Role::Master, Role::Master), (Role::Local, Role::Peer)] {
+            let (addr, _server) = listen(id(listener, "l@h", "c"), &[Role::Worker, Role::Master, Role::Peer]).await;
+            let e = dial(&addr, &id(dialer, "d@h", "c")).await.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains(&format!("mode mismatch: a {dialer} dials a")) && e.contains(&format!("this is a {listener}")), "{e}");
+        }
+        // A console may attach to any node.
+        let (addr, server) = listen(id(Role::Local, "l@h", "c"), &[Role::Console]).await;
+        assert!(dial(&addr, &id(Role::Console, "console@h", "c")).await.is_ok());
+        assert!(server.await.unwrap().is_ok());
+    }
+
     #[tokio::test]
     async fn an_incompatible_protocol_is_refused_with_both_versions() {
         let (addr, server) = listen(id(Role::Worker, "w@h", "c"), &[Role::Master]).await;
         let stream = TcpStream::connect(&addr).await.unwrap();
         let hello = Hello { protocol: PROTOCOL + 98, version: "9.9.9".into(), role: Role::Master, name: "m@h".into() };
-        let answer = dial_with(stream, "c", hello).await.err().unwrap().to_string();
+        let answer = dial_with(stream, &Cookie::for_tests("c").psk(), hello).await.err().unwrap().to_string();
         assert!(answer.contains("incompatible version") && answer.contains(crate::VERSION), "{answer}");
         assert!(server.await.unwrap().err().unwrap().error.to_string().contains("incompatible version"));
     }
@@ -506,6 +542,29 @@ mod tests {
         assert!(matches!(got, Err(NetError::Tampered)), "{got:?}");
     }
 
+    /// Issue 31: a write cut off by its deadline part way through a record
+    /// poisons the writer: the next write fails at once rather than send a
+    /// record the peer would read from its middle (as "tampered with").
+    #[tokio::test]
+    async fn a_write_cut_off_part_way_poisons_the_writer() {
+        let (addr, server) = listen(id(Role::Master, "m@h", "c"), &[Role::Worker]).await;
+        let c = dial(&addr, &id(Role::Worker, "w@h", "c")).await.unwrap();
+        // The listener's end stays open and never reads.
+        let _unread = server.await.unwrap().unwrap();
+        let mut link: Link<ControlMsg> = c.into_link(Duration::from_millis(200));
+        let big = ControlMsg::Output { id: None, text: "x".repeat(60_000) };
+        let mut first = None;
+        for _ in 0..2000 {
+            if let Err(e) = link.writer.write(&big).await {
+                first = Some(e);
+                break;
+            }
+        }
+        assert!(matches!(first, Some(NetError::WriteStalled(_))), "{first:?}");
+        let next = tokio::time::timeout(Duration::from_secs(2), link.writer.write(&ControlMsg::Welcome)).await;
+        assert!(matches!(next, Ok(Err(NetError::Poisoned))), "{next:?}");
+    }
+
     #[test]
     fn peer_text_is_escaped_and_cut() {
         assert_eq!(quoted("w1@host"), "w1@host");
@@ -516,6 +575,7 @@ mod tests {
 
     #[test]
     fn different_cookies_give_different_keys() {
+        let psk = |name: &str| Cookie::for_tests(name).psk();
         assert_ne!(psk("a"), psk("b"));
         assert_eq!(psk("a"), psk("a"));
     }
@@ -524,6 +584,7 @@ mod tests {
     /// panic the listener's side and never authenticate.
     #[test]
     fn random_first_flights_are_refused_never_a_panic() {
+        let psk = Cookie::for_tests("c").psk();
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = move || {
             state ^= state << 13;
@@ -533,7 +594,7 @@ mod tests {
         };
         for _ in 0..2000 {
             let bytes: Vec<u8> = (0..(next() % 200)).map(|_| next() as u8).collect();
-            assert!(open_first_flight("c", &bytes).is_err());
+            assert!(open_first_flight(&psk, &bytes).is_err());
         }
     }
 }

@@ -217,6 +217,9 @@ pub enum ControlRefusal {
     NameTaken(String),
     #[error("the worker already has a master")]
     HasMaster,
+    /// A worker registered under another name than its handshake's.
+    #[error("it registered as {registered}, but its handshake named it {handshake}")]
+    NameMismatch { registered: String, handshake: String },
 }
 
 /// A data link from one worker to another: records for one workflow.
@@ -433,6 +436,47 @@ mod tests {
         let via_values =
             postcard::to_allocvec(&DataLinkMsg::Data { id: 7, stage: 2, instance: 5, from: 3, msg: DataMsg::Records(1, values) }).unwrap();
         assert_eq!(direct, via_values);
+    }
+
+    /// Issue 31: a `Deploy` whose operator is wrapped in a million `with`s
+    /// (a buggy or hostile peer that holds the cookie) is refused as nested
+    /// too deeply; it overflowed the stack and took the worker down.
+    #[test]
+    fn a_deploy_nested_a_million_levels_deep_is_refused_without_a_crash() {
+        use super::super::spec::{OpSpec, StrategySpec, WithSpec, WorkflowSpec};
+        let deploy = |op: OpSpec| {
+            crate::net::framing::encode(&ControlMsg::Deploy {
+                id: 1,
+                spec: WorkflowSpec { nodes: vec![("n".into(), op)], edges: vec![] },
+                sources: vec![],
+                workers: vec![],
+                slots: 1,
+                placement: vec![],
+                checkpoints: false,
+            })
+        };
+        let with = WithSpec { strategy: StrategySpec::Single, key: None, place: None, route: None };
+        let (plain, once) = (deploy(OpSpec::Collect), deploy(OpSpec::With(Box::new(OpSpec::Collect), with.clone())));
+        // once = head, With, Collect, the WithSpec, tail; plain = head, Collect, tail.
+        let k = plain.iter().zip(&once).position(|(a, b)| a != b).unwrap();
+        let tail = &plain[k + 1..];
+        let spec = &once[k + 2..once.len() - tail.len()];
+        let levels = 1_000_000;
+        let mut deep = plain[..k].to_vec();
+        deep.extend(std::iter::repeat_n(once[k], levels));
+        deep.push(plain[k]);
+        for _ in 0..levels {
+            deep.extend_from_slice(spec);
+        }
+        deep.extend_from_slice(tail);
+        let got = crate::net::framing::decode::<ControlMsg>(&deep);
+        assert!(matches!(&got, Err(crate::net::NetError::Malformed(m)) if m.contains("nested more than 128 levels")), "{got:?}");
+        // As deep as anyone writes it, it decodes.
+        let mut op = OpSpec::Collect;
+        for _ in 0..10 {
+            op = OpSpec::With(Box::new(op), with.clone());
+        }
+        assert!(crate::net::framing::decode::<ControlMsg>(&deploy(op)).is_ok());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod spec;
 pub mod value;
 
 pub use connection::{Authenticated, Link, NetError, Reader, Writer};
+pub use cookie::Cookie;
 pub use handshake::Identity;
 pub use message::{ConsoleMsg, ControlMsg, DataLinkMsg, DataMsg, LinkMessage, Role, WorkerInfo, WorkflowSpec};
 pub use value::Value;

@@ -21,28 +21,68 @@ pub struct FuncSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum OpSpec {
     Items(Vec<Value>),
-    Range { start: i64, end: i64, step: i64 },
+    Range {
+        start: i64,
+        end: i64,
+        step: i64,
+    },
     Generator(FuncSpec),
-    Lines { path: String, max_line: u64 },
-    Tcp { host: String, port: u16, max_line: u64 },
+    Lines {
+        path: String,
+        max_line: u64,
+    },
+    Tcp {
+        host: String,
+        port: u16,
+        max_line: u64,
+    },
     Map(FuncSpec),
     FlatMap(FuncSpec),
     Filter(FuncSpec),
-    KeyedReduce { key: FuncSpec, reduce: FuncSpec, initial: Value },
-    Count { key: Option<FuncSpec> },
+    KeyedReduce {
+        key: FuncSpec,
+        reduce: FuncSpec,
+        initial: Value,
+    },
+    Count {
+        key: Option<FuncSpec>,
+    },
     Print(String),
     WriteLines(String),
     WriteParts(String),
     Collect,
     User(Box<UserOpSpec>),
-    With(Box<OpSpec>, WithSpec),
-    Redis { url: String, stream: String, group: String, retry_ms: u64 },
-    RedisSink { url: String, stream: String },
-    Nats { url: String, subject: String, stream: String, durable: String, retry_ms: u64 },
-    NatsSink { url: String, subject: String },
+    /// Nested at most [`super::value::MAX_DEPTH`] deep on the wire: a
+    /// deeper one (a buggy or hostile peer) is refused, not a stack overflow.
+    With(#[serde(deserialize_with = "super::value::nested")] Box<OpSpec>, WithSpec),
+    Redis {
+        url: String,
+        stream: String,
+        group: String,
+        retry_ms: u64,
+    },
+    RedisSink {
+        url: String,
+        stream: String,
+    },
+    Nats {
+        url: String,
+        subject: String,
+        stream: String,
+        durable: String,
+        retry_ms: u64,
+    },
+    NatsSink {
+        url: String,
+        subject: String,
+    },
     Kafka(KafkaSource),
     KafkaSink(KafkaSink),
-    EventTime { ts: FuncSpec, out_of_order: f64, idle: Option<f64> },
+    EventTime {
+        ts: FuncSpec,
+        out_of_order: f64,
+        idle: Option<f64>,
+    },
     Window(Box<WindowSpecOp>),
 }
 

@@ -50,8 +50,9 @@ pub fn decode_bounded<T, E: std::fmt::Display>(decode: impl FnOnce() -> Result<T
     decode().map_err(|e| if TOO_DEEP.replace(false) { NotPlainData::TooDeep.to_string() } else { e.to_string() })
 }
 
-/// Decodes the contents of an array or a map, one level deeper.
-fn nested<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(de: D) -> Result<T, D::Error> {
+/// Decodes what a recursive type holds (an array's or a map's contents,
+/// an operator inside `with`), one level deeper.
+pub(crate) fn nested<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(de: D) -> Result<T, D::Error> {
     struct Level(usize);
     impl Drop for Level {
         fn drop(&mut self) {

@@ -142,13 +142,13 @@ fn write_release(
     // otherwise comes from the hosts (SKITTER_COOKIE, ~/.skitter.cookie).
     let kept = old_is_release.then(|| cookie::read_file(&old.join(COOKIE_FILE)).ok()).flatten();
     let cookie_value = match std::env::var("SKITTER_COOKIE").ok().filter(|c| !c.trim().is_empty()) {
-        Some(c) if write_cookie => Some(c.trim().to_string()),
-        _ => kept.or_else(|| write_cookie.then(cookie::random)),
+        Some(c) if write_cookie => Some(cookie::Cookie::new(&c, "SKITTER_COOKIE").map_err(|e| ReleaseError::Script(e.to_string()))?),
+        _ => kept.or_else(|| write_cookie.then(cookie::Cookie::random)),
     };
     if let Some(value) = cookie_value {
         let cookie_path = dir.join(COOKIE_FILE);
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&cookie_path).map_err(io(&cookie_path))?;
-        f.write_all(value.as_bytes()).map_err(io(&cookie_path))?;
+        f.write_all(value.expose().as_bytes()).map_err(io(&cookie_path))?;
     }
     let start_data = dir.join(START_DATA);
     std::fs::write(&start_data, format!("{vsn}\n")).map_err(io(&start_data))?;

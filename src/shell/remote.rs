@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::{input, Backend, Printer, Reply as ShellReply};
 use crate::net::message::{EvalError, Reply};
-use crate::net::{handshake, ConsoleMsg, Identity, Link, Role};
+use crate::net::{handshake, ConsoleMsg, Cookie, Identity, Link, Role};
 use crate::script::session::ErrorKind;
 use crate::script::ScriptError;
 use crate::{Error, Result};
@@ -35,14 +35,14 @@ pub struct Console {
 
 impl Console {
     /// Connects to `addr` and authenticates; what the node prints goes to `printer`.
-    pub fn connect(addr: &str, cookie: String, printer: Printer) -> Result<Console> {
+    pub fn connect(addr: &str, cookie: &Cookie, printer: Printer) -> Result<Console> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .map_err(|e| Error::Failed(format!("cannot start the runtime: {e}")))?;
         let me = format!("console_{}@{}", std::process::id(), crate::runtime::node::hostname());
-        let identity = Identity { role: Role::Console, name: me, cookie };
+        let identity = Identity::new(Role::Console, me, cookie);
         let auth: Link<ConsoleMsg> = rt
             .block_on(handshake::dial(addr, &identity))
             .map_err(|e| Error::Failed(format!("cannot attach to {addr}: {e}")))?
@@ -281,7 +281,7 @@ impl Backend for RemoteBackend {
 }
 
 /// `skitter remote NODE`: the shell on another node.
-pub fn attach(addr: &str, cookie: String, history_name: Option<&str>) -> Result<ExitCode> {
+pub fn attach(addr: &str, cookie: &Cookie, history_name: Option<&str>) -> Result<ExitCode> {
     super::init_colors();
     let printer = Printer::default();
     let console = Console::connect(addr, cookie, printer.clone())?;
@@ -299,7 +299,7 @@ pub fn attach(addr: &str, cookie: String, history_name: Option<&str>) -> Result<
 
 /// `skitter rpc NODE EXPR`: evaluates on the node and prints the result;
 /// the node interrupts an evaluation that takes longer than `timeout`.
-pub fn rpc(addr: &str, cookie: String, code: &str, script: Option<&str>, timeout: Option<std::time::Duration>) -> Result<ExitCode> {
+pub fn rpc(addr: &str, cookie: &Cookie, code: &str, script: Option<&str>, timeout: Option<std::time::Duration>) -> Result<ExitCode> {
     super::init_colors();
     let printer = Printer::default();
     let console = Console::connect(addr, cookie, printer)?;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::BIN;
 
-pub const COOKIE: &str = "test-cookie-5f1b";
+pub const COOKIE: &str = "test-cookie-5f1b-9a3e7c2d8b4f1e60";
 
 /// Runs `skitter ARGS` to the end with `cookie`, `tmp` as its tmp/ and home.
 pub fn run_with_cookie(tmp: &Path, cookie: &str, args: &[&str]) -> super::Outcome {

@@ -30,7 +30,7 @@ use super::dataflow::sink;
 use super::link::{self, LinkEnd, Outgoing};
 use crate::net::handshake::{self, HANDSHAKE_TIMEOUT};
 use crate::net::message::ControlRefusal;
-use crate::net::{Authenticated, ControlMsg, Identity, Link, LinkMessage, NetError, Role, WorkerInfo};
+use crate::net::{Authenticated, ControlMsg, Cookie, Identity, Link, LinkMessage, NetError, Role, WorkerInfo};
 use crate::script::{Code, Host, Output, WorkflowRef};
 use crate::workflow::{Stats, Status, Workflow};
 
@@ -84,11 +84,11 @@ fn first_run() -> u64 {
 }
 
 impl Master {
-    pub fn new(name: String, cookie: String, shutdown_with_workers: bool, handle: Handle, output: Output) -> Arc<Master> {
+    pub fn new(name: String, cookie: &Cookie, shutdown_with_workers: bool, handle: Handle, output: Output) -> Arc<Master> {
         let output = Arc::new(Mutex::new(output));
         Arc::new_cyclic(|me| Master {
             me: me.clone(),
-            identity: Identity { role: Role::Master, name: name.clone(), cookie },
+            identity: Identity::new(Role::Master, name.clone(), cookie),
             name,
             handle,
             coordinator: Mutex::new(Coordinator::new(shutdown_with_workers)),
@@ -340,9 +340,20 @@ impl Master {
                 return;
             }
         };
+        // The name the worker proved in the handshake is its name.
+        if info.name != auth.peer_name {
+            let why =
+                ControlRefusal::NameMismatch { registered: handshake::quoted(&info.name), handshake: handshake::quoted(&auth.peer_name) };
+            tracing::warn!("refused a worker: {why}");
+            let _ = auth.writer.write(&ControlMsg::Refuse(why.clone())).await;
+            if let Some(tx) = registered {
+                let _ = tx.send(Err(why.to_string()));
+            }
+            return;
+        }
         let admitted = self.coordinator.lock().expect("coordinator lock").admit(&info);
         if let Err(e) = admitted {
-            tracing::warn!("refused worker {}: {e}", info.name);
+            tracing::warn!("refused worker {}: {e}", handshake::quoted(&info.name));
             let _ = auth.writer.write(&ControlMsg::Refuse(ControlRefusal::NameTaken(info.name.clone()))).await;
             if let Some(tx) = registered {
                 let _ = tx.send(Err(e.to_string()));

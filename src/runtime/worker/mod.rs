@@ -27,7 +27,7 @@ use super::dataflow::{self, Layout, Running};
 use super::link;
 use crate::net::framing::encode;
 use crate::net::handshake;
-use crate::net::{Authenticated, ControlMsg, Identity, Role, WorkerInfo, WorkflowSpec};
+use crate::net::{Authenticated, ControlMsg, Cookie, Identity, Role, WorkerInfo, WorkflowSpec};
 use crate::runtime::checkpoint::output::{Outputs, Writes};
 use crate::runtime::checkpoint::part::WorkerRestore;
 use crate::script::host::Source;
@@ -54,7 +54,7 @@ pub struct WorkerConfig {
     pub name: String,
     pub tags: Vec<String>,
     pub slots: usize,
-    pub cookie: String,
+    pub cookie: Cookie,
     /// `host:port` of a master to dial.
     pub master: Option<String>,
     pub shutdown_with_master: bool,
@@ -99,7 +99,7 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(config: WorkerConfig, addr: String) -> Arc<Worker> {
-        let identity = Identity { role: Role::Worker, name: config.name.clone(), cookie: config.cookie.clone() };
+        let identity = Identity::new(Role::Worker, config.name.clone(), &config.cookie);
         Arc::new(Worker {
             life: Mutex::new(Lifecycle::new(&config.name)),
             config,

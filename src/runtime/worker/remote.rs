@@ -292,13 +292,13 @@ mod tests {
     async fn data_link() -> (Link<DataLinkMsg>, Link<DataLinkMsg>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let id = |name: &str| Identity { role: Role::Peer, name: name.into(), cookie: "c".into() };
-        let receiver = id("receiver@h");
+        let id = |role, name: &str| Identity::new(role, name, &crate::net::Cookie::for_tests("c"));
+        let receiver = id(Role::Worker, "receiver@h");
         let accepting = tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
             handshake::accept(stream, &receiver, &[Role::Peer]).await.map_err(|r| r.error.to_string())
         });
-        let sender = handshake::dial(&addr, &id("sender@h")).await.unwrap();
+        let sender = handshake::dial(&addr, &id(Role::Peer, "sender@h")).await.unwrap();
         let receiver = accepting.await.unwrap().unwrap();
         (sender.into_link(Duration::from_secs(5)), receiver.into_link(Duration::from_secs(5)))
     }
