@@ -106,19 +106,22 @@ fn strangers_holding_connections_open_do_not_starve_a_node() {
     let w = Node::worker("w1", "127.0.0.45", &[], tmp.path());
     assert!(wait_until(Duration::from_secs(5), || w.rss_kb() > 0));
     let idle = w.rss_kb();
-    // 300 connections that say nothing, 50 that announce the largest frame
-    // they can and then trickle bytes: from an address of their own (a node
-    // pauses an address that keeps failing).
+    // 300 connections that say nothing (from an address of their own: a
+    // node pauses an address that keeps failing), and 50 from four more
+    // addresses that announce a first flight of a valid length and trickle
+    // it a byte at a time: 350 strangers, past the 256 handshakes the node
+    // takes at once.
     let mut held: Vec<TcpStream> = (0..300).filter_map(|_| connect_from("127.0.0.60", &w.addr)).collect();
-    let mut tricklers: Vec<TcpStream> = (0..50).filter_map(|_| connect_from("127.0.0.61", &w.addr)).collect();
+    let mut tricklers: Vec<TcpStream> = (0..50).filter_map(|i| connect_from(&format!("127.0.0.{}", 61 + i % 4), &w.addr)).collect();
     assert!(held.len() + tricklers.len() > 300);
     for s in &mut tricklers {
-        let _ = s.write_all(&[0xff, 0xff, 0xff, 0xff]);
+        let _ = s.write_all(&2000u16.to_be_bytes());
     }
-    for round in 0..20u8 {
+    for round in 0..10u8 {
         for s in &mut tricklers {
             let _ = s.write_all(&[round]);
         }
+        std::thread::sleep(Duration::from_millis(50));
     }
     // A real client still gets in, and is answered.
     run(tmp.path(), &["rpc", &w.addr, "1 + 1"]).success().stdout_has("2");

@@ -29,10 +29,16 @@ pub const MAX_PENDING: usize = 256;
 /// finish within a round trip; only replayed first flights linger, until
 /// the handshake deadline). Past it, a proven handshake stays a stranger.
 pub const MAX_PROVEN: usize = 1024;
-/// Failed authentications from one address within [`FAILURE_WINDOW`]
-/// before its connections are closed unheard until the window ends.
+/// Failed handshakes (a wrong cookie, a handshake never finished, a place
+/// given up to others) from one address within [`FAILURE_WINDOW`] before it
+/// is paused until the window ends: then it gets one handshake at a time,
+/// not none, so that a good peer sharing the address (127.0.0.1, a NAT)
+/// still gets in between a failing client's attempts.
 pub const MAX_FAILURES: u32 = 10;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses whose failures are remembered at once; past it, the oldest
+/// record is forgotten.
+pub const MAX_TRACKED: usize = 4096;
 /// How often refusals are summed up in the log.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -48,6 +54,9 @@ struct Pending {
 struct State {
     pending: VecDeque<Pending>,
     failures: HashMap<IpAddr, (Instant, u32)>,
+    /// The failures' records in the order they began, to forget them
+    /// oldest first without a scan.
+    began: VecDeque<(IpAddr, Instant)>,
     next: u64,
     /// Refusals not yet logged, and the first of them.
     refused: u64,
@@ -88,9 +97,11 @@ impl Gate {
     /// most strangers pending (the newcomer's counted) gives way, its
     /// oldest first.
     pub fn admit(self: &Arc<Self>, addr: IpAddr, now: Instant) -> Option<Ticket> {
+        let addr = source(addr);
         let mut s = self.state.lock().expect("gate lock");
         if let Some(&(since, n)) = s.failures.get(&addr) {
-            if now.duration_since(since) < FAILURE_WINDOW && n >= MAX_FAILURES {
+            let paused = now.duration_since(since) < FAILURE_WINDOW && n >= MAX_FAILURES;
+            if paused && s.pending.iter().any(|p| !p.proven && p.addr == addr) {
                 return None;
             }
         }
@@ -127,15 +138,25 @@ impl Gate {
         }
     }
 
-    /// An address failed to prove the cookie.
+    /// A handshake from an address failed before it proved the cookie.
     pub fn failed(&self, addr: IpAddr, now: Instant) {
+        let addr = source(addr);
         let mut s = self.state.lock().expect("gate lock");
-        if s.failures.len() > 10_000 {
-            s.failures.retain(|_, (since, _)| now.duration_since(*since) < FAILURE_WINDOW);
+        let s = &mut *s;
+        // Forget records whose window is over, and the oldest past the cap.
+        while let Some(&(old, began)) = s.began.front() {
+            if now.duration_since(began) < FAILURE_WINDOW && s.failures.len() < MAX_TRACKED {
+                break;
+            }
+            s.began.pop_front();
+            if s.failures.get(&old).is_some_and(|&(since, _)| since == began) {
+                s.failures.remove(&old);
+            }
         }
         let entry = s.failures.entry(addr).or_insert((now, 0));
-        if now.duration_since(entry.0) >= FAILURE_WINDOW {
+        if entry.1 == 0 || now.duration_since(entry.0) >= FAILURE_WINDOW {
             *entry = (now, 0);
+            s.began.push_back((addr, now));
         }
         entry.1 += 1;
     }
@@ -170,6 +191,16 @@ impl Gate {
         s.refused = 0;
         s.last_log = Some(now);
         Some(line)
+    }
+}
+
+/// Where a connection comes from, for the limits: an IPv4 address (an
+/// IPv4-mapped IPv6 one as IPv4), or an IPv6 /64 — one host holds a whole
+/// /64, and would walk around limits kept per IPv6 address.
+fn source(addr: IpAddr) -> IpAddr {
+    match addr.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        v4 => v4,
     }
 }
 
@@ -209,7 +240,7 @@ where
                     }
                 };
                 let Some(ticket) = gate.admit(from.ip(), Instant::now()) else {
-                    if let Some(line) = gate.refused(format!("{} is paused after {MAX_FAILURES} failed authentications", from.ip()), Instant::now()) {
+                    if let Some(line) = gate.refused(format!("{} is paused after {MAX_FAILURES} failed handshakes (one at a time until the minute is over)", from.ip()), Instant::now()) {
                         tracing::warn!("{line}");
                     }
                     continue;
@@ -256,7 +287,14 @@ async fn handshake_at_gate(
     let mut extended = false;
     loop {
         tokio::select! {
-            _ = ticket.evicted.cancelled() => return Err(format!("{from}: gave way to newer connections while handshaking")),
+            _ = ticket.evicted.cancelled() => {
+                // A stranger crowding the gate counts as failing: one that
+                // keeps the places full is paused like a wrong cookie.
+                if !proved.load(Ordering::Relaxed) {
+                    gate.failed(from.ip(), Instant::now());
+                }
+                return Err(format!("{from}: gave way to newer connections while handshaking"));
+            }
             r = &mut accepting => return r.map_err(|rejected| {
                 if rejected.unauthenticated {
                     gate.failed(from.ip(), Instant::now());
@@ -265,6 +303,10 @@ async fn handshake_at_gate(
             }),
             _ = &mut limit => {
                 if !proved.load(Ordering::Relaxed) || extended {
+                    // Silent or trickling: a failure like a wrong cookie.
+                    if !proved.load(Ordering::Relaxed) {
+                        gate.failed(from.ip(), Instant::now());
+                    }
                     return Err(format!("{from}: the handshake took longer than {}", crate::settings::seconds(HANDSHAKE_TIMEOUT)));
                 }
                 extended = true;
@@ -330,9 +372,70 @@ mod tests {
             assert!(gate.admit(ip(4), now).is_some());
             gate.failed(ip(4), now);
         }
+        // Paused: one handshake at a time (a good peer on the same
+        // address gets in between the failing client's attempts).
+        let one = gate.admit(ip(4), now).expect("one at a time");
         assert!(gate.admit(ip(4), now).is_none(), "paused");
-        assert!(gate.admit(ip(5), now).is_some(), "only that address");
-        assert!(gate.admit(ip(4), now + FAILURE_WINDOW).is_some(), "the window ends");
+        let _others: Vec<Ticket> = (0..5).map(|_| gate.admit(ip(5), now).expect("only that address")).collect();
+        drop(one);
+        assert!(gate.admit(ip(4), now).is_some(), "its one place is free again");
+        let _many: Vec<Ticket> = (0..5).map(|_| gate.admit(ip(4), now + FAILURE_WINDOW).expect("the window ends")).collect();
+    }
+
+    /// Issue 31: one host holds a whole IPv6 /64; limits kept per address
+    /// let it walk around them. An IPv4-mapped address is its IPv4 one.
+    #[test]
+    fn ipv6_addresses_are_limited_by_their_64_bit_prefix() {
+        let gate = Arc::new(Gate::default());
+        let now = Instant::now();
+        let v6 = |s: &str| IpAddr::from(s.parse::<std::net::Ipv6Addr>().unwrap());
+        for i in 0..MAX_FAILURES {
+            gate.failed(v6(&format!("2001:db8:0:7::{:x}", i + 1)), now);
+        }
+        let _one = gate.admit(v6("2001:db8:0:7:ffff::1"), now).expect("one at a time");
+        assert!(gate.admit(v6("2001:db8:0:7:abcd::9"), now).is_none(), "the /64 is paused, whatever its last 64 bits");
+        assert!(gate.admit(v6("2001:db8:0:8::1"), now).is_some(), "the next /64 is not");
+        for _ in 0..MAX_FAILURES {
+            gate.failed(v6("::ffff:127.0.0.9"), now);
+        }
+        let _nine = gate.admit(ip(9), now).expect("one at a time");
+        assert!(gate.admit(ip(9), now).is_none(), "an IPv4-mapped address counts as its IPv4 one");
+    }
+
+    /// Issue 31: the failures remembered are bounded, and forgetting them
+    /// takes no scan.
+    #[test]
+    fn the_failures_remembered_are_bounded() {
+        let gate = Arc::new(Gate::default());
+        let now = Instant::now();
+        for i in 0..(MAX_TRACKED as u32 * 3) {
+            gate.failed(IpAddr::from((0x0a00_0000 + i).to_be_bytes()), now);
+        }
+        let s = gate.state.lock().unwrap();
+        assert!(s.failures.len() <= MAX_TRACKED && s.began.len() <= MAX_TRACKED, "{} {}", s.failures.len(), s.began.len());
+        drop(s);
+        // The newest are the ones kept.
+        for _ in 0..MAX_FAILURES {
+            gate.failed(IpAddr::from((0x0a00_0000 + MAX_TRACKED as u32 * 3 - 1).to_be_bytes()), now);
+        }
+        assert_eq!(gate.state.lock().unwrap().failures.values().map(|&(_, n)| n).max(), Some(MAX_FAILURES + 1));
+    }
+
+    /// Issue 31: a stranger that says nothing (or trickles) until the
+    /// handshake's deadline fails like a wrong cookie: enough of them and
+    /// the address is paused. (Real time: the deadline is 5 s.)
+    #[tokio::test]
+    async fn a_silent_stranger_counts_as_a_failure() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let gate = Arc::new(Gate::default());
+        let me = Identity::new(Role::Worker, "w@h", &crate::net::Cookie::for_tests("c"));
+        let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (stream, from) = listener.accept().await.unwrap();
+        let ticket = gate.admit(from.ip(), Instant::now()).unwrap();
+        let got = handshake_at_gate(stream, &me, &[Role::Peer], &ticket, &gate, from).await;
+        assert!(got.err().unwrap().contains("took longer than"));
+        assert_eq!(gate.state.lock().unwrap().failures.get(&from.ip()).map(|&(_, n)| n), Some(1));
     }
 
     /// Issue 25: a dialer stopped after proving the cookie and before its
