@@ -253,3 +253,25 @@ fn a_weak_cookie_is_refused_saying_how_to_make_one() {
     let node = Node::spawn(&["worker", "start", "--no-log", "--listen", "127.0.0.52:0"], tmp.path(), strong, None);
     common::node::run_with_cookie(tmp.path(), strong.trim(), &["rpc", &node.addr, "6 * 7"]).success().stdout_has("42");
 }
+
+/// Issue 31: the cookie in SKITTER_COOKIE reaches no child but the skitter
+/// nodes that need it: here `ssh` (run by `skitter deploy`) runs a proxy
+/// command that writes down the environment it was given.
+#[test]
+fn the_cookie_is_in_no_child_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seen = tmp.path().join("env.txt");
+    let config = tmp.path().join("ssh_config");
+    std::fs::write(&config, format!("Host envdump\n  ProxyCommand sh -c 'env > {}; exit 1'\n  StrictHostKeyChecking no\n", seen.display()))
+        .unwrap();
+    let out = Skitter::new()
+        .args(["deploy", "--no-log", "--ssh-config", config.to_str().unwrap(), "--working-dir", tmp.path().to_str().unwrap(), "envdump"])
+        .env("SKITTER_COOKIE", COOKIE)
+        .env("SKITTER_TMP", tmp.path())
+        .env("HOME", tmp.path())
+        .run();
+    out.expect_code(1);
+    let env = std::fs::read_to_string(&seen).unwrap_or_else(|e| panic!("ssh ran no proxy command ({e}):\n{}", out.stderr()));
+    assert!(env.contains("HOME="), "{env}");
+    assert!(!env.contains("SKITTER_COOKIE") && !env.contains(COOKIE), "the cookie reached ssh's children:\n{env}");
+}

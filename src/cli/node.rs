@@ -59,7 +59,8 @@ pub fn daemon(app: Option<&App>, node: &str, args: Vec<String>, cookie: Option<&
     let exe = std::env::current_exe().map_err(|e| Error::Failed(format!("cannot find this program: {e}")))?;
     use std::os::unix::process::CommandExt;
     let mut command = Command::new(exe);
-    if let Some(c) = cookie {
+    // The node's cookie: -c's, else the one this process was started with.
+    if let Some(c) = cookie.or_else(|| crate::net::cookie::from_environment()) {
         command.env("SKITTER_COOKIE", c);
     }
     let mut child = command

@@ -34,7 +34,7 @@ pub fn cookie_for(flag: Option<&str>, app: Option<&App>) -> Result<Cookie> {
         }
         return Cookie::new(c, "-c").map_err(|e| Error::Usage(e.to_string()));
     }
-    if let Ok(c) = std::env::var("SKITTER_COOKIE") {
+    if let Some(c) = cookie::from_environment() {
         // Set but empty is a mistake (a variable that did not expand, a
         // secret that was not mounted): falling back to another cookie
         // would join or refuse the wrong cluster without saying why.
@@ -43,7 +43,7 @@ pub fn cookie_for(flag: Option<&str>, app: Option<&App>) -> Result<Cookie> {
                 "SKITTER_COOKIE is set but empty: give it the cluster's cookie, or unset it to use the cookie file".into(),
             ));
         }
-        return Cookie::new(&c, "SKITTER_COOKIE").map_err(|e| Error::Usage(e.to_string()));
+        return Cookie::new(c, "SKITTER_COOKIE").map_err(|e| Error::Usage(e.to_string()));
     }
     if let Some(app) = app.filter(|a| a.release) {
         let path = app.root.join(crate::release::build::COOKIE_FILE);

@@ -170,7 +170,13 @@ fn start_and_redeploy(
     cookie: &Cookie,
     expressions: &[String],
 ) -> std::result::Result<(), String> {
-    let out = Command::new(root.join("bin").join(name))
+    let mut command = Command::new(root.join("bin").join(name));
+    // The cookie this process was started with, as the node would have
+    // inherited it (it is out of this process's environment).
+    if let Some(c) = crate::net::cookie::from_environment() {
+        command.env("SKITTER_COOKIE", c);
+    }
+    let out = command
         .arg("daemon")
         .env("SKITTER_MODE", &args.mode)
         .env("SKITTER_NODE", node)

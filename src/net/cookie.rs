@@ -126,6 +126,27 @@ pub fn strength(text: &str) -> f64 {
     chars.len() as f64 * (alphabet as f64).log2()
 }
 
+/// SKITTER_COOKIE as this process started with it.
+static ENVIRONMENT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Takes SKITTER_COOKIE out of this process's environment, keeping it for
+/// [`from_environment`]: no child (`sh`, `ssh` and what they run) inherits
+/// it; a skitter node this one starts is handed it explicitly. Called first
+/// thing in `main`, while the process has one thread.
+pub fn take_from_environment() {
+    ENVIRONMENT.get_or_init(|| {
+        let value = std::env::var("SKITTER_COOKIE").ok();
+        std::env::remove_var("SKITTER_COOKIE");
+        value
+    });
+}
+
+/// SKITTER_COOKIE as this process started with it.
+pub fn from_environment() -> Option<&'static str> {
+    take_from_environment();
+    ENVIRONMENT.get().and_then(|v| v.as_deref())
+}
+
 /// The default cookie file: `~/.skitter.cookie`.
 pub fn default_file() -> Option<PathBuf> {
     std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".skitter.cookie"))

@@ -141,8 +141,8 @@ fn write_release(
     // A cookie file only when asked for (or already there): the cookie
     // otherwise comes from the hosts (SKITTER_COOKIE, ~/.skitter.cookie).
     let kept = old_is_release.then(|| cookie::read_file(&old.join(COOKIE_FILE)).ok()).flatten();
-    let cookie_value = match std::env::var("SKITTER_COOKIE").ok().filter(|c| !c.trim().is_empty()) {
-        Some(c) if write_cookie => Some(cookie::Cookie::new(&c, "SKITTER_COOKIE").map_err(|e| ReleaseError::Script(e.to_string()))?),
+    let cookie_value = match cookie::from_environment().filter(|c| !c.trim().is_empty()) {
+        Some(c) if write_cookie => Some(cookie::Cookie::new(c, "SKITTER_COOKIE").map_err(|e| ReleaseError::Script(e.to_string()))?),
         _ => kept.or_else(|| write_cookie.then(cookie::Cookie::random)),
     };
     if let Some(value) = cookie_value {
