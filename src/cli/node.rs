@@ -60,7 +60,8 @@ pub fn daemon(app: Option<&App>, node: &str, args: Vec<String>, cookie: Option<&
     use std::os::unix::process::CommandExt;
     let mut command = Command::new(exe);
     // The node's cookie: -c's, else the one this process was started with.
-    if let Some(c) = cookie.or_else(|| crate::net::cookie::from_environment()) {
+    let inherited = crate::net::cookie::from_environment();
+    if let Some(c) = cookie.or(inherited) {
         command.env("SKITTER_COOKIE", c);
     }
     let mut child = command
