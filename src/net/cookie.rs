@@ -135,7 +135,10 @@ static ENVIRONMENT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::n
 /// thing in `main`, while the process has one thread.
 pub fn take_from_environment() {
     ENVIRONMENT.get_or_init(|| {
-        let value = std::env::var("SKITTER_COOKIE").ok();
+        // Set but not UTF-8 is still set: never a silent fall back to the
+        // cookie file (a node of the wrong cluster); the text it gives is
+        // refused as weak or as a wrong cookie, loudly.
+        let value = std::env::var_os("SKITTER_COOKIE").map(|v| v.to_string_lossy().into_owned());
         std::env::remove_var("SKITTER_COOKIE");
         value
     });
