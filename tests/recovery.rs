@@ -423,6 +423,41 @@ fn a_master_dials_a_worker_it_lost_again_once_it_can_be_reached() {
     assert!(master.stderr().contains("closing the link to w2@"), "{}", master.stderr());
 }
 
+/// A master that dials a worker still holding the link of the master
+/// before it (killed and started again on a busy host, or stopped: the
+/// worker learns it is gone only when its tick time passes) is told the
+/// worker has a master, and keeps dialing for its wait time: it gets the
+/// worker once the old link ends, rather than failing at once.
+#[test]
+fn a_master_dialing_a_worker_that_still_holds_the_one_before_gets_it_once_that_link_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path();
+    let tick = [("SKITTER_TICK_TIME", "2")];
+    let w = Node::spawn_with_env(
+        &["worker", "start", "--no-log", "-n", "w", "--listen", "127.0.0.170:0", "--no-shutdown-with-master"],
+        tmp,
+        COOKIE,
+        None,
+        &tick,
+    );
+    let old = Node::spawn(&["master", "start", "--no-log", "-n", "m1", "--listen", "127.0.0.171:0", &w.addr], tmp, COOKIE, None);
+    assert!(old.wait_stderr("connected to 1 worker(s)", Duration::from_secs(20)), "{}", old.stderr());
+    // Stopped, not dead: its connection stays open until the worker gives up on it.
+    old.pause();
+    let new = Node::launch(
+        &["master", "start", "--no-log", "-n", "m2", "--listen", "127.0.0.172:0", "--wait-time", "30", &w.addr],
+        tmp,
+        COOKIE,
+        None,
+        &[],
+    );
+    let connected = new.wait_stderr("connected to 1 worker(s)", Duration::from_secs(40));
+    old.resume();
+    assert!(connected, "the second master did not get the worker:\n{}", new.stderr());
+    let workers = run(tmp, &["rpc", "m2", "workers()"]).stdout();
+    assert!(workers.contains("\"name\": \"w@"), "{workers}");
+}
+
 /// Two runs of one name would write the same checkpoints and files: a
 /// second deploy of a running workflow's name is refused, naming it.
 #[test]

@@ -143,6 +143,16 @@ impl Node {
         self.signal(libc::SIGCONT);
     }
 
+    /// Stops the process (SIGSTOP) until [`Node::resume`]: its connections
+    /// stay open, and it answers nothing.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
     /// The process's resident memory, in kB.
     pub fn rss_kb(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();

@@ -259,23 +259,36 @@ impl Master {
 
     /// Dials a worker at `addr` and waits until it is registered. A worker
     /// that is not listening yet (still starting) or does not answer is
-    /// tried again, with a backoff, until `wait` has passed; one that
-    /// answers with a refusal (another cookie, another version) is not.
+    /// tried again, with a backoff, until `wait` has passed; so is one that
+    /// still has a master, whose link to it may not have ended on its side
+    /// yet (a master killed and started again, one stopped until the
+    /// worker's tick time passes). One that answers with any other refusal
+    /// (another cookie, another version) is not.
     pub async fn dial(self: Arc<Self>, addr: String, wait: Duration) -> Result<(), String> {
         let transient = |e: &NetError| matches!(e, NetError::Io(_) | NetError::Timeout(_));
-        let auth = handshake::dial_retrying(&addr, &self.identity, wait, HANDSHAKE_TIMEOUT, transient).await.map_err(|e| {
-            crate::net::counters::connection_failed();
-            format!("cannot reach the worker at {addr}: {e}")
-        })?;
-        let mut auth: Link<ControlMsg> = auth.into_link(link::tick());
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, auth.reader.read()).await {
-            Ok(Ok(Some(ControlMsg::Welcome))) => {}
-            Ok(Ok(Some(ControlMsg::Refuse(why)))) => return Err(format!("the worker at {addr} refused: {why}")),
-            Ok(Ok(Some(other))) => return Err(format!("the worker at {addr} answered {} instead of welcome", other.kind())),
-            Ok(Ok(None)) => return Err(format!("the worker at {addr} closed the connection")),
-            Ok(Err(e)) => return Err(format!("the worker at {addr}: {e}")),
-            Err(_) => return Err(format!("the worker at {addr} did not answer within {}", super::log::seconds(HANDSHAKE_TIMEOUT))),
-        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(50);
+        let auth = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let auth = handshake::dial_retrying(&addr, &self.identity, left, HANDSHAKE_TIMEOUT, transient).await.map_err(|e| {
+                crate::net::counters::connection_failed();
+                format!("cannot reach the worker at {addr}: {e}")
+            })?;
+            let mut auth: Link<ControlMsg> = auth.into_link(link::tick());
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, auth.reader.read()).await {
+                Ok(Ok(Some(ControlMsg::Welcome))) => break auth,
+                Ok(Ok(Some(ControlMsg::Refuse(ControlRefusal::HasMaster)))) if tokio::time::Instant::now() + pause < deadline => {
+                    tracing::info!("the worker at {addr} still has a master: trying again in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Ok(Ok(Some(ControlMsg::Refuse(why)))) => return Err(format!("the worker at {addr} refused: {why}")),
+                Ok(Ok(Some(other))) => return Err(format!("the worker at {addr} answered {} instead of welcome", other.kind())),
+                Ok(Ok(None)) => return Err(format!("the worker at {addr} closed the connection")),
+                Ok(Err(e)) => return Err(format!("the worker at {addr}: {e}")),
+                Err(_) => return Err(format!("the worker at {addr} did not answer within {}", super::log::seconds(HANDSHAKE_TIMEOUT))),
+            }
+        };
         let (registered_tx, registered_rx) = tokio::sync::oneshot::channel();
         let me = self.clone();
         let at = addr.clone();
