@@ -6,15 +6,13 @@
 //! not authenticate — tampered, replayed, reordered, dropped — ends the
 //! connection.
 
-use std::sync::Arc;
-
 use bytes::{Buf, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use snow::StatelessTransportState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
+use super::cipher::{Cipher, TAG};
 use super::NetError;
 
 /// The largest frame accepted from an authenticated peer: a batch of
@@ -22,7 +20,6 @@ use super::NetError;
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// A Noise message's limit, and its authentication tag.
 const MAX_RECORD: usize = 65535;
-const TAG: usize = 16;
 /// The plaintext one record carries.
 const RECORD_PLAIN: usize = MAX_RECORD - TAG;
 /// Plaintext queued by `feed` before it is sealed and written.
@@ -81,15 +78,11 @@ pub fn decode_stream<M: DeserializeOwned>(bytes: &[u8]) -> Vec<Result<M, NetErro
     }
 }
 
-/// The keys of one connection, shared by its two halves: each direction
-/// has its own key and counts its own nonces.
-pub type Keys = Arc<StatelessTransportState>;
-
 /// The reading half: records in, frames out.
 pub struct SealedReader {
     half: OwnedReadHalf,
-    keys: Keys,
-    nonce: u64,
+    /// The peer's direction: its key, and the number of its next record.
+    cipher: Cipher,
     /// Bytes read and not yet opened.
     wire: BytesMut,
     /// Opened bytes not yet taken as frames.
@@ -97,13 +90,17 @@ pub struct SealedReader {
 }
 
 impl SealedReader {
-    pub fn new(half: OwnedReadHalf, keys: Keys, leftover: BytesMut) -> SealedReader {
-        SealedReader { half, keys, nonce: 0, wire: leftover, plain: BytesMut::with_capacity(64 * 1024) }
+    pub fn new(half: OwnedReadHalf, cipher: Cipher, leftover: BytesMut) -> SealedReader {
+        // Its frame buffer is made at the first frame.
+        SealedReader { half, cipher, wire: leftover, plain: BytesMut::new() }
     }
 
     /// The next frame's bytes; `None` when the peer closed between frames.
     /// Cancel-safe: everything read is kept in `self`.
     pub async fn frame(&mut self) -> Result<Option<BytesMut>, NetError> {
+        if self.plain.capacity() == 0 {
+            self.plain.reserve(64 * 1024);
+        }
         loop {
             if let Some(frame) = take_frame(&mut self.plain, MAX_FRAME)? {
                 return Ok(Some(frame));
@@ -121,18 +118,33 @@ impl SealedReader {
     }
 
     /// Reads the dialer's confirmation: one empty record, sealed with this
-    /// connection's keys.
+    /// connection's keys — its 18 bytes and not one more, into no buffer
+    /// of the connection's (a replayed first flight, which cannot confirm,
+    /// costs none).
     pub async fn confirmed(&mut self) -> Result<(), NetError> {
-        while !self.open_record()? {
-            self.wire.reserve(MAX_RECORD + 2);
-            if self.half.read_buf(&mut self.wire).await? == 0 {
-                return Err(NetError::Closed);
-            }
+        let mut record = [0u8; 2 + TAG];
+        let have = self.wire.len().min(record.len());
+        record[..have].copy_from_slice(&self.wire[..have]);
+        self.wire.advance(have);
+        if let Err(e) = self.half.read_exact(&mut record[have..]).await {
+            return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof { NetError::Closed } else { NetError::Io(e) });
         }
-        match self.plain.is_empty() {
-            true => Ok(()),
-            false => Err(NetError::Malformed("the handshake's confirmation carried data".into())),
+        if u16::from_be_bytes([record[0], record[1]]) as usize != TAG {
+            return Err(NetError::Malformed("the handshake's confirmation is not an empty record".into()));
         }
+        self.cipher.open(&record[2..], &mut []).map(|_| ()).map_err(|_| NetError::Tampered)
+    }
+
+    /// Bytes of buffers it holds.
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.wire.capacity() + self.plain.capacity()
+    }
+
+    /// Records opened so far.
+    #[cfg(test)]
+    fn cipher_records(&self) -> u64 {
+        self.cipher.records()
     }
 
     /// Opens the next record if it has arrived whole.
@@ -149,9 +161,8 @@ impl SealedReader {
         }
         let start = self.plain.len();
         self.plain.resize(start + len - TAG, 0);
-        let opened = self.keys.read_message(self.nonce, &self.wire[2..2 + len], &mut self.plain[start..]);
+        let opened = self.cipher.open(&self.wire[2..2 + len], &mut self.plain[start..]);
         self.wire.advance(2 + len);
-        self.nonce += 1;
         match opened {
             Ok(n) => {
                 self.plain.truncate(start + n);
@@ -165,8 +176,8 @@ impl SealedReader {
 /// The writing half: frames in, records out.
 pub struct SealedWriter {
     half: OwnedWriteHalf,
-    keys: Keys,
-    nonce: u64,
+    /// This end's direction: its key, and the number of its next record.
+    cipher: Cipher,
     /// Frames (length-prefixed) not yet sealed.
     plain: Vec<u8>,
     wire: Vec<u8>,
@@ -176,8 +187,9 @@ pub struct SealedWriter {
 }
 
 impl SealedWriter {
-    pub fn new(half: OwnedWriteHalf, keys: Keys) -> SealedWriter {
-        SealedWriter { half, keys, nonce: 0, plain: Vec::with_capacity(64 * 1024), wire: Vec::with_capacity(64 * 1024), poisoned: false }
+    pub fn new(half: OwnedWriteHalf, cipher: Cipher) -> SealedWriter {
+        // Its buffers are made at the first frame.
+        SealedWriter { half, cipher, plain: Vec::new(), wire: Vec::new(), poisoned: false }
     }
 
     /// Writes sealed bytes whole, or poisons the writer: a record cut off
@@ -200,6 +212,10 @@ impl SealedWriter {
         if body.len() > MAX_FRAME {
             return Err(NetError::Malformed(format!("a frame of {} bytes is larger than the limit of {MAX_FRAME}", body.len())));
         }
+        if self.plain.capacity() == 0 {
+            self.plain.reserve(64 * 1024);
+            self.wire.reserve(64 * 1024);
+        }
         self.plain.extend_from_slice(&(body.len() as u32).to_be_bytes());
         self.plain.extend_from_slice(body);
         if self.plain.len() >= WRITE_BATCH {
@@ -217,8 +233,7 @@ impl SealedWriter {
         for piece in self.plain.chunks(RECORD_PLAIN) {
             let at = self.wire.len();
             self.wire.resize(at + 2 + piece.len() + TAG, 0);
-            let n = self.keys.write_message(self.nonce, piece, &mut self.wire[at + 2..]).map_err(|e| NetError::Crypto(e.to_string()))?;
-            self.nonce += 1;
+            let n = self.cipher.seal(piece, &mut self.wire[at + 2..]);
             self.wire[at..at + 2].copy_from_slice(&(n as u16).to_be_bytes());
             self.wire.truncate(at + 2 + n);
         }
@@ -234,11 +249,16 @@ impl SealedWriter {
         Ok(())
     }
 
+    /// Bytes of buffers it holds.
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.plain.capacity() + self.wire.capacity()
+    }
+
     /// Writes the handshake's confirmation: an empty sealed record.
     pub async fn confirm(&mut self) -> Result<(), NetError> {
         let mut record = [0u8; 2 + TAG];
-        let n = self.keys.write_message(self.nonce, &[], &mut record[2..]).map_err(|e| NetError::Crypto(e.to_string()))?;
-        self.nonce += 1;
+        let n = self.cipher.seal(&[], &mut record[2..]);
         record[..2].copy_from_slice(&(n as u16).to_be_bytes());
         Self::write_sealed(&mut self.half, &mut self.poisoned, &record).await?;
         Ok(())
@@ -359,5 +379,57 @@ mod tests {
         assert_eq!(decode::<ControlMsg>(&encode(&msg)).unwrap(), msg);
         let bytes = encode(&msg);
         assert!(decode::<ControlMsg>(&bytes[..bytes.len() - 1]).is_err(), "a truncated frame is an error");
+    }
+
+    /// Issue 31: keys are replaced every so many records in each direction
+    /// (here every 3, to see many rekeys): frames of every size, spanning
+    /// records and rekeys, arrive exact, in order; a reader that does not
+    /// rekey at the same record fails as tampered, never reads garbage.
+    #[tokio::test]
+    async fn a_rekey_mid_stream_keeps_the_data_exact() {
+        async fn halves(every: u64) -> (SealedWriter, SealedReader) {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let dialing = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+            let (dialed, accepted) = tokio::join!(dialing, listener.accept());
+            let (_, w) = dialed.unwrap().into_split();
+            let (r, _) = accepted.unwrap().0.into_split();
+            let key = [9u8; 32];
+            (SealedWriter::new(w, Cipher::rekeyed_every(key, 3)), SealedReader::new(r, Cipher::rekeyed_every(key, every), BytesMut::new()))
+        }
+        let frames: Vec<Vec<u8>> = (0..40u32).map(|i| (0..(i * 9_973) % 200_000).map(|b| (b ^ i) as u8).collect()).collect();
+        let (mut w, mut r) = halves(3).await;
+        let sending = {
+            let frames = frames.clone();
+            tokio::spawn(async move {
+                for f in &frames {
+                    w.feed(f).await.unwrap();
+                    w.flush().await.unwrap();
+                }
+                w.shutdown().await.unwrap();
+            })
+        };
+        for (i, want) in frames.iter().enumerate() {
+            let got = r.frame().await.unwrap().unwrap_or_else(|| panic!("the stream ended before frame {i}"));
+            assert!(got[..] == want[..], "frame {i} differs");
+        }
+        assert!(r.frame().await.unwrap().is_none());
+        sending.await.unwrap();
+        assert!(r.cipher_records() > 3 * 10, "few rekeys: {} records", r.cipher_records());
+
+        let (mut w, mut r) = halves(u64::MAX).await;
+        tokio::spawn(async move {
+            for f in &frames {
+                let _ = w.feed(f).await;
+                let _ = w.flush().await;
+            }
+        });
+        let mut read = 0;
+        let end = loop {
+            match r.frame().await {
+                Ok(Some(_)) => read += 1,
+                other => break other,
+            }
+        };
+        assert!(matches!(end, Err(NetError::Tampered)), "{end:?} after {read} frames");
     }
 }

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::cipher::Cipher;
 use super::connection::Authenticated;
 use super::cookie::{Cookie, Psk};
 use super::framing::{SealedReader, SealedWriter};
@@ -142,16 +143,21 @@ fn closed(e: std::io::Error) -> NetError {
 
 fn split(
     stream: TcpStream,
-    noise: snow::HandshakeState,
+    mut noise: snow::HandshakeState,
     peer_role: Role,
     peer_name: String,
     peer_addr: String,
 ) -> Result<Authenticated, NetError> {
-    let keys = std::sync::Arc::new(noise.into_stateless_transport_mode().map_err(|e| NetError::Crypto(e.to_string()))?);
+    if !noise.is_handshake_finished() {
+        return Err(NetError::Crypto("the handshake is not finished".into()));
+    }
+    // Each half its own direction: the dialer writes with the first key.
+    let (to_listener, to_dialer) = noise.dangerously_get_raw_split();
+    let (write, read) = if noise.is_initiator() { (to_listener, to_dialer) } else { (to_dialer, to_listener) };
     let (r, w) = stream.into_split();
     Ok(Authenticated {
-        reader: SealedReader::new(r, keys.clone(), BytesMut::new()),
-        writer: SealedWriter::new(w, keys),
+        reader: SealedReader::new(r, Cipher::new(read), BytesMut::new()),
+        writer: SealedWriter::new(w, Cipher::new(write)),
         peer_role,
         peer_name,
         peer_addr,
@@ -401,6 +407,38 @@ mod tests {
         assert!(c.err().unwrap().to_string().contains("mode mismatch"));
         let s = s.err().unwrap();
         assert!(!s.unauthenticated && s.error.to_string().contains("mode mismatch"));
+    }
+
+    /// Issue 31: a replayed first flight (a recorded dialer's first words)
+    /// still gets an answer, but costs the listener no connection buffers:
+    /// it reads the confirmation, 18 bytes, into none of its own, and what
+    /// follows a confirmation that does not open is never read; the
+    /// failure counts against the address (`unauthenticated`).
+    #[tokio::test]
+    async fn a_replayed_first_flight_costs_no_buffers() {
+        // Record a dialer's first flight.
+        let recorder = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = recorder.local_addr().unwrap().to_string();
+        let me = id(Role::Worker, "w@h", "c");
+        let dialing = tokio::spawn(async move { dial(&at, &me).await });
+        let (mut stream, _) = recorder.accept().await.unwrap();
+        let first = receive(&mut stream).await.unwrap();
+        drop(stream);
+        let _ = dialing.await;
+        // Replay it, then send a confirmation that cannot open, and more.
+        let (addr, server) = listen(id(Role::Master, "m@h", "c"), &[Role::Worker]).await;
+        let mut replay = TcpStream::connect(&addr).await.unwrap();
+        send(&mut replay, &first).await.unwrap();
+        let _answer = receive(&mut replay).await.unwrap();
+        let mut junk = vec![0u8; 2 + 16 + 60_000];
+        junk[1] = 16;
+        replay.write_all(&junk).await.unwrap();
+        let s = server.await.unwrap().err().unwrap();
+        assert!(s.unauthenticated && matches!(s.error, NetError::Tampered), "{s:?}");
+        // A real dialer's connection has no buffers until its first frame.
+        let (c, s) = pair("c", "c", Role::Worker).await;
+        let (c, s) = (c.unwrap(), s.unwrap());
+        assert_eq!((s.reader.buffered(), s.writer.buffered(), c.reader.buffered(), c.writer.buffered()), (0, 0, 0, 0));
     }
 
     /// Issue 31: the dialer checks what it reached, too: a worker that

@@ -9,7 +9,7 @@ use super::value::Value;
 use crate::workflow::NodeStats;
 
 /// Bumped whenever a message changes shape.
-pub const PROTOCOL: u32 = 9;
+pub const PROTOCOL: u32 = 10;
 
 /// Who is at the other end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

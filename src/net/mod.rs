@@ -5,6 +5,7 @@
 //! May use `script` and `workflow` (the specs and values it carries) and `settings`; never
 //! `runtime`.
 
+pub mod cipher;
 pub mod connection;
 pub mod cookie;
 pub mod counters;
