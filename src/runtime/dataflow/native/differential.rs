@@ -203,7 +203,12 @@ fn typed(g: &mut Gen, ty: Ty, vars: &[(&str, Ty)], depth: usize) -> String {
             ),
             3 => format!("{}.{}()", typed(g, Ty::Str, vars, d), g.pick(&["to_upper", "to_lower", "to_string"])),
             4 => format!("{}.sub_string({}, {})", typed(g, Ty::Str, vars, d), g.pick(&["0", "1", "2"]), g.pick(&["0", "1", "3"])),
-            5 => format!("{}.split({})[0]", typed(g, Ty::Str, vars, d), g.pick(&[r#"",""#, r#"" ""#])),
+            5 => format!(
+                "{}.split({}){}",
+                typed(g, Ty::Str, vars, d),
+                g.pick(&[r#"",""#, r#"" ""#, r#""""#, r#"", ""#, r#""ë""#]),
+                g.pick(&["[0]", "[-1]"])
+            ),
             6 => format!(
                 "(switch {} {{ 1 => {}, 2 | 3 => {}, 4..10 => {}, _ => {} }})",
                 typed(g, Ty::Int, vars, d),

@@ -9,7 +9,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use rhai::{Array, Dynamic, ImmutableString, Map};
 
 use super::methods::call;
-use super::ops::{binary, negate, op_assign, push_shown, Op};
+use super::ops::{binary, negate, op_assign, push_shown, Op, Text};
 use super::tree::{Block, Loop, Node, Over, Place, Root, Statement, Step, Switch};
 
 /// Why evaluation left a block early. Without data, so that a step's
@@ -413,7 +413,7 @@ pub fn eval(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
             sum(&operands, cx)?
         }
         Node::Interpolated(parts) => {
-            let mut text = String::with_capacity(32);
+            let mut text = Text::new();
             for part in parts {
                 match cx.peek(part) {
                     Some(v) => up(push_shown(&mut text, v))?,
@@ -525,14 +525,14 @@ fn sum(operands: &[&Node], cx: &mut Cx) -> Flow<Dynamic> {
     let mut rest = operands.iter().rev();
     let first = rest.next().expect("a sum has operands");
     let mut acc = eval(first, cx)?;
-    let mut text: Option<String> = None;
+    let mut text: Option<Text> = None;
     for operand in rest {
         let owned = if cx.peek(operand).is_some() { None } else { Some(eval(operand, cx)?) };
         let v = up(owned.as_ref().or_else(|| cx.peek(operand)))?;
         match &mut text {
             Some(t) => up(push_shown(t, v))?,
             None if acc.is_string() => {
-                let mut t = String::with_capacity(64);
+                let mut t = Text::new();
                 t.push_str(&up(acc.read_lock::<ImmutableString>())?);
                 up(push_shown(&mut t, v))?;
                 text = Some(t);

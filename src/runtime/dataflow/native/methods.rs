@@ -178,16 +178,39 @@ pub fn call(b: Builtin, recv: &Dynamic, args: &[&Dynamic]) -> Option<Dynamic> {
             let taken: String = s.chars().skip(usize::try_from(start).ok()?).take(usize::try_from(len).ok()?).collect();
             Some(str_of(&taken))
         }
-        Builtin::ToUpper => Some(str_of(&string(recv)?.to_uppercase())),
-        Builtin::ToLower => Some(str_of(&string(recv)?.to_lowercase())),
+        // ASCII, the common case, is changed in place in a copy.
+        Builtin::ToUpper | Builtin::ToLower => {
+            let s = string(recv)?;
+            if !s.is_ascii() {
+                return Some(str_of(&if b == Builtin::ToUpper { s.to_uppercase() } else { s.to_lowercase() }));
+            }
+            let mut t = super::ops::Text::from(s.as_str());
+            if b == Builtin::ToUpper {
+                t.make_ascii_uppercase();
+            } else {
+                t.make_ascii_lowercase();
+            }
+            Some(Dynamic::from(ImmutableString::from(t)))
+        }
         Builtin::Split => {
             let s = string(recv)?;
             let d = string(arg(0)?)?;
             // As Rhai's `split(string, delimiter)`.
-            let parts: Array = if s.is_empty() || (!d.is_empty() && !s.contains(d.as_str())) {
+            // The string itself when there is nothing to split; a
+            // one-character delimiter is found with `memchr`.
+            let parts: Array = if s.is_empty() {
                 vec![Dynamic::from(s.clone())]
             } else {
-                s.split(d.as_str()).map(str_of).collect()
+                let mut chars = d.chars();
+                let parts: Array = match (chars.next(), chars.next()) {
+                    (Some(c), None) => s.split(c).map(str_of).collect(),
+                    _ => s.split(d.as_str()).map(str_of).collect(),
+                };
+                if parts.len() == 1 {
+                    vec![Dynamic::from(s.clone())]
+                } else {
+                    parts
+                }
             };
             Some(Dynamic::from_array(parts))
         }
@@ -202,9 +225,9 @@ pub fn call(b: Builtin, recv: &Dynamic, args: &[&Dynamic]) -> Option<Dynamic> {
             if let Some(s) = string(recv) {
                 return Some(Dynamic::from(s.clone()));
             }
-            let mut text = String::new();
+            let mut text = super::ops::Text::new();
             super::ops::push_shown(&mut text, recv)?;
-            Some(str_of(&text))
+            Some(Dynamic::from(ImmutableString::from(text)))
         }
         Builtin::ParseInt => int(string(recv)?.trim().parse::<INT>().ok()?),
         Builtin::ParseFloat => float(string(recv)?.trim().parse::<FLOAT>().ok()?),

@@ -5,7 +5,6 @@
 //! operator) or a value the tree does not take.
 
 use std::cmp::Ordering;
-use std::fmt::Write as _;
 
 use rhai::{Dynamic, FloatWrapper, ImmutableString, FLOAT, INT};
 
@@ -104,7 +103,7 @@ pub fn binary(op: Op, a: &Dynamic, b: &Dynamic) -> Option<Dynamic> {
             let (x, y) = (a.read_lock::<ImmutableString>()?, b.read_lock::<ImmutableString>()?);
             match op {
                 Op::Add => {
-                    let mut s = String::with_capacity(x.len() + y.len());
+                    let mut s = Text::new();
                     s.push_str(&x);
                     s.push_str(&y);
                     Dynamic::from(ImmutableString::from(s))
@@ -136,14 +135,14 @@ pub fn binary(op: Op, a: &Dynamic, b: &Dynamic) -> Option<Dynamic> {
         // A string and a value it shows: `+` joins them.
         (Str, Char | Int | Float | Bool | Unit) if op == Op::Add => {
             let x = a.read_lock::<ImmutableString>()?;
-            let mut s = String::with_capacity(x.len() + 8);
+            let mut s = Text::new();
             s.push_str(&x);
             push_shown(&mut s, b)?;
             Dynamic::from(ImmutableString::from(s))
         }
         (Char | Int | Float | Bool | Unit, Str) if op == Op::Add => {
             let y = b.read_lock::<ImmutableString>()?;
-            let mut s = String::with_capacity(y.len() + 8);
+            let mut s = Text::new();
             push_shown(&mut s, a)?;
             s.push_str(&y);
             Dynamic::from(ImmutableString::from(s))
@@ -221,23 +220,25 @@ pub fn negate(v: &Dynamic) -> Option<Dynamic> {
     }
 }
 
+/// A string being built: inline up to 23 bytes (most values users format
+/// into a line fit), so that making an `ImmutableString` of it allocates
+/// once, not twice.
+pub type Text = rhai::Identifier;
+
 /// Appends a value as `to_string`, interpolation and `+` show it; `None`
 /// for values shown otherwise (arrays, maps).
-pub fn push_shown(text: &mut String, v: &Dynamic) -> Option<()> {
-    match kind(v) {
-        Kind::Str => text.push_str(&v.read_lock::<ImmutableString>()?),
-        Kind::Int => {
-            let _ = write!(text, "{}", v.as_int().ok()?); // Writing to a String cannot fail.
-        }
-        Kind::Float => {
-            let _ = write!(text, "{}", FloatWrapper::new(v.as_float().ok()?));
-        }
-        Kind::Char => text.push(v.as_char().ok()?),
-        Kind::Bool => text.push_str(if v.as_bool().ok()? { "true" } else { "false" }),
-        Kind::Unit => {}
+pub fn push_shown(text: &mut impl std::fmt::Write, v: &Dynamic) -> Option<()> {
+    // Writing to a string cannot fail.
+    let _ = match kind(v) {
+        Kind::Str => text.write_str(&v.read_lock::<ImmutableString>()?),
+        Kind::Int => write!(text, "{}", v.as_int().ok()?),
+        Kind::Float => write!(text, "{}", FloatWrapper::new(v.as_float().ok()?)),
+        Kind::Char => text.write_char(v.as_char().ok()?),
+        Kind::Bool => text.write_str(if v.as_bool().ok()? { "true" } else { "false" }),
+        Kind::Unit => Ok(()),
         _ if v.is_shared() => return push_shown(text, &v.flatten_clone()),
         _ => return None,
-    }
+    };
     Some(())
 }
 
