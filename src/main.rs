@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     skitter::net::cookie::take_from_environment();
+    skitter::runtime::web::take_token_from_environment();
     no_huge_pages();
     let code = match skitter::cli::run(std::env::args_os()) {
         Ok(code) => code,

@@ -283,3 +283,27 @@ fn the_cookie_is_in_no_child_environment() {
     assert!(env.contains("HOME="), "{env}");
     assert!(!env.contains("SKITTER_COOKIE") && !env.contains(COOKIE), "the cookie reached ssh's children:\n{env}");
 }
+
+/// Issue 31: a worker is the name it proved in the handshake. One that
+/// registers under another name (to take over a member's place, or to be
+/// logged as someone else) is refused, both names quoted, and is not in
+/// the cluster.
+#[test]
+fn a_worker_registering_under_another_name_than_its_handshake_is_refused() {
+    use skitter::net::{handshake, ControlMsg, Cookie, Identity, Role, WorkerInfo};
+    let tmp = tempfile::tempdir().unwrap();
+    let master = Node::spawn(&["master", "start", "--listen", "127.0.0.1:0", "-n", "m"], tmp.path(), COOKIE, None);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let answer = rt.block_on(async {
+        let me = Identity::new(Role::Worker, "w1@h", &Cookie::new(COOKIE, "the test").unwrap());
+        let auth = handshake::dial(&master.addr, &me).await.unwrap();
+        let mut link = auth.into_link::<ControlMsg>(Duration::from_secs(5));
+        let info = WorkerInfo { name: "w2@h".into(), addr: "127.0.0.1:1".into(), tags: vec![], slots: 1 };
+        link.writer.write(&ControlMsg::Register(info)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), link.reader.read()).await.unwrap()
+    });
+    let answer = format!("{answer:?}");
+    assert!(answer.contains("NameMismatch") && answer.contains("w2@h") && answer.contains("w1@h"), "{answer}");
+    let workers = run(tmp.path(), &["rpc", "m", "workers().len()"]).stdout();
+    assert_eq!(workers.trim(), "0", "{}", master.stderr());
+}

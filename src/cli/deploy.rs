@@ -63,6 +63,14 @@ pub struct DeployArgs {
     /// (PORT alone: on 127.0.0.1; or SKITTER_METRICS).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,
+    /// Serve a web view of the master, its workers and workflows at
+    /// http://ADDR:PORT/ (PORT alone: on 127.0.0.1; or SKITTER_HTTP).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub http: Option<String>,
+    /// Let the web view stop, abort and checkpoint workflows for requests
+    /// that carry TOKEN (at least 16 characters; or SKITTER_HTTP_TOKEN).
+    #[arg(long = "http-token", value_name = "TOKEN")]
+    pub http_token: Option<String>,
     /// Workers keep running when the master goes (they still end with the deploy's ssh channel).
     #[arg(long)]
     pub no_shutdown_with_master: bool,
@@ -272,6 +280,8 @@ pub fn run(args: DeployArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
         shutdown_with_workers: args.shutdown_with_workers,
         listen: "127.0.0.1:0".into(),
         metrics: args.metrics.clone(),
+        http: args.http.clone(),
+        http_token: args.http_token.clone(),
         wait_time: args.wait_time,
         workers: cluster.addresses(),
     };

@@ -40,6 +40,14 @@ pub struct LocalArgs {
     /// on 127.0.0.1; or SKITTER_METRICS).
     #[arg(long, global = true, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,
+    /// Serve a web view of this node and its workflows at http://ADDR:PORT/
+    /// (PORT alone: on 127.0.0.1; or SKITTER_HTTP), with /metrics beside it.
+    #[arg(long, global = true, value_name = "ADDR:PORT")]
+    pub http: Option<String>,
+    /// Let the web view stop, abort and checkpoint workflows for requests
+    /// that carry TOKEN (at least 16 characters; or SKITTER_HTTP_TOKEN).
+    #[arg(long = "http-token", global = true, value_name = "TOKEN")]
+    pub http_token: Option<String>,
     /// Worker slots (default: the app's `slots`, else one per core).
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub slots: Option<u16>,
@@ -65,6 +73,12 @@ impl LocalArgs {
         args.extend(["--listen".into(), self.listen.clone()]);
         if let Some(m) = &self.metrics {
             args.extend(["--metrics".into(), m.clone()]);
+        }
+        if let Some(h) = &self.http {
+            args.extend(["--http".into(), h.clone()]);
+        }
+        if let Some(t) = &self.http_token {
+            args.extend(["--http-token".into(), t.clone()]);
         }
         if let Some(s) = self.slots {
             args.extend(["--slots".into(), s.to_string()]);
@@ -118,6 +132,7 @@ pub fn run(args: LocalArgs, app_dir: Option<&Path>) -> Result<ExitCode> {
     let consoles = Arc::new(Consoles::new(config.node.clone(), Some(runtime.clone()), config.app.clone(), env.clone()));
     let record = serve_consoles(&rt, &args.listen, &config, consoles.clone())?;
     super::node::serve_metrics(&rt, args.metrics.as_deref(), runtime.clone())?;
+    super::node::serve_http(&rt, args.http.as_deref(), args.http_token.as_deref(), runtime.clone())?;
     let at = record.as_ref().map(|(_, addr)| format!(" at {addr}")).unwrap_or_default();
     let welcome = log::welcome("local", &config.node, &format!("{at} with {} slots", config.slots));
     tracing::info!("{welcome}");

@@ -61,6 +61,14 @@ pub struct MasterArgs {
     /// on 127.0.0.1; or SKITTER_METRICS).
     #[arg(long, global = true, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,
+    /// Serve a web view of this node and its workflows at http://ADDR:PORT/
+    /// (PORT alone: on 127.0.0.1; or SKITTER_HTTP), with /metrics beside it.
+    #[arg(long, global = true, value_name = "ADDR:PORT")]
+    pub http: Option<String>,
+    /// Let the web view stop, abort and checkpoint workflows for requests
+    /// that carry TOKEN (at least 16 characters; or SKITTER_HTTP_TOKEN).
+    #[arg(long = "http-token", global = true, value_name = "TOKEN")]
+    pub http_token: Option<String>,
     /// Seconds to keep trying to reach the workers given here while they
     /// are still starting (not listening yet, or not answering).
     #[arg(long = "wait-time", global = true, value_name = "SECONDS", default_value_t = 10.0)]
@@ -97,6 +105,12 @@ impl MasterArgs {
         args.extend(["--listen".into(), self.listen.clone()]);
         if let Some(m) = &self.metrics {
             args.extend(["--metrics".into(), m.clone()]);
+        }
+        if let Some(h) = &self.http {
+            args.extend(["--http".into(), h.clone()]);
+        }
+        if let Some(t) = &self.http_token {
+            args.extend(["--http-token".into(), t.clone()]);
         }
         args.extend(["--wait-time".into(), self.wait_time.to_string()]);
         args.extend(self.workers.iter().cloned());
@@ -204,6 +218,7 @@ pub fn start(
     }
     rt.spawn(master.clone().serve(listener, consoles.clone()));
     super::node::serve_metrics(&rt, args.metrics.as_deref(), host.clone())?;
+    super::node::serve_http(&rt, args.http.as_deref(), args.http_token.as_deref(), host.clone())?;
 
     // Dial the workers given here, all at once; every failure is reported.
     let dials = rt.block_on(async {

@@ -1,6 +1,7 @@
 //! The `daemon`, `pid`, `stop`, `restart` and `remote` commands that every
 //! node mode has for managing a node by name.
 
+use colored::Colorize;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,9 @@ pub fn daemon(app: Option<&App>, node: &str, args: Vec<String>, cookie: Option<&
     let inherited = crate::net::cookie::from_environment();
     if let Some(c) = cookie.or(inherited) {
         command.env("SKITTER_COOKIE", c);
+    }
+    if let Some(t) = crate::runtime::web::token_from_environment() {
+        command.env("SKITTER_HTTP_TOKEN", t);
     }
     let mut child = command
         .args(&args)
@@ -181,9 +185,36 @@ pub fn manage(
 pub fn serve_metrics(rt: &tokio::runtime::Runtime, flag: Option<&str>, host: std::sync::Arc<dyn crate::script::Host>) -> Result<()> {
     let env = std::env::var("SKITTER_METRICS").ok().filter(|m| !m.trim().is_empty());
     let Some(spec) = flag.map(str::to_string).or(env) else { return Ok(()) };
-    let (listener, bound) = rt.block_on(crate::runtime::metrics::bind(&spec)).map_err(Error::Usage)?;
+    let (listener, bound) = rt.block_on(crate::runtime::http::bind("--metrics", &spec)).map_err(Error::Usage)?;
     tracing::info!("metrics at http://{bound}/metrics");
     eprintln!("metrics at http://{bound}/metrics");
     rt.spawn(crate::runtime::metrics::serve(listener, host, tokio_util::sync::CancellationToken::new()));
+    Ok(())
+}
+
+/// Serves `--http` (else SKITTER_HTTP), the web view, for `host` on `rt`,
+/// saying where; with `--http-token` (else SKITTER_HTTP_TOKEN) it can act.
+pub fn serve_http(
+    rt: &tokio::runtime::Runtime,
+    flag: Option<&str>,
+    token: Option<&str>,
+    host: std::sync::Arc<dyn crate::script::Host>,
+) -> Result<()> {
+    let env = std::env::var("SKITTER_HTTP").ok().filter(|m| !m.trim().is_empty());
+    let Some(spec) = flag.map(str::to_string).or(env) else {
+        if token.is_some() {
+            return Err(Error::Usage("--http-token is for the web view: give --http ADDR:PORT too".into()));
+        }
+        return Ok(());
+    };
+    if token.is_some() {
+        eprintln!("{} a token given with --http-token shows in `ps`; prefer SKITTER_HTTP_TOKEN", "warning:".yellow().bold());
+    }
+    let token = token.or(crate::runtime::web::token_from_environment()).map(crate::runtime::web::Token::new).transpose().map_err(Error::Usage)?;
+    let (listener, bound) = rt.block_on(crate::runtime::http::bind("--http", &spec)).map_err(Error::Usage)?;
+    let acts = if token.is_some() { "stop, abort and checkpoint with the token" } else { "read-only" };
+    tracing::info!("web view at http://{bound}/ ({acts})");
+    eprintln!("web view at http://{bound}/ ({acts})");
+    rt.spawn(crate::runtime::web::serve(listener, host, token, tokio_util::sync::CancellationToken::new()));
     Ok(())
 }

@@ -354,6 +354,20 @@ mod tests {
         assert_eq!(strangers.iter().filter(|t| !t.evicted.is_cancelled()).count(), MAX_PENDING, "strangers stay bounded");
     }
 
+    /// Issue 31: strangers from many addresses (500 from 16, the dialer's
+    /// own among them) crowd the gate; a dialer that proved the cookie
+    /// keeps its place.
+    #[test]
+    fn a_proven_dialer_is_never_evicted_by_500_strangers_from_16_addresses() {
+        let gate = Arc::new(Gate::default());
+        let now = Instant::now();
+        let peer = gate.admit(ip(1), now).unwrap();
+        peer.proven();
+        let strangers: Vec<Ticket> = (0..500).map(|i| gate.admit(ip(1 + (i % 16) as u8), now).unwrap()).collect();
+        assert!(!peer.evicted.is_cancelled(), "the proven dialer gave way");
+        assert_eq!(strangers.iter().filter(|t| !t.evicted.is_cancelled()).count(), MAX_PENDING, "strangers stay bounded");
+    }
+
     #[test]
     fn all_strangers_together_are_bounded() {
         let gate = Arc::new(Gate::default());

@@ -6,39 +6,19 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 use crate::net::counters::{CONNECTION_FAILURES, HANDSHAKE_FAILURES};
+use super::http::{Request, Response};
 use crate::script::Host;
 
-/// How long a scraper has to send its request, and how much it may send.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_REQUEST: usize = 8 * 1024;
-/// Scrapes served at once; more connections wait in the listen queue.
-const CONCURRENT: usize = 16;
 
 type Labels = Vec<(&'static str, String)>;
-
-/// `PORT` alone means loopback; `ADDR:PORT` is taken as it is.
-pub fn address(spec: &str) -> Result<String, String> {
-    let spec = spec.trim();
-    if let Ok(port) = spec.parse::<u16>() {
-        return Ok(format!("127.0.0.1:{port}"));
-    }
-    match spec.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(spec.to_string()),
-        _ => Err(format!("--metrics {spec}: give PORT (on 127.0.0.1) or ADDR:PORT")),
-    }
-}
 
 /// The text a scrape gets now.
 pub fn render(host: &dyn Host) -> String {
@@ -199,89 +179,25 @@ fn resident_bytes() -> Option<u64> {
     Some(pages * u64::try_from(page).ok()?)
 }
 
-/// Binds `addr` (see [`address`]); returns the address bound.
-pub async fn bind(spec: &str) -> Result<(TcpListener, String), String> {
-    let addr = address(spec)?;
-    let listener = TcpListener::bind(&addr).await.map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?.to_string();
-    Ok((listener, bound))
-}
-
-/// Serves scrapes until `stop`.
-pub async fn serve(listener: TcpListener, host: Arc<dyn Host>, stop: CancellationToken) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT));
-    loop {
-        let permit = tokio::select! {
-            _ = stop.cancelled() => return,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
-        let stream = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!("metrics: cannot accept a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+/// Serves scrapes at `/metrics` until `stop`.
+pub async fn serve(listener: tokio::net::TcpListener, host: Arc<dyn Host>, stop: tokio_util::sync::CancellationToken) {
+    let handler = move |r: Request| {
         let host = host.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = answer(stream, host).await {
-                tracing::debug!("metrics: {e}");
-            }
-        });
-    }
+        async move { answer(&r, host).await.unwrap_or_else(|| Response::text("404 Not Found", "metrics are at /metrics\n")) }
+    };
+    super::http::serve(listener, "metrics", handler, stop).await
 }
 
-/// Reads one request and answers it; the connection closes after.
-async fn answer(mut stream: TcpStream, host: Arc<dyn Host>) -> Result<(), String> {
-    let mut request = Vec::new();
-    let mut buf = [0u8; 1024];
-    let read_head = async {
-        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-            if request.len() > MAX_REQUEST {
-                return Err("a request larger than 8 KiB".to_string());
-            }
-            let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("the connection closed before the request ended".to_string());
-            }
-            request.extend_from_slice(&buf[..n]);
-        }
-        Ok(())
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, read_head).await.map_err(|_| "a request slower than 5 s".to_string())??;
-    let line = String::from_utf8_lossy(request.split(|&b| b == b'\r').next().unwrap_or_default()).into_owned();
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-    let (status, kind, body) = match (method, path.split('?').next().unwrap_or_default()) {
-        ("GET", "/metrics") => {
-            let host = host.clone();
-            let body = tokio::task::spawn_blocking(move || render(host.as_ref())).await.map_err(|e| e.to_string())?;
-            ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", body)
-        }
-        ("GET", _) => ("404 Not Found", "text/plain; charset=utf-8", "metrics are at /metrics\n".to_string()),
-        _ => ("405 Method Not Allowed", "text/plain; charset=utf-8", "only GET\n".to_string()),
-    };
-    let head = format!("HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-    stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
-    stream.write_all(body.as_bytes()).await.map_err(|e| e.to_string())?;
-    let _ = stream.shutdown().await;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_port_alone_is_on_loopback() {
-        assert_eq!(address("9464").unwrap(), "127.0.0.1:9464");
-        assert_eq!(address("0.0.0.0:9464").unwrap(), "0.0.0.0:9464");
-        assert!(address("nine").unwrap_err().contains("give PORT"));
-        assert!(address(":80").is_err());
+/// The answer to a request for `/metrics`; `None` for other paths.
+pub async fn answer(r: &Request, host: Arc<dyn Host>) -> Option<Response> {
+    if r.path != "/metrics" {
+        return None;
     }
+    if r.method != "GET" {
+        return Some(Response::text("405 Method Not Allowed", "only GET\n"));
+    }
+    Some(match tokio::task::spawn_blocking(move || render(host.as_ref())).await {
+        Ok(body) => Response::new("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", body),
+        Err(e) => Response::text("500 Internal Server Error", format!("{e}\n")),
+    })
 }

@@ -21,6 +21,7 @@
 pub mod checkpoint;
 pub mod console;
 pub mod dataflow;
+pub mod http;
 pub mod link;
 pub mod local;
 pub mod log;
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod node;
 pub mod printer;
 pub mod restart;
+pub mod web;
 
 pub mod worker;
 

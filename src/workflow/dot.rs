@@ -37,20 +37,21 @@ pub fn to_dot_stats(stats: &Stats) -> String {
         }
         Some(note)
     };
-    let edge_note = |e: &FlatEdge| crossed(graph, stats, e).map(|n| format!("{n} ({}/s)", per_second(rate(n))));
+    let edge_note = |e: &FlatEdge| crossed(graph, e, |i| (stats.nodes[i].records_in, stats.nodes[i].records_out)).map(|n| format!("{n} ({}/s)", per_second(rate(n))));
     render(graph, node_note, edge_note)
 }
 
-/// The records that crossed edge `e`: what its target received when this
-/// is its only input, else what its source emitted when this is its only
-/// output; none when neither tells.
-fn crossed(graph: &FlatGraph, stats: &Stats, e: &FlatEdge) -> Option<u64> {
+/// The records that crossed edge `e`, from `counts` of each node's
+/// records (in, out): what its target received when this is its only
+/// input, else what its source emitted when this is its only output; none
+/// when neither tells. The same rule gives an edge's rate from the nodes'.
+pub fn crossed<T: Copy>(graph: &FlatGraph, e: &FlatEdge, counts: impl Fn(usize) -> (T, T)) -> Option<T> {
     let inputs = graph.edges.iter().filter(|x| x.to == e.to).count();
     let outputs = graph.edges.iter().filter(|x| x.from == e.from).count();
     if inputs == 1 {
-        Some(stats.nodes[e.to].records_in)
+        Some(counts(e.to).0)
     } else if outputs == 1 && graph.nodes[e.from].op.out_ports().len() == 1 {
-        Some(stats.nodes[e.from].records_out)
+        Some(counts(e.from).1)
     } else {
         None
     }

@@ -7,6 +7,7 @@
 pub mod dot;
 pub mod histogram;
 pub mod key;
+pub mod layout;
 pub mod model;
 pub mod operator;
 pub mod plan;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod brokers;
+pub mod browser;
 pub mod node;
 pub mod pty;
 pub mod sshd;

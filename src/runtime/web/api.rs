@@ -1,0 +1,151 @@
+//! The data the pages show, as JSON: the overview (this node, its workers,
+//! its workflows) and one workflow (its operators, edges and graph).
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use super::rates::Rates;
+use crate::script::{Host, WorkflowRef};
+use crate::workflow::dot::{crossed, micros, per_second};
+use crate::workflow::layout::{to_svg, NodeBox, State};
+use crate::workflow::Stats;
+
+/// A rhai value as JSON, for the maps the host describes itself with.
+fn plain(v: &rhai::Dynamic) -> Value {
+    if let Ok(i) = v.as_int() {
+        json!(i)
+    } else if let Ok(f) = v.as_float() {
+        json!(f)
+    } else if let Ok(b) = v.as_bool() {
+        json!(b)
+    } else if v.is_unit() {
+        Value::Null
+    } else if let Some(a) = v.read_lock::<rhai::Array>() {
+        Value::Array(a.iter().map(plain).collect())
+    } else if let Some(m) = v.read_lock::<rhai::Map>() {
+        Value::Object(m.iter().map(|(k, v)| (k.to_string(), plain(v))).collect())
+    } else {
+        json!(v.to_string())
+    }
+}
+
+/// Each node's records (in, out).
+fn counts(stats: &Stats) -> Vec<(u64, u64)> {
+    stats.nodes.iter().map(|n| (n.records_in, n.records_out)).collect()
+}
+
+/// A workflow's records in (out of its sources) and out (into its sinks),
+/// from each node's (in, out): sources are the nodes nothing feeds, sinks
+/// the ones that feed nothing.
+fn ends<T: Copy + std::iter::Sum<T>>(stats: &Stats, each: &[(T, T)]) -> (T, T) {
+    let g = stats.graph();
+    let source = |i: usize| !g.edges.iter().any(|e| e.to == i);
+    let sink = |i: usize| !g.edges.iter().any(|e| e.from == i);
+    let n = each.len();
+    ((0..n).filter(|&i| source(i)).map(|i| each[i].1).sum(), (0..n).filter(|&i| sink(i)).map(|i| each[i].0).sum())
+}
+
+fn checkpoint(stats: &Stats) -> Value {
+    match &stats.checkpoints {
+        None => Value::Null,
+        Some(c) => json!({
+            "completed": c.completed, "last_id": c.last_id, "last_ms": c.last_ms, "last_at_ms": c.last_at_ms,
+            "bytes": c.bytes, "failed": c.failed, "last_failure": c.last_failure, "summary": c.summary(),
+        }),
+    }
+}
+
+/// A workflow's name: the one its checkpoints are kept under, when it has one.
+fn name(stats: &Stats) -> Value {
+    stats.checkpoints.as_ref().map_or(Value::Null, |c| json!(c.name))
+}
+
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+pub fn overview(host: &dyn Host, started: Instant, rates: &Mutex<Rates>, actions: bool) -> Value {
+    let info = plain(&rhai::Dynamic::from_map(host.runtime_info()));
+    let workers: Vec<Value> = host.workers().iter().map(plain).collect();
+    let all = host.workflows();
+    let mut rates = rates.lock().expect("rates lock");
+    rates.keep(&all.iter().map(|(r, _)| r.id).collect::<Vec<_>>());
+    let mut workflows = Vec::new();
+    for (r, status) in all {
+        let Ok(stats) = host.stats(r) else { continue };
+        let counts = counts(&stats);
+        let per = rates.of(r.id, stats.elapsed, &counts, !status.is_done());
+        let (records_in, records_out) = ends(&stats, &counts);
+        let (in_rate, out_rate) = ends(&stats, &per);
+        workflows.push(json!({
+            "id": r.id, "name": name(&stats), "status": status.to_string(), "running": !status.is_done(),
+            "elapsed": stats.elapsed, "records_in": records_in, "records_out": records_out,
+            "in_rate": in_rate, "out_rate": out_rate, "checkpoint": checkpoint(&stats),
+        }));
+    }
+    json!({
+        "node": { "name": host.node_name(), "info": info, "uptime": started.elapsed().as_secs_f64(), "rss_bytes": resident_bytes() },
+        "workers": workers,
+        "workflows": workflows,
+        "actions": actions,
+    })
+}
+
+pub fn workflow(host: &dyn Host, id: u64, rates: &Mutex<Rates>, actions: bool) -> Option<Value> {
+    let r = WorkflowRef { id };
+    let status = host.status(r).ok()?;
+    let stats = host.stats(r).ok()?;
+    let graph = stats.graph();
+    let counts = counts(&stats);
+    let per = rates.lock().expect("rates lock").of(id, stats.elapsed, &counts, !status.is_done());
+    let mut operators = Vec::new();
+    let mut boxes = Vec::new();
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let s = &stats.nodes[i];
+        let state = State::of(s.queued, s.capacity, s.errors);
+        let mut lines = vec![format!("in {}/s · out {}/s", per_second(per[i].0), per_second(per[i].1))];
+        let mut second = Vec::new();
+        if let Some(p99) = s.p99_us() {
+            second.push(format!("p99 {}", micros(p99)));
+        }
+        if s.capacity > 0 {
+            second.push(format!("queue {}/{}", s.queued, s.capacity));
+        }
+        if let Some(lag) = s.lag() {
+            second.push(format!("event time {lag:.1} s behind"));
+        }
+        if s.errors > 0 {
+            second.push(format!("{} error(s)", s.errors));
+        }
+        if !second.is_empty() {
+            lines.push(second.join(" · "));
+        }
+        boxes.push(NodeBox { title: node.name.clone(), lines, state });
+        operators.push(json!({
+            "name": node.name, "op": node.op.to_string(), "records_in": s.records_in, "records_out": s.records_out,
+            "in_rate": per[i].0, "out_rate": per[i].1, "queued": s.queued, "capacity": s.capacity, "errors": s.errors,
+            "p99_us": s.p99_us(), "watermark_ms": s.watermark_ms, "late": s.late,
+            "state": match state { State::Flowing => "flowing", State::Busy => "busy", State::Full => "full", State::Failed => "failed" },
+        }));
+    }
+    let edge_rates: Vec<Option<f64>> = graph.edges.iter().map(|e| crossed(graph, e, |i| per[i])).collect();
+    let labels: Vec<Option<String>> = edge_rates.iter().map(|r| r.map(|r| format!("{}/s", per_second(r)))).collect();
+    let edges: Vec<Value> =
+        graph.edges.iter().zip(&edge_rates).map(|(e, rate)| json!({ "from": e.from, "to": e.to, "rate": rate })).collect();
+    let (records_in, records_out) = ends(&stats, &counts);
+    Some(json!({
+        "id": id, "name": name(&stats), "status": status.to_string(), "running": !status.is_done(), "elapsed": stats.elapsed,
+        "records_in": records_in, "records_out": records_out,
+        "checkpoint": checkpoint(&stats),
+        "recovery": stats.recovery.as_ref().and_then(|r| r.summary()),
+        "operators": operators, "edges": edges,
+        "svg": to_svg(graph, &boxes, &labels),
+        "actions": actions,
+    }))
+}
