@@ -1,7 +1,8 @@
 //! Records per second for the web view: each look at a workflow's counts is
 //! kept a little while, and a rate is the change since the newest look at
-//! least a second older (before there is one: since the oldest look; at
-//! the first: the average since the workflow started). Every viewer's
+//! least a second older (before there is one: the average since the
+//! workflow started — a master's counts move in steps, with its workers'
+//! reports, so a rate over less than a second says little). Every viewer's
 //! looks serve every other viewer.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -42,7 +43,7 @@ impl Rates {
         while looks.front().is_some_and(|l| l.elapsed < elapsed - KEPT) {
             looks.pop_front();
         }
-        let base = looks.iter().rev().find(|l| l.elapsed <= elapsed - OVER).or(looks.front()).cloned();
+        let base = looks.iter().rev().find(|l| l.elapsed <= elapsed - OVER).cloned();
         if looks.back().is_none_or(|l| l.elapsed < elapsed) {
             looks.push_back(Look { elapsed, counts: counts.to_vec() });
         }
@@ -70,8 +71,8 @@ mod tests {
         let mut r = Rates::default();
         // First look: the average since the start.
         assert_eq!(r.of(1, 2.0, &[(100, 50)], true), vec![(50.0, 25.0)]);
-        // Half a second later: against the only look there is.
-        assert_eq!(r.of(1, 2.5, &[(150, 50)], true), vec![(100.0, 0.0)]);
+        // Half a second later: still the average (no look a second old).
+        assert_eq!(r.of(1, 2.5, &[(150, 50)], true), vec![(60.0, 20.0)]);
         // A second after the first look: against it.
         assert_eq!(r.of(1, 3.0, &[(300, 50)], true), vec![(200.0, 0.0)]);
         // An ended workflow moves nothing, and its looks go.
