@@ -63,6 +63,12 @@ fn the_overview_lists_both_workers_and_a_workflows_page_shows_rates_that_change(
         Duration::from_secs(30),
     );
     assert!(listed, "the overview does not list both workers and the workflow:\n{}\n{}", browser.text(), master.stderr());
+    // Each worker with its memory, uptime and link, as its heartbeats tell.
+    let heard = browser.wait_for(
+        "[...document.querySelectorAll('#workers tr')].slice(1).every(r => /MiB/.test(r.innerText) && /heard/.test(r.innerText))",
+        Duration::from_secs(10),
+    );
+    assert!(heard, "the workers' health is not shown:\n{}", browser.text());
     let text = browser.text();
     assert!(text.contains("Workers (2)") && text.contains("running"), "{text}");
 
@@ -79,6 +85,10 @@ fn the_overview_lists_both_workers_and_a_workflows_page_shows_rates_that_change(
         changed
     });
     assert!(looked, "the rates did not change or are zero: {first:?} then {:?}", shown_rates(&mut browser, "map_2"));
+    // Where its instances run: a map runs on every slot of both workers.
+    let runs_on = browser.eval("document.querySelector('tr[data-operator=\"map_2\"]').lastElementChild.innerText");
+    let runs_on = runs_on.as_str().unwrap_or_default();
+    assert!(runs_on.contains("w1@") && runs_on.contains("w2@") && runs_on.contains("×2"), "{runs_on}");
     // No token: no buttons.
     assert_eq!(browser.eval("document.querySelectorAll('button[data-act]').length"), serde_json::json!(0));
 }
@@ -128,4 +138,20 @@ fn stop_through_the_page_with_the_token_ends_the_workflow_and_without_a_token_th
     // A node deployed with --deploy ends with its workflow, saying how.
     let stderr = node.stderr();
     assert!(stderr.contains("error: workflow stopped before its sources ended"), "{stderr}");
+}
+
+#[test]
+fn a_failed_workflows_page_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path();
+    let node = Node::spawn(&["local", "start", "--no-log", "--http", "127.0.0.185:0"], tmp, COOKIE, None);
+    let web = web_address(&node);
+    let failing = "workflow().stream_source(|n| n).map(|n| if n == 3000 { throw `poison ${n}` } else { n }).collect()";
+    common::node::run(tmp, &["rpc", "skitter_local", &format!("wait(deploy({failing}))")]).success().stdout_has("poison");
+    let mut browser = Browser::start();
+    browser.open(&format!("http://{web}/workflow/1"));
+    let shown = browser.wait_for("document.querySelector('#failure') && document.querySelector('#failure').innerText.includes('poison 3000')", Duration::from_secs(20));
+    assert!(shown, "the page does not say why it failed:\n{}", browser.text());
+    browser.open(&format!("http://{web}/"));
+    assert!(browser.wait_for("document.querySelector('#workflows') && /failed/.test(document.querySelector('#workflows').innerText)", Duration::from_secs(20)));
 }

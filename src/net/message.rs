@@ -195,6 +195,12 @@ pub enum ControlMsg {
         id: u64,
         checkpoint: Option<u64>,
     },
+    /// Worker -> master, with its heartbeats: its resident memory and how
+    /// long it has run (0 where the host does not tell).
+    Health {
+        rss_bytes: u64,
+        uptime_ms: u64,
+    },
 }
 
 impl ControlMsg {
@@ -348,6 +354,7 @@ link_message!(ControlMsg {
     Failed => "failed", Done => "done", Output => "output", Collected => "collected", Lines => "lines",
     Progress => "progress", Interrupted => "interrupted", Leaving => "leaving", Settled => "settled",
     Restore => "restore", Checkpoint => "checkpoint", Committed => "committed", Snapshot => "snapshot",
+    Health => "health",
 });
 link_message!(DataLinkMsg { Data => "data", Heartbeat => "heartbeat", Bye => "bye" });
 link_message!(ConsoleMsg {

@@ -26,6 +26,8 @@ pub struct LocalRuntime {
     workflows: Mutex<BTreeMap<u64, Arc<Running>>>,
     /// Where a running workflow's checkpoint driver takes asks for a checkpoint now.
     asks: Mutex<BTreeMap<u64, mpsc::UnboundedSender<driver::Ask>>>,
+    /// Where each workflow's nodes run: here, so many instances each.
+    placements: Mutex<BTreeMap<u64, crate::script::host::Placement>>,
     /// How many ended workflows are kept for `status`, `results` and `stats`.
     keep: usize,
     expressions: crate::script::host::DeployExpressions,
@@ -42,6 +44,7 @@ impl LocalRuntime {
             next_id: AtomicU64::new(1),
             workflows: Mutex::new(BTreeMap::new()),
             asks: Mutex::new(BTreeMap::new()),
+            placements: Mutex::new(BTreeMap::new()),
             keep: super::keep_workflows(),
             expressions: Default::default(),
         }
@@ -76,6 +79,7 @@ impl LocalRuntime {
         for id in ended.iter().take(ended.len().saturating_sub(self.keep)) {
             workflows.remove(id);
         }
+        self.placements.lock().expect("placements lock").retain(|id, _| workflows.contains_key(id));
     }
 
     /// Workflows still running.
@@ -119,11 +123,14 @@ impl Host for LocalRuntime {
         me.insert("slots".into(), rhai::Dynamic::from_int(self.slots as i64));
         let placement = dataflow::place(&plan, &code, &env, &[me], true).map_err(|e| e.to_string())?;
         let layout = dataflow::Layout::local(self.slots).with_placement(placement);
+        let spread: crate::script::host::Placement =
+            layout.spread(&plan).into_iter().map(|per| per.into_iter().map(|(_, n)| (self.node.clone(), n)).collect()).collect();
         let mut checkpoints = setup::prepare(&plan, &layout, &self.node, crate::runtime::checkpoint::output::Writes::All, options)?;
         let resume = checkpoints.as_mut().map(|c| std::mem::take(&mut c.resume));
         let part = dataflow::Part { layout, node: self.node.clone(), settle_here: true, checkpoints: resume };
         let running = dataflow::start(plan, code, part, &env, None).map_err(|e| e.to_string())?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.placements.lock().expect("placements lock").insert(id, spread);
         if let Some(c) = checkpoints {
             // A resume is news (for the shell, or on the node's standard
             // error); a start from scratch is not. What the workflow prints
@@ -193,6 +200,10 @@ impl Host for LocalRuntime {
         let status = super::wait_until_done(&self.handle, running.subscribe());
         tracing::info!(workflow = r.id, %status, "aborted");
         Ok(status)
+    }
+
+    fn placement(&self, r: WorkflowRef) -> crate::script::host::Placement {
+        self.placements.lock().expect("placements lock").get(&r.id).cloned().unwrap_or_default()
     }
 
     fn stats(&self, r: WorkflowRef) -> Result<crate::workflow::Stats, String> {

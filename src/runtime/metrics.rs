@@ -159,7 +159,7 @@ pub fn render(host: &dyn Host) -> String {
     connections.inc_by(CONNECTION_FAILURES.load(Ordering::Relaxed));
     registry.register("skitter_connection_failures", "Links lost and peers that could not be reached", connections);
 
-    if let Some(rss) = resident_bytes() {
+    if let Some(rss) = super::process::resident_bytes() {
         let g = Gauge::<i64>::default();
         g.set(rss as i64);
         registry.register_with_unit("process_resident_memory", "Resident memory of this process", Unit::Bytes, g);
@@ -168,15 +168,6 @@ pub fn render(host: &dyn Host) -> String {
     // Writing to a String does not fail.
     let _ = encode(&mut text, &registry);
     text
-}
-
-/// This process's resident memory, from /proc.
-fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page).ok()?)
 }
 
 /// Serves scrapes at `/metrics` until `stop`.

@@ -29,6 +29,7 @@ pub mod master;
 pub mod metrics;
 pub mod node;
 pub mod printer;
+pub mod process;
 pub mod restart;
 pub mod web;
 

@@ -122,6 +122,20 @@ impl DeployOptions {
     }
 }
 
+/// Where a workflow's nodes run: per node, the workers its instances are
+/// on and how many on each.
+pub type Placement = Vec<Vec<(String, usize)>>;
+
+/// How a worker is doing, as its master last heard.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerHealth {
+    pub rss_bytes: u64,
+    /// Seconds it has run.
+    pub uptime: f64,
+    /// Seconds since its master last heard from it.
+    pub heard: f64,
+}
+
 pub trait Host: Send + Sync {
     /// The node's name, `name@host`.
     fn node_name(&self) -> String;
@@ -141,6 +155,12 @@ pub trait Host: Send + Sync {
     /// Records in and out of every operator, read at the sources and written
     /// at the sinks: live while the workflow runs, final once it ended.
     fn stats(&self, r: WorkflowRef) -> Result<crate::workflow::Stats, String>;
+    /// Where each of the workflow's nodes runs (in its current run): per
+    /// node, the workers its instances are on and how many on each.
+    fn placement(&self, r: WorkflowRef) -> Placement {
+        let _ = r;
+        Vec::new()
+    }
     /// Blocks until the workflow is no longer running.
     fn wait(&self, r: WorkflowRef) -> Result<Status, String>;
     /// What the workflow's `collect()` sink gathered (`sink` names one when
@@ -150,6 +170,11 @@ pub trait Host: Send + Sync {
     fn workflows(&self) -> Vec<(WorkflowRef, Status)>;
     /// The workers this node can place instances on.
     fn workers(&self) -> Array;
+    /// How each worker is doing, by name (a master hears it with each
+    /// heartbeat; a local node is its own worker and has none).
+    fn worker_health(&self) -> std::collections::BTreeMap<String, WorkerHealth> {
+        std::collections::BTreeMap::new()
+    }
     /// The workers that have tag `tag`.
     fn with_tag(&self, tag: &str) -> Array {
         self.workers()

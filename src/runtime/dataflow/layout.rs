@@ -61,6 +61,23 @@ impl Layout {
         }
     }
 
+    /// Where each flat node of `plan` runs: the instances of its stage on
+    /// each worker (by index, in worker order; workers with none left out).
+    pub fn spread(&self, plan: &Plan) -> Vec<Vec<(usize, usize)>> {
+        plan.stage_of
+            .iter()
+            .map(|&s| {
+                let mut per = vec![0usize; self.workers.max(1)];
+                for g in 0..self.instances(plan, s) {
+                    if let Some(n) = per.get_mut(self.worker_of(plan, s, g)) {
+                        *n += 1;
+                    }
+                }
+                per.into_iter().enumerate().filter(|&(_, n)| n > 0).collect()
+            })
+            .collect()
+    }
+
     /// The instances of stage `s` that run here.
     pub fn local_instances(&self, plan: &Plan, s: usize) -> std::ops::Range<usize> {
         if let Some(counts) = self.placed.get(&s) {

@@ -42,6 +42,8 @@ pub(super) struct Deployed {
     pub(super) checkpoints: Mutex<Option<Arc<checkpoints::ClusterCheckpoints>>>,
     /// What runs it again after a failure (with checkpoints).
     pub(super) recovery: Option<recovery::Recovery>,
+    /// Where the current run's nodes run: per node, workers and instances.
+    pub(super) placement: Mutex<crate::script::host::Placement>,
 }
 
 impl Deployed {

@@ -50,6 +50,8 @@ pub struct Master {
     workflows: Mutex<BTreeMap<u64, Arc<Deployed>>>,
     /// Each run: the workflow it runs.
     runs: Mutex<HashMap<u64, u64>>,
+    /// What each worker last said of itself (memory, uptime in ms), and when.
+    health: Mutex<HashMap<String, (u64, u64, std::time::Instant)>>,
     next_id: AtomicU64,
     /// Run ids, which workers know workflows by: unique to this master's
     /// life (its start time in their high bits), so that a worker that
@@ -96,6 +98,7 @@ impl Master {
             links: Mutex::new(HashMap::new()),
             workflows: Mutex::new(BTreeMap::new()),
             runs: Mutex::new(HashMap::new()),
+            health: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             next_run: AtomicU64::new(first_run()),
             exiting: AtomicBool::new(false),
@@ -514,6 +517,26 @@ impl Host for Master {
         let wf = self.get(r)?;
         self.request_abort(r, "aborted by the user");
         Ok(super::wait_until_done(&self.handle, wf.status.subscribe()))
+    }
+
+    fn worker_health(&self) -> BTreeMap<String, crate::script::host::WorkerHealth> {
+        let names = self.worker_names();
+        let mut health = self.health.lock().expect("health lock");
+        // Workers gone are forgotten.
+        health.retain(|name, _| names.contains(name));
+        health
+            .iter()
+            .map(|(name, &(rss_bytes, uptime_ms, heard))| {
+                let heard = heard.elapsed().as_secs_f64();
+                // Uptime as of now, not as of the last report.
+                let uptime = uptime_ms as f64 / 1000.0 + heard;
+                (name.clone(), crate::script::host::WorkerHealth { rss_bytes, uptime, heard })
+            })
+            .collect()
+    }
+
+    fn placement(&self, r: WorkflowRef) -> crate::script::host::Placement {
+        self.get(r).map(|wf| wf.placement.lock().expect("placement lock").clone()).unwrap_or_default()
     }
 
     fn stats(&self, r: WorkflowRef) -> Result<Stats, String> {

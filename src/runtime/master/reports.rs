@@ -56,6 +56,9 @@ impl Master {
                     self.collected(id, &wf, sink, values)
                 }
             }
+            ControlMsg::Health { rss_bytes, uptime_ms } => {
+                self.health.lock().expect("health lock").insert(worker.to_string(), (rss_bytes, uptime_ms, std::time::Instant::now()));
+            }
             other => tracing::warn!("unexpected {} from worker {worker}", other.kind()),
         }
     }

@@ -39,6 +39,8 @@ impl Master {
         let ControlMsg::Deploy { slots, placement, checkpoints: on, .. } = &mut message else { unreachable!("prepare makes a deploy") };
         let placed = placement.iter().map(|(s, counts)| (*s as usize, counts.iter().map(|&n| n as usize).collect())).collect();
         let layout = crate::runtime::dataflow::Layout::new(workers.len(), 0, *slots as usize).with_placement(placed);
+        *deployed.placement.lock().expect("placement lock") =
+            layout.spread(&plan).into_iter().map(|per| per.into_iter().map(|(w, n)| (workers[w].name.clone(), n)).collect()).collect();
         // The run before it lets go of its files (the first run has none);
         // its checkpoints count on.
         let before = deployed.checkpoints.lock().expect("checkpoints lock").take().map(|cp| cp.stats.lock().expect("stats lock").clone());
@@ -121,6 +123,7 @@ impl Master {
             audience: Mutex::new(audience),
             checkpoints: Mutex::new(None),
             recovery: checkpointed.then(|| Recovery::new(&graph, &code, options)),
+            placement: Mutex::new(Vec::new()),
         });
         self.start_run(run, &deployed, &graph, code.clone(), options)?;
         if let (Some(cp), Some(r)) = (deployed.checkpoints(), &deployed.recovery) {

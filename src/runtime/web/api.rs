@@ -62,17 +62,23 @@ fn name(stats: &Stats) -> Value {
     stats.checkpoints.as_ref().map_or(Value::Null, |c| json!(c.name))
 }
 
-fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page).ok()?)
-}
-
 pub fn overview(host: &dyn Host, started: Instant, rates: &Mutex<Rates>, actions: bool) -> Value {
     let info = plain(&rhai::Dynamic::from_map(host.runtime_info()));
-    let workers: Vec<Value> = host.workers().iter().map(plain).collect();
+    let health = host.worker_health();
+    let workers: Vec<Value> = host
+        .workers()
+        .iter()
+        .map(|w| {
+            let mut w = plain(w);
+            let name = w["name"].as_str().unwrap_or_default().to_string();
+            if let (Some(h), Some(map)) = (health.get(&name), w.as_object_mut()) {
+                map.insert("rss_bytes".into(), json!(h.rss_bytes));
+                map.insert("uptime".into(), json!(h.uptime));
+                map.insert("heard".into(), json!(h.heard));
+            }
+            w
+        })
+        .collect();
     let all = host.workflows();
     let mut rates = rates.lock().expect("rates lock");
     rates.keep(&all.iter().map(|(r, _)| r.id).collect::<Vec<_>>());
@@ -90,7 +96,8 @@ pub fn overview(host: &dyn Host, started: Instant, rates: &Mutex<Rates>, actions
         }));
     }
     json!({
-        "node": { "name": host.node_name(), "info": info, "uptime": started.elapsed().as_secs_f64(), "rss_bytes": resident_bytes() },
+        "node": { "name": host.node_name(), "info": info, "uptime": crate::runtime::process::uptime().unwrap_or(started.elapsed().as_secs_f64()),
+                  "rss_bytes": crate::runtime::process::resident_bytes() },
         "workers": workers,
         "workflows": workflows,
         "actions": actions,
@@ -104,6 +111,7 @@ pub fn workflow(host: &dyn Host, id: u64, rates: &Mutex<Rates>, actions: bool) -
     let graph = stats.graph();
     let counts = counts(&stats);
     let per = rates.lock().expect("rates lock").of(id, stats.elapsed, &counts, !status.is_done());
+    let placement = host.placement(r);
     let mut operators = Vec::new();
     let mut boxes = Vec::new();
     for (i, node) in graph.nodes.iter().enumerate() {
@@ -131,6 +139,7 @@ pub fn workflow(host: &dyn Host, id: u64, rates: &Mutex<Rates>, actions: bool) -
             "name": node.name, "op": node.op.to_string(), "records_in": s.records_in, "records_out": s.records_out,
             "in_rate": per[i].0, "out_rate": per[i].1, "queued": s.queued, "capacity": s.capacity, "errors": s.errors,
             "p99_us": s.p99_us(), "watermark_ms": s.watermark_ms, "late": s.late,
+            "runs_on": placement.get(i).cloned().unwrap_or_default(),
             "state": match state { State::Flowing => "flowing", State::Busy => "busy", State::Full => "full", State::Failed => "failed" },
         }));
     }
@@ -141,6 +150,7 @@ pub fn workflow(host: &dyn Host, id: u64, rates: &Mutex<Rates>, actions: bool) -
     let (records_in, records_out) = ends(&stats, &counts);
     Some(json!({
         "id": id, "name": name(&stats), "status": status.to_string(), "running": !status.is_done(), "elapsed": stats.elapsed,
+        "failed": match &status { crate::workflow::Status::Failed(why) => Some(why.clone()), _ => None },
         "records_in": records_in, "records_out": records_out,
         "checkpoint": checkpoint(&stats),
         "recovery": stats.recovery.as_ref().and_then(|r| r.summary()),

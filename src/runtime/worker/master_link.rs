@@ -127,7 +127,11 @@ impl Worker {
         let me = self.clone();
         // Live counts of what runs here, with every heartbeat.
         let tick = || {
-            let mut msgs = vec![ControlMsg::Heartbeat];
+            let health = ControlMsg::Health {
+                rss_bytes: crate::runtime::process::resident_bytes().unwrap_or(0),
+                uptime_ms: crate::runtime::process::uptime().map_or(0, |s| (s * 1000.0) as u64),
+            };
+            let mut msgs = vec![ControlMsg::Heartbeat, health];
             for (&id, r) in self.parts.lock().expect("parts lock").iter() {
                 if !r.status().is_done() {
                     msgs.push(ControlMsg::Progress { id, nodes: r.nodes() });

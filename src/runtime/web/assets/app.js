@@ -53,9 +53,12 @@ function overview(d) {
   if (d.workers.length === 0) {
     html += `<p class="quiet">no workers: workflows run in this process</p>`;
   } else {
-    html += `<div class="scroll"><table id="workers"><tr><th>name</th><th>address</th><th>tags</th><th class="n">slots</th></tr>`;
+    html += `<div class="scroll"><table id="workers"><tr><th>name</th><th>address</th><th>tags</th><th class="n">slots</th>
+      <th class="n">memory</th><th class="n">up</th><th>link</th></tr>`;
     for (const w of d.workers) {
-      html += `<tr><td>${escape(w.name)}</td><td>${escape(w.addr)}</td><td>${escape((w.tags || []).join(", "))}</td><td class="n">${whole(w.slots)}</td></tr>`;
+      const link = w.heard == null ? "" : w.heard > 2 ? `<span class="state-full">silent for ${duration(w.heard)}</span>` : `heard ${w.heard.toFixed(1)} s ago`;
+      html += `<tr><td>${escape(w.name)}</td><td>${escape(w.addr || "this process")}</td><td>${escape((w.tags || []).join(", "))}</td><td class="n">${whole(w.slots)}</td>
+        <td class="n">${w.rss_bytes == null ? "" : bytes(w.rss_bytes)}</td><td class="n">${w.uptime == null ? "" : duration(w.uptime)}</td><td>${link}</td></tr>`;
     }
     html += `</table></div>`;
   }
@@ -83,6 +86,9 @@ function workflow(d) {
     <span>checkpoints <b>${escape(d.checkpoint ? d.checkpoint.summary.replace(/^checkpoints: /, "") : "off")}</b></span>
     ${d.checkpoint && d.checkpoint.last_id != null ? `<span>last <b>${ago(d.checkpoint.last_at_ms)}</b></span>` : ""}
     ${d.recovery ? `<span>${escape(d.recovery)}</span>` : ""}</p>`;
+  if (d.failed) {
+    html += `<p class="failure" id="failure"><b>failed:</b> ${escape(d.failed)}</p>`;
+  }
   if (d.actions && d.running) {
     html += `<p class="actions"><button data-act="checkpoint">Checkpoint now</button> <button data-act="stop">Stop</button>
       <button data-act="abort" class="danger">Abort</button> <span id="notice" class="quiet">${escape(notice)}</span></p>`;
@@ -91,13 +97,14 @@ function workflow(d) {
   }
   html += `<h2>Graph</h2><div class="graph-box">${d.svg}</div>`;
   html += `<h2>Operators</h2><div class="scroll"><table id="operators"><tr><th>operator</th><th class="n">in</th><th class="n">out</th>
-    <th class="n">records in</th><th class="n">records out</th><th class="n">queue</th><th class="n">p99 per record</th><th class="n">errors</th><th>event time</th></tr>`;
+    <th class="n">records in</th><th class="n">records out</th><th class="n">queue</th><th class="n">p99 per record</th><th class="n">errors</th><th>event time</th><th>runs on</th></tr>`;
   for (const o of d.operators) {
     const queue = o.capacity ? `<span class="state-${o.state}">${whole(o.queued)} / ${whole(o.capacity)}</span>` : "";
     const wm = o.watermark_ms != null ? ago(o.watermark_ms).replace(" ago", " behind") : "";
     html += `<tr data-operator="${escape(o.name)}"><td>${escape(o.name)}</td><td class="n in-rate">${rate(o.in_rate)}</td><td class="n out-rate">${rate(o.out_rate)}</td>
       <td class="n">${whole(o.records_in)}</td><td class="n">${whole(o.records_out)}</td><td class="n">${queue}</td>
-      <td class="n">${micros(o.p99_us)}</td><td class="n">${o.errors ? `<span class="state-failed">${whole(o.errors)}</span>` : "0"}</td><td>${wm}</td></tr>`;
+      <td class="n">${micros(o.p99_us)}</td><td class="n">${o.errors ? `<span class="state-failed">${whole(o.errors)}</span>` : "0"}</td><td>${wm}</td>
+      <td>${escape((o.runs_on || []).map(([w, n]) => (n > 1 ? `${w} ×${n}` : w)).join(", "))}</td></tr>`;
   }
   html += `</table></div>`;
   view.innerHTML = html;
