@@ -150,8 +150,14 @@ fn a_failed_workflows_page_says_why() {
     common::node::run(tmp, &["rpc", "skitter_local", &format!("wait(deploy({failing}))")]).success().stdout_has("poison");
     let mut browser = Browser::start();
     browser.open(&format!("http://{web}/workflow/1"));
-    let shown = browser.wait_for("document.querySelector('#failure') && document.querySelector('#failure').innerText.includes('poison 3000')", Duration::from_secs(20));
+    let shown = browser.wait_for(
+        "document.querySelector('#failure') && document.querySelector('#failure').innerText.includes('poison 3000')",
+        Duration::from_secs(20),
+    );
     assert!(shown, "the page does not say why it failed:\n{}", browser.text());
     browser.open(&format!("http://{web}/"));
-    assert!(browser.wait_for("document.querySelector('#workflows') && /failed/.test(document.querySelector('#workflows').innerText)", Duration::from_secs(20)));
+    assert!(browser.wait_for(
+        "document.querySelector('#workflows') && /failed/.test(document.querySelector('#workflows').innerText)",
+        Duration::from_secs(20)
+    ));
 }

@@ -111,7 +111,8 @@ where
     H: Fn(Request) -> F,
     F: Future<Output = Response>,
 {
-    let request = tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await.map_err(|_| "a request slower than 5 s".to_string())?;
+    let request =
+        tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await.map_err(|_| "a request slower than 5 s".to_string())?;
     let response = match request {
         Ok(request) => handler(request).await,
         Err(e) => Response::text("400 Bad Request", format!("{e}\n")),
@@ -152,7 +153,8 @@ async fn read_request(stream: &mut TcpStream) -> Result<Request, String> {
     let headers: Vec<(String, String)> =
         lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
     let mut request = Request { method, path, headers, body: bytes[end + 4..].to_vec() };
-    let length: usize = request.header("content-length").map_or(Ok(0), |v| v.parse()).map_err(|_| "a Content-Length that is not a number")?;
+    let length: usize =
+        request.header("content-length").map_or(Ok(0), |v| v.parse()).map_err(|_| "a Content-Length that is not a number")?;
     if length > MAX_REQUEST {
         return Err(format!("a body of {length} bytes (the limit is 8 KiB)"));
     }

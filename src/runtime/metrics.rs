@@ -13,10 +13,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::net::counters::{CONNECTION_FAILURES, HANDSHAKE_FAILURES};
 use super::http::{Request, Response};
+use crate::net::counters::{CONNECTION_FAILURES, HANDSHAKE_FAILURES};
 use crate::script::Host;
-
 
 type Labels = Vec<(&'static str, String)>;
 

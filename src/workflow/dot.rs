@@ -37,7 +37,9 @@ pub fn to_dot_stats(stats: &Stats) -> String {
         }
         Some(note)
     };
-    let edge_note = |e: &FlatEdge| crossed(graph, e, |i| (stats.nodes[i].records_in, stats.nodes[i].records_out)).map(|n| format!("{n} ({}/s)", per_second(rate(n))));
+    let edge_note = |e: &FlatEdge| {
+        crossed(graph, e, |i| (stats.nodes[i].records_in, stats.nodes[i].records_out)).map(|n| format!("{n} ({}/s)", per_second(rate(n))))
+    };
     render(graph, node_note, edge_note)
 }
 

@@ -203,7 +203,12 @@ pub fn to_svg(graph: &FlatGraph, boxes: &[NodeBox], edges: &[Option<String>]) ->
         ));
         out.push_str(&format!("<text class=\"name\" x=\"{:.1}\" y=\"{:.1}\">{}</text>\n", x + 10.0, y + 20.0, escape(&fit(&b.title, 26))));
         for (k, line) in b.lines.iter().take(2).enumerate() {
-            out.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n", x + 10.0, y + 38.0 + k as f64 * 16.0, escape(&fit(line, 30))));
+            out.push_str(&format!(
+                "<text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
+                x + 10.0,
+                y + 38.0 + k as f64 * 16.0,
+                escape(&fit(line, 30))
+            ));
         }
         out.push_str("</g>\n");
     }
