@@ -153,18 +153,25 @@ impl Browser {
         }
     }
 
-    /// Calls DevTools method `method`; its result.
-    pub fn call(&mut self, method: &str, params: Value) -> Value {
+    /// Calls DevTools method `method`: its result, or its error.
+    fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         let id = self.next;
         self.next += 1;
         self.send(&json!({ "id": id, "method": method, "params": params }).to_string());
         loop {
             let msg: Value = serde_json::from_str(&self.receive()).unwrap();
             if msg["id"] == id {
-                assert!(msg.get("error").is_none(), "{method}: {msg}");
-                return msg["result"].clone();
+                return match msg.get("error") {
+                    Some(e) => Err(e.clone()),
+                    None => Ok(msg["result"].clone()),
+                };
             }
         }
+    }
+
+    /// Calls DevTools method `method`; its result.
+    pub fn call(&mut self, method: &str, params: Value) -> Value {
+        self.try_call(method, params).unwrap_or_else(|e| panic!("{method}: {e}"))
     }
 
     pub fn open(&mut self, url: &str) {
@@ -177,11 +184,13 @@ impl Browser {
         r["result"]["value"].clone()
     }
 
-    /// Waits (at most `limit`) until JavaScript `expr` is true in the page.
+    /// Waits (at most `limit`) until JavaScript `expr` is true in the page
+    /// (a page still loading, or navigating away, is not yet).
     pub fn wait_for(&mut self, expr: &str, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         loop {
-            if self.eval(&format!("!!({expr})")) == json!(true) {
+            let params = json!({ "expression": format!("!!({expr})"), "returnByValue": true });
+            if self.try_call("Runtime.evaluate", params).is_ok_and(|r| r["result"]["value"] == json!(true)) {
                 return true;
             }
             if Instant::now() > deadline {
