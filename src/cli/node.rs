@@ -210,8 +210,12 @@ pub fn serve_http(
     if token.is_some() {
         eprintln!("{} a token given with --http-token shows in `ps`; prefer SKITTER_HTTP_TOKEN", "warning:".yellow().bold());
     }
-    let token =
-        token.or(crate::runtime::web::token_from_environment()).map(crate::runtime::web::Token::new).transpose().map_err(Error::Usage)?;
+    let token = match token {
+        Some(t) => Some(crate::runtime::web::Token::new(t, "--http-token")),
+        None => crate::runtime::web::token_from_environment().map(|t| crate::runtime::web::Token::new(t, "SKITTER_HTTP_TOKEN")),
+    }
+    .transpose()
+    .map_err(Error::Usage)?;
     let (listener, bound) = rt.block_on(crate::runtime::http::bind("--http", &spec)).map_err(Error::Usage)?;
     let acts = if token.is_some() { "stop, abort and checkpoint with the token" } else { "read-only" };
     tracing::info!("web view at http://{bound}/ ({acts})");

@@ -47,11 +47,12 @@ impl std::fmt::Debug for Token {
 }
 
 impl Token {
-    pub fn new(text: &str) -> Result<Token, String> {
+    /// The token `text`, given by `from` (named in the error).
+    pub fn new(text: &str, from: &str) -> Result<Token, String> {
         let text = text.trim();
         if text.len() < MIN_TOKEN {
             return Err(format!(
-                "--http-token: a token of {} characters is too easy to guess; give at least {MIN_TOKEN} (make one with `head -c 24 /dev/urandom | base64`)",
+                "{from}: a token of {} characters is too easy to guess; give at least {MIN_TOKEN} (make one with `head -c 24 /dev/urandom | base64`)",
                 text.len()
             ));
         }
@@ -178,8 +179,9 @@ mod tests {
 
     #[test]
     fn a_token_admits_only_requests_that_carry_it_whole() {
-        assert!(Token::new("short").unwrap_err().contains("at least 16"));
-        let t = Token::new(" 0123456789abcdefXYZ \n").unwrap();
+        assert_eq!(Token::new("short", "SKITTER_HTTP_TOKEN").unwrap_err().split(':').next(), Some("SKITTER_HTTP_TOKEN"));
+        assert!(Token::new("short", "--http-token").unwrap_err().contains("at least 16"));
+        let t = Token::new(" 0123456789abcdefXYZ \n", "--http-token").unwrap();
         assert!(t.admits(&request(Some("Bearer 0123456789abcdefXYZ"))));
         assert!(!t.admits(&request(Some("Bearer 0123456789abcdefXY"))));
         assert!(!t.admits(&request(Some("0123456789abcdefXYZ"))));
