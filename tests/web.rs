@@ -109,6 +109,12 @@ fn stop_through_the_page_with_the_token_ends_the_workflow_and_without_a_token_th
     assert_eq!(browser.eval("document.querySelectorAll('button[data-act]').length"), serde_json::json!(0));
     let (status, body) = request(&web, "POST", "/api/workflow/1/stop", Some(token));
     assert!(status.contains("403") && body.contains("read-only"), "{status}: {body}");
+    // A page elsewhere whose name was rebound to 127.0.0.1 reads nothing.
+    let mut s = std::net::TcpStream::connect(&web).unwrap();
+    write!(s, "GET /api/overview HTTP/1.1\r\nHost: rebound.example:80\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 421") && !answer.contains("workflows"), "{answer}");
     drop(read_only);
 
     // With a token: a request without it, or with another, is refused; the

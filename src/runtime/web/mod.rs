@@ -31,6 +31,21 @@ struct Web {
     rates: Mutex<Rates>,
     /// What a request must carry to act; none: the view is read-only.
     token: Option<Token>,
+    /// Bound to a loopback address: only requests naming a loopback host
+    /// are answered (a web page elsewhere that rebinds its own name to
+    /// 127.0.0.1 cannot read the view through the user's browser).
+    loopback: bool,
+}
+
+/// Whether a request with `Host: host` may be answered by a view bound to
+/// loopback: an IP literal on loopback, or `localhost`, with any port.
+fn loopback_host(host: Option<&str>) -> bool {
+    let Some(host) = host.map(str::trim) else { return false };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| if port.parse::<u16>().is_ok() { name } else { host }),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The shortest token taken: a guessable one would hand out stop buttons.
@@ -88,7 +103,8 @@ pub fn token_from_environment() -> Option<&'static str> {
 
 /// Serves the pages, their data and `/metrics` until `stop`.
 pub async fn serve(listener: TcpListener, host: Arc<dyn Host>, token: Option<Token>, stop: CancellationToken) {
-    let web = Arc::new(Web { host, started: Instant::now(), rates: Mutex::new(Rates::default()), token });
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    let web = Arc::new(Web { host, started: Instant::now(), rates: Mutex::new(Rates::default()), token, loopback });
     let handler = move |r: Request| {
         let web = web.clone();
         async move { route(web, r).await }
@@ -97,6 +113,9 @@ pub async fn serve(listener: TcpListener, host: Arc<dyn Host>, token: Option<Tok
 }
 
 async fn route(web: Arc<Web>, r: Request) -> Response {
+    if web.loopback && !loopback_host(r.header("host")) {
+        return Response::text("421 Misdirected Request", "this view answers requests for a loopback host (127.0.0.1, localhost) only\n");
+    }
     if let Some(answer) = super::metrics::answer(&r, web.host.clone()).await {
         return answer;
     }
@@ -175,6 +194,17 @@ mod tests {
 
     fn request(auth: Option<&str>) -> Request {
         Request { headers: auth.map(|a| vec![("Authorization".into(), a.into())]).unwrap_or_default(), ..Request::default() }
+    }
+
+    #[test]
+    fn a_view_on_loopback_answers_loopback_hosts_only() {
+        for ok in ["127.0.0.1:8080", "localhost:8080", "LOCALHOST", "127.0.0.182:1", "[::1]:8080", "[::1]"] {
+            assert!(loopback_host(Some(ok)), "{ok}");
+        }
+        for no in ["evil.example:8080", "evil.example", "10.0.0.1:8080", "127.0.0.1.evil.example", ""] {
+            assert!(!loopback_host(Some(no)), "{no}");
+        }
+        assert!(!loopback_host(None));
     }
 
     #[test]
