@@ -134,20 +134,15 @@ static ENVIRONMENT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::n
 /// it; a skitter node this one starts is handed it explicitly. Called first
 /// thing in `main`, while the process has one thread.
 pub fn take_from_environment() {
-    ENVIRONMENT.get_or_init(|| {
-        // Set but not UTF-8 is still set: never a silent fall back to the
-        // cookie file (a node of the wrong cluster); the text it gives is
-        // refused as weak or as a wrong cookie, loudly.
-        let value = std::env::var_os("SKITTER_COOKIE").map(|v| v.to_string_lossy().into_owned());
-        std::env::remove_var("SKITTER_COOKIE");
-        value
-    });
+    from_environment();
 }
 
-/// SKITTER_COOKIE as this process started with it.
+/// SKITTER_COOKIE as this process started with it. Set but not UTF-8 is
+/// still set: never a silent fall back to the cookie file (a node of the
+/// wrong cluster); the text it gives is refused as weak or as a wrong
+/// cookie, loudly.
 pub fn from_environment() -> Option<&'static str> {
-    take_from_environment();
-    ENVIRONMENT.get().and_then(|v| v.as_deref())
+    crate::settings::take_var(&ENVIRONMENT, "SKITTER_COOKIE")
 }
 
 /// The default cookie file: `~/.skitter.cookie`.

@@ -424,6 +424,7 @@ mod tests {
         let (mut stream, _) = recorder.accept().await.unwrap();
         let first = receive(&mut stream).await.unwrap();
         drop(stream);
+        // The dialer fails once the recorder hangs up: only its first flight counts.
         let _ = dialing.await;
         // Replay it, then send a confirmation that cannot open, and more.
         let (addr, server) = listen(id(Role::Master, "m@h", "c"), &[Role::Worker]).await;

@@ -10,8 +10,14 @@ pub fn resident_bytes() -> Option<u64> {
     Some(pages * u64::try_from(page).ok()?)
 }
 
-/// Seconds since this process started.
+/// Seconds since this process started (its start read from /proc once).
 pub fn uptime() -> Option<f64> {
+    static STARTED: std::sync::OnceLock<Option<std::time::Instant>> = std::sync::OnceLock::new();
+    let started = STARTED.get_or_init(|| std::time::Instant::now().checked_sub(std::time::Duration::from_secs_f64(uptime_from_proc()?)));
+    started.map(|s| s.elapsed().as_secs_f64())
+}
+
+fn uptime_from_proc() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // The name (field 2) may hold spaces: fields are counted after its ')'.
     let after = &stat[stat.rfind(')')? + 1..];

@@ -192,16 +192,19 @@ impl Stats {
 
     /// Records the sources emitted.
     pub fn read(&self) -> u64 {
-        self.total(Place::Source, |c| c.records_out)
+        self.ends(|i| (self.nodes[i].records_in, self.nodes[i].records_out)).0
     }
 
     /// Records the sinks (`write_lines`, `write_parts`, `collect`) took.
     pub fn written(&self) -> u64 {
-        self.total(Place::Sink, |c| c.records_in)
+        self.ends(|i| (self.nodes[i].records_in, self.nodes[i].records_out)).1
     }
 
-    fn total(&self, place: Place, f: impl Fn(&NodeStats) -> u64) -> u64 {
-        self.places.iter().zip(&self.nodes).filter(|(p, _)| **p == place).map(|(_, c)| f(c)).sum()
+    /// From a figure per node (`each(i)`: node `i`'s in and out — counts,
+    /// or rates), what the sources emitted and what the sinks took.
+    pub fn ends<T: std::iter::Sum<T>>(&self, each: impl Fn(usize) -> (T, T)) -> (T, T) {
+        let at = |place: Place| self.places.iter().enumerate().filter(move |(_, p)| **p == place).map(|(i, _)| i);
+        (at(Place::Source).map(|i| each(i).1).sum(), at(Place::Sink).map(|i| each(i).0).sum())
     }
 
     /// As scripts see it: `#{read, written, elapsed, operators: #{name:

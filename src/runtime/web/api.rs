@@ -36,17 +36,6 @@ fn counts(stats: &Stats) -> Vec<(u64, u64)> {
     stats.nodes.iter().map(|n| (n.records_in, n.records_out)).collect()
 }
 
-/// A workflow's records in (out of its sources) and out (into its sinks),
-/// from each node's (in, out): sources are the nodes nothing feeds, sinks
-/// the ones that feed nothing.
-fn ends<T: Copy + std::iter::Sum<T>>(stats: &Stats, each: &[(T, T)]) -> (T, T) {
-    let g = stats.graph();
-    let source = |i: usize| !g.edges.iter().any(|e| e.to == i);
-    let sink = |i: usize| !g.edges.iter().any(|e| e.from == i);
-    let n = each.len();
-    ((0..n).filter(|&i| source(i)).map(|i| each[i].1).sum(), (0..n).filter(|&i| sink(i)).map(|i| each[i].0).sum())
-}
-
 fn checkpoint(stats: &Stats) -> Value {
     match &stats.checkpoints {
         None => Value::Null,
@@ -87,8 +76,8 @@ pub fn overview(host: &dyn Host, started: Instant, rates: &Mutex<Rates>, actions
         let Ok(stats) = host.stats(r) else { continue };
         let counts = counts(&stats);
         let per = rates.of(r.id, stats.elapsed, &counts, !status.is_done());
-        let (records_in, records_out) = ends(&stats, &counts);
-        let (in_rate, out_rate) = ends(&stats, &per);
+        let (records_in, records_out) = (stats.read(), stats.written());
+        let (in_rate, out_rate) = stats.ends(|i| per[i]);
         workflows.push(json!({
             "id": r.id, "name": name(&stats), "status": status.to_string(), "running": !status.is_done(),
             "elapsed": stats.elapsed, "records_in": records_in, "records_out": records_out,
@@ -147,7 +136,7 @@ pub fn workflow(host: &dyn Host, id: u64, rates: &Mutex<Rates>, actions: bool) -
     let labels: Vec<Option<String>> = edge_rates.iter().map(|r| r.map(|r| format!("{}/s", per_second(r)))).collect();
     let edges: Vec<Value> =
         graph.edges.iter().zip(&edge_rates).map(|(e, rate)| json!({ "from": e.from, "to": e.to, "rate": rate })).collect();
-    let (records_in, records_out) = ends(&stats, &counts);
+    let (records_in, records_out) = (stats.read(), stats.written());
     Some(json!({
         "id": id, "name": name(&stats), "status": status.to_string(), "running": !status.is_done(), "elapsed": stats.elapsed,
         "failed": match &status { crate::workflow::Status::Failed(why) => Some(why.clone()), _ => None },

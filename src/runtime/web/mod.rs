@@ -88,17 +88,12 @@ static ENVIRONMENT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::n
 /// Takes SKITTER_HTTP_TOKEN out of this process's environment (first thing
 /// in `main`, like the cookie): the programs it runs never see it.
 pub fn take_token_from_environment() {
-    ENVIRONMENT.get_or_init(|| {
-        let value = std::env::var_os("SKITTER_HTTP_TOKEN").map(|v| v.to_string_lossy().into_owned()).filter(|v| !v.trim().is_empty());
-        std::env::remove_var("SKITTER_HTTP_TOKEN");
-        value
-    });
+    token_from_environment();
 }
 
-/// SKITTER_HTTP_TOKEN as this process started with it.
+/// SKITTER_HTTP_TOKEN as this process started with it (unset when empty).
 pub fn token_from_environment() -> Option<&'static str> {
-    take_token_from_environment();
-    ENVIRONMENT.get().and_then(|v| v.as_deref())
+    crate::settings::take_var(&ENVIRONMENT, "SKITTER_HTTP_TOKEN").filter(|t| !t.trim().is_empty())
 }
 
 /// Serves the pages, their data and `/metrics` until `stop`.
