@@ -77,7 +77,7 @@ fn expr(g: &mut Gen, vars: &[&str], depth: usize) -> String {
         return if g.below(2) == 0 { g.pick(vars).into() } else { literal(g) };
     }
     let d = depth - 1;
-    match g.below(16) {
+    match g.below(17) {
         0 | 1 => g.pick(vars).into(),
         2 => literal(g),
         3..=5 => format!("({} {} {})", expr(g, vars, d), g.pick(&BINARY), expr(g, vars, d)),
@@ -88,6 +88,8 @@ fn expr(g: &mut Gen, vars: &[&str], depth: usize) -> String {
         }
         7 => format!("{}[{}]", g.pick(vars), g.pick(&["0", "1", "-1", "2", r#""a""#, r#""name""#])),
         8 => format!("{}.{}", g.pick(vars), g.pick(&["a", "b", "name"])),
+        // Two steps along a value: a map in a map, a map in an array.
+        16 => format!("{}{}{}", g.pick(vars), g.pick(&[".a", "[0]", "[-1]", ".name"]), g.pick(&[".a", ".name", "[0]", "[1]", r#"["a"]"#])),
         9 => format!("`{}-${{{}}}:${{{}}}`", g.pick(&["", "v"]), expr(g, vars, d), expr(g, vars, d)),
         10 => format!("[{}, {}]", expr(g, vars, d), expr(g, vars, d)),
         11 => format!("#{{a: {}, b: {}}}", expr(g, vars, d), expr(g, vars, d)),
@@ -294,9 +296,11 @@ fn record(g: &mut Gen, engine: &Engine) -> Dynamic {
 
 /// A random argument.
 fn value(g: &mut Gen, engine: &Engine) -> Dynamic {
-    let text = match g.below(5) {
+    let text = match g.below(7) {
         0 => format!("[{}, {}]", literal(g), literal(g)),
         1 => format!("#{{a: {}, name: {}}}", literal(g), literal(g)),
+        2 => format!("[#{{a: {}, name: {}}}, #{{a: {}}}]", literal(g), literal(g), literal(g)),
+        3 => format!("#{{a: #{{a: {}, name: {}}}, name: [{}, {}]}}", literal(g), literal(g), literal(g), literal(g)),
         _ => literal(g),
     };
     engine.eval::<Dynamic>(&text).expect("a literal evaluates")

@@ -102,6 +102,61 @@ impl<'a> Cx<'a> {
             _ => None,
         }
     }
+
+    /// A value read in place as `peek` reads it, or a field or a constant
+    /// index along such a value (`r.name`, `f[0]`, `acc.n`): no clone.
+    /// `None` where the value must be computed (see [`in_place`]).
+    fn look<'c>(&'c self, node: &'c Node) -> Option<&'c Dynamic> {
+        match node {
+            Node::Field(c, name) => map_in(self.look(c)?)?.get(name.as_str()),
+            Node::Index(c, i) => match &**i {
+                Node::Const(i) => {
+                    let v = self.look(c)?;
+                    if let Some(a) = array_in(v) {
+                        return a.get(position(a.len(), i)?);
+                    }
+                    map_in(v)?.get(i.read_lock::<ImmutableString>()?.as_str())
+                }
+                _ => None,
+            },
+            _ => self.peek(node),
+        }
+    }
+}
+
+/// Whether `look` may read `node` in place: it still answers `None` where
+/// the value is not there to read (a missing field, a shared value, a
+/// string's character), and the caller computes it then.
+fn in_place(node: &Node) -> bool {
+    match node {
+        Node::Param(_) | Node::Local(_) | Node::This | Node::Const(_) => true,
+        Node::Field(c, _) => in_place(c),
+        Node::Index(c, i) => matches!(**i, Node::Const(_)) && in_place(c),
+        _ => false,
+    }
+}
+
+/// The map `v` holds, in place; `None` for another type or a shared value
+/// (behind a lock).
+fn map_in(v: &Dynamic) -> Option<&Map> {
+    if v.is_shared() {
+        return None;
+    }
+    let guard = v.read_lock::<Map>()?;
+    // SAFETY: a value that is not shared is read through a plain reference
+    // to its own content (`DynamicReadLock` holds no lock then), so the map
+    // lives as long as `v` is borrowed.
+    Some(unsafe { &*(&*guard as *const Map) })
+}
+
+/// The array `v` holds, in place, as `map_in`.
+fn array_in(v: &Dynamic) -> Option<&Array> {
+    if v.is_shared() {
+        return None;
+    }
+    let guard = v.read_lock::<Array>()?;
+    // SAFETY: as in `map_in`.
+    Some(unsafe { &*(&*guard as *const Array) })
 }
 
 pub fn block(b: &Block, cx: &mut Cx) -> Flow<Dynamic> {
@@ -119,6 +174,12 @@ fn statement(s: &Statement, cx: &mut Cx) -> Flow<Dynamic> {
     match s {
         Statement::Let(slot, value) => {
             cx.frame[*slot] = eval(value, cx)?;
+        }
+        // A variable's fields (`acc.n += 1`): changed in place, nothing to undo.
+        Statement::Assign(place, op, value) if local_fields(place).is_some() => {
+            let value = eval(value, cx)?;
+            let (slot, names) = local_fields(place).expect("checked");
+            up(assign_fields(&mut cx.frame[slot], names, *op, value))?;
         }
         Statement::Assign(place, op, value) => {
             let value = eval(value, cx)?;
@@ -161,6 +222,38 @@ fn statement(s: &Statement, cx: &mut Cx) -> Flow<Dynamic> {
         Statement::Continue => return Err(Exit::Continue),
     }
     Ok(Dynamic::UNIT)
+}
+
+/// A place that is a variable and one or more of its fields: the slot and
+/// the fields.
+fn local_fields(place: &Place) -> Option<(usize, &[Step])> {
+    match place.root {
+        Root::Local(slot) if !place.path.is_empty() && place.path.iter().all(|s| matches!(s, Step::Field(_))) => Some((slot, &place.path)),
+        _ => None,
+    }
+}
+
+/// `v.a.b = value` or `v.a.b op= value` in place, as `assign` would do it
+/// (a missing last field is added by `=`; `op=` needs it). Changes nothing
+/// when it returns `None`.
+fn assign_fields(v: &mut Dynamic, names: &[Step], op: Option<Op>, value: Dynamic) -> Option<()> {
+    let (Step::Field(name), rest) = names.split_first()? else { return None };
+    if v.is_shared() {
+        return None;
+    }
+    let mut map = v.write_lock::<Map>()?;
+    if !rest.is_empty() {
+        return assign_fields(map.get_mut(name.as_str())?, rest, op, value);
+    }
+    match (op, map.get_mut(name.as_str())) {
+        (None, Some(slot)) => *slot = value,
+        (None, None) => {
+            map.insert(name.as_str().into(), value);
+        }
+        (Some(op), Some(slot)) => *slot = op_assign(op, slot, &value)?,
+        (Some(_), None) => return None,
+    }
+    Some(())
 }
 
 /// A `for` loop: each turn binds the variable (and the counter) and runs
@@ -372,12 +465,106 @@ fn chain<'n>(mut node: &'n Node, steps: &mut Vec<&'n Node>) -> &'n Node {
     }
 }
 
+/// One node's value. The commonest nodes are here; the others are out of
+/// line, so that this function's frame stays small (it is entered for
+/// every node).
 pub fn eval(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
+    match node {
+        Node::Param(i) => Ok(cx.param(*i).flatten_clone()),
+        Node::Local(slot) => Ok(cx.frame[*slot].clone()),
+        Node::Const(v) => Ok(v.clone()),
+        Node::Binary(op, a, b) => binary_node(node, *op, a, b, cx),
+        Node::Field(..) | Node::Index(..) if in_place(node) => match cx.look(node) {
+            Some(v) => Ok(v.flatten_clone()),
+            None => other(node, cx),
+        },
+        Node::Call(builtin, args) => call_node(*builtin, args, cx),
+        Node::If(x) => {
+            let (cond, body, other) = &**x;
+            if truth(cond, cx)? {
+                block(body, cx)
+            } else {
+                block(other, cx)
+            }
+        }
+        Node::Interpolated(parts) => interpolated(parts, cx),
+        _ => other(node, cx),
+    }
+}
+
+#[inline(never)]
+fn binary_node(node: &Node, op: Op, a: &Node, b: &Node, cx: &mut Cx) -> Flow<Dynamic> {
+    // `a + b + c ...`: once the sum is a string, each further operand is
+    // appended to one buffer (Rhai makes a string per `+`, same text).
+    if op == Op::Add && matches!(a, Node::Binary(Op::Add, ..)) {
+        let mut operands = Vec::with_capacity(4);
+        let mut n = node;
+        while let Node::Binary(Op::Add, a, b) = n {
+            operands.push(&**b);
+            n = a;
+        }
+        operands.push(n);
+        return sum(&operands, cx);
+    }
+    let x = if in_place(a) { None } else { Some(eval(a, cx)?) };
+    let y = if in_place(b) { None } else { Some(eval(b, cx)?) };
+    if let (Some(x), Some(y)) = (x.as_ref().or_else(|| cx.look(a)), y.as_ref().or_else(|| cx.look(b))) {
+        return up(binary(op, x, y));
+    }
+    // Not there to read in place: computed (an expression changes nothing).
+    let (x, y) = (eval(a, cx)?, eval(b, cx)?);
+    up(binary(op, &x, &y))
+}
+
+#[inline(never)]
+fn call_node(builtin: super::methods::Builtin, args: &[Node], cx: &mut Cx) -> Flow<Dynamic> {
+    // At most three values (receiver and arguments): on the stack, and
+    // read in place where they can be.
+    let mut owned: [Option<Dynamic>; 3] = [None, None, None];
+    for (a, slot) in args.iter().zip(owned.iter_mut()) {
+        if !in_place(a) {
+            *slot = Some(eval(a, cx)?);
+        }
+    }
+    let mut all = true;
+    let mut values: [&Dynamic; 3] = [&Dynamic::UNIT; 3];
+    for (i, a) in args.iter().enumerate() {
+        match owned[i].as_ref().or_else(|| cx.look(a)) {
+            Some(v) => values[i] = v,
+            None => all = false,
+        }
+    }
+    if all {
+        return up(call(builtin, values[0], &values[1..args.len()]));
+    }
+    // Not there to read in place: computed (an expression changes nothing).
+    for (a, slot) in args.iter().zip(owned.iter_mut()) {
+        *slot = Some(eval(a, cx)?);
+    }
+    let values: Vec<&Dynamic> = owned.iter().flatten().collect();
+    up(call(builtin, values[0], &values[1..]))
+}
+
+#[inline(never)]
+fn interpolated(parts: &[Node], cx: &mut Cx) -> Flow<Dynamic> {
+    let mut text = Text::new();
+    for part in parts {
+        match cx.look(part) {
+            Some(v) => up(push_shown(&mut text, v))?,
+            None => {
+                let v = eval(part, cx)?;
+                up(push_shown(&mut text, &v))?;
+            }
+        }
+    }
+    Ok(Dynamic::from(ImmutableString::from(text)))
+}
+
+/// The nodes `eval` leaves out of line.
+#[inline(never)]
+fn other(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
     Ok(match node {
-        Node::Param(i) => cx.param(*i).flatten_clone(),
-        Node::Local(slot) => cx.frame[*slot].clone(),
         Node::This => up(cx.this.as_deref())?.clone(),
-        Node::Const(v) => v.clone(),
         Node::Array(items) => {
             let mut array = Array::with_capacity(items.len());
             for item in items {
@@ -400,43 +587,11 @@ pub fn eval(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
             }
             Dynamic::from_map(map)
         }
-        // `a + b + c ...`: once the sum is a string, each further operand is
-        // appended to one buffer (Rhai makes a string per `+`, same text).
-        Node::Binary(Op::Add, a, _) if matches!(**a, Node::Binary(Op::Add, ..)) => {
-            let mut operands = Vec::with_capacity(4);
-            let mut n = node;
-            while let Node::Binary(Op::Add, a, b) = n {
-                operands.push(&**b);
-                n = a;
-            }
-            operands.push(n);
-            sum(&operands, cx)?
-        }
-        Node::Interpolated(parts) => {
-            let mut text = Text::new();
-            for part in parts {
-                match cx.peek(part) {
-                    Some(v) => up(push_shown(&mut text, v))?,
-                    None => {
-                        let v = eval(part, cx)?;
-                        up(push_shown(&mut text, &v))?;
-                    }
-                }
-            }
-            Dynamic::from(ImmutableString::from(text))
-        }
-        Node::Binary(op, a, b) => {
-            let x = if cx.peek(a).is_some() { None } else { Some(eval(a, cx)?) };
-            let y = if cx.peek(b).is_some() { None } else { Some(eval(b, cx)?) };
-            let x = x.as_ref().or_else(|| cx.peek(a));
-            let y = y.as_ref().or_else(|| cx.peek(b));
-            up(binary(*op, up(x)?, up(y)?))?
-        }
         Node::Negate(a) => up(negate(&eval(a, cx)?))?,
-        Node::Not(a) => Dynamic::from_bool(!up(eval(a, cx)?.as_bool().ok())?),
+        Node::Not(a) => Dynamic::from_bool(!truth(a, cx)?),
         Node::And(items) => {
             for item in items {
-                if !up(eval(item, cx)?.as_bool().ok())? {
+                if !truth(item, cx)? {
                     return Ok(Dynamic::FALSE);
                 }
             }
@@ -444,7 +599,7 @@ pub fn eval(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
         }
         Node::Or(items) => {
             for item in items {
-                if up(eval(item, cx)?.as_bool().ok())? {
+                if truth(item, cx)? {
                     return Ok(Dynamic::TRUE);
                 }
             }
@@ -460,15 +615,11 @@ pub fn eval(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
             }
             value
         }
-        // One step from a value read in place (`p[0]`, `r.name`): no path to build.
+        // One step from a value read in place (`p[0]`): no path to build.
         Node::Index(c, i) if cx.peek(c).is_some() && !matches!(**i, Node::Block(_) | Node::If(_) | Node::Switch(_)) => {
             let owned = if cx.peek(i).is_some() { None } else { Some(eval(i, cx)?) };
             let index = up(owned.as_ref().or_else(|| cx.peek(i)))?;
             up(element(up(cx.peek(c))?, index))?
-        }
-        Node::Field(c, name) if cx.peek(c).is_some() => {
-            let m = up(up(cx.peek(c))?.read_lock::<Map>())?;
-            up(m.get(name.as_str()))?.flatten_clone()
         }
         Node::Field(..) | Node::Index(..) => {
             let mut steps = Vec::new();
@@ -484,21 +635,6 @@ pub fn eval(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
             let owned = if cx.peek(root).is_some() { None } else { Some(eval(root, cx)?) };
             up(read(up(owned.as_ref().or_else(|| cx.peek(root)))?, &path))?
         }
-        Node::Call(builtin, args) => {
-            // At most three values (receiver and arguments): on the stack,
-            // and read in place where they can be.
-            let mut owned: [Option<Dynamic>; 3] = [None, None, None];
-            for (a, slot) in args.iter().zip(owned.iter_mut()) {
-                if cx.peek(a).is_none() {
-                    *slot = Some(eval(a, cx)?);
-                }
-            }
-            let mut values: [&Dynamic; 3] = [&Dynamic::UNIT; 3];
-            for (i, a) in args.iter().enumerate() {
-                values[i] = up(owned[i].as_ref().or_else(|| cx.peek(a)))?;
-            }
-            up(call(*builtin, values[0], &values[1..args.len()]))?
-        }
         Node::Script(f, args) => {
             let mut values = Vec::with_capacity(args.len());
             for a in args {
@@ -507,16 +643,11 @@ pub fn eval(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
             up(f.call(&values.iter().collect::<Vec<_>>()))?
         }
         Node::Block(b) => block(b, cx)?,
-        Node::If(x) => {
-            let (cond, body, other) = &**x;
-            if up(eval(cond, cx)?.as_bool().ok())? {
-                block(body, cx)?
-            } else {
-                block(other, cx)?
-            }
-        }
         Node::Switch(x) => switch(x, cx)?,
         Node::Fail => return Err(Exit::GiveUp),
+        Node::Param(_) | Node::Local(_) | Node::Const(_) | Node::Binary(..) | Node::Call(..) | Node::If(_) | Node::Interpolated(_) => {
+            unreachable!("`eval` takes these")
+        }
     })
 }
 
@@ -527,8 +658,11 @@ fn sum(operands: &[&Node], cx: &mut Cx) -> Flow<Dynamic> {
     let mut acc = eval(first, cx)?;
     let mut text: Option<Text> = None;
     for operand in rest {
-        let owned = if cx.peek(operand).is_some() { None } else { Some(eval(operand, cx)?) };
-        let v = up(owned.as_ref().or_else(|| cx.peek(operand)))?;
+        let owned = match in_place(operand) && cx.look(operand).is_some() {
+            true => None,
+            false => Some(eval(operand, cx)?),
+        };
+        let v = up(owned.as_ref().or_else(|| cx.look(operand)))?;
         match &mut text {
             Some(t) => up(push_shown(t, v))?,
             None if acc.is_string() => {
@@ -553,17 +687,25 @@ fn truth(node: &Node, cx: &mut Cx) -> Flow<bool> {
 /// As Rhai runs a `switch`: the first arm of the value's case whose
 /// condition holds, else the first range holding it, else the default.
 fn switch(s: &Switch, cx: &mut Cx) -> Flow<Dynamic> {
-    let value = eval(&s.value, cx)?;
-    // The values whose hash is Rhai's: the ones a case can name.
-    if !(value.is_int() || value.is_string() || value.is_char() || value.is_bool()) {
-        return Err(Exit::GiveUp);
-    }
-    let mut hasher = match &s.hashing {
-        Some(seeded) => seeded.build_hasher(),
-        None => ahash::AHasher::default(),
+    let owned = if in_place(&s.value) { None } else { Some(eval(&s.value, cx)?) };
+    let hash = |value: &Dynamic| {
+        // The values whose hash is Rhai's: the ones a case can name.
+        if !(value.is_int() || value.is_string() || value.is_char() || value.is_bool()) {
+            return None;
+        }
+        let mut hasher = match &s.hashing {
+            Some(seeded) => seeded.build_hasher(),
+            None => ahash::AHasher::default(),
+        };
+        value.hash(&mut hasher);
+        // Only an integer can be in a range.
+        Some((hasher.finish(), value.as_int().ok().map(Dynamic::from_int)))
     };
-    value.hash(&mut hasher);
-    if let Some(arms) = s.cases.get(&hasher.finish()) {
+    let (hash, value) = match owned.as_ref().or_else(|| cx.look(&s.value)) {
+        Some(v) => up(hash(v))?,
+        None => up(hash(&eval(&s.value, cx)?))?,
+    };
+    if let Some(arms) = s.cases.get(&hash) {
         for &i in arms {
             if truth(&s.arms[i].0, cx)? {
                 return eval(&s.arms[i].1, cx);
@@ -571,7 +713,7 @@ fn switch(s: &Switch, cx: &mut Cx) -> Flow<Dynamic> {
         }
     }
     for r in &s.ranges {
-        if r.contains(&value) && truth(&s.arms[r.index()].0, cx)? {
+        if value.as_ref().is_some_and(|v| r.contains(v)) && truth(&s.arms[r.index()].0, cx)? {
             return eval(&s.arms[r.index()].1, cx);
         }
     }

@@ -231,7 +231,7 @@ pub fn push_shown(text: &mut impl std::fmt::Write, v: &Dynamic) -> Option<()> {
     // Writing to a string cannot fail.
     let _ = match kind(v) {
         Kind::Str => text.write_str(&v.read_lock::<ImmutableString>()?),
-        Kind::Int => write!(text, "{}", v.as_int().ok()?),
+        Kind::Int => text.write_str(decimal(v.as_int().ok()?, &mut [0; 20])),
         Kind::Float => write!(text, "{}", FloatWrapper::new(v.as_float().ok()?)),
         Kind::Char => text.write_char(v.as_char().ok()?),
         Kind::Bool => text.write_str(if v.as_bool().ok()? { "true" } else { "false" }),
@@ -242,7 +242,37 @@ pub fn push_shown(text: &mut impl std::fmt::Write, v: &Dynamic) -> Option<()> {
     Some(())
 }
 
+/// `i` in decimal, as `{}` shows it, written into the end of `buf`
+/// (without the formatting machinery: this is on every `+` of a number).
+fn decimal(i: INT, buf: &mut [u8; 20]) -> &str {
+    let mut n = i.unsigned_abs();
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if i < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    std::str::from_utf8(&buf[at..]).expect("ASCII digits")
+}
+
 /// Whether `a == b` for `contains` on arrays: Rhai's `==`, where defined.
 pub fn equals(a: &Dynamic, b: &Dynamic) -> Option<bool> {
     binary(Op::Eq, a, b)?.as_bool().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn integers_are_shown_as_rust_shows_them() {
+        for i in [0, 7, -7, 10, -10, 1234567890, rhai::INT::MAX, rhai::INT::MIN, rhai::INT::MIN + 1] {
+            assert_eq!(super::decimal(i, &mut [0; 20]), i.to_string());
+        }
+    }
 }
