@@ -106,10 +106,21 @@ impl Calls {
     /// Calls `f` on a state it may consume and a record the caller keeps
     /// (for its errors): the record is copied only when Rhai runs `f`.
     pub fn call_on_state(&self, f: &Callee, state: Dynamic, rec: &Dynamic) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
-        match self.native(f, &[&state, rec]) {
-            Some(value) => self.counted(value),
-            None => self.call_as(&f.func, self.how(f).script, [state, rec.clone()]),
-        }
+        debug_assert_eq!(f.arity, 2, "`{}` is called with the arguments it was made for", f.func.name);
+        // The state is the call's to change in place.
+        let state = match &self.how(f).native {
+            None => state,
+            Some(native) => match native.eval_owning(&f.func.curry, state, &[rec]) {
+                Ok(Ok(value)) => return self.counted(value),
+                Ok(Err(state)) => state,
+                Err(NotUndone) => {
+                    return Err(
+                        format!("internal: `{}` gave up in Rust and its changes to the state could not be undone", f.func.name).into()
+                    )
+                }
+            },
+        };
+        self.call_as(&f.func, self.how(f).script, [state, rec.clone()])
     }
 
     /// A value computed in Rust; every so many, the process's memory is

@@ -215,12 +215,15 @@ impl Step {
             Step::KeyedReduce { reduce, initial, state } => {
                 let mut out = Vec::new();
                 for (key, rec) in pairs {
-                    let current = state.remove(&key).unwrap_or_else(|| initial.clone());
+                    // One look-up: the key's state is taken from its place and
+                    // the new one put there.
+                    let place = state.entry(key).or_insert_with(|| initial.clone());
+                    let current = std::mem::replace(place, Dynamic::UNIT);
                     let result = calls.call_on_state(reduce, current, &rec).map_err(|e| script_error(name, Some(&rec), &e))?;
                     match result.try_cast::<Array>() {
                         Some(pair) if pair.len() == 2 => {
                             let mut pair = pair.into_iter();
-                            state.insert(key, pair.next().expect("two"));
+                            *place = pair.next().expect("two");
                             let emit = pair.next().expect("two");
                             if !emit.is_unit() {
                                 out.push(emit);

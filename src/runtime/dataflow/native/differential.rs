@@ -332,7 +332,17 @@ fn run(seed: u64, cases: usize) -> usize {
         let Some(native) = NativeFn::translate(&ast, "f", 0, 2) else { continue };
         for _ in 0..4 {
             let (x, y) = (value(&mut g, &engine), value(&mut g, &engine));
-            let Some(got) = native.eval(&[], &[&x, &y]) else { continue };
+            // `x` given to own, as a reduce function's state: the same
+            // value, or `x` given back as it was.
+            let owning = native.eval_owning(&[], x.clone(), &[&y]).expect("changes undone");
+            let Some(got) = native.eval(&[], &[&x, &y]) else {
+                match owning {
+                    Ok(v) => panic!("fn f(x, y) {{ {body} }} on {x:?}, {y:?}: owning gave {v:?}, borrowing gave up"),
+                    Err(back) => assert_eq!(shown(&back), shown(&x), "fn f(x, y) {{ {body} }}: the state given back"),
+                }
+                continue;
+            };
+            assert_eq!(owning.as_ref().map(shown).ok(), Some(shown(&got)), "fn f(x, y) {{ {body} }} on {x:?}, {y:?}: owning");
             answered += 1;
             agree(&engine, &ast, &got, [x, y], || format!("fn f(x, y) {{ {body} }}"));
         }

@@ -42,12 +42,12 @@ enum Key {
     Index(Dynamic),
 }
 
-/// A change to `this`, to undo.
+/// A change to `this` or to the state the call owns, to undo.
 enum Undo {
     /// The value at the path before (`None`: the map had no such key).
-    Restore(Vec<Key>, Option<Dynamic>),
+    Restore(Root, Vec<Key>, Option<Dynamic>),
     /// An element pushed onto the array at the path.
-    Pop(Vec<Key>),
+    Pop(Root, Vec<Key>),
 }
 
 pub struct Cx<'a> {
@@ -55,6 +55,10 @@ pub struct Cx<'a> {
     pub args: &'a [&'a Dynamic],
     pub frame: Vec<Dynamic>,
     pub this: Option<&'a mut Dynamic>,
+    /// The slot of the state the caller gave the call to own (a reduce
+    /// function's accumulator): changed in place, and put back as it was
+    /// if the call gives up.
+    pub owned: Option<usize>,
     undo: Vec<Undo>,
     /// What `emit` sent, when the call may emit.
     pub emitted: Option<Vec<(ImmutableString, Dynamic)>>,
@@ -66,7 +70,7 @@ pub struct Cx<'a> {
 
 impl<'a> Cx<'a> {
     pub fn new(curry: &'a [Dynamic], args: &'a [&'a Dynamic], frame: Vec<Dynamic>, this: Option<&'a mut Dynamic>, emits: bool) -> Cx<'a> {
-        Cx { curry, args, frame, this, undo: Vec::new(), emitted: emits.then(Vec::new), turns: 0, returned: None }
+        Cx { curry, args, frame, this, owned: None, undo: Vec::new(), emitted: emits.then(Vec::new), turns: 0, returned: None }
     }
 
     pub fn param(&self, i: usize) -> &'a Dynamic {
@@ -80,16 +84,32 @@ impl<'a> Cx<'a> {
     /// not be found again (each succeeded along its path, so each undo
     /// should find it: false is a fault of the tree, never silent).
     pub fn undo(&mut self) -> bool {
-        let Some(this) = self.this.as_deref_mut() else { return true };
         let mut all = true;
         while let Some(undo) = self.undo.pop() {
             let undone = match undo {
-                Undo::Restore(path, old) => restore(this, &path, old),
-                Undo::Pop(path) => at_mut(this, &path, &mut |v| v.write_lock::<Array>()?.pop().map(|_| ())),
+                Undo::Restore(root, path, old) => self.root_mut(root).and_then(|v| restore(v, &path, old)),
+                Undo::Pop(root, path) => {
+                    self.root_mut(root).and_then(|v| at_mut(v, &path, &mut |v| v.write_lock::<Array>()?.pop().map(|_| ())))
+                }
             };
             all &= undone.is_some();
         }
         all
+    }
+
+    fn root_mut(&mut self, root: Root) -> Option<&mut Dynamic> {
+        match root {
+            Root::Local(slot) => self.frame.get_mut(slot),
+            Root::This => self.this.as_deref_mut(),
+        }
+    }
+
+    /// Whether changes under `root` must be undone if the call gives up.
+    fn undoes(&self, root: Root) -> bool {
+        match root {
+            Root::This => true,
+            Root::Local(slot) => self.owned == Some(slot),
+        }
     }
 
     /// A value read in place: an argument, a variable, `this`, a constant.
@@ -175,11 +195,15 @@ fn statement(s: &Statement, cx: &mut Cx) -> Flow<Dynamic> {
         Statement::Let(slot, value) => {
             cx.frame[*slot] = eval(value, cx)?;
         }
-        // A variable's fields (`acc.n += 1`): changed in place, nothing to undo.
+        // A variable's fields (`acc.n += 1`): changed in place.
         Statement::Assign(place, op, value) if local_fields(place).is_some() => {
             let value = eval(value, cx)?;
             let (slot, names) = local_fields(place).expect("checked");
-            up(assign_fields(&mut cx.frame[slot], names, *op, value))?;
+            let old = up(assign_fields(&mut cx.frame[slot], names, *op, value))?;
+            if cx.owned == Some(slot) {
+                let path = names.iter().filter_map(|s| if let Step::Field(n) = s { Some(Key::Field(n.clone())) } else { None }).collect();
+                cx.undo.push(Undo::Restore(place.root, path, old));
+            }
         }
         Statement::Assign(place, op, value) => {
             let value = eval(value, cx)?;
@@ -192,8 +216,8 @@ fn statement(s: &Statement, cx: &mut Cx) -> Flow<Dynamic> {
                 }
             };
             let old = up(assign(root_mut(place, cx)?, &path, value))?;
-            if matches!(place.root, Root::This) {
-                cx.undo.push(Undo::Restore(path, old));
+            if cx.undoes(place.root) {
+                cx.undo.push(Undo::Restore(place.root, path, old));
             }
         }
         Statement::Push(place, value) => {
@@ -203,8 +227,8 @@ fn statement(s: &Statement, cx: &mut Cx) -> Flow<Dynamic> {
                 v.write_lock::<Array>()?.push(value.clone());
                 Some(())
             }))?;
-            if matches!(place.root, Root::This) {
-                cx.undo.push(Undo::Pop(path));
+            if cx.undoes(place.root) {
+                cx.undo.push(Undo::Pop(place.root, path));
             }
         }
         Statement::Emit(port, value) => {
@@ -234,9 +258,9 @@ fn local_fields(place: &Place) -> Option<(usize, &[Step])> {
 }
 
 /// `v.a.b = value` or `v.a.b op= value` in place, as `assign` would do it
-/// (a missing last field is added by `=`; `op=` needs it). Changes nothing
-/// when it returns `None`.
-fn assign_fields(v: &mut Dynamic, names: &[Step], op: Option<Op>, value: Dynamic) -> Option<()> {
+/// (a missing last field is added by `=`; `op=` needs it); returns what
+/// was there. Changes nothing when it returns `None`.
+fn assign_fields(v: &mut Dynamic, names: &[Step], op: Option<Op>, value: Dynamic) -> Option<Option<Dynamic>> {
     let (Step::Field(name), rest) = names.split_first()? else { return None };
     if v.is_shared() {
         return None;
@@ -245,15 +269,15 @@ fn assign_fields(v: &mut Dynamic, names: &[Step], op: Option<Op>, value: Dynamic
     if !rest.is_empty() {
         return assign_fields(map.get_mut(name.as_str())?, rest, op, value);
     }
-    match (op, map.get_mut(name.as_str())) {
-        (None, Some(slot)) => *slot = value,
-        (None, None) => {
-            map.insert(name.as_str().into(), value);
+    Some(match (op, map.get_mut(name.as_str())) {
+        (None, Some(slot)) => Some(std::mem::replace(slot, value)),
+        (None, None) => map.insert(name.as_str().into(), value),
+        (Some(op), Some(slot)) => {
+            let new = op_assign(op, slot, &value)?;
+            Some(std::mem::replace(slot, new))
         }
-        (Some(op), Some(slot)) => *slot = op_assign(op, slot, &value)?,
         (Some(_), None) => return None,
-    }
-    Some(())
+    })
 }
 
 /// A `for` loop: each turn binds the variable (and the counter) and runs
@@ -565,25 +589,33 @@ fn interpolated(parts: &[Node], cx: &mut Cx) -> Flow<Dynamic> {
 fn other(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
     Ok(match node {
         Node::This => up(cx.this.as_deref())?.clone(),
+        Node::Take(slot) => std::mem::replace(&mut cx.frame[*slot], Dynamic::UNIT),
+        // A variable moved into the literal is taken once every other
+        // element is there (`moves`): nothing after that gives up.
         Node::Array(items) => {
             let mut array = Array::with_capacity(items.len());
             for item in items {
-                array.push(eval(item, cx)?);
+                array.push(if let Node::Take(_) = item { Dynamic::UNIT } else { eval(item, cx)? });
+            }
+            for (item, value) in items.iter().zip(array.iter_mut()) {
+                if let Node::Take(slot) = item {
+                    *value = std::mem::replace(&mut cx.frame[*slot], Dynamic::UNIT);
+                }
             }
             Dynamic::from_array(array)
         }
-        // Every key has its entry: the map is built from them at once.
-        Node::Map(template, entries) if template.len() == entries.len() => {
-            let mut map = Map::new();
-            for (key, value) in entries {
-                map.insert(key.as_str().into(), eval(value, cx)?);
-            }
-            Dynamic::from_map(map)
-        }
         Node::Map(template, entries) => {
-            let mut map = (**template).clone();
+            // Every key has its entry: the map is built from them at once.
+            let mut map = if template.len() == entries.len() { Map::new() } else { (**template).clone() };
             for (key, value) in entries {
-                map.insert(key.as_str().into(), eval(value, cx)?);
+                if !matches!(value, Node::Take(_)) {
+                    map.insert(key.as_str().into(), eval(value, cx)?);
+                }
+            }
+            for (key, value) in entries {
+                if let Node::Take(slot) = value {
+                    map.insert(key.as_str().into(), std::mem::replace(&mut cx.frame[*slot], Dynamic::UNIT));
+                }
             }
             Dynamic::from_map(map)
         }

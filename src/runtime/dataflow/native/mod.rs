@@ -18,6 +18,7 @@
 
 mod eval;
 mod methods;
+mod moves;
 mod ops;
 mod tree;
 
@@ -95,9 +96,10 @@ impl NativeFn {
         let mut written = BTreeSet::new();
         loop {
             let mut t = Translator::new(ast, stack.clone(), &params, curry, written.clone(), emit);
-            let block = t.body(&body)?;
+            let mut block = t.body(&body)?;
             if t.written == written {
                 let slots = if t.slots == params.len() && written.is_empty() { 0 } else { t.slots };
+                moves::take_at_the_end(&mut block);
                 return Some(NativeFn { body: block, slots, written, spare: RefCell::new(Vec::new()) });
             }
             written = t.written;
@@ -108,7 +110,31 @@ impl NativeFn {
     /// or `None` where Rhai must decide.
     pub fn eval(&self, curry: &[Dynamic], args: &[&Dynamic]) -> Option<Dynamic> {
         // Without `this` there is nothing to undo.
-        self.run(curry, args, None, None).ok().flatten()
+        self.run(curry, args, None, None, None).ok().flatten()
+    }
+
+    /// The value of a function whose first argument (after the captured
+    /// values) is a state the caller gives it to own, `rest` the others:
+    /// `Ok(value)`, or `Err(state)` as it was given where Rhai must decide.
+    /// A body that changes the state changes it in place, without the copy
+    /// a borrowed argument needs (a reduce function's accumulator).
+    pub fn eval_owning(&self, curry: &[Dynamic], mut state: Dynamic, rest: &[&Dynamic]) -> Result<Result<Dynamic, Dynamic>, NotUndone> {
+        let mut args = Vec::with_capacity(rest.len() + 1);
+        if !self.written.contains(&curry.len()) || state.is_shared() {
+            args.push(&state);
+            args.extend_from_slice(rest);
+            return Ok(match self.run(curry, &args, None, None, None).ok().flatten() {
+                Some(value) => Ok(value),
+                None => Err(state),
+            });
+        }
+        // Read through its slot only: the argument is a placeholder.
+        args.push(&Dynamic::UNIT);
+        args.extend_from_slice(rest);
+        match self.run(curry, &args, None, None, Some(&mut state))? {
+            Some(value) => Ok(Ok(value)),
+            None => Ok(Err(state)),
+        }
     }
 
     /// The same for a callback, with `this` bound to `state` and what it
@@ -121,12 +147,12 @@ impl NativeFn {
         state: &mut Dynamic,
         emitted: Option<&mut Vec<(ImmutableString, Dynamic)>>,
     ) -> Result<Option<Dynamic>, NotUndone> {
-        self.run(curry, args, Some(state), emitted)
+        self.run(curry, args, Some(state), emitted, None)
     }
 
     /// A call from another translated function: no `this`, no `emit`.
     fn call(&self, args: &[&Dynamic]) -> Option<Dynamic> {
-        self.run(&[], args, None, None).ok().flatten()
+        self.run(&[], args, None, None, None).ok().flatten()
     }
 
     fn run(
@@ -135,6 +161,7 @@ impl NativeFn {
         args: &[&Dynamic],
         this: Option<&mut Dynamic>,
         emitted: Option<&mut Vec<(ImmutableString, Dynamic)>>,
+        mut owned: Option<&mut Dynamic>,
     ) -> Result<Option<Dynamic>, NotUndone> {
         let mut frame = Vec::new();
         if self.slots > 0 {
@@ -142,8 +169,15 @@ impl NativeFn {
             frame.resize(self.slots, Dynamic::UNIT);
         }
         let mut cx = Cx::new(curry, args, frame, this, emitted.is_some());
+        let owned_slot = owned.is_some().then_some(curry.len());
         for &i in &self.written {
-            cx.frame[i] = cx.param(i).flatten_clone();
+            if Some(i) != owned_slot {
+                cx.frame[i] = cx.param(i).flatten_clone();
+            }
+        }
+        if let (Some(slot), Some(state)) = (owned_slot, owned.as_deref_mut()) {
+            cx.frame[slot] = std::mem::replace(state, Dynamic::UNIT);
+            cx.owned = Some(slot);
         }
         let result = match eval::block(&self.body, &mut cx) {
             Ok(v) => Some(v),
@@ -151,6 +185,10 @@ impl NativeFn {
             Err(Exit::GiveUp | Exit::Break | Exit::Continue) => {
                 if !cx.undo() {
                     return Err(NotUndone);
+                }
+                // The state back to its owner, as it was.
+                if let (Some(slot), Some(state)) = (owned_slot, owned) {
+                    *state = std::mem::replace(&mut cx.frame[slot], Dynamic::UNIT);
                 }
                 None
             }

@@ -219,3 +219,28 @@ fn captured_values_are_parameters() {
     let shared = f.curry()[0].clone();
     assert_eq!(native.eval(&[shared], &[&Dynamic::from_int(2)]).unwrap().as_int().unwrap(), 7);
 }
+
+#[test]
+fn a_state_given_to_own_is_changed_in_place_and_given_back_as_it_was_when_the_tree_gives_up() {
+    let engine = rhai::Engine::new();
+    let body = "acc.n += 1; acc.total += r.age; acc.seen.push(r.age); [acc, `${acc.n} ${acc.total}`]";
+    let ast = engine.compile(format!("fn f(acc, r) {{ {body} }}")).unwrap();
+    let native = NativeFn::translate(&ast, "f", 0, 2).expect("translated");
+    let state: Dynamic = engine.eval("#{ n: 1, total: 40, seen: [40] }").unwrap();
+    let record: Dynamic = engine.eval("#{ age: 2 }").unwrap();
+    let want: Dynamic = engine.call_fn(&mut rhai::Scope::new(), &ast, "f", (state.clone(), record.clone())).unwrap();
+    let got = native.eval_owning(&[], state.clone(), &[&record]).expect("undone").expect("computed");
+    assert_eq!(format!("{got:?}"), format!("{want:?}"));
+    // `acc.total += r.age` overflows after `n` changed and before the push:
+    // Rhai decides, on the state as it was.
+    let record: Dynamic = engine.eval("#{ age: 9223372036854775807 }").unwrap();
+    let given_back = native.eval_owning(&[], state.clone(), &[&record]).expect("undone").expect_err("gives up");
+    assert_eq!(format!("{given_back:?}"), format!("{state:?}"));
+    // A give-up after the push (the record has no `age` to show): the push is undone too.
+    let body = "acc.n += 1; acc.seen.push(r.x); acc.total = r.age; acc";
+    let ast = engine.compile(format!("fn f(acc, r) {{ {body} }}")).unwrap();
+    let native = NativeFn::translate(&ast, "f", 0, 2).expect("translated");
+    let record: Dynamic = engine.eval("#{ x: 1 }").unwrap();
+    let given_back = native.eval_owning(&[], state.clone(), &[&record]).expect("undone").expect_err("gives up");
+    assert_eq!(format!("{given_back:?}"), format!("{state:?}"));
+}

@@ -16,6 +16,8 @@ pub enum Node {
     Param(usize),
     /// A variable (or an argument the body changes, copied in).
     Local(usize),
+    /// A variable read for the last time: its value moved out (`moves`).
+    Take(usize),
     This,
     Const(Dynamic),
     Array(Vec<Node>),
