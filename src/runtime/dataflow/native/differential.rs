@@ -449,6 +449,67 @@ fn generated_typed_functions_agree_with_rhai() {
     assert!(answered > n * 3 / 2, "the tree answered {answered} of {} calls", n * 3);
 }
 
+/// A piece of `f`, a split: read, parsed, appended or compared.
+fn piece_use(g: &mut Gen) -> String {
+    let k = g.pick(&["0", "1", "2", "3"]);
+    let j = g.pick(&["0", "1", "2"]);
+    match g.below(9) {
+        0 => format!("f[{k}]"),
+        1 => format!("parse_int(f[{k}])"),
+        2 => format!("parse_float(f[{k}])"),
+        3 => format!("`${{f[{k}]}}-${{f[{j}]}}`"),
+        4 => format!("f[{k}] + \":\" + f[{j}] + 1"),
+        5 => format!("f[{k}].len()"),
+        6 => format!("(if f[{k}] == \"a\" {{ f[{j}] }} else {{ x }})"),
+        7 => format!("#{{ a: f[{k}], b: parse_int(f[{j}]) }}"),
+        _ => format!("[f[{k}], f[{j}]]"),
+    }
+}
+
+/// `let f = TEXT.split(D); ...` read at constant indexes (the text kept,
+/// pieces found when read), or also as a whole (a plain array).
+fn run_splits(seed: u64, cases: usize) -> (usize, usize) {
+    crate::script::engine::init_hashing();
+    let engine = Engine::new();
+    let mut g = Gen(seed);
+    let (mut answered, mut kept) = (0, 0);
+    for _ in 0..cases {
+        let text = g.pick(&["x", "y", "x + y"]);
+        let d = g.pick(&[r#"",""#, r#"" ""#, r#"", ""#, r#""""#, r#""é""#]);
+        let mut body = format!("let f = {text}.split({d}); ");
+        if g.below(3) == 0 {
+            body += &format!("let t = {}; ", piece_use(&mut g));
+        }
+        body += &match g.below(6) {
+            0 => format!("[{}, f.len()]", piece_use(&mut g)),
+            1 => format!("{} + {}", piece_use(&mut g), piece_use(&mut g)),
+            _ => piece_use(&mut g),
+        };
+        let Ok(ast) = engine.compile(format!("fn f(x, y) {{ {body} }}")) else { continue };
+        let Some(native) = NativeFn::translate(&ast, "f", 0, 2) else { continue };
+        kept += usize::from(format!("{native:?}").contains("Piece"));
+        for _ in 0..4 {
+            let line =
+                |g: &mut Gen| Dynamic::from(g.pick(&["a,1,2.5", "a, b ,c", "", ",", "7 8 9", "x", "1é2é3", "é", "a,,b,"]).to_string());
+            let (x, y) = (line(&mut g), line(&mut g));
+            let Some(got) = native.eval(&[], &[&x, &y]) else { continue };
+            answered += 1;
+            agree(&engine, &ast, &got, [x, y], || format!("fn f(x, y) {{ {body} }}"));
+        }
+    }
+    (answered, kept)
+}
+
+#[test]
+fn generated_splits_agree_with_rhai() {
+    let n = cases();
+    let (answered, kept) = run_splits(seed(0x5eed_0033), n);
+    // Most keep their text; those read whole (`f.len()`) do not. Many
+    // calls fail in Rhai (a piece out of bounds, "a" parsed as a number).
+    assert!(kept > n / 2, "{kept} of {n} splits kept their text");
+    assert!(answered > n / 4, "the tree answered {answered} of {} calls", n * 4);
+}
+
 #[test]
 fn generated_callbacks_agree_with_rhai() {
     let n = cases();

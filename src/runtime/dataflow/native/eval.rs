@@ -144,6 +144,18 @@ impl<'a> Cx<'a> {
     }
 }
 
+/// The piece `p` of the text its split keeps.
+fn piece<'c>(p: &super::pieces::Piece, cx: &'c Cx) -> Option<&'c str> {
+    let text = cx.frame.get(p.slot)?;
+    if text.is_shared() {
+        return None;
+    }
+    let guard = text.read_lock::<ImmutableString>()?;
+    // SAFETY: as in `map_in`, a value that is not shared is read in place.
+    let text: &ImmutableString = unsafe { &*(&*guard as *const ImmutableString) };
+    p.of(text.as_str())
+}
+
 /// Whether `look` may read `node` in place: it still answers `None` where
 /// the value is not there to read (a missing field, a shared value, a
 /// string's character), and the caller computes it then.
@@ -512,6 +524,7 @@ pub fn eval(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
             }
         }
         Node::Interpolated(parts) => interpolated(parts, cx),
+        Node::Piece(p) => Ok(Dynamic::from(ImmutableString::from(up(piece(p, cx))?))),
         _ => other(node, cx),
     }
 }
@@ -542,6 +555,12 @@ fn binary_node(node: &Node, op: Op, a: &Node, b: &Node, cx: &mut Cx) -> Flow<Dyn
 
 #[inline(never)]
 fn call_node(builtin: super::methods::Builtin, args: &[Node], cx: &mut Cx) -> Flow<Dynamic> {
+    // `parse_int(f[1])` on a piece of a split: parsed in place.
+    if let [Node::Piece(p)] = args {
+        if let Some(value) = super::methods::on_text(builtin, up(piece(p, cx))?) {
+            return up(value);
+        }
+    }
     // At most three values (receiver and arguments): on the stack, and
     // read in place where they can be.
     let mut owned: [Option<Dynamic>; 3] = [None, None, None];
@@ -573,6 +592,10 @@ fn call_node(builtin: super::methods::Builtin, args: &[Node], cx: &mut Cx) -> Fl
 fn interpolated(parts: &[Node], cx: &mut Cx) -> Flow<Dynamic> {
     let mut text = Text::new();
     for part in parts {
+        if let Node::Piece(p) = part {
+            text.push_str(up(piece(p, cx))?);
+            continue;
+        }
         match cx.look(part) {
             Some(v) => up(push_shown(&mut text, v))?,
             None => {
@@ -590,6 +613,7 @@ fn other(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
     Ok(match node {
         Node::This => up(cx.this.as_deref())?.clone(),
         Node::Take(slot) => std::mem::replace(&mut cx.frame[*slot], Dynamic::UNIT),
+        Node::Text(inner) => up(super::pieces::text(eval(inner, cx)?))?,
         // A variable moved into the literal is taken once every other
         // element is there (`moves`): nothing after that gives up.
         Node::Array(items) => {
@@ -677,7 +701,14 @@ fn other(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
         Node::Block(b) => block(b, cx)?,
         Node::Switch(x) => switch(x, cx)?,
         Node::Fail => return Err(Exit::GiveUp),
-        Node::Param(_) | Node::Local(_) | Node::Const(_) | Node::Binary(..) | Node::Call(..) | Node::If(_) | Node::Interpolated(_) => {
+        Node::Param(_)
+        | Node::Local(_)
+        | Node::Const(_)
+        | Node::Binary(..)
+        | Node::Call(..)
+        | Node::If(_)
+        | Node::Interpolated(_)
+        | Node::Piece(_) => {
             unreachable!("`eval` takes these")
         }
     })
@@ -690,6 +721,10 @@ fn sum(operands: &[&Node], cx: &mut Cx) -> Flow<Dynamic> {
     let mut acc = eval(first, cx)?;
     let mut text: Option<Text> = None;
     for operand in rest {
+        if let (Node::Piece(p), Some(t)) = (operand, &mut text) {
+            t.push_str(up(piece(p, cx))?);
+            continue;
+        }
         let owned = match in_place(operand) && cx.look(operand).is_some() {
             true => None,
             false => Some(eval(operand, cx)?),

@@ -99,6 +99,24 @@ fn char_index(s: &str, at: usize) -> INT {
     INT::try_from(s[..at].chars().count()).unwrap_or(-1)
 }
 
+/// `b(text)` for the functions of one string that need no `Dynamic` of it:
+/// `Some(value)` (`value` as `call` gives it), or `None` for the others.
+pub fn on_text(b: Builtin, text: &str) -> Option<Option<Dynamic>> {
+    match b {
+        Builtin::ParseInt => Some(parse_int(text)),
+        Builtin::ParseFloat => Some(parse_float(text)),
+        _ => None,
+    }
+}
+
+fn parse_int(text: &str) -> Option<Dynamic> {
+    int(text.trim().parse::<INT>().ok()?)
+}
+
+fn parse_float(text: &str) -> Option<Dynamic> {
+    float(text.trim().parse::<FLOAT>().ok()?)
+}
+
 /// `b(recv, args...)`.
 pub fn call(b: Builtin, recv: &Dynamic, args: &[&Dynamic]) -> Option<Dynamic> {
     if recv.is_shared() {
@@ -229,8 +247,8 @@ pub fn call(b: Builtin, recv: &Dynamic, args: &[&Dynamic]) -> Option<Dynamic> {
             super::ops::push_shown(&mut text, recv)?;
             Some(Dynamic::from(ImmutableString::from(text)))
         }
-        Builtin::ParseInt => int(string(recv)?.trim().parse::<INT>().ok()?),
-        Builtin::ParseFloat => float(string(recv)?.trim().parse::<FLOAT>().ok()?),
+        Builtin::ParseInt => parse_int(&string(recv)?),
+        Builtin::ParseFloat => parse_float(&string(recv)?),
         Builtin::ToInt => {
             if recv.is_int() {
                 return Some(recv.clone());

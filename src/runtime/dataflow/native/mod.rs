@@ -20,6 +20,7 @@ mod eval;
 mod methods;
 mod moves;
 mod ops;
+mod pieces;
 mod tree;
 
 #[cfg(test)]
@@ -99,6 +100,7 @@ impl NativeFn {
             let mut block = t.body(&body)?;
             if t.written == written {
                 let slots = if t.slots == params.len() && written.is_empty() { 0 } else { t.slots };
+                pieces::keep_split_text(&mut block);
                 moves::take_at_the_end(&mut block);
                 return Some(NativeFn { body: block, slots, written, spare: RefCell::new(Vec::new()) });
             }

@@ -69,7 +69,8 @@ fn reads(node: &Node, slot: usize) -> Option<usize> {
         Node::Call(_, args) | Node::Script(_, args) => all(&mut args.iter()),
         Node::Map(_, entries) => all(&mut entries.iter().map(|(_, v)| v)),
         Node::Binary(_, a, b) | Node::Index(a, b) => all(&mut [&**a, &**b].into_iter()),
-        Node::Negate(a) | Node::Not(a) | Node::Field(a, _) => reads(a, slot),
+        Node::Negate(a) | Node::Not(a) | Node::Field(a, _) | Node::Text(a) => reads(a, slot),
+        Node::Piece(p) => Some(usize::from(p.slot == slot)),
         Node::Block(_) | Node::If(_) | Node::Switch(_) => None,
     }
 }

@@ -18,6 +18,10 @@ pub enum Node {
     Local(usize),
     /// A variable read for the last time: its value moved out (`moves`).
     Take(usize),
+    /// A string kept to be split (`pieces`): Rhai decides on anything else.
+    Text(Box<Node>),
+    /// A piece of a kept string (`pieces`).
+    Piece(Box<super::pieces::Piece>),
     This,
     Const(Dynamic),
     Array(Vec<Node>),

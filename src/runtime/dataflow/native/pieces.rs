@@ -1,0 +1,177 @@
+//! `let f = line.split(","); ... f[0] ... parse_int(f[1])`: a split whose
+//! array is only ever read at constant indexes keeps the line and finds a
+//! piece when one is read, instead of making a string of every piece. A
+//! piece parsed or appended (`parse_int(f[1])`, `` `${f[0]}` ``, `f[2] +
+//! ":"`) is read in place and makes no string at all.
+
+use rhai::{Dynamic, ImmutableString};
+
+use super::methods::Builtin;
+use super::tree::{Block, Loop, Node, Over, Root, Statement, Step, Switch};
+
+/// A piece of a split string: the `index`th (from 0) of the text in a slot,
+/// split at `delimiter`. A piece that is not there leaves the function to
+/// Rhai (which fails: the index is out of bounds).
+#[derive(Debug)]
+pub struct Piece {
+    pub slot: usize,
+    pub delimiter: ImmutableString,
+    pub index: usize,
+}
+
+impl Piece {
+    /// The piece of `text`, as Rhai's `split` makes it.
+    pub fn of<'t>(&self, text: &'t str) -> Option<&'t str> {
+        // Rhai's `split` of "" is [""], whatever the delimiter.
+        if text.is_empty() {
+            return (self.index == 0).then_some(text);
+        }
+        let mut chars = self.delimiter.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) => text.split(c).nth(self.index),
+            _ => text.split(self.delimiter.as_str()).nth(self.index),
+        }
+    }
+}
+
+/// Rewrites the splits of `body` that may keep their text.
+pub fn keep_split_text(body: &mut Block) {
+    let mut splits = Vec::new();
+    statements(body, &mut |s| {
+        if let Statement::Let(slot, Node::Call(Builtin::Split, args)) = s {
+            if let [_, Node::Const(d)] = args.as_slice() {
+                if let Some(d) = d.read_lock::<ImmutableString>() {
+                    splits.push((*slot, d.clone()));
+                }
+            }
+        }
+    });
+    for (slot, delimiter) in splits {
+        if !only_indexed(body, slot) {
+            continue;
+        }
+        statements(body, &mut |s| {
+            if let Statement::Let(at, value @ Node::Call(Builtin::Split, _)) = s {
+                if *at == slot {
+                    let Node::Call(_, args) = std::mem::replace(value, Node::Fail) else { unreachable!("matched") };
+                    let text = args.into_iter().next().expect("a receiver");
+                    *value = Node::Text(Box::new(text));
+                }
+            }
+        });
+        nodes(body, &mut |n| {
+            if let Some(index) = constant_index(n, slot) {
+                *n = Node::Piece(Box::new(Piece { slot, delimiter: delimiter.clone(), index }));
+            }
+        });
+    }
+}
+
+/// `f[k]` of the variable in `slot`, `k` a constant of 0 or more.
+fn constant_index(node: &Node, slot: usize) -> Option<usize> {
+    match node {
+        Node::Index(array, i) if matches!(**array, Node::Local(s) if s == slot) => match &**i {
+            Node::Const(k) => usize::try_from(k.as_int().ok()?).ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether the variable in `slot` is read only at constant indexes and never written.
+fn only_indexed(body: &mut Block, slot: usize) -> bool {
+    let (mut reads, mut indexed) = (0, 0);
+    nodes(body, &mut |n| match n {
+        Node::Local(s) | Node::Take(s) if *s == slot => reads += 1,
+        _ if constant_index(n, slot).is_some() => indexed += 1,
+        _ => {}
+    });
+    let mut written = false;
+    statements(body, &mut |s| match s {
+        Statement::Assign(place, ..) | Statement::Push(place, _) => written |= matches!(place.root, Root::Local(s) if s == slot),
+        Statement::For(l) => written |= l.var == slot || l.counter == Some(slot),
+        _ => {}
+    });
+    // Each constant index holds one read of the variable itself.
+    !written && reads == indexed
+}
+
+/// Calls `f` on every statement, at any depth.
+fn statements(block: &mut Block, f: &mut dyn FnMut(&mut Statement)) {
+    walk(block, f, &mut |_| {});
+}
+
+/// Calls `f` on every node, at any depth, outer nodes before inner ones.
+fn nodes(block: &mut Block, f: &mut dyn FnMut(&mut Node)) {
+    walk(block, &mut |_| {}, f);
+}
+
+fn walk(block: &mut Block, s: &mut dyn FnMut(&mut Statement), n: &mut dyn FnMut(&mut Node)) {
+    for statement in &mut block.0 {
+        s(statement);
+        match statement {
+            Statement::Let(_, v) | Statement::Expr(v) | Statement::Return(v) => node(v, s, n),
+            Statement::Assign(place, _, v) | Statement::Push(place, v) => {
+                for step in &mut place.path {
+                    if let Step::Index(i) = step {
+                        node(i, s, n);
+                    }
+                }
+                node(v, s, n);
+            }
+            Statement::Emit(port, v) => {
+                node(port, s, n);
+                node(v, s, n);
+            }
+            Statement::For(l) => {
+                let Loop { over, body, .. } = &mut **l;
+                match over {
+                    Over::Range(a, b, _) => {
+                        node(a, s, n);
+                        node(b, s, n);
+                    }
+                    Over::Value(v) => node(v, s, n),
+                }
+                walk(body, s, n);
+            }
+            Statement::Break | Statement::Continue => {}
+        }
+    }
+}
+
+fn node(at: &mut Node, s: &mut dyn FnMut(&mut Statement), n: &mut dyn FnMut(&mut Node)) {
+    n(at);
+    match at {
+        Node::Param(_) | Node::Local(_) | Node::Take(_) | Node::This | Node::Const(_) | Node::Fail | Node::Piece(_) => {}
+        Node::Array(items) | Node::Interpolated(items) | Node::And(items) | Node::Or(items) | Node::Coalesce(items) => {
+            items.iter_mut().for_each(|i| node(i, s, n))
+        }
+        Node::Call(_, args) | Node::Script(_, args) => args.iter_mut().for_each(|a| node(a, s, n)),
+        Node::Map(_, entries) => entries.iter_mut().for_each(|(_, v)| node(v, s, n)),
+        Node::Binary(_, a, b) | Node::Index(a, b) => {
+            node(a, s, n);
+            node(b, s, n);
+        }
+        Node::Negate(a) | Node::Not(a) | Node::Field(a, _) | Node::Text(a) => node(a, s, n),
+        Node::Block(b) => walk(b, s, n),
+        Node::If(x) => {
+            let (cond, body, other) = &mut **x;
+            node(cond, s, n);
+            walk(body, s, n);
+            walk(other, s, n);
+        }
+        Node::Switch(x) => {
+            let Switch { value, arms, .. } = &mut **x;
+            node(value, s, n);
+            for (cond, result) in arms {
+                node(cond, s, n);
+                node(result, s, n);
+            }
+        }
+    }
+}
+
+/// The text a split keeps: a string, else Rhai decides.
+pub fn text(v: Dynamic) -> Option<Dynamic> {
+    v.is_string().then_some(v)
+}
