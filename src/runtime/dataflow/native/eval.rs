@@ -66,11 +66,26 @@ pub struct Cx<'a> {
     turns: u32,
     /// The value of the `return` that ended the call.
     pub returned: Option<Dynamic>,
+    /// The last piece of a split's text found: its slot, index and start.
+    piece_at: std::cell::Cell<(usize, usize, usize)>,
 }
+
+const NO_PIECE: (usize, usize, usize) = (usize::MAX, 0, 0);
 
 impl<'a> Cx<'a> {
     pub fn new(curry: &'a [Dynamic], args: &'a [&'a Dynamic], frame: Vec<Dynamic>, this: Option<&'a mut Dynamic>, emits: bool) -> Cx<'a> {
-        Cx { curry, args, frame, this, owned: None, undo: Vec::new(), emitted: emits.then(Vec::new), turns: 0, returned: None }
+        Cx {
+            curry,
+            args,
+            frame,
+            this,
+            owned: None,
+            undo: Vec::new(),
+            emitted: emits.then(Vec::new),
+            turns: 0,
+            returned: None,
+            piece_at: std::cell::Cell::new(NO_PIECE),
+        }
     }
 
     pub fn param(&self, i: usize) -> &'a Dynamic {
@@ -153,7 +168,13 @@ fn piece<'c>(p: &super::pieces::Piece, cx: &'c Cx) -> Option<&'c str> {
     let guard = text.read_lock::<ImmutableString>()?;
     // SAFETY: as in `map_in`, a value that is not shared is read in place.
     let text: &ImmutableString = unsafe { &*(&*guard as *const ImmutableString) };
-    p.of(text.as_str())
+    // Pieces are mostly read in order (`f[0]`, then `f[1]`...): the search
+    // goes on from the last one found in the same text.
+    let (slot, index, start) = cx.piece_at.get();
+    let from = (slot == p.slot).then_some((index, start));
+    let (piece, start) = p.of(text.as_str(), from)?;
+    cx.piece_at.set((p.slot, p.index, start));
+    Some(piece)
 }
 
 /// Whether `look` may read `node` in place: it still answers `None` where
@@ -613,7 +634,12 @@ fn other(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
     Ok(match node {
         Node::This => up(cx.this.as_deref())?.clone(),
         Node::Take(slot) => std::mem::replace(&mut cx.frame[*slot], Dynamic::UNIT),
-        Node::Text(inner) => up(super::pieces::text(eval(inner, cx)?))?,
+        Node::Text(inner) => {
+            let text = up(super::pieces::text(eval(inner, cx)?))?;
+            // A new text for the slot it is kept in: no piece found yet.
+            cx.piece_at.set(NO_PIECE);
+            text
+        }
         // A variable moved into the literal is taken once every other
         // element is there (`moves`): nothing after that gives up.
         Node::Array(items) => {

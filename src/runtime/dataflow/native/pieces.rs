@@ -20,17 +20,37 @@ pub struct Piece {
 }
 
 impl Piece {
-    /// The piece of `text`, as Rhai's `split` makes it.
-    pub fn of<'t>(&self, text: &'t str) -> Option<&'t str> {
+    /// The piece of `text`, as Rhai's `split` makes it, and where it
+    /// starts. `from`: a piece of the same text before it, and where that
+    /// one starts, to go on from.
+    pub fn of<'t>(&self, text: &'t str, from: Option<(usize, usize)>) -> Option<(&'t str, usize)> {
         // Rhai's `split` of "" is [""], whatever the delimiter.
         if text.is_empty() {
-            return (self.index == 0).then_some(text);
+            return (self.index == 0).then_some((text, 0));
+        }
+        // One ASCII byte (`,`, ` `, `\t`): the separators before the piece
+        // skipped (pieces are short: a plain loop), and a byte that is
+        // ASCII is never inside a character, so the piece's ends are
+        // character boundaries.
+        if let [d] = self.delimiter.as_bytes() {
+            if d.is_ascii() {
+                let bytes = text.as_bytes();
+                let find = |from: usize| bytes[from..].iter().position(|b| b == d).map(|at| from + at);
+                let (mut index, mut start) = from.filter(|(i, s)| *i <= self.index && *s <= bytes.len()).unwrap_or((0, 0));
+                while index < self.index {
+                    start = find(start)? + 1;
+                    index += 1;
+                }
+                let end = find(start).unwrap_or(bytes.len());
+                return Some((&text[start..end], start));
+            }
         }
         let mut chars = self.delimiter.chars();
-        match (chars.next(), chars.next()) {
+        let piece = match (chars.next(), chars.next()) {
             (Some(c), None) => text.split(c).nth(self.index),
             _ => text.split(self.delimiter.as_str()).nth(self.index),
-        }
+        }?;
+        Some((piece, piece.as_ptr() as usize - text.as_ptr() as usize))
     }
 }
 

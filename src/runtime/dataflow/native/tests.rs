@@ -244,3 +244,13 @@ fn a_state_given_to_own_is_changed_in_place_and_given_back_as_it_was_when_the_tr
     let given_back = native.eval_owning(&[], state.clone(), &[&record]).expect("undone").expect_err("gives up");
     assert_eq!(format!("{given_back:?}"), format!("{state:?}"));
 }
+
+#[test]
+fn a_split_kept_in_a_loop_finds_the_pieces_of_each_turns_text() {
+    // Each turn splits another line: a piece found in the line before
+    // must not be where the search goes on from.
+    let lines = Dynamic::from_array(vec![s("aaaaaaaa,1,xx"), s("b,22,y"), s("cc,3,zzzz")]);
+    let (value, rhai) = both("x", r#"let n = ""; for l in x { let f = l.split(","); n += f[2] + parse_int(f[1]); } n"#, &[lines]);
+    assert_eq!(rhai.unwrap().to_string(), "xx1y22zzzz3");
+    assert!(value.is_some(), "the tree answered");
+}
