@@ -152,8 +152,15 @@ impl Step {
             Step::WriteLines(sink) => {
                 let mut text = String::with_capacity(batch.len() * 16);
                 for rec in &batch {
-                    use std::fmt::Write as _;
-                    let _ = writeln!(text, "{rec}"); // Writing to a String cannot fail.
+                    // A string as it is; anything else as Rhai shows it.
+                    match rec.read_lock::<rhai::ImmutableString>().filter(|_| !rec.is_shared()) {
+                        Some(line) => text.push_str(&line),
+                        None => {
+                            use std::fmt::Write as _;
+                            let _ = write!(text, "{rec}"); // Writing to a String cannot fail.
+                        }
+                    }
+                    text.push('\n');
                 }
                 match sink {
                     LineSink::File(file) => file.write(text.as_bytes())?,
