@@ -160,7 +160,7 @@ impl<'a> Cx<'a> {
 }
 
 /// The piece `p` of the text its split keeps.
-fn piece<'c>(p: &super::pieces::Piece, cx: &'c Cx) -> Option<&'c str> {
+fn piece<'c>(p: &super::tree::Piece, cx: &'c Cx) -> Option<&'c str> {
     let text = cx.frame.get(p.slot)?;
     if text.is_shared() {
         return None;

@@ -7,17 +7,7 @@
 use rhai::{Dynamic, ImmutableString};
 
 use super::methods::Builtin;
-use super::tree::{Block, Loop, Node, Over, Root, Statement, Step, Switch};
-
-/// A piece of a split string: the `index`th (from 0) of the text in a slot,
-/// split at `delimiter`. A piece that is not there leaves the function to
-/// Rhai (which fails: the index is out of bounds).
-#[derive(Debug)]
-pub struct Piece {
-    pub slot: usize,
-    pub delimiter: ImmutableString,
-    pub index: usize,
-}
+use super::tree::{Block, Loop, Node, Over, Piece, Root, Statement, Step, Switch};
 
 impl Piece {
     /// The piece of `text`, as Rhai's `split` makes it, and where it

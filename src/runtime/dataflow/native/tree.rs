@@ -21,7 +21,7 @@ pub enum Node {
     /// A string kept to be split (`pieces`): Rhai decides on anything else.
     Text(Box<Node>),
     /// A piece of a kept string (`pieces`).
-    Piece(Box<super::pieces::Piece>),
+    Piece(Box<Piece>),
     This,
     Const(Dynamic),
     Array(Vec<Node>),
@@ -45,6 +45,16 @@ pub enum Node {
     Switch(Box<Switch>),
     /// `throw`: only Rhai fails the way Rhai does.
     Fail,
+}
+
+/// A piece of a split string (`pieces` finds it): the `index`th (from 0)
+/// of the text in a slot, split at `delimiter`. A piece that is not there
+/// leaves the function to Rhai (which fails: the index is out of bounds).
+#[derive(Debug)]
+pub struct Piece {
+    pub slot: usize,
+    pub delimiter: ImmutableString,
+    pub index: usize,
 }
 
 #[derive(Debug, Default)]
