@@ -16,10 +16,12 @@
 //! result or the error it always did. `differential` checks the two agree
 //! on many generated functions and records.
 
+mod cx;
 mod eval;
 mod methods;
 mod moves;
 mod ops;
+mod paths;
 mod pieces;
 mod tree;
 
@@ -33,7 +35,8 @@ use std::collections::BTreeSet;
 
 use rhai::{Dynamic, ImmutableString, AST};
 
-use eval::{Cx, Exit};
+use cx::Cx;
+use eval::Exit;
 use methods::Builtin;
 use tree::{Block, Translator};
 

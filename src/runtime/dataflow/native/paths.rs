@@ -1,0 +1,167 @@
+//! Values along paths (`r.tags[0].name`): read in place, read as a copy,
+//! changed, and a change put back. Each either does what Rhai does or
+//! answers `None` having changed nothing.
+
+use rhai::{Array, Dynamic, ImmutableString, Map};
+
+use super::ops::{op_assign, Op};
+use super::tree::Step;
+
+/// A step along a value: a field, or an index (an integer into an array or
+/// a string, a string into a map).
+#[derive(Clone)]
+pub(super) enum Key {
+    Field(ImmutableString),
+    Index(Dynamic),
+}
+
+/// The map `v` holds, in place; `None` for another type or a shared value
+/// (behind a lock).
+pub(super) fn map_in(v: &Dynamic) -> Option<&Map> {
+    if v.is_shared() {
+        return None;
+    }
+    let guard = v.read_lock::<Map>()?;
+    // SAFETY: a value that is not shared is read through a plain reference
+    // to its own content (`DynamicReadLock` holds no lock then), so the map
+    // lives as long as `v` is borrowed.
+    Some(unsafe { &*(&*guard as *const Map) })
+}
+
+/// The array `v` holds, in place, as `map_in`.
+pub(super) fn array_in(v: &Dynamic) -> Option<&Array> {
+    if v.is_shared() {
+        return None;
+    }
+    let guard = v.read_lock::<Array>()?;
+    // SAFETY: as in `map_in`.
+    Some(unsafe { &*(&*guard as *const Array) })
+}
+
+/// `v.a.b = value` or `v.a.b op= value` in place, as `assign` would do it
+/// (a missing last field is added by `=`; `op=` needs it); returns what
+/// was there. Changes nothing when it returns `None`.
+pub(super) fn assign_fields(v: &mut Dynamic, names: &[Step], op: Option<Op>, value: Dynamic) -> Option<Option<Dynamic>> {
+    let (Step::Field(name), rest) = names.split_first()? else { return None };
+    if v.is_shared() {
+        return None;
+    }
+    let mut map = v.write_lock::<Map>()?;
+    if !rest.is_empty() {
+        return assign_fields(map.get_mut(name.as_str())?, rest, op, value);
+    }
+    Some(match (op, map.get_mut(name.as_str())) {
+        (None, Some(slot)) => Some(std::mem::replace(slot, value)),
+        (None, None) => map.insert(name.as_str().into(), value),
+        (Some(op), Some(slot)) => {
+            let new = op_assign(op, slot, &value)?;
+            Some(std::mem::replace(slot, new))
+        }
+        (Some(_), None) => return None,
+    })
+}
+
+/// An array position for index `i` (negative: from the end).
+pub(super) fn position(len: usize, i: &Dynamic) -> Option<usize> {
+    let i = i.as_int().ok()?;
+    let at = if i < 0 { len.checked_sub(usize::try_from(i.unsigned_abs()).ok()?)? } else { usize::try_from(i).ok()? };
+    (at < len).then_some(at)
+}
+
+/// Runs `f` on the value at `path` in `v`, read in place.
+pub(super) fn at<R>(v: &Dynamic, path: &[Key], f: &mut dyn FnMut(&Dynamic) -> Option<R>) -> Option<R> {
+    let Some((key, rest)) = path.split_first() else { return f(v) };
+    match key {
+        Key::Field(name) => at(v.read_lock::<Map>()?.get(name.as_str())?, rest, f),
+        Key::Index(i) => {
+            if let Some(a) = v.read_lock::<Array>() {
+                return at(&a[position(a.len(), i)?], rest, f);
+            }
+            if let Some(m) = v.read_lock::<Map>() {
+                return at(m.get(i.read_lock::<ImmutableString>()?.as_str())?, rest, f);
+            }
+            // A string's character (by character, negative from the end).
+            if !rest.is_empty() {
+                return None;
+            }
+            let s = v.read_lock::<ImmutableString>()?;
+            let n = s.chars().count();
+            let c = s.chars().nth(position(n, i)?)?;
+            f(&Dynamic::from_char(c))
+        }
+    }
+}
+
+/// `v[i]`: an array's element, a map's entry, a string's character.
+pub(super) fn element(v: &Dynamic, i: &Dynamic) -> Option<Dynamic> {
+    if let Some(a) = v.read_lock::<Array>() {
+        return Some(a[position(a.len(), i)?].flatten_clone());
+    }
+    at(v, &[Key::Index(i.clone())], &mut |x| Some(x.flatten_clone()))
+}
+
+/// The value at `path` in `v`.
+pub(super) fn read(v: &Dynamic, path: &[Key]) -> Option<Dynamic> {
+    at(v, path, &mut |x| Some(x.flatten_clone()))
+}
+
+/// Runs `f` on the value at `path` in `v`, to change it.
+pub(super) fn at_mut<R>(v: &mut Dynamic, path: &[Key], f: &mut dyn FnMut(&mut Dynamic) -> Option<R>) -> Option<R> {
+    let Some((key, rest)) = path.split_first() else { return f(v) };
+    if v.is_shared() {
+        return None;
+    }
+    match key {
+        Key::Field(name) => at_mut(v.write_lock::<Map>()?.get_mut(name.as_str())?, rest, f),
+        Key::Index(i) => {
+            if let Some(mut a) = v.write_lock::<Array>() {
+                let at = position(a.len(), i)?;
+                return at_mut(&mut a[at], rest, f);
+            }
+            let mut m = v.write_lock::<Map>()?;
+            at_mut(m.get_mut(i.read_lock::<ImmutableString>()?.as_str())?, rest, f)
+        }
+    }
+}
+
+/// Sets the value at `path` in `v` (a map gains a missing key); returns
+/// what was there. Changes nothing when it returns `None`.
+pub(super) fn assign(v: &mut Dynamic, path: &[Key], value: Dynamic) -> Option<Option<Dynamic>> {
+    let Some((last, parent)) = path.split_last() else { return Some(Some(std::mem::replace(v, value))) };
+    let mut value = Some(value);
+    at_mut(v, parent, &mut |p| {
+        if p.is_shared() {
+            return None;
+        }
+        let key: ImmutableString = match last {
+            Key::Field(name) => name.clone(),
+            Key::Index(i) => {
+                if let Some(mut a) = p.write_lock::<Array>() {
+                    let at = position(a.len(), i)?;
+                    return Some(Some(std::mem::replace(&mut a[at], value.take()?)));
+                }
+                i.read_lock::<ImmutableString>()?.clone()
+            }
+        };
+        let mut m = p.write_lock::<Map>()?;
+        Some(m.insert(key.as_str().into(), value.take()?))
+    })
+}
+
+/// Puts back the value a change at `path` replaced.
+pub(super) fn restore(v: &mut Dynamic, path: &[Key], old: Option<Dynamic>) -> Option<()> {
+    match old {
+        Some(old) => assign(v, path, old).map(|_| ()),
+        None => {
+            let (last, parent) = path.split_last()?;
+            let name = match last {
+                Key::Field(name) => name.clone(),
+                Key::Index(i) => i.read_lock::<ImmutableString>()?.clone(),
+            };
+            at_mut(v, parent, &mut |p| {
+                p.write_lock::<Map>()?.remove(name.as_str());
+                Some(())
+            })
+        }
+    }
+}
