@@ -153,7 +153,7 @@ impl Step {
                 let mut text = String::with_capacity(batch.len() * 16);
                 for rec in &batch {
                     // A string as it is; anything else as Rhai shows it.
-                    match rec.read_lock::<rhai::ImmutableString>().filter(|_| !rec.is_shared()) {
+                    match rec.read_lock::<rhai::ImmutableString>() {
                         Some(line) => text.push_str(&line),
                         None => {
                             use std::fmt::Write as _;

@@ -2,9 +2,9 @@
 //! variables, `this`, what it emitted, and the changes to undo if it gives
 //! up; and reading values in place, without a copy.
 
-use rhai::{Array, Dynamic, ImmutableString};
+use rhai::{Array, Dynamic, ImmutableString, Map};
 
-use super::paths::{array_in, at_mut, map_in, position, restore, Key};
+use super::paths::{at_mut, held, position, restore, Key};
 use super::tree::{Node, Root};
 
 /// A change to `this` or to the state the call owns, to undo.
@@ -60,8 +60,8 @@ impl<'a> Cx<'a> {
         }
     }
 
-    /// Puts `this` back as it was before the call; false if a change could
-    /// not be found again (each succeeded along its path, so each undo
+    /// Puts `this` and the state the call owns back as they were before
+    /// the call; false if a change could not be found again (each succeeded along its path, so each undo
     /// should find it: false is a fault of the tree, never silent).
     pub fn undo(&mut self) -> bool {
         let mut all = true;
@@ -108,14 +108,14 @@ impl<'a> Cx<'a> {
     /// `None` where the value must be computed (see [`in_place`]).
     pub(super) fn look<'c>(&'c self, node: &'c Node) -> Option<&'c Dynamic> {
         match node {
-            Node::Field(c, name) => map_in(self.look(c)?)?.get(name.as_str()),
+            Node::Field(c, name) => held::<Map>(self.look(c)?)?.get(name.as_str()),
             Node::Index(c, i) => match &**i {
                 Node::Const(i) => {
                     let v = self.look(c)?;
-                    if let Some(a) = array_in(v) {
+                    if let Some(a) = held::<Array>(v) {
                         return a.get(position(a.len(), i)?);
                     }
-                    map_in(v)?.get(i.read_lock::<ImmutableString>()?.as_str())
+                    held::<Map>(v)?.get(i.read_lock::<ImmutableString>()?.as_str())
                 }
                 _ => None,
             },
@@ -126,13 +126,7 @@ impl<'a> Cx<'a> {
 
 /// The piece `p` of the text its split keeps.
 pub(super) fn piece<'c>(p: &super::tree::Piece, cx: &'c Cx) -> Option<&'c str> {
-    let text = cx.frame.get(p.slot)?;
-    if text.is_shared() {
-        return None;
-    }
-    let guard = text.read_lock::<ImmutableString>()?;
-    // SAFETY: as in `map_in`, a value that is not shared is read in place.
-    let text: &ImmutableString = unsafe { &*(&*guard as *const ImmutableString) };
+    let text = held::<ImmutableString>(cx.frame.get(p.slot)?)?;
     // Pieces are mostly read in order (`f[0]`, then `f[1]`...): the search
     // goes on from the last one found in the same text.
     let (slot, index, start) = cx.piece_at.get();

@@ -15,8 +15,8 @@ use super::paths::{assign, assign_fields, at_mut, element, read, Key};
 use super::tree::{Block, Loop, Node, Over, Place, Root, Statement, Step, Switch};
 
 /// Why evaluation left a block early. Without data, so that a step's
-/// `Flow<Dynamic>` fits in two registers (the value `return` gives waits
-/// in [`Cx::returned`]).
+/// `Flow<Dynamic>` is no larger than a `Dynamic` (the value `return` gives
+/// waits in [`Cx::returned`]).
 pub enum Exit {
     /// Rhai must run the function: an error, or a value the tree does not take.
     GiveUp,
@@ -447,26 +447,34 @@ fn sum(operands: &[&Node], cx: &mut Cx) -> Flow<Dynamic> {
             t.push_str(up(piece(p, cx))?);
             continue;
         }
-        let owned = match in_place(operand) && cx.look(operand).is_some() {
-            true => None,
-            false => Some(eval(operand, cx)?),
-        };
-        let v = up(owned.as_ref().or_else(|| cx.look(operand)))?;
-        match &mut text {
-            Some(t) => up(push_shown(t, v))?,
-            None if acc.is_string() => {
-                let mut t = Text::new();
-                t.push_str(&up(acc.read_lock::<ImmutableString>())?);
-                up(push_shown(&mut t, v))?;
-                text = Some(t);
+        // Read in place where it can be (looked up once), else computed.
+        match cx.look(operand).map(|v| add(&mut acc, &mut text, v)) {
+            Some(done) => up(done)?,
+            None => {
+                let v = eval(operand, cx)?;
+                up(add(&mut acc, &mut text, &v))?;
             }
-            None => acc = up(binary(Op::Add, &acc, v))?,
         }
     }
     Ok(match text {
         Some(t) => Dynamic::from(ImmutableString::from(t)),
         None => acc,
     })
+}
+
+/// `acc + v`, into `text` once the sum is a string.
+fn add(acc: &mut Dynamic, text: &mut Option<Text>, v: &Dynamic) -> Option<()> {
+    match text {
+        Some(t) => push_shown(t, v)?,
+        None if acc.is_string() => {
+            let mut t = Text::new();
+            t.push_str(&acc.read_lock::<ImmutableString>()?);
+            push_shown(&mut t, v)?;
+            *text = Some(t);
+        }
+        None => *acc = binary(Op::Add, acc, v)?,
+    }
+    Some(())
 }
 
 fn truth(node: &Node, cx: &mut Cx) -> Flow<bool> {
@@ -512,5 +520,5 @@ fn switch(s: &Switch, cx: &mut Cx) -> Flow<Dynamic> {
     }
 }
 
-// A step's result is returned in registers.
+// A step's result is no larger than the value it carries.
 const _: () = assert!(std::mem::size_of::<Flow<Dynamic>>() == 16);

@@ -23,29 +23,32 @@ pub fn take_at_the_end(body: &mut Block) {
 }
 
 fn take_in(node: &mut Node) {
-    let candidates: Vec<usize> = match node {
-        Node::Local(slot) => {
-            *node = Node::Take(*slot);
-            return;
+    if let Node::Local(slot) = *node {
+        *node = Node::Take(slot);
+        return;
+    }
+    let read_once: Vec<usize> = literal(node).into_iter().filter_map(local).filter(|&s| reads(node, s) == Some(1)).collect();
+    for item in literal_mut(node) {
+        if let Some(slot) = local(item).filter(|s| read_once.contains(s)) {
+            *item = Node::Take(slot);
         }
-        Node::Array(items) => items.iter().filter_map(local).collect(),
-        Node::Map(_, entries) => entries.iter().filter_map(|(_, v)| local(v)).collect(),
-        _ => return,
-    };
-    for slot in candidates {
-        if reads(node, slot) != Some(1) {
-            continue;
-        }
-        let items: Box<dyn Iterator<Item = &mut Node>> = match node {
-            Node::Array(items) => Box::new(items.iter_mut()),
-            Node::Map(_, entries) => Box::new(entries.iter_mut().map(|(_, v)| v)),
-            _ => unreachable!("only literals have candidates"),
-        };
-        for item in items {
-            if local(item) == Some(slot) {
-                *item = Node::Take(slot);
-            }
-        }
+    }
+}
+
+/// The elements of an array literal or the values of a map literal.
+fn literal(node: &Node) -> Vec<&Node> {
+    match node {
+        Node::Array(items) => items.iter().collect(),
+        Node::Map(_, entries) => entries.iter().map(|(_, v)| v).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn literal_mut(node: &mut Node) -> Vec<&mut Node> {
+    match node {
+        Node::Array(items) => items.iter_mut().collect(),
+        Node::Map(_, entries) => entries.iter_mut().map(|(_, v)| v).collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -77,7 +80,6 @@ fn reads(node: &Node, slot: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::runtime::dataflow::native::NativeFn;
 
     fn translated(body: &str) -> String {

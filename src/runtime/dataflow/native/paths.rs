@@ -15,27 +15,17 @@ pub(super) enum Key {
     Index(Dynamic),
 }
 
-/// The map `v` holds, in place; `None` for another type or a shared value
-/// (behind a lock).
-pub(super) fn map_in(v: &Dynamic) -> Option<&Map> {
+/// The `T` that `v` holds, read in place; `None` for another type or a
+/// shared value (behind a lock).
+pub(super) fn held<T: std::any::Any + Clone>(v: &Dynamic) -> Option<&T> {
     if v.is_shared() {
         return None;
     }
-    let guard = v.read_lock::<Map>()?;
+    let guard = v.read_lock::<T>()?;
     // SAFETY: a value that is not shared is read through a plain reference
-    // to its own content (`DynamicReadLock` holds no lock then), so the map
-    // lives as long as `v` is borrowed.
-    Some(unsafe { &*(&*guard as *const Map) })
-}
-
-/// The array `v` holds, in place, as `map_in`.
-pub(super) fn array_in(v: &Dynamic) -> Option<&Array> {
-    if v.is_shared() {
-        return None;
-    }
-    let guard = v.read_lock::<Array>()?;
-    // SAFETY: as in `map_in`.
-    Some(unsafe { &*(&*guard as *const Array) })
+    // to its own content (`DynamicReadLock` holds no lock then), so what
+    // it holds lives as long as `v` is borrowed.
+    Some(unsafe { &*(&*guard as *const T) })
 }
 
 /// `v.a.b = value` or `v.a.b op= value` in place, as `assign` would do it
