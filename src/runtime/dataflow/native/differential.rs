@@ -92,6 +92,8 @@ fn expr(g: &mut Gen, vars: &[&str], depth: usize) -> String {
         16 => format!("{}{}{}", g.pick(vars), g.pick(&[".a", "[0]", "[-1]", ".name"]), g.pick(&[".a", ".name", "[0]", "[1]", r#"["a"]"#])),
         9 => format!("`{}-${{{}}}:${{{}}}`", g.pick(&["", "v"]), expr(g, vars, d), expr(g, vars, d)),
         10 => format!("[{}, {}]", expr(g, vars, d), expr(g, vars, d)),
+        // A key given twice: the last value is the one kept.
+        11 if g.below(4) == 0 => format!("#{{b: {}, a: {}, b: {}}}", expr(g, vars, d), expr(g, vars, d), expr(g, vars, d)),
         11 => format!("#{{a: {}, b: {}}}", expr(g, vars, d), expr(g, vars, d)),
         12 => format!("(if {} {{ {} }} else {{ {} }})", expr(g, vars, d), expr(g, vars, d), expr(g, vars, d)),
         13 => format!(

@@ -6,12 +6,12 @@
 
 use std::hash::{BuildHasher, Hash, Hasher};
 
-use rhai::{Array, Dynamic, ImmutableString, Map};
+use rhai::{Array, Dynamic, ImmutableString};
 
 use super::cx::{in_place, piece, Cx, Undo, NO_PIECE};
-use super::methods::call;
-use super::ops::{binary, negate, op_assign, push_shown, Op, Text};
-use super::paths::{assign, assign_fields, at_mut, element, read, Key};
+use super::methods::{call, push_cased, Builtin};
+use super::ops::{binary, negate, op_assign, push_shown, test, Op, Text};
+use super::paths::{assign, assign_fields, at_mut, element, held, read, Key};
 use super::tree::{Block, Loop, Node, Over, Place, Root, Statement, Step, Switch};
 
 /// Why evaluation left a block early. Without data, so that a step's
@@ -251,27 +251,32 @@ fn binary_node(node: &Node, op: Op, a: &Node, b: &Node, cx: &mut Cx) -> Flow<Dyn
     // `a + b + c ...`: once the sum is a string, each further operand is
     // appended to one buffer (Rhai makes a string per `+`, same text).
     if op == Op::Add && matches!(a, Node::Binary(Op::Add, ..)) {
-        let mut operands = Vec::with_capacity(4);
-        let mut n = node;
-        while let Node::Binary(Op::Add, a, b) = n {
-            operands.push(&**b);
-            n = a;
-        }
-        operands.push(n);
-        return sum(&operands, cx);
+        let mut text = None;
+        let acc = sum(node, &mut text, cx)?;
+        return Ok(match text {
+            Some(t) => Dynamic::from(ImmutableString::from(t)),
+            None => acc,
+        });
     }
     let x = if in_place(a) { None } else { Some(eval(a, cx)?) };
     let y = if in_place(b) { None } else { Some(eval(b, cx)?) };
     if let (Some(x), Some(y)) = (x.as_ref().or_else(|| cx.look(a)), y.as_ref().or_else(|| cx.look(b))) {
-        return up(binary(op, x, y));
+        return value_of(op, x, y);
     }
     // Not there to read in place: computed (an expression changes nothing).
     let (x, y) = (eval(a, cx)?, eval(b, cx)?);
-    up(binary(op, &x, &y))
+    value_of(op, &x, &y)
+}
+
+fn value_of(op: Op, x: &Dynamic, y: &Dynamic) -> Flow<Dynamic> {
+    if op.is_comparison() {
+        return Ok(Dynamic::from_bool(up(test(op, x, y))?));
+    }
+    up(binary(op, x, y))
 }
 
 #[inline(never)]
-fn call_node(builtin: super::methods::Builtin, args: &[Node], cx: &mut Cx) -> Flow<Dynamic> {
+fn call_node(builtin: Builtin, args: &[Node], cx: &mut Cx) -> Flow<Dynamic> {
     // `parse_int(f[1])` on a piece of a split: parsed in place.
     if let [Node::Piece(p)] = args {
         if let Some(value) = super::methods::on_text(builtin, up(piece(p, cx))?) {
@@ -309,8 +314,7 @@ fn call_node(builtin: super::methods::Builtin, args: &[Node], cx: &mut Cx) -> Fl
 fn interpolated(parts: &[Node], cx: &mut Cx) -> Flow<Dynamic> {
     let mut text = Text::new();
     for part in parts {
-        if let Node::Piece(p) = part {
-            text.push_str(up(piece(p, cx))?);
+        if pushed(part, &mut text, cx)? {
             continue;
         }
         match cx.look(part) {
@@ -350,9 +354,24 @@ fn other(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
             }
             Dynamic::from_array(array)
         }
+        // Every key once: the keys as they are (the entries are in their
+        // order), each value put in its place.
+        Node::Map(template, entries) if template.len() == entries.len() => {
+            let mut map = (**template).clone();
+            for ((_, value), slot) in entries.iter().zip(map.values_mut()) {
+                if !matches!(value, Node::Take(_)) {
+                    *slot = eval(value, cx)?;
+                }
+            }
+            for ((_, value), slot) in entries.iter().zip(map.values_mut()) {
+                if let Node::Take(at) = value {
+                    *slot = std::mem::replace(&mut cx.frame[*at], Dynamic::UNIT);
+                }
+            }
+            Dynamic::from_map(map)
+        }
         Node::Map(template, entries) => {
-            // Every key has its entry: the map is built from them at once.
-            let mut map = if template.len() == entries.len() { Map::new() } else { (**template).clone() };
+            let mut map = (**template).clone();
             for (key, value) in entries {
                 if !matches!(value, Node::Take(_)) {
                     map.insert(key.as_str().into(), eval(value, cx)?);
@@ -366,23 +385,7 @@ fn other(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
             Dynamic::from_map(map)
         }
         Node::Negate(a) => up(negate(&eval(a, cx)?))?,
-        Node::Not(a) => Dynamic::from_bool(!truth(a, cx)?),
-        Node::And(items) => {
-            for item in items {
-                if !truth(item, cx)? {
-                    return Ok(Dynamic::FALSE);
-                }
-            }
-            Dynamic::TRUE
-        }
-        Node::Or(items) => {
-            for item in items {
-                if truth(item, cx)? {
-                    return Ok(Dynamic::TRUE);
-                }
-            }
-            Dynamic::FALSE
-        }
+        Node::Not(_) | Node::And(_) | Node::Or(_) => Dynamic::from_bool(truth(node, cx)?),
         Node::Coalesce(items) => {
             let mut value = Dynamic::UNIT;
             for item in items {
@@ -436,30 +439,58 @@ fn other(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
     })
 }
 
-/// The sum of `operands` (last first), left to right.
-fn sum(operands: &[&Node], cx: &mut Cx) -> Flow<Dynamic> {
-    let mut rest = operands.iter().rev();
-    let first = rest.next().expect("a sum has operands");
-    let mut acc = eval(first, cx)?;
-    let mut text: Option<Text> = None;
-    for operand in rest {
-        if let (Node::Piece(p), Some(t)) = (operand, &mut text) {
-            t.push_str(up(piece(p, cx))?);
-            continue;
-        }
-        // Read in place where it can be (looked up once), else computed.
-        match cx.look(operand).map(|v| add(&mut acc, &mut text, v)) {
-            Some(done) => up(done)?,
-            None => {
-                let v = eval(operand, cx)?;
-                up(add(&mut acc, &mut text, &v))?;
+/// The sum `node` (`a + b + c ...`, nested to the left), left to right:
+/// its value, or the text it has become once a string was met.
+fn sum(node: &Node, text: &mut Option<Text>, cx: &mut Cx) -> Flow<Dynamic> {
+    let Node::Binary(Op::Add, a, operand) = node else {
+        // The first operand: a string read in place starts the text as it is.
+        return match cx.look(node) {
+            Some(v) if v.is_string() && !v.is_shared() => {
+                let mut t = Text::new();
+                t.push_str(up(held::<ImmutableString>(v))?);
+                *text = Some(t);
+                Ok(Dynamic::UNIT)
             }
+            Some(v) => Ok(v.flatten_clone()),
+            None => eval(node, cx),
+        };
+    };
+    let mut acc = sum(a, text, cx)?;
+    if let Some(t) = text {
+        if pushed(operand, t, cx)? {
+            return Ok(acc);
         }
     }
-    Ok(match text {
-        Some(t) => Dynamic::from(ImmutableString::from(t)),
-        None => acc,
-    })
+    // Read in place where it can be (looked up once), else computed.
+    match cx.look(operand).map(|v| add(&mut acc, text, v)) {
+        Some(done) => up(done)?,
+        None => {
+            let v = eval(operand, cx)?;
+            up(add(&mut acc, text, &v))?;
+        }
+    }
+    Ok(acc)
+}
+
+/// Appends what `node` shows without making a string of it, where it is a
+/// piece of a split, or `to_upper`, `to_lower` or `to_string` of a value
+/// read in place (`${r.name.to_upper()}`); false for any other node.
+fn pushed(node: &Node, text: &mut Text, cx: &mut Cx) -> Flow<bool> {
+    match node {
+        Node::Piece(p) => text.push_str(up(piece(p, cx))?),
+        Node::Call(b @ (Builtin::ToUpper | Builtin::ToLower), args) => match cx.look(&args[0]).and_then(held::<ImmutableString>) {
+            Some(s) => push_cased(text, *b == Builtin::ToUpper, s),
+            None => return Ok(false),
+        },
+        // Shown as `to_string` gives it: a value `push_shown` does not
+        // show (an array, a map) is left to `to_string`.
+        Node::Call(Builtin::ToString, args) => match cx.look(&args[0]) {
+            Some(v) if push_shown(text, v).is_some() => {}
+            _ => return Ok(false),
+        },
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// `acc + v`, into `text` once the sum is a string.
@@ -477,7 +508,35 @@ fn add(acc: &mut Dynamic, text: &mut Option<Text>, v: &Dynamic) -> Option<()> {
     Some(())
 }
 
+/// A condition's value: comparisons of values read in place, `!`, `&&`
+/// and `||` straight to a `bool`, without a `Dynamic` of each.
 fn truth(node: &Node, cx: &mut Cx) -> Flow<bool> {
+    match node {
+        Node::Binary(op, a, b) if op.is_comparison() && in_place(a) && in_place(b) => {
+            if let (Some(x), Some(y)) = (cx.look(a), cx.look(b)) {
+                return up(test(*op, x, y));
+            }
+        }
+        Node::Const(v) => return up(v.as_bool().ok()),
+        Node::Not(a) => return Ok(!truth(a, cx)?),
+        Node::And(items) => {
+            for item in items {
+                if !truth(item, cx)? {
+                    return Ok(false);
+                }
+            }
+            return Ok(true);
+        }
+        Node::Or(items) => {
+            for item in items {
+                if truth(item, cx)? {
+                    return Ok(true);
+                }
+            }
+            return Ok(false);
+        }
+        _ => {}
+    }
     up(eval(node, cx)?.as_bool().ok())
 }
 
@@ -502,8 +561,8 @@ fn switch(s: &Switch, cx: &mut Cx) -> Flow<Dynamic> {
         Some(v) => up(hash(v))?,
         None => up(hash(&eval(&s.value, cx)?))?,
     };
-    if let Some(arms) = s.cases.get(&hash) {
-        for &i in arms {
+    if let Ok(at) = s.cases.binary_search_by_key(&hash, |(h, _)| *h) {
+        for &i in &s.cases[at].1 {
             if truth(&s.arms[i].0, cx)? {
                 return eval(&s.arms[i].1, cx);
             }

@@ -117,6 +117,22 @@ fn parse_float(text: &str) -> Option<Dynamic> {
     float(text.trim().parse::<FLOAT>().ok()?)
 }
 
+/// Appends `s` in upper case (`to_upper`) or lower case (`to_lower`).
+pub fn push_cased(text: &mut super::ops::Text, upper: bool, s: &str) {
+    // ASCII, the common case, is changed in place after it is appended.
+    if !s.is_ascii() {
+        text.push_str(&if upper { s.to_uppercase() } else { s.to_lowercase() });
+        return;
+    }
+    let start = text.len();
+    text.push_str(s);
+    if upper {
+        text[start..].make_ascii_uppercase();
+    } else {
+        text[start..].make_ascii_lowercase();
+    }
+}
+
 /// `b(recv, args...)`.
 pub fn call(b: Builtin, recv: &Dynamic, args: &[&Dynamic]) -> Option<Dynamic> {
     if recv.is_shared() {
@@ -196,18 +212,9 @@ pub fn call(b: Builtin, recv: &Dynamic, args: &[&Dynamic]) -> Option<Dynamic> {
             let taken: String = s.chars().skip(usize::try_from(start).ok()?).take(usize::try_from(len).ok()?).collect();
             Some(str_of(&taken))
         }
-        // ASCII, the common case, is changed in place in a copy.
         Builtin::ToUpper | Builtin::ToLower => {
-            let s = string(recv)?;
-            if !s.is_ascii() {
-                return Some(str_of(&if b == Builtin::ToUpper { s.to_uppercase() } else { s.to_lowercase() }));
-            }
-            let mut t = super::ops::Text::from(s.as_str());
-            if b == Builtin::ToUpper {
-                t.make_ascii_uppercase();
-            } else {
-                t.make_ascii_lowercase();
-            }
+            let mut t = super::ops::Text::new();
+            push_cased(&mut t, b == Builtin::ToUpper, &string(recv)?);
             Some(Dynamic::from(ImmutableString::from(t)))
         }
         Builtin::Split => {

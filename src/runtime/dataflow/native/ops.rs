@@ -42,7 +42,7 @@ impl Op {
         })
     }
 
-    fn is_comparison(self) -> bool {
+    pub fn is_comparison(self) -> bool {
         !matches!(self, Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Rem)
     }
 }
@@ -80,6 +80,29 @@ fn kind(v: &Dynamic) -> Kind {
         Kind::Map
     } else {
         Kind::Other
+    }
+}
+
+/// `a op b` for a comparison, as a `bool` (what `binary` gives, without
+/// making a `Dynamic` of it): the numbers and strings first, the rest as
+/// `binary` decides.
+pub fn test(op: Op, a: &Dynamic, b: &Dynamic) -> Option<bool> {
+    debug_assert!(op.is_comparison());
+    if let (Ok(x), Ok(y)) = (a.as_int(), b.as_int()) {
+        return compare(op, x.cmp(&y));
+    }
+    if a.is_shared() || b.is_shared() {
+        return binary(op, a, b)?.as_bool().ok();
+    }
+    match (kind(a), kind(b)) {
+        (Kind::Float, Kind::Float) => Some(float_test(op, a.as_float().ok()?, b.as_float().ok()?)),
+        (Kind::Float, Kind::Int) => Some(float_test(op, a.as_float().ok()?, b.as_int().ok()? as FLOAT)),
+        (Kind::Int, Kind::Float) => Some(float_test(op, a.as_int().ok()? as FLOAT, b.as_float().ok()?)),
+        (Kind::Str, Kind::Str) => {
+            let (x, y) = (a.read_lock::<ImmutableString>()?, b.read_lock::<ImmutableString>()?);
+            compare(op, x.as_str().cmp(y.as_str()))
+        }
+        _ => binary(op, a, b)?.as_bool().ok(),
     }
 }
 
@@ -176,25 +199,33 @@ fn int(op: Op, x: INT, y: INT) -> Option<Dynamic> {
     }))
 }
 
-/// Rhai's float operators: comparisons within a relative epsilon.
+/// Rhai's float operators.
 fn float(op: Op, x: FLOAT, y: FLOAT) -> Option<Dynamic> {
-    let scale = || {
-        let max = if x * y == 0.0 { 1.0 } else { x.abs().max(y.abs()) };
-        (max != 0.0).then_some(max)
-    };
     Some(match op {
         Op::Add => Dynamic::from_float(x + y),
         Op::Sub => Dynamic::from_float(x - y),
         Op::Mul => Dynamic::from_float(x * y),
         Op::Div => Dynamic::from_float(x / y),
         Op::Rem => Dynamic::from_float(x % y),
-        Op::Eq => Dynamic::from_bool(scale().is_none_or(|m| (x - y).abs() / m <= FLOAT::EPSILON)),
-        Op::Ne => Dynamic::from_bool(scale().is_some_and(|m| (x - y).abs() / m > FLOAT::EPSILON)),
-        Op::Gt => Dynamic::from_bool(scale().is_some_and(|m| (x - y) / m > FLOAT::EPSILON)),
-        Op::Ge => Dynamic::from_bool(scale().is_none_or(|m| (x - y) / m > -FLOAT::EPSILON)),
-        Op::Lt => Dynamic::from_bool(scale().is_some_and(|m| (y - x) / m > FLOAT::EPSILON)),
-        Op::Le => Dynamic::from_bool(scale().is_none_or(|m| (y - x) / m > -FLOAT::EPSILON)),
+        cmp => Dynamic::from_bool(float_test(cmp, x, y)),
     })
+}
+
+/// Rhai's float comparisons: within a relative epsilon.
+fn float_test(op: Op, x: FLOAT, y: FLOAT) -> bool {
+    let scale = || {
+        let max = if x * y == 0.0 { 1.0 } else { x.abs().max(y.abs()) };
+        (max != 0.0).then_some(max)
+    };
+    match op {
+        Op::Eq => scale().is_none_or(|m| (x - y).abs() / m <= FLOAT::EPSILON),
+        Op::Ne => scale().is_some_and(|m| (x - y).abs() / m > FLOAT::EPSILON),
+        Op::Gt => scale().is_some_and(|m| (x - y) / m > FLOAT::EPSILON),
+        Op::Ge => scale().is_none_or(|m| (x - y) / m > -FLOAT::EPSILON),
+        Op::Lt => scale().is_some_and(|m| (y - x) / m > FLOAT::EPSILON),
+        Op::Le => scale().is_none_or(|m| (y - x) / m > -FLOAT::EPSILON),
+        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Rem => unreachable!("a comparison"),
+    }
 }
 
 /// A comparison's answer for an ordering; `None` for arithmetic.
@@ -264,7 +295,7 @@ fn decimal(i: INT, buf: &mut [u8; 20]) -> &str {
 
 /// Whether `a == b` for `contains` on arrays: Rhai's `==`, where defined.
 pub fn equals(a: &Dynamic, b: &Dynamic) -> Option<bool> {
-    binary(Op::Eq, a, b)?.as_bool().ok()
+    test(Op::Eq, a, b)
 }
 
 #[cfg(test)]

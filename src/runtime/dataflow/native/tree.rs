@@ -3,7 +3,7 @@
 //! resolved to the built-ins it runs. Anything else — a call of a function
 //! the tree does not run, a loop, a global — leaves the function to Rhai.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use rhai::{ASTFlags, Dynamic, Expr, ImmutableString, Map, RangeCase, Stmt, StmtBlock};
 
@@ -119,7 +119,8 @@ pub enum Step {
 pub struct Switch {
     pub value: Node,
     pub arms: Vec<(Node, Node)>,
-    pub cases: HashMap<u64, Vec<usize>>,
+    /// By hash, sorted (a search, without hashing the hash again).
+    pub cases: Vec<(u64, Vec<usize>)>,
     pub ranges: Vec<RangeCase>,
     pub default: Option<usize>,
     /// Rhai's hasher: seeded when the process set a seed (skitter sets one),
@@ -256,7 +257,8 @@ impl<'a> Translator<'a> {
     fn switch(&mut self, value: &Expr, cases: &rhai::SwitchCasesCollection) -> Option<Node> {
         let value = self.expr(value)?;
         let arms = cases.expressions.iter().map(|b| Some((self.expr(&b.lhs)?, self.arm(&b.rhs)?))).collect::<Option<Vec<_>>>()?;
-        let by_hash = cases.cases.iter().map(|(h, list)| (*h, list.blocks.to_vec())).collect();
+        let mut by_hash: Vec<(u64, Vec<usize>)> = cases.cases.iter().map(|(h, list)| (*h, list.blocks.to_vec())).collect();
+        by_hash.sort_unstable_by_key(|(h, _)| *h);
         Some(Node::Switch(Box::new(Switch {
             value,
             arms,
@@ -342,6 +344,9 @@ impl<'a> Translator<'a> {
                 // In the map's order (values are pure: the order they are
                 // computed in does not matter), so building it is a few appends.
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
+                // Keys all different: the entries are the map's keys in its
+                // order (`eval` puts each value in place by that).
+                debug_assert!(x.1.len() != entries.len() || x.1.keys().map(|k| k.as_str()).eq(entries.iter().map(|(k, _)| k.as_str())));
                 Node::Map(Box::new(x.1.clone()), entries)
             }
             Expr::InterpolatedString(parts, _) => Node::Interpolated(self.exprs(parts)?),
