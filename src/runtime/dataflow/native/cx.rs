@@ -5,12 +5,15 @@
 use rhai::{Array, Dynamic, ImmutableString, Map};
 
 use super::paths::{at_mut, held, position, restore, Key};
-use super::tree::{Node, Root};
+use super::tree::{Node, Root, Step};
 
 /// A change to `this` or to the state the call owns, to undo.
-pub(super) enum Undo {
+pub(super) enum Undo<'t> {
     /// The value at the path before (`None`: the map had no such key).
     Restore(Root, Vec<Key>, Option<Dynamic>),
+    /// The same for fields of a variable (`acc.n += 1`), as the tree names
+    /// them: nothing to allocate for the commonest change.
+    Fields(usize, &'t [Step], Option<Dynamic>),
     /// An element pushed onto the array at the path.
     Pop(Root, Vec<Key>),
 }
@@ -24,7 +27,7 @@ pub struct Cx<'a> {
     /// function's accumulator): changed in place, and put back as it was
     /// if the call gives up.
     pub owned: Option<usize>,
-    pub(super) undo: Vec<Undo>,
+    pub(super) undo: smallvec::SmallVec<[Undo<'a>; 2]>,
     /// What `emit` sent, when the call may emit.
     pub emitted: Option<Vec<(ImmutableString, Dynamic)>>,
     /// Loop turns taken.
@@ -45,7 +48,7 @@ impl<'a> Cx<'a> {
             frame,
             this,
             owned: None,
-            undo: Vec::new(),
+            undo: smallvec::SmallVec::new(),
             emitted: emits.then(Vec::new),
             turns: 0,
             returned: None,
@@ -68,6 +71,10 @@ impl<'a> Cx<'a> {
         while let Some(undo) = self.undo.pop() {
             let undone = match undo {
                 Undo::Restore(root, path, old) => self.root_mut(root).and_then(|v| restore(v, &path, old)),
+                Undo::Fields(slot, names, old) => {
+                    let path: Vec<Key> = names.iter().filter_map(|s| if let Step::Field(n) = s { Some(Key::Field(n.clone())) } else { None }).collect();
+                    self.frame.get_mut(slot).and_then(|v| restore(v, &path, old))
+                }
                 Undo::Pop(root, path) => {
                     self.root_mut(root).and_then(|v| at_mut(v, &path, &mut |v| v.write_lock::<Array>()?.pop().map(|_| ())))
                 }

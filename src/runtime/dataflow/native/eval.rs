@@ -36,7 +36,7 @@ fn up<T>(v: Option<T>) -> Flow<T> {
     v.ok_or(Exit::GiveUp)
 }
 
-pub fn block(b: &Block, cx: &mut Cx) -> Flow<Dynamic> {
+pub fn block<'t>(b: &'t Block, cx: &mut Cx<'t>) -> Flow<Dynamic> {
     if let [Statement::Expr(node)] = b.0.as_slice() {
         return eval(node, cx);
     }
@@ -47,7 +47,7 @@ pub fn block(b: &Block, cx: &mut Cx) -> Flow<Dynamic> {
     Ok(last)
 }
 
-fn statement(s: &Statement, cx: &mut Cx) -> Flow<Dynamic> {
+fn statement<'t>(s: &'t Statement, cx: &mut Cx<'t>) -> Flow<Dynamic> {
     match s {
         Statement::Let(slot, value) => {
             cx.frame[*slot] = eval(value, cx)?;
@@ -58,8 +58,7 @@ fn statement(s: &Statement, cx: &mut Cx) -> Flow<Dynamic> {
             let (slot, names) = local_fields(place).expect("checked");
             let old = up(assign_fields(&mut cx.frame[slot], names, *op, value))?;
             if cx.owned == Some(slot) {
-                let path = names.iter().filter_map(|s| if let Step::Field(n) = s { Some(Key::Field(n.clone())) } else { None }).collect();
-                cx.undo.push(Undo::Restore(place.root, path, old));
+                cx.undo.push(Undo::Fields(slot, names, old));
             }
         }
         Statement::Assign(place, op, value) => {
@@ -116,8 +115,8 @@ fn local_fields(place: &Place) -> Option<(usize, &[Step])> {
 
 /// A `for` loop: each turn binds the variable (and the counter) and runs
 /// the body; `break` ends it, `continue` goes on with the next turn.
-fn run_loop(l: &Loop, cx: &mut Cx) -> Flow<()> {
-    let turn = |cx: &mut Cx, i: usize, value: Dynamic| -> Flow<bool> {
+fn run_loop<'t>(l: &'t Loop, cx: &mut Cx<'t>) -> Flow<()> {
+    let turn = |cx: &mut Cx<'t>, i: usize, value: Dynamic| -> Flow<bool> {
         cx.turns += 1;
         if cx.turns > TURNS {
             return Err(Exit::GiveUp);
@@ -180,7 +179,7 @@ fn run_loop(l: &Loop, cx: &mut Cx) -> Flow<()> {
     Ok(())
 }
 
-fn keys(path: &[Step], cx: &mut Cx) -> Flow<Vec<Key>> {
+fn keys<'t>(path: &'t [Step], cx: &mut Cx<'t>) -> Flow<Vec<Key>> {
     path.iter()
         .map(|s| {
             Ok(match s {
@@ -221,7 +220,7 @@ fn chain<'n>(mut node: &'n Node, steps: &mut Vec<&'n Node>) -> &'n Node {
 /// One node's value. The commonest nodes are here; the others are out of
 /// line, so that this function's frame stays small (it is entered for
 /// every node).
-pub fn eval(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
+pub fn eval<'t>(node: &'t Node, cx: &mut Cx<'t>) -> Flow<Dynamic> {
     match node {
         Node::Param(i) => Ok(cx.param(*i).flatten_clone()),
         Node::Local(slot) => Ok(cx.frame[*slot].clone()),
@@ -247,7 +246,7 @@ pub fn eval(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
 }
 
 #[inline(never)]
-fn binary_node(node: &Node, op: Op, a: &Node, b: &Node, cx: &mut Cx) -> Flow<Dynamic> {
+fn binary_node<'t>(node: &'t Node, op: Op, a: &'t Node, b: &'t Node, cx: &mut Cx<'t>) -> Flow<Dynamic> {
     // `a + b + c ...`: once the sum is a string, each further operand is
     // appended to one buffer (Rhai makes a string per `+`, same text).
     if op == Op::Add && matches!(a, Node::Binary(Op::Add, ..)) {
@@ -276,7 +275,7 @@ fn value_of(op: Op, x: &Dynamic, y: &Dynamic) -> Flow<Dynamic> {
 }
 
 #[inline(never)]
-fn call_node(builtin: Builtin, args: &[Node], cx: &mut Cx) -> Flow<Dynamic> {
+fn call_node<'t>(builtin: Builtin, args: &'t [Node], cx: &mut Cx<'t>) -> Flow<Dynamic> {
     // `parse_int(f[1])` on a piece of a split: parsed in place.
     if let [Node::Piece(p)] = args {
         if let Some(value) = super::methods::on_text(builtin, up(piece(p, cx))?) {
@@ -311,7 +310,7 @@ fn call_node(builtin: Builtin, args: &[Node], cx: &mut Cx) -> Flow<Dynamic> {
 }
 
 #[inline(never)]
-fn interpolated(parts: &[Node], cx: &mut Cx) -> Flow<Dynamic> {
+fn interpolated<'t>(parts: &'t [Node], cx: &mut Cx<'t>) -> Flow<Dynamic> {
     let mut text = Text::new();
     for part in parts {
         if pushed(part, &mut text, cx)? {
@@ -330,7 +329,7 @@ fn interpolated(parts: &[Node], cx: &mut Cx) -> Flow<Dynamic> {
 
 /// The nodes `eval` leaves out of line.
 #[inline(never)]
-fn other(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
+fn other<'t>(node: &'t Node, cx: &mut Cx<'t>) -> Flow<Dynamic> {
     Ok(match node {
         Node::This => up(cx.this.as_deref())?.clone(),
         Node::Take(slot) => std::mem::replace(&mut cx.frame[*slot], Dynamic::UNIT),
@@ -441,7 +440,7 @@ fn other(node: &Node, cx: &mut Cx) -> Flow<Dynamic> {
 
 /// The sum `node` (`a + b + c ...`, nested to the left), left to right:
 /// its value, or the text it has become once a string was met.
-fn sum(node: &Node, text: &mut Option<Text>, cx: &mut Cx) -> Flow<Dynamic> {
+fn sum<'t>(node: &'t Node, text: &mut Option<Text>, cx: &mut Cx<'t>) -> Flow<Dynamic> {
     let Node::Binary(Op::Add, a, operand) = node else {
         // The first operand: a string read in place starts the text as it is.
         return match cx.look(node) {
@@ -475,7 +474,7 @@ fn sum(node: &Node, text: &mut Option<Text>, cx: &mut Cx) -> Flow<Dynamic> {
 /// Appends what `node` shows without making a string of it, where it is a
 /// piece of a split, or `to_upper`, `to_lower` or `to_string` of a value
 /// read in place (`${r.name.to_upper()}`); false for any other node.
-fn pushed(node: &Node, text: &mut Text, cx: &mut Cx) -> Flow<bool> {
+fn pushed<'t>(node: &'t Node, text: &mut Text, cx: &mut Cx<'t>) -> Flow<bool> {
     match node {
         Node::Piece(p) => text.push_str(up(piece(p, cx))?),
         Node::Call(b @ (Builtin::ToUpper | Builtin::ToLower), args) => match cx.look(&args[0]).and_then(held::<ImmutableString>) {
@@ -510,7 +509,7 @@ fn add(acc: &mut Dynamic, text: &mut Option<Text>, v: &Dynamic) -> Option<()> {
 
 /// A condition's value: comparisons of values read in place, `!`, `&&`
 /// and `||` straight to a `bool`, without a `Dynamic` of each.
-fn truth(node: &Node, cx: &mut Cx) -> Flow<bool> {
+fn truth<'t>(node: &'t Node, cx: &mut Cx<'t>) -> Flow<bool> {
     match node {
         Node::Binary(op, a, b) if op.is_comparison() && in_place(a) && in_place(b) => {
             if let (Some(x), Some(y)) = (cx.look(a), cx.look(b)) {
@@ -542,7 +541,7 @@ fn truth(node: &Node, cx: &mut Cx) -> Flow<bool> {
 
 /// As Rhai runs a `switch`: the first arm of the value's case whose
 /// condition holds, else the first range holding it, else the default.
-fn switch(s: &Switch, cx: &mut Cx) -> Flow<Dynamic> {
+fn switch<'t>(s: &'t Switch, cx: &mut Cx<'t>) -> Flow<Dynamic> {
     let owned = if in_place(&s.value) { None } else { Some(eval(&s.value, cx)?) };
     let hash = |value: &Dynamic| {
         // The values whose hash is Rhai's: the ones a case can name.

@@ -29,6 +29,8 @@ mod tree;
 mod differential;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod micro;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -171,7 +173,9 @@ impl NativeFn {
         let mut frame = Vec::new();
         if self.slots > 0 {
             frame = self.spare.try_borrow_mut().map(|mut f| std::mem::take(&mut *f)).unwrap_or_default();
-            frame.resize(self.slots, Dynamic::UNIT);
+            // Each a copy of the constant (`resize` clones one value
+            // through a call per slot).
+            frame.extend(std::iter::repeat_with(|| Dynamic::UNIT).take(self.slots));
         }
         let mut cx = Cx::new(curry, args, frame, this, emitted.is_some());
         let owned_slot = owned.is_some().then_some(curry.len());

@@ -2,11 +2,11 @@
 //! it: `[acc, acc.n + " items"]` at the end of a reduce function moves the
 //! accumulator (a map clone saved per record). A read is a move only where
 //! nothing reads the variable afterwards: in the expression the function
-//! ends with (its last statement, or a `return` of its own block) and read
-//! nowhere else in that expression; there, as the expression itself or as
-//! an element of the array or map literal it builds, where evaluation takes
-//! it after every other element (`eval`), so that a step that gives up
-//! has not taken it yet.
+//! ends with (its last statement, or a `return` of its own block), as the
+//! expression itself or as one element of the array or map literal it
+//! builds. Evaluation takes it after every other element (`eval`), so the
+//! others may read it (`[acc, acc.n + " items"]`), and a step that gives
+//! up has not taken it yet.
 
 use super::tree::{Block, Node, Statement};
 
@@ -27,9 +27,17 @@ fn take_in(node: &mut Node) {
         *node = Node::Take(slot);
         return;
     }
-    let read_once: Vec<usize> = literal(node).into_iter().filter_map(local).filter(|&s| reads(node, s) == Some(1)).collect();
+    // One element is the variable itself; the others are computed first,
+    // so they may read it (but not through a statement, whose reads are
+    // not counted).
+    let items = literal(node);
+    let movable: Vec<usize> = items
+        .iter()
+        .filter_map(|item| local(item))
+        .filter(|&s| items.iter().filter(|item| local(item) == Some(s)).count() == 1 && reads(node, s).is_some())
+        .collect();
     for item in literal_mut(node) {
-        if let Some(slot) = local(item).filter(|s| read_once.contains(s)) {
+        if let Some(slot) = local(item).filter(|s| movable.contains(s)) {
             *item = Node::Take(slot);
         }
     }
@@ -88,12 +96,14 @@ mod tests {
     }
 
     #[test]
-    fn the_end_takes_a_variable_read_once_and_clones_one_read_twice() {
+    fn the_end_takes_a_variable_that_is_one_element_and_clones_one_given_twice() {
         // `acc` is written, so it has a slot of its own (a local).
         assert!(translated("acc.n += 1; [acc, r.city + 1]").contains("Take(0)"));
         assert!(translated("acc.n += 1; let x = acc.n; #{ a: acc, b: x }").contains("Take(0)"));
         assert!(translated("acc.n += 1; acc").contains("Take(0)"));
-        assert!(!translated("acc.n += 1; [acc, acc.n]").contains("Take"));
+        // The other elements read it before it is taken.
+        assert!(translated("acc.n += 1; [acc, r.city + acc.n, [acc.total, acc]]").contains("Take(0)"));
+        assert!(!translated("acc.n += 1; [acc, acc]").contains("Take"));
         assert!(!translated("acc.n += 1; [acc, if r { acc } else { 1 }]").contains("Take"));
         // Not the end: what follows may read it.
         assert!(!translated("acc.n += 1; let y = [acc, 1]; y[0].n + acc.n").contains("Take(0)"));
