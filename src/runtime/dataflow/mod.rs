@@ -38,6 +38,7 @@ pub mod source;
 mod stage;
 mod stage_time;
 mod user_op;
+mod warm;
 mod window;
 mod wiring;
 

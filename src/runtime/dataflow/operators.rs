@@ -403,3 +403,4 @@ fn kind(state: &NodeState) -> &'static str {
         NodeState::Windows(_) => "a window's",
     }
 }
+
