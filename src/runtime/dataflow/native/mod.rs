@@ -29,8 +29,6 @@ mod tree;
 mod differential;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod micro;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
