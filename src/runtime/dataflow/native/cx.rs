@@ -34,6 +34,8 @@ pub struct Cx<'a> {
     pub(super) turns: u32,
     /// The value of the `return` that ended the call.
     pub returned: Option<Dynamic>,
+    /// The constants the variables of `chosen` hold.
+    pub(super) chosen: [&'a Dynamic; super::chosen::MOST],
     /// The last piece of a split's text found: its slot, index and start.
     pub(super) piece_at: std::cell::Cell<(usize, usize, usize)>,
 }
@@ -52,6 +54,7 @@ impl<'a> Cx<'a> {
             emitted: emits.then(Vec::new),
             turns: 0,
             returned: None,
+            chosen: [&super::chosen::NONE; super::chosen::MOST],
             piece_at: std::cell::Cell::new(NO_PIECE),
         }
     }
@@ -104,6 +107,7 @@ impl<'a> Cx<'a> {
         match node {
             Node::Param(i) => Some(self.param(*i)).filter(|v| !v.is_shared()),
             Node::Local(slot) => self.frame.get(*slot),
+            Node::Chosen(n) => Some(self.chosen[*n]),
             Node::This => self.this.as_deref(),
             Node::Const(v) => Some(v),
             _ => None,
@@ -148,7 +152,7 @@ pub(super) fn piece<'c>(p: &super::tree::Piece, cx: &'c Cx) -> Option<&'c str> {
 /// string's character), and the caller computes it then.
 pub(super) fn in_place(node: &Node) -> bool {
     match node {
-        Node::Param(_) | Node::Local(_) | Node::This | Node::Const(_) => true,
+        Node::Param(_) | Node::Local(_) | Node::Chosen(_) | Node::This | Node::Const(_) => true,
         Node::Field(c, _) => in_place(c),
         Node::Index(c, i) => matches!(**i, Node::Const(_)) && in_place(c),
         _ => false,

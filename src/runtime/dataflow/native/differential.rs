@@ -262,6 +262,29 @@ fn typed_body(g: &mut Gen) -> String {
             0 => format!("r.{} = {}; ", g.pick(&["name", "city"]), typed(g, Ty::Str, &vars, 2)),
             1 => format!("r.age += {}; ", typed(g, Ty::Int, &vars, 1)),
             2 => format!("if {} {{ return {}; }} ", typed(g, Ty::Bool, &vars, 1), typed(g, ty, &vars, 1)),
+            // A constant chosen by `if` or `switch` (the tree holds which).
+            3 => {
+                let value = match g.below(3) {
+                    0 => format!("if {} {{ {} }} else {{ {} }}", typed(g, Ty::Bool, &vars, 1), constant(g, ty), constant(g, ty)),
+                    1 => format!(
+                        "if {} {{ {} }} else if {} {{ {} }} else {{ {} }}",
+                        typed(g, Ty::Bool, &vars, 1),
+                        constant(g, ty),
+                        typed(g, Ty::Bool, &vars, 1),
+                        constant(g, ty),
+                        constant(g, ty)
+                    ),
+                    _ => format!(
+                        "switch {} {{ 1 => {}, 2 | 3 => {}, _ => {} }}",
+                        typed(g, Ty::Int, &vars, 1),
+                        constant(g, ty),
+                        constant(g, ty),
+                        constant(g, ty)
+                    ),
+                };
+                vars.push((name, ty));
+                format!("let {name} = {value}; ")
+            }
             _ => {
                 let s = format!("let {name} = {}; ", typed(g, ty, &vars, 2));
                 vars.push((name, ty));
@@ -280,6 +303,16 @@ fn typed_body(g: &mut Gen) -> String {
         _ => typed_any(g, &tys, &vars, 3),
     };
     out + last.as_str()
+}
+
+/// A constant of type `ty`.
+fn constant(g: &mut Gen, ty: Ty) -> &'static str {
+    match ty {
+        Ty::Int => g.pick(&["0", "7", "-3"]),
+        Ty::Float => g.pick(&["1.5", "-0.0", "100.0"]),
+        Ty::Str => g.pick(&[r#""a""#, r#""Zoë""#, r#""""#]),
+        Ty::Bool => g.pick(&["true", "false"]),
+    }
 }
 
 /// A random record for `typed_body`.

@@ -8,8 +8,9 @@ use std::hash::{BuildHasher, Hash, Hasher};
 
 use rhai::{Array, Dynamic, ImmutableString};
 
+use super::chosen::NONE;
 use super::cx::{in_place, piece, Cx, Undo, NO_PIECE};
-use super::methods::{call, push_cased, Builtin};
+use super::methods::{call, push_cased, text_test, Builtin};
 use super::ops::{binary, negate, op_assign, push_shown, test, Op, Text};
 use super::paths::{assign, assign_fields, at_mut, element, held, read, Key};
 use super::tree::{Block, Loop, Node, Over, Place, Root, Statement, Step, Switch};
@@ -51,6 +52,9 @@ fn statement<'t>(s: &'t Statement, cx: &mut Cx<'t>) -> Flow<Dynamic> {
     match s {
         Statement::Let(slot, value) => {
             cx.frame[*slot] = eval(value, cx)?;
+        }
+        Statement::Choose(n, value) => {
+            cx.chosen[*n] = choose(value, cx)?;
         }
         // A variable's fields (`acc.n += 1`): changed in place.
         Statement::Assign(place, op, value) if local_fields(place).is_some() => {
@@ -224,6 +228,7 @@ pub fn eval<'t>(node: &'t Node, cx: &mut Cx<'t>) -> Flow<Dynamic> {
     match node {
         Node::Param(i) => Ok(cx.param(*i).flatten_clone()),
         Node::Local(slot) => Ok(cx.frame[*slot].clone()),
+        Node::Chosen(n) => Ok(cx.chosen[*n].clone()),
         Node::Const(v) => Ok(v.clone()),
         Node::Binary(op, a, b) => binary_node(node, *op, a, b, cx),
         Node::Field(..) | Node::Index(..) if in_place(node) => match cx.look(node) {
@@ -427,6 +432,7 @@ fn other<'t>(node: &'t Node, cx: &mut Cx<'t>) -> Flow<Dynamic> {
         Node::Fail => return Err(Exit::GiveUp),
         Node::Param(_)
         | Node::Local(_)
+        | Node::Chosen(_)
         | Node::Const(_)
         | Node::Binary(..)
         | Node::Call(..)
@@ -517,6 +523,13 @@ fn truth<'t>(node: &'t Node, cx: &mut Cx<'t>) -> Flow<bool> {
             }
         }
         Node::Const(v) => return up(v.as_bool().ok()),
+        // `l.contains(" ERROR ")` of strings read in place.
+        Node::Call(b @ (Builtin::Contains | Builtin::StartsWith | Builtin::EndsWith), args) => {
+            let text = |i: usize| cx.look(&args[i]).and_then(held::<ImmutableString>);
+            if let (Some(s), Some(t)) = (text(0), text(1)) {
+                return up(text_test(*b, s, t));
+            }
+        }
         Node::Not(a) => return Ok(!truth(a, cx)?),
         Node::And(items) => {
             for item in items {
@@ -539,9 +552,45 @@ fn truth<'t>(node: &'t Node, cx: &mut Cx<'t>) -> Flow<bool> {
     up(eval(node, cx)?.as_bool().ok())
 }
 
-/// As Rhai runs a `switch`: the first arm of the value's case whose
-/// condition holds, else the first range holding it, else the default.
 fn switch<'t>(s: &'t Switch, cx: &mut Cx<'t>) -> Flow<Dynamic> {
+    match arm(s, cx)? {
+        Some(result) => eval(result, cx),
+        None => Ok(Dynamic::UNIT),
+    }
+}
+
+/// The constant a `let` of a chosen constant holds (see `chosen`).
+fn choose<'t>(node: &'t Node, cx: &mut Cx<'t>) -> Flow<&'t Dynamic> {
+    fn block<'t>(b: &'t Block, cx: &mut Cx<'t>) -> Flow<&'t Dynamic> {
+        match b.0.as_slice() {
+            [] => Ok(&NONE),
+            [Statement::Expr(n)] => choose(n, cx),
+            _ => Err(Exit::GiveUp),
+        }
+    }
+    match node {
+        Node::Const(v) => Ok(v),
+        Node::Block(b) => block(b, cx),
+        Node::If(x) => {
+            let (cond, body, other) = &**x;
+            if truth(cond, cx)? {
+                block(body, cx)
+            } else {
+                block(other, cx)
+            }
+        }
+        Node::Switch(s) => match arm(s, cx)? {
+            Some(result) => choose(result, cx),
+            None => Ok(&NONE),
+        },
+        _ => Err(Exit::GiveUp),
+    }
+}
+
+/// The result a `switch` takes, as Rhai runs it: the first arm of the
+/// value's case whose condition holds, else the first range holding it,
+/// else the default (`None`: no default, the value is `()`).
+fn arm<'t>(s: &'t Switch, cx: &mut Cx<'t>) -> Flow<Option<&'t Node>> {
     let owned = if in_place(&s.value) { None } else { Some(eval(&s.value, cx)?) };
     let hash = |value: &Dynamic| {
         // The values whose hash is Rhai's: the ones a case can name.
@@ -563,19 +612,16 @@ fn switch<'t>(s: &'t Switch, cx: &mut Cx<'t>) -> Flow<Dynamic> {
     if let Ok(at) = s.cases.binary_search_by_key(&hash, |(h, _)| *h) {
         for &i in &s.cases[at].1 {
             if truth(&s.arms[i].0, cx)? {
-                return eval(&s.arms[i].1, cx);
+                return Ok(Some(&s.arms[i].1));
             }
         }
     }
     for r in &s.ranges {
         if value.as_ref().is_some_and(|v| r.contains(v)) && truth(&s.arms[r.index()].0, cx)? {
-            return eval(&s.arms[r.index()].1, cx);
+            return Ok(Some(&s.arms[r.index()].1));
         }
     }
-    match s.default {
-        Some(i) => eval(&s.arms[i].1, cx),
-        None => Ok(Dynamic::UNIT),
-    }
+    Ok(s.default.map(|i| &s.arms[i].1))
 }
 
 // A step's result is no larger than the value it carries.

@@ -117,6 +117,17 @@ fn parse_float(text: &str) -> Option<Dynamic> {
     float(text.trim().parse::<FLOAT>().ok()?)
 }
 
+/// `s.contains(t)`, `s.starts_with(t)`, `s.ends_with(t)` of two strings;
+/// `None` for another function.
+pub fn text_test(b: Builtin, s: &str, t: &str) -> Option<bool> {
+    Some(match b {
+        Builtin::Contains => s.contains(t),
+        Builtin::StartsWith => s.starts_with(t),
+        Builtin::EndsWith => s.ends_with(t),
+        _ => return None,
+    })
+}
+
 /// Appends `s` in upper case (`to_upper`) or lower case (`to_lower`).
 pub fn push_cased(text: &mut super::ops::Text, upper: bool, s: &str) {
     // ASCII, the common case, is changed in place after it is appended.
@@ -162,7 +173,7 @@ pub fn call(b: Builtin, recv: &Dynamic, args: &[&Dynamic]) -> Option<Dynamic> {
             let x = arg(0)?;
             if let Some(s) = string(recv) {
                 if let Some(t) = string(x) {
-                    Some(Dynamic::from_bool(s.contains(t.as_str())))
+                    Some(Dynamic::from_bool(text_test(b, &s, &t)?))
                 } else {
                     Some(Dynamic::from_bool(s.contains(x.as_char().ok()?)))
                 }
@@ -183,8 +194,7 @@ pub fn call(b: Builtin, recv: &Dynamic, args: &[&Dynamic]) -> Option<Dynamic> {
             let x = arg(0)?;
             let starts = b == Builtin::StartsWith;
             Some(Dynamic::from_bool(match string(x) {
-                Some(t) if starts => s.starts_with(t.as_str()),
-                Some(t) => s.ends_with(t.as_str()),
+                Some(t) => text_test(b, &s, &t)?,
                 None if starts => s.starts_with(x.as_char().ok()?),
                 None => s.ends_with(x.as_char().ok()?),
             }))

@@ -16,6 +16,7 @@
 //! result or the error it always did. `differential` checks the two agree
 //! on many generated functions and records.
 
+mod chosen;
 mod cx;
 mod eval;
 mod methods;
@@ -24,6 +25,7 @@ mod ops;
 mod paths;
 mod pieces;
 mod tree;
+mod walk;
 
 #[cfg(test)]
 mod differential;
@@ -105,6 +107,7 @@ impl NativeFn {
                 let slots = if t.slots == params.len() && written.is_empty() { 0 } else { t.slots };
                 pieces::keep_split_text(&mut block);
                 moves::take_at_the_end(&mut block);
+                chosen::choose_constants(&mut block);
                 return Some(NativeFn { body: block, slots, written, spare: RefCell::new(Vec::new()) });
             }
             written = t.written;

@@ -73,7 +73,7 @@ fn reads(node: &Node, slot: usize) -> Option<usize> {
     let all = |nodes: &mut dyn Iterator<Item = &Node>| nodes.map(|n| reads(n, slot)).sum::<Option<usize>>();
     match node {
         Node::Local(s) | Node::Take(s) => Some(usize::from(*s == slot)),
-        Node::Param(_) | Node::This | Node::Const(_) | Node::Fail => Some(0),
+        Node::Param(_) | Node::Chosen(_) | Node::This | Node::Const(_) | Node::Fail => Some(0),
         Node::Array(items) | Node::Interpolated(items) | Node::And(items) | Node::Or(items) | Node::Coalesce(items) => {
             all(&mut items.iter())
         }

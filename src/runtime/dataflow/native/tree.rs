@@ -18,6 +18,9 @@ pub enum Node {
     Local(usize),
     /// A variable read for the last time: its value moved out (`moves`).
     Take(usize),
+    /// A variable that holds one of the tree's constants (`chosen`): the
+    /// `n`th the call chose.
+    Chosen(usize),
     /// A string kept to be split (`pieces`): Rhai decides on anything else.
     Text(Box<Node>),
     /// A piece of a kept string (`pieces`).
@@ -63,6 +66,8 @@ pub struct Block(pub Vec<Statement>);
 #[derive(Debug)]
 pub enum Statement {
     Let(usize, Node),
+    /// `let` of a value that is one of the tree's constants (`chosen`).
+    Choose(usize, Node),
     /// `place = value`, or `place op= value`.
     Assign(Place, Option<Op>, Node),
     /// `place.push(value)`.
