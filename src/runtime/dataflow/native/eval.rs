@@ -4,14 +4,12 @@
 //! the call succeeds, and each change to `this` is logged and undone when
 //! the call gives up, so that Rhai can run it again from the start.
 
-use std::hash::{BuildHasher, Hash, Hasher};
-
 use rhai::{Array, Dynamic, ImmutableString};
 
 use super::chosen::NONE;
 use super::cx::{in_place, piece, Cx, Undo, NO_PIECE};
 use super::methods::{call, push_cased, text_test, Builtin};
-use super::ops::{binary, negate, op_assign, push_shown, test, Op, Text};
+use super::ops::{add_shown, binary, negate, op_assign, push_shown, test, Op, Text};
 use super::paths::{assign, assign_fields, at_mut, element, held, read, Key};
 use super::tree::{Block, Loop, Node, Over, Place, Root, Statement, Step, Switch};
 
@@ -57,9 +55,9 @@ fn statement<'t>(s: &'t Statement, cx: &mut Cx<'t>) -> Flow<Dynamic> {
             cx.chosen[*n] = choose(value, cx)?;
         }
         // A variable's fields (`acc.n += 1`): changed in place.
-        Statement::Assign(place, op, value) if local_fields(place).is_some() => {
+        Statement::Assign(place, op, value) if place.local_fields().is_some() => {
             let value = eval(value, cx)?;
-            let (slot, names) = local_fields(place).expect("checked");
+            let (slot, names) = place.local_fields().expect("checked");
             let old = up(assign_fields(&mut cx.frame[slot], names, *op, value))?;
             if cx.owned == Some(slot) {
                 cx.undo.push(Undo::Fields(slot, names, old));
@@ -106,15 +104,6 @@ fn statement<'t>(s: &'t Statement, cx: &mut Cx<'t>) -> Flow<Dynamic> {
         Statement::Continue => return Err(Exit::Continue),
     }
     Ok(Dynamic::UNIT)
-}
-
-/// A place that is a variable and one or more of its fields: the slot and
-/// the fields.
-fn local_fields(place: &Place) -> Option<(usize, &[Step])> {
-    match place.root {
-        Root::Local(slot) if !place.path.is_empty() && place.path.iter().all(|s| matches!(s, Step::Field(_))) => Some((slot, &place.path)),
-        _ => None,
-    }
 }
 
 /// A `for` loop: each turn binds the variable (and the counter) and runs
@@ -206,19 +195,6 @@ fn root_mut<'c>(place: &Place, cx: &'c mut Cx) -> Flow<&'c mut Dynamic> {
         Root::Local(slot) => cx.frame.get_mut(slot),
         Root::This => cx.this.as_deref_mut(),
     })
-}
-
-/// A chain of fields and indexes, as its root and its steps.
-fn chain<'n>(mut node: &'n Node, steps: &mut Vec<&'n Node>) -> &'n Node {
-    loop {
-        match node {
-            Node::Field(inner, _) | Node::Index(inner, _) => {
-                steps.push(node);
-                node = inner;
-            }
-            _ => return node,
-        }
-    }
 }
 
 /// One node's value. The commonest nodes are here; the others are out of
@@ -408,7 +384,7 @@ fn other<'t>(node: &'t Node, cx: &mut Cx<'t>) -> Flow<Dynamic> {
         }
         Node::Field(..) | Node::Index(..) => {
             let mut steps = Vec::new();
-            let root = chain(node, &mut steps);
+            let root = node.chain(&mut steps);
             let mut path = Vec::with_capacity(steps.len());
             for step in steps.iter().rev() {
                 path.push(match step {
@@ -467,11 +443,11 @@ fn sum<'t>(node: &'t Node, text: &mut Option<Text>, cx: &mut Cx<'t>) -> Flow<Dyn
         }
     }
     // Read in place where it can be (looked up once), else computed.
-    match cx.look(operand).map(|v| add(&mut acc, text, v)) {
+    match cx.look(operand).map(|v| add_shown(&mut acc, text, v)) {
         Some(done) => up(done)?,
         None => {
             let v = eval(operand, cx)?;
-            up(add(&mut acc, text, &v))?;
+            up(add_shown(&mut acc, text, &v))?;
         }
     }
     Ok(acc)
@@ -496,21 +472,6 @@ fn pushed<'t>(node: &'t Node, text: &mut Text, cx: &mut Cx<'t>) -> Flow<bool> {
         _ => return Ok(false),
     }
     Ok(true)
-}
-
-/// `acc + v`, into `text` once the sum is a string.
-fn add(acc: &mut Dynamic, text: &mut Option<Text>, v: &Dynamic) -> Option<()> {
-    match text {
-        Some(t) => push_shown(t, v)?,
-        None if acc.is_string() => {
-            let mut t = Text::new();
-            t.push_str(&acc.read_lock::<ImmutableString>()?);
-            push_shown(&mut t, v)?;
-            *text = Some(t);
-        }
-        None => *acc = binary(Op::Add, acc, v)?,
-    }
-    Some(())
 }
 
 /// A condition's value: comparisons of values read in place, `!`, `&&`
@@ -592,22 +553,9 @@ fn choose<'t>(node: &'t Node, cx: &mut Cx<'t>) -> Flow<&'t Dynamic> {
 /// else the default (`None`: no default, the value is `()`).
 fn arm<'t>(s: &'t Switch, cx: &mut Cx<'t>) -> Flow<Option<&'t Node>> {
     let owned = if in_place(&s.value) { None } else { Some(eval(&s.value, cx)?) };
-    let hash = |value: &Dynamic| {
-        // The values whose hash is Rhai's: the ones a case can name.
-        if !(value.is_int() || value.is_string() || value.is_char() || value.is_bool()) {
-            return None;
-        }
-        let mut hasher = match &s.hashing {
-            Some(seeded) => seeded.build_hasher(),
-            None => ahash::AHasher::default(),
-        };
-        value.hash(&mut hasher);
-        // Only an integer can be in a range.
-        Some((hasher.finish(), value.as_int().ok().map(Dynamic::from_int)))
-    };
     let (hash, value) = match owned.as_ref().or_else(|| cx.look(&s.value)) {
-        Some(v) => up(hash(v))?,
-        None => up(hash(&eval(&s.value, cx)?))?,
+        Some(v) => up(s.hash(v))?,
+        None => up(s.hash(&eval(&s.value, cx)?))?,
     };
     if let Ok(at) = s.cases.binary_search_by_key(&hash, |(h, _)| *h) {
         for &i in &s.cases[at].1 {

@@ -106,6 +106,21 @@ pub fn test(op: Op, a: &Dynamic, b: &Dynamic) -> Option<bool> {
     }
 }
 
+/// `acc + v` in a chain of `+`, into `text` once the sum is a string.
+pub fn add_shown(acc: &mut Dynamic, text: &mut Option<Text>, v: &Dynamic) -> Option<()> {
+    match text {
+        Some(t) => push_shown(t, v)?,
+        None if acc.is_string() => {
+            let mut t = Text::new();
+            t.push_str(&acc.read_lock::<ImmutableString>()?);
+            push_shown(&mut t, v)?;
+            *text = Some(t);
+        }
+        None => *acc = binary(Op::Add, acc, v)?,
+    }
+    Some(())
+}
+
 /// `a op b`.
 pub fn binary(op: Op, a: &Dynamic, b: &Dynamic) -> Option<Dynamic> {
     // The commonest first.

@@ -133,6 +133,51 @@ pub struct Switch {
     pub hashing: Option<ahash::RandomState>,
 }
 
+impl Switch {
+    /// Rhai's hash of a value a case can name (an integer, a string, a
+    /// character, a boolean), and the value if it is an integer (only an
+    /// integer can be in a range); `None` for other values.
+    pub fn hash(&self, value: &Dynamic) -> Option<(u64, Option<Dynamic>)> {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        if !(value.is_int() || value.is_string() || value.is_char() || value.is_bool()) {
+            return None;
+        }
+        let mut hasher = match &self.hashing {
+            Some(seeded) => seeded.build_hasher(),
+            None => ahash::AHasher::default(),
+        };
+        value.hash(&mut hasher);
+        Some((hasher.finish(), value.as_int().ok().map(Dynamic::from_int)))
+    }
+}
+
+impl Place {
+    /// A place that is a variable and one or more of its fields: the slot
+    /// and the fields.
+    pub fn local_fields(&self) -> Option<(usize, &[Step])> {
+        match self.root {
+            Root::Local(slot) if !self.path.is_empty() && self.path.iter().all(|s| matches!(s, Step::Field(_))) => Some((slot, &self.path)),
+            _ => None,
+        }
+    }
+}
+
+impl Node {
+    /// A chain of fields and indexes, as its root and its steps.
+    pub fn chain<'n>(&'n self, steps: &mut Vec<&'n Node>) -> &'n Node {
+        let mut node = self;
+        loop {
+            match node {
+                Node::Field(inner, _) | Node::Index(inner, _) => {
+                    steps.push(node);
+                    node = inner;
+                }
+                _ => return node,
+            }
+        }
+    }
+}
+
 fn rhai_hashing() -> Option<ahash::RandomState> {
     match rhai::config::hashing::get_hashing_seed() {
         Some([a, b, c, d]) if (a | b | c | d) != 0 => Some(ahash::RandomState::with_seeds(*a, *b, *c, *d)),
