@@ -403,4 +403,3 @@ fn kind(state: &NodeState) -> &'static str {
         NodeState::Windows(_) => "a window's",
     }
 }
-

@@ -75,7 +75,8 @@ impl<'a> Cx<'a> {
             let undone = match undo {
                 Undo::Restore(root, path, old) => self.root_mut(root).and_then(|v| restore(v, &path, old)),
                 Undo::Fields(slot, names, old) => {
-                    let path: Vec<Key> = names.iter().filter_map(|s| if let Step::Field(n) = s { Some(Key::Field(n.clone())) } else { None }).collect();
+                    let path: Vec<Key> =
+                        names.iter().filter_map(|s| if let Step::Field(n) = s { Some(Key::Field(n.clone())) } else { None }).collect();
                     self.frame.get_mut(slot).and_then(|v| restore(v, &path, old))
                 }
                 Undo::Pop(root, path) => {

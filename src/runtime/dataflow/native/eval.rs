@@ -212,14 +212,7 @@ pub fn eval<'t>(node: &'t Node, cx: &mut Cx<'t>) -> Flow<Dynamic> {
             None => other(node, cx),
         },
         Node::Call(builtin, args) => call_node(*builtin, args, cx),
-        Node::If(x) => {
-            let (cond, body, other) = &**x;
-            if truth(cond, cx)? {
-                block(body, cx)
-            } else {
-                block(other, cx)
-            }
-        }
+        Node::If(x) => block(branch(x, cx)?, cx),
         Node::Interpolated(parts) => interpolated(parts, cx),
         Node::Piece(p) => Ok(Dynamic::from(ImmutableString::from(up(piece(p, cx))?))),
         _ => other(node, cx),
@@ -520,6 +513,12 @@ fn switch<'t>(s: &'t Switch, cx: &mut Cx<'t>) -> Flow<Dynamic> {
     }
 }
 
+/// The block an `if` runs: its body if the condition holds, else the other.
+fn branch<'t>(x: &'t (Node, Block, Block), cx: &mut Cx<'t>) -> Flow<&'t Block> {
+    let (cond, body, other) = x;
+    Ok(if truth(cond, cx)? { body } else { other })
+}
+
 /// The constant a `let` of a chosen constant holds (see `chosen`).
 fn choose<'t>(node: &'t Node, cx: &mut Cx<'t>) -> Flow<&'t Dynamic> {
     fn block<'t>(b: &'t Block, cx: &mut Cx<'t>) -> Flow<&'t Dynamic> {
@@ -532,14 +531,7 @@ fn choose<'t>(node: &'t Node, cx: &mut Cx<'t>) -> Flow<&'t Dynamic> {
     match node {
         Node::Const(v) => Ok(v),
         Node::Block(b) => block(b, cx),
-        Node::If(x) => {
-            let (cond, body, other) = &**x;
-            if truth(cond, cx)? {
-                block(body, cx)
-            } else {
-                block(other, cx)
-            }
-        }
+        Node::If(x) => block(branch(x, cx)?, cx),
         Node::Switch(s) => match arm(s, cx)? {
             Some(result) => choose(result, cx),
             None => Ok(&NONE),
