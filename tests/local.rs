@@ -105,6 +105,22 @@ fn keyed_reduce_emits_nothing_for_unit_and_groups_by_key_function() {
 }
 
 #[test]
+fn keyed_reduce_takes_a_pair_however_it_is_returned_and_names_one_that_is_not() {
+    // Ended with `[state, emitted]`, or returned early: the same pair.
+    let wf = r#"workflow().stream_source(1..=6).keyed_reduce(|x| x % 2, |s, x| { if x > 4 { return [s + x, `last ${s + x}`]; } [s + x, ()] }, 0).inspect("sum")"#;
+    let out = Skitter::new().args(["local", "start", "--no-log", "--deploy", wf]).run();
+    out.success();
+    let mut sums = out.labelled("sum");
+    sums.sort();
+    assert_eq!(sums, vec![r#""last 12""#, r#""last 9""#]);
+    // An array of one is not a pair.
+    let wf = r#"workflow().stream_source(1..=5).keyed_reduce(|x| x % 2, |s, x| [s + x], 0).inspect("sum")"#;
+    let out = Skitter::new().args(["local", "start", "--no-log", "--deploy", wf]).run();
+    out.expect_code(1);
+    out.stderr_has("operator `keyed_reduce_2`: the reduce function must return [new_state, emitted], on record 1");
+}
+
+#[test]
 fn nested_workflows_are_flattened() {
     let script = r#"
         fn double_then_inc() { workflow().map(|x| x * 2).map(|x| x + 1) }

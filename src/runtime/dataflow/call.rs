@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use rhai::{Dynamic, Engine, FnPtr, AST};
 
 use super::error::FlowError;
-use super::native::{NativeFn, NotUndone};
+use super::native::{Computed, NativeFn, NotUndone};
 use crate::script::{new_engine, Code, EngineEnv};
 use crate::workflow::Func;
 
@@ -106,11 +106,22 @@ impl Calls {
     /// Calls `f` on a state it may consume and a record the caller keeps
     /// (for its errors): the record is copied only when Rhai runs `f`.
     pub fn call_on_state(&self, f: &Callee, state: Dynamic, rec: &Dynamic) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
+        self.state_call(f, state, rec, false).map(Computed::into_dynamic)
+    }
+
+    /// The same for a reduce function, which returns `[new_state, emitted]`:
+    /// a body that ends in such a literal gives the two apart, without the
+    /// array (`Computed::Two`); any other value is `Computed::One`.
+    pub fn call_reduce(&self, f: &Callee, state: Dynamic, rec: &Dynamic) -> Result<Computed, Box<rhai::EvalAltResult>> {
+        self.state_call(f, state, rec, true)
+    }
+
+    fn state_call(&self, f: &Callee, state: Dynamic, rec: &Dynamic, two: bool) -> Result<Computed, Box<rhai::EvalAltResult>> {
         debug_assert_eq!(f.arity, 2, "`{}` is called with the arguments it was made for", f.func.name);
         // The state is the call's to change in place.
         let state = match &self.how(f).native {
             None => state,
-            Some(native) => match native.eval_owning(&f.func.curry, state, &[rec]) {
+            Some(native) => match native.eval_owning(&f.func.curry, state, &[rec], two) {
                 Ok(Ok(value)) => return self.counted(value),
                 Ok(Err(state)) => state,
                 Err(NotUndone) => {
@@ -120,12 +131,12 @@ impl Calls {
                 }
             },
         };
-        self.call_as(&f.func, self.how(f).script, [state, rec.clone()])
+        self.call_as(&f.func, self.how(f).script, [state, rec.clone()]).map(Computed::One)
     }
 
     /// A value computed in Rust; every so many, the process's memory is
     /// checked against the limit, as Rhai checks it while it runs.
-    fn counted(&self, value: Dynamic) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
+    fn counted<T>(&self, value: T) -> Result<T, Box<rhai::EvalAltResult>> {
         let n = self.native_calls.get() + 1;
         if n < NATIVE_MEMORY_CHECK_EVERY {
             self.native_calls.set(n);

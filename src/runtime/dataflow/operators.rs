@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::call::{Callee, Calls};
 use super::error::{script_error, shown, FlowError};
+use super::native::Computed;
 use super::sink::{FileSink, Results};
 use super::snapshot::{keyed, NodeState, Taken};
 use super::user_op::UserStep;
@@ -226,17 +227,19 @@ impl Step {
                     // the new one put there.
                     let place = state.entry(key).or_insert_with(|| initial.clone());
                     let current = std::mem::replace(place, Dynamic::UNIT);
-                    let result = calls.call_on_state(reduce, current, &rec).map_err(|e| script_error(name, Some(&rec), &e))?;
-                    match result.try_cast::<Array>() {
-                        Some(pair) if pair.len() == 2 => {
-                            let mut pair = pair.into_iter();
-                            *place = pair.next().expect("two");
-                            let emit = pair.next().expect("two");
+                    let result = calls.call_reduce(reduce, current, &rec).map_err(|e| script_error(name, Some(&rec), &e))?;
+                    let pair = match result {
+                        Computed::Two(pair) => Some(pair),
+                        Computed::One(value) => value.try_cast::<Array>().and_then(|pair| <[Dynamic; 2]>::try_from(pair).ok()),
+                    };
+                    match pair {
+                        Some([new, emit]) => {
+                            *place = new;
                             if !emit.is_unit() {
                                 out.push(emit);
                             }
                         }
-                        _ => {
+                        None => {
                             return Err(FlowError::Operator {
                                 operator: name.into(),
                                 reason: format!("the reduce function must return [new_state, emitted], on record {}", shown(&rec)),

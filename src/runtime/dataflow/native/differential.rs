@@ -7,7 +7,7 @@
 
 use rhai::{Dynamic, Engine, Map, Scope};
 
-use super::NativeFn;
+use super::{Computed, NativeFn};
 
 /// A small deterministic generator (xorshift64*).
 struct Gen(u64);
@@ -125,7 +125,11 @@ fn body(g: &mut Gen) -> String {
             _ => out += &format!("if {} {{ return {}; }} ", expr(g, &vars, 1), expr(g, &vars, 1)),
         }
     }
-    out + expr(g, &vars, 3).as_str()
+    // Ending in a pair, as a reduce function does (`[state, emitted]`).
+    match g.below(4) {
+        0 => out + format!("[{}, {}]", g.pick(&vars), expr(g, &vars, 2)).as_str(),
+        _ => out + expr(g, &vars, 3).as_str(),
+    }
 }
 
 /// The types of well-typed expressions (`typed`).
@@ -368,8 +372,10 @@ fn run(seed: u64, cases: usize) -> usize {
         for _ in 0..4 {
             let (x, y) = (value(&mut g, &engine), value(&mut g, &engine));
             // `x` given to own, as a reduce function's state: the same
-            // value, or `x` given back as it was.
-            let owning = native.eval_owning(&[], x.clone(), &[&y]).expect("changes undone");
+            // value, or `x` given back as it was. Half the time asked for
+            // a pair's two values apart.
+            let two = g.below(2) == 0;
+            let owning = native.eval_owning(&[], x.clone(), &[&y], two).expect("changes undone").map(Computed::into_dynamic);
             let Some(got) = native.eval(&[], &[&x, &y]) else {
                 match owning {
                     Ok(v) => panic!("fn f(x, y) {{ {body} }} on {x:?}, {y:?}: owning gave {v:?}, borrowing gave up"),

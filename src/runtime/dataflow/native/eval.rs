@@ -36,17 +36,57 @@ fn up<T>(v: Option<T>) -> Flow<T> {
 }
 
 pub fn block<'t>(b: &'t Block, cx: &mut Cx<'t>) -> Flow<Dynamic> {
-    if let [Statement::Expr(node)] = b.0.as_slice() {
-        return eval(node, cx);
+    // Only the last statement makes a value: one moved through each
+    // statement stalls the load that reads it back (the `Dynamic` is
+    // written a field at a time).
+    let Some((last, init)) = b.0.split_last() else {
+        return Ok(Dynamic::UNIT);
+    };
+    for s in init {
+        statement(s, cx)?;
     }
-    let mut last = Dynamic::UNIT;
-    for s in &b.0 {
-        last = statement(s, cx)?;
+    match last {
+        Statement::Expr(node) => eval(node, cx),
+        s => statement(s, cx).map(|()| Dynamic::UNIT),
     }
-    Ok(last)
 }
 
-fn statement<'t>(s: &'t Statement, cx: &mut Cx<'t>) -> Flow<Dynamic> {
+/// The two values of a block that ends in a literal `[a, b]` (a reduce
+/// function's `[state, emitted]`), without the array; `None` where it ends
+/// otherwise.
+pub fn pair<'t>(b: &'t Block, cx: &mut Cx<'t>) -> Flow<Option<[Dynamic; 2]>> {
+    let Some((Statement::Expr(Node::Array(items)), init)) = b.0.split_last() else {
+        return Ok(None);
+    };
+    if items.len() != 2 {
+        return Ok(None);
+    }
+    for s in init {
+        statement(s, cx)?;
+    }
+    let mut two = [Dynamic::UNIT, Dynamic::UNIT];
+    elements(items, &mut two, cx)?;
+    Ok(Some(two))
+}
+
+/// The elements of an array literal into `values`, one per item. A
+/// variable moved into the literal is taken once every other element is
+/// there (`moves`): nothing after that gives up.
+fn elements<'t>(items: &'t [Node], values: &mut [Dynamic], cx: &mut Cx<'t>) -> Flow<()> {
+    for (item, value) in items.iter().zip(values.iter_mut()) {
+        if !matches!(item, Node::Take(_)) {
+            *value = eval(item, cx)?;
+        }
+    }
+    for (item, value) in items.iter().zip(values.iter_mut()) {
+        if let Node::Take(slot) = item {
+            *value = std::mem::replace(&mut cx.frame[*slot], Dynamic::UNIT);
+        }
+    }
+    Ok(())
+}
+
+fn statement<'t>(s: &'t Statement, cx: &mut Cx<'t>) -> Flow<()> {
     match s {
         Statement::Let(slot, value) => {
             cx.frame[*slot] = eval(value, cx)?;
@@ -94,7 +134,7 @@ fn statement<'t>(s: &'t Statement, cx: &mut Cx<'t>) -> Flow<Dynamic> {
             let port = up(port.into_immutable_string().ok())?;
             up(cx.emitted.as_mut())?.push((port, value));
         }
-        Statement::Expr(node) => return eval(node, cx),
+        Statement::Expr(node) => drop(eval(node, cx)?),
         Statement::Return(node) => {
             cx.returned = Some(eval(node, cx)?);
             return Err(Exit::Return);
@@ -103,7 +143,7 @@ fn statement<'t>(s: &'t Statement, cx: &mut Cx<'t>) -> Flow<Dynamic> {
         Statement::Break => return Err(Exit::Break),
         Statement::Continue => return Err(Exit::Continue),
     }
-    Ok(Dynamic::UNIT)
+    Ok(())
 }
 
 /// A `for` loop: each turn binds the variable (and the counter) and runs
@@ -313,18 +353,10 @@ fn other<'t>(node: &'t Node, cx: &mut Cx<'t>) -> Flow<Dynamic> {
             cx.piece_at.set(NO_PIECE);
             text
         }
-        // A variable moved into the literal is taken once every other
-        // element is there (`moves`): nothing after that gives up.
         Node::Array(items) => {
             let mut array = Array::with_capacity(items.len());
-            for item in items {
-                array.push(if let Node::Take(_) = item { Dynamic::UNIT } else { eval(item, cx)? });
-            }
-            for (item, value) in items.iter().zip(array.iter_mut()) {
-                if let Node::Take(slot) = item {
-                    *value = std::mem::replace(&mut cx.frame[*slot], Dynamic::UNIT);
-                }
-            }
+            array.extend(std::iter::repeat_with(|| Dynamic::UNIT).take(items.len()));
+            elements(items, &mut array, cx)?;
             Dynamic::from_array(array)
         }
         // Every key once: the keys as they are (the entries are in their

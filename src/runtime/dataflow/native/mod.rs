@@ -47,6 +47,25 @@ use tree::{Block, Translator};
 #[derive(Debug)]
 pub struct NotUndone;
 
+/// What a call computed: one value, or the two of a body that ends in a
+/// literal `[a, b]` when the caller asked for them apart (a reduce
+/// function's `[state, emitted]`: no array is made and taken apart).
+#[derive(Debug)]
+pub enum Computed {
+    One(Dynamic),
+    Two([Dynamic; 2]),
+}
+
+impl Computed {
+    /// The value as Rhai gives it: the two as an array.
+    pub fn into_dynamic(self) -> Dynamic {
+        match self {
+            Computed::One(v) => v,
+            Computed::Two(two) => Dynamic::from_array(two.into()),
+        }
+    }
+}
+
 /// A script function translated into a tree.
 #[derive(Debug)]
 pub struct NativeFn {
@@ -118,7 +137,7 @@ impl NativeFn {
     /// or `None` where Rhai must decide.
     pub fn eval(&self, curry: &[Dynamic], args: &[&Dynamic]) -> Option<Dynamic> {
         // Without `this` there is nothing to undo.
-        self.run(curry, args, None, None, None).ok().flatten()
+        self.run(curry, args, None, None, None, false).ok().flatten().map(Computed::into_dynamic)
     }
 
     /// The value of a function whose first argument (after the captured
@@ -126,12 +145,19 @@ impl NativeFn {
     /// `Ok(value)`, or `Err(state)` as it was given where Rhai must decide.
     /// A body that changes the state changes it in place, without the copy
     /// a borrowed argument needs (a reduce function's accumulator).
-    pub fn eval_owning(&self, curry: &[Dynamic], mut state: Dynamic, rest: &[&Dynamic]) -> Result<Result<Dynamic, Dynamic>, NotUndone> {
+    /// With `two`, a body that ends in `[a, b]` gives `Computed::Two`.
+    pub fn eval_owning(
+        &self,
+        curry: &[Dynamic],
+        mut state: Dynamic,
+        rest: &[&Dynamic],
+        two: bool,
+    ) -> Result<Result<Computed, Dynamic>, NotUndone> {
         let mut args = Vec::with_capacity(rest.len() + 1);
         if !self.written.contains(&curry.len()) || state.is_shared() {
             args.push(&state);
             args.extend_from_slice(rest);
-            return Ok(match self.run(curry, &args, None, None, None).ok().flatten() {
+            return Ok(match self.run(curry, &args, None, None, None, two).ok().flatten() {
                 Some(value) => Ok(value),
                 None => Err(state),
             });
@@ -139,7 +165,7 @@ impl NativeFn {
         // Read through its slot only: the argument is a placeholder.
         args.push(&Dynamic::UNIT);
         args.extend_from_slice(rest);
-        match self.run(curry, &args, None, None, Some(&mut state))? {
+        match self.run(curry, &args, None, None, Some(&mut state), two)? {
             Some(value) => Ok(Ok(value)),
             None => Ok(Err(state)),
         }
@@ -155,12 +181,12 @@ impl NativeFn {
         state: &mut Dynamic,
         emitted: Option<&mut Vec<(ImmutableString, Dynamic)>>,
     ) -> Result<Option<Dynamic>, NotUndone> {
-        self.run(curry, args, Some(state), emitted, None)
+        Ok(self.run(curry, args, Some(state), emitted, None, false)?.map(Computed::into_dynamic))
     }
 
     /// A call from another translated function: no `this`, no `emit`.
     fn call(&self, args: &[&Dynamic]) -> Option<Dynamic> {
-        self.run(&[], args, None, None, None).ok().flatten()
+        self.run(&[], args, None, None, None, false).ok().flatten().map(Computed::into_dynamic)
     }
 
     fn run(
@@ -170,7 +196,8 @@ impl NativeFn {
         this: Option<&mut Dynamic>,
         emitted: Option<&mut Vec<(ImmutableString, Dynamic)>>,
         mut owned: Option<&mut Dynamic>,
-    ) -> Result<Option<Dynamic>, NotUndone> {
+        two: bool,
+    ) -> Result<Option<Computed>, NotUndone> {
         let mut frame = Vec::new();
         if self.slots > 0 {
             frame = self.spare.try_borrow_mut().map(|mut f| std::mem::take(&mut *f)).unwrap_or_default();
@@ -189,9 +216,16 @@ impl NativeFn {
             cx.frame[slot] = std::mem::replace(state, Dynamic::UNIT);
             cx.owned = Some(slot);
         }
-        let result = match eval::block(&self.body, &mut cx) {
+        let computed = match two {
+            true => eval::pair(&self.body, &mut cx).and_then(|pair| match pair {
+                Some(pair) => Ok(Computed::Two(pair)),
+                None => eval::block(&self.body, &mut cx).map(Computed::One),
+            }),
+            false => eval::block(&self.body, &mut cx).map(Computed::One),
+        };
+        let result = match computed {
             Ok(v) => Some(v),
-            Err(Exit::Return) => cx.returned.take(),
+            Err(Exit::Return) => cx.returned.take().map(Computed::One),
             Err(Exit::GiveUp | Exit::Break | Exit::Continue) => {
                 if !cx.undo() {
                     return Err(NotUndone);

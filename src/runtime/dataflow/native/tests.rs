@@ -1,7 +1,7 @@
 //! The tree against Rhai on chosen functions (`differential` tries many).
 use rhai::{Dynamic, Map};
 
-use super::NativeFn;
+use super::{Computed, NativeFn};
 
 /// Runs `fn f(PARAMS) { BODY }` on `args` both ways; returns what the
 /// tree gave (after checking Rhai agrees) and what Rhai gave.
@@ -229,19 +229,25 @@ fn a_state_given_to_own_is_changed_in_place_and_given_back_as_it_was_when_the_tr
     let state: Dynamic = engine.eval("#{ n: 1, total: 40, seen: [40] }").unwrap();
     let record: Dynamic = engine.eval("#{ age: 2 }").unwrap();
     let want: Dynamic = engine.call_fn(&mut rhai::Scope::new(), &ast, "f", (state.clone(), record.clone())).unwrap();
-    let got = native.eval_owning(&[], state.clone(), &[&record]).expect("undone").expect("computed");
-    assert_eq!(format!("{got:?}"), format!("{want:?}"));
+    let got = native.eval_owning(&[], state.clone(), &[&record], false).expect("undone").expect("computed");
+    assert!(matches!(got, Computed::One(_)), "one value when not asked for two");
+    assert_eq!(format!("{:?}", got.into_dynamic()), format!("{want:?}"));
+    // Asked for them, the two of the `[state, emitted]` it ends with, apart.
+    let Computed::Two([acc, emitted]) = native.eval_owning(&[], state.clone(), &[&record], true).expect("undone").expect("computed") else {
+        panic!("a body that ends in `[acc, ...]` gives two values")
+    };
+    assert_eq!(format!("{:?}", Dynamic::from_array(vec![acc, emitted])), format!("{want:?}"));
     // `acc.total += r.age` overflows after `n` changed and before the push:
     // Rhai decides, on the state as it was.
     let record: Dynamic = engine.eval("#{ age: 9223372036854775807 }").unwrap();
-    let given_back = native.eval_owning(&[], state.clone(), &[&record]).expect("undone").expect_err("gives up");
+    let given_back = native.eval_owning(&[], state.clone(), &[&record], true).expect("undone").expect_err("gives up");
     assert_eq!(format!("{given_back:?}"), format!("{state:?}"));
     // A give-up after the push (the record has no `age` to show): the push is undone too.
     let body = "acc.n += 1; acc.seen.push(r.x); acc.total = r.age; acc";
     let ast = engine.compile(format!("fn f(acc, r) {{ {body} }}")).unwrap();
     let native = NativeFn::translate(&ast, "f", 0, 2).expect("translated");
     let record: Dynamic = engine.eval("#{ x: 1 }").unwrap();
-    let given_back = native.eval_owning(&[], state.clone(), &[&record]).expect("undone").expect_err("gives up");
+    let given_back = native.eval_owning(&[], state.clone(), &[&record], false).expect("undone").expect_err("gives up");
     assert_eq!(format!("{given_back:?}"), format!("{state:?}"));
 }
 
