@@ -222,7 +222,7 @@ impl Step {
             Step::Window(w) => w.apply_keyed(calls, name, pairs),
             Step::KeyedReduce { reduce, initial, state } => {
                 let mut out = Vec::new();
-                for (key, rec) in pairs {
+                for (key, rec) in super::warm::in_runs(pairs) {
                     // One look-up: the key's state is taken from its place and
                     // the new one put there.
                     let place = state.entry(key).or_insert_with(|| initial.clone());

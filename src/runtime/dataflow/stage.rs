@@ -292,9 +292,6 @@ impl StageRun {
     fn process(&mut self, calls: &Calls, running: &Running, port: usize, input: Input) -> Result<(), FlowError> {
         self.ports[0] = port;
         let mut pending: Vec<Vec<Dynamic>> = vec![Vec::new(); self.steps.len()];
-        if let Input::Keyed(pairs) = &input {
-            super::warm::keyed(pairs);
-        }
         match input {
             Input::Records(records) => pending[0] = records,
             Input::Keyed(pairs) if self.steps[0].is_keyed() => {

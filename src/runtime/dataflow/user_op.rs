@@ -117,7 +117,7 @@ impl UserStep {
     pub fn apply_keyed(&mut self, calls: &Calls, name: &str, port: usize, pairs: Vec<(Key, Dynamic)>) -> Result<Outputs, FlowError> {
         self.callback(name, port)?;
         let mut out = self.outputs();
-        for (key, rec) in pairs {
+        for (key, rec) in super::warm::in_runs(pairs) {
             let state = match self.states.get_mut(&key) {
                 Some(s) => s,
                 None => {

@@ -112,7 +112,7 @@ impl WindowStep {
     /// (windows a late record updated; records too late, on `late`).
     pub fn apply_keyed(&mut self, calls: &Calls, name: &str, pairs: Vec<(Key, Dynamic)>) -> Result<Outputs, FlowError> {
         let (mut out, mut late) = (Vec::new(), Vec::new());
-        for (key, rec) in pairs {
+        for (key, rec) in super::warm::in_runs(pairs) {
             let t = match &self.ts {
                 Some(ts) => time_of(calls, ts, name, &rec)?,
                 None => now(),

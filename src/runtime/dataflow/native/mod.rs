@@ -58,6 +58,7 @@ pub enum Computed {
 
 impl Computed {
     /// The value as Rhai gives it: the two as an array.
+    #[inline]
     pub fn into_dynamic(self) -> Dynamic {
         match self {
             Computed::One(v) => v,
