@@ -305,7 +305,11 @@ fn decimal(i: INT, buf: &mut [u8; 20]) -> &str {
         at -= 1;
         buf[at] = b'-';
     }
-    std::str::from_utf8(&buf[at..]).expect("ASCII digits")
+    debug_assert!(buf[at..].iter().all(|b| b.is_ascii_digit() || *b == b'-'));
+    // SAFETY: `buf[at..]` holds only the ASCII bytes written above (digits
+    // and a sign), which are UTF-8. Checking them cost ~1 % of a keyed sum
+    // that shows two numbers per record.
+    unsafe { std::str::from_utf8_unchecked(&buf[at..]) }
 }
 
 /// Whether `a == b` for `contains` on arrays: Rhai's `==`, where defined.
