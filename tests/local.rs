@@ -121,6 +121,24 @@ fn keyed_reduce_takes_a_pair_however_it_is_returned_and_names_one_that_is_not() 
 }
 
 #[test]
+fn a_filter_keeps_what_its_condition_or_return_decides_and_names_a_value_that_is_not_a_bool() {
+    let wf = r#"workflow().stream_source(1..=6).filter(|x| { if x == 5 { return false; } x % 2 == 1 || x == 6 }).inspect("kept")"#;
+    let out = Skitter::new().args(["local", "start", "--no-log", "--deploy", wf]).run();
+    out.success();
+    assert_eq!(out.labelled("kept"), vec!["1", "3", "6"]);
+    for (filter, error) in [
+        (r#"|x| { if x > 3 { return "yes"; } true }"#, "the function must return a bool, got string on record 4"),
+        ("|x| { let y = x; }", "the function must return a bool, got () on record 1"),
+        ("|x| x % 2", "the function must return a bool, got i64 on record 1"),
+    ] {
+        let wf = format!(r#"workflow().stream_source(1..=6).filter({filter}).inspect("kept")"#);
+        let out = Skitter::new().args(["local", "start", "--no-log", "--deploy", &wf]).run();
+        out.expect_code(1);
+        out.stderr_has(&format!("operator `filter_2`: {error}"));
+    }
+}
+
+#[test]
 fn nested_workflows_are_flattened() {
     let script = r#"
         fn double_then_inc() { workflow().map(|x| x * 2).map(|x| x + 1) }

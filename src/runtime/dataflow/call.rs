@@ -95,6 +95,18 @@ impl Calls {
         }
     }
 
+    /// Calls a predicate `f` (a filter's function) on `rec`: its `bool`,
+    /// or the name of the type of what else it gave.
+    pub fn call_test(&self, f: &Callee, rec: &Dynamic) -> Result<Result<bool, &'static str>, Box<rhai::EvalAltResult>> {
+        debug_assert_eq!(f.arity, 1, "`{}` is called with the arguments it was made for", f.func.name);
+        if let Some(native) = &self.how(f).native {
+            if let Some(kept) = native.test(&f.func.curry, &[rec]) {
+                return self.counted(Ok(kept));
+            }
+        }
+        Ok(self.call_as(&f.func, self.how(f).script, [rec.clone()])?.as_bool())
+    }
+
     /// Calls `f` on arguments it may consume: in Rust when it can, else in Rhai.
     pub fn call_owned<const N: usize>(&self, f: &Callee, args: [Dynamic; N]) -> Result<Dynamic, Box<rhai::EvalAltResult>> {
         match self.native(f, &args.each_ref()) {

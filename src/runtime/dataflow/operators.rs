@@ -111,12 +111,10 @@ impl Step {
                 },
                 Err(e) => Err(script_error(name, Some(&rec), &e)),
             },
-            Step::Filter(f) => match calls.call_with(f, [&rec]) {
-                Ok(v) => match v.as_bool() {
-                    Ok(true) => Ok(One::Emit(rec)),
-                    Ok(false) => Ok(One::Reject(rec)),
-                    Err(t) => Err(wrong(format!("the function must return a bool, got {t} on record {}", shown(&rec)))),
-                },
+            Step::Filter(f) => match calls.call_test(f, &rec) {
+                Ok(Ok(true)) => Ok(One::Emit(rec)),
+                Ok(Ok(false)) => Ok(One::Reject(rec)),
+                Ok(Err(t)) => Err(wrong(format!("the function must return a bool, got {t} on record {}", shown(&rec)))),
                 Err(e) => Err(script_error(name, Some(&rec), &e)),
             },
             _ => Err(FlowError::Internal(format!("`{name}` does not run record by record"))),

@@ -384,6 +384,10 @@ fn run(seed: u64, cases: usize) -> usize {
                 continue;
             };
             assert_eq!(owning.as_ref().map(shown).ok(), Some(shown(&got)), "fn f(x, y) {{ {body} }} on {x:?}, {y:?}: owning");
+            // As a filter's predicate: the same `bool`, or Rhai decides.
+            if let Some(kept) = native.test(&[], &[&x, &y]) {
+                assert_eq!(Some(kept), got.as_bool().ok(), "fn f(x, y) {{ {body} }} on {x:?}, {y:?}: as a predicate");
+            }
             answered += 1;
             agree(&engine, &ast, &got, [x, y], || format!("fn f(x, y) {{ {body} }}"));
         }

@@ -69,6 +69,19 @@ pub fn pair<'t>(b: &'t Block, cx: &mut Cx<'t>) -> Flow<Option<[Dynamic; 2]>> {
     Ok(Some(two))
 }
 
+/// A block's value as a `bool` (a filter's): its last expression decided
+/// as a condition is (`truth`). A block that ends otherwise is `()`, and
+/// Rhai decides (a filter's error).
+pub fn decided<'t>(b: &'t Block, cx: &mut Cx<'t>) -> Flow<bool> {
+    let Some((Statement::Expr(node), init)) = b.0.split_last() else {
+        return Err(Exit::GiveUp);
+    };
+    for s in init {
+        statement(s, cx)?;
+    }
+    truth(node, cx)
+}
+
 /// The elements of an array literal into `values`, one per item. A
 /// variable moved into the literal is taken once every other element is
 /// there (`moves`): nothing after that gives up.

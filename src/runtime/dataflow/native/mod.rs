@@ -67,6 +67,44 @@ impl Computed {
     }
 }
 
+/// What a call gives: a `Dynamic`, a `Computed` that keeps a pair's two
+/// values apart, or a predicate's `bool`.
+trait Ending: Sized {
+    fn body<'t>(b: &'t Block, cx: &mut Cx<'t>) -> eval::Flow<Self>;
+    /// The value of a `return`; `None` where Rhai must decide.
+    fn returned(v: Dynamic) -> Option<Self>;
+}
+
+impl Ending for Dynamic {
+    fn body<'t>(b: &'t Block, cx: &mut Cx<'t>) -> eval::Flow<Self> {
+        eval::block(b, cx)
+    }
+    fn returned(v: Dynamic) -> Option<Self> {
+        Some(v)
+    }
+}
+
+impl Ending for Computed {
+    fn body<'t>(b: &'t Block, cx: &mut Cx<'t>) -> eval::Flow<Self> {
+        match eval::pair(b, cx)? {
+            Some(pair) => Ok(Computed::Two(pair)),
+            None => eval::block(b, cx).map(Computed::One),
+        }
+    }
+    fn returned(v: Dynamic) -> Option<Self> {
+        Some(Computed::One(v))
+    }
+}
+
+impl Ending for bool {
+    fn body<'t>(b: &'t Block, cx: &mut Cx<'t>) -> eval::Flow<Self> {
+        eval::decided(b, cx)
+    }
+    fn returned(v: Dynamic) -> Option<Self> {
+        v.as_bool().ok()
+    }
+}
+
 /// A script function translated into a tree.
 #[derive(Debug)]
 pub struct NativeFn {
@@ -138,7 +176,14 @@ impl NativeFn {
     /// or `None` where Rhai must decide.
     pub fn eval(&self, curry: &[Dynamic], args: &[&Dynamic]) -> Option<Dynamic> {
         // Without `this` there is nothing to undo.
-        self.run(curry, args, None, None, None, false).ok().flatten().map(Computed::into_dynamic)
+        self.run::<Dynamic>(curry, args, None, None, None).ok().flatten()
+    }
+
+    /// A predicate's value (a filter's): its last expression decided
+    /// straight to a `bool`, without a `Dynamic` of it; `None` where Rhai
+    /// must decide, a value that is not a `bool` included.
+    pub fn test(&self, curry: &[Dynamic], args: &[&Dynamic]) -> Option<bool> {
+        self.run::<bool>(curry, args, None, None, None).ok().flatten()
     }
 
     /// The value of a function whose first argument (after the captured
@@ -158,7 +203,11 @@ impl NativeFn {
         if !self.written.contains(&curry.len()) || state.is_shared() {
             args.push(&state);
             args.extend_from_slice(rest);
-            return Ok(match self.run(curry, &args, None, None, None, two).ok().flatten() {
+            let value = match two {
+                true => self.run::<Computed>(curry, &args, None, None, None),
+                false => self.run::<Dynamic>(curry, &args, None, None, None).map(|v| v.map(Computed::One)),
+            };
+            return Ok(match value.ok().flatten() {
                 Some(value) => Ok(value),
                 None => Err(state),
             });
@@ -166,7 +215,11 @@ impl NativeFn {
         // Read through its slot only: the argument is a placeholder.
         args.push(&Dynamic::UNIT);
         args.extend_from_slice(rest);
-        match self.run(curry, &args, None, None, Some(&mut state), two)? {
+        let value = match two {
+            true => self.run::<Computed>(curry, &args, None, None, Some(&mut state))?,
+            false => self.run::<Dynamic>(curry, &args, None, None, Some(&mut state))?.map(Computed::One),
+        };
+        match value {
             Some(value) => Ok(Ok(value)),
             None => Ok(Err(state)),
         }
@@ -182,23 +235,22 @@ impl NativeFn {
         state: &mut Dynamic,
         emitted: Option<&mut Vec<(ImmutableString, Dynamic)>>,
     ) -> Result<Option<Dynamic>, NotUndone> {
-        Ok(self.run(curry, args, Some(state), emitted, None, false)?.map(Computed::into_dynamic))
+        self.run::<Dynamic>(curry, args, Some(state), emitted, None)
     }
 
     /// A call from another translated function: no `this`, no `emit`.
     fn call(&self, args: &[&Dynamic]) -> Option<Dynamic> {
-        self.run(&[], args, None, None, None, false).ok().flatten().map(Computed::into_dynamic)
+        self.run::<Dynamic>(&[], args, None, None, None).ok().flatten()
     }
 
-    fn run(
+    fn run<R: Ending>(
         &self,
         curry: &[Dynamic],
         args: &[&Dynamic],
         this: Option<&mut Dynamic>,
         emitted: Option<&mut Vec<(ImmutableString, Dynamic)>>,
         mut owned: Option<&mut Dynamic>,
-        two: bool,
-    ) -> Result<Option<Computed>, NotUndone> {
+    ) -> Result<Option<R>, NotUndone> {
         let mut frame = Vec::new();
         if self.slots > 0 {
             frame = self.spare.try_borrow_mut().map(|mut f| std::mem::take(&mut *f)).unwrap_or_default();
@@ -217,17 +269,14 @@ impl NativeFn {
             cx.frame[slot] = std::mem::replace(state, Dynamic::UNIT);
             cx.owned = Some(slot);
         }
-        let computed = match two {
-            true => eval::pair(&self.body, &mut cx).and_then(|pair| match pair {
-                Some(pair) => Ok(Computed::Two(pair)),
-                None => eval::block(&self.body, &mut cx).map(Computed::One),
-            }),
-            false => eval::block(&self.body, &mut cx).map(Computed::One),
+        let ended = match R::body(&self.body, &mut cx) {
+            Ok(v) => Ok(v),
+            Err(Exit::Return) => cx.returned.take().and_then(R::returned).ok_or(Exit::GiveUp),
+            Err(e) => Err(e),
         };
-        let result = match computed {
+        let result = match ended {
             Ok(v) => Some(v),
-            Err(Exit::Return) => cx.returned.take().map(Computed::One),
-            Err(Exit::GiveUp | Exit::Break | Exit::Continue) => {
+            Err(Exit::Return | Exit::GiveUp | Exit::Break | Exit::Continue) => {
                 if !cx.undo() {
                     return Err(NotUndone);
                 }

@@ -260,3 +260,22 @@ fn a_split_kept_in_a_loop_finds_the_pieces_of_each_turns_text() {
     assert_eq!(rhai.unwrap().to_string(), "xx1y22zzzz3");
     assert!(value.is_some(), "the tree answered");
 }
+
+#[test]
+fn a_predicate_is_decided_straight_to_a_bool_and_left_to_rhai_when_it_is_not_one() {
+    let engine = rhai::Engine::new();
+    let decide = |body: &str, arg: Dynamic| {
+        let ast = engine.compile(format!("fn f(l) {{ {body} }}")).unwrap();
+        NativeFn::translate(&ast, "f", 0, 1).expect("translated").test(&[], &[&arg])
+    };
+    let line = |s: &str| Dynamic::from(s.to_string());
+    let either = r#"l.contains(" ERROR ") || l.contains(" WARN ")"#;
+    assert_eq!(decide(either, line("10:00 WARN disk")), Some(true));
+    assert_eq!(decide(either, line("10:00 INFO disk")), Some(false));
+    assert_eq!(decide(r#"if l.len() > 3 { return false; } true"#, line("long line")), Some(false));
+    assert_eq!(decide(r#"if l.len() > 3 { return false; } true"#, line("ok")), Some(true));
+    // Not a `bool`: Rhai gives the value, and the filter its error.
+    assert_eq!(decide("l.len()", line("x")), None);
+    assert_eq!(decide(r#"if l.len() > 3 { return "yes"; } true"#, line("long line")), None);
+    assert_eq!(decide("let n = l.len();", line("x")), None);
+}
