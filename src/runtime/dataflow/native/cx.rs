@@ -4,7 +4,7 @@
 
 use rhai::{Array, Dynamic, ImmutableString, Map};
 
-use super::paths::{at_mut, held, position, restore, Key};
+use super::paths::{at_mut, field, held, position, restore, Key};
 use super::tree::{Node, Root, Step};
 
 /// A change to `this` or to the state the call owns, to undo.
@@ -120,7 +120,7 @@ impl<'a> Cx<'a> {
     /// `None` where the value must be computed (see [`in_place`]).
     pub(super) fn look<'c>(&'c self, node: &'c Node) -> Option<&'c Dynamic> {
         match node {
-            Node::Field(c, name) => held::<Map>(self.look(c)?)?.get(name.as_str()),
+            Node::Field(c, name) => field(held::<Map>(self.look(c)?)?, name.as_str()),
             Node::Index(c, i) => match &**i {
                 Node::Const(i) => {
                     let v = self.look(c)?;
