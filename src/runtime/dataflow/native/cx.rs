@@ -127,7 +127,7 @@ impl<'a> Cx<'a> {
                     if let Some(a) = held::<Array>(v) {
                         return a.get(position(a.len(), i)?);
                     }
-                    held::<Map>(v)?.get(i.read_lock::<ImmutableString>()?.as_str())
+                    field(held::<Map>(v)?, i.read_lock::<ImmutableString>()?.as_str())
                 }
                 _ => None,
             },

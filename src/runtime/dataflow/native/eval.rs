@@ -42,50 +42,26 @@ pub fn block<'t>(b: &'t Block, cx: &mut Cx<'t>) -> Flow<Dynamic> {
     let Some((last, init)) = b.0.split_last() else {
         return Ok(Dynamic::UNIT);
     };
-    for s in init {
-        statement(s, cx)?;
-    }
+    effects(init, cx)?;
     match last {
         Statement::Expr(node) => eval(node, cx),
         s => statement(s, cx).map(|()| Dynamic::UNIT),
     }
 }
 
-/// The two values of a block that ends in a literal `[a, b]` (a reduce
-/// function's `[state, emitted]`), without the array; `None` where it ends
-/// otherwise.
-pub fn pair<'t>(b: &'t Block, cx: &mut Cx<'t>) -> Flow<Option<[Dynamic; 2]>> {
-    let Some((Statement::Expr(Node::Array(items)), init)) = b.0.split_last() else {
-        return Ok(None);
-    };
-    if items.len() != 2 {
-        return Ok(None);
-    }
-    for s in init {
+/// Runs statements for what they do, not for a value (a block's before
+/// its last).
+pub fn effects<'t>(statements: &'t [Statement], cx: &mut Cx<'t>) -> Flow<()> {
+    for s in statements {
         statement(s, cx)?;
     }
-    let mut two = [Dynamic::UNIT, Dynamic::UNIT];
-    elements(items, &mut two, cx)?;
-    Ok(Some(two))
-}
-
-/// A block's value as a `bool` (a filter's): its last expression decided
-/// as a condition is (`truth`). A block that ends otherwise is `()`, and
-/// Rhai decides (a filter's error).
-pub fn decided<'t>(b: &'t Block, cx: &mut Cx<'t>) -> Flow<bool> {
-    let Some((Statement::Expr(node), init)) = b.0.split_last() else {
-        return Err(Exit::GiveUp);
-    };
-    for s in init {
-        statement(s, cx)?;
-    }
-    truth(node, cx)
+    Ok(())
 }
 
 /// The elements of an array literal into `values`, one per item. A
 /// variable moved into the literal is taken once every other element is
 /// there (`moves`): nothing after that gives up.
-fn elements<'t>(items: &'t [Node], values: &mut [Dynamic], cx: &mut Cx<'t>) -> Flow<()> {
+pub fn elements<'t>(items: &'t [Node], values: &mut [Dynamic], cx: &mut Cx<'t>) -> Flow<()> {
     for (item, value) in items.iter().zip(values.iter_mut()) {
         if !matches!(item, Node::Take(_)) {
             *value = eval(item, cx)?;
@@ -514,7 +490,7 @@ fn pushed<'t>(node: &'t Node, text: &mut Text, cx: &mut Cx<'t>) -> Flow<bool> {
 
 /// A condition's value: comparisons of values read in place, `!`, `&&`
 /// and `||` straight to a `bool`, without a `Dynamic` of each.
-fn truth<'t>(node: &'t Node, cx: &mut Cx<'t>) -> Flow<bool> {
+pub fn truth<'t>(node: &'t Node, cx: &mut Cx<'t>) -> Flow<bool> {
     match node {
         Node::Binary(op, a, b) if op.is_comparison() && in_place(a) && in_place(b) => {
             if let (Some(x), Some(y)) = (cx.look(a), cx.look(b)) {

@@ -40,7 +40,7 @@ use rhai::{Dynamic, ImmutableString, AST};
 use cx::Cx;
 use eval::Exit;
 use methods::Builtin;
-use tree::{Block, Translator};
+use tree::{Block, Node, Statement, Translator};
 
 /// A callback gave up and its changes to `this` could not be undone: Rhai
 /// must not run it on a state half changed.
@@ -86,10 +86,17 @@ impl Ending for Dynamic {
 
 impl Ending for Computed {
     fn body<'t>(b: &'t Block, cx: &mut Cx<'t>) -> eval::Flow<Self> {
-        match eval::pair(b, cx)? {
-            Some(pair) => Ok(Computed::Two(pair)),
-            None => eval::block(b, cx).map(Computed::One),
+        // A body that ends in `[a, b]` (a reduce function's `[state,
+        // emitted]`): the two apart, without the array.
+        if let Some((Statement::Expr(Node::Array(items)), init)) = b.0.split_last() {
+            if items.len() == 2 {
+                eval::effects(init, cx)?;
+                let mut two = [Dynamic::UNIT, Dynamic::UNIT];
+                eval::elements(items, &mut two, cx)?;
+                return Ok(Computed::Two(two));
+            }
         }
+        eval::block(b, cx).map(Computed::One)
     }
     fn returned(v: Dynamic) -> Option<Self> {
         Some(Computed::One(v))
@@ -97,8 +104,14 @@ impl Ending for Computed {
 }
 
 impl Ending for bool {
+    /// The last expression decided as a condition is (`truth`). A block
+    /// that ends otherwise is `()`, and Rhai decides (a filter's error).
     fn body<'t>(b: &'t Block, cx: &mut Cx<'t>) -> eval::Flow<Self> {
-        eval::decided(b, cx)
+        let Some((Statement::Expr(node), init)) = b.0.split_last() else {
+            return Err(Exit::GiveUp);
+        };
+        eval::effects(init, cx)?;
+        eval::truth(node, cx)
     }
     fn returned(v: Dynamic) -> Option<Self> {
         v.as_bool().ok()

@@ -97,7 +97,7 @@ pub(super) fn at<R>(v: &Dynamic, path: &[Key], f: &mut dyn FnMut(&Dynamic) -> Op
                 return at(&a[position(a.len(), i)?], rest, f);
             }
             if let Some(m) = v.read_lock::<Map>() {
-                return at(m.get(i.read_lock::<ImmutableString>()?.as_str())?, rest, f);
+                return at(field(&m, i.read_lock::<ImmutableString>()?.as_str())?, rest, f);
             }
             // A string's character (by character, negative from the end).
             if !rest.is_empty() {
@@ -138,7 +138,7 @@ pub(super) fn at_mut<R>(v: &mut Dynamic, path: &[Key], f: &mut dyn FnMut(&mut Dy
                 return at_mut(&mut a[at], rest, f);
             }
             let mut m = v.write_lock::<Map>()?;
-            at_mut(m.get_mut(i.read_lock::<ImmutableString>()?.as_str())?, rest, f)
+            at_mut(field_mut(&mut m, i.read_lock::<ImmutableString>()?.as_str())?, rest, f)
         }
     }
 }
