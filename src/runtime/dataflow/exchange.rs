@@ -12,6 +12,7 @@ use rhai::Dynamic;
 use super::call::{Callee, Calls};
 use super::channel::{self, Unsent};
 use super::error::{script_error, FlowError};
+use super::lines::LineBlock;
 use super::running::Running;
 use super::{Msg, Remote, BATCH};
 use crate::workflow::key::{Key, KeyMap};
@@ -26,6 +27,9 @@ pub enum Inbox {
 
 /// Batches go round-robin over the target instances (out of a source).
 pub struct Spread {
+    /// A line source's blocks, each a batch, sent before `buf` (which only
+    /// holds what came after them).
+    blocks: std::collections::VecDeque<LineBlock>,
     buf: Vec<Dynamic>,
     next: usize,
     targets: usize,
@@ -33,10 +37,27 @@ pub struct Spread {
 
 impl Spread {
     pub fn new(targets: usize, start: usize) -> Spread {
-        Spread { buf: Vec::new(), next: start, targets }
+        Spread { blocks: Default::default(), buf: Vec::new(), next: start, targets }
+    }
+
+    fn push_lines(&mut self, block: LineBlock) {
+        match self.buf.is_empty() {
+            true => self.blocks.push_back(block),
+            // Behind records held here: the lines go out after them.
+            false => self.buf.extend(block.records()),
+        }
     }
 
     fn ready(&mut self, min: usize, out: &mut Vec<(usize, Msg)>) {
+        while self.blocks.front().is_some_and(|b| b.len() >= min) {
+            let block = self.blocks.pop_front().expect("a block is there");
+            self.next = (self.next + 1) % self.targets;
+            out.push((self.next, Msg::Lines(0, block)));
+        }
+        if !self.blocks.is_empty() {
+            // A short block waits, and what came after it waits behind it.
+            return;
+        }
         while self.buf.len() >= min {
             let take = self.buf.len().min(BATCH.max(min));
             self.next = (self.next + 1) % self.targets;
@@ -199,7 +220,7 @@ impl Pusher {
     /// Whether no record waits here.
     pub fn is_empty(&self) -> bool {
         match self {
-            Pusher::Spread(p) => p.buf.is_empty(),
+            Pusher::Spread(p) => p.blocks.is_empty() && p.buf.is_empty(),
             Pusher::Forward(p) => p.buf.is_empty(),
             Pusher::Hash(p) => p.keyed.iter().all(Vec::is_empty) && p.partial.as_ref().is_none_or(|c| c.iter().all(|m| m.is_empty())),
             Pusher::Route(p) => p.bufs.iter().all(Vec::is_empty),
@@ -246,6 +267,22 @@ impl Outlet {
     pub fn push(&mut self, calls: &Calls, records: Vec<Dynamic>) -> Result<(), FlowError> {
         self.pusher.push(calls, &self.target_name, records)?;
         if self.held_since.is_none() && !self.pusher.is_empty() {
+            self.held_since = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Takes a line source's lines: as one block where the pusher deals
+    /// batches out whole (the target makes the records), else as records.
+    pub fn push_lines(&mut self, calls: &Calls, block: LineBlock) -> Result<(), FlowError> {
+        if block.is_empty() {
+            return Ok(());
+        }
+        match &mut self.pusher {
+            Pusher::Spread(p) => p.push_lines(block),
+            _ => return self.push(calls, block.records()),
+        }
+        if self.held_since.is_none() {
             self.held_since = Some(Instant::now());
         }
         Ok(())
@@ -342,11 +379,41 @@ mod tests {
             .iter()
             .map(|(t, m)| match m {
                 Msg::Records(_, r) => (*t, r.len()),
+                Msg::Lines(_, l) => (*t, l.len()),
                 Msg::Keyed(_, r) => (*t, r.len()),
                 Msg::Counts(r) => (*t, r.len()),
                 Msg::End | Msg::Barrier(_) | Msg::Watermark(_) | Msg::Idle => (*t, 0),
             })
             .collect()
+    }
+
+    #[test]
+    fn spread_deals_blocks_of_lines_whole_and_what_follows_a_block_after_it() {
+        let mut p = Spread::new(2, 0);
+        let full: Vec<String> = (0..BATCH).map(|i| i.to_string()).collect();
+        let full: Vec<&str> = full.iter().map(String::as_str).collect();
+        p.push_lines(LineBlock::of(&full));
+        p.push_lines(LineBlock::of(&["a", "b"]));
+        p.buf.extend(ints(1));
+        // Behind held records, lines become records.
+        p.push_lines(LineBlock::of(&["c"]));
+        let mut out = Vec::new();
+        p.ready(BATCH, &mut out);
+        assert_eq!(sizes(&out), vec![(1, BATCH)]);
+        assert!(matches!(out[0].1, Msg::Lines(..)));
+        out.clear();
+        // The short block waits for a smaller minimum, and the records behind it too.
+        p.ready(2, &mut out);
+        assert_eq!(sizes(&out), vec![(0, 2), (1, 2)]);
+        let shown: Vec<Vec<String>> = out
+            .iter()
+            .map(|(_, m)| match m {
+                Msg::Lines(_, l) => l.lines().map(String::from).collect(),
+                Msg::Records(_, r) => r.iter().map(|v| v.to_string()).collect(),
+                other => panic!("not records: {other:?}"),
+            })
+            .collect();
+        assert_eq!(shown, [vec!["a", "b"], vec!["0", "c"]]);
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod event_time;
 mod exchange;
 mod kafka;
 mod layout;
+mod lines;
 mod meter;
 mod native;
 mod nats;
@@ -71,6 +72,9 @@ pub type Outputs = Vec<Vec<rhai::Dynamic>>;
 pub enum Msg {
     /// Records for the target's input port number `.0`.
     Records(u32, Vec<Dynamic>),
+    /// A line source's lines for the target's input port number `.0`,
+    /// made into records by the target.
+    Lines(u32, lines::LineBlock),
     /// Records routed by key, with the key computed once by the sender.
     Keyed(u32, Vec<(Key, Dynamic)>),
     /// Partial counts per key, for a `count`: the sender combines records of
@@ -105,6 +109,7 @@ impl Msg {
     pub fn to_port(self, port: u32) -> Msg {
         match self {
             Msg::Records(_, r) => Msg::Records(port, r),
+            Msg::Lines(_, l) => Msg::Lines(port, l),
             Msg::Keyed(_, r) => Msg::Keyed(port, r),
             other => other,
         }

@@ -4,10 +4,11 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 
-use rhai::{Dynamic, ImmutableString};
+use rhai::Dynamic;
 
 use super::call::Calls;
 use super::error::{script_error, FlowError};
+use super::lines::LineBlock;
 use super::snapshot::Position;
 use super::{deadline, BATCH, TCP_POLL};
 use crate::workflow::{Func, SourceSpec};
@@ -49,12 +50,6 @@ pub fn read_line_bounded<R: BufRead>(reader: &mut R, buf: &mut Vec<u8>, max: usi
             return Ok(LineRead::Line);
         }
     }
-}
-
-/// A line as a record: UTF-8 text without its `\r`.
-fn record(bytes: &[u8]) -> Result<Dynamic, std::str::Utf8Error> {
-    let text = std::str::from_utf8(bytes)?;
-    Ok(Dynamic::from(ImmutableString::from(text.strip_suffix('\r').unwrap_or(text))))
 }
 
 /// A line source: a file, or a connection with a read timeout so that a
@@ -237,17 +232,8 @@ impl SourceReader {
                     }
                 }
             }
-            SourceReader::File(lines) => {
-                // Only the end of the file ends it, not a batch that came
-                // back empty while a barrier or a stop was asked for.
-                lines.fill(&mut batch, operator, stopping)?;
-                return Ok((!batch.is_empty() || !lines.ended).then_some(batch));
-            }
-            // Endless sources hand over what they have (maybe nothing)
-            // whenever `stopping` says so: a stop, or a checkpoint's barrier.
-            SourceReader::Tcp(lines) => {
-                lines.fill(&mut batch, operator, stopping)?;
-                return Ok((!batch.is_empty() || !lines.ended).then_some(batch));
+            SourceReader::File(_) | SourceReader::Tcp(_) => {
+                return Ok(self.next_lines(operator, stopping)?.map(|block| block.records()));
             }
             SourceReader::Redis(reader) => return Ok(Some(poll(|| reader.next_batch(), stopping)?)),
             SourceReader::Nats(reader) => return Ok(Some(poll(|| reader.next_batch(), stopping)?)),
@@ -260,6 +246,32 @@ impl SourceReader {
             },
         }
         Ok((!batch.is_empty()).then_some(batch))
+    }
+
+    /// Whether this is a line source, which can hand its lines over as a
+    /// block of text (`next_lines`).
+    pub fn reads_lines(&self) -> bool {
+        matches!(self, SourceReader::File(_) | SourceReader::Tcp(_))
+    }
+
+    /// A line source's next lines; `None` once it is exhausted (any other
+    /// source has none).
+    pub fn next_lines(&mut self, operator: &str, stopping: &dyn Fn() -> bool) -> Result<Option<LineBlock>, FlowError> {
+        match self {
+            // Only the end of the file ends it, not a batch that came back
+            // empty while a barrier or a stop was asked for.
+            SourceReader::File(lines) => {
+                let block = lines.fill(operator, stopping)?;
+                Ok((!block.is_empty() || !lines.ended).then_some(block))
+            }
+            // Endless sources hand over what they have (maybe nothing)
+            // whenever `stopping` says so: a stop, or a checkpoint's barrier.
+            SourceReader::Tcp(lines) => {
+                let block = lines.fill(operator, stopping)?;
+                Ok((!block.is_empty() || !lines.ended).then_some(block))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Checkpoint `id`'s barrier leaves now: a broker source notes what it
@@ -333,9 +345,11 @@ impl<R: Read> Lines<R> {
         Lines { reader, buf: Vec::new(), max, line: 0, ended: false, eager }
     }
 
-    fn fill(&mut self, batch: &mut Vec<Dynamic>, operator: &str, stopping: &dyn Fn() -> bool) -> Result<(), FlowError> {
+    /// Reads up to a batch of lines, checked as UTF-8 once they are read.
+    fn fill(&mut self, operator: &str, stopping: &dyn Fn() -> bool) -> Result<LineBlock, FlowError> {
         let io = |e: std::io::Error| FlowError::Operator { operator: operator.into(), reason: format!("read error: {e}") };
-        while batch.len() < BATCH && !self.ended {
+        let (mut bytes, mut ends) = (Vec::new(), Vec::new());
+        while ends.len() < BATCH && !self.ended {
             match read_line_bounded(&mut self.reader, &mut self.buf, self.max) {
                 Ok(LineRead::Line) => {}
                 Ok(LineRead::Eof) => {
@@ -349,25 +363,27 @@ impl<R: Read> Lines<R> {
                 }
                 // A partial line stays in the buffer until the rest arrives.
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                    if !batch.is_empty() || stopping() {
-                        return Ok(());
+                    if !ends.is_empty() || stopping() {
+                        break;
                     }
                     continue;
                 }
                 Err(e) => return Err(io(e)),
             }
             self.line += 1;
-            let rec = record(&self.buf).map_err(|e| FlowError::Operator {
-                operator: operator.into(),
-                reason: format!("line {} is not UTF-8 text: {e}", self.line),
-            })?;
+            bytes.extend_from_slice(&self.buf);
+            ends.push(bytes.len());
+            bytes.push(b'\n');
             self.buf.clear();
-            batch.push(rec);
             if self.eager && self.reader.buffer().is_empty() {
-                return Ok(());
+                break;
             }
         }
-        Ok(())
+        let first = self.line - ends.len() as u64;
+        LineBlock::new(bytes, ends).map_err(|bad| FlowError::Operator {
+            operator: operator.into(),
+            reason: format!("line {} is not UTF-8 text: {}", first + bad.index as u64 + 1, bad.error),
+        })
     }
 }
 
@@ -403,8 +419,19 @@ mod tests {
     #[test]
     fn a_source_fails_on_a_line_over_its_limit_naming_it() {
         let mut lines = Lines::new(BufReader::new(&b"ok\nway too long\n"[..]), 5, false);
-        let mut batch = Vec::new();
-        let err = lines.fill(&mut batch, "src", &|| false).unwrap_err();
+        let err = lines.fill("src", &|| false).unwrap_err();
         assert_eq!(err, FlowError::LineTooLong { operator: "src".into(), line: 2, max: 5 });
+    }
+
+    #[test]
+    fn a_source_reads_a_block_of_lines_and_names_the_first_that_is_not_text() {
+        let mut lines = Lines::new(BufReader::new(&b"one\r\ntwo\n\nlast"[..]), 100, false);
+        let block = lines.fill("src", &|| false).unwrap();
+        assert_eq!(block.lines().collect::<Vec<_>>(), ["one", "two", "", "last"]);
+        assert!(lines.ended);
+        let mut lines = Lines::new(BufReader::new(&b"a\nb\nc \xff\nd\n"[..]), 100, false);
+        let err = lines.fill("src", &|| false).unwrap_err();
+        let reason = "line 3 is not UTF-8 text: invalid utf-8 sequence of 1 bytes from index 2".into();
+        assert_eq!(err, FlowError::Operator { operator: "src".into(), reason });
     }
 }

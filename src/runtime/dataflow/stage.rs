@@ -192,6 +192,10 @@ impl StageRun {
                     self.process(calls, running, port as usize, Input::Records(records))?;
                     self.made_time(calls, running)?
                 }
+                Offer::Process(Msg::Lines(port, lines)) => {
+                    self.process(calls, running, port as usize, Input::Records(lines.records()))?;
+                    self.made_time(calls, running)?
+                }
                 Offer::Process(Msg::Keyed(port, records)) => {
                     self.process(calls, running, port as usize, Input::Keyed(records))?;
                     self.made_time(calls, running)?
@@ -234,6 +238,15 @@ impl StageRun {
         if self.routes[0].get(1).is_some_and(|targets| !targets.is_empty()) {
             reader.keep_rejects();
         }
+        // A line source whose lines all leave by one outlet hands them over
+        // as blocks of text: the stage they go to makes the records.
+        let lines_out = match self.routes[0].split_first() {
+            Some((first, rest)) if reader.reads_lines() && rest.iter().all(Vec::is_empty) => match first.as_slice() {
+                [Target::Outlet(o)] => Some(*o),
+                _ => None,
+            },
+            _ => None,
+        };
         let seen = std::cell::Cell::new(0);
         let barriers = self.barriers.clone();
         let barrier_due = || barriers.as_ref().and_then(|b| b.due(seen.get()));
@@ -251,6 +264,19 @@ impl StageRun {
             if running.stop_requested() {
                 self.at = Some(reader.position());
                 return Ok(());
+            }
+            if let Some(o) = lines_out {
+                let Some(block) = reader.next_lines(&self.names[0], &stopping)? else {
+                    self.at = Some(reader.position());
+                    return Ok(());
+                };
+                let full = block.len() >= BATCH;
+                running.count(self.nodes[0], 0, block.len());
+                self.outlets[o].push_lines(calls, block)?;
+                self.made_time(calls, running)?;
+                self.clock(calls, running)?;
+                self.flush(running, if full { BATCH } else { 1 })?;
+                continue;
             }
             let Some(batch) = reader.next_batch(calls, &self.names[0], &stopping)? else {
                 self.at = Some(reader.position());

@@ -443,6 +443,7 @@ mod tests {
             }
             let n = match msg {
                 Msg::Records(_, r) => r.len(),
+                Msg::Lines(_, l) => l.len(),
                 Msg::End => usize::MAX,
                 _ => 0,
             };

@@ -225,6 +225,8 @@ fn to_wire(msg: Msg) -> Result<crate::net::message::DataMsg, FlowError> {
     let plain = |v: &Dynamic| Value::from_dynamic(v).map_err(|e| FlowError::Remote(e.to_string()));
     Ok(match msg {
         Msg::Records(port, records) => DataMsg::Records(port, records.iter().map(plain).collect::<Result<_, _>>()?),
+        // Lines cross as text records: the peer makes its own strings anyway.
+        Msg::Lines(port, lines) => DataMsg::Records(port, lines.lines().map(|l| Value::Str(l.into())).collect()),
         Msg::Keyed(port, pairs) => {
             DataMsg::Keyed(port, pairs.iter().map(|(k, v)| Ok((plain(&k.value)?, plain(v)?))).collect::<Result<_, FlowError>>()?)
         }
