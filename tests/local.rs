@@ -335,6 +335,58 @@ fn write_lines_writes_every_record() {
 }
 
 #[test]
+fn lines_reach_a_parallel_stage_whole_without_their_line_ends_across_batches() {
+    // Over two batches of 1,024 lines, the stage after the source gets them
+    // as blocks of text: every line arrives once, without `\r` or `\n`,
+    // the last one too though it has no `\n`, an empty line as "".
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.txt"), dir.path().join("out.txt"));
+    let mut text = String::new();
+    let mut expected = Vec::new();
+    for i in 0..2500 {
+        let line = match i % 5 {
+            0 => String::new(),
+            1 => format!("d\u{e9}j\u{e0} {i}"),
+            _ => format!("line {i}"),
+        };
+        text.push_str(&line);
+        text.push_str(if i % 2 == 0 { "\r\n" } else { "\n" });
+        expected.push(format!("{}|{line}|", line.chars().count()));
+    }
+    text.push_str("no newline");
+    expected.push("10|no newline|".into());
+    std::fs::write(&input, text).unwrap();
+    let wf = format!(
+        "workflow().read_lines({:?}).map(|l| `${{l.len()}}|${{l}}|`).write_lines({:?})",
+        input.display().to_string(),
+        output.display().to_string()
+    );
+    Skitter::new().args(["local", "start", "--no-log", "--slots", "2", "--deploy", &wf]).run().success();
+    let mut got: Vec<String> = std::fs::read_to_string(&output).unwrap().lines().map(str::to_string).collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn a_line_that_is_not_utf8_fails_the_workflow_naming_its_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    let mut bytes = Vec::new();
+    for i in 1..=3000 {
+        match i {
+            2100 => bytes.extend_from_slice(b"caf\xe9\n"),
+            _ => bytes.extend_from_slice(format!("line {i}\n").as_bytes()),
+        }
+    }
+    std::fs::write(&input, bytes).unwrap();
+    let wf = format!("workflow().read_lines({:?}).name(\"in\").map(|l| l.len()).collect()", input.display().to_string());
+    let out = Skitter::new().args(["local", "start", "--no-log", "--deploy", &wf]).run();
+    out.expect_code(1);
+    out.stderr_has("operator `in`: line 2100 is not UTF-8 text: incomplete utf-8 byte sequence from index 3");
+}
+
+#[test]
 fn a_missing_input_file_fails_the_deploy_clearly() {
     let out = Skitter::new()
         .args(["local", "start", "--no-log", "--deploy", "workflow().read_lines(\"/nonexistent/words.txt\").inspect()"])
