@@ -37,6 +37,7 @@ pub mod sink;
 pub mod snapshot;
 pub mod source;
 mod stage;
+mod stage_source;
 mod stage_time;
 mod user_op;
 mod warm;

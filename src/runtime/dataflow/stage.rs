@@ -20,7 +20,6 @@ use super::meter::SAMPLE_EVERY;
 use super::operators::{One, Step};
 use super::running::Running;
 use super::snapshot::{InstanceTaken, Position, Taken};
-use super::source::SourceReader;
 use super::{Barrier, Delivery, Msg, BATCH, CHUNK};
 use crate::workflow::key::Key;
 
@@ -132,7 +131,7 @@ impl StageRun {
     /// Checkpoint `barrier`: takes the instance's state, sends everything
     /// before the barrier on, then the barrier itself. `alignment`: how
     /// long its inputs took to bring the barrier.
-    fn pass_barrier(&mut self, running: &Running, barrier: Barrier, alignment: Duration) -> Result<(), FlowError> {
+    pub(super) fn pass_barrier(&mut self, running: &Running, barrier: Barrier, alignment: Duration) -> Result<(), FlowError> {
         let mut taken = self.take(false);
         taken.alignment = alignment;
         self.flush(running, 1)?;
@@ -232,79 +231,9 @@ impl StageRun {
         Ok(())
     }
 
-    fn run_source(&mut self, calls: &Calls, running: &Running) -> Result<(), FlowError> {
-        let Step::Source(spec) = &self.steps[0] else { unreachable!("checked by caller") };
-        let mut reader = SourceReader::open(spec.clone(), &self.names[0], (self.instance, self.instances), running, self.at.clone())?;
-        if self.routes[0].get(1).is_some_and(|targets| !targets.is_empty()) {
-            reader.keep_rejects();
-        }
-        // A line source whose lines all leave by one outlet hands them over
-        // as blocks of text: the stage they go to makes the records.
-        let lines_out = match self.routes[0].split_first() {
-            Some((first, rest)) if reader.reads_lines() && rest.iter().all(Vec::is_empty) => match first.as_slice() {
-                [Target::Outlet(o)] => Some(*o),
-                _ => None,
-            },
-            _ => None,
-        };
-        let seen = std::cell::Cell::new(0);
-        let barriers = self.barriers.clone();
-        let barrier_due = || barriers.as_ref().and_then(|b| b.due(seen.get()));
-        let stopping = || running.stop_requested() || running.has_ended() || barrier_due().is_some();
-        loop {
-            if running.has_ended() {
-                return Err(FlowError::Ended);
-            }
-            if let Some(id) = barrier_due() {
-                seen.set(id);
-                reader.mark(id);
-                self.at = Some(reader.position());
-                self.pass_barrier(running, Barrier { id }, Duration::ZERO)?;
-            }
-            if running.stop_requested() {
-                self.at = Some(reader.position());
-                return Ok(());
-            }
-            if let Some(o) = lines_out {
-                let Some(block) = reader.next_lines(&self.names[0], &stopping)? else {
-                    self.at = Some(reader.position());
-                    return Ok(());
-                };
-                let full = block.len() >= BATCH;
-                running.count(self.nodes[0], 0, block.len());
-                self.outlets[o].push_lines(calls, block)?;
-                self.made_time(calls, running)?;
-                self.clock(calls, running)?;
-                self.flush(running, if full { BATCH } else { 1 })?;
-                continue;
-            }
-            let Some(batch) = reader.next_batch(calls, &self.names[0], &stopping)? else {
-                self.at = Some(reader.position());
-                return Ok(());
-            };
-            let full = batch.len() >= BATCH;
-            let rejects = reader.take_rejects();
-            if batch.is_empty() && rejects.is_empty() {
-                self.clock(calls, running)?;
-                self.flush(running, 1)?;
-                continue;
-            }
-            running.count(self.nodes[0], 0, batch.len() + rejects.len());
-            if !batch.is_empty() {
-                self.route(calls, running, 0, 0, batch)?;
-            }
-            if !rejects.is_empty() {
-                self.route(calls, running, 0, 1, rejects)?;
-            }
-            self.made_time(calls, running)?;
-            self.clock(calls, running)?;
-            self.flush(running, if full { BATCH } else { 1 })?;
-        }
-    }
-
     /// Sends the batches of at least `min` records, and whatever has
     /// waited the batch deadline.
-    fn flush(&mut self, running: &Running, min: usize) -> Result<(), FlowError> {
+    pub(super) fn flush(&mut self, running: &Running, min: usize) -> Result<(), FlowError> {
         let deadline = deadline::get();
         for o in &mut self.outlets {
             o.flush(running, min)?;
