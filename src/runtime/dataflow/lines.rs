@@ -8,7 +8,7 @@
 use rhai::{Dynamic, ImmutableString};
 
 /// Lines, each followed by its `\n`, in one UTF-8 text.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LineBlock {
     text: String,
     /// Where each line ends in `text` (at its `\n`).
@@ -33,7 +33,7 @@ impl LineBlock {
             Err(e) => {
                 let bad = e.utf8_error().valid_up_to();
                 let index = ends.partition_point(|&end| end < bad);
-                let start = index.checked_sub(1).map_or(0, |i| ends[i] + 1);
+                let start = start(&ends, index);
                 let bytes = e.into_bytes();
                 let error = std::str::from_utf8(&bytes[start..ends.get(index).copied().unwrap_or(bytes.len())])
                     .expect_err("the line with the first invalid byte is not UTF-8");
@@ -53,8 +53,7 @@ impl LineBlock {
     /// The lines, each without its `\r`, if it had one.
     pub fn lines(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
         self.ends.iter().enumerate().map(|(i, &end)| {
-            let start = i.checked_sub(1).map_or(0, |i| self.ends[i] + 1);
-            let line = &self.text[start..end];
+            let line = &self.text[start(&self.ends, i)..end];
             line.strip_suffix('\r').unwrap_or(line)
         })
     }
@@ -75,6 +74,11 @@ impl LineBlock {
     pub fn records(&self) -> Vec<Dynamic> {
         self.lines().map(|line| Dynamic::from(ImmutableString::from(line))).collect()
     }
+}
+
+/// Where line `i` starts: just past the `\n` of the line before it.
+fn start(ends: &[usize], i: usize) -> usize {
+    i.checked_sub(1).map_or(0, |before| ends[before] + 1)
 }
 
 #[cfg(test)]

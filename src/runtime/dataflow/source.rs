@@ -258,18 +258,8 @@ impl SourceReader {
     /// source has none).
     pub fn next_lines(&mut self, operator: &str, stopping: &dyn Fn() -> bool) -> Result<Option<LineBlock>, FlowError> {
         match self {
-            // Only the end of the file ends it, not a batch that came back
-            // empty while a barrier or a stop was asked for.
-            SourceReader::File(lines) => {
-                let block = lines.fill(operator, stopping)?;
-                Ok((!block.is_empty() || !lines.ended).then_some(block))
-            }
-            // Endless sources hand over what they have (maybe nothing)
-            // whenever `stopping` says so: a stop, or a checkpoint's barrier.
-            SourceReader::Tcp(lines) => {
-                let block = lines.fill(operator, stopping)?;
-                Ok((!block.is_empty() || !lines.ended).then_some(block))
-            }
+            SourceReader::File(lines) => lines.next(operator, stopping),
+            SourceReader::Tcp(lines) => lines.next(operator, stopping),
             _ => Ok(None),
         }
     }
@@ -343,6 +333,15 @@ fn poll(mut next: impl FnMut() -> Result<Vec<Dynamic>, FlowError>, stopping: &dy
 impl<R: Read> Lines<R> {
     pub fn new(reader: BufReader<R>, max: usize, eager: bool) -> Lines<R> {
         Lines { reader, buf: Vec::new(), max, line: 0, ended: false, eager }
+    }
+
+    /// The next lines; `None` once the input ended. Only the end ends it,
+    /// not a block that came back empty while a barrier or a stop was asked
+    /// for: an endless source hands over what it has (maybe nothing)
+    /// whenever `stopping` says so.
+    fn next(&mut self, operator: &str, stopping: &dyn Fn() -> bool) -> Result<Option<LineBlock>, FlowError> {
+        let block = self.fill(operator, stopping)?;
+        Ok((!block.is_empty() || !self.ended).then_some(block))
     }
 
     /// Reads up to a batch of lines, checked as UTF-8 once they are read.

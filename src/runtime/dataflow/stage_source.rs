@@ -48,38 +48,41 @@ impl StageRun {
                 self.at = Some(reader.position());
                 return Ok(());
             }
-            if let Some(o) = lines_out {
-                let Some(block) = reader.next_lines(&self.names[0], &stopping)? else {
-                    self.at = Some(reader.position());
-                    return Ok(());
-                };
-                let full = block.len() >= BATCH;
-                running.count(self.nodes[0], 0, block.len());
-                self.outlets[o].push_lines(calls, block)?;
-                self.made_time(calls, running)?;
-                self.clock(calls, running)?;
-                self.flush(running, if full { BATCH } else { 1 })?;
-                continue;
-            }
-            let Some(batch) = reader.next_batch(calls, &self.names[0], &stopping)? else {
+            // What was read, sent on: how many records, and whether a full batch.
+            let sent = match lines_out {
+                Some(o) => match reader.next_lines(&self.names[0], &stopping)? {
+                    Some(block) => {
+                        let n = block.len();
+                        running.count(self.nodes[0], 0, n);
+                        self.outlets[o].push_lines(calls, block)?;
+                        Some((n, n >= BATCH))
+                    }
+                    None => None,
+                },
+                None => match reader.next_batch(calls, &self.names[0], &stopping)? {
+                    Some(batch) => {
+                        let full = batch.len() >= BATCH;
+                        let rejects = reader.take_rejects();
+                        let n = batch.len() + rejects.len();
+                        running.count(self.nodes[0], 0, n);
+                        if !batch.is_empty() {
+                            self.route(calls, running, 0, 0, batch)?;
+                        }
+                        if !rejects.is_empty() {
+                            self.route(calls, running, 0, 1, rejects)?;
+                        }
+                        Some((n, full))
+                    }
+                    None => None,
+                },
+            };
+            let Some((n, full)) = sent else {
                 self.at = Some(reader.position());
                 return Ok(());
             };
-            let full = batch.len() >= BATCH;
-            let rejects = reader.take_rejects();
-            if batch.is_empty() && rejects.is_empty() {
-                self.clock(calls, running)?;
-                self.flush(running, 1)?;
-                continue;
+            if n > 0 {
+                self.made_time(calls, running)?;
             }
-            running.count(self.nodes[0], 0, batch.len() + rejects.len());
-            if !batch.is_empty() {
-                self.route(calls, running, 0, 0, batch)?;
-            }
-            if !rejects.is_empty() {
-                self.route(calls, running, 0, 1, rejects)?;
-            }
-            self.made_time(calls, running)?;
             self.clock(calls, running)?;
             self.flush(running, if full { BATCH } else { 1 })?;
         }
